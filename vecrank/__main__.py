@@ -1,0 +1,5 @@
+import sys
+
+from vecrank.cli import main
+
+sys.exit(main())
