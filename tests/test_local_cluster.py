@@ -37,7 +37,7 @@ def test_two_node_cluster_up_status_down(capsys, tmp_path_factory):
         assert again.code == 0 and "already running" in again.out
 
         logs = run_cli(capsys, *base, "es", "logs", "-n", "5", "--node", "vecrank-2")
-        assert logs.code == 0 and "vecrank-2" in logs.out
+        assert logs.code == 0 and logs.out.startswith("==> vecrank-2: ") and "vecrank-1" not in logs.out.splitlines()[0]
     finally:
         down = run_cli(capsys, *base, "es", "down")
     assert down.code == 0 and down.out.strip() == "Stopped vecrank-1, vecrank-2."

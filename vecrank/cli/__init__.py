@@ -14,6 +14,8 @@ import click
 
 from vecrank import __version__
 from vecrank.cli.es import es_command
+from vecrank.cli.index import index_command
+from vecrank.cli.ingest import ingest_command
 from vecrank.errors import VecrankError
 from vecrank.localnode.errors import LocalNodeError
 
@@ -116,7 +118,8 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, **overrides: Any) -> None
     ctx.obj = AppContext(overrides, verbose)
 
 
-cli.add_command(es_command)
+for _command in (es_command, index_command, ingest_command):
+    cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> int:

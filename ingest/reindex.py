@@ -1,0 +1,189 @@
+"""Build the next items version from the live one, verify it, then move the alias atomically.
+
+The new version may change the model, the text template, the vector index options or declared
+field types. Documents are read from the live index (their catalog fields are all stored), the
+text is rendered again, and a vector is computed only where the model or the text changed and the
+embedding cache does not already have it. Searches keep using the old version until the alias
+moves, in one atomic request, after the counts and a sample of vectors check out. The old version
+stays for ``rollback``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from vecrank.errors import VecrankError
+from vecrank.ingest import indices
+from vecrank.ingest.items import text_hash
+from vecrank.ingest.records import content_hash
+from vecrank.ingest.template import TextTemplate
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
+
+    from vecrank.ingest.cache import EmbeddingCache
+    from vecrank.ingest.embed import TextEmbedder
+    from vecrank.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReindexSummary:
+    source: str = ""
+    target: str = ""
+    switched: bool = False
+    docs: int = 0
+    copied_vectors: int = 0
+    from_cache: int = 0
+    embedded: int = 0
+    failed: int = 0
+    verified_sample: int = 0
+    seconds: float = 0.0
+    failures: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def catalog_fields(doc: dict[str, Any]) -> dict[str, Any]:
+    """The catalog's own fields of a stored item document (undoing the ``src_`` renames)."""
+    out = {}
+    for key, value in doc.items():
+        if key in indices.RESERVED_FIELDS:
+            continue
+        if key.startswith("src_") and key[4:] in indices.RESERVED_FIELDS:
+            key = key[4:]
+        out[key] = value
+    return out
+
+
+def reindex(client: Elasticsearch, settings: Settings, *, embedder: TextEmbedder,
+            template: str | None = None, index_options: indices.VectorIndexOptions | None = None,
+            field_types: dict[str, str] | None = None, cache: EmbeddingCache | None = None,
+            batch_size: int = 256, verify_sample: int = 20, switch: bool = True,
+            progress: bool | None = None) -> ReindexSummary:
+    """Build ``items-v<N+1>`` from the live version and (by default) switch the alias to it.
+
+    Args:
+        embedder: the model for the new version (the live one's model to keep it).
+        template: a new text template; default the live one's.
+        index_options: new ``dense_vector`` index options; default the live one's.
+        field_types: declared catalog field types; default the live one's.
+        cache: embedding cache; vectors found there are not computed again.
+        verify_sample: documents whose stored vector is checked against a fresh computation.
+        switch: move the alias when verification passes.
+
+    Raises:
+        VecrankError: nothing is live, or verification failed (the alias did not move; the new
+            version is left for inspection and can be deleted with ``vecrank index delete``).
+    """
+    from elasticsearch import helpers
+
+    started = time.monotonic()
+    live = indices.live_index(client, settings)
+    if live is None:
+        raise VecrankError(f"no items index behind {indices.alias_name(settings)}; ingest a catalog first")
+    old = indices.spec_of(client, live)
+    new = indices.IndexSpec(
+        model=embedder.model_name, dims=embedder.dimensions, template=template or old.template,
+        id_field=old.id_field, similarity=embedder.similarity,
+        index_options=index_options or old.index_options,
+        field_types=old.field_types if field_types is None else field_types,
+    )
+    target = indices.create_version(client, settings, new, point_alias_if_new=False)
+    summary = ReindexSummary(source=live, target=target)
+    render = TextTemplate(new.template).render
+    same_model = (old.model, old.dims) == (new.model, new.dims)
+
+    def actions():
+        batch: list[dict[str, Any]] = []
+        hits = helpers.scan(client, index=live, size=batch_size, preserve_order=False,
+                            source={"exclude_vectors": False})
+        for hit in hits:
+            batch.append(hit)
+            if len(batch) >= batch_size:
+                yield from _convert(batch)
+                batch = []
+        if batch:
+            yield from _convert(batch)
+
+    def _convert(hits: list[dict[str, Any]]):
+        rows = []
+        for hit in hits:
+            src = hit["_source"]
+            fields = catalog_fields(src)
+            text = render(fields)
+            rows.append((hit["_id"], src, fields, text))
+        keys = [text_hash(new.model, text) for _, _, _, text in rows]
+        reuse = {i for i, (_, src, _, text) in enumerate(rows)
+                 if same_model and text == src.get("text") and src.get("embedding") is not None}
+        cached = cache.get_many(new.model, [keys[i] for i in range(len(rows)) if i not in reuse],
+                                dims=new.dims) if cache is not None else {}
+        todo = sorted({keys[i]: rows[i][3] for i in range(len(rows)) if i not in reuse and keys[i] not in cached}.items())
+        fresh = {}
+        if todo:
+            encoded = embedder.encode([t for _, t in todo], normalize_embeddings=True)
+            fresh = {k: encoded[j] for j, (k, _) in enumerate(todo)}
+            if cache is not None:
+                cache.put_many(new.model, fresh)
+        for i, (doc_id, src, fields, text) in enumerate(rows):
+            if i in reuse:
+                vector, summary.copied_vectors = src["embedding"], summary.copied_vectors + 1
+            elif keys[i] in cached:
+                vector, summary.from_cache = cached[keys[i]].tolist(), summary.from_cache + 1
+            else:
+                vector, summary.embedded = fresh[keys[i]].tolist(), summary.embedded + 1
+            # Same text: keep the hash (it may cover a precomputed vector); new text: hash as ingest would.
+            digest = src.get("content_hash") if text == src.get("text") else content_hash(text, fields)
+            doc = {**src, "text": text, "embedding": vector, "content_hash": digest}
+            yield {"_op_type": "index", "_index": target, "_id": doc_id, "_source": doc}
+
+    for ok, info in helpers.streaming_bulk(client, actions(), chunk_size=500, max_retries=5,
+                                           raise_on_error=False, raise_on_exception=False):
+        if ok:
+            summary.docs += 1
+        else:
+            summary.failed += 1
+            if len(summary.failures) < 20:
+                summary.failures.append(str(info)[:300])
+    client.indices.refresh(index=target)
+
+    problems = verify(client, live, target, embedder=embedder, sample=verify_sample, summary=summary)
+    summary.seconds = round(time.monotonic() - started, 3)
+    if problems:
+        raise VecrankError(f"{target} failed verification, the alias still points at {live}: {'; '.join(problems)}")
+    if switch:
+        indices.switch(client, settings, int(target.rsplit("-v", 1)[1]))
+        summary.switched = True
+    return summary
+
+
+def verify(client: Elasticsearch, source: str, target: str, *, embedder: TextEmbedder, sample: int,
+           summary: ReindexSummary) -> list[str]:
+    """Counts match, and a random sample of stored vectors equals a fresh computation of their text."""
+    problems = []
+    n_source = client.count(index=source)["count"]
+    n_target = client.count(index=target)["count"]
+    if n_source != n_target:
+        problems.append(f"{n_target} documents in {target} but {n_source} in {source}")
+    if summary.failed:
+        problems.append(f"{summary.failed} documents failed to write, e.g. {summary.failures[:1]}")
+    if sample and n_target:
+        seed = random.Random(n_target).randrange(1 << 30)
+        hits = client.search(index=target, size=sample, source={"exclude_vectors": False},
+                             query={"function_score": {"random_score": {"seed": seed, "field": "_seq_no"}}})["hits"]["hits"]
+        stored = np.array([h["_source"]["embedding"] for h in hits], dtype=np.float32)
+        fresh = embedder.encode([h["_source"]["text"] for h in hits], normalize_embeddings=True)
+        cosines = np.sum(stored * fresh, axis=1) / (np.linalg.norm(stored, axis=1) * np.linalg.norm(fresh, axis=1))
+        summary.verified_sample = len(hits)
+        bad = [h["_id"] for h, c in zip(hits, cosines) if c < 0.999]
+        if bad:
+            problems.append(f"{len(bad)} of {len(hits)} sampled vectors differ from their text's embedding ({bad[:5]})")
+    return problems

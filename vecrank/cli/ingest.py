@@ -1,0 +1,117 @@
+"""``vecrank ingest``: item catalogs (embedded into the live items index), deletions, events."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from vecrank.cli._common import (
+    app,
+    default_dead_letter_path,
+    embedding_cache,
+    index_options_options,
+    json_option,
+    live_model,
+    model_options,
+    parse_pairs,
+)
+
+
+@click.group("ingest", short_help="Load item catalogs and interaction events into Elasticsearch.")
+def ingest_command() -> None:
+    """Load item catalogs (embedded with sentence-transformers) and interaction events."""
+
+
+def _print_summary(title: str, data: dict, as_json: bool) -> None:
+    from vecrank.cli import echo_json, echo_table
+
+    if as_json:
+        echo_json(data)
+        return
+    click.echo(title)
+    echo_table([{"count": k.replace("_", " "), "value": v} for k, v in data.items()
+                if not isinstance(v, dict) and v not in (None, "")])
+    for reason, n in (data.get("failures") or {}).items():
+        click.echo(f"  failed: {n} × {reason}")
+
+
+@ingest_command.command("items", short_help="Embed a catalog (JSONL, CSV, Parquet or -) into the items index.")
+@click.argument("path", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--template", required=True, metavar="PATTERN",
+              help='Text to embed, from the item\'s fields, e.g. "{title}. {genres}. {overview}".')
+@click.option("--id-field", default="id", show_default=True, help="Field holding the item id.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "parquet"]), default=None,
+              help="Input format [default: from the file suffix; JSONL for stdin].")
+@click.option("--vector-field", default=None, help="Field with precomputed vectors (used as given).")
+@click.option("--tombstone-field", default=None, help="Field that marks deleted items (true/1/yes).")
+@click.option("--field", "field_types", multiple=True, callback=parse_pairs, metavar="NAME=TYPE",
+              help="Declare a field's type (keyword, text, long, integer, float, double, boolean, date); "
+                   "others are inferred, strings as keyword facets. Repeatable.")
+@click.option("--dead-letter", type=click.Path(dir_okay=False), default=None,
+              help="JSONL file for failed rows [default: <state>/dead-letters/items-<time>.jsonl].")
+@click.option("--strict", is_flag=True, help="Stop at the first bad row.")
+@click.option("--dry-run", is_flag=True, help="Validate and compare with the index; write and embed nothing.")
+@click.option("--batch-size", type=click.IntRange(1, 10000), default=256, show_default=True,
+              help="Rows per batch.")
+@click.option("--no-cache", is_flag=True, help="Do not use the embedding cache.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal].")
+@model_options
+@index_options_options
+@json_option
+def items_command(path: str, template: str, id_field: str, fmt: str | None, vector_field: str | None,
+                  tombstone_field: str | None, field_types: dict[str, str], dead_letter: str | None, strict: bool,
+                  dry_run: bool, batch_size: int, no_cache: bool, progress: bool | None, make_embedder, index_options,
+                  as_json: bool) -> None:
+    """Embed the items in PATH and write them to the live items index (created as v1 if absent).
+
+    Unchanged items (same content hash) are skipped; vectors already computed for the same text
+    come from the embedding cache. Bad rows go to the dead-letter file and the run goes on. The
+    summary reconciles: read = written + skipped + deleted + failed. Exit 1 if any row failed.
+    """
+    from vecrank.ingest.items import ItemSource, ingest_items
+
+    ctx = app()
+    try:
+        source = ItemSource(template=template, id_field=id_field, vector_field=vector_field,
+                            tombstone_field=tombstone_field, format=fmt, field_types=field_types)
+        from vecrank.ingest.indices import IndexSpec
+
+        IndexSpec(model="-", dims=1, template=template, field_types=field_types)  # validates types early
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    embedder = make_embedder(live_model(ctx.client, ctx.settings))
+    dead = Path(dead_letter) if dead_letter else default_dead_letter_path("items")
+    cache = embedding_cache(not no_cache and not dry_run)
+    try:
+        summary = ingest_items(ctx.client, ctx.settings, path, source, embedder=embedder, cache=cache,
+                               index_options=index_options, dead_letter_path=None if dry_run else dead,
+                               strict=strict, dry_run=dry_run, batch_size=batch_size, progress=progress)
+    except (ValueError, FileNotFoundError, IsADirectoryError, ImportError) as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        if cache is not None:
+            cache.close()
+    if summary.failed == 0 and not dry_run and dead.exists() and dead.stat().st_size == 0:
+        dead.unlink()
+        summary.dead_letter_path = None
+    _print_summary(f"{'Dry run: ' if dry_run else ''}ingested {path} into {summary.index}", summary.to_dict(), as_json)
+    if summary.failed:
+        click.get_current_context().exit(1)
+
+
+@ingest_command.command("delete", short_help="Delete items by id (a file of ids, one per line, or -).")
+@click.option("--ids", "ids_path", required=True, type=click.Path(dir_okay=False, allow_dash=True),
+              help="File with one item id per line, or - for stdin.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+def delete_command(ids_path: str, yes: bool, as_json: bool) -> None:
+    """Delete the listed items from the live items index. Ids that are not there are counted as missing."""
+    from vecrank.ingest.items import delete_items, iter_ids
+
+    ids = list(iter_ids(ids_path))
+    ctx = app()
+    if not yes:
+        click.confirm(f"Delete {len(ids)} item(s) from {ctx.settings.index('items')}?", abort=True)
+    counts = delete_items(ctx.client, ctx.settings, ids)
+    _print_summary("deleted items", {"requested": len(ids), **counts}, as_json)
