@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from vecrank.errors import VecrankError
+from vecrank.ingest.bulk import bulk_with_retries
 from vecrank.ingest.deadletter import DeadLetters
 from vecrank.ingest.records import BadRecord, Record, read_records
 from vecrank.settings import Settings
@@ -614,6 +615,8 @@ def ingest_events(
         if batch:
             flush(batch)
         summary.reasons.update(dead.counts)
+    if summary.written:  # make them visible to the next command (a signals refresh) at once
+        client.indices.refresh(index=events_index)
     summary.seconds = time.monotonic() - started
     logger.info("Events from %s: %d read, %d written, %d duplicates, %d unknown items, %d failed (%.1fs)",
                 path, summary.read, summary.written, summary.duplicates_skipped, summary.unknown_items,
@@ -633,7 +636,6 @@ def _flush(client: Elasticsearch, settings: Settings, index: str, batch: list[_P
            known: _KnownItems | None, dead: DeadLetters, summary: EventSummary, *, item_column: str,
            update_users: bool, max_history: int, bulk_options: dict[str, Any]) -> None:
     """Writes one batch: item check, bulk create, then the users' histories."""
-    from elasticsearch.helpers import streaming_bulk
 
     if known is not None:
         missing = known.unknown(p.doc["item_id"] for p in batch)
@@ -653,43 +655,25 @@ def _flush(client: Elasticsearch, settings: Settings, index: str, batch: list[_P
         return
 
     ingested_at = int(time.time() * 1000)
-    waiting: dict[str, list[_Pending]] = {}
-    for pending in batch:
-        waiting.setdefault(pending.doc["event_id"], []).append(pending)
-    actions = ({"_op_type": "create", "_index": index, "_id": p.doc["event_id"],
-                "_source": {**p.doc, "ingested_at": ingested_at}} for p in batch)
+    actions = [({"_op_type": "create", "_index": index, "_id": p.doc["event_id"],
+                 "_source": {**p.doc, "ingested_at": ingested_at}}, p) for p in batch]
     created: list[dict[str, Any]] = []
-    for ok, result in streaming_bulk(client, actions, raise_on_error=False, **bulk_options):
-        info = next(iter(result.values()))
-        # Results carry only the id; ids repeat when a file repeats an event, so take them in order.
-        pending = waiting[info["_id"]].pop(0)
-        if ok:
+    for outcome in bulk_with_retries(client, actions, **bulk_options):
+        pending = outcome.origin
+        if outcome.ok:
             summary.written += 1
             summary.by_type[pending.doc["type"]] += 1
             created.append(pending.doc)
-        elif info.get("status") == 409:
+        elif outcome.status == 409:  # `create` of an event id that is already stored
             summary.duplicates_skipped += 1
         else:
             summary.failed += 1
-            dead.add_failure(source=pending.source, line=pending.line, field=None,
-                             reason="rejected by Elasticsearch", detail=_bulk_error(info),
-                             record=pending.doc)
+            dead.add_failure(source=pending.source, line=pending.line, field=None, reason=outcome.reason,
+                             detail=outcome.detail, record=pending.doc)
     if update_users and created:
         from vecrank.ingest.users import update_users as merge_users
 
         summary.users_updated += merge_users(client, settings, created, max_history=max_history)
-
-
-def _bulk_error(info: Mapping[str, Any]) -> str:
-    error = info.get("error")
-    if isinstance(error, dict):
-        text = f"{error.get('type')}: {error.get('reason')}"
-        cause = error.get("caused_by")
-        if isinstance(cause, dict) and cause.get("reason"):
-            text += f" ({cause.get('reason')})"
-    else:
-        text = str(error or info.get("exception") or "unknown error")
-    return f"HTTP {info.get('status')} {text}"[:1000]
 
 
 def iter_events(client: Elasticsearch, settings: Settings, *, query: Mapping[str, Any] | None = None,

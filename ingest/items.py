@@ -30,6 +30,7 @@ import numpy as np
 
 from vecrank.errors import VecrankError
 from vecrank.ingest import indices
+from vecrank.ingest.bulk import bulk_with_retries
 from vecrank.ingest.deadletter import DeadLetters
 from vecrank.ingest.records import BadRecord, Deduplicator, ItemRow, Record, read_records, validate_item
 from vecrank.ingest.template import TextTemplate
@@ -42,9 +43,6 @@ if TYPE_CHECKING:
     from vecrank.settings import Settings
 
 log = logging.getLogger(__name__)
-
-RETRYABLE_STATUS = {429, 502, 503, 504}
-
 
 @dataclass(frozen=True)
 class ItemSource:
@@ -344,55 +342,21 @@ class _Writer:
                 pass
 
     def _send(self, pending: _Pending) -> None:
-        from elasticsearch import helpers
+        def count_retry(n: int) -> None:
+            self.summary.retried += n
 
-        todo = list(zip(pending.actions, pending.origins))
-        for attempt in range(self.max_retries + 1):
-            by_key: dict[tuple[str, str], list[ItemRow]] = {}
-            for action, row in todo:
-                by_key.setdefault((action["_op_type"], action["_id"]), []).append(row)
-            retry: list[tuple[dict[str, Any], ItemRow]] = []
-            actions = {(a["_op_type"], a["_id"]): a for a, _ in todo}
-            results = helpers.streaming_bulk(
-                self.client, [a for a, _ in todo], chunk_size=self.bulk_chunk, max_retries=self.max_retries,
-                initial_backoff=self.initial_backoff, max_backoff=self.max_backoff,
-                raise_on_error=False, raise_on_exception=False)
-            for ok, info in results:
-                op, result = next(iter(info.items()))
-                key = (op, result.get("_id"))
-                row = by_key[key].pop(0)
-                status = result.get("status")
-                if ok or (op == "delete" and status == 404):
-                    if op == "delete":
-                        self.summary.deleted += 1
-                    else:
-                        self.summary.written += 1
-                elif (status in RETRYABLE_STATUS or status == "N/A") and attempt < self.max_retries:
-                    retry.append((actions[key], row))
+        results = bulk_with_retries(self.client, list(zip(pending.actions, pending.origins)),
+                                    chunk_size=self.bulk_chunk, max_retries=self.max_retries,
+                                    initial_backoff=self.initial_backoff, max_backoff=self.max_backoff,
+                                    on_retry=count_retry)
+        for outcome in results:
+            if outcome.ok or (outcome.op == "delete" and outcome.status == 404):  # already gone: done
+                if outcome.op == "delete":
+                    self.summary.deleted += 1
                 else:
-                    self._failures.write_failed(row, _failure_reason(status), _failure_detail(result))
-            if not retry:
-                return
-            self.summary.retried += len(retry)
-            delay = min(self.max_backoff, self.initial_backoff * 2 ** attempt)
-            log.warning("%d document(s) failed with a retryable error; retrying in %.1fs", len(retry), delay)
-            time.sleep(delay)
-            todo = retry
-
-
-def _failure_reason(status: Any) -> str:
-    if status == "N/A":
-        return "connection failed"
-    if status in RETRYABLE_STATUS:
-        return f"rejected by Elasticsearch (HTTP {status}) after retries"
-    return f"rejected by Elasticsearch (HTTP {status})"
-
-
-def _failure_detail(result: dict[str, Any]) -> str:
-    error = result.get("error")
-    if isinstance(error, dict):
-        return f"{error.get('type')}: {error.get('reason')}"[:500]
-    return str(error)[:500]
+                    self.summary.written += 1
+            else:
+                self._failures.write_failed(outcome.origin, outcome.reason, outcome.detail)
 
 
 def delete_items(client: Elasticsearch, settings: Settings, ids: Iterable[str]) -> dict[str, int]:

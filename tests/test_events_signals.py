@@ -189,11 +189,11 @@ def test_malformed_rows_unknown_items_and_replays(es, settings_for, tmp_path):
         5: (None, "invalid UTF-8"),
         6: ("value", "non-numeric value"),
         7: ("item", "unknown item"),
-        9: (None, "rejected by Elasticsearch"),
+        9: (None, "rejected by Elasticsearch (HTTP 400)"),
     }
     assert "'like'" in letters[4]["detail"] and "click" in letters[4]["detail"]
     assert "nope" in letters[7]["detail"]
-    assert "HTTP 400" in letters[9]["detail"]
+    assert letters[9]["detail"].startswith("document_parsing_exception: [1:66] failed to parse field [user_id]")
 
     again = ingest_events(es, settings_for, path, dead_letter_path=dead, progress=False)
     assert (again.written, again.duplicates_skipped, again.unknown_items, again.failed) == (0, first.written, 1, 6)
@@ -320,8 +320,8 @@ def test_bulk_429s_are_retried_then_dead_lettered(es, settings_for, tmp_path):
                             dead_letter_path=dead, max_retries=1, initial_backoff=0.01, max_backoff=0.02)
     assert (flaky.rejected, summary.written, summary.failed) == (2, 0, 1) and summary.reconciles()
     letter = json.loads(dead.read_text())
-    assert (letter["line"], letter["reason"]) == (1, "rejected by Elasticsearch")
-    assert letter["detail"].startswith("HTTP 429 es_rejected_execution_exception")
+    assert (letter["line"], letter["reason"]) == (1, "rejected by Elasticsearch (HTTP 429) after retries")
+    assert letter["detail"].startswith("es_rejected_execution_exception")
     assert count_events(es, settings_for) == 4
 
 

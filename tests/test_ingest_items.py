@@ -243,3 +243,28 @@ def test_an_ingest_killed_midway_resumes_without_duplicates_or_reembedding(es, s
     assert summary["embedded"] <= 3000 - written_before
     assert summary["embedded"] + summary["from_cache"] == summary["written"]
     assert es.count(index=alias)["count"] == 3000
+
+
+def test_cli_events_then_signals_refresh_as_of(es, settings_for, embedder, tmp_path, capsys):
+    ingest_items(es, settings_for, write_jsonl(tmp_path / "c.jsonl", ITEMS), SOURCE, embedder=embedder)
+    ratings = tmp_path / "ratings.csv"
+    ratings.write_text("userId,movieId,rating,timestamp\r\n1,1,4.0,964982703\r\n2,1,5.0,964982931\r\n"
+                       "2,3,3.0,1100000000\r\n3,77,4.0,964982224\r\n3,2,oops,964982224\r\n")
+    base = [*connection_args(settings_for), "--index-prefix", settings_for.index_prefix]
+    result = run_cli(capsys, *base, "ingest", "events", str(ratings), "--column", "user=userId",
+                     "--column", "item=movieId", "--column", "value=rating", "--type", "rating",
+                     "--dead-letter", str(tmp_path / "dl.jsonl"), "--json")
+    assert result.code == 1  # an unknown item and a bad value
+    out = json.loads(result.out)
+    assert (out["read"], out["written"], out["unknown_items"], out["failed"]) == (5, 3, 1, 1)
+
+    result = run_cli(capsys, *base, "signals", "refresh", "--as-of", "2001-01-01T00:00:00Z", "--json")
+    assert result.code == 0, result.err
+    es.indices.refresh(index=settings_for.index("items"))
+    signals = es.get(index=settings_for.index("items"), id="1")["_source"]["signals"]
+    assert (signals["rating_count"], signals["rating_mean"]) == (2, 4.5)
+    assert "rating_count" not in (es.get(index=settings_for.index("items"), id="3")["_source"].get("signals") or {})
+    result = run_cli(capsys, *base, "signals", "refresh", "--json")
+    es.indices.refresh(index=settings_for.index("items"))
+    assert es.get(index=settings_for.index("items"), id="3")["_source"]["signals"]["rating_count"] == 1
+    assert run_cli(capsys, *base, "signals", "refresh", "--windows", "0").code == 2

@@ -115,3 +115,64 @@ def delete_command(ids_path: str, yes: bool, as_json: bool) -> None:
         click.confirm(f"Delete {len(ids)} item(s) from {ctx.settings.index('items')}?", abort=True)
     counts = delete_items(ctx.client, ctx.settings, ids)
     _print_summary("deleted items", {"requested": len(ids), **counts}, as_json)
+
+
+def _event_types(pairs: dict[str, str], negative: tuple[str, ...]):
+    from vecrank.ingest.events import EventTypes
+
+    if not pairs and not negative:
+        return None
+    try:
+        weights = {k: float(v) for k, v in pairs.items()} if pairs else EventTypes().weights
+        return EventTypes(weights=weights, negative=frozenset(negative))
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError and names the field
+        raise click.BadParameter(str(exc), param_hint="--event-type") from None
+
+
+@ingest_command.command("events", short_help="Append interaction events (JSONL or CSV) and update users.")
+@click.argument("path", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--column", "columns", multiple=True, callback=parse_pairs, metavar="FIELD=COLUMN",
+              help="Where a field is in the file when named differently, e.g. user=userId item=movieId "
+                   "value=rating. Fields: user, item, type, value, timestamp, request_id, position, arm, "
+                   "model_version. Repeatable.")
+@click.option("--type", "default_type", default=None, help="Type of rows without a type column (e.g. rating).")
+@click.option("--event-type", "event_types", multiple=True, callback=parse_pairs, metavar="NAME=WEIGHT",
+              help="Accepted event types and their popularity weights [default: impression=0 click=1 "
+                   "cart=2 purchase=3 rating=1]. Repeatable; replaces the defaults.")
+@click.option("--negative", multiple=True, metavar="NAME", help="An event type that counts against an item.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default=None)
+@click.option("--allow-unknown-items", is_flag=True, help="Keep events of items not in the items index.")
+@click.option("--no-users", is_flag=True, help="Do not update the users' recent histories.")
+@click.option("--max-history", type=click.IntRange(1, 10000), default=200, show_default=True,
+              help="Interactions kept per user.")
+@click.option("--dead-letter", type=click.Path(dir_okay=False), default=None,
+              help="JSONL file for failed rows [default: <state>/dead-letters/events-<time>.jsonl].")
+@click.option("--batch-size", type=click.IntRange(1, 100000), default=1000, show_default=True)
+@click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal].")
+@json_option
+def events_command(path: str, columns: dict[str, str], default_type: str | None, event_types: dict[str, str],
+                   negative: tuple[str, ...], fmt: str | None, allow_unknown_items: bool, no_users: bool,
+                   max_history: int, dead_letter: str | None, batch_size: int, progress: bool | None,
+                   as_json: bool) -> None:
+    """Append the events in PATH to the events index; the same event twice is stored once.
+
+    Malformed rows and events of unknown items are counted and go to the dead-letter file; they
+    never stop the run. Exit 1 if any row failed.
+    """
+    from vecrank.ingest.events import ingest_events
+
+    ctx = app()
+    dead = Path(dead_letter) if dead_letter else default_dead_letter_path("events")
+    try:
+        summary = ingest_events(ctx.client, ctx.settings, path, columns=columns or None, default_type=default_type,
+                                event_types=_event_types(event_types, negative), dead_letter_path=dead,
+                                allow_unknown_items=allow_unknown_items, update_users=not no_users,
+                                max_history=max_history, batch_size=batch_size, format=fmt, progress=progress)
+    except (ValueError, FileNotFoundError, IsADirectoryError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if dead.exists() and dead.stat().st_size == 0:
+        dead.unlink()
+    data = summary.to_dict()
+    _print_summary(f"ingested events from {path}", data, as_json)
+    if summary.failed or summary.unknown_items:
+        click.get_current_context().exit(1)
