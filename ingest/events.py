@@ -672,8 +672,11 @@ def _flush(client: Elasticsearch, settings: Settings, index: str, batch: list[_P
                              detail=outcome.detail, record=pending.doc)
     if update_users and created:
         from vecrank.ingest.users import update_users as merge_users
+        from vecrank.rank.store import refresh_profiles
 
         summary.users_updated += merge_users(client, settings, created, max_history=max_history)
+        # The profile follows the history at once: the next recommendation sees these events.
+        refresh_profiles(client, settings, {doc["user_id"] for doc in created})
 
 
 def iter_events(client: Elasticsearch, settings: Settings, *, query: Mapping[str, Any] | None = None,

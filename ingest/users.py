@@ -50,6 +50,7 @@ def users_mapping() -> dict[str, Any]:
         "properties": {
             "user_id": {"type": "keyword"},
             "history": {"type": "object", "enabled": False},
+            "profile": {"type": "object", "enabled": False},  # vecrank.rank.profiles, read whole
             "n_events": {"type": "long"},
             "last_event_at": {"type": "date", "format": DATE_FORMAT},
             "updated_at": {"type": "date", "format": DATE_FORMAT},

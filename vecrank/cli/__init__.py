@@ -16,6 +16,7 @@ from vecrank import __version__
 from vecrank.cli.es import es_command
 from vecrank.cli.index import index_command
 from vecrank.cli.ingest import ingest_command
+from vecrank.cli.recommend import recommend_command
 from vecrank.cli.signals import signals_command
 from vecrank.errors import VecrankError
 from vecrank.localnode.errors import LocalNodeError
@@ -119,7 +120,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, **overrides: Any) -> None
     ctx.obj = AppContext(overrides, verbose)
 
 
-for _command in (es_command, index_command, ingest_command, signals_command):
+for _command in (es_command, index_command, ingest_command, recommend_command, signals_command):
     cli.add_command(_command)
 
 

@@ -1,0 +1,167 @@
+"""Request bodies for candidate retrieval, as pure functions returning dicts.
+
+User input reaches Elasticsearch only inside ``term``/``terms``/``range``/``ids``/``match``/``knn``
+clauses built here, never as query strings. Every argument is checked before a body is built, so
+a bad request fails with a message naming the argument and no request is sent.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from vecrank.errors import VecrankError
+
+MAX_K = 10_000
+MAX_NUM_CANDIDATES = 10_000
+RANGE_OPS = {">=": "gte", ">": "gt", "<=": "lte", "<": "lt"}
+_FILTERABLE = {"keyword", "boolean", "long", "integer", "short", "byte", "float", "double", "half_float",
+               "scaled_float", "date", "constant_keyword"}
+
+
+class RequestError(VecrankError, ValueError):
+    """A retrieval argument is out of bounds or malformed; nothing was sent."""
+
+
+def check_knn_size(k: int, num_candidates: int) -> None:
+    if not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise RequestError(f"k must be an integer between 1 and {MAX_K}, not {k!r}")
+    if not isinstance(num_candidates, int) or not k <= num_candidates <= MAX_NUM_CANDIDATES:
+        raise RequestError(f"num_candidates must be between k ({k}) and {MAX_NUM_CANDIDATES}, not {num_candidates!r}")
+
+
+def check_vector(vector: Sequence[float] | np.ndarray, dims: int, *, name: str = "vector") -> list[float]:
+    """A finite, non-zero vector of ``dims`` numbers, as a list of floats."""
+    try:
+        arr = np.asarray(vector, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise RequestError(f"{name} must be a list of numbers") from None
+    if arr.ndim != 1 or arr.shape[0] != dims:
+        raise RequestError(f"{name} must have {dims} dimensions, not {arr.shape[0] if arr.ndim == 1 else arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise RequestError(f"{name} contains NaN or infinity")
+    if not np.any(arr):
+        raise RequestError(f"{name} is all zeros (no direction for cosine similarity)")
+    return [float(x) for x in arr]
+
+
+def filter_clauses(filters: Mapping[str, Any] | None, field_types: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Structured filters from ``{field: value}``.
+
+    A scalar is a ``term``, a list a ``terms`` (any of), a dict with ``gte``/``gt``/``lte``/``lt``
+    a ``range``. Fields must exist in the items mapping and be filterable (keyword, numeric, date,
+    boolean).
+
+    Example:
+        >>> filter_clauses({"genres": ["Comedy", "Drama"], "year": {"gte": 1990}},
+        ...                {"genres": "keyword", "year": "integer"})
+        [{'terms': {'genres': ['Comedy', 'Drama']}}, {'range': {'year': {'gte': 1990}}}]
+    """
+    clauses = []
+    for name, value in (filters or {}).items():
+        kind = field_types.get(name)
+        if kind is None:
+            known = ", ".join(sorted(f for f, t in field_types.items() if t in _FILTERABLE)) or "none"
+            raise RequestError(f"unknown filter field {name!r}; filterable fields: {known}")
+        if kind not in _FILTERABLE:
+            raise RequestError(f"field {name!r} is {kind}, which cannot be filtered exactly")
+        if isinstance(value, Mapping):
+            bad = set(value) - set(RANGE_OPS.values())
+            if bad or not value:
+                raise RequestError(f"range filter on {name!r} takes gte/gt/lte/lt, not {sorted(bad) or 'nothing'}")
+            clauses.append({"range": {name: {op: _scalar(name, v) for op, v in value.items()}}})
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            values = [_scalar(name, v) for v in value]
+            if not values:
+                raise RequestError(f"filter {name!r} has an empty list of values")
+            clauses.append({"terms": {name: values}})
+        else:
+            clauses.append({"term": {name: _scalar(name, value)}})
+    return clauses
+
+
+def _scalar(name: str, value: Any) -> str | int | float | bool:
+    if isinstance(value, bool) or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    raise RequestError(f"filter {name!r}: {value!r} is not a string, number or boolean")
+
+
+def candidate_filter(clauses: Sequence[dict[str, Any]], *, exclude_ids: Sequence[str] = (),
+                     only_available: bool = True) -> dict[str, Any] | None:
+    """The filter every candidate query shares: caller filters, availability, exclusions."""
+    must_not: list[dict[str, Any]] = []
+    if exclude_ids:
+        must_not.append({"ids": {"values": list(exclude_ids)}})
+    if only_available:
+        must_not.append({"term": {"available": False}})
+    if not clauses and not must_not:
+        return None
+    body: dict[str, Any] = {}
+    if clauses:
+        body["filter"] = list(clauses)
+    if must_not:
+        body["must_not"] = must_not
+    return {"bool": body}
+
+
+def knn_clause(vector: Sequence[float], *, k: int, num_candidates: int, filter: dict[str, Any] | None = None,
+               similarity: float | None = None, field: str = "embedding", boost: float | None = None) -> dict[str, Any]:
+    """One ``knn`` clause. ``similarity`` is the floor on the raw similarity (cosine), not the score."""
+    clause: dict[str, Any] = {"field": field, "query_vector": list(vector), "k": k, "num_candidates": num_candidates}
+    if filter is not None:
+        clause["filter"] = filter
+    if similarity is not None:
+        if not -1.0 <= similarity <= 1.0:
+            raise RequestError(f"similarity floor must be between -1 and 1, not {similarity}")
+        clause["similarity"] = similarity
+    if boost is not None:
+        clause["boost"] = boost
+    return clause
+
+
+def text_match(text: str, *, boost: float, field: str = "text") -> dict[str, Any]:
+    """A ``match`` on the embedded text: the search-box words scored with BM25 next to the kNN."""
+    return {"match": {field: {"query": text, "boost": boost}}}
+
+
+def search_body(*, size: int, knn: dict[str, Any] | None = None, query: dict[str, Any] | None = None,
+                source: Sequence[str] | bool = True, with_vectors: bool = False,
+                sort: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A ``_search`` body. With ``with_vectors`` the stored embedding comes back in ``fields``."""
+    body: dict[str, Any] = {"size": size, "_source": source if isinstance(source, bool) else list(source)}
+    if knn is not None:
+        body["knn"] = knn
+    if query is not None:
+        body["query"] = query
+    if sort is not None:
+        body["sort"] = sort
+    if with_vectors:
+        body["fields"] = ["embedding"]
+    return body
+
+
+def popular_body(*, size: int, filter: dict[str, Any] | None, source: Sequence[str] | bool = True,
+                 signal: str = "signals.popularity_30d") -> dict[str, Any]:
+    """Cold start without any text or context: the most popular items by a windowed signal."""
+    sort = [{signal: {"order": "desc", "missing": "_last", "unmapped_type": "float"}},
+            {"signals.rating_count": {"order": "desc", "missing": "_last", "unmapped_type": "long"}},
+            {"item_id": "asc"}]
+    query = {"bool": {"filter": [filter]}} if filter else {"match_all": {}}
+    return search_body(size=size, query=query, source=source, sort=sort)
+
+
+def flatten_mapping(properties: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """``{"signals": {"properties": {"ctr": {"type": "float"}}}}`` -> ``{"signals.ctr": "float"}``."""
+    out: dict[str, str] = {}
+    for name, spec in properties.items():
+        path = f"{prefix}{name}"
+        if "properties" in spec:
+            out.update(flatten_mapping(spec["properties"], path + "."))
+        elif "type" in spec:
+            out[path] = spec["type"]
+    return out

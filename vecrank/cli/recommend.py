@@ -1,0 +1,96 @@
+"""``vecrank recommend``: candidates for a user and/or search text, as a table or JSON."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import click
+
+from vecrank.cli._common import app, json_option
+
+_FILTER = re.compile(r"^\s*([\w.]+)\s*(>=|<=|>|<|=)\s*(.*)$")
+
+
+def parse_filters(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, Any]:
+    """``genres=Comedy`` (repeat a field for any of several values), ``year>=1990``, ``year<2000``."""
+    from vecrank.rank.queries import RANGE_OPS
+
+    out: dict[str, Any] = {}
+    for item in values:
+        m = _FILTER.match(item)
+        if not m or not m.group(3):
+            raise click.BadParameter(f"{item!r} is not FIELD=VALUE or FIELD>=VALUE", ctx=ctx, param=param)
+        name, op, value = m.groups()
+        if op == "=":
+            prev = out.get(name)
+            if isinstance(prev, dict):
+                raise click.BadParameter(f"{name!r} has both a range and a value", ctx=ctx, param=param)
+            out[name] = value if prev is None else [*(prev if isinstance(prev, list) else [prev]), value]
+        else:
+            rng = out.setdefault(name, {})
+            if not isinstance(rng, dict):
+                raise click.BadParameter(f"{name!r} has both a range and a value", ctx=ctx, param=param)
+            rng[RANGE_OPS[op]] = value
+    return out
+
+
+@click.command("recommend", short_help="Candidates for a user and/or search text (kNN on the profile).")
+@click.option("--user", default=None, help="User id (its profile and history come from the users index).")
+@click.option("--query", default=None, help="Search-box text.")
+@click.option("--context", "context_items", multiple=True, metavar="ITEM_ID",
+              help="Item(s) on screen, used when the user has no history. Repeatable.")
+@click.option("--filter", "filters", multiple=True, callback=parse_filters, metavar="FIELD=VALUE",
+              help="genres=Comedy (repeat for any of several), year>=1990, year<2000. Repeatable.")
+@click.option("-k", "k", type=int, default=10, show_default=True, help="How many items.")
+@click.option("--num-candidates", type=int, default=None, help="HNSW candidates [default: max(100, 4k)].")
+@click.option("--include-seen", is_flag=True, help="Do not exclude items the user already consumed.")
+@click.option("--interests", type=click.IntRange(1, 16), default=1, show_default=True,
+              help="Interests to search separately (multi-interest).")
+@click.option("--query-weight", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Share of the query text when blended with the profile.")
+@click.option("--text-boost", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Add a BM25 match on the text with this boost.")
+@click.option("--mmr", "mmr_lambda", type=click.FloatRange(0, 1), default=None,
+              help="Diversify with MMR (1 = relevance only).")
+@click.option("--group-field", default=None, help="At most --max-per-group items per value of this field.")
+@click.option("--max-per-group", type=click.IntRange(1), default=None)
+@click.option("--show", default=None, metavar="FIELDS",
+              help="Comma-separated fields to print [default: title or the first text-like field].")
+@json_option
+def recommend_command(user, query, context_items, filters, k, num_candidates, include_seen, interests, query_weight,
+                      text_boost, mmr_lambda, group_field, max_per_group, show, as_json) -> None:
+    """Retrieve candidates for a user and/or a search query, and say which path was taken
+    (profile, multi_interest, profile+query, query, context or popular)."""
+    from vecrank.cli import echo_json, echo_table
+    from vecrank.rank import Recommender, RequestError, RetrieveConfig
+
+    ctx = app()
+    try:
+        config = RetrieveConfig(exclude_seen=not include_seen, max_interests=interests, query_weight=query_weight,
+                                text_boost=text_boost, mmr_lambda=mmr_lambda, group_field=group_field,
+                                max_per_group=max_per_group)
+        result = Recommender(ctx.client, ctx.settings, config=config).candidates(
+            user=user, query=query, context_items=context_items, filters=filters, k=k, num_candidates=num_candidates)
+    except RequestError as exc:
+        raise click.UsageError(str(exc)) from None
+    if as_json:
+        echo_json(result.to_dict())
+        return
+    cols = [c.strip() for c in show.split(",")] if show else None
+    rows = []
+    for rank, c in enumerate(result.candidates, 1):
+        fields = cols or ([f for f in ("title", "name") if f in c.fields][:1] or ["text"])
+        row = {"#": rank, "item": c.item_id}
+        row.update({f: _short(c.fields.get(f)) for f in fields})
+        row.update({"score": f"{c.score:.4f}", "cosine": "" if c.cosine is None else f"{c.cosine:.4f}"})
+        rows.append(row)
+    click.echo(f"path: {result.path}{' (cold start)' if result.cold_start else ''}; "
+               f"{len(result.candidates)} items; excluded {result.excluded} seen; "
+               f"{result.timings_ms['total']:.1f} ms ({result.timings_ms['elasticsearch']:.1f} in Elasticsearch)")
+    echo_table(rows)
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = ", ".join(map(str, value)) if isinstance(value, list) else "" if value is None else str(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
