@@ -206,31 +206,53 @@ def _join(pieces: list[_Piece], values: list[str]) -> str:
         if not value:
             had_empty = True
             continue
-        out.append(_bridge(gap, had_empty, leading=not started))
+        out.append(_bridge(gap, had_empty, leading=not started, text_so_far="".join(out)))
         out.append(value)
         gap, had_empty, started = [], False, True
     if started:
-        out.append(_tail(gap, had_empty, text_so_far=out[-1]))
+        out.append(_tail(gap, had_empty, text_so_far="".join(out)))
     return "".join(out).strip()
 
 
-def _bridge(gap: list[str], had_empty: bool, *, leading: bool) -> str:
+def _bridge(gap: list[str], had_empty: bool, *, leading: bool, text_so_far: str) -> str:
     if not had_empty:
         return "".join(gap)
     kept = gap[-1]
     if leading:
         return kept.lstrip(_LEADING_JUNK)
-    return _drop_orphan_closers("".join(gap[:-1]), kept)
+    closers, rest = _owed_closers(text_so_far, gap[0])
+    return closers + _drop_orphan_closers(rest + "".join(gap[1:-1]), kept)
 
 
 def _tail(gap: list[str], had_empty: bool, *, text_so_far: str) -> str:
     if not had_empty:
         return "".join(gap)
-    joined = "".join(gap).strip()
+    closers, rest = _owed_closers(text_so_far, gap[0])
+    joined = (rest + "".join(gap[1:])).strip()
+    text_so_far += closers
     ends_sentence = joined[:1] in _TERMINAL or joined[-1:] in _TERMINAL
     if ends_sentence and joined and text_so_far[-1:] not in _TERMINAL:
-        return joined[0] if joined[0] in _TERMINAL else joined[-1]
-    return ""
+        return closers + (joined[0] if joined[0] in _TERMINAL else joined[-1])
+    return closers
+
+
+def _owed_closers(text_so_far: str, literal: str) -> tuple[str, str]:
+    """Split off the start of ``literal`` that closes brackets opened in the text already written.
+
+    ``"{title} ({year}). {genres}"`` with a year but no genres must keep the ``")"`` after the
+    year: it closes the ``"("`` before it, whatever is dropped after.
+    """
+    unclosed: list[str] = []
+    for ch in text_so_far:
+        if ch in _OPEN_TO_CLOSE:
+            unclosed.append(_OPEN_TO_CLOSE[ch])
+        elif unclosed and ch == unclosed[-1]:
+            unclosed.pop()
+    i = 0
+    while i < len(literal) and unclosed and literal[i] == unclosed[-1]:
+        unclosed.pop()
+        i += 1
+    return literal[:i], literal[i:]
 
 
 def _drop_orphan_closers(dropped: str, kept: str) -> str:

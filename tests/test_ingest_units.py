@@ -640,3 +640,15 @@ def test_read_validate_dead_letter_pipeline(tmp_path):
         ("1", "A. x.", False), ("1", "A again.", False), ("3", "", True)]
     assert dead.counts == {"malformed JSON": 1, "empty text": 1}
     assert dedup.samples == [("1", 1, 4)]
+
+
+@pytest.mark.parametrize("data,expected", [
+    ({"title": "La cravate", "year": 1957}, "La cravate (1957)."),
+    ({"title": "La cravate", "year": 1957, "overview": "A man."}, "La cravate (1957). A man."),
+    ({"title": "Heat", "genres": ["Crime"]}, "Heat. Crime."),
+    ({"title": "Heat", "year": 1995, "genres": ["Crime"], "overview": "LA."}, "Heat (1995). Crime. LA."),
+])
+def test_template_keeps_brackets_closed_when_later_fields_are_empty(data, expected):
+    from vecrank.ingest.template import TextTemplate
+
+    assert TextTemplate("{title} ({year}). {genres}. {tags}. {overview}").render(data) == expected
