@@ -52,6 +52,7 @@ class RetrieveConfig:
     group_field: str | None = None
     max_per_group: int | None = None
     source_fields: tuple[str, ...] | None = None  # None: the whole _source
+    with_vectors: bool = False  # return each candidate's stored vector (the ranker's features need it)
     profile: ProfileConfig = field(default_factory=ProfileConfig)
 
     def __post_init__(self) -> None:
@@ -89,6 +90,8 @@ class CandidateSet:
     interests: list[dict[str, Any]] = field(default_factory=list)
     excluded: int = 0
     timings_ms: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list, repr=False)  # the events the profile came from
+    query_vector: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -182,27 +185,27 @@ class Recommender:
             query = None
 
         t = time.perf_counter()
-        profile, seen = self._profile(user, history, cfg, spec.model)
+        profile, seen, used_history = self._profile(user, history, cfg, spec.model)
         es_ms += (time.perf_counter() - t) * 1000
         exclude = seen if cfg.exclude_seen else []
         flt = queries.candidate_filter(clauses, exclude_ids=exclude)
-        want_vectors = cfg.mmr_lambda is not None
+        want_vectors = cfg.mmr_lambda is not None or cfg.with_vectors
         source = list(cfg.source_fields) if cfg.source_fields is not None else True
         fetch = k * 3 if (cfg.mmr_lambda is not None or cfg.max_per_group) else k
 
         vectors: list[np.ndarray] = []
         weights: list[float] = []
+        q = self.embedder.encode([query])[0] if query is not None else None
         if profile is not None and profile.interests:
             path = "multi_interest" if len(profile.interests) > 1 else "profile"
             vectors = [i.vector for i in profile.interests]
             weights = [i.weight for i in profile.interests]
-            if query is not None:
-                q = self.embedder.encode([query])[0]
+            if q is not None:
                 a = cfg.query_weight
                 vectors = [_unit(a * q + (1 - a) * v) for v in vectors]
                 path += "+query"
-        elif query is not None:
-            path, vectors, weights = "query", [self.embedder.encode([query])[0]], [1.0]
+        elif q is not None:
+            path, vectors, weights = "query", [q], [1.0]
         elif context_items:
             t = time.perf_counter()
             ctx = fetch_vectors(self.client, self.settings.index("items"), context_items)
@@ -240,25 +243,27 @@ class Recommender:
             candidates=cands, user=user, query=query, excluded=len(exclude),
             interests=[{"weight": round(i.weight, 4), "items": list(i.items)} for i in profile.interests] if profile else [],
             timings_ms={"total": round(total, 2), "elasticsearch": round(es_ms, 2), "python": round(total - es_ms, 2)},
+            history=list(used_history), query_vector=q,
         )
 
     # --- pieces ------------------------------------------------------------------------------
 
     def _profile(self, user: str | None, history: Sequence[Mapping[str, Any]] | None, cfg: RetrieveConfig,
-                 model: str) -> tuple[Profile | None, list[str]]:
+                 model: str) -> tuple[Profile | None, list[str], Sequence[Mapping[str, Any]]]:
+        """The profile, the items to exclude as seen, and the history they came from."""
         pcfg = replace(cfg.profile, max_interests=cfg.max_interests)
         if history is None and user is not None:
             doc = get_user(self.client, self.settings, user)
             if doc is None:
-                return None, []
+                return None, [], []
             history = doc.get("history", [])
             stored = stored_profile(doc, pcfg, model)
             if stored is not None:
-                return stored, consumed_ids(history)
+                return stored, consumed_ids(history), history
         if not history:
-            return None, []
+            return None, [], []
         vectors = fetch_vectors(self.client, self.settings.index("items"), {e["item_id"] for e in history})
-        return build_profile(history, vectors, pcfg), consumed_ids(history)
+        return build_profile(history, vectors, pcfg), consumed_ids(history), history
 
     def _knn(self, vectors: list[np.ndarray], weights: list[float], size: int, num: int, flt: dict | None,
              cfg: RetrieveConfig, query: str | None, source: Any, want_vectors: bool) -> list[tuple[dict, int | None]]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,18 +18,27 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def fetch_vectors(client: Elasticsearch, index: str, ids: Iterable[str]) -> dict[str, np.ndarray]:
-    """Stored embeddings of ``ids`` (missing ids are absent from the result).
+def fetch_items(client: Elasticsearch, index: str, ids: Iterable[str],
+                source: Sequence[str] = ()) -> dict[str, tuple[np.ndarray | None, dict[str, Any]]]:
+    """Stored embeddings (and the ``source`` fields) of ``ids``; missing ids are absent.
 
     Vectors are left out of ``_source`` by Elasticsearch 9, so they are asked for as ``fields``.
     """
     wanted = sorted({str(i) for i in ids})
     if not wanted:
         return {}
-    resp = client.search(index=index, query={"ids": {"values": wanted}}, size=len(wanted), source=False,
-                         fields=["embedding"])
-    return {h["_id"]: np.asarray(h["fields"]["embedding"], dtype=np.float32)
-            for h in resp["hits"]["hits"] if "embedding" in h.get("fields", {})}
+    resp = client.search(index=index, query={"ids": {"values": wanted}}, size=len(wanted),
+                         source=list(source) if source else False, fields=["embedding"])
+    out = {}
+    for h in resp["hits"]["hits"]:
+        emb = h.get("fields", {}).get("embedding")
+        out[h["_id"]] = (np.asarray(emb, dtype=np.float32) if emb else None, h.get("_source") or {})
+    return out
+
+
+def fetch_vectors(client: Elasticsearch, index: str, ids: Iterable[str]) -> dict[str, np.ndarray]:
+    """Stored embeddings of ``ids`` (missing ids are absent from the result)."""
+    return {i: v for i, (v, _) in fetch_items(client, index, ids).items() if v is not None}
 
 
 def get_user(client: Elasticsearch, settings: Settings, user_id: str) -> dict[str, Any] | None:

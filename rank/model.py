@@ -1,0 +1,183 @@
+"""A trained ranker: the XGBoost booster, its feature spec, metrics and training summary, and
+the registry that versions them (the ``models`` index, mirrored on disk).
+
+A model is identified by ``model_id`` and an increasing ``version``; one version per model id is
+``active`` (served), others ``shadow`` (scored and logged, not served), ``candidate`` (just
+trained) or ``archived``. The booster is the JSON that ``Booster.save_raw("json")`` writes, the
+format the Elasticsearch plugin reads too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from vecrank.errors import VecrankError
+from vecrank.rank.features import FeatureSpec
+
+if TYPE_CHECKING:
+    import xgboost
+    from elasticsearch import Elasticsearch
+
+    from vecrank.settings import Settings
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("candidate", "shadow", "active", "archived")
+
+
+@dataclass
+class RankerModel:
+    model_id: str
+    spec: FeatureSpec
+    booster_json: str
+    version: int = 0  # 0 until registered
+    status: str = "candidate"
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    _booster: Any = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def from_booster(cls, model_id: str, spec: FeatureSpec, booster: xgboost.Booster, **kwargs: Any) -> RankerModel:
+        names = booster.feature_names
+        if names is not None:
+            spec.check(names)
+        return cls(model_id=model_id, spec=spec, booster_json=bytes(booster.save_raw("json")).decode(), **kwargs)
+
+    @property
+    def booster(self) -> xgboost.Booster:
+        if self._booster is None:
+            import xgboost
+
+            booster = xgboost.Booster()
+            booster.load_model(bytearray(self.booster_json.encode()))
+            if booster.feature_names is not None:
+                self.spec.check(booster.feature_names)
+            self._booster = booster
+        return self._booster
+
+    @property
+    def objective(self) -> str:
+        return json.loads(self.booster_json)["learner"]["objective"]["name"]
+
+    def _matrix(self, features: np.ndarray):
+        import xgboost
+
+        if features.ndim != 2 or features.shape[1] != len(self.spec.names):
+            raise VecrankError(f"feature matrix has {features.shape[-1]} columns; model {self.model_id} "
+                               f"v{self.version} expects {len(self.spec.names)}")
+        return xgboost.DMatrix(features, missing=np.nan, feature_names=self.spec.names)
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """Scores (the objective's output: a ranking score, higher is better)."""
+        if len(features) == 0:
+            return np.zeros(0, dtype=np.float32)
+        return self.booster.predict(self._matrix(features), validate_features=False).astype(np.float32)
+
+    def contributions(self, features: np.ndarray) -> np.ndarray:
+        """Per-feature contributions (SHAP values, last column the bias) for ``--explain``."""
+        return self.booster.predict(self._matrix(features), pred_contribs=True, validate_features=False)
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"model_id": self.model_id, "version": self.version, "status": self.status,
+                "created_at": self.created_at, "objective": self.objective, "spec": self.spec.to_dict(),
+                "params": self.params, "metrics": self.metrics, "training": self.training,
+                "booster": self.booster_json}
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> RankerModel:
+        return cls(model_id=doc["model_id"], spec=FeatureSpec.from_dict(doc["spec"]), booster_json=doc["booster"],
+                   version=int(doc["version"]), status=doc["status"], params=doc.get("params", {}),
+                   metrics=doc.get("metrics", {}), training=doc.get("training", {}), created_at=doc["created_at"])
+
+
+def models_mapping() -> dict[str, Any]:
+    return {"dynamic": "strict", "properties": {
+        "model_id": {"type": "keyword"}, "version": {"type": "integer"}, "status": {"type": "keyword"},
+        "created_at": {"type": "date"}, "objective": {"type": "keyword"},
+        "spec": {"type": "object", "enabled": False}, "params": {"type": "object", "enabled": False},
+        "metrics": {"type": "object", "enabled": False}, "training": {"type": "object", "enabled": False},
+        "booster": {"type": "text", "index": False},
+    }}
+
+
+class Registry:
+    """Models in ``<prefix>-models`` (id ``<model_id>@<version>``), copied to ``<state>/models/``."""
+
+    def __init__(self, client: Elasticsearch, settings: Settings):
+        self.client, self.settings = client, settings
+        self.index = settings.index("models")
+        self.folder = Path(settings.state_dir) / "models" / settings.index_prefix
+
+    def _ensure(self) -> None:
+        if not self.client.indices.exists(index=self.index):
+            self.client.options(ignore_status=400).indices.create(index=self.index, mappings=models_mapping())
+
+    def register(self, model: RankerModel, *, status: str = "candidate") -> RankerModel:
+        """Store ``model`` as the next version of its id. Returns it with ``version`` set."""
+        if status not in STATUSES:
+            raise VecrankError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
+        model.booster  # refuses a malformed booster or a feature list that is not the spec's
+        self._ensure()
+        model.version = max((m.version for m in self.list(model.model_id)), default=0) + 1
+        model.status = status
+        self.client.create(index=self.index, id=f"{model.model_id}@{model.version}", document=model.to_doc(),
+                           refresh="wait_for")
+        path = self.folder / model.model_id / f"v{model.version}"
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "model.json").write_text(model.booster_json)
+        meta = {k: v for k, v in model.to_doc().items() if k != "booster"}
+        (path / "meta.json").write_text(json.dumps(meta, indent=2))
+        log.info("Registered %s v%d (%s) in %s and %s", model.model_id, model.version, status, self.index, path)
+        return model
+
+    def list(self, model_id: str | None = None) -> list[RankerModel]:
+        if not self.client.indices.exists(index=self.index):
+            return []
+        query = {"term": {"model_id": model_id}} if model_id else {"match_all": {}}
+        hits = self.client.search(index=self.index, query=query, size=1000,
+                                  sort=[{"model_id": "asc"}, {"version": "asc"}])["hits"]["hits"]
+        return [RankerModel.from_doc(h["_source"]) for h in hits]
+
+    def get(self, model_id: str, version: int | None = None) -> RankerModel:
+        """A given version, or the active one."""
+        models = self.list(model_id)
+        if version is not None:
+            found = [m for m in models if m.version == version]
+        else:
+            found = [m for m in models if m.status == "active"]
+        if not found:
+            what = f"version {version}" if version is not None else "active version"
+            known = ", ".join(f"v{m.version} ({m.status})" for m in models) or "none"
+            raise VecrankError(f"model {model_id!r} has no {what}; versions: {known}")
+        return found[-1]
+
+    def set_status(self, model_id: str, version: int, status: str) -> RankerModel:
+        """Change one version's status; activating archives the previously active version."""
+        if status not in STATUSES:
+            raise VecrankError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
+        model = self.get(model_id, version)
+        if status == "active":
+            for other in self.list(model_id):
+                if other.status == "active" and other.version != version:
+                    self._update(other, "archived")
+        self._update(model, status)
+        model.status = status
+        return model
+
+    def _update(self, model: RankerModel, status: str) -> None:
+        self.client.update(index=self.index, id=f"{model.model_id}@{model.version}", doc={"status": status},
+                           refresh="wait_for")
+        meta = self.folder / model.model_id / f"v{model.version}" / "meta.json"
+        if meta.is_file():
+            data = json.loads(meta.read_text())
+            data["status"] = status
+            meta.write_text(json.dumps(data, indent=2))

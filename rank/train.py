@@ -1,0 +1,258 @@
+"""Training data and the XGBoost ranker.
+
+Training rows come from a **replay** of a dataset's history: at a cut time ``t`` the item signals
+are recomputed as of ``t`` (``refresh_signals(as_of=t)``), each user's profile is built from
+their events before ``t`` only, the real retrieval runs on the real node, and each candidate is
+labelled by what the user did in ``(t, t + horizon]``. Nothing from after ``t`` reaches a
+feature. Rows are grouped by request (one request per user and cut) and stored as Parquet.
+
+The model is an XGBoost ranker (``rank:ndcg`` by default, or ``rank:pairwise``), seeded, with
+early stopping on a later time slice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from vecrank.rank import features as feats
+from vecrank.rank.ranker import request_context
+
+if TYPE_CHECKING:
+    from vecrank.rank.recommender import Recommender
+
+log = logging.getLogger(__name__)
+DAY_MS = feats.DAY_MS
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """Graded relevance of a later event: per type, and ``rating_grades`` (threshold, grade) pairs."""
+
+    type_grades: dict[str, float] = field(default_factory=lambda: {"click": 1.0, "cart": 2.0, "purchase": 3.0})
+    rating_type: str = "rating"
+    rating_grades: tuple[tuple[float, float], ...] = ((4.5, 2.0), (4.0, 1.0))
+
+    def grade(self, event: Mapping[str, Any]) -> float:
+        if event.get("type") == self.rating_type and event.get("value") is not None:
+            value = float(event["value"])
+            return next((g for threshold, g in self.rating_grades if value >= threshold), 0.0)
+        return float(self.type_grades.get(event.get("type"), 0.0))
+
+    def labels(self, future: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+        """Item id -> the highest grade among the user's later events on it."""
+        out: dict[str, float] = {}
+        for e in future:
+            g = self.grade(e)
+            if g > 0:
+                out[str(e["item_id"])] = max(out.get(str(e["item_id"]), 0.0), g)
+        return out
+
+
+@dataclass
+class TrainingTable:
+    """Rows grouped by request (contiguous), with the feature matrix in ``spec.names`` order."""
+
+    feature_names: list[str]
+    request_id: list[str] = field(default_factory=list)
+    user_id: list[str] = field(default_factory=list)
+    cut_ms: list[int] = field(default_factory=list)
+    item_id: list[str] = field(default_factory=list)
+    label: list[float] = field(default_factory=list)
+    rank: list[int] = field(default_factory=list)  # the candidate's position in retrieval
+    blocks: list[np.ndarray] = field(default_factory=list, repr=False)
+
+    def add(self, request_id: str, user_id: str, cut_ms: int, items: Sequence[str], labels: Sequence[float],
+            matrix: np.ndarray) -> None:
+        n = len(items)
+        self.request_id += [request_id] * n
+        self.user_id += [user_id] * n
+        self.cut_ms += [cut_ms] * n
+        self.item_id += list(items)
+        self.label += list(labels)
+        self.rank += list(range(n))
+        self.blocks.append(np.asarray(matrix, dtype=np.float32))
+
+    @property
+    def features(self) -> np.ndarray:
+        if not self.blocks:
+            return np.zeros((0, len(self.feature_names)), dtype=np.float32)
+        if len(self.blocks) > 1:
+            self.blocks = [np.vstack(self.blocks)]
+        return self.blocks[0]
+
+    def __len__(self) -> int:
+        return len(self.item_id)
+
+    def groups(self) -> np.ndarray:
+        """Sizes of consecutive request groups, as XGBoost's ``group`` wants them."""
+        sizes, last = [], None
+        for rid in self.request_id:
+            if rid != last:
+                sizes.append(0)
+                last = rid
+            sizes[-1] += 1
+        return np.asarray(sizes, dtype=np.uint32)
+
+    def to_parquet(self, path: str | Path) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        columns = {"request_id": self.request_id, "user_id": self.user_id, "cut_ms": self.cut_ms,
+                   "item_id": self.item_id, "label": self.label, "rank": self.rank}
+        matrix = self.features
+        for j, name in enumerate(self.feature_names):
+            columns[f"f:{name}"] = matrix[:, j]
+        pq.write_table(pa.table(columns), path)
+
+    @classmethod
+    def from_parquet(cls, path: str | Path) -> TrainingTable:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path).to_pydict()
+        names = [c[2:] for c in table if c.startswith("f:")]
+        out = cls(feature_names=names, request_id=table["request_id"], user_id=table["user_id"],
+                  cut_ms=table["cut_ms"], item_id=table["item_id"], label=table["label"], rank=table["rank"])
+        out.blocks = [np.column_stack([np.asarray(table[f"f:{n}"], dtype=np.float32) for n in names])
+                      if names else np.zeros((len(out.item_id), 0), dtype=np.float32)]
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        labels = np.asarray(self.label)
+        return {"rows": len(self), "requests": int(len(self.groups())), "users": len(set(self.user_id)),
+                "cuts": sorted(set(self.cut_ms)), "positive_rows": int((labels > 0).sum()),
+                "label_counts": {str(g): int((labels == g).sum()) for g in sorted(set(labels.tolist()))}}
+
+
+def group_by_user(events: Iterable[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    by_user: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for e in events:
+        by_user[str(e["user_id"])].append(dict(e))
+    for history in by_user.values():
+        history.sort(key=lambda e: int(e["timestamp"]))
+    return by_user
+
+
+def replay(recommender: Recommender, events_by_user: Mapping[str, Sequence[Mapping[str, Any]]], *, cut_ms: int,
+           horizon_days: float, spec: feats.FeatureSpec, labels: LabelConfig | None = None, pool: int = 100,
+           users: Iterable[str] | None = None, refresh: bool = True, progress: bool = False,
+           table: TrainingTable | None = None) -> TrainingTable:
+    """Training rows at one cut time (see the module docstring).
+
+    Args:
+        recommender: retrieval on the live index (its config: exclusions, filters...).
+        events_by_user: every event, per user, sorted by time.
+        cut_ms: the cut time ``t``; signals are refreshed as of ``t`` unless ``refresh`` is False.
+        horizon_days: the label window after ``t``.
+        spec: the features to compute.
+        pool: candidates per request.
+        users: restrict to these users.
+        table: append to this table.
+
+    Returns:
+        The table; requests whose pool holds no positive are kept (they teach nothing to a
+        pairwise objective but count as misses in evaluation), users without a positive later
+        event or without history before ``t`` are skipped.
+    """
+    from dataclasses import replace
+
+    from vecrank.ingest.signals import refresh_signals
+
+    labels = labels or LabelConfig()
+    table = table if table is not None else TrainingTable(feature_names=spec.names)
+    if refresh:
+        refresh_signals(recommender.client, recommender.settings, as_of=cut_ms)
+    recommender.config = replace(recommender.config, with_vectors=True)
+    end = cut_ms + int(horizon_days * DAY_MS)
+    chosen = list(users) if users is not None else sorted(events_by_user)
+    started = time.monotonic()
+    done = 0
+    for user in chosen:
+        events = events_by_user.get(user, ())
+        history = [e for e in events if int(e["timestamp"]) < cut_ms]
+        future = labels.labels(e for e in events if cut_ms <= int(e["timestamp"]) <= end)
+        if not history or not future:
+            continue
+        cset = recommender.candidates(history=history, k=pool)
+        if cset.cold_start or not cset.candidates:
+            continue
+        ctx = request_context(recommender.client, recommender.settings, spec, cset, now_ms=cut_ms,
+                              profile=recommender.config.profile)
+        matrix = feats.compute(spec, cset.candidates, ctx)
+        items = [c.item_id for c in cset.candidates]
+        table.add(uuid.uuid4().hex, user, cut_ms, items, [future.get(i, 0.0) for i in items], matrix)
+        done += 1
+        if progress and done % 50 == 0:
+            log.info("replay at %d: %d requests (%.1fs)", cut_ms, done, time.monotonic() - started)
+    return table
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """XGBoost hyperparameters; ``params()`` is exactly what ``xgboost.train`` receives."""
+
+    objective: str = "rank:ndcg"
+    learning_rate: float = 0.05
+    max_depth: int = 6
+    min_child_weight: float = 1.0
+    subsample: float = 0.8
+    colsample_bytree: float = 0.8
+    reg_lambda: float = 1.0
+    num_boost_round: int = 500
+    early_stopping_rounds: int = 40
+    eval_at: int = 10
+    seed: int = 0
+    lambdarank_pair_method: str = "topk"
+    lambdarank_num_pair_per_sample: int = 10
+
+    def __post_init__(self) -> None:
+        if self.objective not in {"rank:ndcg", "rank:pairwise", "rank:map"}:
+            raise ValueError(f"objective must be rank:ndcg, rank:pairwise or rank:map, not {self.objective!r}")
+
+    def params(self) -> dict[str, Any]:
+        return {"objective": self.objective, "eta": self.learning_rate, "max_depth": self.max_depth,
+                "min_child_weight": self.min_child_weight, "subsample": self.subsample,
+                "colsample_bytree": self.colsample_bytree, "lambda": self.reg_lambda,
+                "eval_metric": [f"ndcg@{self.eval_at}"], "seed": self.seed, "nthread": 0,
+                "lambdarank_pair_method": self.lambdarank_pair_method,
+                "lambdarank_num_pair_per_sample": self.lambdarank_num_pair_per_sample, "tree_method": "hist"}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def train_ranker(train: TrainingTable, valid: TrainingTable | None, config: TrainConfig | None = None):
+    """Train on ``train``; early-stop on ``valid`` (a later time slice). Returns (booster, info)."""
+    import xgboost
+
+    config = config or TrainConfig()
+    if len(train) == 0 or not any(train.label):
+        raise ValueError(f"the training table has no positive label, nothing to learn: {train.summary()}")
+    dtrain = xgboost.DMatrix(train.features, label=np.asarray(train.label, dtype=np.float32), missing=np.nan,
+                             feature_names=train.feature_names)
+    dtrain.set_group(train.groups())
+    evals = [(dtrain, "train")]
+    if valid is not None and len(valid):
+        dvalid = xgboost.DMatrix(valid.features, label=np.asarray(valid.label, dtype=np.float32), missing=np.nan,
+                                 feature_names=valid.feature_names)
+        dvalid.set_group(valid.groups())
+        evals.append((dvalid, "valid"))
+    history: dict[str, Any] = {}
+    booster = xgboost.train(config.params(), dtrain, num_boost_round=config.num_boost_round, evals=evals,
+                            early_stopping_rounds=config.early_stopping_rounds if len(evals) > 1 else None,
+                            evals_result=history, verbose_eval=False)
+    info = {"best_iteration": int(getattr(booster, "best_iteration", config.num_boost_round - 1)),
+            "best_score": float(getattr(booster, "best_score", float("nan"))),
+            "rounds": len(next(iter(history.get("train", {}).values()), [])),
+            "train_rows": len(train), "valid_rows": len(valid) if valid is not None else 0}
+    if len(evals) > 1:  # keep only the trees up to the best round
+        booster = booster[: info["best_iteration"] + 1]
+    return booster, info

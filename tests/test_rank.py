@@ -1,0 +1,195 @@
+"""The ranker: features, labels, the registry, serving, and an end-to-end run on a synthetic
+dataset where both semantics (topics) and behaviour (item quality) matter."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from vecrank.ingest.embed import Embedder
+from vecrank.ingest.events import ingest_events
+from vecrank.ingest.items import ItemSource, ingest_items
+from vecrank.rank import features as feats
+from vecrank.rank.evaluate import EvalConfig, run, write_outputs
+from vecrank.rank.model import RankerModel, Registry
+from vecrank.rank.profiles import DAY_MS
+from vecrank.rank.ranker import Ranker
+from vecrank.rank.recommender import Candidate, Recommender, RetrieveConfig
+from vecrank.rank.train import LabelConfig, TrainConfig, TrainingTable, train_ranker
+
+T0 = 1_600_000_000_000
+
+
+# --- features on fixtures ------------------------------------------------------------------------
+
+def test_features_on_a_fixture():
+    spec = feats.FeatureSpec(item_numeric=("year",), facets=("genre",), history_k=2)
+    v = {"a": np.array([1.0, 0, 0]), "b": np.array([0, 1.0, 0])}
+    cands = [
+        Candidate("x", 0.9, 0.8, {"year": 1999, "genre": "Horror",
+                                  "signals": {"ctr": 0.1, "popularity_30d": np.e - 1, "rating_mean": 4.5,
+                                              "rating_count": 3, "last_interaction": T0 - 2 * DAY_MS}},
+                  vector=np.array([1.0, 1.0, 0])),
+        Candidate("y", 0.5, None, {"genre": ["Comedy"]}, vector=None),
+    ]
+    history = [{"item_id": "a", "type": "click", "timestamp": T0 - 10 * DAY_MS},
+               {"item_id": "b", "type": "rating", "value": 1.0, "timestamp": T0 - DAY_MS}]
+    ctx = feats.RequestContext(now_ms=T0, path="profile", history=history, history_vectors=v,
+                               query_vector=np.array([0, 0, 2.0]), history_facets={"genre": {"a": {"Horror"}, "b": {"Comedy"}}})
+    m = feats.compute(spec, cands, ctx)
+    row = dict(zip(spec.names, m[0]))
+    assert m.shape == (2, len(spec.names)) and m.dtype == np.float32
+    assert row["knn_score"] == pytest.approx(0.9) and row["cos_profile"] == pytest.approx(0.8)
+    assert row["cos_query"] == pytest.approx(0.0)
+    assert row["cos_hist_max"] == pytest.approx(1 / np.sqrt(2), abs=1e-6)  # only "a" is positive history
+    assert row["pop_30d"] == pytest.approx(1.0) and row["rating_count"] == pytest.approx(np.log1p(3))
+    assert row["days_since_interaction"] == pytest.approx(2.0)
+    assert row["item.year"] == 1999 and row["affinity.genre"] == pytest.approx(1.0)
+    assert row["hist_len"] == pytest.approx(np.log1p(2)) and row["days_since_active"] == pytest.approx(1.0)
+    assert row["query_present"] == 1.0 and row["path_code"] == 0.0
+    other = dict(zip(spec.names, m[1]))
+    assert np.isnan(other["cos_profile"]) and np.isnan(other["cos_query"]) and np.isnan(other["ctr"])
+    assert np.isnan(other["item.year"]) and other["affinity.genre"] == 0.0  # Comedy was only disliked
+
+
+def test_labels_take_the_best_later_event():
+    labels = LabelConfig().labels([{"item_id": "a", "type": "rating", "value": 4.0},
+                                   {"item_id": "a", "type": "rating", "value": 5.0},
+                                   {"item_id": "b", "type": "rating", "value": 3.5}, {"item_id": "c", "type": "click"},
+                                   {"item_id": "d", "type": "impression"}])
+    assert labels == {"a": 2.0, "c": 1.0}
+
+
+def test_spec_round_trip_and_mismatch_refusal():
+    spec = feats.FeatureSpec(item_numeric=("year",), facets=("genre",))
+    assert feats.FeatureSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    with pytest.raises(feats.FeatureSpecMismatch, match="only in the model: \\['extra'\\]"):
+        spec.check([*spec.names, "extra"])
+    other = feats.FeatureSpec()
+    table = TrainingTable(feature_names=other.names)
+    rng = np.random.default_rng(0)
+    for g in range(6):
+        table.add(f"r{g}", "u", 0, [f"i{j}" for j in range(5)], [1.0, 0, 0, 0, 0], rng.normal(size=(5, len(other.names))))
+    booster, _ = train_ranker(table, None, TrainConfig(num_boost_round=3))
+    with pytest.raises(feats.FeatureSpecMismatch):
+        RankerModel.from_booster("m", spec, booster)
+
+
+def test_training_table_parquet_round_trip(tmp_path):
+    spec = feats.FeatureSpec()
+    table = TrainingTable(feature_names=spec.names)
+    matrix = np.arange(3 * len(spec.names), dtype=np.float32).reshape(3, -1)
+    matrix[1, 2] = np.nan
+    table.add("r1", "u1", 5, ["a", "b", "c"], [2.0, 0.0, 1.0], matrix)
+    table.to_parquet(tmp_path / "t.parquet")
+    back = TrainingTable.from_parquet(tmp_path / "t.parquet")
+    assert back.item_id == ["a", "b", "c"] and back.label == [2.0, 0.0, 1.0] and list(back.groups()) == [3]
+    assert np.array_equal(np.isnan(back.features), np.isnan(matrix))
+    assert np.allclose(np.nan_to_num(back.features), np.nan_to_num(matrix))
+
+
+# --- a synthetic world: topics (semantics) and quality (behaviour) ---------------------------
+
+TOPICS = {
+    "space": ["astronauts", "rocket launch", "distant planets", "the space station", "black holes", "a mission to Mars"],
+    "cooking": ["baking bread", "pasta recipes", "a pastry contest", "grilled vegetables", "ramen broth", "street food"],
+    "horror": ["a haunted house", "a masked killer", "zombie outbreak", "a cursed doll", "a demon possession", "vampires"],
+    "sport": ["a football final", "marathon runners", "a boxing champion", "tennis rivals", "a cycling race", "basketball"],
+}
+
+
+def synthetic_world(seed: int = 7):
+    rng = random.Random(seed)
+    items, quality = [], {}
+    for topic, subjects in TOPICS.items():
+        for i in range(24):
+            item_id = f"{topic}-{i}"
+            items.append({"id": item_id, "title": f"A film about {subjects[i % 6]}, part {i}", "topic": topic})
+            quality[item_id] = i % 3 == 0  # a third of every topic is good
+    users = {f"u{n}": list(TOPICS)[n % 4] for n in range(64)}
+    events = []
+    for user, topic in users.items():
+        pool = [it["id"] for it in items if it["topic"] == topic]
+        rng.shuffle(pool)
+        for j, item_id in enumerate(pool[:18]):
+            ts = T0 + int((j * 22 + rng.random() * 10) * DAY_MS)  # spread over ~400 days
+            rating = 5.0 if quality[item_id] else rng.choice([1.0, 2.0, 2.5])
+            events.append({"user": user, "item": item_id, "type": "rating", "value": rating, "timestamp": ts})
+        other = rng.choice([t for t in TOPICS if t != topic])
+        for j in range(2):  # a little cross-topic noise
+            events.append({"user": user, "item": f"{other}-{3 * j}", "type": "rating", "value": 4.0,
+                           "timestamp": T0 + int(rng.random() * 400 * DAY_MS)})
+    return items, events
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return Embedder()
+
+
+@pytest.fixture
+def world(es, settings_for, embedder, tmp_path):
+    items, events = synthetic_world()
+    path = tmp_path / "items.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in items))
+    assert ingest_items(es, settings_for, path, ItemSource(template="{title}"), embedder=embedder).written == len(items)
+    epath = tmp_path / "events.jsonl"
+    epath.write_text("".join(json.dumps(e) + "\n" for e in events))
+    assert ingest_events(es, settings_for, epath, progress=False).failed == 0
+    return items, events
+
+
+@pytest.mark.slow
+def test_trained_model_beats_popularity_and_knn_only(es, settings_for, embedder, world, tmp_path):
+    from vecrank.rank.evaluate import load_events
+
+    rec = Recommender(es, settings_for, embedder=embedder, config=RetrieveConfig())
+    spec = feats.FeatureSpec(facets=("topic",))
+    report = run(rec, load_events(es, settings_for), spec, catalog_size=len(world[0]),
+                 config=EvalConfig(test_fraction=0.25, horizon_days=60, train_cuts=3, pool=40),
+                 train_config=TrainConfig(num_boost_round=200, early_stopping_rounds=30))
+    ndcg = {name: s["ndcg@10"] for name, s in report.systems.items()}
+    assert report.split["evaluated_users"] >= 40
+    assert report.training["train"]["positive_rows"] > 50
+    assert ndcg["vecrank"] > ndcg["popular"] and ndcg["vecrank"] > ndcg["knn"], ndcg
+    for other in ("popular", "knn"):  # the margin is not noise
+        assert report.comparison["vs"][other]["ci95"][0] > 0, report.comparison
+    files = write_outputs(report, tmp_path / "eval")
+    assert json.loads(open(files["json"]).read())["systems"]["vecrank"]["ndcg@10"] == ndcg["vecrank"]
+    assert open(files["png"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+    # Register, activate, serve: the same model ranks live requests, with its version attached.
+    registry = Registry(es, settings_for)
+    model = registry.register(report.model)
+    assert (model.version, model.status) == (1, "candidate")
+    registry.set_status("vecrank", 1, "active")
+    served = registry.get("vecrank")
+    assert served.version == 1 and served.spec == spec and served.metrics["comparison"] == report.comparison
+    ranker = Ranker(Recommender(es, settings_for, embedder=embedder), served, pool=40, log_requests=True)
+    rec_out = ranker.recommend(user="u1", k=5, explain=True)
+    assert rec_out.model == "vecrank@1" and len(rec_out.items) == 5
+    assert set(rec_out.items[0].contributions) == {*spec.names, "bias"}
+    total = sum(rec_out.items[0].contributions.values())
+    assert total == pytest.approx(rec_out.items[0].score, abs=1e-3)
+    assert {"retrieval", "features", "model", "total"} <= set(rec_out.timings_ms)
+    es.indices.refresh(index=settings_for.index("feature-log"))
+    logged = es.search(index=settings_for.index("feature-log"), query={"term": {"request_id": rec_out.request_id}},
+                       size=10)["hits"]["hits"]
+    assert len(logged) == 5 and len(logged[0]["_source"]["features"]) == len(spec.names)
+    again = Registry(es, settings_for).register(report.model)
+    assert again.version == 2
+    registry.set_status("vecrank", 2, "active")
+    assert [m.status for m in registry.list("vecrank")] == ["archived", "active"]
+
+
+def test_registry_refuses_a_malformed_booster(es, settings_for):
+    from vecrank.errors import VecrankError
+
+    model = RankerModel(model_id="bad", spec=feats.FeatureSpec(), booster_json='{"learner": "nope"}')
+    with pytest.raises(Exception):
+        Registry(es, settings_for).register(model)
+    with pytest.raises(VecrankError, match="model .bad. has no active version; versions: none"):
+        Registry(es, settings_for).get("bad")
