@@ -81,6 +81,28 @@ def _trim(history: Sequence[Mapping[str, Any]], n: int) -> list[Mapping[str, Any
     return [e for e in history if is_interaction(e)][-n:]
 
 
+def train_model(recommender: Recommender, events_by_user: Mapping[str, Sequence[Mapping[str, Any]]],
+                spec: feats.FeatureSpec, *, cutoff_ms: int, config: EvalConfig | None = None,
+                train_config: TrainConfig | None = None, labels: LabelConfig | None = None,
+                model_id: str = "vecrank") -> RankerModel:
+    """Replay training rows at ``T - 2H``, ``T - 3H``... and validation rows at ``T - H`` (all
+    before ``T = cutoff_ms``), train, and return the (unregistered) model."""
+    config = config or EvalConfig()
+    labels = labels or LabelConfig()
+    train_config = train_config or TrainConfig()
+    horizon = int(config.horizon_days * DAY_MS)
+    table = TrainingTable(feature_names=spec.names)
+    for i in range(2, 2 + config.train_cuts):
+        replay(recommender, events_by_user, cut_ms=cutoff_ms - i * horizon, horizon_days=config.horizon_days,
+               spec=spec, labels=labels, pool=config.pool, table=table)
+    valid = replay(recommender, events_by_user, cut_ms=cutoff_ms - horizon, horizon_days=config.horizon_days,
+                   spec=spec, labels=labels, pool=config.pool)
+    booster, info = train_ranker(table, valid, train_config)
+    return RankerModel.from_booster(model_id, spec, booster, params=train_config.to_dict(),
+                                    training={"train": table.summary(), "valid": valid.summary(), **info,
+                                              "cutoff_ms": cutoff_ms, "horizon_days": config.horizon_days})
+
+
 def run(recommender: Recommender, events: Sequence[Mapping[str, Any]], spec: feats.FeatureSpec, *,
         config: EvalConfig | None = None, train_config: TrainConfig | None = None,
         labels: LabelConfig | None = None, model_id: str = "vecrank", catalog_size: int | None = None) -> EvalReport:
@@ -96,20 +118,10 @@ def run(recommender: Recommender, events: Sequence[Mapping[str, Any]], spec: fea
     cutoff = split.cutoff_ms
     train_by_user = group_by_user(split.train)
     trimmed = {u: _trim(h, config.max_history * 5) for u, h in train_by_user.items()}
-    horizon = int(config.horizon_days * DAY_MS)
 
-    # Training rows at T - 2H, T - 3H, ...; validation rows at T - H: all before T.
-    table = TrainingTable(feature_names=spec.names)
-    for i in range(2, 2 + config.train_cuts):
-        replay(recommender, trimmed, cut_ms=cutoff - i * horizon, horizon_days=config.horizon_days, spec=spec,
-               labels=labels, pool=config.pool, table=table)
-    valid = replay(recommender, trimmed, cut_ms=cutoff - horizon, horizon_days=config.horizon_days, spec=spec,
-                   labels=labels, pool=config.pool)
     train_config = train_config or TrainConfig()
-    booster, info = train_ranker(table, valid, train_config)
-    model = RankerModel.from_booster(model_id, spec, booster, params=train_config.to_dict(),
-                                     training={"train": table.summary(), "valid": valid.summary(), **info,
-                                               "cutoff_ms": cutoff, "horizon_days": config.horizon_days})
+    model = train_model(recommender, trimmed, spec, cutoff_ms=cutoff, config=config, train_config=train_config,
+                        labels=labels, model_id=model_id)
 
     # Evaluation at T.
     refresh_signals(recommender.client, recommender.settings, as_of=cutoff)

@@ -144,7 +144,7 @@ def group_by_user(events: Iterable[Mapping[str, Any]]) -> dict[str, list[dict[st
 def replay(recommender: Recommender, events_by_user: Mapping[str, Sequence[Mapping[str, Any]]], *, cut_ms: int,
            horizon_days: float, spec: feats.FeatureSpec, labels: LabelConfig | None = None, pool: int = 100,
            users: Iterable[str] | None = None, refresh: bool = True, progress: bool = False,
-           table: TrainingTable | None = None) -> TrainingTable:
+           table: TrainingTable | None = None, max_history: int = 200) -> TrainingTable:
     """Training rows at one cut time (see the module docstring).
 
     Args:
@@ -156,6 +156,7 @@ def replay(recommender: Recommender, events_by_user: Mapping[str, Sequence[Mappi
         pool: candidates per request.
         users: restrict to these users.
         table: append to this table.
+        max_history: the newest events before ``t`` that make the profile, as serving keeps them.
 
     Returns:
         The table; requests whose pool holds no positive are kept (they teach nothing to a
@@ -177,7 +178,7 @@ def replay(recommender: Recommender, events_by_user: Mapping[str, Sequence[Mappi
     done = 0
     for user in chosen:
         events = events_by_user.get(user, ())
-        history = [e for e in events if int(e["timestamp"]) < cut_ms]
+        history = [e for e in events if int(e["timestamp"]) < cut_ms][-max_history:]  # as the users index keeps
         future = labels.labels(e for e in events if cut_ms <= int(e["timestamp"]) <= end)
         if not history or not future:
             continue

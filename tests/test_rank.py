@@ -193,3 +193,26 @@ def test_registry_refuses_a_malformed_booster(es, settings_for):
         Registry(es, settings_for).register(model)
     with pytest.raises(VecrankError, match="model .bad. has no active version; versions: none"):
         Registry(es, settings_for).get("bad")
+
+
+@pytest.mark.slow
+def test_cli_evaluate_model_and_ranked_recommend(es, settings_for, world, tmp_path, capsys):
+    from clihelp import connection_args, run_cli
+
+    base = [*connection_args(settings_for), "--index-prefix", settings_for.index_prefix]
+    result = run_cli(capsys, *base, "evaluate", "--facet", "topic", "--horizon-days", "60", "--train-cuts", "2",
+                     "--pool", "40", "--test-fraction", "0.25", "--activate", "--out", str(tmp_path / "eval"), "--json")
+    assert result.code == 0, result.err
+    out = json.loads(result.out)
+    assert out["model"] == {"id": "vecrank", "version": 1, "status": "active"}
+    assert set(out["systems"]) == {"popular", "cooccurrence", "als", "knn", "vecrank"}
+    assert (tmp_path / "eval" / "evaluation.png").is_file()
+    listed = json.loads(run_cli(capsys, *base, "model", "list", "--json").out)
+    assert [(m["model"], m["version"], m["status"]) for m in listed] == [("vecrank", 1, "active")]
+    ranked = run_cli(capsys, *base, "recommend", "--user", "u1", "-k", "3", "--explain", "--pool", "40")
+    assert ranked.code == 0, ranked.err
+    assert "ranked by vecrank@1" in ranked.out and "TOP FEATURES" in ranked.out
+    plain = run_cli(capsys, *base, "recommend", "--user", "u1", "-k", "3", "--no-rank")
+    assert "no ranker (kNN order)" in plain.out
+    assert run_cli(capsys, *base, "model", "archive", "vecrank", "1").code == 0
+    assert "no ranker" in run_cli(capsys, *base, "recommend", "--user", "u1", "-k", "3").out

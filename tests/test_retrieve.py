@@ -294,7 +294,7 @@ def test_cli_recommend(es, settings_for, items, capsys):
     assert [c["fields"]["genre"] for c in out["candidates"]] == ["Cooking"] * 3
     assert all(c["fields"]["year"] >= 2001 for c in out["candidates"])
     table = run_cli(capsys, *base, "--query", "bread and pastry", "-k", "2")
-    assert table.code == 0 and table.out.startswith("path: query (cold start); 2 items")
+    assert table.code == 0 and table.out.startswith("path: query (cold start); no ranker (kNN order); 2 items")
     assert "TITLE" in table.out and "COSINE" in table.out
     bad = run_cli(capsys, *base, "--user", "u1", "--filter", "brand=Acme")
     assert bad.code == 2 and "unknown filter field 'brand'" in bad.err

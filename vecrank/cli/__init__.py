@@ -16,6 +16,7 @@ from vecrank import __version__
 from vecrank.cli.es import es_command
 from vecrank.cli.index import index_command
 from vecrank.cli.ingest import ingest_command
+from vecrank.cli.rank import evaluate_command, model_command, train_command
 from vecrank.cli.recommend import recommend_command
 from vecrank.cli.signals import signals_command
 from vecrank.errors import VecrankError
@@ -120,7 +121,8 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, **overrides: Any) -> None
     ctx.obj = AppContext(overrides, verbose)
 
 
-for _command in (es_command, index_command, ingest_command, recommend_command, signals_command):
+for _command in (es_command, evaluate_command, index_command, ingest_command, model_command, recommend_command,
+                 signals_command, train_command):
     cli.add_command(_command)
 
 

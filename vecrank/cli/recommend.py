@@ -55,11 +55,18 @@ def parse_filters(ctx: click.Context, param: click.Parameter, values: tuple[str,
               help="Diversify with MMR (1 = relevance only).")
 @click.option("--group-field", default=None, help="At most --max-per-group items per value of this field.")
 @click.option("--max-per-group", type=click.IntRange(1), default=None)
+@click.option("--model", "model_id", default="vecrank", show_default=True,
+              help="Rank with this model's active version; without one, candidates keep their kNN order.")
+@click.option("--no-rank", is_flag=True, help="Candidates in kNN order, no ranker.")
+@click.option("--pool", type=click.IntRange(1, 10000), default=100, show_default=True,
+              help="Candidates the ranker scores.")
+@click.option("--explain", is_flag=True, help="Each item's top feature contributions (XGBoost pred_contribs).")
 @click.option("--show", default=None, metavar="FIELDS",
               help="Comma-separated fields to print [default: title or the first text-like field].")
 @json_option
 def recommend_command(user, query, context_items, filters, k, num_candidates, include_seen, interests, query_weight,
-                      text_boost, mmr_lambda, group_field, max_per_group, show, as_json) -> None:
+                      text_boost, mmr_lambda, group_field, max_per_group, model_id, no_rank, pool, explain, show,
+                      as_json) -> None:
     """Retrieve candidates for a user and/or a search query, and say which path was taken
     (profile, multi_interest, profile+query, query, context or popular)."""
     from vecrank.cli import echo_json, echo_table
@@ -70,8 +77,17 @@ def recommend_command(user, query, context_items, filters, k, num_candidates, in
         config = RetrieveConfig(exclude_seen=not include_seen, max_interests=interests, query_weight=query_weight,
                                 text_boost=text_boost, mmr_lambda=mmr_lambda, group_field=group_field,
                                 max_per_group=max_per_group)
-        result = Recommender(ctx.client, ctx.settings, config=config).candidates(
-            user=user, query=query, context_items=context_items, filters=filters, k=k, num_candidates=num_candidates)
+        recommender = Recommender(ctx.client, ctx.settings, config=config)
+        model = None if no_rank else _active_model(ctx, model_id)
+        args = {"user": user, "query": query, "context_items": context_items, "filters": filters,
+                "num_candidates": num_candidates}
+        if model is not None:
+            from vecrank.rank.ranker import Ranker
+
+            ranked = Ranker(recommender, model, pool=max(pool, k)).recommend(k=k, explain=explain, **args)
+            _print_ranked(ranked, show, as_json)
+            return
+        result = recommender.candidates(k=k, **args)
     except RequestError as exc:
         raise click.UsageError(str(exc)) from None
     if as_json:
@@ -85,7 +101,7 @@ def recommend_command(user, query, context_items, filters, k, num_candidates, in
         row.update({f: _short(c.fields.get(f)) for f in fields})
         row.update({"score": f"{c.score:.4f}", "cosine": "" if c.cosine is None else f"{c.cosine:.4f}"})
         rows.append(row)
-    click.echo(f"path: {result.path}{' (cold start)' if result.cold_start else ''}; "
+    click.echo(f"path: {result.path}{' (cold start)' if result.cold_start else ''}; no ranker (kNN order); "
                f"{len(result.candidates)} items; excluded {result.excluded} seen; "
                f"{result.timings_ms['total']:.1f} ms ({result.timings_ms['elasticsearch']:.1f} in Elasticsearch)")
     echo_table(rows)
@@ -94,3 +110,36 @@ def recommend_command(user, query, context_items, filters, k, num_candidates, in
 def _short(value: Any, width: int = 60) -> str:
     text = ", ".join(map(str, value)) if isinstance(value, list) else "" if value is None else str(value)
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _active_model(ctx, model_id: str):
+    from vecrank.errors import VecrankError
+    from vecrank.rank.model import Registry
+
+    try:
+        return Registry(ctx.client, ctx.settings).get(model_id)
+    except VecrankError:
+        return None
+
+
+def _print_ranked(ranked, show: str | None, as_json: bool) -> None:
+    from vecrank.cli import echo_json, echo_table
+
+    if as_json:
+        echo_json(ranked.to_dict())
+        return
+    cols = [c.strip() for c in show.split(",")] if show else None
+    rows = []
+    for rank, r in enumerate(ranked.items, 1):
+        fields = cols or ([f for f in ("title", "name") if f in r.candidate.fields][:1] or ["text"])
+        row = {"#": rank, "item": r.item_id, **{f: _short(r.candidate.fields.get(f)) for f in fields},
+               "score": f"{r.score:.4f}", "cosine": "" if r.candidate.cosine is None else f"{r.candidate.cosine:.4f}"}
+        if r.contributions:
+            top = sorted(((k, v) for k, v in r.contributions.items() if k != "bias"), key=lambda kv: -abs(kv[1]))[:3]
+            row["top features"] = ", ".join(f"{k} {v:+.3f}" for k, v in top)
+        rows.append(row)
+    t = ranked.timings_ms
+    click.echo(f"path: {ranked.path}{' (cold start)' if ranked.cold_start else ''}; ranked by {ranked.model}; "
+               f"{len(ranked.items)} items; {t['total']:.1f} ms (retrieval {t['retrieval']:.1f}, features "
+               f"{t['features']:.1f}, model {t['model']:.1f}); request {ranked.request_id}")
+    echo_table(rows)
