@@ -242,12 +242,7 @@ def _owed_closers(text_so_far: str, literal: str) -> tuple[str, str]:
     ``"{title} ({year}). {genres}"`` with a year but no genres must keep the ``")"`` after the
     year: it closes the ``"("`` before it, whatever is dropped after.
     """
-    unclosed: list[str] = []
-    for ch in text_so_far:
-        if ch in _OPEN_TO_CLOSE:
-            unclosed.append(_OPEN_TO_CLOSE[ch])
-        elif unclosed and ch == unclosed[-1]:
-            unclosed.pop()
+    unclosed = _unclosed(text_so_far)
     i = 0
     while i < len(literal) and unclosed and literal[i] == unclosed[-1]:
         unclosed.pop()
@@ -261,12 +256,7 @@ def _drop_orphan_closers(dropped: str, kept: str) -> str:
     ``"{title} ({year}): {overview}"`` without a year keeps ``"): "``; its ``")"`` belonged to
     the dropped ``" ("``, so the result reads ``"Title: Overview"``.
     """
-    unclosed: list[str] = []
-    for ch in dropped:
-        if ch in _OPEN_TO_CLOSE:
-            unclosed.append(_OPEN_TO_CLOSE[ch])
-        elif unclosed and ch == unclosed[-1]:
-            unclosed.pop()
+    unclosed = _unclosed(dropped)
     result = kept
     for closer in reversed(unclosed):
         index = result.find(closer)
@@ -274,3 +264,14 @@ def _drop_orphan_closers(dropped: str, kept: str) -> str:
             break
         result = result[:index] + result[index + 1 :]
     return result
+
+
+def _unclosed(text: str) -> list[str]:
+    """The closers that ``text`` still owes, innermost last."""
+    stack: list[str] = []
+    for ch in text:
+        if ch in _OPEN_TO_CLOSE:
+            stack.append(_OPEN_TO_CLOSE[ch])
+        elif stack and ch == stack[-1]:
+            stack.pop()
+    return stack

@@ -93,18 +93,19 @@ def recommend_command(user, query, context_items, filters, k, num_candidates, in
     if as_json:
         echo_json(result.to_dict())
         return
-    cols = [c.strip() for c in show.split(",")] if show else None
-    rows = []
-    for rank, c in enumerate(result.candidates, 1):
-        fields = cols or ([f for f in ("title", "name") if f in c.fields][:1] or ["text"])
-        row = {"#": rank, "item": c.item_id}
-        row.update({f: _short(c.fields.get(f)) for f in fields})
-        row.update({"score": f"{c.score:.4f}", "cosine": "" if c.cosine is None else f"{c.cosine:.4f}"})
-        rows.append(row)
+    rows = [_row(rank, c, c.score, show) for rank, c in enumerate(result.candidates, 1)]
     click.echo(f"path: {result.path}{' (cold start)' if result.cold_start else ''}; no ranker (kNN order); "
                f"{len(result.candidates)} items; excluded {result.excluded} seen; "
                f"{result.timings_ms['total']:.1f} ms ({result.timings_ms['elasticsearch']:.1f} in Elasticsearch)")
     echo_table(rows)
+
+
+def _row(rank: int, candidate, score: float, show: str | None) -> dict[str, Any]:
+    """One table row: rank, id, the --show fields (default: title, name or text), score, cosine."""
+    fields = [c.strip() for c in show.split(",")] if show else (
+        [f for f in ("title", "name") if f in candidate.fields][:1] or ["text"])
+    return {"#": rank, "item": candidate.item_id, **{f: _short(candidate.fields.get(f)) for f in fields},
+            "score": f"{score:.4f}", "cosine": "" if candidate.cosine is None else f"{candidate.cosine:.4f}"}
 
 
 def _short(value: Any, width: int = 60) -> str:
@@ -128,12 +129,9 @@ def _print_ranked(ranked, show: str | None, as_json: bool) -> None:
     if as_json:
         echo_json(ranked.to_dict())
         return
-    cols = [c.strip() for c in show.split(",")] if show else None
     rows = []
     for rank, r in enumerate(ranked.items, 1):
-        fields = cols or ([f for f in ("title", "name") if f in r.candidate.fields][:1] or ["text"])
-        row = {"#": rank, "item": r.item_id, **{f: _short(r.candidate.fields.get(f)) for f in fields},
-               "score": f"{r.score:.4f}", "cosine": "" if r.candidate.cosine is None else f"{r.candidate.cosine:.4f}"}
+        row = _row(rank, r.candidate, r.score, show)
         if r.contributions:
             top = sorted(((k, v) for k, v in r.contributions.items() if k != "bias"), key=lambda kv: -abs(kv[1]))[:3]
             row["top features"] = ", ".join(f"{k} {v:+.3f}" for k, v in top)
