@@ -51,6 +51,7 @@ class EvalConfig:
     k: int = 10
     max_history: int = 200
     max_users: int | None = None
+    popular_mix: int = 50  # popular items added to each kNN pool (see RetrieveConfig.popular_mix)
     baselines: tuple[str, ...] = ("popular", "cooccurrence", "als")
 
 
@@ -84,13 +85,26 @@ def _trim(history: Sequence[Mapping[str, Any]], n: int) -> list[Mapping[str, Any
 def train_model(recommender: Recommender, events_by_user: Mapping[str, Sequence[Mapping[str, Any]]],
                 spec: feats.FeatureSpec, *, cutoff_ms: int, config: EvalConfig | None = None,
                 train_config: TrainConfig | None = None, labels: LabelConfig | None = None,
-                model_id: str = "vecrank") -> RankerModel:
+                model_id: str = "vecrank", restore_signals: bool = True) -> RankerModel:
     """Replay training rows at ``T - 2H``, ``T - 3H``... and validation rows at ``T - H`` (all
-    before ``T = cutoff_ms``), train, and return the (unregistered) model."""
+    before ``T = cutoff_ms``), train, and return the (unregistered) model.
+
+    Replays recompute the items' signals as of each cut; with ``restore_signals`` they are
+    recomputed as of now at the end.
+    """
+    if restore_signals:
+        from vecrank.ingest.signals import refresh_signals
+
+        try:
+            return train_model(recommender, events_by_user, spec, cutoff_ms=cutoff_ms, config=config,
+                               train_config=train_config, labels=labels, model_id=model_id, restore_signals=False)
+        finally:
+            refresh_signals(recommender.client, recommender.settings)
     config = config or EvalConfig()
     labels = labels or LabelConfig()
     train_config = train_config or TrainConfig()
     horizon = int(config.horizon_days * DAY_MS)
+    recommender.config = replace(recommender.config, with_vectors=True, popular_mix=config.popular_mix)
     table = TrainingTable(feature_names=spec.names)
     for i in range(2, 2 + config.train_cuts):
         replay(recommender, events_by_user, cut_ms=cutoff_ms - i * horizon, horizon_days=config.horizon_days,
@@ -100,20 +114,37 @@ def train_model(recommender: Recommender, events_by_user: Mapping[str, Sequence[
     booster, info = train_ranker(table, valid, train_config)
     return RankerModel.from_booster(model_id, spec, booster, params=train_config.to_dict(),
                                     training={"train": table.summary(), "valid": valid.summary(), **info,
-                                              "cutoff_ms": cutoff_ms, "horizon_days": config.horizon_days})
+                                              "cutoff_ms": cutoff_ms, "horizon_days": config.horizon_days,
+                                              "pool": config.pool, "popular_mix": config.popular_mix})
 
 
 def run(recommender: Recommender, events: Sequence[Mapping[str, Any]], spec: feats.FeatureSpec, *,
         config: EvalConfig | None = None, train_config: TrainConfig | None = None,
         labels: LabelConfig | None = None, model_id: str = "vecrank", catalog_size: int | None = None) -> EvalReport:
-    """Split, train, evaluate every system on the same users. See the module docstring."""
+    """Split, train, evaluate every system on the same users. See the module docstring.
+
+    The items' signals are recomputed as of past cut times while it runs, and as of now at the
+    end: run it on an index prefix that no live traffic reads.
+    """
+    from vecrank.ingest.signals import refresh_signals
+
+    try:
+        return _run(recommender, events, spec, config=config, train_config=train_config, labels=labels,
+                    model_id=model_id, catalog_size=catalog_size)
+    finally:  # replays rewrote the items' signals as of past cut times: put them back as of now
+        refresh_signals(recommender.client, recommender.settings)
+
+
+def _run(recommender: Recommender, events: Sequence[Mapping[str, Any]], spec: feats.FeatureSpec, *,
+         config: EvalConfig | None, train_config: TrainConfig | None, labels: LabelConfig | None, model_id: str,
+         catalog_size: int | None) -> EvalReport:
     from vecrank.ingest.signals import refresh_signals
     from vecrank.rank.baselines import ALS, CoOccurrence, MostPopular
 
     started = time.monotonic()
     config = config or EvalConfig()
     labels = labels or LabelConfig()
-    recommender.config = replace(recommender.config, with_vectors=True, exclude_seen=True)
+    recommender.config = replace(recommender.config, with_vectors=True, exclude_seen=True, popular_mix=config.popular_mix)
     split = time_split(events, test_fraction=config.test_fraction)
     cutoff = split.cutoff_ms
     train_by_user = group_by_user(split.train)
@@ -121,7 +152,7 @@ def run(recommender: Recommender, events: Sequence[Mapping[str, Any]], spec: fea
 
     train_config = train_config or TrainConfig()
     model = train_model(recommender, trimmed, spec, cutoff_ms=cutoff, config=config, train_config=train_config,
-                        labels=labels, model_id=model_id)
+                        labels=labels, model_id=model_id, restore_signals=False)
 
     # Evaluation at T.
     refresh_signals(recommender.client, recommender.settings, as_of=cutoff)
@@ -142,7 +173,7 @@ def run(recommender: Recommender, events: Sequence[Mapping[str, Any]], spec: fea
                               profile=recommender.config.profile)
         scores = model.predict(feats.compute(spec, cset.candidates, ctx))
         ids = [c.item_id for c in cset.candidates]
-        rankings["knn"][user] = ids
+        rankings["knn"][user] = [c.item_id for c in cset.candidates if c.origin == "knn"]
         rankings["vecrank"][user] = [ids[i] for i in np.argsort(-scores, kind="stable")]
         pool_recall.append(len(set(ids) & relevant[user]) / len(relevant[user]))
         for c in cset.candidates:

@@ -146,13 +146,13 @@ def search_body(*, size: int, knn: dict[str, Any] | None = None, query: dict[str
 
 
 def popular_body(*, size: int, filter: dict[str, Any] | None, source: Sequence[str] | bool = True,
-                 signal: str = "signals.popularity_30d") -> dict[str, Any]:
+                 signal: str = "signals.popularity_30d", with_vectors: bool = False) -> dict[str, Any]:
     """Cold start without any text or context: the most popular items by a windowed signal."""
     sort = [{signal: {"order": "desc", "missing": "_last", "unmapped_type": "float"}},
             {"signals.rating_count": {"order": "desc", "missing": "_last", "unmapped_type": "long"}},
             {"item_id": "asc"}]
     query = {"bool": {"filter": [filter]}} if filter else {"match_all": {}}
-    return search_body(size=size, query=query, source=source, sort=sort)
+    return search_body(size=size, query=query, source=source, sort=sort, with_vectors=with_vectors)
 
 
 def flatten_mapping(properties: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

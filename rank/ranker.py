@@ -89,7 +89,9 @@ class Ranker:
         self.model = model
         self.pool = pool
         self.log_requests = log_requests
-        self.recommender.config = replace(recommender.config, with_vectors=True)
+        # Serve the pools the model was trained on: kNN plus the same number of popular additions.
+        self.recommender.config = replace(recommender.config, with_vectors=True,
+                                          popular_mix=int(model.training.get("popular_mix", 0)))
 
     def recommend(self, *, k: int = 10, explain: bool = False, now_ms: int | None = None,
                   **retrieve: Any) -> Recommendation:

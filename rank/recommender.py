@@ -53,6 +53,7 @@ class RetrieveConfig:
     max_per_group: int | None = None
     source_fields: tuple[str, ...] | None = None  # None: the whole _source
     with_vectors: bool = False  # return each candidate's stored vector (the ranker's features need it)
+    popular_mix: int = 0  # also add this many popular items (by signals) that the kNN did not find
     profile: ProfileConfig = field(default_factory=ProfileConfig)
 
     def __post_init__(self) -> None:
@@ -77,6 +78,7 @@ class Candidate:
     fields: dict[str, Any]
     interest: int | None = None  # which interest found it (multi-interest)
     vector: np.ndarray | None = field(default=None, repr=False)
+    origin: str = "knn"  # "knn", or "popular" for the popular_mix additions (their score is NaN)
 
 
 @dataclass
@@ -97,8 +99,8 @@ class CandidateSet:
         return {
             "request_id": self.request_id, "path": self.path, "cold_start": self.cold_start, "user": self.user,
             "query": self.query, "interests": self.interests, "excluded": self.excluded, "timings_ms": self.timings_ms,
-            "candidates": [{"item_id": c.item_id, "score": c.score, "cosine": c.cosine, "interest": c.interest,
-                            "fields": c.fields} for c in self.candidates],
+            "candidates": [{"item_id": c.item_id, "score": None if c.score != c.score else c.score, "cosine": c.cosine,
+                            "interest": c.interest, "origin": c.origin, "fields": c.fields} for c in self.candidates],
         }
 
 
@@ -237,6 +239,10 @@ class Recommender:
         if cfg.max_per_group:
             cands = cap_per_group(cands, cfg.group_field, cfg.max_per_group)
         cands = cands[:k]
+        if cfg.popular_mix and path != "popular":
+            t = time.perf_counter()
+            cands += self._popular_extras(cands, cfg.popular_mix, flt, source, want_vectors, query_vectors)
+            es_ms += (time.perf_counter() - t) * 1000
         total = (time.perf_counter() - started) * 1000
         return CandidateSet(
             request_id=uuid.uuid4().hex, path=path, cold_start=path in {"query", "context", "popular"},
@@ -247,6 +253,20 @@ class Recommender:
         )
 
     # --- pieces ------------------------------------------------------------------------------
+
+    def _popular_extras(self, found: list[Candidate], n: int, flt: dict | None, source: Any, with_vectors: bool,
+                        query_vectors: list[np.ndarray]) -> list[Candidate]:
+        """Popular items the kNN did not return: behaviour's own candidates, for the ranker to weigh."""
+        have = {c.item_id for c in found}
+        body = queries.popular_body(size=n + len(have), filter=flt, source=source, with_vectors=with_vectors)
+        extras = []
+        for hit in self.client.search(index=self.settings.index("items"), **body)["hits"]["hits"]:
+            if hit["_id"] in have or len(extras) >= n:
+                continue
+            c = _candidate(hit, None, query_vectors, "vector-only", False)
+            c.score, c.origin = float("nan"), "popular"
+            extras.append(c)
+        return extras
 
     def _profile(self, user: str | None, history: Sequence[Mapping[str, Any]] | None, cfg: RetrieveConfig,
                  model: str) -> tuple[Profile | None, list[str], Sequence[Mapping[str, Any]]]:

@@ -157,6 +157,9 @@ def test_trained_model_beats_popularity_and_knn_only(es, settings_for, embedder,
     assert ndcg["vecrank"] > ndcg["popular"] and ndcg["vecrank"] > ndcg["knn"], ndcg
     for other in ("popular", "knn"):  # the margin is not noise
         assert report.comparison["vs"][other]["ci95"][0] > 0, report.comparison
+    es.indices.refresh(index=settings_for.index("items"))
+    as_of = es.get(index=settings_for.index("items"), id="space-0")["_source"]["signals"]["as_of"]
+    assert int(as_of) > max(e["timestamp"] for e in world[1])  # signals put back as of now, not as of T
     files = write_outputs(report, tmp_path / "eval")
     assert json.loads(open(files["json"]).read())["systems"]["vecrank"]["ndcg@10"] == ndcg["vecrank"]
     assert open(files["png"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"

@@ -300,3 +300,14 @@ def test_cli_recommend(es, settings_for, items, capsys):
     assert bad.code == 2 and "unknown filter field 'brand'" in bad.err
     bad = run_cli(capsys, *base, "--user", "u1", "--filter", "brand")
     assert bad.code == 2 and "is not FIELD=VALUE" in bad.err
+
+
+def test_popular_mix_adds_behavioural_candidates(es, settings_for, items, embedder):
+    rec = Recommender(es, settings_for, embedder=embedder)
+    cs = rec.candidates(history=[ev("h0"), ev("h1")], k=3, popular_mix=2, with_vectors=True)
+    assert [c.origin for c in cs.candidates] == ["knn", "knn", "knn", "popular", "popular"]
+    ids = [c.item_id for c in cs.candidates]
+    assert len(set(ids)) == 5 and not {"h0", "h1"} & set(ids)
+    extra = cs.candidates[3]
+    assert extra.score != extra.score and extra.cosine is not None  # no kNN score; cosine from its vector
+    assert cs.to_dict()["candidates"][3]["score"] is None

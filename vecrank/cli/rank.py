@@ -26,6 +26,8 @@ def _shared(fn):
                      help="Training cut times (T-2H, T-3H, ...); T-H is the early-stopping slice."),
         click.option("--pool", type=click.IntRange(10, 1000), default=100, show_default=True,
                      help="Candidates retrieved and ranked per request."),
+        click.option("--popular-mix", type=click.IntRange(0, 1000), default=50, show_default=True,
+                     help="Popular items added to each kNN pool, so behaviour has candidates of its own."),
         click.option("--objective", type=click.Choice(["rank:ndcg", "rank:pairwise", "rank:map"]),
                      default="rank:ndcg", show_default=True),
         click.option("--model-id", default="vecrank", show_default=True, help="Registry id of the model."),
@@ -56,7 +58,7 @@ def _register(ctx, model, activate: bool):
 @_shared
 @json_option
 def evaluate_command(test_fraction, max_users, out_dir, register, facets, item_fields, horizon_days, train_cuts, pool,
-                     objective, model_id, activate, seed, as_json) -> None:
+                     popular_mix, objective, model_id, activate, seed, as_json) -> None:
     """Time-split the events in Elasticsearch at T; train the ranker on replays before T; rank for
     every user with history and later positives; compare NDCG@10, Recall@10/50, MRR, coverage
     and diversity with most-popular, co-occurrence, ALS and kNN-only on the same users."""
@@ -72,7 +74,7 @@ def evaluate_command(test_fraction, max_users, out_dir, register, facets, item_f
     catalog = ctx.client.count(index=ctx.settings.index("items"))["count"]
     report = run(Recommender(ctx.client, ctx.settings), events, _spec(facets, item_fields), catalog_size=catalog,
                  config=EvalConfig(test_fraction=test_fraction, horizon_days=horizon_days, train_cuts=train_cuts,
-                                   pool=pool, max_users=max_users),
+                                   pool=pool, max_users=max_users, popular_mix=popular_mix),
                  train_config=TrainConfig(objective=objective, seed=seed), model_id=model_id)
     files = write_outputs(report, out_dir)
     result = {**report.to_dict(), "files": files}
@@ -96,8 +98,8 @@ def evaluate_command(test_fraction, max_users, out_dir, register, facets, item_f
 @click.command("train", short_help="Train the ranker on all events and register it.")
 @_shared
 @json_option
-def train_command(facets, item_fields, horizon_days, train_cuts, pool, objective, model_id, activate, seed,
-                  as_json) -> None:
+def train_command(facets, item_fields, horizon_days, train_cuts, pool, popular_mix, objective, model_id, activate,
+                  seed, as_json) -> None:
     """Replay the whole event history (cuts before the newest event), train and register a version."""
     from vecrank.cli import echo_json
     from vecrank.rank import Recommender
@@ -110,7 +112,8 @@ def train_command(facets, item_fields, horizon_days, train_cuts, pool, objective
         raise click.ClickException(f"no events in {ctx.settings.index('events')}; run `vecrank ingest events` first")
     end = max(int(e["timestamp"]) for e in events)  # early stopping on the last H days, training before
     model = train_model(Recommender(ctx.client, ctx.settings), group_by_user(events), _spec(facets, item_fields),
-                        cutoff_ms=end, config=EvalConfig(horizon_days=horizon_days, train_cuts=train_cuts, pool=pool),
+                        cutoff_ms=end, config=EvalConfig(horizon_days=horizon_days, train_cuts=train_cuts, pool=pool,
+                                                         popular_mix=popular_mix),
                         train_config=TrainConfig(objective=objective, seed=seed), model_id=model_id)
     model = _register(ctx, model, activate)
     info = {"id": model.model_id, "version": model.version, "status": model.status, "training": model.training}
