@@ -90,8 +90,11 @@ class Ranker:
         self.pool = pool
         self.log_requests = log_requests
         # Serve the pools the model was trained on: kNN plus the same number of popular additions.
+        # The pool carries only what the features read; the k shown get their full documents after.
+        spec = model.spec
         self.recommender.config = replace(recommender.config, with_vectors=True,
-                                          popular_mix=int(model.training.get("popular_mix", 0)))
+                                          popular_mix=int(model.training.get("popular_mix", 0)),
+                                          source_fields=("signals", *spec.facets, *spec.item_numeric))
 
     def recommend(self, *, k: int = 10, explain: bool = False, now_ms: int | None = None,
                   **retrieve: Any) -> Recommendation:
@@ -108,6 +111,11 @@ class Ranker:
         order = np.argsort(-scores, kind="stable")[:k]
         contribs = self.model.contributions(matrix[order]) if explain and len(order) else None
         t_model = time.perf_counter()
+        shown = self.recommender.client.mget(index=self.recommender.settings.index("items"),
+                                             ids=[cset.candidates[i].item_id for i in order])["docs"] if len(order) else []
+        for i, doc in zip(order, shown):
+            if doc.get("found"):
+                cset.candidates[i].fields = doc["_source"]
         ranked = []
         for row, i in enumerate(order):
             explained = None

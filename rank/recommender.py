@@ -257,12 +257,11 @@ class Recommender:
     def _popular_extras(self, found: list[Candidate], n: int, flt: dict | None, source: Any, with_vectors: bool,
                         query_vectors: list[np.ndarray]) -> list[Candidate]:
         """Popular items the kNN did not return: behaviour's own candidates, for the ranker to weigh."""
-        have = {c.item_id for c in found}
-        body = queries.popular_body(size=n + len(have), filter=flt, source=source, with_vectors=with_vectors)
+        have = [c.item_id for c in found]
+        skip = {"bool": {"filter": [flt] if flt else [], "must_not": [{"ids": {"values": have}}]}} if have else flt
+        body = queries.popular_body(size=n, filter=skip, source=source, with_vectors=with_vectors)
         extras = []
         for hit in self.client.search(index=self.settings.index("items"), **body)["hits"]["hits"]:
-            if hit["_id"] in have or len(extras) >= n:
-                continue
             c = _candidate(hit, None, query_vectors, "vector-only", False)
             c.score, c.origin = float("nan"), "popular"
             extras.append(c)
