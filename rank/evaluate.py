@@ -115,7 +115,8 @@ def train_model(recommender: Recommender, events_by_user: Mapping[str, Sequence[
     return RankerModel.from_booster(model_id, spec, booster, params=train_config.to_dict(),
                                     training={"train": table.summary(), "valid": valid.summary(), **info,
                                               "cutoff_ms": cutoff_ms, "horizon_days": config.horizon_days,
-                                              "pool": config.pool, "popular_mix": config.popular_mix})
+                                              "pool": config.pool, "popular_mix": config.popular_mix,
+                                              "paths": table.paths()})
 
 
 def run(recommender: Recommender, events: Sequence[Mapping[str, Any]], spec: feats.FeatureSpec, *,
@@ -260,5 +261,9 @@ def load_events(client, settings) -> list[dict[str, Any]]:
     """Every event in the events index, as plain dicts (for the split)."""
     from vecrank.ingest.events import iter_events
 
-    return [{k: e.get(k) for k in ("user_id", "item_id", "type", "value", "timestamp")}
-            for e in iter_events(client, settings)]
+    events = [{k: e.get(k) for k in ("user_id", "item_id", "type", "value", "timestamp")}
+              for e in iter_events(client, settings)]
+    # A scroll returns hits in no fixed order; sorting makes every run see the same history
+    # (MovieLens users rate many movies in the same second).
+    events.sort(key=lambda e: (int(e["timestamp"]), str(e["user_id"]), str(e["item_id"]), str(e["type"])))
+    return events

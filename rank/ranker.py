@@ -107,7 +107,16 @@ class Ranker:
                               now_ms=now, profile=self.recommender.config.profile)
         matrix = feats.compute(self.model.spec, cset.candidates, ctx)
         t_features = time.perf_counter()
-        scores = self.model.predict(matrix)
+        trained = self.model.training.get("paths")
+        if trained and cset.path not in trained:
+            # The model never saw requests like this one (a cold start, a search query): its
+            # scores would mean little, so keep retrieval's order.
+            scores = -np.arange(len(cset.candidates), dtype=np.float32)
+            model_name = f"none (path {cset.path} not in {self.model.model_id}@{self.model.version}'s training)"
+            explain = False
+        else:
+            scores = self.model.predict(matrix)
+            model_name = f"{self.model.model_id}@{self.model.version}"
         order = np.argsort(-scores, kind="stable")[:k]
         contribs = self.model.contributions(matrix[order]) if explain and len(order) else None
         t_model = time.perf_counter()
@@ -123,7 +132,7 @@ class Ranker:
                 explained = {name: round(float(v), 5) for name, v in zip([*self.model.spec.names, "bias"], contribs[row])}
             ranked.append(Ranked(cset.candidates[i].item_id, float(scores[i]), cset.candidates[i], matrix[i], explained))
         rec = Recommendation(
-            request_id=cset.request_id, model=f"{self.model.model_id}@{self.model.version}", path=cset.path,
+            request_id=cset.request_id, model=model_name, path=cset.path,
             cold_start=cset.cold_start, items=ranked,
             timings_ms={"retrieval": round((t_retrieved - started) * 1000, 2),
                         "features": round((t_features - t_retrieved) * 1000, 2),

@@ -125,6 +125,13 @@ class TrainingTable:
                       if names else np.zeros((len(out.item_id), 0), dtype=np.float32)]
         return out
 
+    def paths(self) -> list[str]:
+        """The retrieval paths the requests came from (read from the ``path_code`` feature)."""
+        if "path_code" not in self.feature_names or not len(self):
+            return []
+        codes = set(self.features[:, self.feature_names.index("path_code")].tolist())
+        return sorted(name for name, code in feats.PATH_CODES.items() if code in codes)
+
     def summary(self) -> dict[str, Any]:
         labels = np.asarray(self.label)
         return {"rows": len(self), "requests": int(len(self.groups())), "users": len(set(self.user_id)),

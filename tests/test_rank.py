@@ -178,6 +178,8 @@ def test_trained_model_beats_popularity_and_knn_only(es, settings_for, embedder,
     total = sum(rec_out.items[0].contributions.values())
     assert total == pytest.approx(rec_out.items[0].score, abs=1e-3)
     assert {"retrieval", "features", "model", "total"} <= set(rec_out.timings_ms)
+    cold = ranker.recommend(query="rockets and astronauts", k=3)
+    assert cold.path == "query" and cold.model.startswith("none (path query not in vecrank@1")
     es.indices.refresh(index=settings_for.index("feature-log"))
     logged = es.search(index=settings_for.index("feature-log"), query={"term": {"request_id": rec_out.request_id}},
                        size=10)["hits"]["hits"]
