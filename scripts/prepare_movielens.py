@@ -199,7 +199,8 @@ def build_items(data_dir: Path) -> Iterator[dict[str, Any]]:
     ml = data_dir / MOVIELENS_DIR
     tags = read_tags(ml / "tags.csv")
     links = read_links(ml / "links.csv")
-    tmdb = read_tmdb(data_dir / TMDB_ZIP)
+    # TMDB needs a Kaggle account (scripts/download_data.py); without it the movies have no overview.
+    tmdb = read_tmdb(data_dir / TMDB_ZIP) if (data_dir / TMDB_ZIP).is_file() else {}
     for row in _csv_rows(ml / "movies.csv", ("movieId", "title", "genres")):
         movie_id = row["movieId"]
         title, year = split_title(row["title"])
@@ -245,10 +246,12 @@ def prepare(data_dir: Path, out_dir: Path) -> dict[str, Any]:
         DataError: An input is missing or malformed.
     """
     started = time.monotonic()
-    if not (data_dir / MOVIELENS_DIR).is_dir() or not (data_dir / TMDB_ZIP).is_file():
-        raise DataError(f"no MovieLens/TMDB data in {data_dir}: expected {MOVIELENS_DIR}/ (from ml-latest-small.zip, "
-                        f"https://grouplens.org/datasets/movielens/) and {TMDB_ZIP} (Kaggle's TMDB 5000 Movie "
-                        "Dataset); see --help")
+    if not (data_dir / MOVIELENS_DIR).is_dir():
+        raise DataError(f"no MovieLens data in {data_dir}: expected {MOVIELENS_DIR}/ (from ml-latest-small.zip, "
+                        f"https://grouplens.org/datasets/movielens/) and, optionally, {TMDB_ZIP} (Kaggle's TMDB "
+                        "5000 Movie Dataset); scripts/download_data.py fetches them; see --help")
+    if not (data_dir / TMDB_ZIP).is_file():
+        print(f"note: no {data_dir / TMDB_ZIP}: the movies get no TMDB overview, tagline or keywords", file=sys.stderr)
     out_dir.mkdir(parents=True, exist_ok=True)
     items_path, events_path = out_dir / ITEMS_FILE, out_dir / EVENTS_FILE
     counts = Counter()
