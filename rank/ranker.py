@@ -162,7 +162,8 @@ class Ranker:
                     "model_version": rec.model, "ingested_at": now_ms}})
             actions.append({"_op_type": "index", "_index": log_index, "_id": f"{rec.request_id}:{r.item_id}", "_source": {
                 "request_id": rec.request_id, "user_id": user, "item_id": r.item_id, "position": position,
-                "timestamp": now_ms, "model": rec.model, "path": rec.path, "score": r.score,
+                "timestamp": now_ms, "model": rec.model, "spec": self.model.spec.fingerprint(), "path": rec.path,
+                "score": r.score,
                 "features": [None if not np.isfinite(x) else float(x) for x in r.features]}})
         _, errors = helpers.bulk(client, actions, raise_on_error=False)
         for error in errors[:3]:
@@ -173,7 +174,8 @@ def feature_log_mapping() -> dict[str, Any]:
     return {"dynamic": "strict", "properties": {
         "request_id": {"type": "keyword"}, "user_id": {"type": "keyword"}, "item_id": {"type": "keyword"},
         "position": {"type": "integer"}, "timestamp": {"type": "date", "format": "epoch_millis"},
-        "model": {"type": "keyword"}, "path": {"type": "keyword"}, "score": {"type": "float"},
+        "model": {"type": "keyword"}, "spec": {"type": "keyword"}, "path": {"type": "keyword"},
+        "score": {"type": "float"},
         "features": {"type": "float", "index": False, "doc_values": False}}}
 
 

@@ -125,6 +125,21 @@ class TrainingTable:
                       if names else np.zeros((len(out.item_id), 0), dtype=np.float32)]
         return out
 
+    def split_by_time(self, later_fraction: float) -> tuple[TrainingTable, TrainingTable]:
+        """(earlier, later) by request time: the later requests are the early-stopping slice."""
+        order = sorted({(c, r) for c, r in zip(self.cut_ms, self.request_id)})
+        later = {r for _, r in order[len(order) - int(round(len(order) * later_fraction)):]} if later_fraction else set()
+        parts = (TrainingTable(self.feature_names), TrainingTable(self.feature_names))
+        matrix = self.features
+        start = 0
+        for size in self.groups():
+            end = start + int(size)
+            rid = self.request_id[start]
+            parts[rid in later].add(rid, self.user_id[start], self.cut_ms[start], self.item_id[start:end],
+                                    self.label[start:end], matrix[start:end])
+            start = end
+        return parts
+
     def paths(self) -> list[str]:
         """The retrieval paths the requests came from (read from the ``path_code`` feature)."""
         if "path_code" not in self.feature_names or not len(self):
@@ -264,3 +279,49 @@ def train_ranker(train: TrainingTable, valid: TrainingTable | None, config: Trai
     if len(evals) > 1:  # keep only the trees up to the best round
         booster = booster[: info["best_iteration"] + 1]
     return booster, info
+
+
+def from_feature_log(client, settings, spec: feats.FeatureSpec, *, horizon_days: float = 7.0,
+                     labels: LabelConfig | None = None, since_ms: int | None = None) -> TrainingTable:
+    """Training rows from what serving logged: the feature rows it actually used, labelled by the
+    user's later events on each shown item within ``horizon_days`` (an event that cites the
+    request id counts only for that request).
+
+    Only requests logged with this feature spec are used, so training sees exactly the features
+    serving computed.
+    """
+    from elasticsearch import helpers
+
+    labels = labels or LabelConfig()
+    log_index = settings.index("feature-log")
+    if not client.indices.exists(index=log_index):
+        return TrainingTable(feature_names=spec.names)
+    query: dict[str, Any] = {"bool": {"filter": [{"term": {"spec": spec.fingerprint()}}]}}
+    if since_ms is not None:
+        query["bool"]["filter"].append({"range": {"timestamp": {"gte": since_ms}}})
+    requests: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for hit in helpers.scan(client, index=log_index, query={"query": query}, size=1000):
+        requests[hit["_source"]["request_id"]].append(hit["_source"])
+    if not requests:
+        return TrainingTable(feature_names=spec.names)
+    horizon = int(horizon_days * DAY_MS)
+    users = sorted({r[0]["user_id"] for r in requests.values() if r[0].get("user_id") is not None})
+    start = min(int(r[0]["timestamp"]) for r in requests.values())
+    events: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    if users:
+        body = {"query": {"bool": {"filter": [{"terms": {"user_id": users}}, {"range": {"timestamp": {"gt": start}}}],
+                                   "must_not": [{"term": {"type": "impression"}}]}}}
+        for hit in helpers.scan(client, index=settings.index("events"), query=body, size=1000):
+            events[hit["_source"]["user_id"]].append(hit["_source"])
+    table = TrainingTable(feature_names=spec.names)
+    for request_id in sorted(requests, key=lambda r: (requests[r][0]["timestamp"], r)):
+        rows = sorted(requests[request_id], key=lambda d: d["position"])
+        shown_at = int(rows[0]["timestamp"])
+        user = rows[0].get("user_id")
+        later = [e for e in events.get(user, ()) if shown_at < int(e["timestamp"]) <= shown_at + horizon
+                 and e.get("request_id") in (None, request_id)]
+        grades = labels.labels(later)
+        matrix = np.array([[np.nan if x is None else x for x in d["features"]] for d in rows], dtype=np.float32)
+        table.add(request_id, str(user), shown_at, [d["item_id"] for d in rows],
+                  [grades.get(d["item_id"], 0.0) for d in rows], matrix)
+    return table

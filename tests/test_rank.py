@@ -221,3 +221,51 @@ def test_cli_evaluate_model_and_ranked_recommend(es, settings_for, world, tmp_pa
     assert "no ranker (kNN order)" in plain.out
     assert run_cli(capsys, *base, "model", "archive", "vecrank", "1").code == 0
     assert "no ranker" in run_cli(capsys, *base, "recommend", "--user", "u1", "-k", "3").out
+
+
+def test_training_rows_from_the_serving_feature_log(es, settings_for, embedder, world, tmp_path, capsys):
+    from vecrank.rank.train import from_feature_log
+
+    spec = feats.FeatureSpec(facets=("topic",))
+    rng = np.random.default_rng(1)
+    seed_table = TrainingTable(feature_names=spec.names)
+    for g in range(8):
+        seed_table.add(f"s{g}", "u", 0, [f"i{j}" for j in range(6)], [1.0] + [0.0] * 5,
+                       rng.normal(size=(6, len(spec.names))))
+    booster, _ = train_ranker(seed_table, None, TrainConfig(num_boost_round=5))
+    model = Registry(es, settings_for).register(RankerModel.from_booster("logged", spec, booster))
+    ranker = Ranker(Recommender(es, settings_for, embedder=embedder), model, pool=20, log_requests=True)
+    now = max(e["timestamp"] for e in world[1]) + DAY_MS
+    served = {u: ranker.recommend(user=u, k=5, now_ms=now) for u in ("u1", "u2", "u3")}
+
+    first, second = served["u1"].items[0].item_id, served["u2"].items[3].item_id
+    clicks = [{"user": "u1", "item": first, "type": "click", "timestamp": now + 3_600_000,
+               "request_id": served["u1"].request_id},
+              {"user": "u2", "item": second, "type": "purchase", "timestamp": now + 7_200_000},
+              {"user": "u3", "item": served["u3"].items[0].item_id, "type": "click", "timestamp": now + 30 * DAY_MS}]
+    path = tmp_path / "clicks.jsonl"
+    path.write_text("".join(json.dumps(c) + "\n" for c in clicks))
+    ingest_events(es, settings_for, path, progress=False)
+    es.indices.refresh(index=settings_for.index("feature-log"))
+
+    table = from_feature_log(es, settings_for, spec, horizon_days=7)
+    assert table.summary()["requests"] == 3 and len(table) == 15
+    got = {(u, i): lab for u, i, lab in zip(table.user_id, table.item_id, table.label) if lab > 0}
+    assert got == {("u1", first): 1.0, ("u2", second): 3.0}  # u3's click came after the 7-day window
+    row = next(i for i, (u, item) in enumerate(zip(table.user_id, table.item_id)) if (u, item) == ("u1", first))
+    logged = table.features[row]
+    served_row = served["u1"].items[0].features
+    assert np.array_equal(np.isnan(logged), np.isnan(served_row))
+    assert np.allclose(np.nan_to_num(logged), np.nan_to_num(served_row), atol=1e-6)
+    booster, info = train_ranker(table, None, TrainConfig(num_boost_round=5))
+    assert info["train_rows"] == 15
+    assert from_feature_log(es, settings_for, feats.FeatureSpec(), horizon_days=7).summary()["rows"] == 0
+
+    from clihelp import connection_args, run_cli
+
+    result = run_cli(capsys, *connection_args(settings_for), "--index-prefix", settings_for.index_prefix,
+                     "train", "--from-log", "--facet", "topic", "--horizon-days", "7", "--model-id", "fromlog", "--json")
+    assert result.code == 0, result.err
+    out = json.loads(result.out)
+    assert (out["id"], out["version"], out["training"]["source"]) == ("fromlog", 1, "feature-log")
+    assert out["training"]["train"]["requests"] + out["training"]["valid"]["requests"] == 3

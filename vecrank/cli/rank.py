@@ -95,18 +95,36 @@ def evaluate_command(test_fraction, max_users, out_dir, register, facets, item_f
         click.echo(f"registered {result['model']['id']} v{result['model']['version']} ({result['model']['status']})")
 
 
-@click.command("train", short_help="Train the ranker on all events and register it.")
+@click.command("train", short_help="Train the ranker (replayed history or the serving log) and register it.")
+@click.option("--from-log", is_flag=True,
+              help="Train on the feature rows serving logged (same spec), labelled by later events within "
+                   "--horizon-days, the latest 20%% of requests for early stopping.")
 @_shared
 @json_option
-def train_command(facets, item_fields, horizon_days, train_cuts, pool, popular_mix, objective, model_id, activate,
-                  seed, as_json) -> None:
-    """Replay the whole event history (cuts before the newest event), train and register a version."""
-    from vecrank.cli import echo_json
+def train_command(from_log, facets, item_fields, horizon_days, train_cuts, pool, popular_mix, objective, model_id,
+                  activate, seed, as_json) -> None:
+    """Replay the whole event history (cuts before the newest event), or use the serving feature
+    log, train and register a version."""
     from vecrank.rank import Recommender
     from vecrank.rank.evaluate import EvalConfig, load_events, train_model
-    from vecrank.rank.train import TrainConfig, group_by_user
+    from vecrank.rank.model import RankerModel
+    from vecrank.rank.train import TrainConfig, from_feature_log, group_by_user, train_ranker
 
     ctx = app()
+    if from_log:
+        spec = _spec(facets, item_fields)
+        table = from_feature_log(ctx.client, ctx.settings, spec, horizon_days=horizon_days)
+        if not any(table.label):
+            raise click.ClickException(f"no labelled rows in {ctx.settings.index('feature-log')} for this feature "
+                                       f"spec ({table.summary()['requests']} requests logged)")
+        train, valid = table.split_by_time(0.2)
+        config = TrainConfig(objective=objective, seed=seed)
+        booster, info = train_ranker(train, valid, config)
+        model = _register(ctx, RankerModel.from_booster(model_id, spec, booster, params=config.to_dict(), training={
+            "source": "feature-log", "train": train.summary(), "valid": valid.summary(), **info,
+            "horizon_days": horizon_days}), activate)
+        _echo_trained(model, as_json)
+        return
     events = load_events(ctx.client, ctx.settings)
     if not events:
         raise click.ClickException(f"no events in {ctx.settings.index('events')}; run `vecrank ingest events` first")
@@ -115,7 +133,12 @@ def train_command(facets, item_fields, horizon_days, train_cuts, pool, popular_m
                         cutoff_ms=end, config=EvalConfig(horizon_days=horizon_days, train_cuts=train_cuts, pool=pool,
                                                          popular_mix=popular_mix),
                         train_config=TrainConfig(objective=objective, seed=seed), model_id=model_id)
-    model = _register(ctx, model, activate)
+    _echo_trained(_register(ctx, model, activate), as_json)
+
+
+def _echo_trained(model, as_json: bool) -> None:
+    from vecrank.cli import echo_json
+
     info = {"id": model.model_id, "version": model.version, "status": model.status, "training": model.training}
     if as_json:
         echo_json(info)
