@@ -34,6 +34,12 @@ def make_client(settings: Settings) -> Elasticsearch:
         kwargs["ca_certs"] = settings.es_ca_certs
     if not settings.es_verify_certs:
         kwargs["ssl_show_warn"] = False
+    try:  # responses carry hundreds of vectors: orjson parses them several times faster
+        from elasticsearch.serializer import OrjsonSerializer
+
+        kwargs["serializer"] = OrjsonSerializer()
+    except ImportError:
+        pass
     log.debug("Connecting to %s (auth: %s)", settings.display_url, settings.auth_method)
     return Elasticsearch(settings.es_url, **kwargs)
 
