@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from vecrank.errors import VecrankError
 from vecrank.ingest.bulk import bulk_with_retries
+from vecrank.ingest.indices import create_index_if_missing
 from vecrank.ingest.deadletter import DeadLetters
 from vecrank.ingest.records import BadRecord, Record, read_records
 from vecrank.settings import Settings
@@ -44,7 +45,6 @@ __all__ = [
     "EVENT_FIELDS",
     "EventSummary",
     "EventTypes",
-    "create_index_if_missing",
     "ensure_events_index",
     "event_id",
     "events_mapping",
@@ -199,27 +199,6 @@ def ensure_events_index(client: Elasticsearch, settings: Settings) -> str:
     name = settings.index("events")
     create_index_if_missing(client, name, events_mapping())
     return name
-
-
-def create_index_if_missing(client: Elasticsearch, name: str, mappings: dict[str, Any]) -> None:
-    """Creates index ``name`` with ``mappings`` unless it exists; a concurrent creation is fine.
-
-    Args:
-        client: The Elasticsearch client.
-        name: The index.
-        mappings: Its ``mappings`` body.
-    """
-    from elasticsearch import BadRequestError
-
-    if client.indices.exists(index=name):
-        return
-    try:
-        client.indices.create(index=name, mappings=mappings)
-        logger.info("Created index %s", name)
-    except BadRequestError as exc:
-        # Another writer created it between our check and our create: that is fine.
-        if exc.error != "resource_already_exists_exception":
-            raise
 
 
 # --------------------------------------------------------------------------------------------

@@ -197,6 +197,27 @@ def spec_of(client: Elasticsearch, index: str) -> IndexSpec:
     return IndexSpec.from_meta(meta)
 
 
+def create_index_if_missing(client: Elasticsearch, name: str, mappings: dict[str, Any]) -> None:
+    """Creates index ``name`` with ``mappings`` unless it exists; a concurrent creation is fine.
+
+    Args:
+        client: The Elasticsearch client.
+        name: The index.
+        mappings: Its ``mappings`` body.
+    """
+    from elasticsearch import BadRequestError
+
+    if client.indices.exists(index=name):
+        return
+    try:
+        client.indices.create(index=name, mappings=mappings)
+        log.info("Created index %s", name)
+    except BadRequestError as exc:
+        # Another writer created it between our check and our create: that is fine.
+        if exc.error != "resource_already_exists_exception":
+            raise
+
+
 def create_version(client: Elasticsearch, settings: Settings, spec: IndexSpec, *, shards: int = 1,
                    replicas: int = 0, point_alias_if_new: bool = True) -> str:
     """Create the next ``items-v<N>``. The alias moves to it only if there was no alias yet."""

@@ -20,7 +20,8 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from vecrank.errors import VecrankError
-from vecrank.ingest.events import DATE_FORMAT, create_index_if_missing
+from vecrank.ingest.events import DATE_FORMAT
+from vecrank.ingest.indices import create_index_if_missing
 from vecrank.settings import Settings
 
 if TYPE_CHECKING:

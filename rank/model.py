@@ -127,8 +127,9 @@ class Registry:
         self.folder = Path(settings.state_dir) / "models" / settings.index_prefix
 
     def _ensure(self) -> None:
-        if not self.client.indices.exists(index=self.index):
-            self.client.options(ignore_status=400).indices.create(index=self.index, mappings=models_mapping())
+        from vecrank.ingest.indices import create_index_if_missing
+
+        create_index_if_missing(self.client, self.index, models_mapping())
 
     def register(self, model: RankerModel, *, status: str = "candidate") -> RankerModel:
         """Store ``model`` as the next version of its id. Returns it with ``version`` set."""

@@ -146,12 +146,12 @@ class Ranker:
         from elasticsearch import helpers
 
         from vecrank.ingest.events import ensure_events_index, event_id
+        from vecrank.ingest.indices import create_index_if_missing
 
         settings, client = self.recommender.settings, self.recommender.client
         events_index = ensure_events_index(client, settings)
         log_index = settings.index("feature-log")
-        if not client.indices.exists(index=log_index):
-            client.options(ignore_status=400).indices.create(index=log_index, mappings=feature_log_mapping())
+        create_index_if_missing(client, log_index, feature_log_mapping())
         actions: list[dict[str, Any]] = []
         for position, r in enumerate(rec.items, 1):
             if user is not None:
