@@ -35,7 +35,7 @@ from vecrank.errors import VecrankError
 from vecrank.ingest.bulk import bulk_with_retries
 from vecrank.ingest.indices import create_index_if_missing
 from vecrank.ingest.deadletter import DeadLetters
-from vecrank.ingest.records import BadRecord, Record, read_records
+from vecrank.ingest.records import BadRecord, Record, normalise_id, read_records
 from vecrank.settings import Settings
 
 if TYPE_CHECKING:
@@ -286,20 +286,6 @@ def event_id(user_id: str, item_id: str, event_type: str, timestamp_ms: int,
     return hashlib.sha1(key.encode("utf-8")).hexdigest()
 
 
-def _id_text(value: Any) -> tuple[str | None, str | None]:
-    """An id as text, with the same rules the catalog applies to item ids (12.0 -> "12")."""
-    if value is None:
-        return None, None
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        return None, f"expected a string or integer, got {type(value).__name__}"
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return None, f"{value!r} is not a usable id"
-        return (str(int(value)) if value.is_integer() else repr(value)), None
-    text = str(value).strip()
-    return (text or None), None
-
-
 def _optional_text(value: Any) -> str | None:
     if value is None:
         return None
@@ -354,9 +340,9 @@ def parse_event(record: Record, *, event_types: EventTypes, columns: Mapping[str
 
     ids: dict[str, str] = {}
     for logical in ("user", "item"):
-        text, problem = _id_text(data.get(names[logical]))
-        if problem:
-            return bad(logical, f"bad {logical}", problem)
+        text, (problem, detail) = normalise_id(data.get(names[logical]))
+        if problem == "invalid id":
+            return bad(logical, f"bad {logical}", detail)
         if text is None:
             return bad(logical, f"missing {logical}")
         ids[logical] = text

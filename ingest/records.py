@@ -420,7 +420,7 @@ def validate_item(
         return BadRecord(record.source, record.line, field_name, reason, record.data, detail)
 
     data = record.data
-    item_id, id_problem = _normalise_id(data.get(id_field))
+    item_id, id_problem = normalise_id(data.get(id_field))
     if item_id is None:
         return bad(id_field, *id_problem)
     fields = {k: v for k, v in data.items() if k not in {id_field, vector_field, tombstone_field}}
@@ -449,7 +449,12 @@ def validate_item(
                    content_hash(text, fields, vector=vector), record.source, record.line)
 
 
-def _normalise_id(value: Any) -> tuple[str | None, tuple[str, str | None]]:
+def normalise_id(value: Any) -> tuple[str | None, tuple[str, str | None]]:
+    """An id as text (``12.0`` -> ``"12"``, spaces stripped), or None with (reason, detail).
+
+    The reason is ``"missing id"``, ``"empty id"`` or ``"invalid id"``; catalog item ids and the
+    user and item ids of events follow this one rule.
+    """
     if value is None:
         return None, ("missing id", None)
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
