@@ -301,34 +301,43 @@ def _existing(client: Elasticsearch, index: str | None, ids: set[str]) -> dict[s
     return {d["_id"]: d.get("_source", {}) for d in resp["docs"] if d.get("found")}
 
 
-def _vectors(rows: list[ItemRow], embedder: TextEmbedder, cache: EmbeddingCache | None,
-             summary: IngestSummary) -> list[np.ndarray]:
-    """Vectors for ``rows`` in order: from the input, else the cache, else the model (then cached)."""
+def resolve_vectors(texts: list[str], given: list[np.ndarray | Any | None], embedder: TextEmbedder,
+                    cache: EmbeddingCache | None) -> tuple[list[Any], list[str], int]:
+    """Vectors for ``texts`` in order: the ``given`` one where there is one, else the embedding
+    cache's, else the model's (then cached).
+
+    Returns:
+        The vectors, where each came from (``"given"``, ``"cache"`` or ``"model"``), and how many
+        of the embedded texts were longer than the model's window.
+    """
     model = embedder.model_name
-    keys = [text_hash(model, r.text) for r in rows]
-    cached = cache.get_many(model, [k for k, r in zip(keys, rows) if r.vector is None],
+    keys = [text_hash(model, t) for t in texts]
+    cached = cache.get_many(model, [k for k, g in zip(keys, given) if g is None],
                             dims=embedder.dimensions) if cache is not None else {}
-    todo = sorted({k: r.text for k, r in zip(keys, rows) if r.vector is None and k not in cached}.items())
+    todo = sorted({k: t for k, t, g in zip(keys, texts, given) if g is None and k not in cached}.items())
     fresh: dict[str, np.ndarray] = {}
+    truncated = 0
     if todo:
-        texts = [t for _, t in todo]
-        summary.truncated += embedder.count_truncated(texts)
-        encoded = embedder.encode(texts, normalize_embeddings=True)
+        batch = [t for _, t in todo]
+        truncated = embedder.count_truncated(batch)
+        encoded = embedder.encode(batch, normalize_embeddings=True)
         fresh = {k: encoded[i] for i, (k, _) in enumerate(todo)}
         if cache is not None:
             cache.put_many(model, fresh)
-    out = []
-    for key, row in zip(keys, rows):
-        if row.vector is not None:
-            summary.precomputed += 1
-            out.append(row.vector)
-        elif key in cached:
-            summary.from_cache += 1
-            out.append(cached[key])
-        else:
-            summary.embedded += 1
-            out.append(fresh[key])
-    return out
+    origins = ["given" if g is not None else "cache" if k in cached else "model" for k, g in zip(keys, given)]
+    vectors = [g if o == "given" else cached[k] if o == "cache" else fresh[k] for k, g, o in zip(keys, given, origins)]
+    return vectors, origins, truncated
+
+
+def _vectors(rows: list[ItemRow], embedder: TextEmbedder, cache: EmbeddingCache | None,
+             summary: IngestSummary) -> list[np.ndarray]:
+    """Vectors for ``rows``: precomputed in the input, else cached, else embedded; counted."""
+    vectors, origins, truncated = resolve_vectors([r.text for r in rows], [r.vector for r in rows], embedder, cache)
+    summary.truncated += truncated
+    summary.precomputed += origins.count("given")
+    summary.from_cache += origins.count("cache")
+    summary.embedded += origins.count("model")
+    return vectors
 
 
 class _Writer:

@@ -20,7 +20,7 @@ import numpy as np
 
 from vecrank.errors import VecrankError
 from vecrank.ingest import indices
-from vecrank.ingest.items import packs_vectors, text_hash, vector_value
+from vecrank.ingest.items import packs_vectors, resolve_vectors, vector_value
 from vecrank.ingest.records import content_hash
 from vecrank.ingest.template import TextTemplate
 
@@ -122,25 +122,14 @@ def reindex(client: Elasticsearch, settings: Settings, *, embedder: TextEmbedder
             fields = catalog_fields(src)
             text = render(fields)
             rows.append((hit["_id"], src, fields, text))
-        keys = [text_hash(new.model, text) for _, _, _, text in rows]
-        reuse = {i for i, (_, src, _, text) in enumerate(rows)
-                 if same_model and text == src.get("text") and src.get("embedding") is not None}
-        cached = cache.get_many(new.model, [keys[i] for i in range(len(rows)) if i not in reuse],
-                                dims=new.dims) if cache is not None else {}
-        todo = sorted({keys[i]: rows[i][3] for i in range(len(rows)) if i not in reuse and keys[i] not in cached}.items())
-        fresh = {}
-        if todo:
-            encoded = embedder.encode([t for _, t in todo], normalize_embeddings=True)
-            fresh = {k: encoded[j] for j, (k, _) in enumerate(todo)}
-            if cache is not None:
-                cache.put_many(new.model, fresh)
-        for i, (doc_id, src, fields, text) in enumerate(rows):
-            if i in reuse:
-                vector, summary.copied_vectors = src["embedding"], summary.copied_vectors + 1
-            elif keys[i] in cached:
-                vector, summary.from_cache = cached[keys[i]], summary.from_cache + 1
-            else:
-                vector, summary.embedded = fresh[keys[i]], summary.embedded + 1
+        # The stored vector is reused where neither the model nor the text changed.
+        given = [src.get("embedding") if same_model and text == src.get("text") else None
+                 for _, src, _, text in rows]
+        vectors, origins, _ = resolve_vectors([r[3] for r in rows], given, embedder, cache)
+        summary.copied_vectors += origins.count("given")
+        summary.from_cache += origins.count("cache")
+        summary.embedded += origins.count("model")
+        for (doc_id, src, fields, text), vector in zip(rows, vectors):
             # Same text: keep the hash (it may cover a precomputed vector); new text: hash as ingest would.
             digest = src.get("content_hash") if text == src.get("text") else content_hash(text, fields)
             doc = {**src, "text": text, "embedding": vector_value(vector, packed), "content_hash": digest}
