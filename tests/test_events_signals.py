@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from esfakes import FlakyBulkClient
 from vecrank.errors import VecrankError
 from vecrank.ingest.events import (
     EventTypes,
@@ -265,56 +266,18 @@ def test_unknown_items_need_the_items_index_unless_allowed(es, settings_for, tmp
     assert not es.indices.exists(index=settings_for.index("users"))
 
 
-class FlakyBulk:
-    """The real client, except that bulk answers 429 for chosen document ids a few times.
-
-    Only the documents that get through are sent to Elasticsearch, so a retried document is
-    written once, as it would be after a real rejection.
-    """
-
-    def __init__(self, client, fail: dict[str, int]) -> None:
-        self._client = client
-        self.remaining = dict(fail)
-        self.rejected = 0
-
-    def __getattr__(self, name):
-        return getattr(self._client, name)
-
-    def options(self, **kwargs):
-        return self
-
-    def bulk(self, *, operations, **kwargs):
-        import types
-
-        lines = list(operations)
-        sent, answers = [], []
-        for action_line, source_line in zip(lines[::2], lines[1::2]):  # every op here has a body
-            op, meta = next(iter(json.loads(action_line).items()))
-            if self.remaining.get(meta["_id"], 0) > 0:
-                self.remaining[meta["_id"]] -= 1
-                self.rejected += 1
-                answers.append({op: {"_index": meta["_index"], "_id": meta["_id"], "status": 429,
-                                     "error": {"type": "es_rejected_execution_exception", "reason": "queue full"}}})
-            else:
-                sent += [action_line, source_line]
-                answers.append(None)
-        real = iter(self._client.bulk(operations=sent, **kwargs)["items"] if sent else [])
-        items = [answer if answer is not None else next(real) for answer in answers]
-        return types.SimpleNamespace(body={"took": 1, "errors": True, "items": items})
-
-
 def test_bulk_429s_are_retried_then_dead_lettered(es, settings_for, tmp_path):
     make_items(es, settings_for, ["i1"])
     rows = [{"user": f"u{n}", "item": "i1", "type": "click", "timestamp": T + n} for n in range(4)]
     ids = [event_id(f"u{n}", "i1", "click", T + n, None, None) for n in range(4)]
 
-    flaky = FlakyBulk(es, {ids[1]: 2, ids[3]: 1})
+    flaky = FlakyBulkClient(es, {ids[1]: 2, ids[3]: 1})
     summary = ingest_events(flaky, settings_for, write_jsonl(tmp_path / "a.jsonl", rows), progress=False,
                             max_retries=3, initial_backoff=0.01, max_backoff=0.02)
     assert (flaky.rejected, summary.written, summary.failed) == (3, 4, 0) and summary.reconciles()
 
     more = [{"user": "z", "item": "i1", "type": "cart", "timestamp": T}]
-    flaky = FlakyBulk(es, {event_id("z", "i1", "cart", T, None, None): 5})
+    flaky = FlakyBulkClient(es, {event_id("z", "i1", "cart", T, None, None): 5})
     dead = tmp_path / "dead.jsonl"
     summary = ingest_events(flaky, settings_for, write_jsonl(tmp_path / "b.jsonl", more), progress=False,
                             dead_letter_path=dead, max_retries=1, initial_backoff=0.01, max_backoff=0.02)

@@ -176,7 +176,7 @@ def test_strict_stops_at_the_first_bad_row_and_dry_run_writes_nothing(es, settin
 def test_429_rejections_are_retried_until_written(es, settings_for, embedder, tmp_path):
     flaky = FlakyBulkClient(es, {"1": 2, "3": 1}, status=429)
     summary = ingest_items(flaky, settings_for, write_jsonl(tmp_path / "c.jsonl", ITEMS), SOURCE, embedder=embedder)
-    assert flaky.injected == 3
+    assert flaky.rejected == 3
     assert (summary.written, summary.failed) == (4, 0)
     assert sorted(docs(es, settings_for)) == ["1", "2", "3", "4"]
 

@@ -11,7 +11,7 @@ from vecrank.ingest.embed import Embedder
 from vecrank.ingest.items import ItemSource, ingest_items
 from vecrank.rank import queries
 from vecrank.rank.profiles import DAY_MS, ProfileConfig, build_profile
-from vecrank.rank.recommender import Recommender, RetrieveConfig, cap_per_group, merge_with_quotas
+from vecrank.rank.recommender import Recommender, cap_per_group, merge_with_quotas
 
 T0 = 1_700_000_000_000
 
