@@ -1,0 +1,177 @@
+"""Team-draft interleaving: compare two rankers on the same requests.
+
+Each request merges the two rankers' lists into one (Radlinski, Kurup and Joachims, "How does
+clickthrough data reflect retrieval quality?", CIKM 2008): in each round the team with fewer picks
+so far (a coin decides when they have as many) adds its best item not yet shown, and the item
+remembers its team. A click credits the team of the clicked item; a request whose clicks favour
+one team is a win for it, equal non-zero credit is a tie, no click says nothing.
+
+Because every user sees both rankers side by side, a preference shows up with far fewer users
+than a split A/B test needs. :func:`preference` summarises it as the share of decided requests
+won by the second ranker (ties count half; 0.5 = no preference) with a bootstrap interval over
+users and a sign test over users (each user counts once, by which ranker won more of their
+requests), so heavy users cannot dominate the verdict.
+
+Example:
+    >>> merged = team_draft({"A": ["a", "b", "c"], "B": ["b", "d", "a"]}, k=4, seed="r1")
+    >>> sorted(item for item, _ in merged)
+    ['a', 'b', 'c', 'd']
+    >>> credit({"a": "A", "b": "B"}, ["b"])
+    {'A': 0, 'B': 1}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from vecrank.rank.stats import sign_test
+
+__all__ = ["PreferenceResult", "credit", "outcome", "preference", "team_draft"]
+
+
+def _rng(seed: str | int | None) -> random.Random:
+    if seed is None:
+        return random.Random()
+    digest = hashlib.sha256(str(seed).encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def team_draft(rankings: Mapping[str, Sequence[str]], k: int, *, seed: str | int | None = None) -> list[tuple[str, str]]:
+    """Merge two rankings by team draft.
+
+    Args:
+        rankings: exactly two teams, ``{team: [item ids, best first]}``.
+        k: length of the merged list (shorter when the two lists hold fewer distinct items).
+        seed: seeds the coin flips (the request id makes a request's list reproducible).
+
+    Returns:
+        ``[(item_id, team), ...]`` best first.
+    """
+    if len(rankings) != 2:
+        raise ValueError(f"team draft merges exactly two rankings, not {len(rankings)}")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, not {k}")
+    rng = _rng(seed)
+    teams = list(rankings)
+    lists = {t: list(rankings[t]) for t in teams}
+    cursor = {t: 0 for t in teams}
+    picks = {t: 0 for t in teams}
+    shown: set[str] = set()
+    merged: list[tuple[str, str]] = []
+
+    def next_item(team: str) -> str | None:
+        items = lists[team]
+        while cursor[team] < len(items) and items[cursor[team]] in shown:
+            cursor[team] += 1
+        return items[cursor[team]] if cursor[team] < len(items) else None
+
+    while len(merged) < k:
+        available = [t for t in teams if next_item(t) is not None]
+        if not available:
+            break
+        if len(available) == 1:
+            team = available[0]
+        elif picks[teams[0]] != picks[teams[1]]:
+            team = min(teams, key=lambda t: picks[t])
+        else:
+            team = teams[rng.random() < 0.5]
+        item = next_item(team)
+        shown.add(item)
+        picks[team] += 1
+        merged.append((item, team))
+    return merged
+
+
+def credit(teams: Mapping[str, str], clicked: Iterable[str]) -> dict[str, int]:
+    """Clicks per team: ``teams`` maps each shown item to its team; each clicked item counts once."""
+    out = {t: 0 for t in sorted(set(teams.values()))}
+    for item in set(clicked):
+        team = teams.get(item)
+        if team is not None:
+            out[team] += 1
+    return out
+
+
+def outcome(credits: Mapping[str, int], a: str, b: str) -> str | None:
+    """``a``, ``b``, ``"tie"`` or None (no click) for one request's credits."""
+    ca, cb = credits.get(a, 0), credits.get(b, 0)
+    if ca == cb:
+        return "tie" if ca > 0 else None
+    return a if ca > cb else b
+
+
+@dataclass(frozen=True)
+class PreferenceResult:
+    """How often ranker ``b`` beat ranker ``a`` in interleaved requests."""
+
+    a: str
+    b: str
+    wins_a: int
+    wins_b: int
+    ties: int
+    requests_with_clicks: int
+    users: int
+    users_preferring_a: int
+    users_preferring_b: int
+    share_b: float | None  # (wins_b + ties / 2) / decided requests; 0.5 = no preference
+    ci: tuple[float, float] | None
+    p_value: float | None  # sign test over users
+    n_boot: int
+
+    @property
+    def winner(self) -> str | None:
+        """The preferred ranker when the interval excludes 0.5, else None."""
+        if self.ci is None:
+            return None
+        if self.ci[0] > 0.5:
+            return self.b
+        if self.ci[1] < 0.5:
+            return self.a
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "winner": self.winner}
+
+
+def preference(per_user: Mapping[str, Sequence[int]], a: str, b: str, *, n_boot: int = 2000, seed: int = 0,
+               alpha: float = 0.05) -> PreferenceResult:
+    """Summarise interleaved outcomes.
+
+    Args:
+        per_user: ``{user: (wins_a, wins_b, ties)}`` over that user's requests with clicks.
+        a: the first ranker's name (the control).
+        b: the second ranker's name.
+        n_boot: bootstrap resamples of users.
+        seed: seeds the resampling.
+        alpha: 1 - confidence level.
+
+    Example:
+        >>> r = preference({f"u{i}": (0, 2, 0) if i % 4 else (1, 0, 0) for i in range(200)}, "A", "B", n_boot=500)
+        >>> r.winner, r.users_preferring_b
+        ('B', 150)
+    """
+    rows = np.asarray([tuple(v) for v in per_user.values() if sum(v) > 0], dtype=np.float64).reshape(-1, 3)
+    wa, wb, ties = (int(x) for x in rows.sum(axis=0)) if len(rows) else (0, 0, 0)
+    pref_a = int(np.sum(rows[:, 0] > rows[:, 1])) if len(rows) else 0
+    pref_b = int(np.sum(rows[:, 1] > rows[:, 0])) if len(rows) else 0
+    decided = wa + wb + ties
+    if decided == 0:
+        return PreferenceResult(a, b, 0, 0, 0, 0, len(rows), 0, 0, None, None, None, n_boot)
+    share = (wb + ties / 2) / decided
+    rng = np.random.default_rng(seed)
+    shares = np.empty(n_boot)
+    chunk = max(1, 4_000_000 // len(rows))
+    for start in range(0, n_boot, chunk):
+        stop = min(n_boot, start + chunk)
+        idx = rng.integers(0, len(rows), size=(stop - start, len(rows)))
+        sums = rows[idx].sum(axis=1)  # (resamples, 3)
+        shares[start:stop] = (sums[:, 1] + sums[:, 2] / 2) / sums.sum(axis=1)
+    ci = (float(np.percentile(shares, 100 * alpha / 2)), float(np.percentile(shares, 100 * (1 - alpha / 2))))
+    return PreferenceResult(a, b, wa, wb, ties, decided, len(rows), pref_a, pref_b, share, ci,
+                            sign_test(pref_b, pref_a), n_boot)
