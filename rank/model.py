@@ -115,6 +115,7 @@ def models_mapping() -> dict[str, Any]:
         "spec": {"type": "object", "enabled": False}, "params": {"type": "object", "enabled": False},
         "metrics": {"type": "object", "enabled": False}, "training": {"type": "object", "enabled": False},
         "booster": {"type": "text", "index": False},
+        "plugin_features": {"type": "object", "enabled": False},  # where the ES plugin reads each feature
     }}
 
 

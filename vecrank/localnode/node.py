@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from vecrank.localnode import distribution
+from vecrank.localnode import distribution, plugin
 from vecrank.localnode.errors import LocalNodeError
 from vecrank.localnode.jdk import Jdk, find_jdk
 from vecrank.localnode.paths import node_state_file, state_dir
@@ -430,7 +430,8 @@ def up(*, nodes: int = 1, port: int = DEFAULT_PORT, heap: str = DEFAULT_HEAP, ti
     es_dir.mkdir(parents=True, exist_ok=True)
     check_disk(es_dir)
     wrapper = _root_wrapper()
-    dist = distribution.install()
+    # The plugin-enabled copy when `vecrank plugin install` recorded one for this state folder.
+    dist = plugin.home_for_node(distribution.install(), base)
 
     certs = _ensure_certs(es_dir, dist, java)
     password = _ensure_password(es_dir)

@@ -1,0 +1,165 @@
+package org.vecrank.elasticsearch;
+
+import org.apache.lucene.index.LeafReaderContext;
+import org.apache.lucene.index.ReaderUtil;
+import org.apache.lucene.search.Explanation;
+import org.apache.lucene.search.IndexSearcher;
+import org.apache.lucene.search.ScoreDoc;
+import org.apache.lucene.search.TopDocs;
+import org.elasticsearch.search.rescore.RescoreContext;
+import org.elasticsearch.search.rescore.Rescorer;
+
+import java.io.IOException;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Comparator;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Locale;
+import java.util.Set;
+
+/**
+ * Scores the top {@code window_size} hits of a shard with the model: features per segment from doc
+ * values, vectors and params, the tree ensemble, then {@link Scores#toScore}. Hits are visited in
+ * doc id order (forward reads), re-sorted by the new score; hits past the window follow, in their
+ * first-pass order.
+ */
+final class VecrankRescorer implements Rescorer {
+
+    static final VecrankRescorer INSTANCE = new VecrankRescorer();
+
+    /** The description that starts the explanation of a rescored hit; vecrank's Python reads it. */
+    static final String EXPLANATION_PREFIX = "vecrank model [";
+    static final String MODEL_SCORE = "model score";
+    static final String FEATURES = "features";
+    static final String FIRST_PASS = "first pass score";
+
+    private static final int CHECK_CANCELLED_EVERY = 64;
+
+    /** What the rescore phase needs from the builder: the model and how to compute its features on this shard. */
+    static final class Context extends RescoreContext {
+        final RankModel model;
+        final FeaturePlan plan;
+
+        Context(int windowSize, RankModel model, FeaturePlan plan) {
+            super(windowSize, INSTANCE);
+            this.model = model;
+            this.plan = plan;
+        }
+    }
+
+    private VecrankRescorer() {}
+
+    @Override
+    public TopDocs rescore(TopDocs topDocs, IndexSearcher searcher, RescoreContext rescoreContext) throws IOException {
+        if (topDocs == null || topDocs.scoreDocs.length == 0) {
+            return topDocs;
+        }
+        Context context = (Context) rescoreContext;
+        ScoreDoc[] all = topDocs.scoreDocs;
+        ScoreDoc[] window = Rescorer.topN(topDocs, context.getWindowSize()).scoreDocs;
+        if (window == all) {
+            window = all.clone();
+        }
+        int n = window.length;
+        Set<Integer> rescored = new HashSet<>(n * 2);
+        for (ScoreDoc hit : window) {
+            rescored.add(hit.doc);
+        }
+        context.setRescoredDocs(rescored);
+
+        Arrays.sort(window, Comparator.comparingInt(h -> h.doc));
+        int width = context.plan.size();
+        float[] rows = new float[n * width];
+        FeaturePlan.Extractor extractor = context.plan.open();
+        List<LeafReaderContext> leaves = searcher.getIndexReader().leaves();
+        int leafIndex = -1;
+        int leafEnd = 0;
+        LeafReaderContext leaf = null;
+        for (int i = 0; i < n; i++) {
+            if (i % CHECK_CANCELLED_EVERY == 0) {
+                context.checkCancellation();
+            }
+            ScoreDoc hit = window[i];
+            if (hit.doc >= leafEnd) {
+                do {
+                    leaf = leaves.get(++leafIndex);
+                    leafEnd = leaf.docBase + leaf.reader().maxDoc();
+                } while (hit.doc >= leafEnd);
+                extractor.setNextReader(leaf);
+            }
+            extractor.extract(hit.doc - leaf.docBase, hit.score, rows, i * width);
+        }
+        XGBoostModel booster = context.model.booster();
+        for (int i = 0; i < n; i++) {
+            if (i % (CHECK_CANCELLED_EVERY * 4) == 0) {
+                context.checkCancellation();
+            }
+            window[i].score = Scores.toScore(booster.predict(rows, i * width));
+        }
+        Arrays.sort(window, SCORE_DOC_COMPARATOR);
+
+        ScoreDoc[] out = new ScoreDoc[all.length];
+        System.arraycopy(window, 0, out, 0, n);
+        int past = all.length - n;
+        for (int i = 0; i < past; i++) {
+            ScoreDoc hit = all[n + i];
+            hit.score = Scores.pastWindowScore(i, past);
+            out[n + i] = hit;
+        }
+        return new TopDocs(topDocs.totalHits, out);
+    }
+
+    @Override
+    public Explanation explain(int topLevelDocId, IndexSearcher searcher, RescoreContext rescoreContext, Explanation sourceExplanation)
+        throws IOException {
+        Context context = (Context) rescoreContext;
+        if (sourceExplanation == null) {
+            return Explanation.noMatch("no match found");
+        }
+        if (context.getRescoredDocs() != null && context.isRescored(topLevelDocId) == false) {
+            return Explanation.match(
+                sourceExplanation.getValue(),
+                "not rescored by vecrank model " + context.model.describe() + ": past the rescore window, ranked after it in first-pass order",
+                sourceExplanation
+            );
+        }
+        List<LeafReaderContext> leaves = searcher.getIndexReader().leaves();
+        LeafReaderContext leaf = leaves.get(ReaderUtil.subIndex(topLevelDocId, leaves));
+        float firstPass = sourceExplanation.getValue().floatValue();
+        int width = context.plan.size();
+        float[] row = new float[width];
+        FeaturePlan.Extractor extractor = context.plan.open();
+        extractor.setNextReader(leaf);
+        extractor.extract(topLevelDocId - leaf.docBase, firstPass, row, 0);
+        RankModel model = context.model;
+        float modelScore = model.booster().predict(row, 0);
+        float score = Scores.toScore(modelScore);
+
+        List<Explanation> features = new ArrayList<>(width);
+        for (int i = 0; i < width; i++) {
+            features.add(featureExplanation(model.features().get(i).name(), row[i]));
+        }
+        return Explanation.match(
+            score,
+            EXPLANATION_PREFIX + model.modelId() + "] version [" + model.version() + "] (" + model.objective()
+                + "): score = g(model score), g(x) = 1 + x for x >= 0, 1 / (1 - x) for x < 0",
+            Explanation.match(modelScore, MODEL_SCORE + " " + bits(modelScore)),
+            Explanation.match(width, FEATURES + " (" + width + ", in the model's order)", features),
+            Explanation.match(sourceExplanation.getValue(), FIRST_PASS, sourceExplanation)
+        );
+    }
+
+    /** "feature [ctr] = 0.0123 (float32 0x3c4985f0)"; a missing value explains as 0 with "= NaN (missing)". */
+    static Explanation featureExplanation(String name, float value) {
+        if (Float.isNaN(value)) {
+            return Explanation.match(0f, "feature [" + name + "] = NaN (missing) " + bits(value));
+        }
+        return Explanation.match(value, "feature [" + name + "] = " + value + " " + bits(value));
+    }
+
+    /** The exact float32 behind a printed value, for readers that must not round twice. */
+    static String bits(float value) {
+        return String.format(Locale.ROOT, "(float32 0x%08x)", Float.floatToRawIntBits(value));
+    }
+}
