@@ -171,7 +171,7 @@ public class VecrankRescorerBuilder extends RescorerBuilder<VecrankRescorerBuild
         return model;
     }
 
-    private VecrankRescorerBuilder withModel(ModelKey key, RankModel loaded) {
+    VecrankRescorerBuilder withModel(ModelKey key, RankModel loaded) {
         VecrankRescorerBuilder b = new VecrankRescorerBuilder(modelId, version, modelsIndex, params, cache, key, loaded);
         if (windowSize != null) {
             b.windowSize(windowSize);
