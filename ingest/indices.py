@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -111,8 +111,9 @@ class IndexSpec:
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> IndexSpec:
-        meta = dict(meta)
-        meta.pop("created_at", None)
+        # Keys that describe the index's life, not what it is built from (created_at,
+        # signals_as_of), are not part of the spec.
+        meta = {k: v for k, v in meta.items() if k in {f.name for f in fields(cls)}}
         meta["index_options"] = VectorIndexOptions.from_dict(meta["index_options"])
         return cls(**meta)
 

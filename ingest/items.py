@@ -320,7 +320,7 @@ def resolve_vectors(texts: list[str], given: list[np.ndarray | Any | None], embe
     if todo:
         batch = [t for _, t in todo]
         truncated = embedder.count_truncated(batch)
-        encoded = embedder.encode(batch, normalize_embeddings=True)
+        encoded = embedder.encode(batch, normalize_embeddings=True, show_progress_bar=False)
         fresh = {k: encoded[i] for i, (k, _) in enumerate(todo)}
         if cache is not None:
             cache.put_many(model, fresh)

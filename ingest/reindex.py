@@ -170,7 +170,8 @@ def verify(client: Elasticsearch, source: str, target: str, *, embedder: TextEmb
         hits = client.search(index=target, size=sample, source={"exclude_vectors": False},
                              query={"function_score": {"random_score": {"seed": seed, "field": "_seq_no"}}})["hits"]["hits"]
         stored = np.array([h["_source"]["embedding"] for h in hits], dtype=np.float32)
-        fresh = embedder.encode([h["_source"]["text"] for h in hits], normalize_embeddings=True)
+        fresh = embedder.encode([h["_source"]["text"] for h in hits], normalize_embeddings=True,
+                                 show_progress_bar=False)
         cosines = np.sum(stored * fresh, axis=1) / (np.linalg.norm(stored, axis=1) * np.linalg.norm(fresh, axis=1))
         summary.verified_sample = len(hits)
         bad = [h["_id"] for h, c in zip(hits, cosines) if c < 0.999]

@@ -10,7 +10,7 @@ Example:
     >>> smoothed_ctr(clicks=3, impressions=10, prior_strength=20.0, global_ctr=0.1)
     0.16666666666666666
     >>> sorted(signals_mapping()["properties"])[:4]
-    ['as_of', 'clicks', 'ctr', 'impressions']
+    ['clicks', 'ctr', 'impressions', 'last_interaction']
 """
 
 from __future__ import annotations
@@ -33,9 +33,11 @@ __all__ = [
     "SignalsSummary",
     "events_until_query",
     "global_counts_body",
+    "item_signals",
     "item_signals_aggs",
     "refresh_signals",
     "signals_from_bucket",
+    "signals_as_of",
     "signals_mapping",
     "smoothed_ctr",
 ]
@@ -67,7 +69,6 @@ def signals_mapping(windows: Sequence[int] = DEFAULT_WINDOWS) -> dict[str, Any]:
         "last_interaction": {"type": "date", "format": DATE_FORMAT},
         "rating_mean": {"type": "float"},
         "rating_count": {"type": "long"},
-        "as_of": {"type": "date", "format": DATE_FORMAT},
     }
     return {"properties": properties}
 
@@ -125,7 +126,8 @@ def global_counts_body(as_of_ms: int, event_types: EventTypes) -> dict[str, Any]
 
 
 def item_signals_aggs(as_of_ms: int, event_types: EventTypes, *, windows: Sequence[int] = DEFAULT_WINDOWS,
-                      page_size: int = 500, after: dict[str, Any] | None = None) -> dict[str, Any]:
+                      page_size: int = 500, after: dict[str, Any] | None = None,
+                      item_ids: Sequence[str] | None = None) -> dict[str, Any]:
     """One page of the per-item aggregation, as keyword arguments for ``client.search``.
 
     A composite aggregation over ``item_id`` (paged with ``after``) with, per item: counts of
@@ -139,6 +141,7 @@ def item_signals_aggs(as_of_ms: int, event_types: EventTypes, *, windows: Sequen
         windows: Popularity windows in days.
         page_size: Items per page.
         after: The previous page's ``after_key``.
+        item_ids: Only these items (a read of a few items' signals as of a past instant).
 
     Returns:
         ``{"size": 0, "query": ..., "aggs": {"items": {"composite": ..., "aggs": ...}}}``.
@@ -173,13 +176,16 @@ def item_signals_aggs(as_of_ms: int, event_types: EventTypes, *, windows: Sequen
     composite: dict[str, Any] = {"size": page_size, "sources": [{"item": {"terms": {"field": "item_id"}}}]}
     if after:
         composite["after"] = after
-    return {"size": 0, "query": events_until_query(as_of_ms),
-            "aggs": {"items": {"composite": composite, "aggs": sub_aggs}}}
+    query = events_until_query(as_of_ms)
+    if item_ids is not None:
+        query = {"bool": {"filter": [query, {"terms": {"item_id": list(item_ids)}}]}}
+    return {"size": 0, "query": query, "aggs": {"items": {"composite": composite, "aggs": sub_aggs}}}
 
 
 def reset_candidates_query() -> dict[str, Any]:
-    """Items that carry signals from some earlier refresh."""
-    return {"exists": {"field": "signals.as_of"}}
+    """Items whose signals a refresh writes when they have no events: every item, so that an
+    item without events reads the same (zero counts) whether or not it ever had any."""
+    return {"match_all": {}}
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,7 +243,6 @@ def signals_from_bucket(bucket: dict[str, Any], *, as_of_ms: int, event_types: E
         "last_interaction": int(last) if last is not None else None,
         "rating_mean": rating["mean"]["value"] if rating_count else None,
         "rating_count": rating_count,
-        "as_of": int(as_of_ms),
     }
     return signals
 
@@ -251,7 +256,7 @@ def reset_signals(*, as_of_ms: int, windows: Sequence[int], prior_strength: floa
         "ctr": smoothed_ctr(0, 0, prior_strength, global_ctr),
     }
     signals |= {f"popularity_{days}d": 0.0 for days in windows}
-    signals |= {"last_interaction": None, "rating_mean": None, "rating_count": 0, "as_of": int(as_of_ms)}
+    signals |= {"last_interaction": None, "rating_mean": None, "rating_count": 0}
     return signals
 
 
@@ -323,10 +328,11 @@ def refresh_signals(
     The cost is one paged aggregation over the events up to as_of plus one partial update per
     item; updates whose signals did not change are no-ops in Elasticsearch (``detect_noop``).
 
-    Items not in the items index are skipped and counted. Items whose signals came from an
-    earlier refresh but that have no events up to ``as_of`` are reset (zero counts, ``ctr`` at
-    the prior, no ``last_interaction`` or ``rating_mean``). Items that never had signals and
-    have no events are left without a ``signals`` object: readers treat it as zeros.
+    Items not in the items index are skipped and counted. Items without events up to ``as_of``
+    get the reset values (zero counts, ``ctr`` at the prior, no ``last_interaction`` or
+    ``rating_mean``), whether or not they had signals before, so that features read the same for
+    both. The instant is recorded once, in the index's ``_meta``, not on each item: an item whose
+    numbers did not move is a no-op update and its vector is not re-indexed.
 
     Args:
         client: The Elasticsearch client.
@@ -382,6 +388,7 @@ def refresh_signals(
     finally:
         if pit is not None:
             client.close_point_in_time(id=pit)
+    _record_as_of(client, items_alias, as_of_ms)
 
     summary.seconds = time.monotonic() - started
     logger.info("Signals as of %s: %d events, %d items updated (%d unchanged), %d reset, %d missing, "
@@ -389,6 +396,63 @@ def refresh_signals(
                 summary.items_updated, summary.items_unchanged, summary.items_reset, summary.items_missing,
                 summary.failed, summary.global_ctr, summary.seconds)
     return summary
+
+
+def item_signals(client: Elasticsearch, settings: Settings, item_ids: Sequence[str], *,
+                 as_of: datetime | str | int | float, windows: Sequence[int] = DEFAULT_WINDOWS,
+                 prior_strength: float = 20.0, event_types: EventTypes | None = None) -> dict[str, dict[str, Any]]:
+    """The signals a refresh as of ``as_of`` would write on these items, computed without writing.
+
+    Replays and offline evaluation read the past this way: the same aggregation as
+    :func:`refresh_signals`, restricted to the items of one request, so that the live index is
+    never rewritten to an earlier state and nothing after ``as_of`` is seen.
+
+    Returns:
+        Item id -> signals, for every id asked (items without events get the reset values).
+    """
+    event_types = event_types or EventTypes()
+    windows = _check_windows(windows)
+    as_of_ms = _as_of_ms(as_of)
+    ids = sorted({str(i) for i in item_ids})
+    events_index = settings.index("events")
+    global_ctr = 0.0
+    buckets: list[dict[str, Any]] = []
+    if ids and client.indices.exists(index=events_index):
+        totals = client.search(index=events_index, **global_counts_body(as_of_ms, event_types))
+        impressions = _count(totals["aggregations"]["by_type"], event_types.impression)
+        clicks = _count(totals["aggregations"]["by_type"], event_types.click)
+        global_ctr = clicks / impressions if impressions else 0.0
+        page = client.search(index=events_index, **item_signals_aggs(
+            as_of_ms, event_types, windows=windows, page_size=len(ids), item_ids=ids))
+        buckets = page["aggregations"]["items"]["buckets"]
+    reset = reset_signals(as_of_ms=as_of_ms, windows=windows, prior_strength=prior_strength, global_ctr=global_ctr)
+    out = {i: dict(reset) for i in ids}
+    for bucket in buckets:
+        out[bucket["key"]["item"]] = signals_from_bucket(bucket, as_of_ms=as_of_ms, event_types=event_types,
+                                                         windows=windows, prior_strength=prior_strength,
+                                                         global_ctr=global_ctr)
+    return out
+
+
+def _record_as_of(client: Elasticsearch, items_alias: str, as_of_ms: int) -> None:
+    """The refresh instant goes into the index's ``_meta.vecrank.signals_as_of``, once, rather
+    than onto every item: an item whose numbers did not move is then a no-op update, and its
+    vector is not re-indexed (which would also shift approximate kNN results between runs)."""
+    for name, mapping in client.indices.get_mapping(index=items_alias).items():
+        meta = mapping["mappings"].get("_meta", {})
+        # put_mapping replaces _meta as a whole: write back every key, ours updated.
+        meta = {**meta, "vecrank": {**meta.get("vecrank", {}), "signals_as_of": int(as_of_ms)}}
+        client.indices.put_mapping(index=name, meta=meta)
+
+
+def signals_as_of(client: Elasticsearch, settings: Settings) -> int | None:
+    """When the items' signals were last computed (epoch ms), or None if never."""
+    items_alias = settings.index("items")
+    for mapping in client.indices.get_mapping(index=items_alias).values():
+        value = mapping["mappings"].get("_meta", {}).get("vecrank", {}).get("signals_as_of")
+        if value is not None:
+            return int(value)
+    return None
 
 
 def _write_signals(client: Elasticsearch, summary: SignalsSummary,

@@ -96,6 +96,33 @@ class Baseline(ABC):
         user = str(user_id)
         return self._ranked(user, k, self._seen.get(user, set()) if exclude_seen else set())
 
+    def recommend_history(self, history: Iterable[Mapping[str, Any]], k: int, exclude_seen: bool = True) -> list[str]:
+        """Top ``k`` for a user described by their own events instead of the training table.
+
+        Offline evaluation at each user's own cut time uses this: the model is fitted on what
+        everyone did before a common instant, and each user's history up to their cut is folded
+        in at query time (ALS recomputes the user's factors), without refitting.
+
+        Args:
+            history: the user's events (user_id, item_id, type, value, timestamp), any order.
+            k: how many.
+            exclude_seen: leave out the items of ``history``.
+
+        Returns:
+            Item ids, best first.
+        """
+        if not self._fitted:
+            raise RuntimeError(f"{self.name}: call fit() first")
+        if k < 1:
+            raise ValueError(f"k must be >= 1, not {k}")
+        events = sorted(history, key=lambda e: int(e["timestamp"]))
+        exclude = {str(e["item_id"]) for e in events if is_interaction(e)} if exclude_seen else set()
+        return self._ranked_history(events, k, exclude)
+
+    @abstractmethod
+    def _ranked_history(self, events: list[Mapping[str, Any]], k: int, exclude: set[str]) -> list[str]:
+        """Like ``_ranked``, for a user given by ``events`` (oldest first)."""
+
     def recommend_all(self, user_ids: Iterable[Any], k: int, exclude_seen: bool = True) -> dict[str, list[str]]:
         """:meth:`recommend` for each user.
 
@@ -162,6 +189,9 @@ class MostPopular(Baseline):
         self._ranking = sorted(items, key=lambda i: (-recent[i], -total[i], i))
         self.fitted_as_of = as_of
         log.debug("%s: %d items, %d popular in the window ending %d", self.name, len(items), len(recent), as_of)
+
+    def _ranked_history(self, events: list[Mapping[str, Any]], k: int, exclude: set[str]) -> list[str]:
+        return self._ranked("", k, exclude)
 
     def _ranked(self, user_id: str, k: int, exclude: set[str]) -> list[str]:
         out = []
@@ -259,6 +289,13 @@ class CoOccurrence(Baseline):
             return []
         return _top_k(self.scores(history), self._index.items, k, self._index.item_rows(exclude))
 
+    def _ranked_history(self, events: list[Mapping[str, Any]], k: int, exclude: set[str]) -> list[str]:
+        liked = [str(e["item_id"]) for e in reversed(events) if self.positive(e)]
+        history = list(dict.fromkeys(liked))[:self.max_history]
+        if not history:
+            return []
+        return _top_k(self.scores(history), self._index.items, k, self._index.item_rows(exclude))
+
 
 def _load_implicit_als() -> type[AlternatingLeastSquares]:
     try:
@@ -341,6 +378,26 @@ class ALS(Baseline):
         if row is None:
             return []
         return self._recommend_rows(np.array([row]), k, bool(exclude))[0]
+
+    def _ranked_history(self, events: list[Mapping[str, Any]], k: int, exclude: set[str]) -> list[str]:
+        assert self.model is not None
+        counts = Counter(str(e["item_id"]) for e in events if self.positive(e))
+        cols = self._index.item_rows(counts)
+        if not cols:
+            return []
+        values = np.array([counts[self._index.items[c]] for c in cols], dtype=np.float32)
+        user_items = sparse.csr_matrix((values, ([0] * len(cols), cols)), shape=(1, len(self._index.items)))
+        skip = np.asarray(sorted(self._index.item_rows(exclude)), dtype=np.int32)
+        n = min(k, len(self._index.items) - len(skip))
+        if n <= 0:
+            return []
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1, "blas"):
+            ids, scores = self.model.recommend(0, user_items, N=n, filter_already_liked_items=False,
+                                               filter_items=skip if len(skip) else None, recalculate_user=True)
+        return [self._index.items[i] for i, s in zip(np.atleast_1d(ids), np.atleast_1d(scores))
+                if i >= 0 and s > _FILTERED_SCORE]
 
     def recommend_all(self, user_ids: Iterable[Any], k: int, exclude_seen: bool = True) -> dict[str, list[str]]:
         """:meth:`recommend` for each user, in one batched call to ``implicit``."""

@@ -1,29 +1,41 @@
 """Offline evaluation: train the ranker on the past, compare it with baselines on what came next.
 
-One global time split at ``T`` (:func:`vecrank.rank.split.time_split`). Training rows are replayed
-at cut times before ``T`` (``T - 2H``, ``T - 3H``, ...; labels in the following ``H`` days) and
-early stopping uses the cut ``T - H``, so the model never sees the test period. At ``T`` the
-signals are refreshed as of ``T``, and every system ranks items for the same users — those with
-training history and a positive interaction after ``T`` — excluding what they saw before ``T``:
+The protocol (all of it leak-free: nothing a request did not know at its instant reaches it):
 
-* ``popular`` — most popular in the last 30 days before ``T``;
-* ``cooccurrence`` — item-to-item co-occurrence;
-* ``als`` — implicit ALS (the ``implicit`` package);
-* ``knn`` — vecrank's kNN candidates in their retrieval order (the profile vector, no ranker);
-* ``vecrank`` — the same candidates re-ordered by the trained XGBoost model.
+* ``T`` is the ``1 - test_fraction`` quantile of the event times. The model learns only from
+  events before ``T``.
+* **Test requests**: each user's last ``test_fraction`` of interactions is held out, cut at the
+  time of the first held-out one (``t_u``); users with ``t_u >= T``, a history before it and a
+  positive in ``[t_u, t_u + H]`` are evaluated, once each. What they rated in the same sitting
+  counts, as it would on a site: the recommendations are for the rest of their visit.
+* **Training requests**: cuts at ``train_cuts`` points between 50% and 80% of each user's
+  interactions before ``T``, labels in ``[t, min(t + H, T))``; the latest 20% of them (by time)
+  are the early-stopping slice.
+* Every request reads the items' signals, and the popular items added to its pool, as of the
+  start of its ``bucket_days`` bucket (``<= t``), computed from the events; the live index is
+  never rewritten to the past. The baselines of a test request are fitted on the events up to
+  that same instant, and fold in the user's own history up to ``t_u``:
+
+  * ``popular`` — most popular in the 30 days before the instant;
+  * ``cooccurrence`` — item-to-item co-occurrence;
+  * ``als`` — implicit ALS (the ``implicit`` package), the user's factors recomputed from their history;
+  * ``knn`` — vecrank's kNN candidates in their retrieval order (the profile vector, no ranker);
+  * ``vecrank`` — the same pool (kNN plus ``popular_mix`` popular items) ordered by the model.
 
 Metrics (``vecrank.rank.metrics``): NDCG@10, Recall@10, Recall@50, MRR@10, catalog coverage and
 intra-list diversity; the candidate pool's recall is reported on its own; the NDCG@10 difference
-between vecrank and the best other system comes with a paired bootstrap interval.
+between vecrank and each other system comes with a paired bootstrap interval over users.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,8 +45,10 @@ from vecrank.rank import features as feats
 from vecrank.rank import metrics
 from vecrank.rank.model import RankerModel
 from vecrank.rank.ranker import request_context
-from vecrank.rank.split import is_interaction, time_split
-from vecrank.rank.train import DAY_MS, LabelConfig, TrainConfig, TrainingTable, group_by_user, replay, train_ranker
+from vecrank.rank.split import check_events, is_interaction, is_positive
+from vecrank.rank.train import (DAY_MS, LabelConfig, ReplayRequest, TrainConfig, TrainingTable, bucket_start,
+                                group_by_user, replay, replay_candidates, replay_recommender, train_ranker,
+                                user_cuts)
 
 if TYPE_CHECKING:
     from vecrank.rank.recommender import Recommender
@@ -47,12 +61,18 @@ class EvalConfig:
     test_fraction: float = 0.2
     horizon_days: float = 180.0
     train_cuts: int = 3
+    bucket_days: float = 30.0
+    max_train_requests: int = 1500
     pool: int = 100
     k: int = 10
     max_history: int = 200
     max_users: int | None = None
-    popular_mix: int = 50  # popular items added to each kNN pool (see RetrieveConfig.popular_mix)
+    popular_mix: int = 50  # popular items (as of the request's instant) added to each kNN pool
+    popular_window_days: float = 30.0
     baselines: tuple[str, ...] = ("popular", "cooccurrence", "als")
+
+    def train_fractions(self) -> list[float]:
+        return [0.8] if self.train_cuts == 1 else list(np.linspace(0.5, 0.8, self.train_cuts))
 
 
 @dataclass
@@ -78,142 +98,188 @@ def _fmt(value: Any) -> str:
     return "" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def _trim(history: Sequence[Mapping[str, Any]], n: int) -> list[Mapping[str, Any]]:
-    return [e for e in history if is_interaction(e)][-n:]
+class Timeline:
+    """All events sorted by time, for "everything up to instant t" without copying per request."""
+
+    def __init__(self, events: Sequence[Mapping[str, Any]]):
+        self.events = sorted(check_events(events), key=lambda e: int(e["timestamp"]))
+        self.times = [int(e["timestamp"]) for e in self.events]
+        self.by_user = group_by_user(self.events)
+
+    def until(self, t_ms: int) -> list[Mapping[str, Any]]:
+        """Events with ``timestamp <= t_ms`` (the signals' inclusive rule)."""
+        return self.events[: bisect.bisect_right(self.times, int(t_ms))]
+
+    def quantile(self, q: float) -> int:
+        return int(np.quantile(np.asarray(self.times, dtype=np.int64), q)) if self.times else 0
 
 
-def train_model(recommender: Recommender, events_by_user: Mapping[str, Sequence[Mapping[str, Any]]],
-                spec: feats.FeatureSpec, *, cutoff_ms: int, config: EvalConfig | None = None,
-                train_config: TrainConfig | None = None, labels: LabelConfig | None = None,
-                model_id: str = "vecrank", restore_signals: bool = True) -> RankerModel:
-    """Replay training rows at ``T - 2H``, ``T - 3H``... and validation rows at ``T - H`` (all
-    before ``T = cutoff_ms``), train, and return the (unregistered) model.
+class PopularAsOf:
+    """The most popular items as of an instant (positive events in the window before it), cached
+    per instant: what replays add to each pool, and the ``popular`` baseline of a test request."""
 
-    Replays recompute the items' signals as of each cut; with ``restore_signals`` they are
-    recomputed as of now at the end.
-    """
-    if restore_signals:
-        from vecrank.ingest.signals import refresh_signals
+    def __init__(self, timeline: Timeline, *, window_days: float, n: int):
+        self.timeline, self.window_days, self.n = timeline, window_days, n
+        self._cache: dict[int, Any] = {}
 
-        try:
-            return train_model(recommender, events_by_user, spec, cutoff_ms=cutoff_ms, config=config,
-                               train_config=train_config, labels=labels, model_id=model_id, restore_signals=False)
-        finally:
-            refresh_signals(recommender.client, recommender.settings)
+    def model(self, as_of: int):
+        from vecrank.rank.baselines import MostPopular
+
+        if as_of not in self._cache:
+            self._cache[as_of] = MostPopular(window_days=self.window_days, as_of=as_of).fit(self.timeline.until(as_of))
+        return self._cache[as_of]
+
+    def __call__(self, as_of: int) -> list[str]:
+        return self.model(as_of).recommend("", self.n, exclude_seen=False) if self.n else []
+
+
+def training_requests(timeline: Timeline, *, before_ms: int, config: EvalConfig) -> list[ReplayRequest]:
+    """Cuts at ``config.train_fractions()`` of each user's interactions before ``before_ms``,
+    labels up to ``before_ms`` (exclusive); the latest ``max_train_requests`` by cut time."""
+    horizon = int(config.horizon_days * DAY_MS)
+    out = []
+    for user, events in timeline.by_user.items():
+        before = [e for e in events if int(e["timestamp"]) < before_ms]
+        for cut in user_cuts(before, config.train_fractions()):
+            out.append(ReplayRequest(user, cut, min(cut + horizon, before_ms - 1), bucket_start(cut, config.bucket_days)))
+    out.sort(key=lambda r: (r.cut_ms, r.user))
+    return out[-config.max_train_requests:]
+
+
+def test_requests(timeline: Timeline, *, after_ms: int, config: EvalConfig) -> list[ReplayRequest]:
+    """Each user's cut at their last ``test_fraction`` of interactions, when it falls at or after
+    ``after_ms``; labels up to the horizon."""
+    horizon = int(config.horizon_days * DAY_MS)
+    out = []
+    for user, events in timeline.by_user.items():
+        cuts = user_cuts(events, [1.0 - config.test_fraction])
+        if cuts and cuts[0] >= after_ms:
+            out.append(ReplayRequest(user, cuts[0], cuts[0] + horizon, bucket_start(cuts[0], config.bucket_days)))
+    out.sort(key=lambda r: (r.cut_ms, r.user))
+    return out[: config.max_users] if config.max_users is not None else out
+
+
+def train_model(recommender: Recommender, events: Sequence[Mapping[str, Any]], spec: feats.FeatureSpec, *,
+                cutoff_ms: int, config: EvalConfig | None = None, train_config: TrainConfig | None = None,
+                labels: LabelConfig | None = None, model_id: str = "vecrank",
+                timeline: Timeline | None = None) -> RankerModel:
+    """Replay training requests before ``cutoff_ms`` (see the module docstring), train with early
+    stopping on the latest 20% of them, and return the (unregistered) model."""
     config = config or EvalConfig()
     labels = labels or LabelConfig()
     train_config = train_config or TrainConfig()
-    horizon = int(config.horizon_days * DAY_MS)
-    recommender.config = replace(recommender.config, with_vectors=True, popular_mix=config.popular_mix)
-    table = TrainingTable(feature_names=spec.names)
-    for i in range(2, 2 + config.train_cuts):
-        replay(recommender, events_by_user, cut_ms=cutoff_ms - i * horizon, horizon_days=config.horizon_days,
-               spec=spec, labels=labels, pool=config.pool, table=table)
-    valid = replay(recommender, events_by_user, cut_ms=cutoff_ms - horizon, horizon_days=config.horizon_days,
-                   spec=spec, labels=labels, pool=config.pool)
-    booster, info = train_ranker(table, valid, train_config)
+    timeline = timeline or Timeline(events)
+    requests = training_requests(timeline, before_ms=cutoff_ms, config=config)
+    popular = PopularAsOf(timeline, window_days=config.popular_window_days, n=config.popular_mix)
+    started = time.monotonic()
+    table = replay(recommender, timeline.by_user, requests, spec=spec, labels=labels, pool=config.pool,
+                   extras=popular, max_history=config.max_history, progress=True)
+    train, valid = table.split_by_time(0.2)
+    log.info("replayed %d training requests in %.1fs: %d with a positive label", len(requests),
+             time.monotonic() - started, len(table.groups()))
+    booster, info = train_ranker(train, valid, train_config)
     return RankerModel.from_booster(model_id, spec, booster, params=train_config.to_dict(),
-                                    training={"train": table.summary(), "valid": valid.summary(), **info,
+                                    training={"train": train.summary(), "valid": valid.summary(), **info,
                                               "cutoff_ms": cutoff_ms, "horizon_days": config.horizon_days,
-                                              "pool": config.pool, "popular_mix": config.popular_mix,
-                                              "paths": table.paths()})
+                                              "bucket_days": config.bucket_days, "pool": config.pool,
+                                              "popular_mix": config.popular_mix, "paths": table.paths()})
 
 
 def run(recommender: Recommender, events: Sequence[Mapping[str, Any]], spec: feats.FeatureSpec, *,
         config: EvalConfig | None = None, train_config: TrainConfig | None = None,
         labels: LabelConfig | None = None, model_id: str = "vecrank", catalog_size: int | None = None) -> EvalReport:
-    """Split, train, evaluate every system on the same users. See the module docstring.
+    """Train, then evaluate every system on the same test requests. See the module docstring.
 
-    The items' signals are recomputed as of past cut times while it runs, and as of now at the
-    end: run it on an index prefix that no live traffic reads.
+    Read-only on Elasticsearch: the past is read from the events, nothing is rewritten.
     """
-    from vecrank.ingest.signals import refresh_signals
-
-    try:
-        return _run(recommender, events, spec, config=config, train_config=train_config, labels=labels,
-                    model_id=model_id, catalog_size=catalog_size)
-    finally:  # replays rewrote the items' signals as of past cut times: put them back as of now
-        refresh_signals(recommender.client, recommender.settings)
-
-
-def _run(recommender: Recommender, events: Sequence[Mapping[str, Any]], spec: feats.FeatureSpec, *,
-         config: EvalConfig | None, train_config: TrainConfig | None, labels: LabelConfig | None, model_id: str,
-         catalog_size: int | None) -> EvalReport:
-    from vecrank.ingest.signals import refresh_signals
-    from vecrank.rank.baselines import ALS, CoOccurrence, MostPopular
+    from vecrank.rank.baselines import ALS, CoOccurrence
 
     started = time.monotonic()
     config = config or EvalConfig()
     labels = labels or LabelConfig()
-    recommender.config = replace(recommender.config, with_vectors=True, exclude_seen=True, popular_mix=config.popular_mix)
-    split = time_split(events, test_fraction=config.test_fraction)
-    cutoff = split.cutoff_ms
-    train_by_user = group_by_user(split.train)
-    trimmed = {u: _trim(h, config.max_history * 5) for u, h in train_by_user.items()}
+    timeline = Timeline(events)
+    cutoff = timeline.quantile(1.0 - config.test_fraction)
+    model = train_model(recommender, events, spec, cutoff_ms=cutoff, config=config, train_config=train_config,
+                        labels=labels, model_id=model_id, timeline=timeline)
 
-    train_config = train_config or TrainConfig()
-    model = train_model(recommender, trimmed, spec, cutoff_ms=cutoff, config=config, train_config=train_config,
-                        labels=labels, model_id=model_id, restore_signals=False)
-
-    # Evaluation at T.
-    refresh_signals(recommender.client, recommender.settings, as_of=cutoff)
-    relevant = split.test_relevant()
-    users = sorted(relevant)
-    if config.max_users is not None:
-        users = users[: config.max_users]
-    relevant = {u: relevant[u] for u in users}
-    rankings: dict[str, dict[str, list[str]]] = {"knn": {}, "vecrank": {}}
+    rec = replay_recommender(recommender)
+    popular = PopularAsOf(timeline, window_days=config.popular_window_days, n=config.popular_mix)
+    horizon = int(config.horizon_days * DAY_MS)
+    rankings: dict[str, dict[str, list[str]]] = defaultdict(dict)
+    relevant: dict[str, set[str]] = {}
     pool_recall = []
     vectors: dict[str, np.ndarray] = {}
-    for user in users:
-        history = _trim(train_by_user.get(user, []), config.max_history)
-        cset = recommender.candidates(history=history, k=config.pool)
-        if not cset.candidates:
-            continue
-        ctx = request_context(recommender.client, recommender.settings, spec, cset, now_ms=cutoff,
-                              profile=recommender.config.profile)
-        scores = model.predict(feats.compute(spec, cset.candidates, ctx))
-        ids = [c.item_id for c in cset.candidates]
-        rankings["knn"][user] = [c.item_id for c in cset.candidates if c.origin == "knn"]
-        rankings["vecrank"][user] = [ids[i] for i in np.argsort(-scores, kind="stable")]
-        pool_recall.append(len(set(ids) & relevant[user]) / len(relevant[user]))
-        for c in cset.candidates:
-            if c.vector is not None:
-                vectors[c.item_id] = c.vector
-
-    systems: dict[str, Any] = {}
-    baselines = {"popular": MostPopular(window_days=30, as_of=cutoff), "cooccurrence": CoOccurrence(),
-                 "als": ALS()}
-    for name in config.baselines:
-        base = baselines[name].fit(split.train)
-        rankings[name] = base.recommend_all(users, 50)
+    by_instant: dict[int, list[ReplayRequest]] = defaultdict(list)
+    for req in test_requests(timeline, after_ms=cutoff, config=config):
+        by_instant[req.as_of_ms].append(req)
+    for as_of in sorted(by_instant):
+        past = timeline.until(as_of)
+        fitted = {}
+        for name in config.baselines:
+            if name == "popular":
+                fitted[name] = popular.model(as_of)
+            elif name == "cooccurrence":
+                fitted[name] = CoOccurrence().fit(past)
+            elif name == "als":
+                fitted[name] = ALS().fit(past)
+        for req in by_instant[as_of]:
+            events_u = timeline.by_user[req.user]
+            history = [e for e in events_u if int(e["timestamp"]) < req.cut_ms and is_interaction(e)]
+            seen = {str(e["item_id"]) for e in history}
+            wanted = {str(e["item_id"]) for e in events_u
+                      if req.cut_ms <= int(e["timestamp"]) <= req.cut_ms + horizon and is_positive(e)} - seen
+            if not history or not wanted:
+                continue
+            relevant[req.user] = wanted
+            for name, base in fitted.items():
+                rankings[name][req.user] = base.recommend_history(history, 50)
+            cset, _ = replay_candidates(rec, events_u, req, pool=config.pool, extras=popular(as_of),
+                                        max_history=config.max_history)
+            if not cset.candidates:
+                continue
+            ctx = request_context(rec.client, rec.settings, spec, cset, now_ms=req.cut_ms, profile=rec.config.profile)
+            scores = model.predict(feats.compute(spec, cset.candidates, ctx))
+            ids = [c.item_id for c in cset.candidates]
+            rankings["knn"][req.user] = [c.item_id for c in cset.candidates if c.origin == "knn"]
+            rankings["vecrank"][req.user] = [ids[i] for i in np.argsort(-scores, kind="stable")]
+            pool_recall.append(len(set(ids) & wanted) / len(wanted))
+            for c in cset.candidates:
+                if c.vector is not None:
+                    vectors[c.item_id] = c.vector
+    users = sorted(relevant)
     missing = {u for u in users if u not in rankings["knn"]}
     if missing:
         log.info("%d users had no candidates (no usable history); they count as misses for knn and vecrank", len(missing))
-    extra = _missing_vectors(recommender, rankings, vectors)
-    vectors.update(extra)
+    vectors.update(_missing_vectors(recommender, rankings, vectors))
+    systems: dict[str, Any] = {}
     per_user: dict[str, dict[str, float]] = {}
     for name in [*config.baselines, "knn", "vecrank"]:
-        result = metrics.evaluate(rankings[name], relevant, k_values=(config.k, 50), catalog_size=catalog_size,
-                                  vectors=vectors, per_user=True)
+        result = metrics.evaluate({u: rankings[name].get(u, []) for u in users}, relevant, k_values=(config.k, 50),
+                                  catalog_size=catalog_size, vectors=vectors, per_user=True)
         per_user[name] = result.pop("per_user")[f"ndcg@{config.k}"]
         systems[name] = result
-    best_other = max((n for n in systems if n != "vecrank"), key=lambda n: systems[n][f"ndcg@{config.k}"])
-    diff = metrics.paired_bootstrap_diff(per_user["vecrank"], per_user[best_other])
-    base_value = systems[best_other][f"ndcg@{config.k}"]
+    comparison = _compare(systems, per_user, config.k)
+    model.metrics = {"offline": systems, "comparison": comparison}
+    split = {"cutoff_ms": cutoff, "test_fraction": config.test_fraction, "horizon_days": config.horizon_days,
+             "bucket_days": config.bucket_days, "evaluated_users": len(users),
+             "test_instants": len(by_instant), "events": len(timeline.events)}
+    return EvalReport(split=split, training=model.training, systems=systems,
+                      candidate_recall=round(float(np.mean(pool_recall)) if pool_recall else 0.0, 4),
+                      comparison=comparison, seconds=round(time.monotonic() - started, 1), model=model)
+
+
+def _compare(systems: Mapping[str, Mapping[str, Any]], per_user: Mapping[str, Mapping[str, float]], k: int) -> dict[str, Any]:
+    key = f"ndcg@{k}"
+    best_other = max((n for n in systems if n != "vecrank"), key=lambda n: systems[n][key])
     vs = {}
     for name in systems:
         if name != "vecrank":
             d = metrics.paired_bootstrap_diff(per_user["vecrank"], per_user[name])
             vs[name] = {"difference": round(d.mean, 5), "ci95": [round(d.low, 5), round(d.high, 5)]}
-    comparison = {"best_other": best_other, f"ndcg@{config.k}_vecrank": systems["vecrank"][f"ndcg@{config.k}"],
-                  f"ndcg@{config.k}_best_other": base_value,
-                  "ratio": round(systems["vecrank"][f"ndcg@{config.k}"] / base_value, 4) if base_value else None,
-                  "difference": round(diff.mean, 5), "ci95": [round(diff.low, 5), round(diff.high, 5)], "vs": vs}
-    model.metrics = {"offline": systems, "comparison": comparison}
-    return EvalReport(split={**split.summary(), "evaluated_users": len(users)}, training=model.training,
-                      systems=systems, candidate_recall=round(float(np.mean(pool_recall)) if pool_recall else 0.0, 4),
-                      comparison=comparison, seconds=round(time.monotonic() - started, 1), model=model)
+    base_value = systems[best_other][key]
+    return {"best_other": best_other, f"{key}_vecrank": systems["vecrank"][key], f"{key}_best_other": base_value,
+            "ratio": round(systems["vecrank"][key] / base_value, 4) if base_value else None,
+            "difference": vs[best_other]["difference"], "ci95": vs[best_other]["ci95"], "vs": vs}
 
 
 def _missing_vectors(recommender: Recommender, rankings: Mapping[str, Mapping[str, Sequence[str]]],
@@ -249,7 +315,7 @@ def write_outputs(report: EvalReport, out_dir: str | Path, *, k: int = 10) -> di
     ax.set_xticks(np.arange(len(keys)) + width * (len(names) - 1) / 2, keys)
     ax.set_ylabel("mean over users")
     users = report.split.get("evaluated_users")
-    ax.set_title(f"Offline evaluation, {users} users, time split (vecrank vs baselines)")
+    ax.set_title(f"Offline evaluation, {users} users, per-user cuts after T (vecrank vs baselines)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "evaluation.png", dpi=110)

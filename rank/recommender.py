@@ -78,7 +78,7 @@ class Candidate:
     fields: dict[str, Any]
     interest: int | None = None  # which interest found it (multi-interest)
     vector: np.ndarray | None = field(default=None, repr=False)
-    origin: str = "knn"  # "knn", or "popular" for the popular_mix additions (their score is NaN)
+    origin: str = "knn"  # "knn"; "popular" or "extra" for popular_mix / extra_items additions (score NaN)
 
 
 @dataclass
@@ -155,7 +155,8 @@ class Recommender:
     def candidates(self, *, user: str | None = None, history: Sequence[Mapping[str, Any]] | None = None,
                    query: str | None = None, context_items: Sequence[str] = (), filters: Mapping[str, Any] | None = None,
                    extra_filters: Sequence[dict[str, Any]] = (), k: int | None = None,
-                   num_candidates: int | None = None, **overrides: Any) -> CandidateSet:
+                   num_candidates: int | None = None, extra_items: Sequence[str] = (),
+                   as_of_ms: int | None = None, **overrides: Any) -> CandidateSet:
         """Retrieve candidates. See the module docstring for the paths.
 
         Args:
@@ -168,6 +169,12 @@ class Recommender:
             extra_filters: the caller's own structured Elasticsearch filter clauses.
             k: how many candidates.
             num_candidates: HNSW candidates per shard (k <= num_candidates <= 10,000).
+            extra_items: item ids to add to the pool when retrieval did not find them (and they
+                pass the filters and are not seen), with origin ``"extra"`` and a NaN score:
+                replays pass the popular items of their instant this way.
+            as_of_ms: read the candidates' ``signals`` as of this instant (computed from the
+                events, see :func:`vecrank.ingest.signals.item_signals`) instead of the index's
+                current ones: replays of the past. Retrieval itself does not depend on signals.
             overrides: any :class:`RetrieveConfig` field for this call.
 
         Raises:
@@ -197,7 +204,7 @@ class Recommender:
 
         vectors: list[np.ndarray] = []
         weights: list[float] = []
-        q = self.embedder.encode([query])[0] if query is not None else None
+        q = self.embedder.encode([query], show_progress_bar=False)[0] if query is not None else None
         if profile is not None and profile.interests:
             path = "multi_interest" if len(profile.interests) > 1 else "profile"
             vectors = [i.vector for i in profile.interests]
@@ -243,6 +250,16 @@ class Recommender:
             t = time.perf_counter()
             cands += self._popular_extras(cands, cfg.popular_mix, flt, source, want_vectors, query_vectors)
             es_ms += (time.perf_counter() - t) * 1000
+        t = time.perf_counter()
+        if extra_items:
+            cands += self._extras(cands, extra_items, flt, source, want_vectors, query_vectors)
+        if as_of_ms is not None and cands:
+            from vecrank.ingest.signals import item_signals
+
+            past = item_signals(self.client, self.settings, [c.item_id for c in cands], as_of=as_of_ms)
+            for c in cands:
+                c.fields = {**c.fields, "signals": past[c.item_id]}
+        es_ms += (time.perf_counter() - t) * 1000
         total = (time.perf_counter() - started) * 1000
         return CandidateSet(
             request_id=uuid.uuid4().hex, path=path, cold_start=path in {"query", "context", "popular"},
@@ -265,6 +282,25 @@ class Recommender:
             c = _candidate(hit, None, query_vectors, "vector-only", False)
             c.score, c.origin = float("nan"), "popular"
             extras.append(c)
+        return extras
+
+    def _extras(self, found: list[Candidate], ids: Sequence[str], flt: dict | None, source: Any, with_vectors: bool,
+                query_vectors: list[np.ndarray]) -> list[Candidate]:
+        """The given items that retrieval did not return, in the order given."""
+        have = {c.item_id for c in found}
+        wanted = [str(i) for i in dict.fromkeys(ids) if str(i) not in have]
+        if not wanted:
+            return []
+        clauses = [flt] if flt else []
+        body = queries.search_body(size=len(wanted), query={"bool": {"filter": [*clauses, {"ids": {"values": wanted}}]}},
+                                   source=source, with_vectors=with_vectors)
+        hits = {h["_id"]: h for h in self.client.search(index=self.settings.index("items"), **body)["hits"]["hits"]}
+        extras = []
+        for item in wanted:
+            if item in hits:
+                c = _candidate(hits[item], None, query_vectors, "vector-only", False)
+                c.score, c.origin = float("nan"), "extra"
+                extras.append(c)
         return extras
 
     def _profile(self, user: str | None, history: Sequence[Mapping[str, Any]] | None, cfg: RetrieveConfig,

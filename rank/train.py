@@ -1,10 +1,11 @@
 """Training data and the XGBoost ranker.
 
-Training rows come from a **replay** of a dataset's history: at a cut time ``t`` the item signals
-are recomputed as of ``t`` (``refresh_signals(as_of=t)``), each user's profile is built from
-their events before ``t`` only, the real retrieval runs on the real node, and each candidate is
-labelled by what the user did in ``(t, t + horizon]``. Nothing from after ``t`` reaches a
-feature. Rows are grouped by request (one request per user and cut) and stored as Parquet.
+Training rows come from a **replay** of a dataset's history: for a user and a cut time ``t``
+the profile is built from their events before ``t`` only, the real retrieval runs on the real
+node, the candidates' signals are read as of an instant ``<= t`` (computed from the events, the
+live index is not rewritten), and each candidate is labelled by what the user did in
+``[t, t + horizon]``. Nothing from after ``t`` reaches a feature. Rows are grouped by request
+(one request per user and cut) and stored as Parquet.
 
 The model is an XGBoost ranker (``rank:ndcg`` by default, or ``rank:pairwise``), seeded, with
 early stopping on a later time slice.
@@ -16,7 +17,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,7 @@ import numpy as np
 
 from vecrank.rank import features as feats
 from vecrank.rank.ranker import request_context
+from vecrank.rank.split import is_interaction
 
 if TYPE_CHECKING:
     from vecrank.rank.recommender import Recommender
@@ -163,58 +165,102 @@ def group_by_user(events: Iterable[Mapping[str, Any]]) -> dict[str, list[dict[st
     return by_user
 
 
-def replay(recommender: Recommender, events_by_user: Mapping[str, Sequence[Mapping[str, Any]]], *, cut_ms: int,
-           horizon_days: float, spec: feats.FeatureSpec, labels: LabelConfig | None = None, pool: int = 100,
-           users: Iterable[str] | None = None, refresh: bool = True, progress: bool = False,
-           table: TrainingTable | None = None, max_history: int = 200) -> TrainingTable:
-    """Training rows at one cut time (see the module docstring).
+@dataclass(frozen=True)
+class ReplayRequest:
+    """One replayed request: what the user had done before ``cut_ms``, labelled by what they did
+    in ``[cut_ms, label_end_ms]``, with signals and popular items as of ``as_of_ms`` (<= cut)."""
 
-    Args:
-        recommender: retrieval on the live index (its config: exclusions, filters...).
-        events_by_user: every event, per user, sorted by time.
-        cut_ms: the cut time ``t``; signals are refreshed as of ``t`` unless ``refresh`` is False.
-        horizon_days: the label window after ``t``.
-        spec: the features to compute.
-        pool: candidates per request.
-        users: restrict to these users.
-        table: append to this table.
-        max_history: the newest events before ``t`` that make the profile, as serving keeps them.
+    user: str
+    cut_ms: int
+    label_end_ms: int
+    as_of_ms: int
 
-    Returns:
-        The table; requests whose pool holds no positive are kept (they teach nothing to a
-        pairwise objective but count as misses in evaluation), users without a positive later
-        event or without history before ``t`` are skipped.
+
+def bucket_start(t_ms: int, bucket_days: float) -> int:
+    """The start of the ``bucket_days``-long bucket holding ``t_ms`` (epoch-aligned): requests in
+    one bucket share their signals instant, so the per-instant work is done once per bucket."""
+    size = max(int(bucket_days * DAY_MS), 1)
+    return (int(t_ms) // size) * size
+
+
+def user_cuts(events: Sequence[Mapping[str, Any]], fractions: Sequence[float]) -> list[int]:
+    """Cut times at ``fractions`` of a user's interactions (sorted by time): the timestamp of the
+    first interaction past each fraction, when at least one interaction comes strictly before it."""
+    times = [int(e["timestamp"]) for e in events if is_interaction(e)]
+    cuts = []
+    for f in fractions:
+        i = int(np.ceil(len(times) * f))
+        if 0 < i < len(times) and times[0] < times[i]:
+            cuts.append(times[i])
+    return sorted(set(cuts))
+
+
+def replay_candidates(recommender: Recommender, events: Sequence[Mapping[str, Any]], request: ReplayRequest, *,
+                      pool: int, extras: Sequence[str] = (), max_history: int = 200):
+    """The real retrieval for one replayed request: (candidate set, history used).
+
+    The profile comes from the user's interactions before the cut (the newest ``max_history``,
+    as the users index keeps them), seen items are excluded, ``extras`` (the popular items of
+    the instant) join the pool, and the candidates' signals are read as of ``request.as_of_ms``.
     """
+    history = [e for e in events if int(e["timestamp"]) < request.cut_ms and is_interaction(e)][-max_history:]
+    cset = recommender.candidates(history=history, k=pool, extra_items=extras, as_of_ms=request.as_of_ms)
+    return cset, history
+
+
+def replay_recommender(recommender: Recommender) -> Recommender:
+    """A copy of ``recommender`` set up for replays: vectors on (the features need them), no
+    popular additions from the live index (they would be today's; replays pass their own)."""
+    from copy import copy
     from dataclasses import replace
 
-    from vecrank.ingest.signals import refresh_signals
+    out = copy(recommender)
+    out.config = replace(recommender.config, with_vectors=True, popular_mix=0, exclude_seen=True)
+    return out
 
+
+def replay(recommender: Recommender, events_by_user: Mapping[str, Sequence[Mapping[str, Any]]],
+           requests: Iterable[ReplayRequest], *, spec: feats.FeatureSpec, labels: LabelConfig | None = None,
+           pool: int = 100, extras: Callable[[int], Sequence[str]] | None = None,
+           table: TrainingTable | None = None, max_history: int = 200, progress: bool = False) -> TrainingTable:
+    """Training rows for replayed requests (see the module docstring). Nothing is written to the
+    index: signals are read as of each request's instant.
+
+    Args:
+        recommender: retrieval on the live index (a replay copy is made, it is not changed).
+        events_by_user: every event, per user, sorted by time.
+        requests: the requests to replay.
+        spec: the features to compute.
+        labels: graded relevance of later events.
+        pool: kNN candidates per request.
+        extras: ``as_of_ms -> item ids`` added to each pool (the popular items of that instant).
+        table: append to this table.
+        max_history: the newest interactions before the cut that make the profile.
+
+    Returns:
+        The table; requests without a positive label or without a profile are skipped.
+    """
     labels = labels or LabelConfig()
     table = table if table is not None else TrainingTable(feature_names=spec.names)
-    if refresh:
-        refresh_signals(recommender.client, recommender.settings, as_of=cut_ms)
-    recommender.config = replace(recommender.config, with_vectors=True)
-    end = cut_ms + int(horizon_days * DAY_MS)
-    chosen = list(users) if users is not None else sorted(events_by_user)
+    rec = replay_recommender(recommender)
     started = time.monotonic()
     done = 0
-    for user in chosen:
-        events = events_by_user.get(user, ())
-        history = [e for e in events if int(e["timestamp"]) < cut_ms][-max_history:]  # as the users index keeps
-        future = labels.labels(e for e in events if cut_ms <= int(e["timestamp"]) <= end)
-        if not history or not future:
+    for req in requests:
+        events = events_by_user.get(req.user, ())
+        future = labels.labels(e for e in events if req.cut_ms <= int(e["timestamp"]) <= req.label_end_ms)
+        if not future:
             continue
-        cset = recommender.candidates(history=history, k=pool)
+        cset, _ = replay_candidates(rec, events, req, pool=pool, extras=extras(req.as_of_ms) if extras else (),
+                                    max_history=max_history)
         if cset.cold_start or not cset.candidates:
             continue
-        ctx = request_context(recommender.client, recommender.settings, spec, cset, now_ms=cut_ms,
-                              profile=recommender.config.profile)
+        ctx = request_context(rec.client, rec.settings, spec, cset, now_ms=req.cut_ms, profile=rec.config.profile)
         matrix = feats.compute(spec, cset.candidates, ctx)
         items = [c.item_id for c in cset.candidates]
-        table.add(uuid.uuid4().hex, user, cut_ms, items, [future.get(i, 0.0) for i in items], matrix)
+        table.add(uuid.uuid4().hex, req.user, req.cut_ms, items, [future.get(i, 0.0) for i in items], matrix)
         done += 1
-        if progress and done % 50 == 0:
-            log.info("replay at %d: %d requests (%.1fs)", cut_ms, done, time.monotonic() - started)
+        if progress and done % 100 == 0:
+            log.info("replayed %d requests (%.1fs)", done, time.monotonic() - started)
     return table
 
 

@@ -19,6 +19,8 @@ from vecrank.ingest.events import (
 )
 from vecrank.ingest.records import BadRecord, Record
 from vecrank.ingest.signals import (
+    item_signals,
+    signals_as_of,
     DAY_MS,
     events_until_query,
     item_signals_aggs,
@@ -337,28 +339,35 @@ def test_signals_as_of(es, settings_for, tmp_path):
 
     # --- as_of T: 40 impressions and 5 clicks up to T, so the prior is 5/40 = 0.125.
     summary = refresh_signals(es, settings_for, as_of=iso(T))
-    assert (summary.events_seen, summary.items_updated, summary.items_reset, summary.items_missing) == (51, 3, 0, 1)
+    assert (summary.events_seen, summary.items_updated, summary.items_reset, summary.items_missing) == (51, 3, 2, 1)
     assert summary.global_ctr == pytest.approx(0.125)
     assert summary.as_of.isoformat() == "2024-06-01T00:00:00+00:00"
     es.indices.refresh(index=settings_for.index("items"))
     assert signals_of(es, settings_for, "i1") == pytest.approx({
         "impressions": 10, "clicks": 3, "ctr": (3 + 20 * 0.125) / (10 + 20),
         "popularity_1d": 1.0, "popularity_7d": 2.0, "popularity_30d": 3 + 3.0,
-        "last_interaction": T - 12 * HOUR_MS, "rating_mean": None, "rating_count": 0, "as_of": T})
+        "last_interaction": T - 12 * HOUR_MS, "rating_mean": None, "rating_count": 0})
     assert signals_of(es, settings_for, "i2") == pytest.approx({
         "impressions": 30, "clicks": 1, "ctr": (1 + 2.5) / 50,
         "popularity_1d": 0.0, "popularity_7d": 2.0, "popularity_30d": 2.0,
-        "last_interaction": T - 2 * DAY_MS, "rating_mean": 4.5, "rating_count": 2, "as_of": T})
+        "last_interaction": T - 2 * DAY_MS, "rating_mean": 4.5, "rating_count": 2})
     assert signals_of(es, settings_for, "i4") == pytest.approx({
         "impressions": 0, "clicks": 1, "ctr": (1 + 2.5) / 20,
         "popularity_1d": 1.0, "popularity_7d": 1 + 2.0, "popularity_30d": 3.0,
-        "last_interaction": T, "rating_mean": 2.0, "rating_count": 1, "as_of": T})
-    assert signals_of(es, settings_for, "i3") is None  # its only event is after as_of
-    assert signals_of(es, settings_for, "i5") is None
+        "last_interaction": T, "rating_mean": 2.0, "rating_count": 1})
+    # No events up to as_of (i3's only event is after it): the reset values, CTR at the prior.
+    reset_at_t = {"impressions": 0, "clicks": 0, "ctr": 0.125, "popularity_1d": 0.0, "popularity_7d": 0.0,
+                  "popularity_30d": 0.0, "last_interaction": None, "rating_mean": None, "rating_count": 0}
+    assert signals_of(es, settings_for, "i3") == pytest.approx(reset_at_t)
+    assert signals_of(es, settings_for, "i5") == pytest.approx(reset_at_t)
+    assert signals_as_of(es, settings_for) == T  # recorded once, on the index
+    # A read of the past computes exactly what the refresh wrote, without writing.
+    written = {i: signals_of(es, settings_for, i) for i in ("i1", "i2", "i3", "i4", "i5")}
+    assert item_signals(es, settings_for, list(written), as_of=T) == written
 
     # Same as_of again: nothing changes, Elasticsearch reports no-ops.
     same = refresh_signals(es, settings_for, as_of=T)
-    assert (same.items_updated, same.items_unchanged) == (3, 3)
+    assert (same.items_updated, same.items_reset, same.items_unchanged) == (3, 2, 5)
 
     # --- as_of T + 2 days: the later events count now. 41 impressions, 7 clicks.
     later = refresh_signals(es, settings_for, as_of=T + 2 * DAY_MS)
@@ -369,7 +378,7 @@ def test_signals_as_of(es, settings_for, tmp_path):
     assert i3 == pytest.approx({
         "impressions": 0, "clicks": 1, "ctr": (1 + 20 * prior) / 20,
         "popularity_1d": 1.0, "popularity_7d": 1.0, "popularity_30d": 1.0,  # T+1d sits on the window's start
-        "last_interaction": T + DAY_MS, "rating_mean": None, "rating_count": 0, "as_of": T + 2 * DAY_MS})
+        "last_interaction": T + DAY_MS, "rating_mean": None, "rating_count": 0})
     i1 = signals_of(es, settings_for, "i1")
     assert (i1["impressions"], i1["clicks"], i1["last_interaction"]) == (11, 4, T + HOUR_MS)
     assert (i1["popularity_1d"], i1["popularity_7d"], i1["popularity_30d"]) == (0.0, 3.0, 4 + 3.0)
@@ -378,27 +387,24 @@ def test_signals_as_of(es, settings_for, tmp_path):
     # --- as_of T - 30 days: only the two events at T - 40 days exist; i1 and i3 are reset.
     earlier = refresh_signals(es, settings_for, as_of=T - 30 * DAY_MS)
     assert (earlier.events_seen, earlier.global_ctr) == (2, 0.0)
-    assert (earlier.items_updated, earlier.items_reset, earlier.items_missing) == (2, 2, 0)
+    assert (earlier.items_updated, earlier.items_reset, earlier.items_missing) == (2, 3, 0)
     es.indices.refresh(index=settings_for.index("items"))
     reset = {"impressions": 0, "clicks": 0, "ctr": 0.0, "popularity_1d": 0.0, "popularity_7d": 0.0,
-             "popularity_30d": 0.0, "last_interaction": None, "rating_mean": None, "rating_count": 0,
-             "as_of": T - 30 * DAY_MS}
+             "popularity_30d": 0.0, "last_interaction": None, "rating_mean": None, "rating_count": 0}
     assert signals_of(es, settings_for, "i1") == reset
     assert signals_of(es, settings_for, "i3") == reset
     assert signals_of(es, settings_for, "i2") == pytest.approx({
         "impressions": 0, "clicks": 1, "ctr": 1 / 20, "popularity_1d": 0.0, "popularity_7d": 0.0,
-        "popularity_30d": 1.0, "last_interaction": T - 40 * DAY_MS, "rating_mean": None, "rating_count": 0,
-        "as_of": T - 30 * DAY_MS})
+        "popularity_30d": 1.0, "last_interaction": T - 40 * DAY_MS, "rating_mean": None, "rating_count": 0})
     assert signals_of(es, settings_for, "i4") == pytest.approx({
         "impressions": 0, "clicks": 0, "ctr": 0.0, "popularity_1d": 0.0, "popularity_7d": 0.0,
-        "popularity_30d": 1.0, "last_interaction": T - 40 * DAY_MS, "rating_mean": 2.0, "rating_count": 1,
-        "as_of": T - 30 * DAY_MS})
-    assert signals_of(es, settings_for, "i5") is None
+        "popularity_30d": 1.0, "last_interaction": T - 40 * DAY_MS, "rating_mean": 2.0, "rating_count": 1})
+    assert signals_of(es, settings_for, "i5") == reset
 
 
 def test_refresh_without_events_index_only_resets(es, settings_for):
     make_items(es, settings_for, ["a"])
-    es.update(index=settings_for.index("items"), id="a", doc={"signals": {"clicks": 4, "as_of": T}}, refresh=True)
+    es.update(index=settings_for.index("items"), id="a", doc={"signals": {"clicks": 4}}, refresh=True)
     summary = refresh_signals(es, settings_for, as_of=T, prior_strength=0.0)
     assert (summary.events_seen, summary.items_updated, summary.items_reset) == (0, 0, 1)
     es.indices.refresh(index=settings_for.index("items"))

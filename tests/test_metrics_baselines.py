@@ -274,3 +274,27 @@ def test_als_without_implicit_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "implicit.cpu.als", None)  # makes the import fail
     with pytest.raises(ImportError, match=r"pip install implicit=="):
         ALS().fit(planted_blocks())
+
+
+def test_baselines_fold_in_a_history_given_at_query_time():
+    """Per-user cut times: the model is fitted once, each user's own history is given per request."""
+    events = []
+    for n in range(6):
+        events += [ev(f"u{n}", "camera", 10 + n), ev(f"u{n}", "lens", 20 + n)]
+    events += [ev("u0", "tripod", 50)]
+    cooc = CoOccurrence().fit(events)
+    # A user the model never saw, described by their events: the same list a trained user gets.
+    assert cooc.recommend_history([ev("new", "camera", 70)], 5) == ["lens", "tripod"]
+    assert cooc.recommend_history([ev("new", "camera", 70), ev("new", "lens", 71)], 5) == ["tripod"]
+    assert cooc.recommend_history([ev("new", "camera", 70, "rating", 1.0)], 5) == []  # disliked: no basis
+
+    pop = MostPopular(window_days=1000).fit(events)
+    assert pop.recommend_history([ev("new", "lens", 70)], 2) == ["camera", "tripod"]
+
+    pytest.importorskip("implicit")
+    blocks = planted_blocks()
+    als = ALS(factors=2, iterations=20, seed=0).fit(blocks)
+    newcomer = [ev("newcomer", f"B{j}", 1000 + j, "rating", 5.0) for j in range(4)]
+    recs = als.recommend_history(newcomer, 4)
+    assert len(recs) == 4 and all(i.startswith("B") for i in recs), recs  # factors recomputed from the history
+    assert not {e["item_id"] for e in newcomer} & set(recs)

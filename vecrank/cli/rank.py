@@ -21,9 +21,14 @@ def _shared(fn):
         click.option("--item-field", "item_fields", multiple=True, metavar="FIELD",
                      help="Numeric item field used as a feature (e.g. year). Repeatable."),
         click.option("--horizon-days", type=click.FloatRange(1), default=180.0, show_default=True,
-                     help="Label window after each training cut."),
+                     help="Label window after each cut: the user's positives in [cut, cut + H]."),
         click.option("--train-cuts", type=click.IntRange(1, 20), default=3, show_default=True,
-                     help="Training cut times (T-2H, T-3H, ...); T-H is the early-stopping slice."),
+                     help="Training cuts per user, spread over 50%-80% of their interactions; the latest "
+                          "20%% of requests are the early-stopping slice."),
+        click.option("--max-train-requests", type=click.IntRange(10), default=1500, show_default=True,
+                     help="Replay at most this many training requests (the latest)."),
+        click.option("--bucket-days", type=click.FloatRange(min=0.001), default=30.0, show_default=True,
+                     help="Requests read signals and popular items as of the start of their bucket of this size."),
         click.option("--pool", type=click.IntRange(10, 1000), default=100, show_default=True,
                      help="Candidates retrieved and ranked per request."),
         click.option("--popular-mix", type=click.IntRange(0, 1000), default=50, show_default=True,
@@ -57,11 +62,13 @@ def _register(ctx, model, activate: bool):
 @click.option("--register/--no-register", default=True, show_default=True, help="Register the trained model.")
 @_shared
 @json_option
-def evaluate_command(test_fraction, max_users, out_dir, register, facets, item_fields, horizon_days, train_cuts, pool,
-                     popular_mix, objective, model_id, activate, seed, as_json) -> None:
-    """Time-split the events in Elasticsearch at T; train the ranker on replays before T; rank for
-    every user with history and later positives; compare NDCG@10, Recall@10/50, MRR, coverage
-    and diversity with most-popular, co-occurrence, ALS and kNN-only on the same users."""
+def evaluate_command(test_fraction, max_users, out_dir, register, facets, item_fields, horizon_days, train_cuts,
+                     max_train_requests, bucket_days, pool, popular_mix, objective, model_id, activate, seed,
+                     as_json) -> None:
+    """Train the ranker on replays before T (the 1 - test-fraction quantile of event times); hold
+    out each later user's last test-fraction of interactions; compare NDCG@10, Recall@10/50, MRR,
+    coverage and diversity with most-popular, co-occurrence, ALS and kNN-only on the same users.
+    Read-only: the past is computed from the events, the index is not rewritten."""
     from vecrank.cli import echo_json, echo_table
     from vecrank.rank import Recommender
     from vecrank.rank.evaluate import EvalConfig, load_events, run, write_outputs
@@ -74,6 +81,7 @@ def evaluate_command(test_fraction, max_users, out_dir, register, facets, item_f
     catalog = ctx.client.count(index=ctx.settings.index("items"))["count"]
     report = run(Recommender(ctx.client, ctx.settings), events, _spec(facets, item_fields), catalog_size=catalog,
                  config=EvalConfig(test_fraction=test_fraction, horizon_days=horizon_days, train_cuts=train_cuts,
+                                   max_train_requests=max_train_requests, bucket_days=bucket_days,
                                    pool=pool, max_users=max_users, popular_mix=popular_mix),
                  train_config=TrainConfig(objective=objective, seed=seed), model_id=model_id)
     files = write_outputs(report, out_dir)
@@ -101,14 +109,14 @@ def evaluate_command(test_fraction, max_users, out_dir, register, facets, item_f
                    "--horizon-days, the latest 20%% of requests for early stopping.")
 @_shared
 @json_option
-def train_command(from_log, facets, item_fields, horizon_days, train_cuts, pool, popular_mix, objective, model_id,
-                  activate, seed, as_json) -> None:
-    """Replay the whole event history (cuts before the newest event), or use the serving feature
-    log, train and register a version."""
+def train_command(from_log, facets, item_fields, horizon_days, train_cuts, max_train_requests, bucket_days, pool,
+                  popular_mix, objective, model_id, activate, seed, as_json) -> None:
+    """Replay the whole event history (per-user cuts, the latest requests), or use the serving
+    feature log, train and register a version."""
     from vecrank.rank import Recommender
     from vecrank.rank.evaluate import EvalConfig, load_events, train_model
     from vecrank.rank.model import RankerModel
-    from vecrank.rank.train import TrainConfig, from_feature_log, group_by_user, train_ranker
+    from vecrank.rank.train import TrainConfig, from_feature_log, train_ranker
 
     ctx = app()
     if from_log:
@@ -128,10 +136,11 @@ def train_command(from_log, facets, item_fields, horizon_days, train_cuts, pool,
     events = load_events(ctx.client, ctx.settings)
     if not events:
         raise click.ClickException(f"no events in {ctx.settings.index('events')}; run `vecrank ingest events` first")
-    end = max(int(e["timestamp"]) for e in events)  # early stopping on the last H days, training before
-    model = train_model(Recommender(ctx.client, ctx.settings), group_by_user(events), _spec(facets, item_fields),
+    end = max(int(e["timestamp"]) for e in events) + 1  # every event may label a training request
+    model = train_model(Recommender(ctx.client, ctx.settings), events, _spec(facets, item_fields),
                         cutoff_ms=end, config=EvalConfig(horizon_days=horizon_days, train_cuts=train_cuts, pool=pool,
-                                                         popular_mix=popular_mix),
+                                                         max_train_requests=max_train_requests,
+                                                         bucket_days=bucket_days, popular_mix=popular_mix),
                         train_config=TrainConfig(objective=objective, seed=seed), model_id=model_id)
     _echo_trained(_register(ctx, model, activate), as_json)
 
