@@ -152,7 +152,8 @@ class TrainingTable:
     def summary(self) -> dict[str, Any]:
         labels = np.asarray(self.label)
         return {"rows": len(self), "requests": int(len(self.groups())), "users": len(set(self.user_id)),
-                "cuts": sorted(set(self.cut_ms)), "positive_rows": int((labels > 0).sum()),
+                "cuts": len(set(self.cut_ms)), "first_cut_ms": min(self.cut_ms, default=None),
+                "last_cut_ms": max(self.cut_ms, default=None), "positive_rows": int((labels > 0).sum()),
                 "label_counts": {str(g): int((labels == g).sum()) for g in sorted(set(labels.tolist()))}}
 
 
