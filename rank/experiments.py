@@ -548,29 +548,24 @@ def collect_events(client: Elasticsearch, settings: Settings, experiment: Experi
     return [h["_source"] for h in scan(client, index=index, query=body, size=5000)]
 
 
-def analyse(experiment: Experiment, events: Iterable[Mapping[str, Any]], *, end_ms: int | None = None,
-            attribution_ms: int = DAY_MS, n_boot: int = 2000, seed: int = 0, series_points: int = 24) -> ExperimentReport:
-    """The report of ``experiment`` from its events (a pure function: tests feed it known events).
+@dataclass
+class _Attributed:
+    requests: dict[str, _Request]
+    by_unit: dict[str, list[_Request]]  # unit -> requests of the users assigned to it
+    user_unit: dict[str, str]
+    converted: dict[str, int]  # user -> first conversion instant
+    counts: dict[str, int]
+    warnings: list[str]
 
-    Args:
-        experiment: the definition.
-        events: stored event documents (``user_id``, ``item_id``, ``type``, ``timestamp``,
-            ``request_id``, ``position``, ``arm``...), in any order.
-        end_ms: the end of the exposure window (default: stopped_at, else now).
-        attribution_ms: how long after ``end_ms`` clicks and conversions still count.
-        n_boot: bootstrap resamples for per-user metrics and the interleaving preference.
-        seed: seeds the resampling.
-        series_points: points of the cumulative series.
-    """
-    exp = experiment
-    start = exp.started_at or exp.created_at
-    end = end_ms or exp.stopped_at or int(time.time() * 1000)
+
+def _attribute(exp: Experiment, events: Sequence[Mapping[str, Any]], *, start: int, end: int,
+               attribution_ms: int) -> _Attributed:
+    """Requests from the experiment's impressions, then clicks joined by request id and
+    conversions by user (see the module docstring)."""
     prefix = f"{exp.experiment_id}/"
     arm_names = {a.name for a in exp.arms} | {HOLDOUT}
-    events = list(events)
     warnings: list[str] = []
-    counts = defaultdict(int)
-
+    counts: dict[str, int] = defaultdict(int)
     requests: dict[str, _Request] = {}
     for e in events:
         label = e.get("arm") or ""
@@ -627,13 +622,61 @@ def analyse(experiment: Experiment, events: Iterable[Mapping[str, Any]], *, end_
     if counts.get("requests_of_users_in_another_arm"):
         warnings.append(f"{counts['requests_of_users_in_another_arm']} requests came from users already seen in "
                         "another arm (assignment changed mid-experiment?); they count in the user's first arm")
-
-    units = list(exp.expected_shares())
-    by_unit: dict[str, list[_Request]] = {u: [] for u in units}
+    by_unit: dict[str, list[_Request]] = {u: [] for u in exp.expected_shares()}
     for req in requests.values():
-        by_unit.setdefault(user_unit[req.user], [])
         if user_unit[req.user] == req.unit:
-            by_unit[req.unit].append(req)
+            by_unit.setdefault(req.unit, []).append(req)
+    return _Attributed(requests, by_unit, user_unit, converted, dict(counts), warnings)
+
+
+def user_outcomes(experiment: Experiment, events: Iterable[Mapping[str, Any]], *, end_ms: int | None = None,
+                  attribution_ms: int = DAY_MS) -> list[dict[str, Any]]:
+    """One row per exposed user: unit, first exposure, requests, exposures, clicks, converted, mean
+    click NDCG, and for interleaving the user's wins (a, b, ties). Power analyses resample these."""
+    exp = experiment
+    start = exp.started_at or exp.created_at
+    end = end_ms or exp.stopped_at or int(time.time() * 1000)
+    att = _attribute(exp, list(events), start=start, end=end, attribution_ms=attribution_ms)
+    a, b = exp.control, next(x.name for x in exp.arms if x.name != exp.control)
+    rows: dict[str, dict[str, Any]] = {}
+    for unit, reqs in att.by_unit.items():
+        for r in sorted(reqs, key=lambda r: r.ts):
+            row = rows.setdefault(r.user, {"user": r.user, "unit": unit, "first_ts": r.ts, "requests": 0,
+                                           "exposures": 0, "clicks": 0, "ndcg": [], "wins": [0, 0, 0],
+                                           "converted": r.user in att.converted})
+            row["requests"] += 1
+            row["exposures"] += len(r.shown)
+            row["clicks"] += len(r.clicked)
+            row["ndcg"].append(stats.click_ndcg([r.shown[i] for i in r.clicked], k=exp.ndcg_k))
+            if unit == INTERLEAVED:
+                result = outcome(credit(r.teams, r.clicked), a, b)
+                if result is not None:
+                    row["wins"][0 if result == a else 1 if result == b else 2] += 1
+    for row in rows.values():
+        row["ndcg"] = float(np.mean(row["ndcg"]))
+    return sorted(rows.values(), key=lambda r: r["first_ts"])
+
+
+def analyse(experiment: Experiment, events: Iterable[Mapping[str, Any]], *, end_ms: int | None = None,
+            attribution_ms: int = DAY_MS, n_boot: int = 2000, seed: int = 0, series_points: int = 24) -> ExperimentReport:
+    """The report of ``experiment`` from its events (a pure function: tests feed it known events).
+
+    Args:
+        experiment: the definition.
+        events: stored event documents (``user_id``, ``item_id``, ``type``, ``timestamp``,
+            ``request_id``, ``position``, ``arm``...), in any order.
+        end_ms: the end of the exposure window (default: stopped_at, else now).
+        attribution_ms: how long after ``end_ms`` clicks and conversions still count.
+        n_boot: bootstrap resamples for per-user metrics and the interleaving preference.
+        seed: seeds the resampling.
+        series_points: points of the cumulative series.
+    """
+    exp = experiment
+    start = exp.started_at or exp.created_at
+    end = end_ms or exp.stopped_at or int(time.time() * 1000)
+    events = list(events)
+    att = _attribute(exp, events, start=start, end=end, attribution_ms=attribution_ms)
+    by_unit, converted, counts, warnings = att.by_unit, att.converted, dict(att.counts), list(att.warnings)
 
     def per_user(reqs: list[_Request], until: int | None = None) -> dict[str, tuple[int, list[float], int]]:
         """user -> (clicks, per-request NDCGs, exposures) over requests up to ``until``."""
@@ -702,9 +745,9 @@ def analyse(experiment: Experiment, events: Iterable[Mapping[str, Any]], *, end_
         pref = preference(interleaving_outcomes(by_unit.get(INTERLEAVED, []), a, b), a, b, n_boot=n_boot, seed=seed)
 
     series = _series(exp, by_unit, arm_stats, start, end, series_points, a_b=(pref.a, pref.b) if pref else None)
-    counts.update({"events_read": len(events), "requests": len(requests), "users": len(user_unit),
+    counts.update({"events_read": len(events), "requests": len(att.requests), "users": len(att.user_unit),
                    "converted_users": len(converted)})
-    return ExperimentReport(exp, (start, end), arms, comparisons, srm, pref, series, dict(counts), warnings)
+    return ExperimentReport(exp, (start, end), arms, comparisons, srm, pref, series, counts, warnings)
 
 
 def interleaving_outcomes(reqs: Iterable[_Request], a: str, b: str) -> dict[str, list[int]]:

@@ -1,0 +1,99 @@
+"""Team-draft interleaving: the merge's invariants, credit, and the preference on known outcomes."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from vecrank.rank.experiments import INTERLEAVED, Arm, Experiment, analyse
+from vecrank.rank.interleaving import credit, outcome, preference, team_draft
+
+T0 = 1_700_000_000_000
+
+
+def test_team_draft_invariants():
+    rng = random.Random(0)
+    catalog = [f"i{n}" for n in range(40)]
+    for trial in range(300):
+        a, b = rng.sample(catalog, 15), rng.sample(catalog, 15)
+        k = rng.randint(1, 20)
+        merged = team_draft({"A": a, "B": b}, k, seed=f"req-{trial}")
+        items = [i for i, _ in merged]
+        assert len(items) == len(set(items)) == min(k, len(set(a) | set(b)))
+        picks = {"A": 0, "B": 0}
+        for n, (item, team) in enumerate(merged, 1):
+            picks[team] += 1
+            # while both lists have items left, the teams never differ by more than one pick
+            assert abs(picks["A"] - picks["B"]) <= 1 or n > 2 * min(len(a), len(b))
+            own = a if team == "A" else b
+            # a team's pick is its best item not already shown
+            assert item == next(x for x in own if x not in items[: n - 1])
+    same = team_draft({"A": ["x", "y"], "B": ["x", "y"]}, 2, seed="s")
+    assert [i for i, _ in same] == ["x", "y"] and {t for _, t in same} == {"A", "B"}
+    assert team_draft({"A": list("abc"), "B": list("de")}, 5, seed="r") == team_draft(
+        {"A": list("abc"), "B": list("de")}, 5, seed="r")  # reproducible from the request id
+    with pytest.raises(ValueError, match="exactly two"):
+        team_draft({"A": ["x"]}, 1)
+
+
+def test_the_first_pick_is_a_fair_coin():
+    firsts = [team_draft({"A": ["a"], "B": ["b"]}, 1, seed=f"r{n}")[0][1] for n in range(4000)]
+    assert firsts.count("A") / 4000 == pytest.approx(0.5, abs=0.03)
+
+
+def test_credit_and_outcome():
+    teams = {"a": "A", "b": "B", "c": "A"}
+    assert credit(teams, ["a", "c", "c", "zz"]) == {"A": 2, "B": 0}
+    assert outcome({"A": 2, "B": 0}, "A", "B") == "A"
+    assert outcome({"A": 1, "B": 1}, "A", "B") == "tie"
+    assert outcome({"A": 0, "B": 0}, "A", "B") is None
+
+
+def test_preference_on_known_outcomes():
+    # 60 users: 40 prefer B (2 wins each), 20 prefer A (1 win each), plus 10 ties in all
+    per_user = {f"b{n}": (0, 2, 0) for n in range(40)} | {f"a{n}": (1, 0, 0) for n in range(20)}
+    per_user |= {f"t{n}": (0, 0, 1) for n in range(10)}
+    r = preference(per_user, "A", "B", n_boot=1000)
+    assert (r.wins_a, r.wins_b, r.ties, r.requests_with_clicks, r.users) == (20, 80, 10, 110, 70)
+    assert r.share_b == pytest.approx((80 + 5) / 110)
+    assert (r.users_preferring_a, r.users_preferring_b) == (20, 40)
+    # sign test over users: 2 * sum_{k=40..60} C(60, k) / 2^60, computed exactly with integers
+    from math import comb
+
+    assert r.p_value == pytest.approx(2 * sum(comb(60, k) for k in range(40, 61)) / 2**60, rel=1e-9)
+    assert r.p_value == pytest.approx(0.013489, abs=1e-6)
+    assert r.ci[0] > 0.5 and r.winner == "B"
+    even = preference({f"u{n}": ((1, 0, 0) if n % 2 else (0, 1, 0)) for n in range(200)}, "A", "B", n_boot=1000)
+    assert even.winner is None and even.ci[0] < 0.5 < even.ci[1]
+    assert preference({}, "A", "B").share_b is None
+
+
+def test_interleaving_report_finds_the_better_ranker():
+    """Simulated users click items by relevance; ranker B puts relevant items higher than A."""
+    exp = Experiment("tdi", arms=(Arm("A"), Arm("B")), type="interleaving", salt="s", holdout=0.2,
+                     started_at=T0, stopped_at=T0 + 10**8)
+    rng = random.Random(7)
+    events = []
+    for n in range(400):
+        user = f"u{n}"
+        relevant = {f"i{j}" for j in rng.sample(range(30), 5)}
+        ranked_b = sorted((f"i{j}" for j in range(30)), key=lambda i: (i not in relevant, rng.random()))
+        ranked_a = rng.sample(ranked_b, 30)
+        unit = exp.assign(user)
+        rid = f"r{n}"
+        if unit == INTERLEAVED:
+            merged = team_draft({"A": ranked_a, "B": ranked_b}, 10, seed=rid)
+        else:
+            merged = [(i, "holdout") for i in ranked_a[:10]]
+        for pos, (item, team) in enumerate(merged, 1):
+            events.append({"user_id": user, "item_id": item, "type": "impression", "timestamp": T0 + n,
+                           "request_id": rid, "position": pos, "arm": exp.label(team)})
+            if item in relevant and rng.random() < 0.7 / pos ** 0.5:
+                events.append({"user_id": user, "item_id": item, "type": "click", "timestamp": T0 + n + 1,
+                               "request_id": rid})
+    rep = analyse(exp, events, n_boot=500)
+    assert rep.interleaving.winner == "B" and rep.interleaving.p_value < 0.001
+    assert rep.arms[INTERLEAVED].users + rep.arms["holdout"].users == 400
+    assert not rep.srm.mismatch
+    assert "preference" in rep.series

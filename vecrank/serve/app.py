@@ -1,0 +1,378 @@
+"""The HTTP API (FastAPI; the OpenAPI spec is at ``/openapi.json``, interactive docs at ``/docs``).
+
+* ``GET /recommendations?user=42&query=space&k=10&filter=genres=Comedy&filter=year>=1990&context=31``
+  and ``POST /recommendations`` with ``{"user", "query", "filters", "k", "context_items"}``;
+* ``POST /events`` with ``{"events": [{"user", "item", "type", "timestamp"?, "value"?, "request_id"?,
+  "position"?}, ...]}``;
+* ``GET /health``.
+
+Every response carries ``X-Request-Id`` (and ``request_id`` in its JSON body); recommendations
+also carry the experiment arm and the model version (``X-Vecrank-Arm``, ``X-Vecrank-Model``, and
+in the body). Errors are ``{"error": {"status", "message", "details"}, "request_id"}``: 400 for a
+malformed JSON body, 422 for wrong types, out-of-range values, unknown fields or filters, 413 for a
+body over the size limit, 503 with ``Retry-After`` while Elasticsearch cannot answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Mapping
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Annotated, Any, Union
+
+import orjson
+from fastapi import Body, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from vecrank.serve.service import RecommendService, ServeConfig, Unavailable
+
+if TYPE_CHECKING:
+    from vecrank.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1_000_000
+_FILTER = re.compile(r"^\s*([\w.]+)\s*(>=|<=|>|<|=)\s*(.*)$")
+_RANGE_OPS = {">=": "gte", ">": "gt", "<=": "lte", "<": "lt"}
+_GET_PARAMS = {"user", "query", "k", "filter", "context"}
+
+Scalar = Union[StrictStr, StrictInt, StrictFloat, StrictBool]
+
+
+class RangeFilter(BaseModel):
+    """A range on a numeric or date field; at least one bound."""
+
+    model_config = ConfigDict(extra="forbid")
+    gte: Scalar | None = None
+    gt: Scalar | None = None
+    lte: Scalar | None = None
+    lt: Scalar | None = None
+
+    def to_filter(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+FilterValue = Union[Scalar, Annotated[list[Scalar], Field(min_length=1, max_length=100)], RangeFilter]
+
+
+class RecommendRequest(BaseModel):
+    """What ``POST /recommendations`` takes."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True,
+                              json_schema_extra={"examples": [{"user": "42", "query": "space adventure", "k": 10,
+                                                               "filters": {"genres": ["Comedy", "Drama"],
+                                                                           "year": {"gte": 1990}}}]})
+    user: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    query: Annotated[str, Field(max_length=1000)] | None = None
+    filters: Annotated[dict[str, FilterValue], Field(max_length=32)] = Field(default_factory=dict)
+    k: StrictInt = 10
+    context_items: Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=50)] = \
+        Field(default_factory=list)
+
+
+class RecommendedItem(BaseModel):
+    item_id: str
+    position: int
+    score: float | None
+    fields: dict[str, Any]
+    team: str | None = Field(None, description="interleaving: the arm whose ranking contributed this item")
+    model_version: str | None = Field(None, description="interleaving: the model version of the item's team")
+
+
+class RecommendResponse(BaseModel):
+    request_id: str
+    experiment: str | None
+    arm: str | None = Field(description="the user's arm, 'holdout', 'interleaved', or null outside experiments")
+    model_version: str
+    path: str
+    cold_start: bool
+    items: list[RecommendedItem]
+    timings_ms: dict[str, float]
+
+
+class EventIn(BaseModel):
+    """One event. ``timestamp``: ISO 8601 or epoch seconds/milliseconds; default now."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+    user: Annotated[str, Field(min_length=1, max_length=256)]
+    item: Annotated[str, Field(min_length=1, max_length=256)]
+    type: Annotated[str, Field(min_length=1, max_length=64)]
+    timestamp: Union[StrictInt, StrictFloat, Annotated[str, Field(max_length=64)]] | None = None
+    value: Union[StrictInt, StrictFloat] | None = None
+    request_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    position: Annotated[StrictInt, Field(ge=0, le=2**31 - 1)] | None = None
+
+
+class EventsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid",
+                              json_schema_extra={"examples": [{"events": [
+                                  {"user": "42", "item": "318", "type": "click", "request_id": "…"}]}]})
+    events: Annotated[list[EventIn], Field(min_length=1)]
+
+
+class EventsResponse(BaseModel):
+    request_id: str
+    accepted: int
+    duplicates: int
+    attributed: int
+    rejected: list[dict[str, Any]]
+    warnings: list[str]
+
+
+class ErrorResponse(BaseModel):
+    error: dict[str, Any]
+    request_id: str
+
+
+def parse_filter_expressions(values: list[str]) -> dict[str, Any]:
+    """``genres=Comedy`` (repeat a field for any of several values), ``year>=1990``, ``year<2000``.
+
+    Example:
+        >>> parse_filter_expressions(["genres=Comedy", "genres=Drama", "year>=1990"])
+        {'genres': ['Comedy', 'Drama'], 'year': {'gte': '1990'}}
+    """
+    from vecrank.rank.queries import RequestError
+
+    out: dict[str, Any] = {}
+    for item in values:
+        m = _FILTER.match(item)
+        if not m or not m.group(3):
+            raise RequestError(f"filter {item!r} is not FIELD=VALUE or FIELD>=VALUE")
+        name, op, value = m.groups()
+        current = out.get(name)
+        if op == "=":
+            if isinstance(current, dict):
+                raise RequestError(f"filter {name!r} has both a range and a value")
+            out[name] = value if current is None else [*(current if isinstance(current, list) else [current]), value]
+        else:
+            if current is not None and not isinstance(current, dict):
+                raise RequestError(f"filter {name!r} has both a range and a value")
+            out.setdefault(name, {})[_RANGE_OPS[op]] = value
+    return out
+
+
+def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status,
+                    media_type="application/json", headers=dict(headers or {}))
+
+
+def _request_id(request: Request) -> str:
+    return request.scope.setdefault("state", {}).setdefault("request_id", uuid.uuid4().hex)
+
+
+def _error(request: Request, status: int, message: str, details: Any = None,
+           headers: Mapping[str, str] | None = None) -> Response:
+    rid = _request_id(request)
+    body = {"error": {"status": status, "message": message, "details": details}, "request_id": rid}
+    return _json(body, status, {"X-Request-Id": rid, **(headers or {})})
+
+
+class _RequestIds:
+    """ASGI middleware: a request id for every request (``X-Request-Id``) and the body size limit.
+
+    Pure ASGI rather than ``BaseHTTPMiddleware``, which costs a task and a stream per request.
+    """
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = scope.setdefault("state", {}).setdefault("request_id", uuid.uuid4().hex)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            body = orjson.dumps({"error": {"status": 413, "message": f"request body over {MAX_BODY_BYTES} bytes",
+                                           "details": None}, "request_id": rid})
+            await send({"type": "http.response.start", "status": 413,
+                        "headers": [(b"content-type", b"application/json"), (b"x-request-id", rid.encode()),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+
+        async def send_with_id(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers") or [])
+                if not any(k.lower() == b"x-request-id" for k, _ in headers):
+                    headers.append((b"x-request-id", rid.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def _validation_message(errors: list[dict[str, Any]]) -> tuple[int, str]:
+    for e in errors:
+        if e.get("type") == "json_invalid":
+            ctx = e.get("ctx") or {}
+            return 400, f"malformed JSON body: {ctx.get('error', e.get('msg'))}"
+    first = errors[0]
+    loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+    if first.get("type") == "missing" and loc == "body":
+        return 422, "a JSON body is required"
+    if first.get("type") == "extra_forbidden":
+        return 422, f"unknown field {loc!r}"
+    return 422, f"{loc}: {first.get('msg')}"
+
+
+def create_app(service: RecommendService | None = None, *, settings: Settings | None = None,
+               config: ServeConfig | None = None, threads: int = 8, warm_up: bool = True) -> FastAPI:
+    """The FastAPI application over ``service`` (or a new one for ``settings`` and ``config``).
+
+    Args:
+        service: an existing service (tests share one); else built at startup.
+        settings: the cluster and index prefix, when no service is given.
+        config: service settings, when no service is given.
+        threads: worker threads for requests (each holds at most one Elasticsearch connection).
+        warm_up: load the models and the query embedder before accepting requests.
+    """
+    holder: dict[str, RecommendService] = {}
+    if service is not None:
+        holder["service"] = service
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        import anyio.to_thread
+
+        anyio.to_thread.current_default_thread_limiter().total_tokens = threads
+        owned = "service" not in holder
+        if owned:
+            if settings is None:
+                raise ValueError("create_app needs a service or settings")
+            holder["service"] = RecommendService(settings, config)
+        if warm_up:
+            await anyio.to_thread.run_sync(holder["service"].warm_up)
+        log.info("vecrank serve ready")
+        try:
+            yield
+        finally:
+            if owned:
+                await anyio.to_thread.run_sync(holder["service"].close)
+
+    app = FastAPI(title="vecrank", summary="Personalized recommendations on Elasticsearch, with A/B and "
+                  "interleaving experiments.", version=_version(), lifespan=lifespan,
+                  responses={422: {"model": ErrorResponse, "description": "invalid request"},
+                             503: {"model": ErrorResponse, "description": "Elasticsearch unavailable; see Retry-After"}})
+    app.add_middleware(_RequestIds)
+
+    def svc() -> RecommendService:
+        return holder["service"]
+
+    def retry_after() -> dict[str, str]:
+        return {"Retry-After": str(svc().config.retry_after_s)}
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        errors = list(exc.errors())
+        status, message = _validation_message(errors)
+        details = [{"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg"), "type": e.get("type")}
+                   for e in errors[:20]]
+        return _error(request, status, message, details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        return _error(request, exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Unavailable)
+    async def _down(request: Request, exc: Unavailable) -> Response:
+        return _error(request, 503, f"{exc}; retry later", headers=retry_after())
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> Response:
+        from vecrank.rank.queries import RequestError
+        from vecrank.serve.service import unavailable_cause
+
+        if isinstance(exc, RequestError):
+            return _error(request, 422, str(exc))
+        cause = unavailable_cause(exc)
+        if cause is not None:
+            return _error(request, 503, f"{cause}; retry later", headers=retry_after())
+        from vecrank.errors import VecrankError
+
+        if isinstance(exc, VecrankError):  # the service is not ready (no items index, model missing...)
+            return _error(request, 503, str(exc), headers=retry_after())
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return _error(request, 500, f"internal error ({type(exc).__name__}); see the service log")
+
+    def recommend(request: Request, **kwargs: Any) -> Response:
+        from vecrank.rank.queries import RequestError
+
+        try:
+            body = svc().recommend(request_id=_request_id(request), **kwargs)
+        except RequestError as exc:
+            return _error(request, 422, str(exc))
+        headers = {"X-Vecrank-Arm": body["arm"] or "none", "X-Vecrank-Model": body["model_version"],
+                   "X-Request-Id": body["request_id"]}
+        return _json(body, 200, headers)
+
+    @app.get("/recommendations", response_model=RecommendResponse, summary="Recommendations for a user and/or query")
+    def get_recommendations(request: Request, user: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
+                            query: Annotated[str | None, Query(max_length=1000)] = None,
+                            k: Annotated[int, Query(description="how many items")] = 10,
+                            filter: Annotated[list[str], Query(max_length=32, description=(
+                                "FIELD=VALUE (repeat for any of several values), FIELD>=V, FIELD<V..."))] = [],  # noqa: B006
+                            context: Annotated[list[str], Query(max_length=50, description="item ids on screen")] = [],  # noqa: B006
+                            ) -> Response:
+        from vecrank.rank.queries import RequestError
+
+        unknown = sorted(set(request.query_params) - _GET_PARAMS)
+        if unknown:
+            return _error(request, 422, f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(_GET_PARAMS))}")
+        try:
+            filters = parse_filter_expressions(filter)
+        except RequestError as exc:
+            return _error(request, 422, str(exc))
+        return recommend(request, user=user, query=query, filters=filters, k=k, context_items=context)
+
+    @app.post("/recommendations", response_model=RecommendResponse, summary="Recommendations (JSON body)")
+    def post_recommendations(request: Request, body: Annotated[RecommendRequest, Body()]) -> Response:
+        filters = {name: v.to_filter() if isinstance(v, RangeFilter) else v for name, v in body.filters.items()}
+        return recommend(request, user=body.user, query=body.query, filters=filters, k=body.k,
+                         context_items=body.context_items)
+
+    @app.post("/events", response_model=EventsResponse, summary="Record a batch of events")
+    def post_events(request: Request, body: Annotated[EventsRequest, Body()]) -> Response:
+        limit = svc().config.max_events
+        if len(body.events) > limit:
+            return _error(request, 413, f"at most {limit} events per request, not {len(body.events)}")
+        result = svc().record_events([e.model_dump() for e in body.events])
+        result["request_id"] = _request_id(request)
+        status = 422 if result["rejected"] and not (result["accepted"] or result["duplicates"]) else 200
+        if status == 422:
+            first = result["rejected"][0]
+            return _error(request, 422, f"no event stored; event {first['index']}: {first['reason']}"
+                          + (f" ({first['detail']})" if first.get("detail") else ""), result["rejected"])
+        return _json(result, status)
+
+    @app.get("/health", summary="Liveness and readiness: Elasticsearch, the experiment, the default model")
+    def health(request: Request) -> Response:
+        ok, body = svc().health()
+        body["request_id"] = _request_id(request)
+        return _json(body, 200 if ok else 503, None if ok else retry_after())
+
+    return app
+
+
+def _version() -> str:
+    from vecrank import __version__
+
+    return __version__
+
+
+def app_from_env() -> FastAPI:
+    """The app for ``uvicorn --factory`` in worker processes: settings and config come from the
+    ``VECRANK_SERVE_JSON`` variable that ``vecrank serve`` sets for its workers."""
+    import json
+    import os
+
+    from vecrank.settings import Settings
+
+    spec = json.loads(os.environ["VECRANK_SERVE_JSON"])
+    settings = Settings.load(spec["overrides"])
+    return create_app(settings=settings, config=ServeConfig.from_dict(spec["config"]), threads=spec["threads"])

@@ -1,0 +1,625 @@
+"""What the HTTP service does, without HTTP: recommendations under the running experiment, events
+attributed to the arm that served them, and health.
+
+One :class:`RecommendService` per process. It holds one *engine* per ranker it serves (a model
+version plus retrieval settings, each over its own :class:`~vecrank.rank.recommender.Recommender`
+that shares one query embedder), the running experiment (re-read every few seconds, so
+``vecrank experiment start|stop`` takes effect without a restart), the active default model
+(re-read likewise), a bounded memory of recent requests (request id → arm, model version, shown
+positions) for attributing events, and a :class:`~vecrank.serve.writer.BackgroundWriter` for
+exposures and feature rows.
+
+Nothing here needs Elasticsearch to construct: while the cluster is unreachable each call raises
+:class:`Unavailable`, and the next call after it comes back simply works.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from vecrank.errors import VecrankError
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
+
+    from vecrank.rank.experiments import Arm, Experiment
+    from vecrank.rank.model import RankerModel
+    from vecrank.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_RETRIEVAL_STATUSES = {429, 502, 503, 504}
+
+
+class Unavailable(VecrankError):
+    """Elasticsearch cannot answer now; the caller should retry later (HTTP 503)."""
+
+
+def unavailable_cause(exc: BaseException) -> str | None:
+    """A short reason when ``exc`` means the cluster is down, busy or not ready; else None."""
+    import elastic_transport
+    from elasticsearch import ApiError
+
+    if isinstance(exc, Unavailable):
+        return str(exc)
+    if isinstance(exc, (elastic_transport.ConnectionError, elastic_transport.ConnectionTimeout)):
+        return f"Elasticsearch unreachable ({type(exc).__name__})"
+    if isinstance(exc, ApiError) and exc.meta.status in _RETRIEVAL_STATUSES:
+        return f"Elasticsearch answered HTTP {exc.meta.status}"
+    if isinstance(exc, elastic_transport.TransportError):
+        return f"Elasticsearch transport error ({type(exc).__name__})"
+    return None
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Service settings (``vecrank serve`` options).
+
+    Args:
+        model_id: registry id whose active version ranks requests outside experiments.
+        pool: candidates a ranker scores per request (an arm's ``pool`` overrides it).
+        max_k: largest ``k`` a request may ask for.
+        item_fields: item fields returned with each item (None: the whole document).
+        log_exposures: record an impression per shown item (needed by experiment reports).
+        log_features: record the feature rows of ranked items (``vecrank train --from-log``).
+        experiment_refresh_s: how often the running experiment is re-read.
+        model_refresh_s: how often the default model's active version is re-read.
+        remember_requests: recent requests kept in memory for attributing events.
+        max_events: events per ``POST /events``.
+        retry_after_s: the ``Retry-After`` of a 503.
+        es_timeout_s: per-request Elasticsearch timeout while serving.
+    """
+
+    model_id: str = "vecrank"
+    pool: int = 100
+    max_k: int = 100
+    item_fields: tuple[str, ...] | None = None
+    log_exposures: bool = True
+    log_features: bool = True
+    experiment_refresh_s: float = 5.0
+    model_refresh_s: float = 30.0
+    remember_requests: int = 100_000
+    max_events: int = 1000
+    retry_after_s: int = 5
+    es_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_k <= 1000:
+            raise ValueError(f"max_k must be between 1 and 1000, not {self.max_k}")
+        if not 1 <= self.pool <= 1000:
+            raise ValueError(f"pool must be between 1 and 1000, not {self.pool}")
+        if not 1 <= self.max_events <= 100_000:
+            raise ValueError(f"max_events must be between 1 and 100000, not {self.max_events}")
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        out = asdict(self)
+        out["item_fields"] = list(self.item_fields) if self.item_fields is not None else None
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ServeConfig:
+        data = dict(data)
+        if data.get("item_fields") is not None:
+            data["item_fields"] = tuple(data["item_fields"])
+        return cls(**data)
+
+
+class _SharedEmbedder:
+    """One query embedder for every engine, loaded on first use with the live index's model."""
+
+    def __init__(self, client: Elasticsearch, settings: Settings):
+        self._client, self._settings = client, settings
+        self._embedder = None
+        self._lock = threading.Lock()
+
+    def encode(self, texts: Sequence[str], **kwargs: Any) -> np.ndarray:
+        if self._embedder is None:
+            with self._lock:
+                if self._embedder is None:
+                    from vecrank.rank.recommender import Recommender
+
+                    self._embedder = Recommender(self._client, self._settings).embedder
+        return self._embedder.encode(texts, **kwargs)
+
+
+@dataclass
+class Served:
+    item_id: str
+    score: float | None
+    fields: dict[str, Any]
+    features: np.ndarray | None = field(default=None, repr=False)
+
+
+@dataclass
+class EngineResult:
+    model_version: str
+    path: str
+    cold_start: bool
+    items: list[Served]
+    spec: str | None  # feature spec fingerprint of the model, for the feature log
+    timings_ms: dict[str, float]
+
+
+class Engine:
+    """One ranker: a model version (or none: retrieval order) over retrieval settings."""
+
+    def __init__(self, client: Elasticsearch, settings: Settings, embedder: _SharedEmbedder,
+                 model: RankerModel | None, *, pool: int, retrieval: Mapping[str, Any] | None = None):
+        from vecrank.rank.recommender import Recommender, RetrieveConfig
+
+        self.model = model
+        recommender = Recommender(client, settings, config=RetrieveConfig(**dict(retrieval or {})), embedder=embedder)
+        self.recommender = recommender
+        self.ranker = None
+        if model is not None:
+            from vecrank.rank.ranker import Ranker
+
+            self.ranker = Ranker(recommender, model, pool=pool)
+
+    @property
+    def version(self) -> str:
+        return f"{self.model.model_id}@{self.model.version}" if self.model is not None else "none"
+
+    def run(self, *, k: int, **retrieve: Any) -> EngineResult:
+        if self.ranker is not None:
+            rec = self.ranker.recommend(k=k, **retrieve)
+            return EngineResult(rec.model, rec.path, rec.cold_start,
+                                [Served(r.item_id, float(r.score), r.candidate.fields, r.features) for r in rec.items],
+                                self.model.spec.fingerprint(), dict(rec.timings_ms))
+        cset = self.recommender.candidates(k=k, **retrieve)
+        return EngineResult("none", cset.path, cset.cold_start,
+                            [Served(c.item_id, None if c.score != c.score else float(c.score), c.fields)
+                             for c in cset.candidates], None, dict(cset.timings_ms))
+
+
+@dataclass
+class _Remembered:
+    user: str | None
+    experiment: str | None
+    items: dict[str, tuple[int, str | None, str]]  # item -> (position, arm label, model version)
+    arm_label: str | None
+    model_version: str
+
+
+class RecommendService:
+    """Recommendations and events for the HTTP app (see the module docstring).
+
+    Args:
+        settings: the cluster and index prefix.
+        config: service settings.
+        client: an Elasticsearch client (default: one made from ``settings``).
+    """
+
+    def __init__(self, settings: Settings, config: ServeConfig | None = None, *, client: Elasticsearch | None = None):
+        from vecrank.client import make_client
+
+        self.settings = settings
+        self.config = config or ServeConfig()
+        self.client = (client or make_client(settings)).options(request_timeout=self.config.es_timeout_s)
+        self.embedder = _SharedEmbedder(self.client, settings)
+        self._lock = threading.RLock()
+        self._engines: dict[tuple, Engine] = {}
+        self._models: dict[tuple[str, int], RankerModel] = {}
+        self._default: tuple[Engine, float] | None = None
+        self._experiment: tuple[Experiment | None, float] | None = None
+        self._requests: OrderedDict[str, _Remembered] = OrderedDict()
+        self._known_items: OrderedDict[str, None] = OrderedDict()
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="vecrank-interleave")
+        self.started = time.time()
+        self.writer = None
+        if self.config.log_exposures or self.config.log_features:
+            from vecrank.serve.writer import BackgroundWriter
+
+            self.writer = BackgroundWriter(self.client, prepare=self._prepare_indices)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self._pool.shutdown(wait=False)
+
+    def _prepare_indices(self) -> None:
+        from vecrank.ingest.events import ensure_events_index
+        from vecrank.ingest.indices import create_index_if_missing
+        from vecrank.rank.ranker import feature_log_mapping
+
+        ensure_events_index(self.client, self.settings)
+        if self.config.log_features:
+            create_index_if_missing(self.client, self.settings.index("feature-log"), feature_log_mapping())
+
+    # --- what serves -------------------------------------------------------------------------
+
+    def experiment(self) -> Experiment | None:
+        """The running experiment, re-read every ``experiment_refresh_s``."""
+        now = time.monotonic()
+        cached = self._experiment
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        from vecrank.rank.experiments import ExperimentStore
+
+        try:
+            found = ExperimentStore(self.client, self.settings).running()
+        except Exception as exc:
+            if cached is not None and unavailable_cause(exc) is None:
+                raise
+            if cached is not None:  # keep serving the last known assignment while the cluster blips
+                log.warning("cannot re-read the running experiment (%s); keeping %s", unavailable_cause(exc),
+                            cached[0].experiment_id if cached[0] else "none")
+                self._experiment = (cached[0], now + 1.0)
+                return cached[0]
+            raise
+        if (cached[0].experiment_id if cached and cached[0] else None) != (found.experiment_id if found else None):
+            log.info("serving experiment: %s", found.experiment_id if found else "none")
+        self._experiment = (found, now + self.config.experiment_refresh_s)
+        return found
+
+    def refresh(self) -> None:
+        """Forget the cached experiment and default model (the next request re-reads them)."""
+        self._experiment = None
+        self._default = None
+
+    def _model(self, model_id: str, version: int) -> RankerModel:
+        key = (model_id, version)
+        if key not in self._models:
+            from vecrank.rank.model import Registry
+
+            self._models[key] = Registry(self.client, self.settings).get(model_id, version)
+        return self._models[key]
+
+    def _engine(self, model: RankerModel | None, retrieval: Mapping[str, Any]) -> Engine:
+        key = (None if model is None else (model.model_id, model.version), tuple(sorted(retrieval.items())))
+        with self._lock:
+            engine = self._engines.get(key)
+            if engine is None:
+                pool = int(retrieval.get("pool", self.config.pool))
+                engine = Engine(self.client, self.settings, self.embedder, model, pool=pool,
+                                retrieval={k: v for k, v in retrieval.items() if k != "pool"})
+                self._engines[key] = engine
+            return engine
+
+    def default_engine(self) -> Engine:
+        """The active version of ``config.model_id`` (retrieval order when none is active)."""
+        now = time.monotonic()
+        cached = self._default
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        from vecrank.rank.model import Registry
+
+        try:
+            model = Registry(self.client, self.settings).get(self.config.model_id)
+        except VecrankError:
+            model = None
+        except Exception as exc:
+            if cached is not None and unavailable_cause(exc) is not None:
+                self._default = (cached[0], now + 1.0)
+                return cached[0]
+            raise
+        if model is not None:
+            model = self._models.setdefault((model.model_id, model.version), model)
+        engine = self._engine(model, {})
+        if cached is None or cached[0] is not engine:
+            log.info("default ranker: %s", engine.version)
+        self._default = (engine, now + self.config.model_refresh_s)
+        return engine
+
+    def arm_engine(self, arm: Arm) -> Engine:
+        ref = arm.model_ref
+        return self._engine(self._model(*ref) if ref else None, arm.retrieval)
+
+    # --- recommendations ---------------------------------------------------------------------
+
+    def recommend(self, *, user: str | None = None, query: str | None = None, filters: Mapping[str, Any] | None = None,
+                  k: int = 10, context_items: Sequence[str] = (), request_id: str | None = None) -> dict[str, Any]:
+        """The ranked items for one request, with its request id, arm and model version.
+
+        Raises:
+            vecrank.rank.queries.RequestError: bad arguments (HTTP 422).
+            Unavailable: Elasticsearch is down or busy (HTTP 503).
+        """
+        from vecrank.rank.experiments import HOLDOUT, INTERLEAVED
+        from vecrank.rank.queries import RequestError
+
+        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= self.config.max_k:
+            raise RequestError(f"k must be an integer between 1 and {self.config.max_k}, not {k!r}")
+        started = time.perf_counter()
+        request_id = request_id or uuid.uuid4().hex
+        try:
+            exp = self.experiment()
+            unit = exp.assign(user) if exp is not None and user is not None else None
+            retrieve = {"user": user, "query": query, "filters": dict(filters or {}), "context_items": list(context_items)}
+            teams: dict[str, str] | None = None
+            if unit is None or unit == HOLDOUT:
+                engine = self.default_engine()
+                result = engine.run(k=k, **retrieve)
+                labels = {s.item_id: exp.label(HOLDOUT) if unit == HOLDOUT else None for s in result.items}
+                versions = {s.item_id: result.model_version for s in result.items}
+                results = {None: result}
+            elif unit == INTERLEAVED:
+                result, teams, results = self._interleave(exp, k, retrieve, request_id)
+                labels = {item: exp.label(team) for item, team in teams.items()}
+                versions = {item: results[team].model_version for item, team in teams.items()}
+            else:
+                result = self.arm_engine(exp.arm(unit)).run(k=k, **retrieve)
+                labels = {s.item_id: exp.label(unit) for s in result.items}
+                versions = {s.item_id: result.model_version for s in result.items}
+                results = {unit: result}
+        except Exception as exc:
+            cause = unavailable_cause(exc)
+            if cause is not None:
+                raise Unavailable(cause) from exc
+            raise
+        now_ms = int(time.time() * 1000)
+        items = []
+        for position, s in enumerate(result.items, 1):
+            entry = {"item_id": s.item_id, "position": position, "score": s.score, "fields": self._fields(s.fields)}
+            if teams is not None:
+                entry["team"] = teams[s.item_id]
+                entry["model_version"] = versions[s.item_id]
+            items.append(entry)
+        model_version = (result.model_version if teams is None else
+                         "+".join(results[a.name].model_version for a in exp.arms))
+        arm_label = exp.label(unit) if unit is not None else None
+        self._remember(request_id, _Remembered(
+            user, exp.experiment_id if unit is not None else None,
+            {s.item_id: (p, labels[s.item_id], versions[s.item_id]) for p, s in enumerate(result.items, 1)},
+            arm_label, model_version))
+        if user is not None and self.writer is not None:
+            self._log(request_id, str(user), result, labels, versions, results, teams, now_ms)
+        return {"request_id": request_id, "experiment": exp.experiment_id if unit is not None else None,
+                "arm": unit, "model_version": model_version, "path": result.path, "cold_start": result.cold_start,
+                "items": items,
+                "timings_ms": {**result.timings_ms, "total": round((time.perf_counter() - started) * 1000, 2)}}
+
+    def _interleave(self, exp: Experiment, k: int, retrieve: dict[str, Any], request_id: str):
+        from vecrank.rank.interleaving import team_draft
+
+        a, b = exp.arms
+        engines = {a.name: self.arm_engine(a), b.name: self.arm_engine(b)}
+        future = self._pool.submit(engines[b.name].run, k=k, **retrieve)
+        results = {a.name: engines[a.name].run(k=k, **retrieve)}
+        results[b.name] = future.result()
+        merged = team_draft({name: [s.item_id for s in r.items] for name, r in results.items()}, k, seed=request_id)
+        by_id = {s.item_id: s for r in reversed(list(results.values())) for s in r.items}
+        first = results[a.name]
+        timings = {f"{name}.{key}": v for name, r in results.items() for key, v in r.timings_ms.items()}
+        combined = EngineResult(first.model_version, first.path, first.cold_start, [by_id[i] for i, _ in merged],
+                                None, timings)
+        return combined, dict(merged), results
+
+    def _fields(self, source: Mapping[str, Any] | None) -> dict[str, Any]:
+        source = source or {}
+        if self.config.item_fields is None:
+            return {k: v for k, v in source.items() if k != "embedding"}
+        return {k: source[k] for k in self.config.item_fields if k in source}
+
+    def _remember(self, request_id: str, entry: _Remembered) -> None:
+        with self._lock:
+            self._requests[request_id] = entry
+            while len(self._requests) > self.config.remember_requests:
+                self._requests.popitem(last=False)
+
+    def _log(self, request_id: str, user: str, result: EngineResult, labels: Mapping[str, str | None],
+             versions: Mapping[str, str], results: Mapping[str | None, EngineResult], teams: Mapping[str, str] | None,
+             now_ms: int) -> None:
+        from vecrank.ingest.events import event_id
+
+        actions: list[dict[str, Any]] = []
+        events_index, log_index = self.settings.index("events"), self.settings.index("feature-log")
+        for position, s in enumerate(result.items, 1):
+            if self.config.log_exposures:
+                eid = event_id(user, s.item_id, "impression", now_ms, request_id, None)
+                doc = {"event_id": eid, "user_id": user, "item_id": s.item_id, "type": "impression",
+                       "timestamp": now_ms, "request_id": request_id, "position": position,
+                       "model_version": versions[s.item_id], "ingested_at": now_ms}
+                if labels.get(s.item_id):
+                    doc["arm"] = labels[s.item_id]
+                actions.append({"_op_type": "create", "_index": events_index, "_id": eid, "_source": doc})
+            source = results[teams[s.item_id]] if teams is not None else result
+            if self.config.log_features and s.features is not None and source.spec is not None:
+                actions.append({"_op_type": "index", "_index": log_index, "_id": f"{request_id}:{s.item_id}",
+                                "_source": {"request_id": request_id, "user_id": user, "item_id": s.item_id,
+                                            "position": position, "timestamp": now_ms, "model": source.model_version,
+                                            "spec": source.spec, "path": source.path, "score": s.score,
+                                            "features": [None if not np.isfinite(x) else float(x) for x in s.features]}})
+        if actions:
+            self.writer.put(actions)
+
+    # --- events ------------------------------------------------------------------------------
+
+    def record_events(self, events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Validate, attribute and store a batch of events; update the users' histories and profiles.
+
+        Each event is ``{user, item, type, timestamp?, value?, request_id?, position?}``
+        (timestamp: ISO 8601 or epoch; default now). An event citing a request id this service
+        served gets that request's arm, model version and the item's position.
+
+        Returns:
+            ``{accepted, duplicates, attributed, rejected: [{index, field, reason, detail}]}``.
+
+        Raises:
+            Unavailable: Elasticsearch is down (nothing was stored).
+        """
+        try:
+            return self._record_events(events)
+        except Exception as exc:
+            cause = unavailable_cause(exc)
+            if cause is not None:
+                raise Unavailable(cause) from exc
+            raise
+
+    def _record_events(self, events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        from vecrank.ingest.bulk import bulk_with_retries
+        from vecrank.ingest.events import EventTypes, ensure_events_index, parse_event
+        from vecrank.ingest.records import BadRecord, Record
+
+        types = EventTypes()
+        now_ms = int(time.time() * 1000)
+        rejected: list[dict[str, Any]] = []
+        docs: list[tuple[int, dict[str, Any]]] = []
+        for index, raw in enumerate(events):
+            data = {k: v for k, v in raw.items() if v is not None}
+            data.setdefault("timestamp", now_ms)
+            parsed = parse_event(Record("request", index, data), event_types=types)
+            if isinstance(parsed, BadRecord):
+                rejected.append({"index": index, "field": parsed.field, "reason": parsed.reason, "detail": parsed.detail})
+            else:
+                docs.append((index, parsed))
+        attributed = self._attribute([d for _, d in docs])
+        unknown = self._unknown_items({d["item_id"] for _, d in docs})
+        kept = []
+        for index, doc in docs:
+            if doc["item_id"] in unknown:
+                rejected.append({"index": index, "field": "item", "reason": "unknown item",
+                                 "detail": f"item {doc['item_id']!r} is not in {self.settings.index('items')}"})
+            else:
+                kept.append((index, doc))
+        accepted = duplicates = 0
+        created: list[dict[str, Any]] = []
+        if kept:
+            events_index = ensure_events_index(self.client, self.settings)
+            actions = [({"_op_type": "create", "_index": events_index, "_id": d["event_id"],
+                         "_source": {**d, "ingested_at": now_ms}}, (i, d)) for i, d in kept]
+            for outcome in bulk_with_retries(self.client, actions, max_retries=1, initial_backoff=0.2, max_backoff=1.0):
+                i, d = outcome.origin
+                if outcome.ok:
+                    accepted += 1
+                    created.append(d)
+                elif outcome.status == 409:
+                    duplicates += 1
+                elif outcome.status == "N/A" or outcome.status in _RETRIEVAL_STATUSES:
+                    raise Unavailable(f"Elasticsearch did not store the events: {outcome.reason}")
+                else:
+                    rejected.append({"index": i, "field": None, "reason": outcome.reason, "detail": outcome.detail})
+        interactions = [d for d in created if d["type"] != types.impression]
+        warnings = []
+        if interactions:
+            from vecrank.ingest.users import update_users
+            from vecrank.rank.store import refresh_profiles
+
+            try:
+                update_users(self.client, self.settings, interactions)
+                refresh_profiles(self.client, self.settings, {d["user_id"] for d in interactions})
+            except VecrankError as exc:
+                warnings.append(f"events stored, but users not updated: {exc}")
+                log.warning("events stored, but users not updated: %s", exc)
+        rejected.sort(key=lambda r: r["index"])
+        return {"accepted": accepted, "duplicates": duplicates,
+                "attributed": sum(1 for d in created if d.get("event_id") in attributed),
+                "rejected": rejected, "warnings": warnings}
+
+    def _attribute(self, docs: list[dict[str, Any]]) -> set[str]:
+        """Stamp events citing a served request with its arm, model version and position. Returns the
+        event ids stamped. Requests not in memory are looked up among the stored impressions."""
+        citing = [d for d in docs if d.get("request_id")]
+        if not citing:
+            return set()
+        with self._lock:
+            known = {d["request_id"]: self._requests.get(d["request_id"]) for d in citing}
+        missing = sorted({rid for rid, entry in known.items() if entry is None})
+        if missing:
+            known.update(self._stored_requests(missing))
+        stamped = set()
+        for d in citing:
+            entry = known.get(d["request_id"])
+            if entry is None:
+                continue
+            shown = entry.items.get(d["item_id"])
+            if shown is not None:
+                position, label, version = shown
+                d.setdefault("position", position)
+            else:  # an event on something the request did not show: the request's own arm
+                label, version = entry.arm_label, entry.model_version
+            if label:
+                d["arm"] = label
+            d["model_version"] = version
+            stamped.add(d["event_id"])
+        return stamped
+
+    def _stored_requests(self, request_ids: list[str]) -> dict[str, _Remembered]:
+        index = self.settings.index("events")
+        if not self.client.indices.exists(index=index):
+            return {}
+        hits = self.client.search(index=index, size=min(10_000, 100 * len(request_ids)),
+                                  query={"bool": {"filter": [{"terms": {"request_id": request_ids}},
+                                                             {"term": {"type": "impression"}}]}},
+                                  source=["request_id", "user_id", "item_id", "position", "arm", "model_version"])
+        out: dict[str, _Remembered] = {}
+        labels: dict[str, set[str | None]] = {}
+        for h in hits["hits"]["hits"]:
+            s = h["_source"]
+            entry = out.setdefault(s["request_id"], _Remembered(s.get("user_id"), None, {}, None, s.get("model_version")))
+            entry.items[s["item_id"]] = (s.get("position"), s.get("arm"), s.get("model_version"))
+            labels.setdefault(s["request_id"], set()).add(s.get("arm"))
+        for rid, entry in out.items():  # one arm for the whole request (A/B), else per item only
+            if len(labels[rid]) == 1:
+                entry.arm_label = next(iter(labels[rid]))
+        return out
+
+    def _unknown_items(self, ids: set[str]) -> set[str]:
+        with self._lock:
+            todo = sorted(i for i in ids if i not in self._known_items)
+        if not todo:
+            return set()
+        docs = self.client.mget(index=self.settings.index("items"), ids=todo, source=False)["docs"]
+        found = {d["_id"] for d in docs if d.get("found")}
+        with self._lock:
+            for i in found:
+                self._known_items[i] = None
+            while len(self._known_items) > 1_000_000:
+                self._known_items.popitem(last=False)
+        return set(todo) - found
+
+    # --- health ------------------------------------------------------------------------------
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """(healthy, body): the cluster's answer, the running experiment, the default ranker."""
+        from vecrank import __version__
+
+        body: dict[str, Any] = {"version": __version__, "uptime_s": round(time.time() - self.started, 1)}
+        ok = True
+        try:
+            h = self.client.options(request_timeout=2.0, max_retries=0).cluster.health()
+            body["elasticsearch"] = {"status": h["status"], "nodes": h["number_of_nodes"]}
+            ok = h["status"] != "red"
+        except Exception as exc:
+            cause = unavailable_cause(exc) or f"{type(exc).__name__}"
+            body["elasticsearch"] = {"status": "unreachable", "error": cause}
+            ok = False
+        if ok:
+            try:
+                exp = self.experiment()
+                body["experiment"] = exp.summary() if exp else None
+                body["default_model"] = self.default_engine().version
+            except Exception as exc:
+                body["error"] = unavailable_cause(exc) or f"{type(exc).__name__}: {exc}"[:300]
+                ok = False
+        if self.writer is not None:
+            body["writer"] = self.writer.stats()
+        body["status"] = "ok" if ok else "unavailable"
+        return ok, body
+
+    def warm_up(self) -> None:
+        """Load what the first requests would otherwise wait for; failures are only logged."""
+        try:
+            exp = self.experiment()
+            self.default_engine()
+            if exp is not None:
+                for arm in exp.arms:
+                    self.arm_engine(arm)
+            engine = self.default_engine()
+            engine.recommender.field_types  # the live index's mapping
+            self.embedder.encode(["warm up"], show_progress_bar=False)
+        except Exception as exc:
+            log.warning("warm-up incomplete (%s); the first requests will load what is missing",
+                        unavailable_cause(exc) or f"{type(exc).__name__}: {exc}")
