@@ -108,3 +108,28 @@ def settings_for(es_settings, index_prefix):
     import dataclasses
 
     return dataclasses.replace(es_settings, index_prefix=index_prefix)
+
+
+@pytest.fixture(scope="session")
+def plugin_es(es, es_settings):
+    """The test cluster with the vecrank rescorer plugin loaded.
+
+    On the local test node the plugin is built from ``plugin/`` when the zip is missing or older
+    than the sources (Maven runs the Java unit tests then) and installed, which restarts the node
+    once; an up-to-date install changes nothing. Another cluster must have the plugin already, or
+    the test is skipped.
+    """
+    from vecrank.localnode import LocalCluster
+    from vecrank.rank.rescore import plugin_installed
+
+    local = LocalCluster.load(TEST_STATE)
+    if local is None or local.url != es_settings.es_url:
+        if not plugin_installed(es):
+            pytest.skip("the cluster under test lacks the vecrank-rescorer plugin and was not started by vecrank")
+        return es
+    from vecrank.localnode import plugin
+
+    plugin.install(base=TEST_STATE)
+    es.cluster.health(wait_for_status="yellow", timeout="60s")
+    assert plugin_installed(es), "the plugin was installed but the node did not load it"
+    return es

@@ -395,7 +395,8 @@ def local_status(base: Path | None = None) -> dict:
         "source": str(src) if src else None,
         "source_version": source_version(src),
         "es_version": es_version,
-        "built": None if built is None else {**built.to_dict(), "stale": is_stale(built, src)},
+        "built": None if built is None else {**built.to_dict(), "stale": is_stale(built, src),
+                                             "installed": bool(record and record.get("sha256") == built.sha256)},
         "installed": record,
         "local_node": None if cluster is None else {
             "running": running,

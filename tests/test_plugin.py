@@ -1,0 +1,432 @@
+"""The rescorer plugin on a real node: parity with XGBoost, the features it reads, versions, errors.
+
+The plugin is built from ``plugin/`` and installed into the local test node by the ``plugin_es``
+fixture (a restart, once). Items come from a small catalog embedded with the packaged MiniLM,
+with hand-set behavioural signals; models are trained on synthetic rows in the features' real
+ranges, with missing values, so that their trees split where real candidates fall.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+
+import numpy as np
+import pytest
+import xgboost as xgb
+from elasticsearch import ApiError, NotFoundError
+
+from clihelp import connection_args, run_cli
+from vecrank.ingest.embed import Embedder
+from vecrank.ingest.items import ItemSource, ingest_items
+from vecrank.rank import rescore as R
+from vecrank.rank.features import FeatureSpec
+from vecrank.rank.model import RankerModel, Registry
+
+pytestmark = pytest.mark.slow
+
+NOW = 1_700_000_000_000
+DAY = 86_400_000
+SPEC = FeatureSpec(item_numeric=("year",), facets=("genres",))
+NAMES = SPEC.names
+TOL = 1e-5
+
+TEXTS = {
+    "Horror": ["A haunted house hides a ghost in the attic", "Zombies overrun a small town at night",
+               "A cursed doll terrifies a family", "Vampires hunt in a foggy city",
+               "A possessed child and an exorcism", "Werewolves under the full moon"],
+    "Space": ["Astronauts repair a space station in orbit", "A rover explores the surface of Mars",
+              "Rockets launch a telescope into deep space", "Landing on the Moon: the Apollo missions",
+              "The life and death of stars and black holes", "Comets that pass near the Earth"],
+    "Cooking": ["A chef teaches how to bake sourdough bread", "Street food tour tasting tacos",
+                "The perfect Italian pasta from scratch", "A baker shares secrets of croissants",
+                "Grilling steaks over charcoal", "Vegan desserts for every season"],
+    "Romance": ["Two strangers fall in love in Paris", "A wedding planner falls for the groom",
+                "Letters between lovers during the war", "A summer romance on the beach",
+                "Old flames meet again at a reunion", "A royal prince marries a commoner"],
+}
+
+
+def catalog() -> list[dict]:
+    rows = []
+    for genre, texts in TEXTS.items():
+        for i, text in enumerate(texts):
+            genres = [genre] + (["Drama"] if i % 2 else []) + (["Thriller"] if genre == "Horror" and i % 3 == 0 else [])
+            row = {"id": f"{genre[:2].lower()}{i}", "title": text, "year": 2000 + (i * 3) % 9}
+            if i != 5:  # one item per genre has no facet at all
+                row["genres"] = genres
+            rows.append(row)
+    return rows
+
+
+def signals_for(i: int, rng: np.random.Generator) -> dict:
+    s = {"impressions": int(rng.integers(10, 500)), "clicks": int(rng.integers(0, 10))}
+    if i % 5 != 1:
+        s["ctr"] = float(rng.uniform(0, 0.3))
+    for days in (1, 7, 30):
+        if i % 4 != days % 4:
+            s[f"popularity_{days}d"] = float(rng.uniform(0, 60))
+    if i % 3 != 2:
+        s["last_interaction"] = int(NOW - rng.uniform(0, 60) * DAY)
+    if i % 6 != 0:
+        s["rating_mean"] = float(rng.uniform(1, 5))
+        s["rating_count"] = int(rng.integers(0, 300))
+    return s
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return Embedder()
+
+
+@pytest.fixture(scope="module")
+def world(plugin_es, es_settings, embedder, tmp_path_factory):
+    """A catalog with signals and the settings that name its indices (cleaned up afterwards)."""
+    import dataclasses
+
+    es = plugin_es
+    prefix = f"vrt-{uuid.uuid4().hex[:10]}"
+    settings = dataclasses.replace(es_settings, index_prefix=prefix)
+    path = tmp_path_factory.mktemp("plugin") / "items.jsonl"
+    rows = catalog()
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = ingest_items(es, settings, path, ItemSource(template="{title}", field_types={"year": "integer"}),
+                           embedder=embedder)
+    assert summary.written == len(rows)
+    rng = np.random.default_rng(11)
+    items = settings.index("items")
+    for i, row in enumerate(rows):
+        es.update(index=items, id=row["id"], doc={"signals": signals_for(i, rng)})
+    es.indices.refresh(index=items)
+    yield settings
+    names = list(es.indices.get(index=f"{prefix}-*", expand_wildcards="all", ignore_unavailable=True))
+    if names:
+        es.indices.delete(index=",".join(names))
+
+
+# --- models ------------------------------------------------------------------------------------
+
+def synthetic_rows(n: int, seed: int) -> np.ndarray:
+    """Rows in each feature's real range (NaN for a fifth of them), so the trees split where candidates are."""
+    rng = np.random.default_rng(seed)
+    ranges = {"knn_score": (0.5, 1.0), "cos_profile": (-0.1, 0.8), "cos_query": (-0.1, 0.8),
+              "cos_hist_max": (-0.1, 0.9), "cos_hist_mean": (-0.1, 0.6), "ctr": (0, 0.3), "pop_1d": (0, 4.2),
+              "pop_7d": (0, 4.2), "pop_30d": (0, 4.2), "days_since_interaction": (0, 60), "rating_mean": (1, 5),
+              "rating_count": (0, 5.7), "item.year": (2000, 2008), "hist_len": (0, 3), "days_since_active": (0, 10),
+              "affinity.genres": (0, 1), "query_present": (0, 1), "path_code": (0, 5)}
+    X = np.column_stack([rng.uniform(*ranges[n_], size=n) for n_ in NAMES]).astype(np.float32)
+    for j in (NAMES.index("query_present"), NAMES.index("path_code")):
+        X[:, j] = np.round(X[:, j])
+    X[rng.random(X.shape) < 0.2] = np.nan
+    return X
+
+
+def train(objective: str, depth: int, seed: int, rounds: int = 25) -> xgb.Booster:
+    X = synthetic_rows(600, seed)
+    rng = np.random.default_rng(seed + 100)
+    z = np.nan_to_num(X, nan=0.0)
+    col = {n: z[:, i] for i, n in enumerate(NAMES)}
+    signal = (3 * col["cos_profile"] + 2 * col["affinity.genres"] + 5 * col["ctr"] - 0.03 * col["days_since_interaction"]
+              + 0.3 * col["pop_7d"] + 0.2 * (col["item.year"] - 2004) + 0.5 * col["cos_hist_max"] + rng.normal(0, 0.3, len(X)))
+    params = {"objective": objective, "max_depth": depth, "eta": 0.3, "seed": seed, "nthread": 1}
+    if objective.startswith("rank:"):
+        y = np.digitize(signal, np.quantile(signal, [0.5, 0.8, 0.95]))
+        dm = xgb.DMatrix(X, label=y, missing=np.nan, feature_names=NAMES, qid=np.repeat(np.arange(30), 20))
+    elif objective == "binary:logistic":
+        dm = xgb.DMatrix(X, label=(signal > np.median(signal)).astype(int), missing=np.nan, feature_names=NAMES)
+    else:
+        dm = xgb.DMatrix(X, label=signal, missing=np.nan, feature_names=NAMES)
+    return xgb.train(params, dm, rounds)
+
+
+MODELS = [("ndcg-d1", "rank:ndcg", 1), ("ndcg-d2", "rank:ndcg", 2), ("ndcg-d4", "rank:ndcg", 4),
+          ("ndcg-d6", "rank:ndcg", 6), ("pairwise-d3", "rank:pairwise", 3), ("logistic-d3", "binary:logistic", 3),
+          ("logistic-d5", "binary:logistic", 5), ("squared-d3", "reg:squarederror", 3)]
+
+
+def register(es, settings, model_id: str, booster: xgb.Booster, *, status: str = "active",
+             features: list[dict] | None = None) -> RankerModel:
+    registry = Registry(es, settings)
+    model = registry.register(RankerModel.from_booster(model_id, SPEC, booster), status=status)
+    es.update(index=settings.index("models"), id=f"{model_id}@{model.version}",
+              doc={"plugin_features": features if features is not None else R.plugin_features(SPEC)},
+              refresh="wait_for")
+    return model
+
+
+@pytest.fixture(scope="module")
+def models(plugin_es, world):
+    out = {}
+    for i, (model_id, objective, depth) in enumerate(MODELS):
+        booster = train(objective, depth, seed=i)
+        register(plugin_es, world, model_id, booster)
+        out[model_id] = booster
+    return out
+
+
+# --- requests ----------------------------------------------------------------------------------
+
+def item_vectors(es, settings, ids: list[str]) -> dict[str, np.ndarray]:
+    hits = es.search(index=settings.index("items"), query={"ids": {"values": ids}}, size=len(ids),
+                     fields=["embedding"], source=False)["hits"]["hits"]
+    return {h["_id"]: np.asarray(h["fields"]["embedding"], dtype=np.float32) for h in hits}
+
+
+def requests(es, settings, embedder) -> list[dict]:
+    """Three users: a horror fan with history, a space searcher with a query and no history, base64 vectors."""
+    hv = item_vectors(es, settings, ["ho0", "ho1", "ho3", "sp1"])
+    encode = embedder.encode
+    return [
+        {"profile": encode(["ghosts and monsters at night"])[0], "params": {
+            "profile_vector": encode(["ghosts and monsters at night"])[0].tolist(),
+            "history_vectors": [hv["ho0"].tolist(), hv["ho1"].tolist(), hv["ho3"].tolist()],
+            "history_genres": {"sets": [["Horror", "Thriller"], ["Horror", "Drama"], ["Horror", "Thriller"]],
+                               "weights": [1.0, 2.0, 1.5]},
+            "hist_len": math.log1p(3), "days_since_active": 2.5, "query_present": 0.0, "path_code": 0.0, "now_ms": NOW}},
+        {"profile": encode(["rockets and planets"])[0], "params": {
+            "profile_vector": encode(["rockets and planets"])[0].tolist(),
+            "query_vector": encode(["the moon landing"])[0].tolist(),
+            "hist_len": 0.0, "days_since_active": None, "query_present": 1.0, "path_code": 3.0, "now_ms": NOW}},
+        {"profile": hv["sp1"], "params": {
+            "profile_vector": R.encode_vector(hv["sp1"]),
+            "history_vectors": [R.encode_vector(hv["sp1"]), R.encode_vector(hv["ho0"])],
+            "history_genres": {"sets": [["Space"], ["Horror"], []], "weights": [0.5, 0.25, 1.0]},
+            "hist_len": 1.0, "days_since_active": 40.0, "query_present": 0.0, "path_code": 1.0, "now_ms": NOW + 3 * DAY}},
+    ]
+
+
+def search(es, settings, req: dict, *, model_id: str | None, version: int | None = None, size: int = 24,
+           window: int = 24, models_index: str | None = None, params: dict | None = None) -> list[dict]:
+    body = {"knn": {"field": "embedding", "query_vector": np.asarray(req["profile"]).tolist(), "k": size,
+                    "num_candidates": 50},
+            "size": size, "_source": ["item_id", "year", "genres", "signals"], "fields": ["embedding"]}
+    if model_id is not None:
+        body["explain"] = True
+        body["rescore"] = R.rescore_body(model_id=model_id, version=version, params=params or req["params"],
+                                         window_size=window, models_index=models_index or settings.index("models"))
+    return es.search(index=settings.index("items"), body=body)["hits"]["hits"]
+
+
+# --- parity ------------------------------------------------------------------------------------
+
+def test_plugin_scores_equal_xgboost_predictions(plugin_es, world, models, embedder):
+    es = plugin_es
+    worst = 0.0
+    checked = 0
+    rows = []
+    for req in requests(es, world, embedder):
+        for model_id, booster in models.items():
+            hits = search(es, world, req, model_id=model_id)
+            assert len(hits) == 24
+            X = np.stack([R.explained_features(h["_explanation"], NAMES) for h in hits])
+            rows.append(X)
+            expected = booster.predict(xgb.DMatrix(X, missing=np.nan, feature_names=NAMES), output_margin=False)
+            explained = np.array([R.explained_model_score(h["_explanation"]) for h in hits])
+            from_score = R.score_to_model(np.array([h["_score"] for h in hits]))
+            np.testing.assert_allclose(explained, expected, rtol=0, atol=TOL, err_msg=model_id)
+            np.testing.assert_allclose(from_score, expected, rtol=0, atol=TOL, err_msg=model_id)
+            # the hits come in the model's order (ties keep Elasticsearch's order)
+            assert list(np.argsort(-expected, kind="stable")) == list(range(len(hits))), model_id
+            worst = max(worst, float(np.abs(explained - expected).max()), float(np.abs(from_score - expected).max()))
+            checked += len(hits)
+            assert len(set(np.round(expected, 6))) > 1, f"{model_id} gives every candidate the same score"
+    assert checked == 3 * len(MODELS) * 24
+    every = np.concatenate(rows)
+    assert np.isnan(every).any(), "some features are missing for some candidates"
+    assert not np.isnan(every).all(axis=0).any(), "every feature has a value somewhere"
+    print(f"plugin vs Booster.predict: {checked} hits, max |difference| {worst:.2e}")
+
+
+def test_features_are_the_documented_ones(plugin_es, world, models, embedder):
+    """Each reported feature recomputed here from the hit's own source, vector and the params."""
+    es = plugin_es
+    reqs = requests(es, world, embedder)
+    for req in reqs:
+        params = req["params"]
+        first_pass = {h["_id"]: h["_score"] for h in search(es, world, req, model_id=None)}
+        hits = search(es, world, req, model_id="ndcg-d4")
+        profile = (R.decode_vector(params["profile_vector"]) if isinstance(params["profile_vector"], str)
+                   else np.asarray(params["profile_vector"], dtype=np.float32))
+        history = [R.decode_vector(v) if isinstance(v, str) else np.asarray(v, dtype=np.float32)
+                   for v in params.get("history_vectors", [])]
+        for h in hits:
+            f = dict(zip(NAMES, R.explained_features(h["_explanation"], NAMES)))
+            src, s = h["_source"], h["_source"].get("signals", {})
+            vec = np.asarray(h["fields"]["embedding"], dtype=np.float64)
+
+            def same(name, value):
+                want = np.float32(np.nan if value is None else value)
+                assert (np.isnan(want) and np.isnan(f[name])) or f[name] == want, (h["_id"], name, f[name], want)
+
+            def cos(q):
+                q = np.asarray(q, dtype=np.float64)
+                return float(vec @ q / (np.linalg.norm(vec) * np.linalg.norm(q)))
+
+            same("knn_score", first_pass[h["_id"]])
+            same("ctr", s.get("ctr"))
+            for d in (1, 7, 30):
+                p = s.get(f"popularity_{d}d")
+                same(f"pop_{d}d", None if p is None else math.log1p(max(np.float32(p), 0)))
+            last = s.get("last_interaction")
+            same("days_since_interaction", None if last is None else (params["now_ms"] - int(last)) / DAY)
+            same("rating_mean", s.get("rating_mean"))
+            same("rating_count", None if s.get("rating_count") is None else math.log1p(s["rating_count"]))
+            same("item.year", src.get("year"))
+            for name in ("hist_len", "days_since_active", "query_present", "path_code"):
+                same(name, params[name])
+            assert f["cos_profile"] == pytest.approx(cos(profile), abs=2e-6)
+            if "query_vector" in params:
+                assert f["cos_query"] == pytest.approx(cos(params["query_vector"]), abs=2e-6)
+            else:
+                assert np.isnan(f["cos_query"])
+            if history:
+                cosines = [cos(v) for v in history]
+                assert f["cos_hist_max"] == pytest.approx(max(cosines), abs=2e-6)
+                assert f["cos_hist_mean"] == pytest.approx(sum(cosines) / len(cosines), abs=2e-6)
+            else:
+                assert np.isnan(f["cos_hist_max"]) and np.isnan(f["cos_hist_mean"])
+            genres = src.get("genres")
+            genres = set([genres] if isinstance(genres, str) else genres or [])
+            hg = params.get("history_genres")
+            if hg is None or not genres:
+                assert np.isnan(f["affinity.genres"])
+            else:
+                share = sum(w for st, w in zip(hg["sets"], hg["weights"]) if set(st) & genres) / sum(hg["weights"])
+                same("affinity.genres", share)
+
+
+def test_hits_past_the_window_follow_in_first_pass_order(plugin_es, world, models, embedder):
+    es = plugin_es
+    req = requests(es, world, embedder)[0]
+    first = [h["_id"] for h in search(es, world, req, model_id=None, size=20)]
+    hits = search(es, world, req, model_id="ndcg-d2", size=20, window=6)
+    rescored, rest = hits[:6], hits[6:]
+    assert {h["_id"] for h in rescored} == set(first[:6])
+    assert [h["_id"] for h in rest] == first[6:]
+    assert all(h["_score"] < 1e-30 for h in rest) and min(h["_score"] for h in rescored) > 1e-30
+    assert all("past the rescore window" in h["_explanation"]["description"] for h in rest)
+
+
+# --- versions ----------------------------------------------------------------------------------
+
+def test_the_active_version_is_served_and_a_new_activation_is_picked_up(plugin_es, world, embedder):
+    es = plugin_es
+    req = requests(es, world, embedder)[1]
+    v1, v2 = train("rank:ndcg", 3, seed=41), train("rank:pairwise", 2, seed=42)
+    register(es, world, "switch", v1)
+    register(es, world, "switch", v2, status="candidate")
+
+    def served(version=None):
+        hits = search(es, world, req, model_id="switch", version=version)
+        X = np.stack([R.explained_features(h["_explanation"], NAMES) for h in hits])
+        described = {h["_explanation"]["description"].split(" (")[0] for h in hits}
+        return described, X, np.array([R.explained_model_score(h["_explanation"]) for h in hits])
+
+    described, X, got = served()
+    assert described == {"vecrank model [switch] version [1]"}
+    np.testing.assert_allclose(got, v1.predict(xgb.DMatrix(X, missing=np.nan, feature_names=NAMES)), atol=TOL)
+    described, X, got = served(version=2)  # a pinned version, whatever its status
+    assert described == {"vecrank model [switch] version [2]"}
+    Registry(es, world).set_status("switch", 2, "active")
+    described, X, got = served()
+    assert described == {"vecrank model [switch] version [2]"}
+    np.testing.assert_allclose(got, v2.predict(xgb.DMatrix(X, missing=np.nan, feature_names=NAMES)), atol=TOL)
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+def error_of(call) -> ApiError:
+    with pytest.raises(ApiError) as info:
+        call()
+    return info.value
+
+
+def reason(exc: ApiError) -> str:
+    return json.dumps(exc.body)
+
+
+def test_unknown_models_and_versions_are_4xx_naming_the_model(plugin_es, world, models, embedder):
+    es = plugin_es
+    req = requests(es, world, embedder)[0]
+    exc = error_of(lambda: search(es, world, req, model_id="nope"))
+    assert isinstance(exc, NotFoundError) and exc.meta.status == 404
+    assert f"model [nope] is not registered in [{world.index('models')}]" in reason(exc)
+    exc = error_of(lambda: search(es, world, req, model_id="ndcg-d1", version=9))
+    assert exc.meta.status == 404
+    assert "model [ndcg-d1] has no version [9]" in reason(exc) and "v1 (active)" in reason(exc)
+    exc = error_of(lambda: search(es, world, req, model_id="ndcg-d1", models_index="vrt-no-such-models"))
+    assert exc.meta.status == 404 and "the models index [vrt-no-such-models] does not exist" in reason(exc)
+    bad = dict(req["params"], profile_vector=[1.0, 0.0, 0.0])
+    exc = error_of(lambda: search(es, world, req, model_id="ndcg-d1", params=bad))
+    assert exc.meta.status == 400
+    assert "[params.profile_vector] has a vector of 3 dimensions; field [embedding] has 384" in reason(exc)
+
+
+def test_models_the_plugin_cannot_serve_are_refused_with_the_reason(plugin_es, world, models, embedder):
+    es = plugin_es
+    req = requests(es, world, embedder)[0]
+    swapped = R.plugin_features(SPEC)
+    swapped[1], swapped[2] = swapped[2], swapped[1]
+    register(es, world, "swapped", train("rank:ndcg", 2, seed=7), features=swapped)
+    exc = error_of(lambda: search(es, world, req, model_id="swapped"))
+    assert exc.meta.status == 400
+    assert "model [swapped] version [1] [plugin_features] names" in reason(exc)
+    assert "differ from [spec.names]" in reason(exc)
+
+    doc = es.get(index=world.index("models"), id="swapped@1")["_source"]
+    with pytest.raises(R.PluginFeatureError, match=r"refuses model 'swapped'.*differ from \[spec.names\]"):
+        R.validate_model_doc(es, doc)
+    good = dict(doc, plugin_features=R.plugin_features(SPEC))
+    answer = R.validate_model_doc(es, good)
+    assert answer == {"valid": True, "model_id": "swapped", "version": 1, "objective": "rank:ndcg", "features": 18,
+                      "trees": 25}
+
+    softmax = xgb.train({"objective": "multi:softmax", "num_class": 3, "max_depth": 2},
+                        xgb.DMatrix(synthetic_rows(90, 1), label=np.arange(90) % 3, missing=np.nan,
+                                    feature_names=NAMES), 3)
+    with pytest.raises(R.PluginFeatureError, match=r"objective \[multi:softmax\] is not supported"):
+        R.validate_model_doc(es, dict(good, booster=bytes(softmax.save_raw("json")).decode(), objective=None))
+    with pytest.raises(R.PluginFeatureError, match="not valid JSON"):
+        R.validate_model_doc(es, dict(good, booster='{"learner": '))
+
+
+def test_registration_refuses_features_that_map_to_no_usable_field(plugin_es, world):
+    es = plugin_es
+    items = world.index("items")
+    good = R.plugin_features(SPEC)
+    R.validate_plugin_features(es, items, good)
+    with pytest.raises(R.PluginFeatureError, match=r"feature 'item.rating' reads field 'rating', which is not mapped"):
+        R.validate_plugin_features(es, items, R.plugin_features(FeatureSpec(item_numeric=("rating",))))
+    with pytest.raises(R.PluginFeatureError, match=r"'affinity.text' matches facet values of field 'text', which is a "
+                                                   r"text field, not keyword"):
+        R.validate_plugin_features(es, items, R.plugin_features(FeatureSpec(facets=("text",))))
+    days_on_int = [{"name": "age", "source": "field", "field": "year", "transform": "days_since"}]
+    with pytest.raises(R.PluginFeatureError, match="needs a date or long field, not integer"):
+        R.validate_plugin_features(es, items, days_on_int)
+    doc = {"model_id": "x", "version": 1, "spec": {"names": SPEC.names}, "booster": "{}", "plugin_features": good}
+    with pytest.raises(R.PluginFeatureError, match="refuses model 'x'"):
+        R.validate_plugin_features(es, items, good, model_doc=doc)
+
+
+# --- installation ------------------------------------------------------------------------------
+
+def test_install_again_changes_nothing_and_status_reports_the_plugin(plugin_es, es_settings, capsys):
+    from conftest import TEST_STATE
+    from vecrank.localnode import LocalCluster
+    from vecrank.localnode import plugin
+
+    local = LocalCluster.load(TEST_STATE)
+    if local is None or local.url != es_settings.es_url:
+        pytest.skip("the cluster under test was not started by vecrank")
+    result = plugin.install(base=TEST_STATE)
+    assert result.running and not result.restarted and not result.created
+    assert LocalCluster.load(TEST_STATE).es_home == str(result.es_home)
+    assert "+vecrank-rescorer-" in result.es_home.name and result.zip.sha256[:12] in result.es_home.name
+
+    out = run_cli(capsys, *connection_args(es_settings), "plugin", "status", "--json")
+    assert out.code == 0, out.err
+    info = json.loads(out.out)
+    assert info["cluster"]["loaded_everywhere"] is True
+    assert info["local_node"] == {"running": True, "es_home": str(result.es_home), "with_plugin": True}
+    assert info["built"]["installed"] is True and info["built"]["stale"] is False
