@@ -14,11 +14,13 @@ import click
 
 from vecrank import __version__
 from vecrank.cli.es import es_command
+from vecrank.cli.experiment import experiment_command
 from vecrank.cli.index import index_command
 from vecrank.cli.ingest import ingest_command
 from vecrank.cli.plugin import plugin_command
 from vecrank.cli.rank import evaluate_command, model_command, train_command
 from vecrank.cli.recommend import recommend_command
+from vecrank.cli.serve import serve_command
 from vecrank.cli.signals import signals_command
 from vecrank.errors import VecrankError
 from vecrank.localnode.errors import LocalNodeError
@@ -123,7 +125,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, **overrides: Any) -> None
 
 
 for _command in (es_command, evaluate_command, index_command, ingest_command, model_command, plugin_command,
-                 recommend_command, signals_command, train_command):
+                 recommend_command, signals_command, train_command, experiment_command, serve_command):
     cli.add_command(_command)
 
 
