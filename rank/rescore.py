@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "PLUGIN_NAME",
     "PluginFeatureError",
+    "attach_plugin_features",
     "decode_vector",
     "encode_vector",
     "explained_feature_names",
@@ -451,3 +452,36 @@ def validate_plugin_features(client: Elasticsearch, items_index: str, features: 
             validate_model_doc(client, model_doc)
         else:
             log.info("The vecrank plugin is not installed on the cluster; only the mapping was checked")
+
+
+def attach_plugin_features(client: Elasticsearch, settings: Any, model_id: str, version: int | None = None, *,
+                           items_index: str | None = None) -> dict[str, Any]:
+    """Make a registered model servable by the plugin: validate its features and store ``plugin_features``.
+
+    Args:
+        client: Elasticsearch client.
+        settings: Names the models and items indices.
+        model_id: The registered model.
+        version: Its version; None for the active one.
+        items_index: The index the model ranks (default ``settings.index("items")``).
+
+    Returns:
+        ``{"model_id", "version", "plugin_features"}``.
+
+    Raises:
+        PluginFeatureError: when a feature maps to no usable field, or the plugin refuses the model.
+    """
+    from vecrank.rank.model import Registry, models_mapping
+
+    registry = Registry(client, settings)
+    model = registry.get(model_id, version)
+    features = plugin_features(model.spec)
+    validate_plugin_features(client, items_index or settings.index("items"), features,
+                             model_doc={**model.to_doc(), "plugin_features": features})
+    # Registries created before the field existed get it now (the mapping is strict).
+    client.indices.put_mapping(index=registry.index,
+                               properties={"plugin_features": models_mapping()["properties"]["plugin_features"]})
+    client.update(index=registry.index, id=f"{model.model_id}@{model.version}", doc={"plugin_features": features},
+                  refresh="wait_for")
+    log.info("Model %s v%d can be served by the plugin (%d features)", model.model_id, model.version, len(features))
+    return {"model_id": model.model_id, "version": model.version, "plugin_features": features}

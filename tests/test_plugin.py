@@ -430,3 +430,72 @@ def test_install_again_changes_nothing_and_status_reports_the_plugin(plugin_es, 
     assert info["cluster"]["loaded_everywhere"] is True
     assert info["local_node"] == {"running": True, "es_home": str(result.es_home), "with_plugin": True}
     assert info["built"]["installed"] is True and info["built"]["stale"] is False
+
+
+def test_two_nodes_each_load_the_model_for_their_shards(plugin_es, tmp_path_factory):
+    """Shards on a second node get the rescorer over the wire and fetch the model themselves."""
+    from vecrank.client import make_client
+    from vecrank.localnode import node, plugin
+    from vecrank.settings import Settings
+
+    from conftest import REPO
+
+    state = tmp_path_factory.mktemp("plugin-two-nodes")
+    plugin.install(base=state)  # no node yet: recorded for the next start
+    node.up(nodes=2, port=9281, heap="256m", base=state)
+    try:
+        es = make_client(Settings.load(env={}, config_path=REPO / "tests" / "data" / "empty-config.toml",
+                                       state_dir=state))
+        es.indices.create(index="two-items", settings={"number_of_shards": 4, "number_of_replicas": 0},
+                          mappings={"properties": {"embedding": {"type": "dense_vector", "dims": 3, "similarity": "cosine"},
+                                                   "signals": {"properties": {"ctr": {"type": "float"}}}}})
+        rng = np.random.default_rng(5)
+        ops = []
+        for i in range(200):
+            ops += [{"index": {"_index": "two-items", "_id": str(i)}},
+                    {"embedding": rng.normal(size=3).tolist(), "signals": {"ctr": float(rng.uniform(0, 0.3))}}]
+        es.bulk(operations=ops, refresh=True)
+        names = ["knn_score", "cos_profile", "ctr"]
+        X = np.column_stack([rng.uniform(0.5, 1, 300), rng.uniform(-1, 1, 300), rng.uniform(0, 0.3, 300)]).astype(np.float32)
+        booster = xgb.train({"objective": "reg:squarederror", "max_depth": 4},
+                            xgb.DMatrix(X, label=X[:, 1] + 3 * X[:, 2], feature_names=names), 20)
+        es.index(index="two-models", id="m@1", refresh=True, document={
+            "model_id": "m", "version": 1, "status": "active", "spec": {"names": names},
+            "booster": bytes(booster.save_raw("json")).decode(), "plugin_features": R.plugin_features(names)})
+        profile = [0.3, -1.0, 0.5]
+        hits = es.search(index="two-items", body={
+            "knn": {"field": "embedding", "query_vector": profile, "k": 60, "num_candidates": 200},
+            "size": 60, "explain": True,
+            "rescore": R.rescore_body(model_id="m", params={"profile_vector": profile}, window_size=60,
+                                      models_index="two-models")})["hits"]["hits"]
+        assert len({h["_node"] for h in hits}) == 2, "the hits come from shards on both nodes"
+        F = np.stack([R.explained_features(h["_explanation"], names) for h in hits])
+        expected = booster.predict(xgb.DMatrix(F, feature_names=names))
+        np.testing.assert_allclose(R.score_to_model(np.array([h["_score"] for h in hits])), expected, atol=TOL)
+        assert list(np.argsort(-expected, kind="stable")) == list(range(len(hits)))
+    finally:
+        node.down(base=state)
+
+
+def test_attach_makes_a_registered_model_servable(plugin_es, world, embedder, es_settings, capsys):
+    es = plugin_es
+    req = requests(es, world, embedder)[0]
+    model = Registry(es, world).register(RankerModel.from_booster("plain", SPEC, train("rank:ndcg", 3, seed=9)),
+                                         status="active")
+    exc = error_of(lambda: search(es, world, req, model_id="plain"))
+    assert exc.meta.status == 400 and "model [plain] version [1] has no [plugin_features]" in reason(exc)
+
+    args = [*connection_args(es_settings), "--index-prefix", world.index_prefix]
+    out = run_cli(capsys, *args, "plugin", "attach", "plain", "--json")
+    assert out.code == 0, out.err
+    assert json.loads(out.out) == {"model_id": "plain", "version": 1, "plugin_features": R.plugin_features(SPEC)}
+    hits = search(es, world, req, model_id="plain")
+    assert {h["_explanation"]["description"].split(" (")[0] for h in hits} == {"vecrank model [plain] version [1]"}
+
+    other = FeatureSpec(item_numeric=("runtime",))
+    Registry(es, world).register(RankerModel.from_booster("runtime", other, xgb.train(
+        {"objective": "rank:ndcg"}, xgb.DMatrix(np.zeros((4, len(other.names)), np.float32), label=[0, 1, 0, 1],
+                                                qid=[0, 0, 1, 1], feature_names=other.names), 2)))
+    out = run_cli(capsys, *args, "plugin", "attach", "runtime", "--version", "1")
+    assert out.code == 1
+    assert "feature 'item.runtime' reads field 'runtime', which is not mapped" in out.err

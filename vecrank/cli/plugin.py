@@ -80,6 +80,28 @@ def remove_command(no_restart: bool) -> None:
         click.echo("No plugin was installed for this state folder.")
 
 
+@plugin_command.command("attach", short_help="Let the plugin serve a registered model (adds plugin_features).")
+@click.argument("model_id")
+@click.option("--version", type=click.IntRange(1), default=None, help="Model version [default: the active one].")
+@json_option
+def attach_command(model_id: str, version: int | None, as_json: bool) -> None:
+    """Derive where the plugin reads each feature of MODEL_ID, check every field against the items
+    index mapping (and with the plugin itself when the cluster has it), and store the result in
+    the model's registry document. Exit 1 with the reason when a feature maps to no usable field."""
+    from vecrank.cli import echo_json, echo_table
+    from vecrank.rank.rescore import attach_plugin_features
+
+    ctx = app()
+    result = attach_plugin_features(ctx.client, ctx.settings, model_id, version)
+    if as_json:
+        echo_json(result)
+        return
+    click.echo(f"Model {result['model_id']} v{result['version']} can be ranked by the plugin "
+               f"(\"rescore\": {{\"vecrank\": {{\"model\": \"{result['model_id']}\"}}}}):")
+    echo_table([{"feature": f["name"], "source": f["source"], "field": f.get("field", ""),
+                 "transform / param": f.get("transform") or f.get("param", "")} for f in result["plugin_features"]])
+
+
 def _cluster_plugins(ctx) -> dict[str, Any]:
     """The plugin on each node of the configured cluster, or why that could not be read."""
     from vecrank.client import explain_error
