@@ -12,7 +12,6 @@ import org.elasticsearch.index.fielddata.IndexNumericFieldData;
 import org.elasticsearch.index.fielddata.IndexOrdinalsFieldData;
 import org.elasticsearch.index.fielddata.SortedNumericDoubleValues;
 import org.elasticsearch.index.mapper.MappedFieldType;
-import org.elasticsearch.index.mapper.vectors.DenseVectorFieldMapper;
 import org.elasticsearch.index.query.SearchExecutionContext;
 
 import java.io.IOException;
@@ -203,30 +202,17 @@ final class FeaturePlan {
             return () -> constant(Double.NaN);
         }
         if (ft != null) {
-            if (!(ft instanceof DenseVectorFieldMapper.DenseVectorFieldType dense)) {
+            // Checked through the generic field type API, which every 9.x has; dimensions and
+            // element type are checked per segment from Lucene's field info.
+            if ("dense_vector".equals(ft.typeName()) == false) {
                 throw new IllegalArgumentException(
                     "field [" + def.field() + "] is a [" + ft.typeName() + "] field; source [" + def.source().jsonName() + "] needs a dense_vector"
                 );
             }
-            if (dense.getElementType() != DenseVectorFieldMapper.ElementType.FLOAT) {
-                throw new IllegalArgumentException(
-                    "dense_vector [" + def.field() + "] has element_type [" + dense.getElementType() + "]; only float vectors are read"
-                );
-            }
-            if (dense.isSearchable() == false) {
+            if (ft.isSearchable() == false) {
                 throw new IllegalArgumentException(
                     "dense_vector [" + def.field() + "] is not indexed (index: false); the rescorer reads indexed vectors"
                 );
-            }
-            Integer dims = dense.getVectorDimensions();
-            if (dims != null && queries != null) {
-                for (float[] q : queries) {
-                    if (q.length != dims) {
-                        throw new IllegalArgumentException(
-                            "[params." + def.param() + "] has a vector of " + q.length + " dimensions; field [" + def.field() + "] has " + dims
-                        );
-                    }
-                }
             }
         }
         if (queries == null) {
@@ -264,11 +250,15 @@ final class FeaturePlan {
                     return; // no document of this segment has a vector
                 }
                 if (info.getVectorEncoding() != VectorEncoding.FLOAT32) {
-                    throw new IllegalArgumentException("field [" + field + "] does not hold float vectors");
+                    throw new IllegalArgumentException(
+                        "feature [" + def.name() + "]: dense_vector [" + field + "] holds " + info.getVectorEncoding()
+                            + " vectors; only float vectors are read"
+                    );
                 }
                 if (info.getVectorDimension() != q[0].length) {
                     throw new IllegalArgumentException(
-                        "[params." + def.param() + "] has " + q[0].length + " dimensions; field [" + field + "] has " + info.getVectorDimension()
+                        "feature [" + def.name() + "]: [params." + def.param() + "] has a vector of " + q[0].length
+                            + " dimensions; field [" + field + "] has " + info.getVectorDimension()
                     );
                 }
                 values = leaf.reader().getFloatVectorValues(field);

@@ -1,19 +1,14 @@
 package org.vecrank.elasticsearch;
 
-import org.elasticsearch.plugins.ActionPlugin;
-import org.elasticsearch.plugins.Plugin;
 import org.elasticsearch.plugins.SearchPlugin;
-import org.elasticsearch.rest.RestHandler;
 
-import java.util.Collection;
 import java.util.List;
-import java.util.function.Predicate;
-import java.util.function.Supplier;
 
 /**
- * The vecrank plugin: the {@code vecrank} rescorer and {@code POST /_vecrank/model/_validate}.
+ * The vecrank plugin: the {@code vecrank} rescorer, and {@code POST /_vecrank/model/_validate}
+ * (registered by {@link RestPluginBase}, whose source depends on the Elasticsearch version).
  */
-public class VecrankPlugin extends Plugin implements SearchPlugin, ActionPlugin {
+public class VecrankPlugin extends RestPluginBase implements SearchPlugin {
 
     private final ModelCache cache = new ModelCache();
 
@@ -26,14 +21,5 @@ public class VecrankPlugin extends Plugin implements SearchPlugin, ActionPlugin 
                 parser -> VecrankRescorerBuilder.fromXContent(parser, cache)
             )
         );
-    }
-
-    @Override
-    public Collection<RestHandler> getRestHandlers(
-        RestHandlersServices services,
-        Supplier<org.elasticsearch.cluster.node.DiscoveryNodes> nodesInCluster,
-        Predicate<org.elasticsearch.features.NodeFeature> clusterSupportsFeature
-    ) {
-        return List.of(new RestValidateModelAction());
     }
 }

@@ -36,6 +36,12 @@ final class VecrankRescorer implements Rescorer {
 
     private static final int CHECK_CANCELLED_EVERY = 64;
 
+    /** Score descending, then doc id ascending, as Lucene's and Elasticsearch's rescorers sort. */
+    static final Comparator<ScoreDoc> BY_SCORE_THEN_DOC = (a, b) -> {
+        int byScore = Float.compare(b.score, a.score);
+        return byScore != 0 ? byScore : Integer.compare(a.doc, b.doc);
+    };
+
     /** What the rescore phase needs from the builder: the model and how to compute its features on this shard. */
     static final class Context extends RescoreContext {
         final RankModel model;
@@ -57,10 +63,7 @@ final class VecrankRescorer implements Rescorer {
         }
         Context context = (Context) rescoreContext;
         ScoreDoc[] all = topDocs.scoreDocs;
-        ScoreDoc[] window = Rescorer.topN(topDocs, context.getWindowSize()).scoreDocs;
-        if (window == all) {
-            window = all.clone();
-        }
+        ScoreDoc[] window = Arrays.copyOf(all, Math.min(all.length, context.getWindowSize()));
         int n = window.length;
         Set<Integer> rescored = new HashSet<>(n * 2);
         for (ScoreDoc hit : window) {
@@ -97,7 +100,7 @@ final class VecrankRescorer implements Rescorer {
             }
             window[i].score = Scores.toScore(booster.predict(rows, i * width));
         }
-        Arrays.sort(window, SCORE_DOC_COMPARATOR);
+        Arrays.sort(window, BY_SCORE_THEN_DOC);
 
         ScoreDoc[] out = new ScoreDoc[all.length];
         System.arraycopy(window, 0, out, 0, n);

@@ -236,6 +236,6 @@ class VecrankRescorerTests {
         VecrankRescorer.Context ctx = context(DOCS, Map.of("profile_vector", List.of(1.0, 2.0)));
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
             () -> VecrankRescorer.INSTANCE.rescore(firstPass(), searcher, ctx));
-        assertTrue(e.getMessage().contains("[params.profile_vector] has 2 dimensions; field [embedding] has 3"), e.getMessage());
+        assertTrue(e.getMessage().contains("feature [cos_profile]: [params.profile_vector] has a vector of 2 dimensions; field [embedding] has 3"), e.getMessage());
     }
 }
