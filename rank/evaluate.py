@@ -20,7 +20,8 @@ The protocol (all of it leak-free: nothing a request did not know at its instant
   * ``cooccurrence`` — item-to-item co-occurrence;
   * ``als`` — implicit ALS (the ``implicit`` package), the user's factors recomputed from their history;
   * ``knn`` — vecrank's kNN candidates in their retrieval order (the profile vector, no ranker);
-  * ``vecrank`` — the same pool (kNN plus ``popular_mix`` popular items) ordered by the model.
+  * ``vecrank`` — the pool (kNN, plus ``popular_mix`` popular items, plus ``cooc_mix`` co-liked
+    items when the spec has the ``cooc`` feature) ordered by the model.
 
 Metrics (``vecrank.rank.metrics``): NDCG@10, Recall@10, Recall@50, MRR@10, catalog coverage and
 intra-list diversity; the candidate pool's recall is reported on its own; the NDCG@10 difference
@@ -68,6 +69,7 @@ class EvalConfig:
     max_history: int = 200
     max_users: int | None = None
     popular_mix: int = 50  # popular items (as of the request's instant) added to each kNN pool
+    cooc_mix: int = 50  # co-liked items added to each pool when the spec has the cooc feature
     popular_window_days: float = 30.0
     baselines: tuple[str, ...] = ("popular", "cooccurrence", "als")
 
@@ -173,7 +175,7 @@ def train_model(recommender: Recommender, events: Sequence[Mapping[str, Any]], s
     popular = PopularAsOf(timeline, window_days=config.popular_window_days, n=config.popular_mix)
     started = time.monotonic()
     table = replay(recommender, timeline.by_user, requests, spec=spec, labels=labels, pool=config.pool,
-                   extras=popular, max_history=config.max_history, progress=True)
+                   extras=popular, cooc_mix=config.cooc_mix, max_history=config.max_history, progress=True)
     train, valid = table.split_by_time(0.2)
     log.info("replayed %d training requests in %.1fs: %d with a positive label", len(requests),
              time.monotonic() - started, len(table.groups()))
@@ -182,7 +184,9 @@ def train_model(recommender: Recommender, events: Sequence[Mapping[str, Any]], s
                                     training={"train": train.summary(), "valid": valid.summary(), **info,
                                               "cutoff_ms": cutoff_ms, "horizon_days": config.horizon_days,
                                               "bucket_days": config.bucket_days, "pool": config.pool,
-                                              "popular_mix": config.popular_mix, "paths": table.paths()})
+                                              "popular_mix": config.popular_mix,
+                                              "cooc_mix": config.cooc_mix if spec.cooc else 0,
+                                              "paths": table.paths()})
 
 
 def run(recommender: Recommender, events: Sequence[Mapping[str, Any]], spec: feats.FeatureSpec, *,
@@ -202,7 +206,7 @@ def run(recommender: Recommender, events: Sequence[Mapping[str, Any]], spec: fea
     model = train_model(recommender, events, spec, cutoff_ms=cutoff, config=config, train_config=train_config,
                         labels=labels, model_id=model_id, timeline=timeline)
 
-    rec = replay_recommender(recommender)
+    rec = replay_recommender(recommender, spec, cooc_mix=config.cooc_mix)
     popular = PopularAsOf(timeline, window_days=config.popular_window_days, n=config.popular_mix)
     horizon = int(config.horizon_days * DAY_MS)
     rankings: dict[str, dict[str, list[str]]] = defaultdict(dict)

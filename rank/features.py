@@ -11,6 +11,8 @@ Groups:
   ``cos_hist_max`` / ``cos_hist_mean`` (to the user's last K positively weighted history items);
 * behavioural — from ``signals.*`` as of the last refresh: ``ctr``, ``pop_1d``, ``pop_7d``,
   ``pop_30d`` (log1p), ``days_since_interaction``, ``rating_mean``, ``rating_count`` (log1p);
+  with ``cooc``, ``cooc``: the share of the users who liked the user's recent likes that also
+  liked the item (co-occurrence computed by Elasticsearch from the events, NaN without any);
 * item — ``item.<field>`` for declared numeric item fields (for example ``item.year``);
 * user — ``hist_len`` (log1p), ``days_since_active``;
 * user–item — ``affinity.<facet>``: the weighted share of the user's positive history sharing a
@@ -51,21 +53,23 @@ class FeatureSpec:
     item_numeric: tuple[str, ...] = ()
     facets: tuple[str, ...] = ()
     history_k: int = 20
+    cooc: bool = False
     version: int = 1
 
     @property
     def names(self) -> list[str]:
-        return [*_SEMANTIC, *_BEHAVIOURAL, *(f"item.{f}" for f in self.item_numeric), *_USER,
-                *(f"affinity.{f}" for f in self.facets), *_CONTEXT]
+        return [*_SEMANTIC, *_BEHAVIOURAL, *(("cooc",) if self.cooc else ()), *(f"item.{f}" for f in self.item_numeric),
+                *_USER, *(f"affinity.{f}" for f in self.facets), *_CONTEXT]
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": self.version, "item_numeric": list(self.item_numeric), "facets": list(self.facets),
-                "history_k": self.history_k, "names": self.names}
+                "history_k": self.history_k, "cooc": self.cooc, "names": self.names}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FeatureSpec:
         spec = cls(item_numeric=tuple(data.get("item_numeric", ())), facets=tuple(data.get("facets", ())),
-                   history_k=int(data.get("history_k", 20)), version=int(data.get("version", 1)))
+                   history_k=int(data.get("history_k", 20)), cooc=bool(data.get("cooc", False)),
+                   version=int(data.get("version", 1)))
         if "names" in data and list(data["names"]) != spec.names:
             raise FeatureSpecMismatch(f"feature names {data['names']} do not match the spec's {spec.names}")
         return spec
@@ -136,6 +140,8 @@ def compute(spec: FeatureSpec, candidates: Sequence[Any], ctx: RequestContext) -
     cols["days_since_interaction"] = (ctx.now_ms - last) / DAY_MS
     cols["rating_mean"] = _get(signals, "rating_mean")
     cols["rating_count"] = np.log1p(_get(signals, "rating_count"))
+    if spec.cooc:
+        cols["cooc"] = np.array([np.nan if c.cooc is None else c.cooc for c in candidates], dtype=np.float64)
     for name in spec.item_numeric:
         cols[f"item.{name}"] = _get([c.fields for c in candidates], name)
 

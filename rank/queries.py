@@ -155,6 +155,52 @@ def popular_body(*, size: int, filter: dict[str, Any] | None, source: Sequence[s
     return search_body(size=size, query=query, source=source, sort=sort, with_vectors=with_vectors)
 
 
+def positive_events_filter(*, rating_type: str = "rating", min_rating: float = 4.0,
+                           types: Sequence[str] = ("click", "cart", "purchase")) -> dict[str, Any]:
+    """Events that say a user liked an item: a rating of at least ``min_rating``, or one of ``types``."""
+    return {"bool": {"should": [
+        {"bool": {"filter": [{"term": {"type": rating_type}}, {"range": {"value": {"gte": min_rating}}}]}},
+        {"terms": {"type": list(types)}}], "minimum_should_match": 1}}
+
+
+def _events_filter(clauses: list[dict[str, Any]], as_of_ms: int | None) -> list[dict[str, Any]]:
+    out = [positive_events_filter(), *clauses]
+    if as_of_ms is not None:
+        out.append({"range": {"timestamp": {"lte": int(as_of_ms), "format": "epoch_millis"}}})
+    return out
+
+
+def colikers_body(item_ids: Sequence[str], *, user_id: str | None = None, as_of_ms: int | None = None,
+                  size: int = 200) -> dict[str, Any]:
+    """Users who liked any of ``item_ids`` (the most of them first), from the events index.
+
+    The first half of item-to-item co-occurrence done by Elasticsearch: see :func:`coliked_items_body`.
+    ``as_of_ms`` keeps only events up to that instant (replays of the past).
+
+    Example:
+        >>> colikers_body(["a"], user_id="u1", size=5)["aggs"]
+        {'users': {'terms': {'field': 'user_id', 'size': 5}}}
+    """
+    query = {"bool": {"filter": _events_filter([{"terms": {"item_id": list(item_ids)}}], as_of_ms)}}
+    if user_id is not None:
+        query["bool"]["must_not"] = [{"term": {"user_id": user_id}}]
+    return {"size": 0, "query": query, "aggs": {"users": {"terms": {"field": "user_id", "size": size}}}}
+
+
+def coliked_items_body(user_ids: Sequence[str], *, exclude_items: Sequence[str] = (), score_items: Sequence[str] = (),
+                       as_of_ms: int | None = None, size: int = 50) -> dict[str, Any]:
+    """What the co-likers liked: the ``size`` most co-liked items (not in ``exclude_items``) and
+    the co-liker counts of ``score_items`` (the candidates found otherwise), in one search."""
+    top: dict[str, Any] = {"field": "item_id", "size": max(size, 1)}
+    if exclude_items:
+        top["exclude"] = list(exclude_items)
+    aggs: dict[str, Any] = {"top": {"terms": top}}
+    if score_items:
+        aggs["scored"] = {"terms": {"field": "item_id", "size": len(score_items), "include": list(score_items)}}
+    query = {"bool": {"filter": _events_filter([{"terms": {"user_id": list(user_ids)}}], as_of_ms)}}
+    return {"size": 0, "query": query, "aggs": aggs}
+
+
 def flatten_mapping(properties: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """``{"signals": {"properties": {"ctr": {"type": "float"}}}}`` -> ``{"signals.ctr": "float"}``."""
     out: dict[str, str] = {}

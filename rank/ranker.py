@@ -89,11 +89,13 @@ class Ranker:
         self.model = model
         self.pool = pool
         self.log_requests = log_requests
-        # Serve the pools the model was trained on: kNN plus the same number of popular additions.
+        # Serve the pools the model was trained on: kNN plus the same numbers of popular and
+        # co-liked additions.
         # The pool carries only what the features read; the k shown get their full documents after.
         spec = model.spec
         self.recommender.config = replace(recommender.config, with_vectors=True,
                                           popular_mix=int(model.training.get("popular_mix", 0)),
+                                          cooc=spec.cooc, cooc_mix=int(model.training.get("cooc_mix", 0)),
                                           source_fields=("signals", *spec.facets, *spec.item_numeric))
 
     def recommend(self, *, k: int = 10, explain: bool = False, now_ms: int | None = None,

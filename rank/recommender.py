@@ -54,6 +54,10 @@ class RetrieveConfig:
     source_fields: tuple[str, ...] | None = None  # None: the whole _source
     with_vectors: bool = False  # return each candidate's stored vector (the ranker's features need it)
     popular_mix: int = 0  # also add this many popular items (by signals) that the kNN did not find
+    cooc: bool = False  # score every candidate by co-occurrence with the user's recent likes (events index)
+    cooc_mix: int = 0  # also add this many of the most co-liked items that retrieval did not find
+    cooc_history: int = 20  # the user's newest liked items the co-occurrence starts from
+    cooc_users: int = 200  # co-likers: the users who liked the most of them
     profile: ProfileConfig = field(default_factory=ProfileConfig)
 
     def __post_init__(self) -> None:
@@ -78,7 +82,8 @@ class Candidate:
     fields: dict[str, Any]
     interest: int | None = None  # which interest found it (multi-interest)
     vector: np.ndarray | None = field(default=None, repr=False)
-    origin: str = "knn"  # "knn"; "popular" or "extra" for popular_mix / extra_items additions (score NaN)
+    origin: str = "knn"  # "knn"; "popular", "cooc" or "extra" for the additions (score NaN)
+    cooc: float | None = None  # share of the user's co-likers who liked it (RetrieveConfig.cooc)
 
 
 @dataclass
@@ -253,6 +258,9 @@ class Recommender:
         t = time.perf_counter()
         if extra_items:
             cands += self._extras(cands, extra_items, flt, source, want_vectors, query_vectors)
+        if (cfg.cooc or cfg.cooc_mix) and path != "popular":
+            cands += self._cooccurrence(cands, used_history, user, cfg, exclude, flt, source, want_vectors,
+                                        query_vectors, as_of_ms)
         if as_of_ms is not None and cands:
             from vecrank.ingest.signals import item_signals
 
@@ -282,6 +290,41 @@ class Recommender:
             c = _candidate(hit, None, query_vectors, "vector-only", False)
             c.score, c.origin = float("nan"), "popular"
             extras.append(c)
+        return extras
+
+    def _cooccurrence(self, found: list[Candidate], history: Sequence[Mapping[str, Any]], user: str | None,
+                      cfg: RetrieveConfig, seen: Sequence[str], flt: dict | None, source: Any, with_vectors: bool,
+                      query_vectors: list[np.ndarray], as_of_ms: int | None) -> list[Candidate]:
+        """Item-to-item co-occurrence by Elasticsearch: the users who liked the most of this user's
+        recent likes (co-likers), then what they liked. Sets ``cooc`` (the share of co-likers who
+        liked the item; NaN without co-likers) on every candidate and returns the ``cooc_mix``
+        most co-liked items retrieval did not find."""
+        now = as_of_ms if as_of_ms is not None else int(time.time() * 1000)
+        liked = [str(e["item_id"]) for e in sorted(history, key=lambda e: -int(e["timestamp"]))
+                 if cfg.profile.event_weight(e, now) > 0]
+        liked = list(dict.fromkeys(liked))[: cfg.cooc_history]
+        events = self.settings.index("events")
+        users: list[str] = []
+        if liked and self.client.indices.exists(index=events):
+            body = queries.colikers_body(liked, user_id=user, as_of_ms=as_of_ms, size=cfg.cooc_users)
+            users = [b["key"] for b in self.client.search(index=events, **body)["aggregations"]["users"]["buckets"]]
+        if not users:
+            for c in found:
+                c.cooc = float("nan")
+            return []
+        body = queries.coliked_items_body(users, exclude_items=sorted(set(seen) | {c.item_id for c in found}),
+                                          score_items=[c.item_id for c in found], as_of_ms=as_of_ms,
+                                          size=cfg.cooc_mix)
+        aggs = self.client.search(index=events, **body)["aggregations"]
+        counts = {b["key"]: b["doc_count"] for b in aggs.get("scored", {}).get("buckets", [])}
+        for c in found:
+            c.cooc = counts.get(c.item_id, 0) / len(users)
+        if not cfg.cooc_mix:
+            return []
+        top = {b["key"]: b["doc_count"] for b in aggs["top"]["buckets"]}
+        extras = self._extras(found, list(top), flt, source, with_vectors, query_vectors)
+        for c in extras:
+            c.origin, c.cooc = "cooc", top[c.item_id] / len(users)
         return extras
 
     def _extras(self, found: list[Candidate], ids: Sequence[str], flt: dict | None, source: Any, with_vectors: bool,

@@ -209,20 +209,22 @@ def replay_candidates(recommender: Recommender, events: Sequence[Mapping[str, An
     return cset, history
 
 
-def replay_recommender(recommender: Recommender) -> Recommender:
+def replay_recommender(recommender: Recommender, spec: feats.FeatureSpec, *, cooc_mix: int = 0) -> Recommender:
     """A copy of ``recommender`` set up for replays: vectors on (the features need them), no
-    popular additions from the live index (they would be today's; replays pass their own)."""
+    popular additions from the live index (they would be today's; replays pass their own),
+    co-occurrence as ``spec`` needs it (computed as of each request's instant)."""
     from copy import copy
     from dataclasses import replace
 
     out = copy(recommender)
-    out.config = replace(recommender.config, with_vectors=True, popular_mix=0, exclude_seen=True)
+    out.config = replace(recommender.config, with_vectors=True, popular_mix=0, exclude_seen=True,
+                         cooc=spec.cooc, cooc_mix=cooc_mix if spec.cooc else 0)
     return out
 
 
 def replay(recommender: Recommender, events_by_user: Mapping[str, Sequence[Mapping[str, Any]]],
            requests: Iterable[ReplayRequest], *, spec: feats.FeatureSpec, labels: LabelConfig | None = None,
-           pool: int = 100, extras: Callable[[int], Sequence[str]] | None = None,
+           pool: int = 100, extras: Callable[[int], Sequence[str]] | None = None, cooc_mix: int = 0,
            table: TrainingTable | None = None, max_history: int = 200, progress: bool = False) -> TrainingTable:
     """Training rows for replayed requests (see the module docstring). Nothing is written to the
     index: signals are read as of each request's instant.
@@ -235,6 +237,7 @@ def replay(recommender: Recommender, events_by_user: Mapping[str, Sequence[Mappi
         labels: graded relevance of later events.
         pool: kNN candidates per request.
         extras: ``as_of_ms -> item ids`` added to each pool (the popular items of that instant).
+        cooc_mix: co-occurring items added to each pool (when ``spec.cooc``).
         table: append to this table.
         max_history: the newest interactions before the cut that make the profile.
 
@@ -243,7 +246,7 @@ def replay(recommender: Recommender, events_by_user: Mapping[str, Sequence[Mappi
     """
     labels = labels or LabelConfig()
     table = table if table is not None else TrainingTable(feature_names=spec.names)
-    rec = replay_recommender(recommender)
+    rec = replay_recommender(recommender, spec, cooc_mix=cooc_mix)
     started = time.monotonic()
     done = 0
     for req in requests:

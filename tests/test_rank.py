@@ -152,7 +152,7 @@ def test_trained_model_beats_popularity_and_knn_only(es, settings_for, embedder,
     from vecrank.rank.evaluate import load_events
 
     rec = Recommender(es, settings_for, embedder=embedder, config=RetrieveConfig())
-    spec = feats.FeatureSpec(facets=("topic",))
+    spec = feats.FeatureSpec(facets=("topic",), cooc=True)
     writes_before = indexing_total(es, settings_for.index("items"))
     report = run(rec, load_events(es, settings_for), spec, catalog_size=len(world[0]),
                  config=EvalConfig(test_fraction=0.25, horizon_days=60, train_cuts=3, pool=40),
@@ -271,7 +271,8 @@ def test_training_rows_from_the_serving_feature_log(es, settings_for, embedder, 
     from clihelp import connection_args, run_cli
 
     result = run_cli(capsys, *connection_args(settings_for), "--index-prefix", settings_for.index_prefix,
-                     "train", "--from-log", "--facet", "topic", "--horizon-days", "7", "--model-id", "fromlog", "--json")
+                     "train", "--from-log", "--facet", "topic", "--no-cooc", "--horizon-days", "7", "--model-id", "fromlog",
+                     "--json")
     assert result.code == 0, result.err
     out = json.loads(result.out)
     assert (out["id"], out["version"], out["training"]["source"]) == ("fromlog", 1, "feature-log")

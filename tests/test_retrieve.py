@@ -311,3 +311,42 @@ def test_popular_mix_adds_behavioural_candidates(es, settings_for, items, embedd
     extra = cs.candidates[3]
     assert extra.score != extra.score and extra.cosine is not None  # no kNN score; cosine from its vector
     assert cs.to_dict()["candidates"][3]["score"] is None
+
+
+def test_cooccurrence_bodies_are_structured():
+    body = queries.colikers_body(["h0", "h1"], user_id="u9", as_of_ms=5, size=10)
+    assert body["query"]["bool"]["must_not"] == [{"term": {"user_id": "u9"}}]
+    filters = body["query"]["bool"]["filter"]
+    assert {"terms": {"item_id": ["h0", "h1"]}} in filters
+    assert {"range": {"timestamp": {"lte": 5, "format": "epoch_millis"}}} in filters
+    items = queries.coliked_items_body(["u1"], exclude_items=["h0"], score_items=["c1"], size=3)
+    assert items["aggs"] == {"top": {"terms": {"field": "item_id", "size": 3, "exclude": ["h0"]}},
+                             "scored": {"terms": {"field": "item_id", "size": 1, "include": ["c1"]}}}
+
+
+def test_cooccurrence_scores_and_adds_what_co_likers_liked(es, settings_for, items, embedder, tmp_path):
+    from vecrank.ingest.events import ingest_events
+
+    def like(user, item, days):
+        return {"user": user, "item": item, "type": "rating", "value": 5.0, "timestamp": int(T0 + days * DAY_MS)}
+
+    events = [like(u, "h0", -10) for u in ("a1", "a2", "a3")] + [like(u, "c5", -9) for u in ("a1", "a2", "a3")]
+    events += [like("a1", "s2", -9), {"user": "a2", "item": "s3", "type": "rating", "value": 2.0,
+                                      "timestamp": int(T0 - 9 * DAY_MS)}]  # a dislike is not co-liking
+    events += [like("a4", "h0", 5), like("a4", "c6", 5)]  # after T0
+    path = tmp_path / "events.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    assert ingest_events(es, settings_for, path, progress=False).failed == 0
+    es.indices.refresh(index=settings_for.index("events"))
+
+    rec = Recommender(es, settings_for, embedder=embedder)
+    history = [ev("h0", "rating", days_ago=1, value=5.0)]
+    past = rec.candidates(history=history, k=3, cooc_mix=2, as_of_ms=T0)
+    added = [(c.item_id, c.cooc) for c in past.candidates if c.origin == "cooc"]
+    assert added == [("c5", 1.0), ("s2", pytest.approx(1 / 3))]  # 3 co-likers as of T0; s3 was disliked
+    assert all(c.cooc == 0.0 for c in past.candidates if c.origin == "knn" and c.item_id not in {"c5", "s2"})
+    now = rec.candidates(history=history, k=3, cooc_mix=3)
+    shares = {c.item_id: c.cooc for c in now.candidates if c.origin == "cooc"}
+    assert shares == {"c5": 0.75, "c6": 0.25, "s2": 0.25}  # a4 counts now
+    nobody = rec.candidates(history=[ev("h7", "rating", days_ago=1, value=5.0)], k=3, cooc=True)
+    assert all(c.cooc != c.cooc for c in nobody.candidates)  # no co-likers: NaN, not zero

@@ -8,10 +8,10 @@ import click
 from vecrank.cli._common import app, json_option
 
 
-def _spec(facets: tuple[str, ...], item_fields: tuple[str, ...]):
+def _spec(facets: tuple[str, ...], item_fields: tuple[str, ...], cooc: bool):
     from vecrank.rank.features import FeatureSpec
 
-    return FeatureSpec(item_numeric=tuple(item_fields), facets=tuple(facets))
+    return FeatureSpec(item_numeric=tuple(item_fields), facets=tuple(facets), cooc=cooc)
 
 
 def _shared(fn):
@@ -33,6 +33,10 @@ def _shared(fn):
                      help="Candidates retrieved and ranked per request."),
         click.option("--popular-mix", type=click.IntRange(0, 1000), default=50, show_default=True,
                      help="Popular items added to each kNN pool, so behaviour has candidates of its own."),
+        click.option("--cooc/--no-cooc", default=True, show_default=True,
+                     help="Co-occurrence (users who liked the user's recent likes also liked...) as a feature."),
+        click.option("--cooc-mix", type=click.IntRange(0, 1000), default=50, show_default=True,
+                     help="Co-liked items added to each pool (with --cooc)."),
         click.option("--objective", type=click.Choice(["rank:ndcg", "rank:pairwise", "rank:map"]),
                      default="rank:ndcg", show_default=True),
         click.option("--model-id", default="vecrank", show_default=True, help="Registry id of the model."),
@@ -63,7 +67,7 @@ def _register(ctx, model, activate: bool):
 @_shared
 @json_option
 def evaluate_command(test_fraction, max_users, out_dir, register, facets, item_fields, horizon_days, train_cuts,
-                     max_train_requests, bucket_days, pool, popular_mix, objective, model_id, activate, seed,
+                     max_train_requests, bucket_days, pool, popular_mix, cooc, cooc_mix, objective, model_id, activate, seed,
                      as_json) -> None:
     """Train the ranker on replays before T (the 1 - test-fraction quantile of event times); hold
     out each later user's last test-fraction of interactions; compare NDCG@10, Recall@10/50, MRR,
@@ -79,10 +83,10 @@ def evaluate_command(test_fraction, max_users, out_dir, register, facets, item_f
     if not events:
         raise click.ClickException(f"no events in {ctx.settings.index('events')}; run `vecrank ingest events` first")
     catalog = ctx.client.count(index=ctx.settings.index("items"))["count"]
-    report = run(Recommender(ctx.client, ctx.settings), events, _spec(facets, item_fields), catalog_size=catalog,
+    report = run(Recommender(ctx.client, ctx.settings), events, _spec(facets, item_fields, cooc), catalog_size=catalog,
                  config=EvalConfig(test_fraction=test_fraction, horizon_days=horizon_days, train_cuts=train_cuts,
                                    max_train_requests=max_train_requests, bucket_days=bucket_days,
-                                   pool=pool, max_users=max_users, popular_mix=popular_mix),
+                                   pool=pool, max_users=max_users, popular_mix=popular_mix, cooc_mix=cooc_mix),
                  train_config=TrainConfig(objective=objective, seed=seed), model_id=model_id)
     files = write_outputs(report, out_dir)
     result = {**report.to_dict(), "files": files}
@@ -110,7 +114,7 @@ def evaluate_command(test_fraction, max_users, out_dir, register, facets, item_f
 @_shared
 @json_option
 def train_command(from_log, facets, item_fields, horizon_days, train_cuts, max_train_requests, bucket_days, pool,
-                  popular_mix, objective, model_id, activate, seed, as_json) -> None:
+                  popular_mix, cooc, cooc_mix, objective, model_id, activate, seed, as_json) -> None:
     """Replay the whole event history (per-user cuts, the latest requests), or use the serving
     feature log, train and register a version."""
     from vecrank.rank import Recommender
@@ -120,7 +124,7 @@ def train_command(from_log, facets, item_fields, horizon_days, train_cuts, max_t
 
     ctx = app()
     if from_log:
-        spec = _spec(facets, item_fields)
+        spec = _spec(facets, item_fields, cooc)
         table = from_feature_log(ctx.client, ctx.settings, spec, horizon_days=horizon_days)
         if not any(table.label):
             raise click.ClickException(f"no labelled rows in {ctx.settings.index('feature-log')} for this feature "
@@ -137,10 +141,11 @@ def train_command(from_log, facets, item_fields, horizon_days, train_cuts, max_t
     if not events:
         raise click.ClickException(f"no events in {ctx.settings.index('events')}; run `vecrank ingest events` first")
     end = max(int(e["timestamp"]) for e in events) + 1  # every event may label a training request
-    model = train_model(Recommender(ctx.client, ctx.settings), events, _spec(facets, item_fields),
+    model = train_model(Recommender(ctx.client, ctx.settings), events, _spec(facets, item_fields, cooc),
                         cutoff_ms=end, config=EvalConfig(horizon_days=horizon_days, train_cuts=train_cuts, pool=pool,
                                                          max_train_requests=max_train_requests,
-                                                         bucket_days=bucket_days, popular_mix=popular_mix),
+                                                         bucket_days=bucket_days, popular_mix=popular_mix,
+                                                         cooc_mix=cooc_mix),
                         train_config=TrainConfig(objective=objective, seed=seed), model_id=model_id)
     _echo_trained(_register(ctx, model, activate), as_json)
 
