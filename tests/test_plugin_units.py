@@ -258,3 +258,13 @@ def test_cli_plugin_help_and_local_status(capsys, tmp_path):
     assert info["source"] == str(REPO / "plugin")
     result = run_cli(capsys, "--state-dir", str(tmp_path), "plugin", "remove")
     assert result.code == 0 and "No plugin was installed" in result.out
+
+
+def test_docker_builds_the_plugin_for_the_pinned_version():
+    compose = (REPO / "docker" / "docker-compose.yml").read_text()
+    dockerfile = (REPO / "docker" / "Dockerfile").read_text()
+    pinned = distribution.ES_VERSION
+    assert f'ES_VERSION: "{pinned}"' in compose and f"elasticsearch-vecrank:{pinned}" in compose
+    assert f"ARG ES_VERSION={pinned}" in dockerfile
+    assert f"vecrank-rescorer-{lplugin.source_version()}-es${{ES_VERSION}}.zip" in dockerfile
+    assert "elasticsearch-plugin install --batch" in dockerfile

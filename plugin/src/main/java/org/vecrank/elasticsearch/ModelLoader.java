@@ -49,9 +49,9 @@ final class ModelLoader {
                 return;
             }
             SearchHit hit = hits[0];
-            ModelKey key = new ModelKey(
-                hit.getIndex(), hit.getShard().getShardId().getIndex().getUUID(), hit.getId(), hit.getSeqNo(), hit.getPrimaryTerm()
-            );
+            // The index UUID tells a re-created index from the old one of the same name.
+            String uuid = hit.getShard() == null ? "" : hit.getShard().getShardId().getIndex().getUUID();
+            ModelKey key = new ModelKey(hit.getIndex(), uuid, hit.getId(), hit.getSeqNo(), hit.getPrimaryTerm());
             Object found = hit.getSourceAsMap().get("version");
             Integer expected = found instanceof Number n ? n.intValue() : version;
             load(client, cache, key, modelId, expected, listener);
