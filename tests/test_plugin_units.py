@@ -268,3 +268,15 @@ def test_docker_builds_the_plugin_for_the_pinned_version():
     assert f"ARG ES_VERSION={pinned}" in dockerfile
     assert f"vecrank-rescorer-{lplugin.source_version()}-es${{ES_VERSION}}.zip" in dockerfile
     assert "elasticsearch-plugin install --batch" in dockerfile
+
+
+def test_a_restart_keeps_the_settings_the_node_was_started_with(tmp_path):
+    from vecrank.localnode import node
+
+    nodes = [node.NodeState(name="vecrank-1", dir=str(tmp_path / "node-1"), http_port=9299, transport_port=9399)]
+    (tmp_path / "node-1" / "config").mkdir(parents=True)
+    extra = {"indices.query.bool.max_clause_count": "2048", "http.max_content_length": "200mb",
+             "xpack.security.http.ssl.enabled": False}
+    (tmp_path / "node-1" / "config" / "elasticsearch.yml").write_text(node._node_yaml(nodes[0], nodes, True, extra))
+    cluster = SimpleNamespace(nodes=nodes, tls=True)
+    assert lplugin._extra_settings(cluster) == extra
