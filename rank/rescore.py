@@ -4,9 +4,14 @@ The plugin evaluates a registered model on the top hits of a search. It needs to
 feature of the model's spec, where to read it; that is the model document's ``plugin_features``,
 which :func:`plugin_features` derives from a :class:`~vecrank.rank.features.FeatureSpec`. A search
 asks for it with the ``rescore`` section that :func:`rescore_body` builds; the request-level
-inputs (profile and history vectors, the user's facet history, scalars such as ``hist_len``) go
-in ``params``, which :func:`rescore_params` computes the way :func:`vecrank.rank.features.compute`
-does.
+inputs (profile and history vectors, the user's facet history, scalars such as ``hist_len``, and
+per-item values computed for the request such as ``cooc``) go in ``params``, which
+:func:`rescore_params` computes the way :func:`vecrank.rank.features.compute` does.
+
+Sources: ``score`` (the first-pass score), ``field`` (a numeric doc value, with a transform),
+``cosine`` / ``cosine_max`` / ``cosine_mean`` (the doc's vector against param vectors),
+``overlap`` (the doc's keyword values against weighted param sets), ``param`` (a request scalar)
+and ``param_map`` (a request value per document, looked up by the doc's ``key_field`` keyword).
 
 Rescored hits score ``g(model score)``, with ``g(x) = 1 + x`` for ``x >= 0`` and ``1 / (1 - x)``
 for ``x < 0`` (Lucene scores cannot be negative); :func:`score_to_model` inverts it. With
@@ -18,6 +23,8 @@ Example:
     >>> [f for f in plugin_features(FeatureSpec()) if f["name"] in ("ctr", "pop_7d")]
     [{'name': 'ctr', 'source': 'field', 'field': 'signals.ctr', 'transform': 'identity'}, \
 {'name': 'pop_7d', 'source': 'field', 'field': 'signals.popularity_7d', 'transform': 'log1p'}]
+    >>> feature_source("cooc")
+    {'name': 'cooc', 'source': 'param_map', 'param': 'cooc', 'key_field': 'item_id'}
     >>> rescore_body(model_id="default", version=3, params={"hist_len": 1.5}, window_size=100,
     ...              models_index="vecrank-models")
     {'window_size': 100, 'vecrank': {'model': 'default', 'version': 3, 'models_index': 'vecrank-models', \
@@ -76,6 +83,8 @@ PROFILE_VECTOR = "profile_vector"
 QUERY_VECTOR = "query_vector"
 HISTORY_VECTORS = "history_vectors"
 NOW_MS = "now_ms"
+COOC = "cooc"  # {"values": {item_id: share}, "default": share or None}, read by the items' item_id
+KEY_FIELD = "item_id"
 _SCALAR_PARAMS = ("hist_len", "days_since_active", "query_present", "path_code")
 _SIGNAL_FIELDS = {
     "ctr": ("signals.ctr", "identity"),
@@ -123,8 +132,10 @@ def feature_source(name: str) -> dict[str, Any]:
         return {"name": name, "source": "overlap", "field": facet, "param": f"history_{facet}"}
     if name in _SCALAR_PARAMS:
         return {"name": name, "source": "param"}
+    if name == "cooc":
+        return {"name": name, "source": "param_map", "param": COOC, "key_field": KEY_FIELD}
     raise PluginFeatureError(f"feature {name!r} has no source in the plugin; known: knn_score, cos_*, signals "
-                             "(ctr, pop_Nd, ...), item.<field>, affinity.<facet>, hist_len, days_since_active, "
+                             "(ctr, pop_Nd, ...), cooc, item.<field>, affinity.<facet>, hist_len, days_since_active, "
                              "query_present, path_code")
 
 
@@ -212,7 +223,8 @@ def rescore_body(*, model_id: str, version: int | None = None, params: Mapping[s
 
 
 def rescore_params(spec: FeatureSpec, ctx: RequestContext, *, profile_vector: np.ndarray | None = None,
-                   encode: bool = True) -> dict[str, Any]:
+                   encode: bool = True, cooc: Mapping[str, float] | None = None,
+                   cooc_default: float | None = None) -> dict[str, Any]:
     """The ``params`` for ``spec``'s features from a request, computed as :func:`features.compute` does.
 
     Args:
@@ -220,6 +232,11 @@ def rescore_params(spec: FeatureSpec, ctx: RequestContext, *, profile_vector: np
         ctx: The request: time, path, history, history vectors and facets, query vector.
         profile_vector: The vector the candidates were retrieved with (``cos_profile``).
         encode: Vectors as base64 strings (else lists of floats).
+        cooc: For a spec with ``cooc``: the feature's value per item id (the share of the user's
+            co-likers who liked it). None (no co-likers) leaves the param out: ``cooc`` is then
+            missing for every hit.
+        cooc_default: ``cooc`` of an item that ``cooc`` lacks (0.0 when the user has co-likers and
+            ``cooc`` holds the items they liked); None or NaN: missing.
 
     Returns:
         A JSON-ready dict for :func:`rescore_body`.
@@ -259,7 +276,24 @@ def rescore_params(spec: FeatureSpec, ctx: RequestContext, *, profile_vector: np
         params["query_present"] = 1.0 if ctx.query_vector is not None else 0.0
     if "path_code" in names:
         params["path_code"] = float(PATH_CODES.get(ctx.path, -1))
+    if "cooc" in names and cooc is not None:
+        params[COOC] = {"values": {str(k): _finite_or_none(v) for k, v in cooc.items()},
+                        "default": _finite_or_none(cooc_default)}
     return params
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    """A JSON number, or None (missing in the plugin) for None and NaN; infinity is refused."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"a cooc value must be a number or None, not {value!r}")
+    value = float(value)
+    if math.isnan(value):
+        return None
+    if not math.isfinite(value):
+        raise ValueError(f"a cooc value must be finite, not {value!r}")
+    return value
 
 
 # --- scores and explanations --------------------------------------------------------------------
@@ -364,6 +398,16 @@ def _flatten(properties: Mapping[str, Any], prefix: str = "") -> dict[str, dict[
 
 def _field_problem(feature: Mapping[str, Any], mapping: Mapping[str, Any] | None) -> str | None:
     source, field = feature["source"], feature.get("field")
+    if source == "param_map":
+        field = feature.get("key_field")
+        if mapping is None:
+            return f"looks up its values by key field {field!r}, which is not mapped"
+        kind = mapping.get("type")
+        if kind != "keyword":
+            return f"looks up its values by key field {field!r}, which is a {kind} field, not keyword"
+        if mapping.get("doc_values") is False:
+            return f"looks up its values by key field {field!r}, which has doc_values: false"
+        return None
     if mapping is None:
         return f"reads field {field!r}, which is not mapped"
     kind = mapping.get("type")
@@ -429,7 +473,8 @@ def validate_plugin_features(client: Elasticsearch, items_index: str, features: 
 
     Every ``field`` must be mapped in every index behind ``items_index`` with a usable type:
     numeric/date/boolean with doc values for ``field`` (date or long for ``days_since``), a float
-    ``dense_vector`` that is indexed for the cosines, a keyword with doc values for ``overlap``.
+    ``dense_vector`` that is indexed for the cosines, a keyword with doc values for ``overlap``;
+    a ``param_map``'s ``key_field`` must be a keyword with doc values.
     With ``model_doc`` and the plugin installed, the plugin itself checks the document too.
 
     Raises:
@@ -441,9 +486,12 @@ def validate_plugin_features(client: Elasticsearch, items_index: str, features: 
     for index_name, body in mappings.items():
         fields = _flatten(body.get("mappings", {}).get("properties", {}))
         for feature in features:
-            if "field" not in feature:
+            field = feature.get("key_field") if feature.get("source") == "param_map" else feature.get("field")
+            if field is None:
+                if feature.get("source") == "param_map":
+                    raise PluginFeatureError(f"feature {feature.get('name')!r} (param_map) has no key_field")
                 continue
-            problem = _field_problem(feature, fields.get(feature["field"]))
+            problem = _field_problem(feature, fields.get(field))
             if problem:
                 raise PluginFeatureError(f"feature {feature.get('name')!r} {problem} in index {index_name!r} "
                                          f"(behind {items_index!r})")

@@ -21,7 +21,7 @@ from clihelp import connection_args, run_cli
 from vecrank.ingest.embed import Embedder
 from vecrank.ingest.items import ItemSource, ingest_items
 from vecrank.rank import rescore as R
-from vecrank.rank.features import FeatureSpec
+from vecrank.rank.features import FeatureSpec, RequestContext
 from vecrank.rank.model import RankerModel, Registry
 
 pytestmark = pytest.mark.slow
@@ -107,16 +107,16 @@ def world(plugin_es, es_settings, embedder, tmp_path_factory):
 
 # --- models ------------------------------------------------------------------------------------
 
-def synthetic_rows(n: int, seed: int) -> np.ndarray:
+def synthetic_rows(n: int, seed: int, names: list[str] = NAMES) -> np.ndarray:
     """Rows in each feature's real range (NaN for a fifth of them), so the trees split where candidates are."""
     rng = np.random.default_rng(seed)
-    ranges = {"knn_score": (0.5, 1.0), "cos_profile": (-0.1, 0.8), "cos_query": (-0.1, 0.8),
+    ranges = {"cooc": (0, 1), "knn_score": (0.5, 1.0), "cos_profile": (-0.1, 0.8), "cos_query": (-0.1, 0.8),
               "cos_hist_max": (-0.1, 0.9), "cos_hist_mean": (-0.1, 0.6), "ctr": (0, 0.3), "pop_1d": (0, 4.2),
               "pop_7d": (0, 4.2), "pop_30d": (0, 4.2), "days_since_interaction": (0, 60), "rating_mean": (1, 5),
               "rating_count": (0, 5.7), "item.year": (2000, 2008), "hist_len": (0, 3), "days_since_active": (0, 10),
               "affinity.genres": (0, 1), "query_present": (0, 1), "path_code": (0, 5)}
-    X = np.column_stack([rng.uniform(*ranges[n_], size=n) for n_ in NAMES]).astype(np.float32)
-    for j in (NAMES.index("query_present"), NAMES.index("path_code")):
+    X = np.column_stack([rng.uniform(*ranges[n_], size=n) for n_ in names]).astype(np.float32)
+    for j in (names.index("query_present"), names.index("path_code")):
         X[:, j] = np.round(X[:, j])
     X[rng.random(X.shape) < 0.2] = np.nan
     return X
@@ -306,6 +306,81 @@ def test_hits_past_the_window_follow_in_first_pass_order(plugin_es, world, model
     assert [h["_id"] for h in rest] == first[6:]
     assert all(h["_score"] < 1e-30 for h in rest) and min(h["_score"] for h in rescored) > 1e-30
     assert all("past the rescore window" in h["_explanation"]["description"] for h in rest)
+
+
+# --- per-document params (param_map) -------------------------------------------------------------
+
+COOC_SPEC = FeatureSpec(item_numeric=("year",), facets=("genres",), cooc=True)
+
+
+def test_cooc_values_given_with_the_request_are_looked_up_by_item_id(plugin_es, world, embedder):
+    """A model with ``cooc`` (source param_map): the plugin reads params["cooc"]["values"][item_id],
+    else the default, scores as Booster.predict on those features, and reports them."""
+    es = plugin_es
+    names = COOC_SPEC.names
+    X = synthetic_rows(600, 21, names)
+    z = np.nan_to_num(X, nan=0.0)
+    col = {n: z[:, i] for i, n in enumerate(names)}
+    rng = np.random.default_rng(22)
+    signal = 4 * col["cooc"] + 3 * col["cos_profile"] + 2 * col["affinity.genres"] + rng.normal(0, 0.3, len(X))
+    y = np.digitize(signal, np.quantile(signal, [0.5, 0.8, 0.95]))
+    booster = xgb.train({"objective": "rank:ndcg", "max_depth": 4, "eta": 0.3, "seed": 3, "nthread": 1},
+                        xgb.DMatrix(X, label=y, missing=np.nan, feature_names=names, qid=np.repeat(np.arange(30), 20)),
+                        25)
+    assert booster.get_score(importance_type="weight").get("cooc", 0) > 0, "the trees split on cooc"
+    model = Registry(es, world).register(RankerModel.from_booster("cooc", COOC_SPEC, booster), status="active")
+    es.update(index=world.index("models"), id=f"cooc@{model.version}",
+              doc={"plugin_features": R.plugin_features(COOC_SPEC)}, refresh="wait_for")
+    R.validate_plugin_features(es, world.index("items"), R.plugin_features(COOC_SPEC))
+    assert R.plugin_features(COOC_SPEC)[names.index("cooc")]["source"] == "param_map"
+
+    req = requests(es, world, embedder)[0]
+    first = [h["_id"] for h in search(es, world, req, model_id=None)]
+    values = {item: float(rng.uniform(0, 1)) for item in first[::3]}  # a third of the hits
+    values["no-such-item"] = 0.9
+    ctx = RequestContext(now_ms=NOW, path="profile")
+    worst, checked = 0.0, 0
+    for default in (0.0, None, "absent"):
+        params = dict(req["params"])
+        if default != "absent":
+            params.update(R.rescore_params(COOC_SPEC, ctx, cooc=values, cooc_default=default))
+            assert params["cooc"] == {"values": values, "default": default}
+        hits = search(es, world, req, model_id="cooc", params=params)
+        assert len(hits) == 24
+        F = np.stack([R.explained_features(h["_explanation"], names) for h in hits])
+        expected = booster.predict(xgb.DMatrix(F, missing=np.nan, feature_names=names))
+        explained = np.array([R.explained_model_score(h["_explanation"]) for h in hits])
+        from_score = R.score_to_model(np.array([h["_score"] for h in hits]))
+        np.testing.assert_allclose(explained, expected, rtol=0, atol=TOL)
+        np.testing.assert_allclose(from_score, expected, rtol=0, atol=TOL)
+        assert list(np.argsort(-expected, kind="stable")) == list(range(len(hits)))
+        worst = max(worst, float(np.abs(explained - expected).max()), float(np.abs(from_score - expected).max()))
+        checked += len(hits)
+        got = F[:, names.index("cooc")]
+        for h, value in zip(hits, got):
+            item = h["_source"]["item_id"]
+            want = np.nan if default == "absent" else values.get(item, default)
+            want = np.float32(np.nan if want is None else want)
+            assert (np.isnan(want) and np.isnan(value)) or value == want, (item, value, want)
+        in_map = sum(h["_source"]["item_id"] in values for h in hits)
+        assert in_map == len(first[::3]) and in_map < len(hits)
+        if default == 0.0:
+            assert not np.isnan(got).any() and (got == 0).sum() == len(hits) - in_map
+        else:
+            assert np.isnan(got).sum() == (len(hits) if default == "absent" else len(hits) - in_map)
+    print(f"cooc (param_map) vs Booster.predict: {checked} hits, max |difference| {worst:.2e}")
+
+    bad = dict(req["params"], cooc={"values": {first[0]: "0.5"}, "default": 0})
+    exc = error_of(lambda: search(es, world, req, model_id="cooc", params=bad))
+    assert exc.meta.status == 400
+    assert f"[params.cooc][values][{first[0]}] must be a number or null, got string 0.5" in reason(exc)
+    exc = error_of(lambda: search(es, world, req, model_id="cooc", params=dict(req["params"], cooc=[0.5])))
+    assert exc.meta.status == 400 and "[params.cooc] must be {" in reason(exc)
+    cooc = R.feature_source("cooc")
+    with pytest.raises(R.PluginFeatureError, match="key field 'text', which is a text field, not keyword"):
+        R.validate_plugin_features(es, world.index("items"), [dict(cooc, key_field="text")])
+    with pytest.raises(R.PluginFeatureError, match="key field 'year', which is a integer field, not keyword"):
+        R.validate_plugin_features(es, world.index("items"), [dict(cooc, key_field="year")])
 
 
 # --- versions ----------------------------------------------------------------------------------

@@ -183,6 +183,55 @@ def test_rescore_params_reproduce_what_features_compute():
     assert "history_vectors" not in empty and "history_genres" not in empty and empty["days_since_active"] is None
 
 
+def test_cooc_is_a_param_map_keyed_by_item_id():
+    spec = FeatureSpec(cooc=True)
+    features = R.plugin_features(spec)
+    assert [f["name"] for f in features] == spec.names
+    assert features[spec.names.index("cooc")] == R.feature_source("cooc") == {
+        "name": "cooc", "source": "param_map", "param": "cooc", "key_field": "item_id"}
+
+    # What the plugin looks up (values[item_id], else default) equals features.compute's column.
+    ctx = RequestContext(now_ms=NOW, path="profile")
+    counts, users = {"a": 3, "c": 1}, 4
+    ids = ["a", "b", "c", "d"]
+    candidates = [SimpleNamespace(item_id=i, score=0.5, cosine=None, vector=None, fields={},
+                                  cooc=counts.get(i, 0) / users) for i in ids]
+    expected = F.compute(spec, candidates, ctx)[:, spec.names.index("cooc")]
+    params = R.rescore_params(spec, ctx, cooc={k: v / users for k, v in counts.items()}, cooc_default=0.0)
+    json.dumps(params, allow_nan=False)
+    assert params["cooc"] == {"values": {"a": 0.75, "c": 0.25}, "default": 0.0}
+    looked_up = np.array([params["cooc"]["values"].get(i, params["cooc"]["default"]) for i in ids], dtype=np.float64)
+    np.testing.assert_array_equal(looked_up.astype(np.float32), expected)
+
+    # No co-likers: the param is left out and every hit's cooc is missing, as compute's NaN.
+    assert "cooc" not in R.rescore_params(spec, ctx)
+    assert "cooc" not in R.rescore_params(FeatureSpec(), ctx, cooc={"a": 1.0}), "only for a spec with cooc"
+    numpy_values = R.rescore_params(spec, ctx, cooc={"a": np.float32(0.5), "b": float("nan"), 7: np.int64(1)},
+                                    cooc_default=float("nan"))
+    assert numpy_values["cooc"] == {"values": {"a": 0.5, "b": None, "7": 1.0}, "default": None}
+    assert type(numpy_values["cooc"]["values"]["a"]) is float
+    for bad in ("0.5", True, float("inf")):
+        with pytest.raises(ValueError, match="cooc value"):
+            R.rescore_params(spec, ctx, cooc={"a": bad})
+    body = R.rescore_body(model_id="m", params=params, window_size=10)
+    assert body["vecrank"]["params"]["cooc"] == params["cooc"]
+
+
+def test_a_param_map_key_field_must_be_a_keyword_with_doc_values():
+    mapping = {"properties": {"item_id": {"type": "keyword"}, "title": {"type": "text"},
+                              "sku": {"type": "keyword", "doc_values": False}, "year": {"type": "integer"}}}
+    client = SimpleNamespace(indices=SimpleNamespace(get_mapping=lambda index: {"items-1": {"mappings": mapping}}))
+    cooc = R.feature_source("cooc")
+    R.validate_plugin_features(client, "items", [R.feature_source("knn_score"), cooc])
+    for field, problem in (("title", "which is a text field, not keyword"), ("year", "which is a integer field"),
+                           ("sku", "which has doc_values: false"), ("missing", "which is not mapped")):
+        with pytest.raises(R.PluginFeatureError, match=f"feature 'cooc' looks up its values by key field '{field}', "
+                                                       f"{problem}.* in index 'items-1'"):
+            R.validate_plugin_features(client, "items", [dict(cooc, key_field=field)])
+    with pytest.raises(R.PluginFeatureError, match="has no key_field"):
+        R.validate_plugin_features(client, "items", [{"name": "cooc", "source": "param_map", "param": "cooc"}])
+
+
 # --- the local node's plugin homes ----------------------------------------------------------------
 
 def test_pom_builds_for_the_pinned_version_by_default():

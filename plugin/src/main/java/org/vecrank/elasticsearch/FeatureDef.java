@@ -15,12 +15,13 @@ import java.util.Set;
  * {"name": "cos_hist_max", "source": "cosine_max", "field": "embedding", "param": "history_vectors"}
  * {"name": "affinity.genres", "source": "overlap", "field": "genres", "param": "history_genres"}
  * {"name": "hist_len", "source": "param"}
+ * {"name": "cooc", "source": "param_map", "param": "cooc", "key_field": "item_id"}
  * </pre>
  */
-public record FeatureDef(String name, Source source, String field, Transform transform, String param) {
+public record FeatureDef(String name, Source source, String field, Transform transform, String param, String keyField) {
 
     public enum Source {
-        SCORE, FIELD, COSINE, COSINE_MAX, COSINE_MEAN, OVERLAP, PARAM;
+        SCORE, FIELD, COSINE, COSINE_MAX, COSINE_MEAN, OVERLAP, PARAM, PARAM_MAP;
 
         String jsonName() {
             return name().toLowerCase(Locale.ROOT);
@@ -46,6 +47,11 @@ public record FeatureDef(String name, Source source, String field, Transform tra
         Objects.requireNonNull(source);
     }
 
+    /** A feature of any source but {@code param_map} (no key field). */
+    public FeatureDef(String name, Source source, String field, Transform transform, String param) {
+        this(name, source, field, transform, param, null);
+    }
+
     /** Applies {@link #transform()} to a doc value (NaN stays NaN). */
     double transform(double value, long nowMs) {
         if (Double.isNaN(value)) {
@@ -58,7 +64,7 @@ public record FeatureDef(String name, Source source, String field, Transform tra
         };
     }
 
-    private static final Set<String> KEYS = Set.of("name", "source", "field", "transform", "param");
+    private static final Set<String> KEYS = Set.of("name", "source", "field", "transform", "param", "key_field");
 
     /** Parses entry {@code index} of {@code plugin_features}, refusing anything it does not understand. */
     static FeatureDef parse(Object raw, int index) {
@@ -68,7 +74,7 @@ public record FeatureDef(String name, Source source, String field, Transform tra
         }
         for (Object key : map.keySet()) {
             if (KEYS.contains(String.valueOf(key)) == false) {
-                throw new IllegalArgumentException(where + " has unknown key [" + key + "]; known: name, source, field, transform, param");
+                throw new IllegalArgumentException(where + " has unknown key [" + key + "]; known: name, source, field, transform, param, key_field");
             }
         }
         String name = text(map, "name", where, true);
@@ -79,12 +85,16 @@ public record FeatureDef(String name, Source source, String field, Transform tra
             source = Source.valueOf(sourceText.toUpperCase(Locale.ROOT));
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException(
-                where + " has unknown source [" + sourceText + "]; known: score, field, cosine, cosine_max, cosine_mean, overlap, param"
+                where + " has unknown source [" + sourceText + "]; known: score, field, cosine, cosine_max, cosine_mean, overlap, param, param_map"
             );
         }
         String field = text(map, "field", where, false);
         String transformText = text(map, "transform", where, false);
         String param = text(map, "param", where, false);
+        String keyField = text(map, "key_field", where, false);
+        if (source != Source.PARAM_MAP && keyField != null) {
+            throw new IllegalArgumentException(where + " with source [" + source.jsonName() + "] takes no [key_field]");
+        }
         Transform transform = null;
         switch (source) {
             case SCORE -> forbid(where, source, field, "field", transformText, "transform", param, "param");
@@ -114,8 +124,13 @@ public record FeatureDef(String name, Source source, String field, Transform tra
                     param = name;
                 }
             }
+            case PARAM_MAP -> {
+                require(where, source, param, "param");
+                require(where, source, keyField, "key_field");
+                forbid(where, source, field, "field", transformText, "transform", null, null);
+            }
         }
-        return new FeatureDef(name, source, field, transform, param);
+        return new FeatureDef(name, source, field, transform, param, keyField);
     }
 
     private static String text(Map<?, ?> map, String key, String where, boolean required) {

@@ -1,5 +1,7 @@
 package org.vecrank.elasticsearch;
 
+import org.apache.lucene.index.DocValues;
+import org.apache.lucene.index.DocValuesType;
 import org.apache.lucene.index.FieldInfo;
 import org.apache.lucene.index.FloatVectorValues;
 import org.apache.lucene.index.KnnVectorValues;
@@ -115,6 +117,8 @@ final class FeaturePlan {
                 return cosineFactory(def, params, context);
             case OVERLAP:
                 return overlapFactory(def, params, context);
+            case PARAM_MAP:
+                return paramMapFactory(def, params, context);
             default:
                 throw new IllegalStateException("unknown source " + def.source());
         }
@@ -382,6 +386,65 @@ final class FeaturePlan {
                     hit[touched[j]] = false;
                 }
                 return shared / overlap.total();
+            }
+        };
+    }
+
+    /**
+     * {@code param_map}: the request's value for the document's key, the first (smallest) value of the
+     * keyword doc values of {@code key_field}. A key the values lack reads {@code default}; a document
+     * without a key, an absent param and an unmapped key field read NaN.
+     */
+    private static ColumnFactory paramMapFactory(FeatureDef def, QueryParams params, SearchExecutionContext context) {
+        QueryParams.ParamMap map = params.paramMap(def.param());
+        String field = def.keyField();
+        if (context != null) {
+            MappedFieldType ft = fieldType(field, context);
+            if (ft == null) {
+                return () -> constant(Double.NaN);
+            }
+            if ("keyword".equals(ft.typeName()) == false) {
+                throw new IllegalArgumentException(
+                    "key_field [" + field + "] is a [" + ft.typeName() + "] field; source [param_map] needs a keyword field"
+                );
+            }
+            if (ft.hasDocValues() == false) {
+                throw new IllegalArgumentException("key_field [" + field + "] has no doc values to read (doc_values: false)");
+            }
+            field = ft.name(); // an alias reads its target's doc values
+        }
+        if (map == null) {
+            return () -> constant(Double.NaN);
+        }
+        String luceneField = field;
+        return () -> new Column() {
+            private SortedSetDocValues keys;
+
+            @Override
+            public void setNextReader(LeafReaderContext leaf) throws IOException {
+                keys = null;
+                FieldInfo info = leaf.reader().getFieldInfos().fieldInfo(luceneField);
+                if (info == null || info.getDocValuesType() == DocValuesType.NONE) {
+                    return; // no document of this segment has a key
+                }
+                if (info.getDocValuesType() == DocValuesType.SORTED_SET) {
+                    keys = leaf.reader().getSortedSetDocValues(luceneField);
+                } else if (info.getDocValuesType() == DocValuesType.SORTED) {
+                    keys = DocValues.singleton(leaf.reader().getSortedDocValues(luceneField));
+                } else {
+                    throw new IllegalArgumentException(
+                        "feature [" + def.name() + "]: key_field [" + luceneField + "] holds " + info.getDocValuesType()
+                            + " doc values; source [param_map] needs a keyword field"
+                    );
+                }
+            }
+
+            @Override
+            public double value(int doc, float score) throws IOException {
+                if (keys == null || keys.advanceExact(doc) == false) {
+                    return Double.NaN;
+                }
+                return map.get(keys.lookupOrd(keys.nextOrd()));
             }
         };
     }

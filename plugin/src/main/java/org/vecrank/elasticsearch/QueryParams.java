@@ -6,6 +6,7 @@ import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.util.ArrayList;
 import java.util.Base64;
+import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 
@@ -17,6 +18,7 @@ import java.util.Map;
  *   <li>vectors: a JSON array of numbers, or a base64 string of little-endian float32;</li>
  *   <li>vector lists: a JSON array of vectors in either form;</li>
  *   <li>overlap sets: {@code {"sets": [[value, ...], ...], "weights": [w, ...]}};</li>
+ *   <li>per-document values: {@code {"values": {"<key>": number or null, ...}, "default": number or null}};</li>
  *   <li>{@code now_ms}: the instant {@code days_since} counts from (default: the search's now).</li>
  * </ul>
  */
@@ -26,6 +28,18 @@ final class QueryParams {
 
     /** Sets of keyword values with one weight each. */
     record Overlap(List<BytesRef[]> sets, double[] weights, double total) {}
+
+    /**
+     * A value per document key: {@code values} (NaN where the request gave null) and the value of a key
+     * that {@code values} lacks ({@code defaultValue}, NaN for null or absent).
+     */
+    record ParamMap(Map<BytesRef, Double> values, double defaultValue) {
+        /** The value for a document's key ({@code key} is only read, never kept). */
+        double get(BytesRef key) {
+            Double v = values.get(key);
+            return v == null ? defaultValue : v;
+        }
+    }
 
     private final Map<String, Object> raw;
 
@@ -143,6 +157,54 @@ final class QueryParams {
             total += w[i];
         }
         return new Overlap(outSets, w, total);
+    }
+
+    /** Per-document values keyed by a keyword, or null when the param is absent or null. */
+    ParamMap paramMap(String name) {
+        Object value = raw.get(name);
+        if (value == null) {
+            return null;
+        }
+        String where = "[params." + name + "]";
+        if (!(value instanceof Map<?, ?> map)) {
+            throw new IllegalArgumentException(
+                where + " must be {\"values\": {\"<key>\": number, ...}, \"default\": number or null}, got " + describe(value)
+            );
+        }
+        for (Object key : map.keySet()) {
+            if ("values".equals(key) == false && "default".equals(key) == false) {
+                throw new IllegalArgumentException(where + " has unknown key [" + key + "]; known: values, default");
+            }
+        }
+        if (!(map.get("values") instanceof Map<?, ?> values)) {
+            throw new IllegalArgumentException(
+                where + " needs [values], an object of document keys to numbers, got " + describe(map.get("values"))
+            );
+        }
+        Map<BytesRef, Double> out = new HashMap<>(Math.max(4, values.size() * 4 / 3 + 1));
+        for (Map.Entry<?, ?> e : values.entrySet()) {
+            if (!(e.getKey() instanceof String key)) {
+                throw new IllegalArgumentException(where + "[values] keys must be strings, got " + describe(e.getKey()));
+            }
+            out.put(new BytesRef(key), mapNumber(e.getValue(), where + "[values][" + key + "]"));
+        }
+        double defaultValue = mapNumber(map.get("default"), where + "[default]");
+        return new ParamMap(out, defaultValue);
+    }
+
+    /** A number of a param map: finite, or null for missing (NaN); booleans, strings and the rest are refused. */
+    private static double mapNumber(Object value, String where) {
+        if (value == null) {
+            return Double.NaN;
+        }
+        if (value instanceof Number n) {
+            double d = n.doubleValue();
+            if (Double.isFinite(d) == false) {
+                throw new IllegalArgumentException(where + " must be a finite number or null, got " + d);
+            }
+            return d;
+        }
+        throw new IllegalArgumentException(where + " must be a number or null, got " + describe(value));
     }
 
     static float[] toVector(Object value, String where) {
