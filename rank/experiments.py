@@ -21,9 +21,11 @@ re-attributes by request id as well, so an event stored without its arm still co
 
 **Report** (per arm, over users exposed between start and stop): users, requests, exposures,
 clicks, CTR (clicks / exposures), clicks per user, conversion (share of exposed users with a
-conversion event after their first exposure), NDCG@k from click positions (per user, the mean
+conversion event after their first exposure; one citing a request id counts only if that request
+is the experiment's), NDCG@k from click positions (per user, the mean
 over their requests); each arm against the control with 95% intervals, relative lift and
-p-values (:mod:`vecrank.rank.stats`); the sample-ratio check of users per arm; for interleaving
+p-values (:mod:`vecrank.rank.stats`; CTR twice: the two-proportion test over exposures, and
+``ctr_clustered`` with users as clusters, the one to trust when users see many lists); the sample-ratio check of users per arm; for interleaving
 the preference with its interval; cumulative series for the plots.
 
 Example:
@@ -483,7 +485,8 @@ class ExperimentReport:
                 "counts": self.counts, "warnings": self.warnings}
 
     def plot(self, out_dir: str | Path) -> list[str]:
-        """One PNG per metric: its cumulative value per arm over time, with a 95% band."""
+        """One PNG per metric: its cumulative value per arm over time, with a 95% band (users as
+        clusters for the rates and the preference)."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -616,7 +619,10 @@ def _attribute(exp: Experiment, events: Sequence[Mapping[str, Any]], *, start: i
             else:
                 counts["clicks_on_items_not_shown"] += 1
         if kind in conversion_types:
-            user = str(e["user_id"])
+            user, rid = str(e["user_id"]), e.get("request_id")
+            if rid and rid not in requests:  # it cites a request of other traffic (another experiment)
+                counts["conversions_citing_other_requests"] += 1
+                continue
             if user in first_seen and ts >= first_seen[user]:
                 converted[user] = min(converted.get(user, ts), ts)
     if counts.get("requests_of_users_in_another_arm"):
@@ -697,6 +703,7 @@ def analyse(experiment: Experiment, events: Iterable[Mapping[str, Any]], *, end_
         s.clicks = sum(v[0] for v in users.values())
         s.converted_users = sum(1 for u in users if u in converted and (until is None or converted[u] <= until))
         values = {"clicks": np.array([v[0] for v in users.values()], dtype=float),
+                  "exposures": np.array([v[2] for v in users.values()], dtype=float),
                   "ndcg": np.array([float(np.mean(v[1])) for v in users.values()], dtype=float),
                   "converted": np.array([1.0 if u in converted and (until is None or converted[u] <= until) else 0.0
                                          for u in users], dtype=float)}
@@ -723,6 +730,8 @@ def analyse(experiment: Experiment, events: Iterable[Mapping[str, Any]], *, end_
             t = arms[unit]
             comparisons[unit] = {
                 "ctr": stats.proportion_test(c.clicks, c.exposures, t.clicks, t.exposures).to_dict(),
+                "ctr_clustered": stats.clustered_rate_test(values[control]["clicks"], values[control]["exposures"],
+                                                           values[unit]["clicks"], values[unit]["exposures"]).to_dict(),
                 "conversion": stats.proportion_test(c.converted_users, c.users, t.converted_users, t.users).to_dict(),
                 "clicks_per_user": stats.bootstrap_test(values[control]["clicks"], values[unit]["clicks"],
                                                         n_boot=n_boot, seed=seed).to_dict(),
@@ -777,7 +786,8 @@ def _series(exp: Experiment, by_unit: Mapping[str, list[_Request]], arm_stats, s
         for t in cuts:
             s, vals = arm_stats(unit, reqs, until=t)
             n_users = max(s.users, 1)
-            se = {"ctr": math.sqrt(s.ctr * (1 - s.ctr) / s.exposures) if s.ctr is not None else None,
+            ctr_var = stats.ratio_variance(vals["clicks"], vals["exposures"])[1] if s.users > 1 else math.nan
+            se = {"ctr": math.sqrt(ctr_var) if math.isfinite(ctr_var) else None,
                   "conversion": math.sqrt(s.conversion * (1 - s.conversion) / n_users) if s.conversion is not None else None,
                   "clicks_per_user": float(np.std(vals["clicks"], ddof=1) / math.sqrt(n_users)) if s.users > 1 else None,
                   "ndcg": float(np.std(vals["ndcg"], ddof=1) / math.sqrt(n_users)) if s.users > 1 else None}
@@ -787,11 +797,11 @@ def _series(exp: Experiment, by_unit: Mapping[str, list[_Request]], arm_stats, s
         reqs = by_unit.get(INTERLEAVED, [])
         pts = []
         for t in cuts:
-            rows = interleaving_outcomes([r for r in reqs if r.ts <= t], *a_b).values()
-            wa, wb, ties = (sum(col) for col in zip(*rows)) if rows else (0, 0, 0)
-            n = wa + wb + ties
-            share = (wb + ties / 2) / n if n else None
-            pts.append((t, share, math.sqrt(share * (1 - share) / n) if n else None))
+            rows = np.asarray(list(interleaving_outcomes([r for r in reqs if r.ts <= t], *a_b).values()),
+                              dtype=float).reshape(-1, 3)
+            share, var = stats.ratio_variance(rows[:, 1] + rows[:, 2] / 2, rows.sum(axis=1)) if len(rows) else (
+                math.nan, math.nan)
+            pts.append((t, share if math.isfinite(share) else None, math.sqrt(var) if math.isfinite(var) else None))
         out["preference"] = {f"{a_b[1]} vs {a_b[0]}": pts}
     return out
 

@@ -8,9 +8,11 @@ one team is a win for it, equal non-zero credit is a tie, no click says nothing.
 
 Because every user sees both rankers side by side, a preference shows up with far fewer users
 than a split A/B test needs. :func:`preference` summarises it as the share of decided requests
-won by the second ranker (ties count half; 0.5 = no preference) with a bootstrap interval over
-users and a sign test over users (each user counts once, by which ranker won more of their
-requests), so heavy users cannot dominate the verdict.
+won by the second ranker (ties count half; 0.5 = no preference). Requests of one user are not
+independent, so users are the unit of uncertainty: the interval is a bootstrap over users, the
+p-value the z-test of the share against 0.5 with the delta-method variance over users (the
+same ratio estimator, so the two agree), and a sign test over users (each user counts once, by
+which ranker won more of their requests) is given as a robustness check.
 
 Example:
     >>> merged = team_draft({"A": ["a", "b", "c"], "B": ["b", "d", "a"]}, k=4, seed="r1")
@@ -30,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from vecrank.rank.stats import sign_test
+from vecrank.rank.stats import ratio_variance, sign_test
 
 __all__ = ["PreferenceResult", "credit", "outcome", "preference", "team_draft"]
 
@@ -121,7 +123,8 @@ class PreferenceResult:
     users_preferring_b: int
     share_b: float | None  # (wins_b + ties / 2) / decided requests; 0.5 = no preference
     ci: tuple[float, float] | None
-    p_value: float | None  # sign test over users
+    p_value: float | None  # z-test of share_b = 0.5, delta-method variance over users
+    sign_test_p: float | None  # sign test over users preferring one ranker
     n_boot: int
 
     @property
@@ -162,7 +165,7 @@ def preference(per_user: Mapping[str, Sequence[int]], a: str, b: str, *, n_boot:
     pref_b = int(np.sum(rows[:, 1] > rows[:, 0])) if len(rows) else 0
     decided = wa + wb + ties
     if decided == 0:
-        return PreferenceResult(a, b, 0, 0, 0, 0, len(rows), 0, 0, None, None, None, n_boot)
+        return PreferenceResult(a, b, 0, 0, 0, 0, len(rows), 0, 0, None, None, None, None, n_boot)
     share = (wb + ties / 2) / decided
     rng = np.random.default_rng(seed)
     shares = np.empty(n_boot)
@@ -174,4 +177,17 @@ def preference(per_user: Mapping[str, Sequence[int]], a: str, b: str, *, n_boot:
         shares[start:stop] = (sums[:, 1] + sums[:, 2] / 2) / sums.sum(axis=1)
     ci = (float(np.percentile(shares, 100 * alpha / 2)), float(np.percentile(shares, 100 * (1 - alpha / 2))))
     return PreferenceResult(a, b, wa, wb, ties, decided, len(rows), pref_a, pref_b, share, ci,
-                            sign_test(pref_b, pref_a), n_boot)
+                            share_p_value(rows[:, 1] + rows[:, 2] / 2, rows.sum(axis=1)), sign_test(pref_b, pref_a),
+                            n_boot)
+
+
+def share_p_value(won: np.ndarray, decided: np.ndarray) -> float | None:
+    """Two-sided p of ``sum(won) / sum(decided) = 0.5`` with the delta-method variance over users."""
+    share, var = ratio_variance(won, decided)
+    if not np.isfinite(var):
+        return None
+    if var == 0:
+        return 1.0 if share == 0.5 else 0.0
+    from scipy.stats import norm
+
+    return float(2 * norm.sf(abs(share - 0.5) / np.sqrt(var)))

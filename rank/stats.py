@@ -8,6 +8,10 @@ and a two-sided p-value.
   exposed users) use :func:`proportion_test`: the difference's interval is Wald's (unpooled
   variance), the p-value the pooled two-proportion z-test, the lift's interval Katz's log-ratio
   interval.
+* The same rates with users as clusters (:func:`clustered_rate_test`): CTR's exposures are not
+  independent trials — one user's impressions share that user's taste — so its two-proportion
+  test is too confident. The ratio-of-sums estimator's delta-method variance over users fixes
+  that; the report shows both.
 * Per-user metrics (clicks per user, NDCG from click positions) use :func:`bootstrap_test`:
   users are resampled with replacement within each arm; the percentile interval of the resampled
   differences (and of the ratio of means, for the lift); the p-value is twice the smaller tail of
@@ -35,8 +39,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BootstrapResult", "ProportionResult", "SrmResult", "bootstrap_test", "click_ndcg", "proportion_test",
-           "sign_test", "srm_test"]
+__all__ = ["BootstrapResult", "ProportionResult", "SrmResult", "bootstrap_test", "click_ndcg", "clustered_rate_test",
+           "proportion_test", "ratio_variance", "sign_test", "srm_test"]
 
 SRM_THRESHOLD = 0.001
 _CELLS = 4_000_000  # resampled values held in memory at once
@@ -122,6 +126,63 @@ def proportion_test(x_control: int, n_control: int, x_treatment: int, n_treatmen
             log_ratio = math.log(p2 / p1)
             lift_ci = (math.exp(log_ratio - z_crit * se_log) - 1, math.exp(log_ratio + z_crit * se_log) - 1)
     return ProportionResult(p1, p2, n_control, n_treatment, diff, ci, lift, lift_ci, _finite(z), p)
+
+
+def ratio_variance(numerators: Sequence[float] | np.ndarray, denominators: Sequence[float] | np.ndarray) -> tuple[float, float]:
+    """``(r, var(r))`` for the ratio of sums ``r = sum(y) / sum(d)`` over independent units (users),
+    by the delta method: ``var = n / (n - 1) * sum((y - r d)^2) / sum(d)^2``.
+
+    Example:
+        >>> r, v = ratio_variance([1, 0, 2, 1], [10, 10, 10, 10])
+        >>> r, round(v, 8)
+        (0.1, 0.00166667)
+    """
+    y = np.asarray(numerators, dtype=np.float64)
+    d = np.asarray(denominators, dtype=np.float64)
+    n, total = len(y), float(d.sum())
+    if n < 2 or total <= 0:
+        return (float(y.sum()) / total if total > 0 else math.nan), math.nan
+    r = float(y.sum()) / total
+    return r, float(n / (n - 1) * np.sum((y - r * d) ** 2) / total**2)
+
+
+def clustered_rate_test(x_control: Sequence[float], n_control: Sequence[float], x_treatment: Sequence[float],
+                        n_treatment: Sequence[float], *, alpha: float = 0.05) -> ProportionResult:
+    """Compare two rates ``sum(x) / sum(n)`` whose units (users) each hold several trials.
+
+    Args:
+        x_control: per control user, successes (their clicks).
+        n_control: per control user, trials (their exposures).
+        x_treatment: the same for treatment users.
+        n_treatment: the same for treatment users.
+        alpha: 1 - confidence level.
+
+    Returns:
+        Like :func:`proportion_test` (``n_*`` are user counts), with the delta-method variance
+        over users for the difference (Wald interval, z, p) and for the log ratio (lift interval).
+    """
+    (p1, v1), (p2, v2) = ratio_variance(x_control, n_control), ratio_variance(x_treatment, n_treatment)
+    n1, n2 = len(x_control), len(x_treatment)
+    if not (math.isfinite(v1) and math.isfinite(v2)):
+        return ProportionResult(_finite(p1), _finite(p2), n1, n2, None, None, None, None, None, None,
+                                "delta method over users")
+    z_crit = _z(alpha)
+    diff, se = p2 - p1, math.sqrt(v1 + v2)
+    if se > 0:
+        from scipy.stats import norm
+
+        z = diff / se
+        p = float(2 * norm.sf(abs(z)))
+    else:
+        z, p = 0.0, 1.0
+    lift = lift_ci = None
+    if p1 > 0:
+        lift = p2 / p1 - 1
+        if p2 > 0:
+            se_log = math.sqrt(v1 / p1**2 + v2 / p2**2)
+            lift_ci = (math.exp(math.log(p2 / p1) - z_crit * se_log) - 1, math.exp(math.log(p2 / p1) + z_crit * se_log) - 1)
+    return ProportionResult(p1, p2, n1, n2, diff, (diff - z_crit * se, diff + z_crit * se), lift, lift_ci, _finite(z), p,
+                            "delta method over users")
 
 
 @dataclass(frozen=True)

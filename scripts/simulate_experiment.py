@@ -18,13 +18,19 @@ The dataset is vecrank's generic event format (JSONL: ``user``, ``item``, ``type
    ``POST /events``, stop the experiment, report it (JSON and PNGs), and estimate **how many
    users the test needed**: users are resampled with replacement (the observed users standing
    for the population) at growing counts, and the smallest count at which the test finds the
-   offline winner significantly ahead (p < 0.05) in at least 80% of resamples is reported.
-   The users' documents are restored afterwards (``--no-restore`` keeps the simulated clicks).
+   offline winner significantly ahead (p < 0.05) in at least 80% of resamples is reported —
+   for A/B with the CTR two-proportion test and with the clustered (delta method over users)
+   CTR test, for interleaving with the report's z-test of the preference share. The users'
+   documents are restored afterwards (``--no-restore`` keeps the simulated clicks).
+4. ``analyse --experiment ID``: the same report and users-needed estimate for a finished
+   experiment, from its stored events.
 
 Click model (position-based): the user examines position p with probability ``p ** -eta`` and
 clicks an examined item with its attractiveness: from the held-out interaction (rating >= 4.5:
 0.9, >= 4: 0.7, >= 3: 0.3, lower: 0.1; a purchase 0.9, a cart 0.7, a click 0.5), else ``--noise``.
-A clicked held-out item rated >= 4 (or bought) is also a ``purchase`` (the conversion).
+A clicked held-out item rated >= 4 (or bought) is also a ``purchase`` (the conversion). With
+``--activity-sigma S`` users also differ in how much they click: each user's click probabilities
+are multiplied by a lognormal factor of mean 1 and log-sd S (0, the default: all users alike).
 
 Use an index prefix no real traffic reads: the simulated events stay in its events index.
 """
@@ -119,6 +125,13 @@ class ClickModel:
     eta: float = 1.0
     noise: float = 0.02
     seed: int = 0
+    activity_sigma: float = 0.0  # > 0: users differ in how much they click (lognormal factor, mean 1)
+
+    def activity(self, user: str) -> float:
+        if self.activity_sigma <= 0:
+            return 1.0
+        rng = random.Random(f"{self.seed}:activity:{user}")
+        return math.exp(rng.gauss(-self.activity_sigma**2 / 2, self.activity_sigma))
 
     def attractiveness(self, user: str, item: str) -> float:
         found = self.heldout.get(user, {}).get(item)
@@ -137,9 +150,10 @@ class ClickModel:
     def simulate(self, user: str, items: Sequence[str], *, request_key: str) -> list[tuple[str, int, str]]:
         """``[(item, position, type)]``: clicks, and a purchase after each converting click."""
         rng = random.Random(f"{self.seed}:{user}:{request_key}")
+        activity = self.activity(user)
         out = []
         for position, item in enumerate(items, 1):
-            if rng.random() < position ** -self.eta * self.attractiveness(user, item):
+            if rng.random() < min(1.0, activity * position ** -self.eta * self.attractiveness(user, item)):
                 out.append((item, position, "click"))
                 if self.converts(user, item):
                     out.append((item, position, "purchase"))
@@ -279,35 +293,48 @@ def restore_users(client, settings, docs: Mapping[str, Mapping[str, Any]]) -> in
 
 # --- how many users a test needs -----------------------------------------------------------------------------
 
-def ab_significant(rows: Sequence[Mapping[str, Any]], idx: np.ndarray, winner: str, loser: str) -> np.ndarray:
-    """Per resample (rows of ``idx``): the two-proportion CTR test finds ``winner`` ahead at p < 0.05."""
+def ab_significant(rows: Sequence[Mapping[str, Any]], idx: np.ndarray, winner: str, loser: str, *,
+                   clustered: bool = False) -> np.ndarray:
+    """Per resample (rows of ``idx``): the CTR test finds ``winner`` ahead at p < 0.05 — the
+    two-proportion test over exposures, or with ``clustered`` the delta-method test over users."""
     from scipy.stats import norm
 
     unit = np.array([r["unit"] for r in rows])
     clicks = np.array([r["clicks"] for r in rows], dtype=float)
     exposures = np.array([r["exposures"] for r in rows], dtype=float)
-    w, lo = unit[idx] == winner, unit[idx] == loser
-    cw, ew = (clicks[idx] * w).sum(1), (exposures[idx] * w).sum(1)
-    cl, el = (clicks[idx] * lo).sum(1), (exposures[idx] * lo).sum(1)
+    w, lo = (unit[idx] == winner).astype(float), (unit[idx] == loser).astype(float)
+    c, e = clicks[idx], exposures[idx]
+    cw, ew, cl, el = (c * w).sum(1), (e * w).sum(1), (c * lo).sum(1), (e * lo).sum(1)
     with np.errstate(divide="ignore", invalid="ignore"):
         pw, pl = cw / ew, cl / el
-        pooled = (cw + cl) / (ew + el)
-        z = (pw - pl) / np.sqrt(pooled * (1 - pooled) * (1 / ew + 1 / el))
-    p = 2 * norm.sf(np.abs(np.nan_to_num(z)))
-    return (z > 0) & (p < 0.05)
+        if clustered:
+            nw, nl = w.sum(1), lo.sum(1)
+            vw = nw / (nw - 1) * (((c - pw[:, None] * e) * w) ** 2).sum(1) / ew**2
+            vl = nl / (nl - 1) * (((c - pl[:, None] * e) * lo) ** 2).sum(1) / el**2
+            z = (pw - pl) / np.sqrt(vw + vl)
+        else:
+            pooled = (cw + cl) / (ew + el)
+            z = (pw - pl) / np.sqrt(pooled * (1 - pooled) * (1 / ew + 1 / el))
+    z = np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0)
+    return (z > 0) & (2 * norm.sf(np.abs(z)) < 0.05)
 
 
 def interleaving_significant(rows: Sequence[Mapping[str, Any]], idx: np.ndarray, winner_is_b: bool) -> np.ndarray:
-    """Per resample: the sign test over users finds the winner preferred at p < 0.05."""
-    from scipy.stats import binom
+    """Per resample: the share of decided requests won by the winner is above 0.5 at p < 0.05 (the
+    report's z-test, delta-method variance over users)."""
+    from scipy.stats import norm
 
     wins = np.array([r["wins"] for r in rows], dtype=float)
-    pref_b = (wins[:, 1] > wins[:, 0])[idx].sum(1)
-    pref_a = (wins[:, 0] > wins[:, 1])[idx].sum(1)
-    n = pref_a + pref_b
-    lead, trail = (pref_b, pref_a) if winner_is_b else (pref_a, pref_b)
-    p = np.minimum(1.0, 2 * binom.sf(lead - 1, n, 0.5))  # P(X >= lead), doubled
-    return (lead > trail) & (p < 0.05)
+    won = wins[:, 1] + wins[:, 2] / 2 if winner_is_b else wins[:, 0] + wins[:, 2] / 2
+    decided = wins.sum(1)
+    y, d = won[idx], decided[idx]
+    n = idx.shape[1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = y.sum(1) / d.sum(1)
+        var = n / (n - 1) * ((y - share[:, None] * d) ** 2).sum(1) / d.sum(1) ** 2
+        z = (share - 0.5) / np.sqrt(var)
+    z = np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0)
+    return (z > 0) & (2 * norm.sf(np.abs(z)) < 0.05)
 
 
 def power_curve(rows: Sequence[Mapping[str, Any]], significant, *, grid: Sequence[int] = GRID, reps: int = 1000,
@@ -372,44 +399,66 @@ def offline(client, settings, heldout: Mapping[str, Mapping[str, tuple[str, floa
 def run_experiment(client, settings, api: ApiClient, heldout, *, experiment_id: str, arms: Sequence[Mapping[str, Any]],
                    type_: str = "ab", expected_winner: str | None = None, sessions: int = 2, k: int = 10,
                    concurrency: int = 4, users: Sequence[str] | None = None, seed: int = 0, restore: bool = True,
-                   out_dir: str | Path | None = None, reps: int = 1000, n_boot: int = 2000) -> dict[str, Any]:
-    """Create, start, replay, stop, report; see the module docstring."""
-    from vecrank.rank.experiments import INTERLEAVED, Experiment, ExperimentStore, analyse, collect_events, \
-        user_outcomes
+                   out_dir: str | Path | None = None, reps: int = 1000, n_boot: int = 2000,
+                   click_model: ClickModel | None = None) -> dict[str, Any]:
+    """Create, start, replay, stop, then :func:`analyse_experiment`; see the module docstring."""
+    from vecrank.rank.experiments import Experiment, ExperimentStore
 
     store = ExperimentStore(client, settings)
-    exp = store.create(Experiment(experiment_id, arms=tuple(arms), type=type_, salt=f"sim-{experiment_id}-{seed}"))
+    store.create(Experiment(experiment_id, arms=tuple(arms), type=type_, salt=f"sim-{experiment_id}-{seed}"))
     chosen = sorted(users if users is not None else heldout)
     random.Random(seed).shuffle(chosen)
     snapshot = snapshot_users(client, settings, chosen) if restore else {}
     store.start(experiment_id)
     try:
         wait_for_experiment(api, experiment_id)
-        stats = replay(api, chosen, ClickModel(heldout, seed=seed), sessions=sessions, k=k, concurrency=concurrency)
+        stats = replay(api, chosen, click_model or ClickModel(heldout, seed=seed), sessions=sessions, k=k,
+                       concurrency=concurrency)
     finally:
-        exp = store.stop(experiment_id)
+        store.stop(experiment_id)
         if restore:
             restore_users(client, settings, snapshot)
     time.sleep(1.5)  # let the service's background writer flush the last exposures
+    result = analyse_experiment(client, settings, experiment_id, expected_winner=expected_winner, seed=seed,
+                                out_dir=out_dir, reps=reps, n_boot=n_boot)
+    result["replay"] = stats.to_dict()
+    result["sessions_per_user"] = sessions
+    model = click_model or ClickModel(heldout, seed=seed)
+    result["click_model"] = {"eta": model.eta, "noise": model.noise, "activity_sigma": model.activity_sigma,
+                             "seed": model.seed}
+    if out_dir is not None:
+        (Path(out_dir) / f"{experiment_id}.json").write_text(json.dumps(result, indent=2, default=str))
+    return result
+
+
+def analyse_experiment(client, settings, experiment_id: str, *, expected_winner: str | None = None, seed: int = 0,
+                       out_dir: str | Path | None = None, reps: int = 1000, n_boot: int = 2000) -> dict[str, Any]:
+    """Report a finished experiment from its stored events, and how many users its test needed."""
+    from vecrank.rank.experiments import INTERLEAVED, ExperimentStore, analyse, collect_events, user_outcomes
+
+    exp = ExperimentStore(client, settings).get(experiment_id)
     events = collect_events(client, settings, exp, end_ms=exp.stopped_at, attribution_ms=60_000)
     report = analyse(exp, events, end_ms=exp.stopped_at, attribution_ms=60_000, n_boot=n_boot, seed=seed)
     rows = user_outcomes(exp, events, end_ms=exp.stopped_at, attribution_ms=60_000)
-    names = [a["name"] if isinstance(a, Mapping) else a.name for a in arms]
+    names = [a.name for a in exp.arms]
     winner = expected_winner or names[-1]
     loser = next(n for n in names if n != winner)
-    if type_ == "ab":
-        curve = power_curve(rows, lambda r, i: ab_significant(r, i, winner, loser), reps=reps, seed=seed)
+    result: dict[str, Any] = {"experiment": experiment_id, "type": exp.type, "expected_winner": winner}
+    if exp.type == "ab":
+        power = {"ctr_two_proportion": power_curve(rows, lambda r, i: ab_significant(r, i, winner, loser),
+                                                   reps=reps, seed=seed),
+                 "ctr_clustered": power_curve(rows, lambda r, i: ab_significant(r, i, winner, loser, clustered=True),
+                                              reps=reps, seed=seed)}
     else:
         rows = [r for r in rows if r["unit"] == INTERLEAVED]
         winner_is_b = winner != exp.control
-        curve = power_curve(rows, lambda r, i: interleaving_significant(r, i, winner_is_b), reps=reps, seed=seed)
-    result = {"experiment": experiment_id, "type": type_, "expected_winner": winner, "replay": stats.to_dict(),
-              "report": report.to_dict(), "power": curve, "users_needed_80pct": users_needed(curve),
-              "users_observed": len(rows)}
+        power = {"preference": power_curve(rows, lambda r, i: interleaving_significant(r, i, winner_is_b),
+                                           reps=reps, seed=seed)}
+    result.update({"report": report.to_dict(), "power": power,
+                   "users_needed_80pct": {test: users_needed(curve) for test, curve in power.items()},
+                   "users_observed": len(rows)})
     if out_dir is not None:
-        out = Path(out_dir)
-        result["plots"] = report.plot(out)
-        (out / f"{experiment_id}.json").write_text(json.dumps(result, indent=2, default=str))
+        result["plots"] = report.plot(out_dir)
     return result
 
 
@@ -463,6 +512,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=1000)
     p.add_argument("--out", default=None)
     p.add_argument("--no-restore", action="store_true")
+    p.add_argument("--eta", type=float, default=1.0, help="position bias: examination = position ** -eta")
+    p.add_argument("--noise", type=float, default=0.02, help="click probability of an examined item not held out")
+    p.add_argument("--activity-sigma", type=float, default=0.0, help="log-sd of the users' click propensity")
+    p = sub.add_parser("analyse", help="report a finished experiment again, with the users each test needed")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--expected-winner", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--reps", type=int, default=1000)
+    p.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
 
@@ -471,6 +529,11 @@ def main(argv: list[str] | None = None) -> int:
                                       min_train=args.min_train), indent=2))
         return 0
     client, settings = _settings(args)
+    if args.command == "analyse":
+        result = analyse_experiment(client, settings, args.experiment, expected_winner=args.expected_winner,
+                                    seed=args.seed, reps=args.reps, out_dir=args.out)
+        print(json.dumps(_summary(result), indent=2, default=str))
+        return 0
     heldout = load_heldout(args.heldout)
     if args.command == "offline":
         print(json.dumps(offline(client, settings, heldout, args.model, k=args.k, pool=args.pool), indent=2))
@@ -481,14 +544,19 @@ def main(argv: list[str] | None = None) -> int:
     result = run_experiment(client, settings, ApiClient(args.api), heldout, experiment_id=args.experiment,
                             arms=args.arm, type_=args.type, expected_winner=args.expected_winner,
                             sessions=args.sessions, k=args.k, concurrency=args.concurrency, users=users,
-                            seed=args.seed, restore=not args.no_restore, out_dir=args.out, reps=args.reps)
-    summary = {k: v for k, v in result.items() if k != "report"}
-    summary["arms"] = result["report"]["arms"]
-    summary["comparisons"] = result["report"]["comparisons"]
-    summary["interleaving"] = result["report"]["interleaving"]
-    summary["srm"] = result["report"]["srm"]["message"]
-    print(json.dumps(summary, indent=2, default=str))
+                            seed=args.seed, restore=not args.no_restore, out_dir=args.out, reps=args.reps,
+                            click_model=ClickModel(heldout, eta=args.eta, noise=args.noise, seed=args.seed,
+                                                   activity_sigma=args.activity_sigma))
+    print(json.dumps(_summary(result), indent=2, default=str))
     return 0
+
+
+def _summary(result: Mapping[str, Any]) -> dict[str, Any]:
+    summary = {k: v for k, v in result.items() if k != "report"}
+    for key in ("arms", "comparisons", "interleaving"):
+        summary[key] = result["report"][key]
+    summary["srm"] = result["report"]["srm"]["message"]
+    return summary
 
 
 if __name__ == "__main__":

@@ -115,6 +115,21 @@ def test_two_proportion_test_matches_hand_computation():
         stats.proportion_test(5, 4, 1, 10)
 
 
+def test_clustered_rate_test_matches_hand_computation():
+    # control: clicks 1, 0, 2, 1 of 10 exposures each: r = 0.1; residuals y - r d = 0, -1, 1, 0
+    # var = n / (n - 1) * sum(e^2) / (sum d)^2 = 4/3 * 2 / 1600 = 0.00166667; treatment 3, 2, 4, 3: r = 0.3,
+    # same residuals and variance. diff 0.2, se = sqrt(2 * 0.00166667) = 0.057735, z = 3.464102, p = 0.000532
+    r = stats.clustered_rate_test([1, 0, 2, 1], [10] * 4, [3, 2, 4, 3], [10] * 4)
+    assert (r.control, r.treatment, r.n_control) == (0.1, 0.3, 4)
+    assert r.diff == pytest.approx(0.2) and r.z == pytest.approx(3.464102, abs=1e-6)
+    assert r.p_value == pytest.approx(0.000532, abs=1e-6)
+    assert r.ci == pytest.approx((0.2 - 1.959964 * 0.057735, 0.2 + 1.959964 * 0.057735), abs=1e-5)
+    # users with many correlated exposures: the clustered test is less sure than the two-proportion one
+    heavy = stats.clustered_rate_test([0, 0, 0, 30], [100] * 4, [0, 0, 0, 45], [100] * 4)
+    naive = stats.proportion_test(30, 400, 45, 400)
+    assert naive.p_value < 0.1 < heavy.p_value
+
+
 def test_click_ndcg_matches_hand_computation():
     assert stats.click_ndcg([1], k=10) == 1.0
     assert stats.click_ndcg([2], k=10) == pytest.approx(1 / math.log2(3))  # 0.630930
@@ -181,6 +196,7 @@ def test_report_on_hand_built_events():
            _event("u4", "i7", "click", T0 + 100, "r5"),  # not shown in r5: not counted
            _event("u4", "i1", "click", T0 + 100, "zz"),  # unknown request
            _event("u3", "i1", "purchase", T0 - 5),  # before the user's first exposure
+           _event("u4", "i1", "purchase", T0 + 300, "other-experiments-request"),  # not this experiment's
            ]
     ev += _impressions(exp, "r6", "u5", "control", items, T0 + 20_000)  # after the end: outside the window
     rep = analyse(exp, ev, n_boot=500)
@@ -195,6 +211,7 @@ def test_report_on_hand_built_events():
     assert cmp["ctr"]["diff"] == pytest.approx(0.0) and cmp["ctr"]["p_value"] == pytest.approx(1.0)
     assert cmp["clicks_per_user"]["diff"] == pytest.approx(0.5)
     assert rep.counts["clicks_on_items_not_shown"] == 1 and rep.counts["impressions_outside_window"] == 4
+    assert rep.counts["conversions_citing_other_requests"] == 1
     assert rep.srm.observed == {"control": 2, "treat": 2} and not rep.srm.mismatch
     assert set(rep.series) == {"ctr", "clicks_per_user", "conversion", "ndcg"}
     assert rep.series["ctr"]["treat"][-1][1] == pytest.approx(0.25)

@@ -61,8 +61,14 @@ def test_preference_on_known_outcomes():
     # sign test over users: 2 * sum_{k=40..60} C(60, k) / 2^60, computed exactly with integers
     from math import comb
 
-    assert r.p_value == pytest.approx(2 * sum(comb(60, k) for k in range(40, 61)) / 2**60, rel=1e-9)
-    assert r.p_value == pytest.approx(0.013489, abs=1e-6)
+    assert r.sign_test_p == pytest.approx(2 * sum(comb(60, k) for k in range(40, 61)) / 2**60, rel=1e-9)
+    assert r.sign_test_p == pytest.approx(0.013489, abs=1e-6)
+    # z-test of the share, delta-method variance over users: residuals won - s * decided are
+    # 0.454545 (40 users), -0.772727 (20), -0.272727 (10); sum of squares 20.950413;
+    # var = 70/69 * 20.950413 / 110^2 = 0.00175654, z = (0.772727 - 0.5) / 0.0419111 = 6.50727
+    from scipy.stats import norm
+
+    assert r.p_value == pytest.approx(2 * norm.sf(6.50727), rel=1e-4)
     assert r.ci[0] > 0.5 and r.winner == "B"
     even = preference({f"u{n}": ((1, 0, 0) if n % 2 else (0, 1, 0)) for n in range(200)}, "A", "B", n_boot=1000)
     assert even.winner is None and even.ci[0] < 0.5 < even.ci[1]

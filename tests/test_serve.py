@@ -379,9 +379,10 @@ def test_small_simulated_experiment_end_to_end(api, service, world, es, tmp_path
     assert ctr["treatment"] > ctr["control"] and ctr["p_value"] < 0.05, ctr
     assert ab["report"]["arms"]["control"]["users"] + ab["report"]["arms"]["treatment"]["users"] == 40
     assert not ab["report"]["srm"]["mismatch"]
-    assert ab["users_needed_80pct"] is not None and len(ab["plots"]) == 4
+    assert ab["users_needed_80pct"]["ctr_clustered"] is not None and len(ab["plots"]) == 4
+    assert ab["report"]["comparisons"]["treatment"]["ctr_clustered"]["p_value"] < 0.05
     assert json.loads((tmp_path / "sim-ab.json").read_text())["users_needed_80pct"] == ab["users_needed_80pct"]
     assert tdi["report"]["interleaving"]["winner"] == "treatment"
-    assert tdi["users_needed_80pct"] is not None and tdi["report"]["interleaving"]["p_value"] < 0.05
+    assert tdi["users_needed_80pct"]["preference"] is not None and tdi["report"]["interleaving"]["p_value"] < 0.05
     # the users' histories were put back: the simulated clicks do not leak into the next test
     assert sim.snapshot_users(es, settings, sorted(heldout)) == before
