@@ -45,7 +45,7 @@ import numpy as np
 from vecrank.rank import features as feats
 from vecrank.rank import metrics
 from vecrank.rank.model import RankerModel
-from vecrank.rank.ranker import request_context
+from vecrank.rank.ranker import rank_order, request_context
 from vecrank.rank.split import check_events, is_interaction, is_positive
 from vecrank.rank.train import (DAY_MS, LabelConfig, ReplayRequest, TrainConfig, TrainingTable, bucket_start,
                                 group_by_user, replay, replay_candidates, replay_recommender, train_ranker,
@@ -245,7 +245,7 @@ def run(recommender: Recommender, events: Sequence[Mapping[str, Any]], spec: fea
             scores = model.predict(feats.compute(spec, cset.candidates, ctx))
             ids = [c.item_id for c in cset.candidates]
             rankings["knn"][req.user] = [c.item_id for c in cset.candidates if c.origin == "knn"]
-            rankings["vecrank"][req.user] = [ids[i] for i in np.argsort(-scores, kind="stable")]
+            rankings["vecrank"][req.user] = [ids[i] for i in rank_order(scores, ids)]
             pool_recall.append(len(set(ids) & wanted) / len(wanted))
             for c in cset.candidates:
                 if c.vector is not None:

@@ -43,6 +43,7 @@ class RankerModel:
     metrics: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    plugin_features: list[dict[str, Any]] | None = None  # where the Elasticsearch plugin reads each feature
     _booster: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
@@ -96,16 +97,20 @@ class RankerModel:
         return self.booster.predict(self._matrix(features), pred_contribs=True, validate_features=False)
 
     def to_doc(self) -> dict[str, Any]:
-        return {"model_id": self.model_id, "version": self.version, "status": self.status,
-                "created_at": self.created_at, "objective": self.objective, "spec": self.spec.to_dict(),
-                "params": self.params, "metrics": self.metrics, "training": self.training,
-                "booster": self.booster_json}
+        doc = {"model_id": self.model_id, "version": self.version, "status": self.status,
+               "created_at": self.created_at, "objective": self.objective, "spec": self.spec.to_dict(),
+               "params": self.params, "metrics": self.metrics, "training": self.training,
+               "booster": self.booster_json}
+        if self.plugin_features is not None:
+            doc["plugin_features"] = self.plugin_features
+        return doc
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> RankerModel:
         return cls(model_id=doc["model_id"], spec=FeatureSpec.from_dict(doc["spec"]), booster_json=doc["booster"],
                    version=int(doc["version"]), status=doc["status"], params=doc.get("params", {}),
-                   metrics=doc.get("metrics", {}), training=doc.get("training", {}), created_at=doc["created_at"])
+                   metrics=doc.get("metrics", {}), training=doc.get("training", {}), created_at=doc["created_at"],
+                   plugin_features=doc.get("plugin_features"))
 
 
 def models_mapping() -> dict[str, Any]:
@@ -140,6 +145,7 @@ class Registry:
         self._ensure()
         model.version = max((m.version for m in self.list(model.model_id)), default=0) + 1
         model.status = status
+        model.plugin_features = self._plugin_features(model)
         self.client.create(index=self.index, id=f"{model.model_id}@{model.version}", document=model.to_doc(),
                            refresh="wait_for")
         path = self.folder / model.model_id / f"v{model.version}"
@@ -149,6 +155,23 @@ class Registry:
         (path / "meta.json").write_text(json.dumps(meta, indent=2))
         log.info("Registered %s v%d (%s) in %s and %s", model.model_id, model.version, status, self.index, path)
         return model
+
+    def _plugin_features(self, model: RankerModel) -> list[dict[str, Any]] | None:
+        """Where the plugin reads each feature, checked against the items mapping (and by the
+        plugin itself when it is installed) so that a model the plugin could not serve is refused
+        now, not at query time. None when the spec has a feature the plugin has no source for."""
+        from vecrank.rank.rescore import PluginFeatureError, plugin_features, validate_plugin_features
+
+        try:
+            features = plugin_features(model.spec)
+        except PluginFeatureError as exc:
+            log.warning("Model %s will be served in Python only: %s", model.model_id, exc)
+            return None
+        items = self.settings.index("items")
+        if self.client.indices.exists(index=items):
+            validate_plugin_features(self.client, items, features,
+                                     model_doc={**model.to_doc(), "plugin_features": features})
+        return features
 
     def list(self, model_id: str | None = None) -> list[RankerModel]:
         if not self.client.indices.exists(index=self.index):

@@ -187,18 +187,19 @@ def colikers_body(item_ids: Sequence[str], *, user_id: str | None = None, as_of_
     return {"size": 0, "query": query, "aggs": {"users": {"terms": {"field": "user_id", "size": size}}}}
 
 
-def coliked_items_body(user_ids: Sequence[str], *, exclude_items: Sequence[str] = (), score_items: Sequence[str] = (),
-                       as_of_ms: int | None = None, size: int = 50) -> dict[str, Any]:
-    """What the co-likers liked: the ``size`` most co-liked items (not in ``exclude_items``) and
-    the co-liker counts of ``score_items`` (the candidates found otherwise), in one search."""
+def coliked_items_body(user_ids: Sequence[str], *, exclude_items: Sequence[str] = (), as_of_ms: int | None = None,
+                       size: int = 1000) -> dict[str, Any]:
+    """What the co-likers liked: the ``size`` items most of them liked, not in ``exclude_items``.
+
+    Example:
+        >>> coliked_items_body(["u1"], exclude_items=["h0"], size=3)["aggs"]
+        {'top': {'terms': {'field': 'item_id', 'size': 3, 'exclude': ['h0']}}}
+    """
     top: dict[str, Any] = {"field": "item_id", "size": max(size, 1)}
     if exclude_items:
         top["exclude"] = list(exclude_items)
-    aggs: dict[str, Any] = {"top": {"terms": top}}
-    if score_items:
-        aggs["scored"] = {"terms": {"field": "item_id", "size": len(score_items), "include": list(score_items)}}
     query = {"bool": {"filter": _events_filter([{"terms": {"user_id": list(user_ids)}}], as_of_ms)}}
-    return {"size": 0, "query": query, "aggs": aggs}
+    return {"size": 0, "query": query, "aggs": {"top": {"terms": top}}}
 
 
 def flatten_mapping(properties: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +58,7 @@ class RetrieveConfig:
     cooc_mix: int = 0  # also add this many of the most co-liked items that retrieval did not find
     cooc_history: int = 20  # the user's newest liked items the co-occurrence starts from
     cooc_users: int = 200  # co-likers: the users who liked the most of them
+    cooc_scored: int = 1000  # the most co-liked items get a share; others 0 (the same list the plugin gets)
     profile: ProfileConfig = field(default_factory=ProfileConfig)
 
     def __post_init__(self) -> None:
@@ -84,6 +85,7 @@ class Candidate:
     vector: np.ndarray | None = field(default=None, repr=False)
     origin: str = "knn"  # "knn"; "popular", "cooc" or "extra" for the additions (score NaN)
     cooc: float | None = None  # share of the user's co-likers who liked it (RetrieveConfig.cooc)
+    model_score: float | None = None  # set when the vecrank plugin ranked it inside Elasticsearch
 
 
 @dataclass
@@ -161,7 +163,8 @@ class Recommender:
                    query: str | None = None, context_items: Sequence[str] = (), filters: Mapping[str, Any] | None = None,
                    extra_filters: Sequence[dict[str, Any]] = (), k: int | None = None,
                    num_candidates: int | None = None, extra_items: Sequence[str] = (),
-                   as_of_ms: int | None = None, **overrides: Any) -> CandidateSet:
+                   as_of_ms: int | None = None, rescore: Callable[..., dict[str, Any] | None] | None = None,
+                   **overrides: Any) -> CandidateSet:
         """Retrieve candidates. See the module docstring for the paths.
 
         Args:
@@ -180,6 +183,9 @@ class Recommender:
             as_of_ms: read the candidates' ``signals`` as of this instant (computed from the
                 events, see :func:`vecrank.ingest.signals.item_signals`) instead of the index's
                 current ones: replays of the past. Retrieval itself does not depend on signals.
+            rescore: ``f(path=, history=, query_vector=, profile_vector=, cooc=) -> rescore section | None``,
+                called before a single-vector kNN search: the vecrank plugin then ranks the hits
+                inside Elasticsearch (each gets ``model_score``; no vectors come back for them).
             overrides: any :class:`RetrieveConfig` field for this call.
 
         Raises:
@@ -234,6 +240,9 @@ class Recommender:
             path = "popular"
 
         t = time.perf_counter()
+        cooc = self._cooc_counts(used_history, user, cfg, exclude, as_of_ms) if (
+            (cfg.cooc or cfg.cooc_mix) and path != "popular") else None
+        section = None
         if path == "popular":
             body = queries.popular_body(size=fetch, filter=flt, source=source)
             hits = [(h, None) for h in self.client.search(index=self.settings.index("items"), **body)["hits"]["hits"]]
@@ -241,11 +250,21 @@ class Recommender:
         else:
             query_vectors = [np.asarray(queries.check_vector(v, spec.dims, name="query vector"), dtype=np.float32)
                              for v in vectors]
-            hits = self._knn(query_vectors, weights, fetch, num, flt, cfg, query, source, want_vectors)
+            if rescore is not None and len(query_vectors) == 1:
+                section = rescore(path=path, history=used_history, query_vector=q, profile_vector=query_vectors[0],
+                                  cooc=cooc)
+            hits = self._knn(query_vectors, weights, fetch, num, flt, cfg, query, source,
+                             want_vectors and section is None, rescore=section)
         es_ms += (time.perf_counter() - t) * 1000
 
-        cands = [_candidate(h, interest, query_vectors, spec.similarity, cfg.text_boost > 0 and query is not None)
+        cands = [_candidate(h, interest, query_vectors, spec.similarity,
+                            (cfg.text_boost > 0 and query is not None) or section is not None)
                  for h, interest in hits]
+        if section is not None:
+            from vecrank.rank.rescore import score_to_model
+
+            for c in cands:
+                c.model_score, c.score = float(score_to_model(c.score)), float("nan")
         if cfg.mmr_lambda is not None:
             cands = mmr(cands, cfg.mmr_lambda, k)
         if cfg.max_per_group:
@@ -258,9 +277,8 @@ class Recommender:
         t = time.perf_counter()
         if extra_items:
             cands += self._extras(cands, extra_items, flt, source, want_vectors, query_vectors)
-        if (cfg.cooc or cfg.cooc_mix) and path != "popular":
-            cands += self._cooccurrence(cands, used_history, user, cfg, exclude, flt, source, want_vectors,
-                                        query_vectors, as_of_ms)
+        if cooc is not None:
+            cands += self._apply_cooc(cands, cooc, cfg, flt, source, want_vectors, query_vectors)
         if as_of_ms is not None and cands:
             from vecrank.ingest.signals import item_signals
 
@@ -292,39 +310,45 @@ class Recommender:
             extras.append(c)
         return extras
 
-    def _cooccurrence(self, found: list[Candidate], history: Sequence[Mapping[str, Any]], user: str | None,
-                      cfg: RetrieveConfig, seen: Sequence[str], flt: dict | None, source: Any, with_vectors: bool,
-                      query_vectors: list[np.ndarray], as_of_ms: int | None) -> list[Candidate]:
+    def _cooc_counts(self, history: Sequence[Mapping[str, Any]], user: str | None, cfg: RetrieveConfig,
+                     seen: Sequence[str], as_of_ms: int | None) -> tuple[int, dict[str, int]]:
         """Item-to-item co-occurrence by Elasticsearch: the users who liked the most of this user's
-        recent likes (co-likers), then what they liked. Sets ``cooc`` (the share of co-likers who
-        liked the item; NaN without co-likers) on every candidate and returns the ``cooc_mix``
-        most co-liked items retrieval did not find."""
+        recent likes (co-likers), then the ``cooc_scored`` items they liked most (not seen).
+
+        Returns:
+            (number of co-likers, item id -> how many of them liked it).
+        """
         now = as_of_ms if as_of_ms is not None else int(time.time() * 1000)
         liked = [str(e["item_id"]) for e in sorted(history, key=lambda e: -int(e["timestamp"]))
                  if cfg.profile.event_weight(e, now) > 0]
         liked = list(dict.fromkeys(liked))[: cfg.cooc_history]
         events = self.settings.index("events")
-        users: list[str] = []
-        if liked and self.client.indices.exists(index=events):
-            body = queries.colikers_body(liked, user_id=user, as_of_ms=as_of_ms, size=cfg.cooc_users)
-            users = [b["key"] for b in self.client.search(index=events, **body)["aggregations"]["users"]["buckets"]]
+        if not liked or not self.client.indices.exists(index=events):
+            return 0, {}
+        body = queries.colikers_body(liked, user_id=user, as_of_ms=as_of_ms, size=cfg.cooc_users)
+        users = [b["key"] for b in self.client.search(index=events, **body)["aggregations"]["users"]["buckets"]]
         if not users:
-            for c in found:
-                c.cooc = float("nan")
-            return []
-        body = queries.coliked_items_body(users, exclude_items=sorted(set(seen) | {c.item_id for c in found}),
-                                          score_items=[c.item_id for c in found], as_of_ms=as_of_ms,
-                                          size=cfg.cooc_mix)
-        aggs = self.client.search(index=events, **body)["aggregations"]
-        counts = {b["key"]: b["doc_count"] for b in aggs.get("scored", {}).get("buckets", [])}
+            return 0, {}
+        body = queries.coliked_items_body(users, exclude_items=sorted(set(seen) | set(liked)), as_of_ms=as_of_ms,
+                                          size=cfg.cooc_scored)
+        top = self.client.search(index=events, **body)["aggregations"]["top"]["buckets"]
+        return len(users), {b["key"]: int(b["doc_count"]) for b in top}
+
+    def _apply_cooc(self, found: list[Candidate], cooc: tuple[int, dict[str, int]], cfg: RetrieveConfig,
+                    flt: dict | None, source: Any, with_vectors: bool, query_vectors: list[np.ndarray]) -> list[Candidate]:
+        """Set ``cooc`` (the share of co-likers who liked the item, 0 past the scored list, NaN
+        without co-likers) on every candidate; return the ``cooc_mix`` most co-liked items that
+        retrieval did not find."""
+        n, counts = cooc
         for c in found:
-            c.cooc = counts.get(c.item_id, 0) / len(users)
-        if not cfg.cooc_mix:
+            c.cooc = counts.get(c.item_id, 0) / n if n else float("nan")
+        if not n or not cfg.cooc_mix:
             return []
-        top = {b["key"]: b["doc_count"] for b in aggs["top"]["buckets"]}
-        extras = self._extras(found, list(top), flt, source, with_vectors, query_vectors)
+        have = {c.item_id for c in found}
+        wanted = [i for i in counts if i not in have][: cfg.cooc_mix]
+        extras = self._extras(found, wanted, flt, source, with_vectors, query_vectors)
         for c in extras:
-            c.origin, c.cooc = "cooc", top[c.item_id] / len(users)
+            c.origin, c.cooc = "cooc", counts[c.item_id] / n
         return extras
 
     def _extras(self, found: list[Candidate], ids: Sequence[str], flt: dict | None, source: Any, with_vectors: bool,
@@ -364,7 +388,8 @@ class Recommender:
         return build_profile(history, vectors, pcfg), consumed_ids(history), history
 
     def _knn(self, vectors: list[np.ndarray], weights: list[float], size: int, num: int, flt: dict | None,
-             cfg: RetrieveConfig, query: str | None, source: Any, want_vectors: bool) -> list[tuple[dict, int | None]]:
+             cfg: RetrieveConfig, query: str | None, source: Any, want_vectors: bool,
+             rescore: dict[str, Any] | None = None) -> list[tuple[dict, int | None]]:
         index = self.settings.index("items")
         text = queries.text_match(query, boost=cfg.text_boost) if query is not None and cfg.text_boost > 0 else None
         with_vectors = want_vectors or text is not None
@@ -374,6 +399,8 @@ class Recommender:
             query_clause = ({"bool": {"should": [text], "minimum_should_match": 1, "filter": [flt] if flt else []}}
                             if text else None)
             body = queries.search_body(size=size, knn=knn, query=query_clause, source=source, with_vectors=with_vectors)
+            if rescore is not None:
+                body["rescore"] = rescore
             return [(h, None) for h in self.client.search(index=index, **body)["hits"]["hits"]]
         # One kNN per interest, merged with quotas proportional to each interest's weight.
         searches: list[dict[str, Any]] = []

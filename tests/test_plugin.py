@@ -557,6 +557,9 @@ def test_attach_makes_a_registered_model_servable(plugin_es, world, embedder, es
     req = requests(es, world, embedder)[0]
     model = Registry(es, world).register(RankerModel.from_booster("plain", SPEC, train("rank:ndcg", 3, seed=9)),
                                          status="active")
+    assert model.plugin_features == R.plugin_features(SPEC)  # registration attaches them
+    # A model registered before the plugin was there has none: the plugin says so, attach fixes it.
+    es.update(index=world.index("models"), id="plain@1", doc={"plugin_features": None}, refresh="wait_for")
     exc = error_of(lambda: search(es, world, req, model_id="plain"))
     assert exc.meta.status == 400 and "model [plain] version [1] has no [plugin_features]" in reason(exc)
 
@@ -567,10 +570,12 @@ def test_attach_makes_a_registered_model_servable(plugin_es, world, embedder, es
     hits = search(es, world, req, model_id="plain")
     assert {h["_explanation"]["description"].split(" (")[0] for h in hits} == {"vecrank model [plain] version [1]"}
 
+    # A feature that maps to no field is refused when the model is registered, not at query time.
     other = FeatureSpec(item_numeric=("runtime",))
-    Registry(es, world).register(RankerModel.from_booster("runtime", other, xgb.train(
-        {"objective": "rank:ndcg"}, xgb.DMatrix(np.zeros((4, len(other.names)), np.float32), label=[0, 1, 0, 1],
-                                                qid=[0, 0, 1, 1], feature_names=other.names), 2)))
-    out = run_cli(capsys, *args, "plugin", "attach", "runtime", "--version", "1")
-    assert out.code == 1
-    assert "feature 'item.runtime' reads field 'runtime', which is not mapped" in out.err
+    with pytest.raises(R.PluginFeatureError, match="feature 'item.runtime' reads field 'runtime', which is not mapped"):
+        Registry(es, world).register(RankerModel.from_booster("runtime", other, xgb.train(
+            {"objective": "rank:ndcg"}, xgb.DMatrix(np.zeros((4, len(other.names)), np.float32), label=[0, 1, 0, 1],
+                                                    qid=[0, 0, 1, 1], feature_names=other.names), 2)))
+    assert Registry(es, world).list("runtime") == []
+    out = run_cli(capsys, *args, "plugin", "attach", "missing-model")
+    assert out.code == 1 and "missing-model" in out.err

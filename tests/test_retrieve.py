@@ -319,9 +319,9 @@ def test_cooccurrence_bodies_are_structured():
     filters = body["query"]["bool"]["filter"]
     assert {"terms": {"item_id": ["h0", "h1"]}} in filters
     assert {"range": {"timestamp": {"lte": 5, "format": "epoch_millis"}}} in filters
-    items = queries.coliked_items_body(["u1"], exclude_items=["h0"], score_items=["c1"], size=3)
-    assert items["aggs"] == {"top": {"terms": {"field": "item_id", "size": 3, "exclude": ["h0"]}},
-                             "scored": {"terms": {"field": "item_id", "size": 1, "include": ["c1"]}}}
+    items = queries.coliked_items_body(["u1"], exclude_items=["h0"], as_of_ms=5, size=3)
+    assert items["aggs"] == {"top": {"terms": {"field": "item_id", "size": 3, "exclude": ["h0"]}}}
+    assert {"terms": {"user_id": ["u1"]}} in items["query"]["bool"]["filter"]
 
 
 def test_cooccurrence_scores_and_adds_what_co_likers_liked(es, settings_for, items, embedder, tmp_path):

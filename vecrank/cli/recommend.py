@@ -60,16 +60,20 @@ def parse_filters(ctx: click.Context, param: click.Parameter, values: tuple[str,
 @click.option("--no-rank", is_flag=True, help="Candidates in kNN order, no ranker.")
 @click.option("--pool", type=click.IntRange(1, 10000), default=100, show_default=True,
               help="Candidates the ranker scores.")
+@click.option("--rerank", type=click.Choice(["auto", "python", "plugin"]), default="auto", show_default=True,
+              help="Where the model runs: in Python, inside Elasticsearch (the vecrank plugin), or the plugin "
+                   "when it is installed and the model has its plugin features.")
 @click.option("--explain", is_flag=True, help="Each item's top feature contributions (XGBoost pred_contribs).")
 @click.option("--show", default=None, metavar="FIELDS",
               help="Comma-separated fields to print [default: title or the first text-like field].")
 @json_option
 def recommend_command(user, query, context_items, filters, k, num_candidates, include_seen, interests, query_weight,
-                      text_boost, mmr_lambda, group_field, max_per_group, model_id, no_rank, pool, explain, show,
-                      as_json) -> None:
+                      text_boost, mmr_lambda, group_field, max_per_group, model_id, no_rank, pool, rerank, explain,
+                      show, as_json) -> None:
     """Retrieve candidates for a user and/or a search query, and say which path was taken
     (profile, multi_interest, profile+query, query, context or popular)."""
     from vecrank.cli import echo_json, echo_table
+    from vecrank.errors import VecrankError
     from vecrank.rank import Recommender, RequestError, RetrieveConfig
 
     ctx = app()
@@ -84,12 +88,15 @@ def recommend_command(user, query, context_items, filters, k, num_candidates, in
         if model is not None:
             from vecrank.rank.ranker import Ranker
 
-            ranked = Ranker(recommender, model, pool=max(pool, k)).recommend(k=k, explain=explain, **args)
+            ranked = Ranker(recommender, model, pool=max(pool, k), rerank=rerank).recommend(k=k, explain=explain,
+                                                                                          **args)
             _print_ranked(ranked, show, as_json)
             return
         result = recommender.candidates(k=k, **args)
     except RequestError as exc:
         raise click.UsageError(str(exc)) from None
+    except VecrankError as exc:
+        raise click.ClickException(str(exc)) from None
     if as_json:
         echo_json(result.to_dict())
         return
@@ -137,7 +144,8 @@ def _print_ranked(ranked, show: str | None, as_json: bool) -> None:
             row["top features"] = ", ".join(f"{k} {v:+.3f}" for k, v in top)
         rows.append(row)
     t = ranked.timings_ms
-    click.echo(f"path: {ranked.path}{' (cold start)' if ranked.cold_start else ''}; ranked by {ranked.model}; "
+    where = " inside Elasticsearch" if ranked.rerank == "plugin" else ""
+    click.echo(f"path: {ranked.path}{' (cold start)' if ranked.cold_start else ''}; ranked by {ranked.model}{where}; "
                f"{len(ranked.items)} items; {t['total']:.1f} ms (retrieval {t['retrieval']:.1f}, features "
                f"{t['features']:.1f}, model {t['model']:.1f}); request {ranked.request_id}")
     echo_table(rows)
