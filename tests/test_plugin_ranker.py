@@ -43,9 +43,9 @@ def served(plugin_es, es_settings, embedder, tmp_path_factory):
     ingest_events(plugin_es, settings, tmp / "events.jsonl", progress=False)
     refresh_signals(plugin_es, settings)
     rec = Recommender(plugin_es, settings, embedder=embedder)
-    model = train_model(rec, load_events(plugin_es, settings), feats.FeatureSpec(facets=("topic",)),
+    model = train_model(rec, load_events(plugin_es, settings), feats.FeatureSpec(facets=("topic",), cooc=True),
                         cutoff_ms=max(e["timestamp"] for e in events) + 1,
-                        config=EvalConfig(pool=40, max_train_requests=300, popular_mix=10),
+                        config=EvalConfig(pool=40, max_train_requests=300, popular_mix=10, cooc_mix=10),
                         train_config=TrainConfig(num_boost_round=60, early_stopping_rounds=20))
     registry = Registry(plugin_es, settings)
     model = registry.set_status("vecrank", registry.register(model).version, "active")
@@ -57,6 +57,7 @@ def served(plugin_es, es_settings, embedder, tmp_path_factory):
 def test_plugin_and_python_rank_the_same(plugin_es, served):
     settings, rec, model = served
     assert model.plugin_features and [f["name"] for f in model.plugin_features] == model.spec.names
+    assert {"name": "cooc", "source": "param_map", "param": "cooc", "key_field": "item_id"} in model.plugin_features
     ranker = Ranker(rec, model, pool=40)
     assert ranker.plugin_usable()
     compared = 0
