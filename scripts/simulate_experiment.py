@@ -23,7 +23,8 @@ The dataset is vecrank's generic event format (JSONL: ``user``, ``item``, ``type
    CTR test, for interleaving with the report's z-test of the preference share. The users'
    documents are restored afterwards (``--no-restore`` keeps the simulated clicks).
 4. ``analyse --experiment ID``: the same report and users-needed estimate for a finished
-   experiment, from its stored events.
+   experiment, from its stored events; ``--experiment`` repeated pools several runs of one design
+   (independent samples of users) for a steadier users-needed estimate.
 
 Click model (position-based): the user examines position p with probability ``p ** -eta`` and
 clicks an examined item with its attractiveness: from the held-out interaction (rating >= 4.5:
@@ -462,6 +463,38 @@ def analyse_experiment(client, settings, experiment_id: str, *, expected_winner:
     return result
 
 
+def pooled_power(client, settings, experiment_ids: Sequence[str], *, expected_winner: str | None = None,
+                 seed: int = 0, reps: int = 1000) -> dict[str, Any]:
+    """Users needed, estimated from the users of several runs of the same design together (a steadier
+    estimate than one run's: each run is an independent sample of users)."""
+    from vecrank.rank.experiments import INTERLEAVED, ExperimentStore, collect_events, user_outcomes
+
+    rows: list[dict[str, Any]] = []
+    types, names = set(), None
+    for experiment_id in experiment_ids:
+        exp = ExperimentStore(client, settings).get(experiment_id)
+        events = collect_events(client, settings, exp, end_ms=exp.stopped_at, attribution_ms=60_000)
+        got = user_outcomes(exp, events, end_ms=exp.stopped_at, attribution_ms=60_000)
+        rows += [r for r in got if exp.type == "ab" or r["unit"] == INTERLEAVED]
+        types.add(exp.type)
+        names = names or ([a.name for a in exp.arms], exp.control)
+    if len(types) != 1:
+        raise ValueError(f"pool runs of one type, not {sorted(types)}")
+    (arms, control), kind = names, types.pop()
+    winner = expected_winner or arms[-1]
+    loser = next(n for n in arms if n != winner)
+    if kind == "ab":
+        power = {"ctr_two_proportion": power_curve(rows, lambda r, i: ab_significant(r, i, winner, loser),
+                                                   reps=reps, seed=seed, max_factor=3),
+                 "ctr_clustered": power_curve(rows, lambda r, i: ab_significant(r, i, winner, loser, clustered=True),
+                                              reps=reps, seed=seed, max_factor=3)}
+    else:
+        power = {"preference": power_curve(rows, lambda r, i: interleaving_significant(r, i, winner != control),
+                                           reps=reps, seed=seed, max_factor=3)}
+    return {"experiments": list(experiment_ids), "type": kind, "expected_winner": winner, "user_runs": len(rows),
+            "power": power, "users_needed_80pct": {t: users_needed(c) for t, c in power.items()}}
+
+
 # --- command line --------------------------------------------------------------------------------------------
 
 def _settings(args):
@@ -516,7 +549,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--noise", type=float, default=0.02, help="click probability of an examined item not held out")
     p.add_argument("--activity-sigma", type=float, default=0.0, help="log-sd of the users' click propensity")
     p = sub.add_parser("analyse", help="report a finished experiment again, with the users each test needed")
-    p.add_argument("--experiment", required=True)
+    p.add_argument("--experiment", required=True, action="append",
+                   help="repeat to pool several runs of one design for the users-needed estimate")
     p.add_argument("--expected-winner", default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--reps", type=int, default=1000)
@@ -529,8 +563,12 @@ def main(argv: list[str] | None = None) -> int:
                                       min_train=args.min_train), indent=2))
         return 0
     client, settings = _settings(args)
+    if args.command == "analyse" and len(args.experiment) > 1:
+        print(json.dumps(pooled_power(client, settings, args.experiment, expected_winner=args.expected_winner,
+                                      seed=args.seed, reps=args.reps), indent=2))
+        return 0
     if args.command == "analyse":
-        result = analyse_experiment(client, settings, args.experiment, expected_winner=args.expected_winner,
+        result = analyse_experiment(client, settings, args.experiment[0], expected_winner=args.expected_winner,
                                     seed=args.seed, reps=args.reps, out_dir=args.out)
         print(json.dumps(_summary(result), indent=2, default=str))
         return 0
