@@ -48,7 +48,7 @@ from vecrank.rank.model import RankerModel
 from vecrank.rank.ranker import rank_order, request_context
 from vecrank.rank.split import check_events, is_interaction, is_positive
 from vecrank.rank.train import (DAY_MS, LabelConfig, ReplayRequest, TrainConfig, TrainingTable, bucket_start,
-                                group_by_user, replay, replay_candidates, replay_recommender, train_ranker,
+                                group_by_user, replay, replay_candidates, replay_recommender, select_ranker,
                                 user_cuts)
 
 if TYPE_CHECKING:
@@ -179,7 +179,7 @@ def train_model(recommender: Recommender, events: Sequence[Mapping[str, Any]], s
     train, valid = table.split_by_time(0.2)
     log.info("replayed %d training requests in %.1fs: %d with a positive label", len(requests),
              time.monotonic() - started, len(table.groups()))
-    booster, info = train_ranker(train, valid, train_config)
+    booster, info, train_config = select_ranker(train, valid, train_config)
     return RankerModel.from_booster(model_id, spec, booster, params=train_config.to_dict(),
                                     training={"train": train.summary(), "valid": valid.summary(), **info,
                                               "cutoff_ms": cutoff_ms, "horizon_days": config.horizon_days,

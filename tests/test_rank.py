@@ -277,3 +277,25 @@ def test_training_rows_from_the_serving_feature_log(es, settings_for, embedder, 
     out = json.loads(result.out)
     assert (out["id"], out["version"], out["training"]["source"]) == ("fromlog", 1, "feature-log")
     assert out["training"]["train"]["requests"] + out["training"]["valid"]["requests"] == 3
+
+
+def test_tree_shape_is_chosen_on_the_validation_slice():
+    from vecrank.rank.train import select_ranker
+
+    rng = np.random.default_rng(4)
+    names = ["signal", "noise"]
+
+    def table(groups: int, seed_offset: int) -> TrainingTable:
+        out = TrainingTable(feature_names=names)
+        for g in range(groups):
+            x = rng.normal(size=(20, 2)).astype(np.float32)
+            labels = (x[:, 0] > 1.0).astype(float)  # relevance follows the first feature only
+            out.add(f"r{seed_offset}-{g}", "u", g, [f"i{j}" for j in range(20)], list(labels), x)
+        return out
+
+    booster, info, chosen = select_ranker(table(60, 0), table(20, 1), TrainConfig(num_boost_round=30))
+    scores = {(s["max_depth"], s["min_child_weight"]): s["valid_score"] for s in info["selection"]}
+    assert len(scores) == 3 and scores[(chosen.max_depth, chosen.min_child_weight)] == max(scores.values())
+    assert info["best_score"] == pytest.approx(max(scores.values()), abs=1e-5)
+    _, plain, same = select_ranker(table(10, 2), None, TrainConfig(num_boost_round=5))
+    assert "selection" not in plain and same == TrainConfig(num_boost_round=5)  # no validation slice: as given

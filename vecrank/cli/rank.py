@@ -120,7 +120,7 @@ def train_command(from_log, facets, item_fields, horizon_days, train_cuts, max_t
     from vecrank.rank import Recommender
     from vecrank.rank.evaluate import EvalConfig, load_events, train_model
     from vecrank.rank.model import RankerModel
-    from vecrank.rank.train import TrainConfig, from_feature_log, train_ranker
+    from vecrank.rank.train import TrainConfig, from_feature_log, select_ranker
 
     ctx = app()
     if from_log:
@@ -131,7 +131,7 @@ def train_command(from_log, facets, item_fields, horizon_days, train_cuts, max_t
                                        f"spec ({table.summary()['requests']} requests logged)")
         train, valid = table.split_by_time(0.2)
         config = TrainConfig(objective=objective, seed=seed)
-        booster, info = train_ranker(train, valid, config)
+        booster, info, config = select_ranker(train, valid, config)
         model = _register(ctx, RankerModel.from_booster(model_id, spec, booster, params=config.to_dict(), training={
             "source": "feature-log", "train": train.summary(), "valid": valid.summary(), **info,
             "horizon_days": horizon_days}), activate)
