@@ -147,7 +147,7 @@ def _health(host: str, port: int) -> dict[str, Any]:
         conn = Connection(host, port)
         try:
             status, body = await conn.get("/health")
-            return {"status": status, **json.loads(body)}
+            return {**json.loads(body), "http_status": status}
         finally:
             await conn.close()
 
@@ -172,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     users = _users(args)
     paths = [f"/recommendations?{urllib.parse.urlencode({'user': u, 'k': args.k})}" for u in users]
     health = _health(host, port)
-    if health.get("status") != 200:
-        print(f"error: {args.api}/health answered {health.get('status')}: {health}", file=sys.stderr)
+    if health.get("http_status") != 200:
+        print(f"error: {args.api}/health answered {health.get('http_status')}: {health}", file=sys.stderr)
         return 1
     results = {"api": args.api, "users": len(users), "k": args.k, "cpus": os.cpu_count(),
                "default_model": health.get("default_model"), "experiment": (health.get("experiment") or {}).get("id"),
