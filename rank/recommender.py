@@ -272,13 +272,14 @@ class Recommender:
         cands = cands[:k]
         if cfg.popular_mix and path != "popular":
             t = time.perf_counter()
-            cands += self._popular_extras(cands, cfg.popular_mix, flt, source, want_vectors, query_vectors)
+            cands += self._popular_extras(cands, cfg.popular_mix, flt, source, want_vectors, query_vectors,
+                                          rescore=section)
             es_ms += (time.perf_counter() - t) * 1000
         t = time.perf_counter()
         if extra_items:
-            cands += self._extras(cands, extra_items, flt, source, want_vectors, query_vectors)
+            cands += self._extras(cands, extra_items, flt, source, want_vectors, query_vectors, rescore=section)
         if cooc is not None:
-            cands += self._apply_cooc(cands, cooc, cfg, flt, source, want_vectors, query_vectors)
+            cands += self._apply_cooc(cands, cooc, cfg, flt, source, want_vectors, query_vectors, rescore=section)
         if as_of_ms is not None and cands:
             from vecrank.ingest.signals import item_signals
 
@@ -298,10 +299,18 @@ class Recommender:
     # --- pieces ------------------------------------------------------------------------------
 
     def _popular_extras(self, found: list[Candidate], n: int, flt: dict | None, source: Any, with_vectors: bool,
-                        query_vectors: list[np.ndarray]) -> list[Candidate]:
+                        query_vectors: list[np.ndarray], rescore: dict[str, Any] | None = None) -> list[Candidate]:
         """Popular items the kNN did not return: behaviour's own candidates, for the ranker to weigh."""
         have = [c.item_id for c in found]
         skip = {"bool": {"filter": [flt] if flt else [], "must_not": [{"ids": {"values": have}}]}} if have else flt
+        if rescore is not None:
+            # A sorted search cannot be rescored: take the ids, then let the plugin score them.
+            body = queries.popular_body(size=n, filter=skip, source=False)
+            ids = [h["_id"] for h in self.client.search(index=self.settings.index("items"), **body)["hits"]["hits"]]
+            extras = self._extras(found, ids, flt, source, False, query_vectors, rescore=rescore)
+            for c in extras:
+                c.origin = "popular"
+            return extras
         body = queries.popular_body(size=n, filter=skip, source=source, with_vectors=with_vectors)
         extras = []
         for hit in self.client.search(index=self.settings.index("items"), **body)["hits"]["hits"]:
@@ -335,7 +344,8 @@ class Recommender:
         return len(users), {b["key"]: int(b["doc_count"]) for b in top}
 
     def _apply_cooc(self, found: list[Candidate], cooc: tuple[int, dict[str, int]], cfg: RetrieveConfig,
-                    flt: dict | None, source: Any, with_vectors: bool, query_vectors: list[np.ndarray]) -> list[Candidate]:
+                    flt: dict | None, source: Any, with_vectors: bool, query_vectors: list[np.ndarray],
+                    rescore: dict[str, Any] | None = None) -> list[Candidate]:
         """Set ``cooc`` (the share of co-likers who liked the item, 0 past the scored list, NaN
         without co-likers) on every candidate; return the ``cooc_mix`` most co-liked items that
         retrieval did not find."""
@@ -346,26 +356,36 @@ class Recommender:
             return []
         have = {c.item_id for c in found}
         wanted = [i for i in counts if i not in have][: cfg.cooc_mix]
-        extras = self._extras(found, wanted, flt, source, with_vectors, query_vectors)
+        extras = self._extras(found, wanted, flt, source, with_vectors, query_vectors, rescore=rescore)
         for c in extras:
             c.origin, c.cooc = "cooc", counts[c.item_id] / n
         return extras
 
     def _extras(self, found: list[Candidate], ids: Sequence[str], flt: dict | None, source: Any, with_vectors: bool,
-                query_vectors: list[np.ndarray]) -> list[Candidate]:
-        """The given items that retrieval did not return, in the order given."""
+                query_vectors: list[np.ndarray], rescore: dict[str, Any] | None = None) -> list[Candidate]:
+        """The given items that retrieval did not return, in the order given. With ``rescore``
+        the plugin scores them in the same search (their first-pass score, a constant, is
+        declared missing, as the kNN score of an addition is) and no vectors come back."""
         have = {c.item_id for c in found}
         wanted = [str(i) for i in dict.fromkeys(ids) if str(i) not in have]
         if not wanted:
             return []
         clauses = [flt] if flt else []
         body = queries.search_body(size=len(wanted), query={"bool": {"filter": [*clauses, {"ids": {"values": wanted}}]}},
-                                   source=source, with_vectors=with_vectors)
+                                   source=source, with_vectors=with_vectors and rescore is None)
+        if rescore is not None:
+            from vecrank.rank.rescore import for_lookup
+
+            body["rescore"] = for_lookup(rescore, len(wanted))
         hits = {h["_id"]: h for h in self.client.search(index=self.settings.index("items"), **body)["hits"]["hits"]}
         extras = []
         for item in wanted:
             if item in hits:
-                c = _candidate(hits[item], None, query_vectors, "vector-only", False)
+                c = _candidate(hits[item], None, query_vectors, "vector-only", rescore is not None)
+                if rescore is not None:
+                    from vecrank.rank.rescore import score_to_model
+
+                    c.model_score = float(score_to_model(c.score))
                 c.score, c.origin = float("nan"), "extra"
                 extras.append(c)
         return extras

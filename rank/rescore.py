@@ -63,6 +63,7 @@ __all__ = [
     "explained_features",
     "explained_model_score",
     "feature_source",
+    "for_lookup",
     "model_to_score",
     "plugin_features",
     "plugin_installed",
@@ -83,6 +84,7 @@ PROFILE_VECTOR = "profile_vector"
 QUERY_VECTOR = "query_vector"
 HISTORY_VECTORS = "history_vectors"
 NOW_MS = "now_ms"
+FIRST_PASS_MISSING = "first_pass_missing"  # true: the hits' first-pass score is no retrieval score
 COOC = "cooc"  # {"values": {item_id: share}, "default": share or None}, read by the items' item_id
 KEY_FIELD = "item_id"
 _SCALAR_PARAMS = ("hist_len", "days_since_active", "query_present", "path_code")
@@ -220,6 +222,15 @@ def rescore_body(*, model_id: str, version: int | None = None, params: Mapping[s
     if params:
         inner["params"] = _json_param(dict(params))
     return {"window_size": int(window_size), RESCORER: inner}
+
+
+def for_lookup(section: Mapping[str, Any], size: int) -> dict[str, Any]:
+    """The ``rescore`` section for a search of given ids (additions to a pool): the same model and
+    params, a window of ``size``, and ``first_pass_missing`` so that the ``score`` feature is
+    missing, as it is for an addition in Python (the ids query's constant score is no kNN score)."""
+    inner = dict(section[RESCORER])
+    inner["params"] = {**inner.get("params", {}), FIRST_PASS_MISSING: True}
+    return {**section, "window_size": int(size), RESCORER: inner}
 
 
 def rescore_params(spec: FeatureSpec, ctx: RequestContext, *, profile_vector: np.ndarray | None = None,

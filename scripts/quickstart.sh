@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command from a fresh checkout: set everything up, start a local Elasticsearch and run the
 # main job on the public MovieLens + TMDB data (read from ../shared/data, or --data-dir):
-#   prepare the generic files -> ingest the catalog (embedded) -> ingest the ratings as events
+#   build and install the rescorer plugin -> prepare the generic files -> ingest the catalog (embedded)
+#   -> ingest the ratings as events
 #   (users' histories and profiles) -> refresh the behavioural signals -> train the XGBoost ranker
 #   on replays before a time split and evaluate it against the baselines after it (table, JSON and
 #   PNG in vecrank-eval/) -> ranked recommendations. Safe to run again: unchanged items are skipped.
@@ -15,6 +16,8 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error
 
 echo "==> starting the local Elasticsearch"
 $vecrank es up
+echo "==> building the vecrank rescorer plugin and restarting the node with it (the first build fetches Maven artifacts)"
+$vecrank plugin install
 echo "==> preparing MovieLens + TMDB from $data_dir"
 summary="$(.venv/bin/python scripts/prepare_movielens.py --data-dir "$data_dir" --out-dir data-prepared --json)"
 field() { echo "$summary" | .venv/bin/python -c "import json, sys; s = json.load(sys.stdin); print($1)"; }
@@ -28,8 +31,9 @@ echo "==> refreshing the signals"
 $vecrank signals refresh
 echo "==> training and evaluating the ranker (time split; baselines in the same run)"
 $vecrank evaluate --facet genres --item-field year --activate --out vecrank-eval
-echo "==> recommendations for user 1 (ranked, explained), then user 1 searching \"space adventure\", then a cold start"
+echo "==> recommendations for user 1 (ranked in Python and explained, then ranked inside Elasticsearch), then user 1 searching \"space adventure\", then a cold start"
 $vecrank recommend --user 1 -k 5 --show title,year,genres --explain
+$vecrank recommend --user 1 -k 5 --show title,year,genres --rerank plugin
 $vecrank recommend --user 1 --query "space adventure" -k 5 --show title,year,genres
 $vecrank recommend --query "a heartwarming story about a dog" -k 5 --show title,year,genres
 echo

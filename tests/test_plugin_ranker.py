@@ -66,6 +66,9 @@ def test_plugin_and_python_rank_the_same(plugin_es, served):
         in_es = ranker.recommend(user=user, k=10, rerank="plugin")
         assert (in_python.rerank, in_es.rerank) == ("python", "plugin")
         assert [r.item_id for r in in_es.items] == [r.item_id for r in in_python.items], user
+        # Everything was scored inside Elasticsearch, the kNN hits and the additions alike.
+        assert all(r.candidate.model_score is not None for r in in_es.items)
+        assert {r.candidate.origin for r in in_es.items} - {"knn"}, "no addition in the top 10"
         np.testing.assert_allclose([r.score for r in in_es.items], [r.score for r in in_python.items], atol=1e-5)
         compared += 1
     assert compared == 13

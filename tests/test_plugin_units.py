@@ -77,6 +77,15 @@ def test_rescore_body_is_exactly_the_search_json():
             R.rescore_body(**{"model_id": "m", **bad})
 
 
+def test_additions_are_rescored_with_their_first_pass_score_missing():
+    section = R.rescore_body(model_id="m", version=2, params={"hist_len": 1.0}, window_size=100,
+                             models_index="vecrank-models")
+    lookup = R.for_lookup(section, 7)
+    assert lookup == {"window_size": 7, "vecrank": {"model": "m", "version": 2, "models_index": "vecrank-models",
+                                                   "params": {"hist_len": 1.0, "first_pass_missing": True}}}
+    assert section["vecrank"]["params"] == {"hist_len": 1.0} and section["window_size"] == 100  # unchanged
+
+
 def test_vectors_travel_as_little_endian_float32():
     v = np.array([0.1, -3.5, 1e-20, 7.0], dtype=np.float64)
     text = R.encode_vector(v)

@@ -96,6 +96,9 @@ final class FeaturePlan {
     private static ColumnFactory factory(FeatureDef def, QueryParams params, SearchExecutionContext context, long nowMs) {
         switch (def.source()) {
             case SCORE:
+                if (params.flag(QueryParams.FIRST_PASS_MISSING)) {
+                    return () -> constant(Double.NaN);
+                }
                 return () -> new Column() {
                     @Override
                     public void setNextReader(LeafReaderContext leaf) {}

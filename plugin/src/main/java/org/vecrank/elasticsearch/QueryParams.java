@@ -25,6 +25,8 @@ import java.util.Map;
 final class QueryParams {
 
     static final String NOW_MS = "now_ms";
+    /** True when the hits' first-pass scores are not a retrieval score (an ids lookup): the score source is then NaN. */
+    static final String FIRST_PASS_MISSING = "first_pass_missing";
 
     /** Sets of keyword values with one weight each. */
     record Overlap(List<BytesRef[]> sets, double[] weights, double total) {}
@@ -59,6 +61,18 @@ final class QueryParams {
             return b ? 1.0 : 0.0;
         }
         throw new IllegalArgumentException("[params." + name + "] must be a number, got " + describe(value));
+    }
+
+    /** A true/false param; absent or null is false. */
+    boolean flag(String name) {
+        Object value = raw.get(name);
+        if (value == null) {
+            return false;
+        }
+        if (value instanceof Boolean b) {
+            return b;
+        }
+        throw new IllegalArgumentException("[params." + name + "] must be true or false, got " + describe(value));
     }
 
     long nowMs(long fallback) {

@@ -170,6 +170,22 @@ class VecrankRescorerTests {
     }
 
     @Test
+    void firstPassMissingMakesTheScoreFeatureMissing() throws IOException {
+        // An ids lookup has no retrieval score: with first_pass_missing the score feature is NaN,
+        // which follows the split's default branch (right here: +0, as for a score >= 0.3).
+        Map<String, Object> params = Map.of("profile_vector", List.of(1.0, 0.5, -0.25), "hist_len", 1.5,
+            "first_pass_missing", true);
+        VecrankRescorer.Context ctx = context(DOCS, params);
+        TopDocs out = VecrankRescorer.INSTANCE.rescore(firstPass(), searcher, ctx);
+        for (ScoreDoc hit : out.scoreDocs) {
+            assertEquals(expected(hit.doc, Float.NaN, 1.5), hit.score, "doc " + hit.doc);
+        }
+        IllegalArgumentException bad = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+            () -> context(DOCS, Map.of("first_pass_missing", "yes")));
+        assertTrue(bad.getMessage().contains("[params.first_pass_missing] must be true or false"), bad.getMessage());
+    }
+
+    @Test
     void missingParamsAndVectorsAreMissingFeatures() throws IOException {
         VecrankRescorer.Context ctx = context(DOCS, Map.of());
         TopDocs out = VecrankRescorer.INSTANCE.rescore(firstPass(), searcher, ctx);
