@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vecrank.errors import VecrankError
 from vecrank.rank import queries
 from vecrank.rank.profiles import Profile, ProfileConfig, build_profile
 from vecrank.rank.store import consumed_ids, fetch_vectors, get_user, stored_profile
@@ -240,8 +241,8 @@ class Recommender:
             path = "popular"
 
         t = time.perf_counter()
-        cooc = self._cooc_counts(used_history, user, cfg, exclude, as_of_ms) if (
-            (cfg.cooc or cfg.cooc_mix) and path != "popular") else None
+        popular_ids, cooc = ([], None) if path == "popular" else self._prefetch(
+            used_history, user, cfg, flt, exclude, as_of_ms, popular=cfg.popular_mix + fetch if cfg.popular_mix else 0)
         section = None
         if path == "popular":
             body = queries.popular_body(size=fetch, filter=flt, source=source)
@@ -270,16 +271,9 @@ class Recommender:
         if cfg.max_per_group:
             cands = cap_per_group(cands, cfg.group_field, cfg.max_per_group)
         cands = cands[:k]
-        if cfg.popular_mix and path != "popular":
-            t = time.perf_counter()
-            cands += self._popular_extras(cands, cfg.popular_mix, flt, source, want_vectors, query_vectors,
-                                          rescore=section)
-            es_ms += (time.perf_counter() - t) * 1000
         t = time.perf_counter()
-        if extra_items:
-            cands += self._extras(cands, extra_items, flt, source, want_vectors, query_vectors, rescore=section)
-        if cooc is not None:
-            cands += self._apply_cooc(cands, cooc, cfg, flt, source, want_vectors, query_vectors, rescore=section)
+        cands += self._additions(cands, popular_ids[:], extra_items, cooc, cfg, flt, source, want_vectors,
+                                 query_vectors, section)
         if as_of_ms is not None and cands:
             from vecrank.ingest.signals import item_signals
 
@@ -298,76 +292,85 @@ class Recommender:
 
     # --- pieces ------------------------------------------------------------------------------
 
-    def _popular_extras(self, found: list[Candidate], n: int, flt: dict | None, source: Any, with_vectors: bool,
-                        query_vectors: list[np.ndarray], rescore: dict[str, Any] | None = None) -> list[Candidate]:
-        """Popular items the kNN did not return: behaviour's own candidates, for the ranker to weigh."""
-        have = [c.item_id for c in found]
-        skip = {"bool": {"filter": [flt] if flt else [], "must_not": [{"ids": {"values": have}}]}} if have else flt
-        if rescore is not None:
-            # A sorted search cannot be rescored: take the ids, then let the plugin score them.
-            body = queries.popular_body(size=n, filter=skip, source=False)
-            ids = [h["_id"] for h in self.client.search(index=self.settings.index("items"), **body)["hits"]["hits"]]
-            extras = self._extras(found, ids, flt, source, False, query_vectors, rescore=rescore)
-            for c in extras:
-                c.origin = "popular"
-            return extras
-        body = queries.popular_body(size=n, filter=skip, source=source, with_vectors=with_vectors)
-        extras = []
-        for hit in self.client.search(index=self.settings.index("items"), **body)["hits"]["hits"]:
-            c = _candidate(hit, None, query_vectors, "vector-only", False)
-            c.score, c.origin = float("nan"), "popular"
-            extras.append(c)
-        return extras
-
-    def _cooc_counts(self, history: Sequence[Mapping[str, Any]], user: str | None, cfg: RetrieveConfig,
-                     seen: Sequence[str], as_of_ms: int | None) -> tuple[int, dict[str, int]]:
-        """Item-to-item co-occurrence by Elasticsearch: the users who liked the most of this user's
-        recent likes (co-likers), then the ``cooc_scored`` items they liked most (not seen).
+    def _prefetch(self, history: Sequence[Mapping[str, Any]], user: str | None, cfg: RetrieveConfig,
+                  flt: dict | None, seen: Sequence[str], as_of_ms: int | None, *,
+                  popular: int) -> tuple[list[str], tuple[int, dict[str, int]] | None]:
+        """Before the kNN, in one ``_msearch``: the ``popular`` most popular ids that pass the
+        filters (the kNN's own hits are dropped from them afterwards, which leaves exactly the
+        most popular items it did not find), and the co-likers of the user's recent likes; then
+        what the co-likers liked (item-to-item co-occurrence computed by Elasticsearch).
 
         Returns:
-            (number of co-likers, item id -> how many of them liked it).
+            (popular ids, (number of co-likers, item id -> how many of them liked it) or None
+            when co-occurrence is off).
         """
+        want_cooc = cfg.cooc or cfg.cooc_mix
         now = as_of_ms if as_of_ms is not None else int(time.time() * 1000)
         liked = [str(e["item_id"]) for e in sorted(history, key=lambda e: -int(e["timestamp"]))
                  if cfg.profile.event_weight(e, now) > 0]
         liked = list(dict.fromkeys(liked))[: cfg.cooc_history]
         events = self.settings.index("events")
-        if not liked or not self.client.indices.exists(index=events):
-            return 0, {}
-        body = queries.colikers_body(liked, user_id=user, as_of_ms=as_of_ms, size=cfg.cooc_users)
-        users = [b["key"] for b in self.client.search(index=events, **body)["aggregations"]["users"]["buckets"]]
+        searches: list[dict[str, Any]] = []
+        if popular:
+            searches += [{"index": self.settings.index("items")},
+                         queries.popular_body(size=popular, filter=flt, source=False)]
+        ask_cooc = bool(want_cooc and liked and self.client.indices.exists(index=events))
+        if ask_cooc:
+            searches += [{"index": events}, queries.colikers_body(liked, user_id=user, as_of_ms=as_of_ms,
+                                                                 size=cfg.cooc_users)]
+        responses = self.client.msearch(searches=searches)["responses"] if searches else []
+        for r in responses:
+            if "error" in r:
+                raise VecrankError(f"candidate search failed: {r['error']}")
+        popular_ids = [h["_id"] for h in responses[0]["hits"]["hits"]] if popular else []
+        if not want_cooc:
+            return popular_ids, None
+        users = [b["key"] for b in responses[-1]["aggregations"]["users"]["buckets"]] if ask_cooc else []
         if not users:
-            return 0, {}
+            return popular_ids, (0, {})
         body = queries.coliked_items_body(users, exclude_items=sorted(set(seen) | set(liked)), as_of_ms=as_of_ms,
                                           size=cfg.cooc_scored)
         top = self.client.search(index=events, **body)["aggregations"]["top"]["buckets"]
-        return len(users), {b["key"]: int(b["doc_count"]) for b in top}
+        return popular_ids, (len(users), {b["key"]: int(b["doc_count"]) for b in top})
 
-    def _apply_cooc(self, found: list[Candidate], cooc: tuple[int, dict[str, int]], cfg: RetrieveConfig,
-                    flt: dict | None, source: Any, with_vectors: bool, query_vectors: list[np.ndarray],
-                    rescore: dict[str, Any] | None = None) -> list[Candidate]:
-        """Set ``cooc`` (the share of co-likers who liked the item, 0 past the scored list, NaN
-        without co-likers) on every candidate; return the ``cooc_mix`` most co-liked items that
-        retrieval did not find."""
-        n, counts = cooc
-        for c in found:
-            c.cooc = counts.get(c.item_id, 0) / n if n else float("nan")
-        if not n or not cfg.cooc_mix:
-            return []
+    def _additions(self, found: list[Candidate], popular_ids: list[str], extra_items: Sequence[str],
+                   cooc: tuple[int, dict[str, int]] | None, cfg: RetrieveConfig, flt: dict | None, source: Any,
+                   with_vectors: bool, query_vectors: list[np.ndarray],
+                   rescore: dict[str, Any] | None) -> list[Candidate]:
+        """What joins the retrieved pool, fetched in one lookup: the ``popular_mix`` most popular
+        items retrieval did not find, the caller's ``extra_items``, then the ``cooc_mix`` most
+        co-liked items not among those. Every candidate gets ``cooc`` (the share of co-likers who
+        liked it, 0 past the scored list, NaN without co-likers) when co-occurrence is on."""
         have = {c.item_id for c in found}
-        wanted = [i for i in counts if i not in have][: cfg.cooc_mix]
-        extras = self._extras(found, wanted, flt, source, with_vectors, query_vectors, rescore=rescore)
+        origin: dict[str, str] = {}
+
+        def add(item: str, kind: str, limit: int | None = None) -> None:
+            if item not in have and (limit is None or sum(v == kind for v in origin.values()) < limit):
+                have.add(item)
+                origin[item] = kind
+
+        for item in popular_ids:
+            add(item, "popular", cfg.popular_mix)
+        for item in extra_items:
+            add(str(item), "extra")
+        n, counts = cooc if cooc is not None else (0, {})
+        if n and cfg.cooc_mix:
+            for item in counts:
+                add(item, "cooc", cfg.cooc_mix)
+        extras = self._extras(list(origin), flt, source, with_vectors, query_vectors, rescore=rescore)
         for c in extras:
-            c.origin, c.cooc = "cooc", counts[c.item_id] / n
+            c.origin = origin[c.item_id]
+        if cooc is not None:
+            for c in [*found, *extras]:
+                c.cooc = counts.get(c.item_id, 0) / n if n else float("nan")
         return extras
 
-    def _extras(self, found: list[Candidate], ids: Sequence[str], flt: dict | None, source: Any, with_vectors: bool,
+    def _extras(self, ids: Sequence[str], flt: dict | None, source: Any, with_vectors: bool,
                 query_vectors: list[np.ndarray], rescore: dict[str, Any] | None = None) -> list[Candidate]:
-        """The given items that retrieval did not return, in the order given. With ``rescore``
+        """The given items that pass the filters, in the order given (score NaN). With ``rescore``
         the plugin scores them in the same search (their first-pass score, a constant, is
         declared missing, as the kNN score of an addition is) and no vectors come back."""
-        have = {c.item_id for c in found}
-        wanted = [str(i) for i in dict.fromkeys(ids) if str(i) not in have]
+        wanted = [str(i) for i in dict.fromkeys(ids)]
         if not wanted:
             return []
         clauses = [flt] if flt else []

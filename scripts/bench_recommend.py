@@ -7,7 +7,7 @@ and the mean split across retrieval, features and model, next to the same reques
 retrieval alone (the baseline measured in the same run).
 
 Usage:
-    .venv/bin/python scripts/bench_recommend.py --prefix benchret [--requests 1220] [--pool 100] [--json]
+    .venv/bin/python scripts/bench_recommend.py --prefix vecrank [--requests 1220] [--pool 100] [--rerank auto|python|plugin] [--json]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=1220)
     parser.add_argument("--pool", type=int, default=100)
     parser.add_argument("-k", type=int, default=10)
+    parser.add_argument("--rerank", choices=["auto", "python", "plugin"], default="auto")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     client = make_client(settings)
     model = Registry(client, settings).get(args.model_id)
     users = sorted(h["_id"] for h in helpers.scan(client, index=settings.index("users"), size=500, _source=False))
-    ranker = Ranker(Recommender(client, settings), model, pool=args.pool)
+    ranker = Ranker(Recommender(client, settings), model, pool=args.pool, rerank=args.rerank)
     for user in users[:50]:
         ranker.recommend(user=user, k=args.k)
     parts: dict[str, list[float]] = {"total": [], "retrieval": [], "features": [], "model": []}
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     for i in range(args.requests):
         baseline.append(rec.candidates(user=users[i % len(users)], k=args.k).timings_ms["total"])
     q = np.percentile(parts["total"], [50, 95, 99])
-    result = {"requests": args.requests, "users": len(users), "pool": args.pool, "k": args.k,
+    result = {"requests": args.requests, "users": len(users), "pool": args.pool, "k": args.k, "rerank": args.rerank,
               "model": f"{model.model_id}@{model.version}", "p50_ms": round(float(q[0]), 2),
               "p95_ms": round(float(q[1]), 2), "p99_ms": round(float(q[2]), 2),
               "mean_split_ms": {k: round(statistics.mean(v), 2) for k, v in parts.items()},
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         s = result["mean_split_ms"]
         print(f"recommend(): {args.requests} requests over {len(users)} users, pool {args.pool}, k {args.k}, "
-              f"model {result['model']}")
+              f"model {result['model']}, rerank {args.rerank}")
         print(f"  p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms, p99 {result['p99_ms']} ms")
         print(f"  mean split: retrieval {s['retrieval']} ms, features {s['features']} ms, model {s['model']} ms "
               f"(total {s['total']} ms)")
