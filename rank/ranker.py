@@ -229,7 +229,7 @@ class Ranker:
     def _log(self, rec: Recommendation, *, user: str | None, now_ms: int) -> None:
         from elasticsearch import helpers
 
-        from vecrank.ingest.events import ensure_events_index, event_id
+        from vecrank.ingest.events import ensure_events_index
         from vecrank.ingest.indices import create_index_if_missing
 
         settings, client = self.recommender.settings, self.recommender.client
@@ -239,19 +239,40 @@ class Ranker:
         actions: list[dict[str, Any]] = []
         for position, r in enumerate(rec.items, 1):
             if user is not None:
-                eid = event_id(str(user), r.item_id, "impression", now_ms, rec.request_id, None)
-                actions.append({"_op_type": "create", "_index": events_index, "_id": eid, "_source": {
-                    "event_id": eid, "user_id": str(user), "item_id": r.item_id, "type": "impression",
-                    "timestamp": now_ms, "request_id": rec.request_id, "position": position,
-                    "model_version": rec.model, "ingested_at": now_ms}})
-            actions.append({"_op_type": "index", "_index": log_index, "_id": f"{rec.request_id}:{r.item_id}", "_source": {
-                "request_id": rec.request_id, "user_id": user, "item_id": r.item_id, "position": position,
-                "timestamp": now_ms, "model": rec.model, "spec": self.model.spec.fingerprint(), "path": rec.path,
-                "score": r.score,
-                "features": [None if not np.isfinite(x) else float(x) for x in r.features]}})
+                actions.append(impression_action(events_index, user=str(user), item_id=r.item_id,
+                                                 request_id=rec.request_id, position=position,
+                                                 model_version=rec.model, now_ms=now_ms))
+            actions.append(feature_log_action(log_index, request_id=rec.request_id, user=user, item_id=r.item_id,
+                                              position=position, now_ms=now_ms, model_version=rec.model,
+                                              spec=self.model.spec.fingerprint(), path=rec.path, score=r.score,
+                                              features=r.features))
         _, errors = helpers.bulk(client, actions, raise_on_error=False)
         for error in errors[:3]:
             log.warning("request log write failed: %s", error)
+
+
+def impression_action(events_index: str, *, user: str, item_id: str, request_id: str, position: int,
+                      model_version: str, now_ms: int, arm: str | None = None) -> dict[str, Any]:
+    """The bulk action that records one shown item as an impression event (idempotent id)."""
+    from vecrank.ingest.events import event_id
+
+    eid = event_id(user, item_id, "impression", now_ms, request_id, None)
+    doc = {"event_id": eid, "user_id": user, "item_id": item_id, "type": "impression", "timestamp": now_ms,
+           "request_id": request_id, "position": position, "model_version": model_version, "ingested_at": now_ms}
+    if arm:
+        doc["arm"] = arm
+    return {"_op_type": "create", "_index": events_index, "_id": eid, "_source": doc}
+
+
+def feature_log_action(log_index: str, *, request_id: str, user: str | None, item_id: str, position: int,
+                       now_ms: int, model_version: str, spec: str, path: str, score: float | None,
+                       features: np.ndarray) -> dict[str, Any]:
+    """The bulk action that records the feature row serving used for one shown item (see
+    :func:`vecrank.rank.train.from_feature_log`); NaN is stored as null."""
+    return {"_op_type": "index", "_index": log_index, "_id": f"{request_id}:{item_id}", "_source": {
+        "request_id": request_id, "user_id": user, "item_id": item_id, "position": position, "timestamp": now_ms,
+        "model": model_version, "spec": spec, "path": path, "score": score,
+        "features": [None if not np.isfinite(x) else float(x) for x in features]}}
 
 
 def feature_log_mapping() -> dict[str, Any]:

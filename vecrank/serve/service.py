@@ -156,10 +156,12 @@ class Engine:
     """One ranker: a model version (or none: retrieval order) over retrieval settings."""
 
     def __init__(self, client: Elasticsearch, settings: Settings, embedder: _SharedEmbedder,
-                 model: RankerModel | None, *, pool: int, retrieval: Mapping[str, Any] | None = None):
+                 model: RankerModel | None, *, pool: int, retrieval: Mapping[str, Any] | None = None,
+                 rerank: str = "auto"):
         from vecrank.rank.recommender import Recommender, RetrieveConfig
 
         self.model = model
+        self.rerank = rerank
         recommender = Recommender(client, settings, config=RetrieveConfig(**dict(retrieval or {})), embedder=embedder)
         self.recommender = recommender
         self.ranker = None
@@ -174,7 +176,7 @@ class Engine:
 
     def run(self, *, k: int, **retrieve: Any) -> EngineResult:
         if self.ranker is not None:
-            rec = self.ranker.recommend(k=k, **retrieve)
+            rec = self.ranker.recommend(k=k, rerank=self.rerank, **retrieve)
             return EngineResult(rec.model, rec.path, rec.cold_start,
                                 [Served(r.item_id, float(r.score), r.candidate.fields, r.features) for r in rec.items],
                                 self.model.spec.fingerprint(), dict(rec.timings_ms))
@@ -283,8 +285,11 @@ class RecommendService:
             engine = self._engines.get(key)
             if engine is None:
                 pool = int(retrieval.get("pool", self.config.pool))
+                # The feature log needs the rows, which only ranking in Python computes; without
+                # it the plugin ranks inside Elasticsearch where it is installed.
                 engine = Engine(self.client, self.settings, self.embedder, model, pool=pool,
-                                retrieval={k: v for k, v in retrieval.items() if k != "pool"})
+                                retrieval={k: v for k, v in retrieval.items() if k != "pool"},
+                                rerank="python" if self.config.log_features else "auto")
                 self._engines[key] = engine
             return engine
 
@@ -412,26 +417,21 @@ class RecommendService:
     def _log(self, request_id: str, user: str, result: EngineResult, labels: Mapping[str, str | None],
              versions: Mapping[str, str], results: Mapping[str | None, EngineResult], teams: Mapping[str, str] | None,
              now_ms: int) -> None:
-        from vecrank.ingest.events import event_id
+        from vecrank.rank.ranker import feature_log_action, impression_action
 
         actions: list[dict[str, Any]] = []
         events_index, log_index = self.settings.index("events"), self.settings.index("feature-log")
         for position, s in enumerate(result.items, 1):
             if self.config.log_exposures:
-                eid = event_id(user, s.item_id, "impression", now_ms, request_id, None)
-                doc = {"event_id": eid, "user_id": user, "item_id": s.item_id, "type": "impression",
-                       "timestamp": now_ms, "request_id": request_id, "position": position,
-                       "model_version": versions[s.item_id], "ingested_at": now_ms}
-                if labels.get(s.item_id):
-                    doc["arm"] = labels[s.item_id]
-                actions.append({"_op_type": "create", "_index": events_index, "_id": eid, "_source": doc})
+                actions.append(impression_action(events_index, user=user, item_id=s.item_id, request_id=request_id,
+                                                 position=position, model_version=versions[s.item_id], now_ms=now_ms,
+                                                 arm=labels.get(s.item_id)))
             source = results[teams[s.item_id]] if teams is not None else result
             if self.config.log_features and s.features is not None and source.spec is not None:
-                actions.append({"_op_type": "index", "_index": log_index, "_id": f"{request_id}:{s.item_id}",
-                                "_source": {"request_id": request_id, "user_id": user, "item_id": s.item_id,
-                                            "position": position, "timestamp": now_ms, "model": source.model_version,
-                                            "spec": source.spec, "path": source.path, "score": s.score,
-                                            "features": [None if not np.isfinite(x) else float(x) for x in s.features]}})
+                actions.append(feature_log_action(log_index, request_id=request_id, user=user, item_id=s.item_id,
+                                                  position=position, now_ms=now_ms,
+                                                  model_version=source.model_version, spec=source.spec,
+                                                  path=source.path, score=s.score, features=s.features))
         if actions:
             self.writer.put(actions)
 
