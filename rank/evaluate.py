@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vecrank.errors import VecrankError
 from vecrank.rank import features as feats
 from vecrank.rank import metrics
 from vecrank.rank.model import RankerModel
@@ -113,7 +114,10 @@ class Timeline:
         return self.events[: bisect.bisect_right(self.times, int(t_ms))]
 
     def quantile(self, q: float) -> int:
-        return int(np.quantile(np.asarray(self.times, dtype=np.int64), q)) if self.times else 0
+        """The ``q`` quantile of the interactions' times (impressions, which serving logs in bulk
+        whenever it runs, would drag it toward the present)."""
+        times = [t for t, e in zip(self.times, self.events) if is_interaction(e)]
+        return int(np.quantile(np.asarray(times, dtype=np.int64), q)) if times else 0
 
 
 class PopularAsOf:
@@ -251,6 +255,10 @@ def run(recommender: Recommender, events: Sequence[Mapping[str, Any]], spec: fea
                 if c.vector is not None:
                     vectors[c.item_id] = c.vector
     users = sorted(relevant)
+    if not users:
+        raise VecrankError(f"no user has a history before their own cut and a positive within {config.horizon_days:g} "
+                           f"days after it, with the cut after T = {cutoff} ({len(by_instant)} cut instants): "
+                           "nothing to evaluate; lower --test-fraction or raise --horizon-days")
     missing = {u for u in users if u not in rankings["knn"]}
     if missing:
         log.info("%d users had no candidates (no usable history); they count as misses for knn and vecrank", len(missing))

@@ -299,3 +299,14 @@ def test_tree_shape_is_chosen_on_the_validation_slice():
     assert info["best_score"] == pytest.approx(max(scores.values()), abs=1e-5)
     _, plain, same = select_ranker(table(10, 2), None, TrainConfig(num_boost_round=5))
     assert "selection" not in plain and same == TrainConfig(num_boost_round=5)  # no validation slice: as given
+
+
+def test_the_split_time_ignores_impressions_logged_by_serving():
+    from vecrank.rank.evaluate import Timeline
+
+    ratings = [{"user_id": "u", "item_id": f"i{n}", "type": "rating", "value": 4.0, "timestamp": n * 1000}
+               for n in range(1, 101)]
+    served = [{"user_id": "u", "item_id": "i1", "type": "impression", "value": None, "timestamp": 10**9 + n}
+              for n in range(500)]  # a load test last week: many impressions, all recent
+    timeline = Timeline(ratings + served)
+    assert timeline.quantile(0.8) == Timeline(ratings).quantile(0.8) == 80_200
