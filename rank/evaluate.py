@@ -2,7 +2,7 @@
 
 The protocol (all of it leak-free: nothing a request did not know at its instant reaches it):
 
-* ``T`` is the ``1 - test_fraction`` quantile of the event times. The model learns only from
+* ``T`` is the ``1 - test_fraction`` quantile of the interactions' times. The model learns only from
   events before ``T``.
 * **Test requests**: each user's last ``test_fraction`` of interactions is held out, cut at the
   time of the first held-out one (``t_u``); users with ``t_u >= T``, a history before it and a
