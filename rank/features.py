@@ -120,9 +120,8 @@ def compute(spec: FeatureSpec, candidates: Sequence[Any], ctx: RequestContext) -
     else:
         cols["cos_query"] = nan.copy()
 
-    positive = [e for e in sorted(ctx.history, key=lambda e: -int(e["timestamp"]))
-                if ctx.profile.event_weight(e, int(e["timestamp"])) > 0]
-    hist_ids = [str(e["item_id"]) for e in positive if str(e["item_id"]) in ctx.history_vectors][: spec.history_k]
+    positive = ctx.profile.liked(ctx.history)
+    hist_ids = liked_with_vectors(spec, positive, ctx.history_vectors)
     if hist_ids and has_vec.any():
         h = np.stack([ctx.history_vectors[i] for i in hist_ids]).astype(np.float64)
         h = h / np.maximum(np.linalg.norm(h, axis=1, keepdims=True), 1e-12)
@@ -154,6 +153,12 @@ def compute(spec: FeatureSpec, candidates: Sequence[Any], ctx: RequestContext) -
     cols["path_code"] = np.full(n, float(PATH_CODES.get(ctx.path, -1)))
     return np.column_stack([cols[name] for name in spec.names]).astype(np.float32) if n else np.zeros(
         (0, len(spec.names)), dtype=np.float32)
+
+
+def liked_with_vectors(spec: FeatureSpec, liked: Sequence[Mapping[str, Any]],
+                       vectors: Mapping[str, np.ndarray]) -> list[str]:
+    """The ``history_k`` newest liked items that have a vector: what ``cos_hist_*`` compare with."""
+    return [str(e["item_id"]) for e in liked if str(e["item_id"]) in vectors][: spec.history_k]
 
 
 def _candidate_matrix(candidates: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -197,10 +202,7 @@ def _affinity(candidates: Sequence[Any], positive: Sequence[Mapping[str, Any]], 
     facets = ctx.history_facets.get(facet, {})
     if not positive or not facets:
         return np.full(len(candidates), np.nan)
-    weights: dict[str, float] = {}
-    for e in positive:
-        weights[str(e["item_id"])] = weights.get(str(e["item_id"]), 0.0) + max(
-            ctx.profile.event_weight(e, int(e["timestamp"])), 0.0)
+    weights = ctx.profile.liked_weights(positive)
     total = sum(weights.values()) or 1.0
     out = np.zeros(len(candidates))
     for i, c in enumerate(candidates):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -79,6 +79,19 @@ class ProfileConfig:
                 base = -base
         age_days = max(0.0, (now_ms - int(event["timestamp"])) / DAY_MS)
         return base * 0.5 ** (age_days / self.half_life_days)
+
+    def liked(self, history: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        """The events that weigh positively (the user liked the item), newest first."""
+        return [e for e in sorted(history, key=lambda e: -int(e["timestamp"]))
+                if self.event_weight(e, int(e["timestamp"])) > 0]
+
+    def liked_weights(self, liked: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+        """Item id -> the summed weight of the user's likes of it, in the order of ``liked``."""
+        weights: dict[str, float] = {}
+        for e in liked:
+            item = str(e["item_id"])
+            weights[item] = weights.get(item, 0.0) + max(self.event_weight(e, int(e["timestamp"])), 0.0)
+        return weights
 
 
 @dataclass(frozen=True)

@@ -79,8 +79,7 @@ def history_context(client: Elasticsearch, settings: Settings, spec: feats.Featu
                     profile: ProfileConfig) -> feats.RequestContext:
     """The request's side of the features: the last K positive history items' vectors and facet
     values, fetched in one request."""
-    positive = [e for e in sorted(history, key=lambda e: -int(e["timestamp"]))
-                if profile.event_weight(e, int(e["timestamp"])) > 0][: spec.history_k]
+    positive = profile.liked(history)[: spec.history_k]
     found = fetch_items(client, settings.index("items"), {str(e["item_id"]) for e in positive}, spec.facets)
     vectors = {i: v for i, (v, _) in found.items() if v is not None}
     facets = {f: {i: feats.facet_values(src.get(f)) for i, (_, src) in found.items()} for f in spec.facets}
@@ -148,11 +147,11 @@ class Ranker:
             k: how many items.
             explain: each item's feature contributions (the Python path computes them).
             now_ms: the request time (default now).
-            rerank: ``"python"`` (features here, XGBoost here), ``"plugin"`` (the kNN hits ranked
-                inside Elasticsearch by the vecrank rescorer; additions from popularity and
-                co-occurrence scored here with the same model), or ``"auto"``: the plugin when it
-                can serve this model and neither ``explain`` nor request logging needs the
-                feature rows. Both give the same order.
+            rerank: ``"python"`` (features here, XGBoost here), ``"plugin"`` (the kNN hits and the
+                popular and co-liked additions ranked inside Elasticsearch by the vecrank
+                rescorer; a path the plugin does not take, such as multi-interest, is ranked here),
+                or ``"auto"``: the plugin when it can serve this model and neither ``explain`` nor
+                request logging needs the feature rows. Both give the same order.
         """
         started = time.perf_counter()
         now = now_ms if now_ms is not None else int(time.time() * 1000)
@@ -174,20 +173,20 @@ class Ranker:
             if cooc is not None and cooc[0]:
                 shares = {item: count / cooc[0] for item, count in cooc[1].items()}
             params = rescore_params(spec, ctx, profile_vector=profile_vector, cooc=shares,
-                                    cooc_default=0.0 if shares is not None else None) if spec.cooc else \
-                rescore_params(spec, ctx, profile_vector=profile_vector)
+                                    cooc_default=0.0 if shares is not None else None)
             return rescore_body(model_id=self.model.model_id, version=self.model.version, params=params,
                                 window_size=max(self.pool, k), models_index=settings.index("models"))
 
         cset = self.recommender.candidates(k=max(self.pool, k), rescore=section if mode == "plugin" else None,
                                            **retrieve)
         t_retrieved = time.perf_counter()
-        ctx = held.get("ctx") or request_context(client, settings, spec, cset, now_ms=now, profile=profile)
-        in_es = [c.model_score is not None for c in cset.candidates]
-        todo = [c for c, done in zip(cset.candidates, in_es) if not done]
+        # What the plugin did not rank (everything on the Python path) gets its features here.
+        local = np.array([c.model_score is None for c in cset.candidates], dtype=bool)
+        todo = [c for c, here in zip(cset.candidates, local) if here]
         matrix = np.full((len(cset.candidates), len(spec.names)), np.nan, dtype=np.float32)
         if todo:
-            matrix[~np.asarray(in_es, dtype=bool)] = feats.compute(spec, todo, ctx)
+            ctx = held.get("ctx") or request_context(client, settings, spec, cset, now_ms=now, profile=profile)
+            matrix[local] = feats.compute(spec, todo, ctx)
         t_features = time.perf_counter()
         if trained and cset.path not in trained:
             # The model never saw requests like this one (a cold start, a search query): its
@@ -199,7 +198,7 @@ class Ranker:
             scores = np.array([np.nan if c.model_score is None else c.model_score for c in cset.candidates],
                               dtype=np.float32)
             if todo:
-                scores[~np.asarray(in_es, dtype=bool)] = self.model.predict(matrix[~np.asarray(in_es, dtype=bool)])
+                scores[local] = self.model.predict(matrix[local])
             model_name = f"{self.model.model_id}@{self.model.version}"
         order = rank_order(scores, [c.item_id for c in cset.candidates])[:k]
         contribs = self.model.contributions(matrix[order]) if explain and len(order) else None
@@ -217,7 +216,7 @@ class Ranker:
             ranked.append(Ranked(cset.candidates[i].item_id, float(scores[i]), cset.candidates[i], matrix[i], explained))
         rec = Recommendation(
             request_id=cset.request_id, model=model_name, path=cset.path,
-            cold_start=cset.cold_start, items=ranked, rerank=mode if any(in_es) else "python",
+            cold_start=cset.cold_start, items=ranked, rerank="python" if local.all() else mode,
             timings_ms={"retrieval": round((t_retrieved - started) * 1000, 2),
                         "features": round((t_features - t_retrieved) * 1000, 2),
                         "model": round((t_model - t_features) * 1000, 2),

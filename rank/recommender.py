@@ -272,7 +272,7 @@ class Recommender:
             cands = cap_per_group(cands, cfg.group_field, cfg.max_per_group)
         cands = cands[:k]
         t = time.perf_counter()
-        cands += self._additions(cands, popular_ids[:], extra_items, cooc, cfg, flt, source, want_vectors,
+        cands += self._additions(cands, popular_ids, extra_items, cooc, cfg, flt, source, want_vectors,
                                  query_vectors, section)
         if as_of_ms is not None and cands:
             from vecrank.ingest.signals import item_signals
@@ -305,10 +305,7 @@ class Recommender:
             when co-occurrence is off).
         """
         want_cooc = cfg.cooc or cfg.cooc_mix
-        now = as_of_ms if as_of_ms is not None else int(time.time() * 1000)
-        liked = [str(e["item_id"]) for e in sorted(history, key=lambda e: -int(e["timestamp"]))
-                 if cfg.profile.event_weight(e, now) > 0]
-        liked = list(dict.fromkeys(liked))[: cfg.cooc_history]
+        liked = list(dict.fromkeys(str(e["item_id"]) for e in cfg.profile.liked(history)))[: cfg.cooc_history]
         events = self.settings.index("events")
         searches: list[dict[str, Any]] = []
         if popular:
@@ -343,11 +340,13 @@ class Recommender:
         liked it, 0 past the scored list, NaN without co-likers) when co-occurrence is on."""
         have = {c.item_id for c in found}
         origin: dict[str, str] = {}
+        taken: dict[str, int] = {}
 
         def add(item: str, kind: str, limit: int | None = None) -> None:
-            if item not in have and (limit is None or sum(v == kind for v in origin.values()) < limit):
+            if item not in have and (limit is None or taken.get(kind, 0) < limit):
                 have.add(item)
                 origin[item] = kind
+                taken[kind] = taken.get(kind, 0) + 1
 
         for item in popular_ids:
             add(item, "popular", cfg.popular_mix)

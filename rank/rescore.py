@@ -252,7 +252,7 @@ def rescore_params(spec: FeatureSpec, ctx: RequestContext, *, profile_vector: np
     Returns:
         A JSON-ready dict for :func:`rescore_body`.
     """
-    from vecrank.rank.features import PATH_CODES
+    from vecrank.rank.features import PATH_CODES, liked_with_vectors
 
     names = set(spec.names)
     vec = encode_vector if encode else (lambda v: np.asarray(v, dtype=np.float32).tolist())
@@ -262,20 +262,16 @@ def rescore_params(spec: FeatureSpec, ctx: RequestContext, *, profile_vector: np
     if "cos_query" in names and ctx.query_vector is not None:
         params[QUERY_VECTOR] = vec(ctx.query_vector)
 
-    positive = [e for e in sorted(ctx.history, key=lambda e: -int(e["timestamp"]))
-                if ctx.profile.event_weight(e, int(e["timestamp"])) > 0]
+    positive = ctx.profile.liked(ctx.history)
     if names & {"cos_hist_max", "cos_hist_mean"}:
-        hist_ids = [str(e["item_id"]) for e in positive if str(e["item_id"]) in ctx.history_vectors][: spec.history_k]
+        hist_ids = liked_with_vectors(spec, positive, ctx.history_vectors)
         if hist_ids:
             params[HISTORY_VECTORS] = [vec(ctx.history_vectors[i]) for i in hist_ids]
     for facet in spec.facets:
         facets = ctx.history_facets.get(facet, {})
         if not positive or not facets:
             continue  # absent: the feature is missing, as in Python
-        weights: dict[str, float] = {}
-        for e in positive:
-            item = str(e["item_id"])
-            weights[item] = weights.get(item, 0.0) + max(ctx.profile.event_weight(e, int(e["timestamp"])), 0.0)
+        weights = ctx.profile.liked_weights(positive)
         params[f"history_{facet}"] = {"sets": [sorted(facets.get(item, set())) for item in weights],
                                       "weights": list(weights.values())}
     if "hist_len" in names:

@@ -139,6 +139,15 @@ final class FeaturePlan {
         };
     }
 
+    /** The doc values of a mapped field; a field that has none is an error naming it. */
+    private static IndexFieldData<?> fieldData(String field, MappedFieldType ft, SearchExecutionContext context) {
+        try {
+            return context.getForField(ft, MappedFieldType.FielddataOperation.SEARCH);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException("field [" + field + "] has no doc values to read: " + e.getMessage(), e);
+        }
+    }
+
     /** The field's type on this shard, or null when the index does not map it (every value is then missing). */
     private static MappedFieldType fieldType(String field, SearchExecutionContext context) {
         if (context == null || context.isFieldMapped(field) == false) {
@@ -152,12 +161,7 @@ final class FeaturePlan {
         if (ft == null) {
             return () -> constant(Double.NaN);
         }
-        IndexFieldData<?> fd;
-        try {
-            fd = context.getForField(ft, MappedFieldType.FielddataOperation.SEARCH);
-        } catch (IllegalArgumentException e) {
-            throw new IllegalArgumentException("field [" + def.field() + "] has no doc values to read: " + e.getMessage(), e);
-        }
+        IndexFieldData<?> fd = fieldData(def.field(), ft, context);
         if (!(fd instanceof IndexNumericFieldData numeric)) {
             throw new IllegalArgumentException(
                 "field [" + def.field() + "] is a [" + ft.typeName() + "] field; source [field] needs a numeric, date or boolean field"
@@ -319,12 +323,7 @@ final class FeaturePlan {
         if (ft == null) {
             return () -> constant(Double.NaN);
         }
-        IndexFieldData<?> fd;
-        try {
-            fd = context.getForField(ft, MappedFieldType.FielddataOperation.SEARCH);
-        } catch (IllegalArgumentException e) {
-            throw new IllegalArgumentException("field [" + def.field() + "] has no doc values to read: " + e.getMessage(), e);
-        }
+        IndexFieldData<?> fd = fieldData(def.field(), ft, context);
         if (!(fd instanceof IndexOrdinalsFieldData ordinals)) {
             throw new IllegalArgumentException(
                 "field [" + def.field() + "] is a [" + ft.typeName() + "] field; source [overlap] needs a keyword field"
