@@ -12,9 +12,13 @@ purchase). Ids are strings. Ties are broken by item id, so every list is determi
 * :class:`CoOccurrence` — item-to-item: items liked by the same users, cosine-normalised, scored
   against the user's most recent liked items.
 * :class:`ALS` — matrix factorisation with the ``implicit`` library's alternating least squares.
+* :class:`~vecrank.rank.baselines_item.EASE` (in :mod:`vecrank.rank.baselines_item`) — Steck's
+  closed-form item-to-item linear autoencoder.
+* :class:`~vecrank.rank.baselines_item.ItemKNN` (same module) — item-based k nearest neighbours
+  on cosine similarity.
 
 A user the model knows nothing about gets the popularity list from :class:`MostPopular` and an
-empty list from the two personalised baselines (they have nothing to score with); the evaluation
+empty list from the personalised baselines (they have nothing to score with); the evaluation
 counts an empty list as a miss.
 """
 
@@ -140,13 +144,15 @@ class Baseline(ABC):
         return f"{type(self).__name__}(name={self.name!r})"
 
 
-def _top_k(scores: np.ndarray, item_ids: Sequence[str], k: int, exclude_idx: Sequence[int] = ()) -> list[str]:
-    """Highest-scoring items with a (non-negligible) positive score; ties by index (ids are sorted)."""
+def _top_k(scores: np.ndarray, item_ids: Sequence[str], k: int, exclude_idx: Sequence[int] = (),
+           floor: float = _MIN_SCORE) -> list[str]:
+    """Highest-scoring items with a score above ``floor`` (by default: a non-negligible positive
+    one; ``-inf``: any); ties by index (ids are sorted)."""
     scores = scores.astype(np.float64, copy=True)
     if len(exclude_idx):
         scores[np.asarray(exclude_idx, dtype=np.int64)] = -np.inf
     order = np.argsort(-scores, kind="stable")
-    keep = order[scores[order] > _MIN_SCORE][:k]
+    keep = order[scores[order] > floor][:k]
     return [item_ids[i] for i in keep]
 
 
