@@ -124,6 +124,7 @@ class IndexSpec:
 
 def items_mapping(spec: IndexSpec) -> dict[str, Any]:
     """The full mapping of an items index (properties, dynamic templates and ``_meta``)."""
+    from vecrank.ingest.events import DATE_FORMAT  # not at the top: events imports this module
     from vecrank.ingest.signals import signals_mapping
 
     properties: dict[str, Any] = {
@@ -137,7 +138,8 @@ def items_mapping(spec: IndexSpec) -> dict[str, Any]:
         "signals": signals_mapping(),
     }
     for name, kind in spec.field_types.items():
-        properties[stored_field_name(name)] = {"type": kind}
+        # Ingest stores declared dates as epoch milliseconds (fieldtypes); read them as such.
+        properties[stored_field_name(name)] = {"type": kind, **({"format": DATE_FORMAT} if kind == "date" else {})}
     return {
         "dynamic": True,
         # Catalog strings become exact-match facets (genres, brand...); long prose stays in _source.

@@ -185,7 +185,8 @@ def ingest_items(client: Elasticsearch, settings: Settings, path: str | Path, so
                     summary.read += 1
                     checked = item if isinstance(item, BadRecord) else validate_item(
                         item, id_field=source.id_field, template=template, vector_field=source.vector_field,
-                        dims=embedder.dimensions, tombstone_field=source.tombstone_field)
+                        dims=embedder.dimensions, tombstone_field=source.tombstone_field,
+                        field_types=source.field_types)
                     if isinstance(checked, BadRecord):
                         failures.bad_record(checked)
                     else:

@@ -29,6 +29,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from vecrank.ingest.fieldtypes import FieldTypeError, apply_field_types, template_view
 from vecrank.ingest.template import TextTemplate
 
 __all__ = [
@@ -390,13 +391,19 @@ def validate_item(
     vector_field: str | None = None,
     dims: int | None = None,
     tombstone_field: str | None = None,
+    field_types: Mapping[str, str] | None = None,
 ) -> ItemRow | BadRecord:
     """Checks one catalog record and turns it into an :class:`ItemRow`.
 
     Checks, in order: the id (present, non-empty, a string or integer; surrounding whitespace
-    is stripped), the tombstone flag, the rendered text (non-empty), and a precomputed vector
-    when ``vector_field`` is given and present (a list of finite numbers, or such a list as a
-    JSON string as CSV files carry it, not all zeros, ``dims`` long when ``dims`` is given).
+    is stripped), the tombstone flag, the declared field types (each declared field converted
+    to its type, see :mod:`vecrank.ingest.fieldtypes`), the rendered text (non-empty), and a
+    precomputed vector when ``vector_field`` is given and present (a list of finite numbers, or
+    such a list as a JSON string as CSV files carry it, not all zeros, ``dims`` long when
+    ``dims`` is given).
+
+    The text and the content hash are made from the converted values (the text shows dates as
+    ISO 8601), so ``"1995"`` and ``1995`` in an integer field give the same item.
 
     Args:
         record: The record from :func:`read_records`.
@@ -406,6 +413,8 @@ def validate_item(
         dims: The expected vector length; unchecked when ``None``.
         tombstone_field: A field that marks deletions; truthy values (``true``, ``"true"``,
             ``1``, ``"1"``, ``"yes"``...) make a deletion row that needs no text.
+        field_types: Declared field types (name -> Elasticsearch type); a value that cannot be
+            converted makes a bad record naming the field. Deletion rows are not converted.
 
     Returns:
         The :class:`ItemRow`, or a :class:`BadRecord` naming the field and the reason.
@@ -423,7 +432,8 @@ def validate_item(
     item_id, id_problem = normalise_id(data.get(id_field))
     if item_id is None:
         return bad(id_field, *id_problem)
-    fields = {k: v for k, v in data.items() if k not in {id_field, vector_field, tombstone_field}}
+    own = {id_field, vector_field, tombstone_field}
+    fields = {k: v for k, v in data.items() if k not in own}
 
     if tombstone_field is not None:
         deleted = _parse_flag(data.get(tombstone_field))
@@ -433,7 +443,16 @@ def validate_item(
         if deleted:
             return ItemRow(item_id, "", fields, None, True, "", record.source, record.line)
 
-    text = template.render(data)
+    shown: Mapping[str, Any] = data
+    if field_types:
+        try:
+            data = apply_field_types(data, field_types, skip=own)
+        except FieldTypeError as exc:
+            return bad(exc.field, exc.reason, exc.detail)
+        fields = {k: v for k, v in data.items() if k not in own}
+        shown = template_view(data, field_types)
+
+    text = template.render(shown)
     if not text:
         names = template.fields
         return bad(names[0] if len(names) == 1 else None, "empty text",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ import numpy as np
 
 from vecrank.errors import VecrankError
 from vecrank.ingest import indices
+from vecrank.ingest.fieldtypes import FieldTypeError, apply_field_types, template_view
 from vecrank.ingest.items import packs_vectors, resolve_vectors, vector_value
 from vecrank.ingest.records import content_hash
 from vecrank.ingest.template import TextTemplate
@@ -62,6 +64,20 @@ def catalog_fields(doc: dict[str, Any]) -> dict[str, Any]:
             key = key[4:]
         out[key] = value
     return out
+
+
+def _typed(fields: dict[str, Any], field_types: dict[str, str]) -> tuple[dict[str, Any], Mapping[str, Any]]:
+    """The fields converted to their declared types as ingest converts them, and what the
+    template sees of them; unchanged where a value does not convert (the new version's mapping
+    then rejects the document, and the failure is counted)."""
+    if not field_types:
+        return fields, fields
+    try:
+        typed = apply_field_types(fields, field_types)
+    except FieldTypeError as exc:
+        log.debug("not converting a stored document: %s", exc)
+        return fields, fields
+    return typed, template_view(typed, field_types)
 
 
 def reindex(client: Elasticsearch, settings: Settings, *, embedder: TextEmbedder,
@@ -119,8 +135,8 @@ def reindex(client: Elasticsearch, settings: Settings, *, embedder: TextEmbedder
         rows = []
         for hit in hits:
             src = hit["_source"]
-            fields = catalog_fields(src)
-            text = render(fields)
+            fields, shown = _typed(catalog_fields(src), new.field_types)
+            text = render(shown)
             rows.append((hit["_id"], src, fields, text))
         # The stored vector is reused where neither the model nor the text changed.
         given = [src.get("embedding") if same_model and text == src.get("text") else None
@@ -132,7 +148,9 @@ def reindex(client: Elasticsearch, settings: Settings, *, embedder: TextEmbedder
         for (doc_id, src, fields, text), vector in zip(rows, vectors):
             # Same text: keep the hash (it may cover a precomputed vector); new text: hash as ingest would.
             digest = src.get("content_hash") if text == src.get("text") else content_hash(text, fields)
-            doc = {**src, "text": text, "embedding": vector_value(vector, packed), "content_hash": digest}
+            doc = {k: v for k, v in src.items() if k in indices.RESERVED_FIELDS}
+            doc.update({indices.stored_field_name(k): v for k, v in fields.items()})
+            doc.update({"text": text, "embedding": vector_value(vector, packed), "content_hash": digest})
             yield {"_op_type": "index", "_index": target, "_id": doc_id, "_source": doc}
 
     for ok, info in helpers.streaming_bulk(client, actions(), chunk_size=500, max_retries=5,

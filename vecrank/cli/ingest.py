@@ -47,7 +47,8 @@ def _print_summary(title: str, data: dict, as_json: bool) -> None:
 @click.option("--tombstone-field", default=None, help="Field that marks deleted items (true/1/yes).")
 @click.option("--field", "field_types", multiple=True, callback=parse_pairs, metavar="NAME=TYPE",
               help="Declare a field's type (keyword, text, long, integer, float, double, boolean, date); "
-                   "others are inferred, strings as keyword facets. Repeatable.")
+                   "values are converted to it (dates to epoch ms), a value that does not convert is a "
+                   "bad row. Others are inferred, strings as keyword facets. Repeatable.")
 @click.option("--dead-letter", type=click.Path(dir_okay=False), default=None,
               help="JSONL file for failed rows [default: <state>/dead-letters/items-<time>.jsonl].")
 @click.option("--strict", is_flag=True, help="Stop at the first bad row.")
