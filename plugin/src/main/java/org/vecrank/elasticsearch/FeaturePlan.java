@@ -6,9 +6,12 @@ import org.apache.lucene.index.FieldInfo;
 import org.apache.lucene.index.FloatVectorValues;
 import org.apache.lucene.index.KnnVectorValues;
 import org.apache.lucene.index.LeafReaderContext;
+import org.apache.lucene.index.NumericDocValues;
+import org.apache.lucene.index.SortedDocValues;
 import org.apache.lucene.index.SortedSetDocValues;
 import org.apache.lucene.index.VectorEncoding;
 import org.apache.lucene.util.BytesRef;
+import org.elasticsearch.index.IndexSettings;
 import org.elasticsearch.index.fielddata.IndexFieldData;
 import org.elasticsearch.index.fielddata.IndexNumericFieldData;
 import org.elasticsearch.index.fielddata.IndexOrdinalsFieldData;
@@ -18,13 +21,16 @@ import org.elasticsearch.index.query.SearchExecutionContext;
 
 import java.io.IOException;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 
 /**
  * How one shard computes a model's features: the fields resolved against the shard's mapping and
- * the request's params read once. {@link #open()} gives an {@link Extractor} that walks segments.
+ * the request's params read once. {@link #open()} gives an {@link Extractor} that walks segments;
+ * the features of the {@code rank} and {@code count} sources are filled afterwards, for the whole
+ * window, by {@link #rank} and then {@link #count}.
  *
  * <p>Every feature is computed in double and stored as float32, the type XGBoost compares in.
  */
@@ -42,13 +48,35 @@ final class FeaturePlan {
         Column open();
     }
 
+    /** The keyword field whose value breaks ties between equal values of a {@code rank} feature's {@code of}. */
+    static final String RANK_TIE_FIELD = "item_id";
+
+    /** The suffix of the float doc values where Elasticsearch keeps a normalized vector's magnitude. */
+    static final String MAGNITUDE_SUFFIX = "._magnitude";
+
     private final List<ColumnFactory> factories;
+    /** The columns of the {@code rank} features and, for each, the column it ranks by. */
+    private final int[] rankColumns;
+    private final int[] rankOfColumns;
+    /** For each rank feature: true when its {@code of} is the first-pass score (explain cannot recompute it). */
+    private final boolean[] rankOfFirstPass;
+    /** The columns of the {@code count} features, for each the columns it counts and their limits. */
+    private final int[] countColumns;
+    private final int[][] countOfColumns;
+    private final double[][] countLimits;
+    /** The Lucene field of {@link #RANK_TIE_FIELD}; null when no feature ranks or the index does not map it. */
+    private final String tieField;
+    private final String tieFeature;
 
     FeaturePlan(RankModel model, Map<String, Object> rawParams, SearchExecutionContext context) {
+        if (context != null) {
+            checkShards(model, context.getIndexSettings());
+        }
         QueryParams params = new QueryParams(rawParams);
         long nowMs = params.nowMs(context == null ? System.currentTimeMillis() : context.nowInMillis());
-        List<ColumnFactory> out = new ArrayList<>(model.features().size());
-        for (FeatureDef def : model.features()) {
+        List<FeatureDef> defs = model.features();
+        List<ColumnFactory> out = new ArrayList<>(defs.size());
+        for (FeatureDef def : defs) {
             try {
                 out.add(factory(def, params, context, nowMs));
             } catch (IllegalArgumentException e) {
@@ -56,10 +84,96 @@ final class FeaturePlan {
             }
         }
         this.factories = out;
+
+        int[] of = FeatureDef.checkRankReferences(defs);
+        List<Integer> ranks = new ArrayList<>();
+        for (int i = 0; i < of.length; i++) {
+            if (of[i] >= 0) {
+                ranks.add(i);
+            }
+        }
+        rankColumns = ranks.stream().mapToInt(Integer::intValue).toArray();
+        rankOfColumns = new int[rankColumns.length];
+        rankOfFirstPass = new boolean[rankColumns.length];
+        boolean firstPassMissing = params.flag(QueryParams.FIRST_PASS_MISSING);
+        for (int r = 0; r < rankColumns.length; r++) {
+            rankOfColumns[r] = of[rankColumns[r]];
+            rankOfFirstPass[r] = defs.get(rankOfColumns[r]).source() == FeatureDef.Source.SCORE && firstPassMissing == false;
+        }
+
+        int[][] counted = FeatureDef.checkCountReferences(defs);
+        List<Integer> counts = new ArrayList<>();
+        for (int i = 0; i < counted.length; i++) {
+            if (counted[i] != null) {
+                counts.add(i);
+            }
+        }
+        countColumns = counts.stream().mapToInt(Integer::intValue).toArray();
+        countOfColumns = new int[countColumns.length][];
+        countLimits = new double[countColumns.length][];
+        for (int c = 0; c < countColumns.length; c++) {
+            countOfColumns[c] = counted[countColumns[c]];
+            countLimits[c] = defs.get(countColumns[c]).limits().stream().mapToDouble(Double::doubleValue).toArray();
+        }
+        if (rankColumns.length == 0) {
+            tieField = null;
+            tieFeature = null;
+        } else {
+            tieFeature = defs.get(rankColumns[0]).name();
+            try {
+                tieField = keywordField(RANK_TIE_FIELD, "[" + RANK_TIE_FIELD + "], which breaks ties of source [rank],",
+                    "it must be a keyword field", context);
+            } catch (IllegalArgumentException e) {
+                throw new IllegalArgumentException("feature [" + tieFeature + "] of model " + model.describe() + ": " + e.getMessage(), e);
+            }
+        }
+    }
+
+    /**
+     * Ranks are computed within one shard's rescore window, so a model with a {@code rank} feature
+     * would rank differently on every shard of an index of several: refused.
+     */
+    static void checkShards(RankModel model, IndexSettings settings) {
+        FeatureDef rank = model.firstRankFeature();
+        if (rank != null && settings.getNumberOfShards() > 1) {
+            throw new IllegalArgumentException(
+                "model " + model.describe() + " has feature [" + rank.name() + "] of source [rank], which ranks within one shard's "
+                    + "rescore window: it rescores indices of one shard only, and index [" + settings.getIndex().getName() + "] has "
+                    + settings.getNumberOfShards() + " shards"
+            );
+        }
     }
 
     int size() {
         return factories.size();
+    }
+
+    /** True when the model has {@code rank} features: the rescorer then reads tie keys and calls {@link #rank}. */
+    boolean hasRanks() {
+        return rankColumns.length > 0;
+    }
+
+    int[] rankColumns() {
+        return rankColumns;
+    }
+
+    /** True when rank feature {@code r} (an index into {@link #rankColumns()}) ranks by the first-pass score. */
+    boolean rankOfFirstPass(int r) {
+        return rankOfFirstPass[r];
+    }
+
+    /** True when the model has {@code count} features: the rescorer then calls {@link #count} after {@link #rank}. */
+    boolean hasCounts() {
+        return countColumns.length > 0;
+    }
+
+    int[] countColumns() {
+        return countColumns;
+    }
+
+    /** The columns that count feature {@code c} (an index into {@link #countColumns()}) counts, in the order of its {@code of}. */
+    int[] countOfColumns(int c) {
+        return countOfColumns[c];
     }
 
     Extractor open() {
@@ -67,28 +181,123 @@ final class FeaturePlan {
         for (int i = 0; i < columns.length; i++) {
             columns[i] = factories.get(i).open();
         }
-        return new Extractor(columns);
+        KeywordKeys ties = hasRanks() && tieField != null
+            ? new KeywordKeys(tieField, "feature [" + tieFeature + "]: [" + tieField + "], which breaks ties of source [rank],",
+                "it must be a keyword field")
+            : null;
+        return new Extractor(columns, ties);
     }
 
     /** Fills rows of feature values, one segment at a time (documents in increasing order within one). */
     static final class Extractor {
         private final Column[] columns;
+        private final KeywordKeys ties;
 
-        Extractor(Column[] columns) {
+        Extractor(Column[] columns, KeywordKeys ties) {
             this.columns = columns;
+            this.ties = ties;
         }
 
         void setNextReader(LeafReaderContext leaf) throws IOException {
             for (Column c : columns) {
                 c.setNextReader(leaf);
             }
+            if (ties != null) {
+                ties.setNextReader(leaf);
+            }
         }
 
+        /**
+         * The row of {@code doc}; a {@code rank} or {@code count} feature's place holds NaN until
+         * {@link FeaturePlan#rank} or {@link FeaturePlan#count} fills it.
+         */
         void extract(int doc, float score, float[] out, int offset) throws IOException {
             for (int i = 0; i < columns.length; i++) {
                 out[offset + i] = (float) columns[i].value(doc, score);
             }
         }
+
+        /** The document's {@link #RANK_TIE_FIELD} (a copy), or null when it has none or no feature ranks. */
+        BytesRef tieKey(int doc) throws IOException {
+            BytesRef key = ties == null ? null : ties.key(doc);
+            return key == null ? null : BytesRef.deepCopyOf(key);
+        }
+    }
+
+    /**
+     * The second pass: fills every {@code rank} feature of {@code n} rows (the rescore window, in doc id
+     * order) with the 1-based rank of the row's {@code of} value among the rows, highest first. Equal
+     * values (0 and -0 are equal) are ordered by the tie key, ascending in unsigned UTF-8 byte order
+     * (code point order, as Python compares {@code str}), a missing key after every present one, then by
+     * doc id. A NaN {@code of} gets NaN and takes no place.
+     *
+     * @param keys each row's tie key (null entries: missing), or null when no row has one
+     */
+    void rank(float[] rows, int n, BytesRef[] keys) {
+        int width = size();
+        Integer[] order = new Integer[n];
+        for (int r = 0; r < rankColumns.length; r++) {
+            int col = rankColumns[r];
+            int of = rankOfColumns[r];
+            int m = 0;
+            for (int i = 0; i < n; i++) {
+                rows[i * width + col] = Float.NaN;
+                if (Float.isNaN(rows[i * width + of]) == false) {
+                    order[m++] = i;
+                }
+            }
+            Arrays.sort(order, 0, m, (a, b) -> {
+                float va = rows[a * width + of];
+                float vb = rows[b * width + of];
+                if (va != vb) {
+                    return va > vb ? -1 : 1;
+                }
+                int byKey = compareTieKeys(keys == null ? null : keys[a], keys == null ? null : keys[b]);
+                return byKey != 0 ? byKey : Integer.compare(a, b);
+            });
+            for (int p = 0; p < m; p++) {
+                rows[order[p] * width + col] = p + 1;
+            }
+        }
+    }
+
+    /**
+     * The last step of the second pass, after {@link #rank}: fills every {@code count} feature of {@code n}
+     * rows with {@link #countValue}.
+     */
+    void count(float[] rows, int n) {
+        int width = size();
+        for (int i = 0; i < n; i++) {
+            for (int c = 0; c < countColumns.length; c++) {
+                rows[i * width + countColumns[c]] = countValue(rows, i * width, c);
+            }
+        }
+    }
+
+    /**
+     * Count feature {@code c} (an index into {@link #countColumns()}) of the row at {@code offset}: how many
+     * of the features it counts have a float32 value at most their limit (compared in double, exactly); a
+     * NaN value never counts. A whole number, exact in float32.
+     */
+    float countValue(float[] rows, int offset, int c) {
+        int[] of = countOfColumns[c];
+        double[] limits = countLimits[c];
+        int count = 0;
+        for (int k = 0; k < of.length; k++) {
+            float v = rows[offset + of[k]];
+            if (Float.isNaN(v) == false && v <= limits[k]) {
+                count++;
+            }
+        }
+        return count;
+    }
+
+    /** Present keys first, in unsigned byte order of their UTF-8 (the order of their code points); missing keys last. */
+    static int compareTieKeys(BytesRef a, BytesRef b) {
+        if (a == null || b == null) {
+            return a == null ? (b == null ? 0 : 1) : -1;
+        }
+        return a.compareTo(b);
     }
 
     // ---------------------------------------------------------------------------------------------
@@ -117,11 +326,18 @@ final class FeaturePlan {
             case COSINE:
             case COSINE_MAX:
             case COSINE_MEAN:
-                return cosineFactory(def, params, context);
+            case DOT:
+                return vectorFactory(def, params, context);
             case OVERLAP:
                 return overlapFactory(def, params, context);
             case PARAM_MAP:
                 return paramMapFactory(def, params, context);
+            case RANK:
+                // Filled by rank() once the window's other features are known.
+                return () -> constant(Double.NaN);
+            case COUNT:
+                // Filled by count() after rank(): it may count rank features.
+                return () -> constant(Double.NaN);
             default:
                 throw new IllegalStateException("unknown source " + def.source());
         }
@@ -200,9 +416,13 @@ final class FeaturePlan {
         };
     }
 
-    private static ColumnFactory cosineFactory(FeatureDef def, QueryParams params, SearchExecutionContext context) {
+    /**
+     * {@code cosine}, {@code cosine_max}, {@code cosine_mean} and {@code dot}: the doc's float vector
+     * (Lucene's {@link FloatVectorValues}; quantized formats keep the raw floats) against the param's.
+     */
+    private static ColumnFactory vectorFactory(FeatureDef def, QueryParams params, SearchExecutionContext context) {
         List<float[]> queries;
-        if (def.source() == FeatureDef.Source.COSINE) {
+        if (def.source() == FeatureDef.Source.COSINE || def.source() == FeatureDef.Source.DOT) {
             float[] q = params.vector(def.param());
             queries = q == null ? null : List.of(q);
         } else {
@@ -247,15 +467,19 @@ final class FeaturePlan {
             norms[i] = Math.sqrt(s);
         }
         FeatureDef.Source mode = def.source();
-        String field = def.field();
+        String field = ft == null ? def.field() : ft.name(); // an alias reads its target's vectors
         return () -> new Column() {
             private FloatVectorValues values;
             private KnnVectorValues.DocIndexIterator iterator;
+            /** Magnitudes of vectors Elasticsearch normalized at index time (similarity cosine); read by dot only. */
+            private NumericDocValues magnitudes;
+            private float[] scaled;
 
             @Override
             public void setNextReader(LeafReaderContext leaf) throws IOException {
                 values = null;
                 iterator = null;
+                magnitudes = null;
                 FieldInfo info = leaf.reader().getFieldInfos().fieldInfo(field);
                 if (info == null || info.getVectorDimension() == 0) {
                     return; // no document of this segment has a vector
@@ -274,6 +498,12 @@ final class FeaturePlan {
                 }
                 values = leaf.reader().getFloatVectorValues(field);
                 iterator = values == null ? null : values.iterator();
+                if (mode == FeatureDef.Source.DOT) {
+                    // A dense_vector with similarity cosine stores v / |v| and keeps |v| (float32) in
+                    // these doc values; a vector already of unit length (within 1e-3) is kept as given
+                    // and has none. Cosines do not care; a dot product needs the vector back.
+                    magnitudes = leaf.reader().getNumericDocValues(field + MAGNITUDE_SUFFIX);
+                }
             }
 
             @Override
@@ -289,6 +519,9 @@ final class FeaturePlan {
                     return Double.NaN;
                 }
                 float[] v = values.vectorValue(iterator.index());
+                if (mode == FeatureDef.Source.DOT) {
+                    return dot(denormalized(v, doc), q[0]);
+                }
                 double docNorm2 = 0;
                 for (float x : v) {
                     docNorm2 += (double) x * x;
@@ -303,18 +536,37 @@ final class FeaturePlan {
                     if (norms[i] == 0) {
                         return Double.NaN;
                     }
-                    float[] qi = q[i];
-                    double dot = 0;
-                    for (int d = 0; d < qi.length; d++) {
-                        dot += (double) v[d] * qi[d];
-                    }
-                    double cos = dot / (docNorm * norms[i]);
+                    double cos = dot(v, q[i]) / (docNorm * norms[i]);
                     max = Math.max(max, cos);
                     sum += cos;
                 }
                 return mode == FeatureDef.Source.COSINE_MEAN ? sum / k : max;
             }
+
+            /** The vector as indexed: Elasticsearch's own reading of a normalized one (each component times the magnitude, in float32). */
+            private float[] denormalized(float[] v, int doc) throws IOException {
+                if (magnitudes == null || magnitudes.advanceExact(doc) == false) {
+                    return v;
+                }
+                float magnitude = Float.intBitsToFloat((int) magnitudes.longValue());
+                if (scaled == null) {
+                    scaled = new float[v.length];
+                }
+                for (int i = 0; i < v.length; i++) {
+                    scaled[i] = v[i] * magnitude;
+                }
+                return scaled;
+            }
         };
+    }
+
+    /** The dot product, accumulated in double over the float32 components in index order. */
+    static double dot(float[] a, float[] b) {
+        double s = 0;
+        for (int i = 0; i < b.length; i++) {
+            s += (double) a[i] * b[i];
+        }
+        return s;
     }
 
     private static ColumnFactory overlapFactory(FeatureDef def, QueryParams params, SearchExecutionContext context) {
@@ -399,55 +651,87 @@ final class FeaturePlan {
      */
     private static ColumnFactory paramMapFactory(FeatureDef def, QueryParams params, SearchExecutionContext context) {
         QueryParams.ParamMap map = params.paramMap(def.param());
-        String field = def.keyField();
-        if (context != null) {
-            MappedFieldType ft = fieldType(field, context);
-            if (ft == null) {
-                return () -> constant(Double.NaN);
-            }
-            if ("keyword".equals(ft.typeName()) == false) {
-                throw new IllegalArgumentException(
-                    "key_field [" + field + "] is a [" + ft.typeName() + "] field; source [param_map] needs a keyword field"
-                );
-            }
-            if (ft.hasDocValues() == false) {
-                throw new IllegalArgumentException("key_field [" + field + "] has no doc values to read (doc_values: false)");
-            }
-            field = ft.name(); // an alias reads its target's doc values
-        }
-        if (map == null) {
+        String field = keywordField(def.keyField(), "key_field [" + def.keyField() + "]", "source [param_map] needs a keyword field", context);
+        if (field == null || map == null) {
             return () -> constant(Double.NaN);
         }
-        String luceneField = field;
         return () -> new Column() {
-            private SortedSetDocValues keys;
+            private final KeywordKeys keys = new KeywordKeys(field, "feature [" + def.name() + "]: key_field [" + field + "]",
+                "source [param_map] needs a keyword field");
 
             @Override
             public void setNextReader(LeafReaderContext leaf) throws IOException {
-                keys = null;
-                FieldInfo info = leaf.reader().getFieldInfos().fieldInfo(luceneField);
-                if (info == null || info.getDocValuesType() == DocValuesType.NONE) {
-                    return; // no document of this segment has a key
-                }
-                if (info.getDocValuesType() == DocValuesType.SORTED_SET) {
-                    keys = leaf.reader().getSortedSetDocValues(luceneField);
-                } else if (info.getDocValuesType() == DocValuesType.SORTED) {
-                    keys = DocValues.singleton(leaf.reader().getSortedDocValues(luceneField));
-                } else {
-                    throw new IllegalArgumentException(
-                        "feature [" + def.name() + "]: key_field [" + luceneField + "] holds " + info.getDocValuesType()
-                            + " doc values; source [param_map] needs a keyword field"
-                    );
-                }
+                keys.setNextReader(leaf);
             }
 
             @Override
             public double value(int doc, float score) throws IOException {
-                if (keys == null || keys.advanceExact(doc) == false) {
-                    return Double.NaN;
-                }
-                return map.get(keys.lookupOrd(keys.nextOrd()));
+                BytesRef key = keys.key(doc);
+                return key == null ? Double.NaN : map.get(key);
             }
         };
+    }
+
+    /**
+     * The Lucene field of a keyword field the plan reads keys from, checked against the shard's mapping:
+     * null when the index does not map it (every key is then missing), an error for another type or a
+     * keyword without doc values. Without a context (tests) the name is taken as it is.
+     */
+    private static String keywordField(String field, String what, String need, SearchExecutionContext context) {
+        if (context == null) {
+            return field;
+        }
+        MappedFieldType ft = fieldType(field, context);
+        if (ft == null) {
+            return null;
+        }
+        if ("keyword".equals(ft.typeName()) == false) {
+            throw new IllegalArgumentException(what + " is a [" + ft.typeName() + "] field; " + need);
+        }
+        if (ft.hasDocValues() == false) {
+            throw new IllegalArgumentException(what + " has no doc values to read (doc_values: false)");
+        }
+        return ft.name(); // an alias reads its target's doc values
+    }
+
+    /**
+     * The first (smallest) value of a keyword field's doc values per document ({@link SortedSetDocValues},
+     * or {@link SortedDocValues}), read forward one segment at a time. The returned bytes are only valid
+     * until the next call.
+     */
+    static final class KeywordKeys {
+        private final String field;
+        private final String what;
+        private final String need;
+        private SortedSetDocValues keys;
+
+        /** {@code what} and {@code need} start and end the error for a segment whose doc values are not a keyword's. */
+        KeywordKeys(String field, String what, String need) {
+            this.field = field;
+            this.what = what;
+            this.need = need;
+        }
+
+        void setNextReader(LeafReaderContext leaf) throws IOException {
+            keys = null;
+            FieldInfo info = leaf.reader().getFieldInfos().fieldInfo(field);
+            if (info == null || info.getDocValuesType() == DocValuesType.NONE) {
+                return; // no document of this segment has a key
+            }
+            if (info.getDocValuesType() == DocValuesType.SORTED_SET) {
+                keys = leaf.reader().getSortedSetDocValues(field);
+            } else if (info.getDocValuesType() == DocValuesType.SORTED) {
+                keys = DocValues.singleton(leaf.reader().getSortedDocValues(field));
+            } else {
+                throw new IllegalArgumentException(what + " holds " + info.getDocValuesType() + " doc values; " + need);
+            }
+        }
+
+        BytesRef key(int doc) throws IOException {
+            if (keys == null || keys.advanceExact(doc) == false) {
+                return null;
+            }
+            return keys.lookupOrd(keys.nextOrd());
+        }
     }
 }

@@ -56,6 +56,11 @@ public final class RankModel {
         return "[" + modelId + "] version [" + version + "]";
     }
 
+    /** The first {@code rank} feature, or null when the model has none (its ranks are per shard). */
+    FeatureDef firstRankFeature() {
+        return features.stream().filter(f -> f.source() == FeatureDef.Source.RANK).findFirst().orElse(null);
+    }
+
     /**
      * Parses a model document's source.
      *
@@ -88,6 +93,8 @@ public final class RankModel {
             for (int i = 0; i < list.size(); i++) {
                 features.add(FeatureDef.parse(list.get(i), i));
             }
+            FeatureDef.checkRankReferences(features);
+            FeatureDef.checkCountReferences(features);
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException(what + ": " + e.getMessage(), e);
         }

@@ -6,6 +6,7 @@ import org.apache.lucene.search.Explanation;
 import org.apache.lucene.search.IndexSearcher;
 import org.apache.lucene.search.ScoreDoc;
 import org.apache.lucene.search.TopDocs;
+import org.apache.lucene.util.BytesRef;
 import org.elasticsearch.search.rescore.RescoreContext;
 import org.elasticsearch.search.rescore.Rescorer;
 
@@ -13,9 +14,11 @@ import java.io.IOException;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Comparator;
+import java.util.HashMap;
 import java.util.HashSet;
 import java.util.List;
 import java.util.Locale;
+import java.util.Map;
 import java.util.Set;
 
 /**
@@ -46,6 +49,12 @@ final class VecrankRescorer implements Rescorer {
     static final class Context extends RescoreContext {
         final RankModel model;
         final FeaturePlan plan;
+        /**
+         * The {@code rank} features' values by top-level doc id (one per {@link FeaturePlan#rankColumns()}),
+         * from this context's rescore or, when explain runs in a fetch phase of its own, recomputed
+         * from the window's doc ids; null until then, or when the plan has no rank features.
+         */
+        private volatile Ranks ranks;
 
         Context(int windowSize, RankModel model, FeaturePlan plan) {
             super(windowSize, INSTANCE);
@@ -53,6 +62,9 @@ final class VecrankRescorer implements Rescorer {
             this.plan = plan;
         }
     }
+
+    /** @param recomputed true when computed for explain without the first-pass scores */
+    private record Ranks(Map<Integer, float[]> byDoc, boolean recomputed) {}
 
     private VecrankRescorer() {}
 
@@ -73,26 +85,7 @@ final class VecrankRescorer implements Rescorer {
 
         Arrays.sort(window, Comparator.comparingInt(h -> h.doc));
         int width = context.plan.size();
-        float[] rows = new float[n * width];
-        FeaturePlan.Extractor extractor = context.plan.open();
-        List<LeafReaderContext> leaves = searcher.getIndexReader().leaves();
-        int leafIndex = -1;
-        int leafEnd = 0;
-        LeafReaderContext leaf = null;
-        for (int i = 0; i < n; i++) {
-            if (i % CHECK_CANCELLED_EVERY == 0) {
-                context.checkCancellation();
-            }
-            ScoreDoc hit = window[i];
-            if (hit.doc >= leafEnd) {
-                do {
-                    leaf = leaves.get(++leafIndex);
-                    leafEnd = leaf.docBase + leaf.reader().maxDoc();
-                } while (hit.doc >= leafEnd);
-                extractor.setNextReader(leaf);
-            }
-            extractor.extract(hit.doc - leaf.docBase, hit.score, rows, i * width);
-        }
+        float[] rows = extractWindow(window, searcher, context, false);
         XGBoostModel booster = context.model.booster();
         for (int i = 0; i < n; i++) {
             if (i % (CHECK_CANCELLED_EVERY * 4) == 0) {
@@ -111,6 +104,79 @@ final class VecrankRescorer implements Rescorer {
             out[n + i] = hit;
         }
         return new TopDocs(topDocs.totalHits, out);
+    }
+
+    /**
+     * The feature rows of {@code window} (sorted by doc id), segment by segment, then the second pass
+     * that ranks the window for the {@code rank} features, whose values are also kept in the context
+     * ({@code forExplain}: recomputed for explain, the first-pass scores being NaN), and last counts
+     * for the {@code count} features (explain counts its own row again, from these ranks).
+     */
+    private static float[] extractWindow(ScoreDoc[] window, IndexSearcher searcher, Context context, boolean forExplain)
+        throws IOException {
+        int n = window.length;
+        int width = context.plan.size();
+        float[] rows = new float[n * width];
+        BytesRef[] keys = context.plan.hasRanks() ? new BytesRef[n] : null;
+        FeaturePlan.Extractor extractor = context.plan.open();
+        List<LeafReaderContext> leaves = searcher.getIndexReader().leaves();
+        int leafIndex = -1;
+        int leafEnd = 0;
+        LeafReaderContext leaf = null;
+        for (int i = 0; i < n; i++) {
+            if (i % CHECK_CANCELLED_EVERY == 0) {
+                context.checkCancellation();
+            }
+            ScoreDoc hit = window[i];
+            if (hit.doc >= leafEnd) {
+                do {
+                    leaf = leaves.get(++leafIndex);
+                    leafEnd = leaf.docBase + leaf.reader().maxDoc();
+                } while (hit.doc >= leafEnd);
+                extractor.setNextReader(leaf);
+            }
+            extractor.extract(hit.doc - leaf.docBase, hit.score, rows, i * width);
+            if (keys != null) {
+                keys[i] = extractor.tieKey(hit.doc - leaf.docBase);
+            }
+        }
+        if (keys != null) {
+            context.plan.rank(rows, n, keys);
+            int[] columns = context.plan.rankColumns();
+            Map<Integer, float[]> byDoc = new HashMap<>(n * 2);
+            for (int i = 0; i < n; i++) {
+                float[] values = new float[columns.length];
+                for (int r = 0; r < columns.length; r++) {
+                    values[r] = rows[i * width + columns[r]];
+                }
+                byDoc.put(window[i].doc, values);
+            }
+            context.ranks = new Ranks(byDoc, forExplain);
+        }
+        if (context.plan.hasCounts()) {
+            context.plan.count(rows, n);
+        }
+        return rows;
+    }
+
+    /**
+     * The rank features' values for explain: those of this context's rescore when it ran here (a search
+     * of one shard fetches in the query's context); otherwise, recomputed from the window's doc ids,
+     * which Elasticsearch hands to the fetch phase. The first-pass scores are not among them: a rank
+     * of the {@code score} source is then unknown (NaN). Null when the window is unknown.
+     */
+    private static Ranks ranksForExplain(IndexSearcher searcher, Context context) throws IOException {
+        Ranks ranks = context.ranks;
+        if (ranks != null || context.getRescoredDocs() == null) {
+            return ranks;
+        }
+        int[] docs = context.getRescoredDocs().stream().mapToInt(Integer::intValue).sorted().toArray();
+        ScoreDoc[] window = new ScoreDoc[docs.length];
+        for (int i = 0; i < docs.length; i++) {
+            window[i] = new ScoreDoc(docs[i], Float.NaN);
+        }
+        extractWindow(window, searcher, context, true);
+        return context.ranks;
     }
 
     @Override
@@ -135,13 +201,50 @@ final class VecrankRescorer implements Rescorer {
         FeaturePlan.Extractor extractor = context.plan.open();
         extractor.setNextReader(leaf);
         extractor.extract(topLevelDocId - leaf.docBase, firstPass, row, 0);
+        String[] notes = new String[width];
+        if (context.plan.hasRanks()) {
+            Ranks ranks = ranksForExplain(searcher, context);
+            float[] values = ranks == null ? null : ranks.byDoc().get(topLevelDocId);
+            int[] columns = context.plan.rankColumns();
+            for (int r = 0; r < columns.length; r++) {
+                if (values == null) {
+                    row[columns[r]] = Float.NaN;
+                    notes[columns[r]] = RANK_UNKNOWN_WINDOW;
+                } else if (ranks.recomputed() && context.plan.rankOfFirstPass(r)) {
+                    row[columns[r]] = Float.NaN;
+                    notes[columns[r]] = RANK_UNKNOWN_FIRST_PASS;
+                } else {
+                    row[columns[r]] = values[r];
+                }
+            }
+        }
+        if (context.plan.hasCounts()) {
+            // A count is a function of its row, now complete but for the ranks explain does not know:
+            // a count of one of those is not known either.
+            int[] columns = context.plan.countColumns();
+            for (int c = 0; c < columns.length; c++) {
+                String unknownRank = null;
+                for (int of : context.plan.countOfColumns(c)) {
+                    if (notes[of] != null) {
+                        unknownRank = context.model.features().get(of).name();
+                        break;
+                    }
+                }
+                if (unknownRank == null) {
+                    row[columns[c]] = context.plan.countValue(row, 0, c);
+                } else {
+                    row[columns[c]] = Float.NaN;
+                    notes[columns[c]] = countUnknown(unknownRank);
+                }
+            }
+        }
         RankModel model = context.model;
         float modelScore = model.booster().predict(row, 0);
         float score = Scores.toScore(modelScore);
 
         List<Explanation> features = new ArrayList<>(width);
         for (int i = 0; i < width; i++) {
-            features.add(featureExplanation(model.features().get(i).name(), row[i]));
+            features.add(featureExplanation(model.features().get(i).name(), row[i], notes[i]));
         }
         return Explanation.match(
             score,
@@ -153,12 +256,28 @@ final class VecrankRescorer implements Rescorer {
         );
     }
 
+    /** What a rank feature's line adds when explain cannot know the rank the rescore used (the model score then takes it as missing). */
+    static final String RANK_UNKNOWN_WINDOW = "[rank not known to this explanation: it has no rescore window]";
+    static final String RANK_UNKNOWN_FIRST_PASS = "[rank not known to this explanation: it ranks by the first-pass score, "
+        + "which a fetch phase of its own does not have]";
+
+    /** What a count feature's line adds when it counts a rank that explain does not know (see {@link #RANK_UNKNOWN_WINDOW}). */
+    static String countUnknown(String rank) {
+        return "[count not known to this explanation: it counts [" + rank + "], whose rank is not known to it]";
+    }
+
     /** "feature [ctr] = 0.0123 (float32 0x3c4985f0)"; a missing value explains as 0 with "= NaN (missing)". */
     static Explanation featureExplanation(String name, float value) {
+        return featureExplanation(name, value, null);
+    }
+
+    /** As {@link #featureExplanation(String, float)}, with a note after the bits when {@code note} is not null. */
+    static Explanation featureExplanation(String name, float value, String note) {
+        String tail = note == null ? "" : " " + note;
         if (Float.isNaN(value)) {
-            return Explanation.match(0f, "feature [" + name + "] = NaN (missing) " + bits(value));
+            return Explanation.match(0f, "feature [" + name + "] = NaN (missing) " + bits(value) + tail);
         }
-        return Explanation.match(value, "feature [" + name + "] = " + value + " " + bits(value));
+        return Explanation.match(value, "feature [" + name + "] = " + value + " " + bits(value) + tail);
     }
 
     /** The exact float32 behind a printed value, for readers that must not round twice. */

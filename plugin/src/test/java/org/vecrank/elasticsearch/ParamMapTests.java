@@ -17,6 +17,11 @@ import org.apache.lucene.search.TotalHits;
 import org.apache.lucene.store.ByteBuffersDirectory;
 import org.apache.lucene.store.Directory;
 import org.apache.lucene.util.BytesRef;
+import org.elasticsearch.common.io.stream.BytesStreamOutput;
+import org.elasticsearch.common.io.stream.StreamInput;
+import org.elasticsearch.xcontent.XContentParser;
+import org.elasticsearch.xcontent.XContentParserConfiguration;
+import org.elasticsearch.xcontent.json.JsonXContent;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
@@ -154,6 +159,39 @@ class ParamMapTests {
             assertEquals(doc == 1 ? 0.75f : Float.NaN, absent[doc][1], "doc " + doc);
         }
         assertEquals(0.5f, withNull[0][1]);
+    }
+
+    @Test
+    void aJsonNullDefaultIsMissingForKeysTheValuesLack() throws IOException {
+        // As Python sends it (default None): parsed by the rescore section's parser (XContentParser.map(),
+        // which keeps the null), then shipped to the data nodes (the builder's generic map on the wire).
+        String json = "{\"cooc\": {\"values\": {\"item0\": 0.5, \"item1\": null, \"item5\": 0}, \"default\": null}}";
+        Map<String, Object> parsed;
+        try (XContentParser p = JsonXContent.jsonXContent.createParser(XContentParserConfiguration.EMPTY, json)) {
+            parsed = p.map();
+        }
+        @SuppressWarnings("unchecked")
+        Map<String, Object> cooc = (Map<String, Object>) parsed.get("cooc");
+        assertTrue(cooc.containsKey("default") && cooc.get("default") == null, "the null is kept: " + cooc);
+        VecrankRescorerBuilder shipped;
+        try (BytesStreamOutput out = new BytesStreamOutput()) {
+            new VecrankRescorerBuilder("m", null, null, parsed, null).writeTo(out);
+            try (StreamInput in = out.bytes().streamInput()) {
+                shipped = new VecrankRescorerBuilder(in, null);
+            }
+        }
+        assertEquals(parsed, shipped.params());
+        for (Map<String, Object> params : List.of(parsed, shipped.params())) {
+            float[][] f = extract(model("item_id"), params);
+            for (int doc = 0; doc < DOCS; doc++) {
+                float want = doc == 0 ? 0.5f : doc == 5 ? 0f : Float.NaN; // item1: null; every other key: absent, the null default
+                assertEquals(want, f[doc][1], "doc " + doc);
+            }
+        }
+        // A null default is no zero: with "default": 0 the absent keys read 0.
+        float[][] zero = extract(model("item_id"), coocParam(Map.of("item0", 0.5), 0));
+        assertEquals(0f, zero[2][1]);
+        assertTrue(Float.isNaN(zero[6][1]), "a document without a key is missing whatever the default");
     }
 
     @Test
