@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Our own fields in an item document; catalog fields with these names are stored as "src_<name>".
-RESERVED_FIELDS = frozenset({"item_id", "text", "embedding", "content_hash", "signals", "indexed_at"})
+RESERVED_FIELDS = frozenset({"item_id", "text", "embedding", "content_hash", "signals", "indexed_at", "cf_vector",
+                             "cf_neighbours", "cf_next"})
 FIELD_TYPES = frozenset({"keyword", "text", "long", "integer", "float", "double", "boolean", "date"})
 _HNSW = {"hnsw", "int8_hnsw", "int4_hnsw", "bbq_hnsw"}
 _FLAT = {"flat", "int8_flat", "int4_flat", "bbq_flat"}
@@ -95,6 +96,7 @@ class IndexSpec:
     similarity: str = "cosine"
     index_options: VectorIndexOptions = field(default_factory=VectorIndexOptions)
     field_types: dict[str, str] = field(default_factory=dict)
+    cf_dims: int | None = None  # the collaborative vectors' dimensions (``vecrank cf fit``), None before any
     vecrank_version: str = __version__
 
     def __post_init__(self) -> None:
@@ -137,6 +139,13 @@ def items_mapping(spec: IndexSpec) -> dict[str, Any]:
                       "similarity": spec.similarity, "index_options": spec.index_options.to_dict()},
         "signals": signals_mapping(),
     }
+    if spec.cf_dims:
+        # Collaborative item factors (ingest.cf): scored by dot product, so max_inner_product;
+        # small enough (tens of dims) to keep as floats.
+        properties["cf_vector"] = {"type": "dense_vector", "dims": spec.cf_dims, "index": True,
+                                   "similarity": "max_inner_product", "index_options": {"type": "hnsw"}}
+        properties["cf_neighbours"] = {"type": "object", "enabled": False}  # read whole, never searched
+        properties["cf_next"] = {"type": "object", "enabled": False}
     for name, kind in spec.field_types.items():
         # Ingest stores declared dates as epoch milliseconds (fieldtypes); read them as such.
         properties[stored_field_name(name)] = {"type": kind, **({"format": DATE_FORMAT} if kind == "date" else {})}
@@ -193,11 +202,16 @@ def live_index(client: Elasticsearch, settings: Settings) -> str | None:
 
 
 def spec_of(client: Elasticsearch, index: str) -> IndexSpec:
+    return IndexSpec.from_meta(meta_of(client, index))
+
+
+def meta_of(client: Elasticsearch, index: str) -> dict[str, Any]:
+    """The index's ``_meta.vecrank`` (its spec, the signals instant, the collaborative model's block)."""
     mapping = client.indices.get_mapping(index=index)[index]["mappings"]
     meta = (mapping.get("_meta") or {}).get("vecrank")
     if not meta:
         raise IndexError_(f"index {index} has no _meta.vecrank: it was not made by vecrank")
-    return IndexSpec.from_meta(meta)
+    return meta
 
 
 def create_index_if_missing(client: Elasticsearch, name: str, mappings: dict[str, Any]) -> None:
@@ -222,12 +236,17 @@ def create_index_if_missing(client: Elasticsearch, name: str, mappings: dict[str
 
 
 def create_version(client: Elasticsearch, settings: Settings, spec: IndexSpec, *, shards: int = 1,
-                   replicas: int = 0, point_alias_if_new: bool = True) -> str:
-    """Create the next ``items-v<N>``. The alias moves to it only if there was no alias yet."""
+                   replicas: int = 0, point_alias_if_new: bool = True, meta: dict[str, Any] | None = None) -> str:
+    """Create the next ``items-v<N>``. The alias moves to it only if there was no alias yet.
+
+    ``meta`` adds keys to ``_meta.vecrank`` (the collaborative model's block, ``cf``)."""
     existing = versions(client, settings)
     name = version_name(settings, max(existing, default=0) + 1)
+    mappings = items_mapping(spec)
+    if meta:
+        mappings["_meta"]["vecrank"].update(meta)
     body: dict[str, Any] = {"settings": {"number_of_shards": shards, "number_of_replicas": replicas},
-                            "mappings": items_mapping(spec)}
+                            "mappings": mappings}
     if point_alias_if_new and live_index(client, settings) is None:
         body["aliases"] = {alias_name(settings): {"is_write_index": True}}
     client.indices.create(index=name, **body)

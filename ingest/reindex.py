@@ -111,9 +111,12 @@ def reindex(client: Elasticsearch, settings: Settings, *, embedder: TextEmbedder
         model=embedder.model_name, dims=embedder.dimensions, template=template or old.template,
         id_field=old.id_field, similarity=embedder.similarity,
         index_options=index_options or old.index_options,
-        field_types=old.field_types if field_types is None else field_types,
+        field_types=old.field_types if field_types is None else field_types, cf_dims=old.cf_dims,
     )
-    target = indices.create_version(client, settings, new, point_alias_if_new=False)
+    # The collaborative vectors and neighbours do not depend on the text: they are copied, and
+    # so is the model's block in _meta.
+    carried = {k: v for k, v in indices.meta_of(client, live).items() if k == "cf"}
+    target = indices.create_version(client, settings, new, point_alias_if_new=False, meta=carried)
     summary = ReindexSummary(source=live, target=target)
     render = TextTemplate(new.template).render
     same_model = (old.model, old.dims) == (new.model, new.dims)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vecrank.errors import VecrankError
-from vecrank.rank.features import FeatureSpec
+from vecrank.rank.features import FeatureSpec, FeatureSpecMismatch
 
 if TYPE_CHECKING:
     import xgboost
@@ -160,7 +160,7 @@ class Registry:
         """Where the plugin reads each feature, checked against the items mapping (and by the
         plugin itself when it is installed) so that a model the plugin could not serve is refused
         now, not at query time. None when the spec has a feature the plugin has no source for."""
-        from vecrank.rank.rescore import PluginFeatureError, plugin_features, validate_plugin_features
+        from vecrank.rank.rescore import PluginFeatureError, PluginRefusal, plugin_features, validate_plugin_features
 
         try:
             features = plugin_features(model.spec)
@@ -169,8 +169,13 @@ class Registry:
             return None
         items = self.settings.index("items")
         if self.client.indices.exists(index=items):
-            validate_plugin_features(self.client, items, features,
-                                     model_doc={**model.to_doc(), "plugin_features": features})
+            try:
+                validate_plugin_features(self.client, items, features,
+                                         model_doc={**model.to_doc(), "plugin_features": features})
+            except PluginRefusal as exc:
+                log.warning("Model %s will be served in Python only until the plugin accepts it (`vecrank plugin "
+                            "install`, then `vecrank plugin attach %s`): %s", model.model_id, model.model_id, exc)
+                return None
         return features
 
     def list(self, model_id: str | None = None) -> list[RankerModel]:
@@ -179,7 +184,13 @@ class Registry:
         query = {"term": {"model_id": model_id}} if model_id else {"match_all": {}}
         hits = self.client.search(index=self.index, query=query, size=1000,
                                   sort=[{"model_id": "asc"}, {"version": "asc"}])["hits"]["hits"]
-        return [RankerModel.from_doc(h["_source"]) for h in hits]
+        out = []
+        for h in hits:
+            try:
+                out.append(RankerModel.from_doc(h["_source"]))
+            except FeatureSpecMismatch as exc:
+                log.warning("model %s is skipped: %s", h["_id"], exc)
+        return out
 
     def get(self, model_id: str, version: int | None = None) -> RankerModel:
         """A given version, or the active one."""

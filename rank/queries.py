@@ -124,6 +124,60 @@ def knn_clause(vector: Sequence[float], *, k: int, num_candidates: int, filter: 
     return clause
 
 
+def pool_body(*, pool: Any, size: int, filter: dict[str, Any] | None, text_vector: Sequence[float] | None,
+              cf_vector: Sequence[float] | None, cooc_ids: Sequence[str], seq_ids: Sequence[str] = (),
+              source: Sequence[str] | bool,
+              with_vectors: bool = False, candidates_factor: int = 4) -> dict[str, Any]:
+    """The one search that gathers a request's pool (:class:`vecrank.rank.offline.PoolConfig`):
+    a ``knn`` clause on the text vectors and one on the collaborative vectors, plus, as ``should``
+    clauses, the user's most co-occurring items, the popular and the trending items by the
+    signals' ranks — all under the same filter and exclusions. Each clause is named after its
+    source, so every hit's ``matched_queries`` says which sources found it.
+
+    Args:
+        pool: the sources' sizes.
+        size: hits to return (the whole pool for ranking here; ``k`` when the plugin rescores
+            the pool and returns the best).
+        filter: the caller's filters, availability and seen items (:func:`candidate_filter`).
+        text_vector: the text profile (or the profile blended with the search text); None: no
+            text clause.
+        cf_vector: the user's collaborative vector; None: no collaborative clause.
+        cooc_ids: the user's most co-occurring items, best first (the first ``pool.cooc`` are asked for).
+        seq_ids: the items most likely to come next, best first (the first ``pool.seq``).
+        source: the ``_source`` fields to return.
+        with_vectors: return the hits' text and collaborative vectors (ranking in Python).
+        candidates_factor: HNSW candidates per shard as a multiple of each clause's ``k``.
+
+    Example:
+        >>> from vecrank.rank.offline import PoolConfig
+        >>> body = pool_body(pool=PoolConfig(text=2, cf=0, cooc=1, seq=0, popular=3, trending=0), size=6, filter=None,
+        ...                  text_vector=[1.0, 0.0], cf_vector=None, cooc_ids=["a", "b"], source=False)
+        >>> body["knn"][0]["_name"], body["knn"][0]["k"], body["query"]["bool"]["should"]
+        ('text', 2, [{'ids': {'values': ['a'], '_name': 'cooc'}}, {'range': {'signals.popular_rank': {'lte': 3, '_name': 'popular'}}}])
+    """
+    knn = []
+    for name, vector, field, k in (("text", text_vector, "embedding", pool.text), ("cf", cf_vector, "cf_vector", pool.cf)):
+        if vector is not None and k:
+            clause = knn_clause(list(vector), k=k, num_candidates=min(MAX_NUM_CANDIDATES, max(100, candidates_factor * k)),
+                                filter=filter, field=field)
+            clause["_name"] = name
+            knn.append(clause)
+    should: list[dict[str, Any]] = []
+    for name, ids, limit in (("cooc", cooc_ids, pool.cooc), ("seq", seq_ids, pool.seq)):
+        if limit and ids:
+            should.append({"ids": {"values": [str(i) for i in list(ids)[:limit]], "_name": name}})
+    for name, limit in (("popular", pool.popular), ("trending", pool.trending)):
+        if limit:
+            should.append({"range": {f"signals.{name}_rank": {"lte": int(limit), "_name": name}}})
+    query = {"bool": {"should": should, "minimum_should_match": 1, "filter": [filter] if filter else []}} if should else None
+    body = search_body(size=size, knn=knn or None, query=query, source=source)
+    if with_vectors:
+        body["fields"] = ["embedding", "cf_vector"]
+    if not knn and query is None:
+        raise RequestError("the pool has no source: no profile, no collaborative vector and every pool size 0")
+    return body
+
+
 def text_match(text: str, *, boost: float, field: str = "text") -> dict[str, Any]:
     """A ``match`` on the embedded text: the search-box words scored with BM25 next to the kNN."""
     return {"match": {field: {"query": text, "boost": boost}}}
@@ -153,53 +207,6 @@ def popular_body(*, size: int, filter: dict[str, Any] | None, source: Sequence[s
             {"item_id": "asc"}]
     query = {"bool": {"filter": [filter]}} if filter else {"match_all": {}}
     return search_body(size=size, query=query, source=source, sort=sort, with_vectors=with_vectors)
-
-
-def positive_events_filter(*, rating_type: str = "rating", min_rating: float = 4.0,
-                           types: Sequence[str] = ("click", "cart", "purchase")) -> dict[str, Any]:
-    """Events that say a user liked an item: a rating of at least ``min_rating``, or one of ``types``."""
-    return {"bool": {"should": [
-        {"bool": {"filter": [{"term": {"type": rating_type}}, {"range": {"value": {"gte": min_rating}}}]}},
-        {"terms": {"type": list(types)}}], "minimum_should_match": 1}}
-
-
-def _events_filter(clauses: list[dict[str, Any]], as_of_ms: int | None) -> list[dict[str, Any]]:
-    out = [positive_events_filter(), *clauses]
-    if as_of_ms is not None:
-        out.append({"range": {"timestamp": {"lte": int(as_of_ms), "format": "epoch_millis"}}})
-    return out
-
-
-def colikers_body(item_ids: Sequence[str], *, user_id: str | None = None, as_of_ms: int | None = None,
-                  size: int = 200) -> dict[str, Any]:
-    """Users who liked any of ``item_ids`` (the most of them first), from the events index.
-
-    The first half of item-to-item co-occurrence done by Elasticsearch: see :func:`coliked_items_body`.
-    ``as_of_ms`` keeps only events up to that instant (replays of the past).
-
-    Example:
-        >>> colikers_body(["a"], user_id="u1", size=5)["aggs"]
-        {'users': {'terms': {'field': 'user_id', 'size': 5}}}
-    """
-    query = {"bool": {"filter": _events_filter([{"terms": {"item_id": list(item_ids)}}], as_of_ms)}}
-    if user_id is not None:
-        query["bool"]["must_not"] = [{"term": {"user_id": user_id}}]
-    return {"size": 0, "query": query, "aggs": {"users": {"terms": {"field": "user_id", "size": size}}}}
-
-
-def coliked_items_body(user_ids: Sequence[str], *, exclude_items: Sequence[str] = (), as_of_ms: int | None = None,
-                       size: int = 1000) -> dict[str, Any]:
-    """What the co-likers liked: the ``size`` items most of them liked, not in ``exclude_items``.
-
-    Example:
-        >>> coliked_items_body(["u1"], exclude_items=["h0"], size=3)["aggs"]
-        {'top': {'terms': {'field': 'item_id', 'size': 3, 'exclude': ['h0']}}}
-    """
-    top: dict[str, Any] = {"field": "item_id", "size": max(size, 1)}
-    if exclude_items:
-        top["exclude"] = list(exclude_items)
-    query = {"bool": {"filter": _events_filter([{"terms": {"user_id": list(user_ids)}}], as_of_ms)}}
-    return {"size": 0, "query": query, "aggs": {"top": {"terms": top}}}
 
 
 def flatten_mapping(properties: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

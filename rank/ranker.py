@@ -1,20 +1,21 @@
-"""Serving: candidates → features → XGBoost → top-k, with the request id and model version.
+"""Serving: the user's state → one search for the pool → XGBoost → top-k, with the request id
+and model version.
 
-``Ranker.recommend`` retrieves a wider pool than it returns (``pool``), computes the feature
-matrix for the whole pool at once, scores it with the model and keeps the best ``k``. Where the
-vecrank plugin is installed, the kNN search itself carries a ``rescore`` section and
-Elasticsearch ranks the hits with the same model (no candidate vectors cross the wire); only the
-popular and co-liked additions are scored here. With logging on, each response's exposures (impression events carrying the request id, position and
-model version) and the exact feature rows used go to Elasticsearch, so training later sees what
-serving saw.
+``Ranker.recommend`` gathers the pool the model was trained with in one search, computes the
+feature matrix for the whole pool at once, scores it and keeps the best ``k``. Where the vecrank
+plugin is installed, that search carries a ``rescore`` section and Elasticsearch ranks the pool
+with the same model (no candidate vectors cross the wire). With logging on, each response's
+exposures (impression events carrying the request id, position and model version) and the exact
+feature rows used go to Elasticsearch, so training later sees what serving saw.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,14 +23,11 @@ import numpy as np
 from vecrank.errors import VecrankError
 from vecrank.rank import features as feats
 from vecrank.rank.model import RankerModel
-from vecrank.rank.profiles import ProfileConfig
-from vecrank.rank.recommender import Candidate, CandidateSet, Recommender
-from vecrank.rank.store import fetch_items
+from vecrank.rank.recommender import Candidate, Recommender
 
 if TYPE_CHECKING:
-    from elasticsearch import Elasticsearch
 
-    from vecrank.settings import Settings
+    pass
 
 log = logging.getLogger(__name__)
 RERANK_MODES = ("auto", "python", "plugin")
@@ -67,54 +65,42 @@ class Recommendation:
         return out
 
 
-def request_context(client: Elasticsearch, settings: Settings, spec: feats.FeatureSpec, cset: CandidateSet, *,
-                    now_ms: int, profile: ProfileConfig) -> feats.RequestContext:
-    """What the features need besides the candidates (see :func:`history_context`)."""
-    return history_context(client, settings, spec, history=cset.history, path=cset.path,
-                           query_vector=cset.query_vector, now_ms=now_ms, profile=profile)
-
-
-def history_context(client: Elasticsearch, settings: Settings, spec: feats.FeatureSpec, *,
-                    history: Sequence[Any], path: str, query_vector: np.ndarray | None, now_ms: int,
-                    profile: ProfileConfig) -> feats.RequestContext:
-    """The request's side of the features: the last K positive history items' vectors and facet
-    values, fetched in one request."""
-    positive = profile.liked(history)[: spec.history_k]
-    found = fetch_items(client, settings.index("items"), {str(e["item_id"]) for e in positive}, spec.facets)
-    vectors = {i: v for i, (v, _) in found.items() if v is not None}
-    facets = {f: {i: feats.facet_values(src.get(f)) for i, (_, src) in found.items()} for f in spec.facets}
-    return feats.RequestContext(now_ms=now_ms, path=path, history=history, history_vectors=vectors,
-                                query_vector=query_vector, profile=profile, history_facets=facets)
-
-
 class Ranker:
     """Recommendations ranked by a registered model.
 
+    The profile path (a known user, no search text) is the one the model is trained on: the
+    user document, then **one search** that gathers the pool the model was trained with
+    (:class:`~vecrank.rank.offline.PoolConfig`: text-profile kNN, collaborative kNN, the user's
+    co-occurring and next-in-sequence items, popular and trending items, under the request's
+    filters and exclusions). With the plugin, that search also carries the ``rescore`` that
+    ranks the pool inside Elasticsearch and returns the ``k`` best with their documents (two
+    round trips in all); in Python the pool comes back with its vectors, is ranked here, and the
+    shown documents are read (three). Other paths (search text, cold starts, several interests)
+    keep retrieval's order and say so: the model never saw requests like them.
+
     Args:
         recommender: retrieval (its config decides filters, exclusions, cold start).
-        model: the XGBoost model and its feature spec.
-        pool: candidates retrieved and scored per request.
+        model: the XGBoost model, its feature spec and the pool and user-state rule it was trained with.
         log_requests: write exposures and feature rows (see the module docstring).
+        rerank: where the model runs by default (``auto``, ``python`` or ``plugin``).
     """
 
-    def __init__(self, recommender: Recommender, model: RankerModel, *, pool: int = 100, log_requests: bool = False,
+    def __init__(self, recommender: Recommender, model: RankerModel, *, log_requests: bool = False,
                  rerank: str = "auto"):
         if rerank not in RERANK_MODES:
             raise ValueError(f"rerank must be one of {', '.join(RERANK_MODES)}, not {rerank!r}")
+        from vecrank.rank.evaluate import ReplayConfig
+
         self.recommender = recommender
         self.model = model
-        self.pool = pool
         self.log_requests = log_requests
         self.rerank = rerank
         self._plugin: bool | None = None
-        # Serve the pools the model was trained on: kNN plus the same numbers of popular and
-        # co-liked additions. The pool carries only what the features read; the k shown get
-        # their full documents after.
-        spec = model.spec
-        self.recommender.config = replace(recommender.config, with_vectors=True,
-                                          popular_mix=int(model.training.get("popular_mix", 0)),
-                                          cooc=spec.cooc, cooc_mix=int(model.training.get("cooc_mix", 0)),
-                                          source_fields=("signals", *spec.facets, *spec.item_numeric))
+        config = (model.training or {}).get("config")
+        if not config:
+            raise VecrankError(f"model {model.model_id}@{model.version} records no pool or state config; "
+                               "train it again with this vecrank")
+        self.config = ReplayConfig.from_dict(config)
 
     def plugin_usable(self) -> bool:
         """Whether the vecrank plugin can rank for this model: installed on every node, and the
@@ -140,90 +126,90 @@ class Ranker:
         return mode
 
     def recommend(self, *, k: int = 10, explain: bool = False, now_ms: int | None = None, rerank: str | None = None,
-                  **retrieve: Any) -> Recommendation:
-        """Top ``k`` for a user and/or query; ``retrieve`` goes to :meth:`Recommender.candidates`.
+                  user: str | None = None, query: str | None = None, filters: Any = None,
+                  extra_filters: Sequence[dict[str, Any]] = (), **retrieve: Any) -> Recommendation:
+        """Top ``k`` for a user and/or query; other arguments go to :meth:`Recommender.candidates`.
 
         Args:
             k: how many items.
             explain: each item's feature contributions (the Python path computes them).
             now_ms: the request time (default now).
-            rerank: ``"python"`` (features here, XGBoost here), ``"plugin"`` (the kNN hits and the
-                popular and co-liked additions ranked inside Elasticsearch by the vecrank
-                rescorer; a path the plugin does not take, such as multi-interest, is ranked here),
-                or ``"auto"``: the plugin when it can serve this model and neither ``explain`` nor
-                request logging needs the feature rows. Both give the same order.
+            rerank: ``"python"``, ``"plugin"`` or ``"auto"`` (the plugin when it can serve this
+                model and neither ``explain`` nor request logging needs the feature rows). Both
+                give the same order.
         """
         started = time.perf_counter()
         now = now_ms if now_ms is not None else int(time.time() * 1000)
         mode = self._mode(rerank, explain)
-        spec, trained = self.model.spec, self.model.training.get("paths")
-        client, settings = self.recommender.client, self.recommender.settings
-        profile = self.recommender.config.profile
-        held: dict[str, Any] = {}
-
-        def section(*, path: str, history: Sequence[Any], query_vector: np.ndarray | None,
-                    profile_vector: np.ndarray, cooc: tuple[int, dict[str, int]] | None) -> dict[str, Any] | None:
+        rec = self.recommender
+        profile_path = (user is not None and (query is None or not str(query).strip())
+                        and not retrieve.get("context_items") and retrieve.get("history") is None
+                        and rec.config.max_interests == 1)
+        state = rec.user_state(user, self.config.state) if profile_path else None
+        if state is None or (state.profile_vector is None and state.cf_vector is None):
+            return self._unranked(k=k, started=started, now=now, user=user, query=query, filters=filters,
+                                  extra_filters=extra_filters, **retrieve)
+        t_state = time.perf_counter()
+        spec, pool = self.model.spec, self.config.pool
+        ctx = feats.RequestContext(now_ms=now, path="profile", state=state)
+        if mode == "plugin":
             from vecrank.rank.rescore import rescore_body, rescore_params
 
-            if trained and path not in trained:
-                return None
-            held["ctx"] = ctx = history_context(client, settings, spec, history=history, path=path,
-                                                query_vector=query_vector, now_ms=now, profile=profile)
-            shares = None
-            if cooc is not None and cooc[0]:
-                shares = {item: count / cooc[0] for item, count in cooc[1].items()}
-            params = rescore_params(spec, ctx, profile_vector=profile_vector, cooc=shares,
-                                    cooc_default=0.0 if shares is not None else None)
-            return rescore_body(model_id=self.model.model_id, version=self.model.version, params=params,
-                                window_size=max(self.pool, k), models_index=settings.index("models"))
+            section = rescore_body(model_id=self.model.model_id, version=self.model.version,
+                                   params=rescore_params(spec, ctx), window_size=max(pool.size, k),
+                                   models_index=rec.settings.index("models"))
+            hits = rec.pool_hits(state, pool=pool, size=k, filters=filters, extra_filters=extra_filters,
+                                 source=rec.config.source_fields or True, rescore=section)
+            t_pool = time.perf_counter()
+            from vecrank.rank.rescore import score_to_model
 
-        cset = self.recommender.candidates(k=max(self.pool, k), rescore=section if mode == "plugin" else None,
-                                           **retrieve)
-        t_retrieved = time.perf_counter()
-        # What the plugin did not rank (everything on the Python path) gets its features here.
-        local = np.array([c.model_score is None for c in cset.candidates], dtype=bool)
-        todo = [c for c, here in zip(cset.candidates, local) if here]
-        matrix = np.full((len(cset.candidates), len(spec.names)), np.nan, dtype=np.float32)
-        if todo:
-            ctx = held.get("ctx") or request_context(client, settings, spec, cset, now_ms=now, profile=profile)
-            matrix[local] = feats.compute(spec, todo, ctx)
-        t_features = time.perf_counter()
-        if trained and cset.path not in trained:
-            # The model never saw requests like this one (a cold start, a search query): its
-            # scores would mean little, so keep retrieval's order.
-            scores = -np.arange(len(cset.candidates), dtype=np.float32)
-            model_name = f"none (path {cset.path} not in {self.model.model_id}@{self.model.version}'s training)"
-            explain = False
+            ranked = [Ranked(h["_id"], float(score_to_model(h["_score"])), _candidate_of(h),
+                             np.full(len(spec.names), np.nan, dtype=np.float32)) for h in hits]
+            timings = {"retrieval": round((t_pool - started) * 1000, 2), "features": 0.0, "model": 0.0}
         else:
-            scores = np.array([np.nan if c.model_score is None else c.model_score for c in cset.candidates],
-                              dtype=np.float32)
-            if todo:
-                scores[local] = self.model.predict(matrix[local])
-            model_name = f"{self.model.model_id}@{self.model.version}"
-        order = rank_order(scores, [c.item_id for c in cset.candidates])[:k]
-        contribs = self.model.contributions(matrix[order]) if explain and len(order) else None
-        t_model = time.perf_counter()
-        shown = client.mget(index=settings.index("items"),
-                            ids=[cset.candidates[i].item_id for i in order])["docs"] if len(order) else []
-        for i, doc in zip(order, shown):
-            if doc.get("found"):
-                cset.candidates[i].fields = doc["_source"]
-        ranked = []
-        for row, i in enumerate(order):
-            explained = None
-            if contribs is not None:
-                explained = {name: round(float(v), 5) for name, v in zip([*spec.names, "bias"], contribs[row])}
-            ranked.append(Ranked(cset.candidates[i].item_id, float(scores[i]), cset.candidates[i], matrix[i], explained))
-        rec = Recommendation(
-            request_id=cset.request_id, model=model_name, path=cset.path,
-            cold_start=cset.cold_start, items=ranked, rerank="python" if local.all() else mode,
-            timings_ms={"retrieval": round((t_retrieved - started) * 1000, 2),
-                        "features": round((t_features - t_retrieved) * 1000, 2),
-                        "model": round((t_model - t_features) * 1000, 2),
+            hits = rec.pool_hits(state, pool=pool, size=pool.size, filters=filters, extra_filters=extra_filters,
+                                 source=list(spec.source_fields()), with_vectors=True)
+            t_pool = time.perf_counter()
+            candidates = [_candidate_of(h) for h in hits]
+            matrix = feats.compute(spec, candidates, ctx)
+            t_features = time.perf_counter()
+            scores = self.model.predict(matrix)
+            order = rank_order(scores, [c.item_id for c in candidates])[:k]
+            contribs = self.model.contributions(matrix[order]) if explain and len(order) else None
+            t_model = time.perf_counter()
+            shown = rec.documents([candidates[i].item_id for i in order], rec.config.source_fields)
+            ranked = []
+            for row, i in enumerate(order):
+                c = candidates[i]
+                c.fields = shown.get(c.item_id, c.fields)
+                explained = None
+                if contribs is not None:
+                    explained = {name: round(float(v), 5) for name, v in zip([*spec.names, "bias"], contribs[row])}
+                ranked.append(Ranked(c.item_id, float(scores[i]), c, matrix[i], explained))
+            timings = {"retrieval": round((t_pool - started) * 1000, 2),
+                       "features": round((t_features - t_pool) * 1000, 2),
+                       "model": round((t_model - t_features) * 1000, 2)}
+        timings["state"] = round((t_state - started) * 1000, 2)
+        timings["total"] = round((time.perf_counter() - started) * 1000, 2)
+        result = Recommendation(request_id=uuid.uuid4().hex, model=f"{self.model.model_id}@{self.model.version}",
+                                path="profile", cold_start=False, items=ranked, timings_ms=timings, rerank=mode)
+        if self.log_requests:
+            self._log(result, user=user, now_ms=now)
+        return result
+
+    def _unranked(self, *, k: int, started: float, now: int, user: str | None, **retrieve: Any) -> Recommendation:
+        """Retrieval's own order, for the paths the model was not trained on."""
+        cset = self.recommender.candidates(k=k, user=user, **retrieve)
+        ranked = [Ranked(c.item_id, -float(n), c, np.full(len(self.model.spec.names), np.nan, dtype=np.float32))
+                  for n, c in enumerate(cset.candidates[:k])]
+        result = Recommendation(
+            request_id=cset.request_id, path=cset.path, cold_start=cset.cold_start, items=ranked,
+            model=f"none (path {cset.path} not in {self.model.model_id}@{self.model.version}'s training)",
+            timings_ms={"retrieval": round((time.perf_counter() - started) * 1000, 2), "features": 0.0, "model": 0.0,
                         "total": round((time.perf_counter() - started) * 1000, 2)})
         if self.log_requests:
-            self._log(rec, user=retrieve.get("user"), now_ms=now)
-        return rec
+            self._log(result, user=user, now_ms=now)
+        return result
 
     def _log(self, rec: Recommendation, *, user: str | None, now_ms: int) -> None:
         from elasticsearch import helpers
@@ -289,6 +275,11 @@ def rank_order(scores: np.ndarray, item_ids: Sequence[str]) -> np.ndarray:
     return np.lexsort((np.array(list(item_ids), dtype=object), -np.asarray(scores)))
 
 
-def score_candidates(model: RankerModel, candidates: Sequence[Candidate], ctx: feats.RequestContext) -> np.ndarray:
-    """Model scores for candidates in their given order (evaluation uses this)."""
-    return model.predict(feats.compute(model.spec, candidates, ctx))
+def _candidate_of(hit: dict[str, Any]) -> Candidate:
+    """A pool hit as a candidate: its stored fields, and its vectors when the search returned them."""
+    f = hit.get("fields") or {}
+    emb, cfv = f.get("embedding"), f.get("cf_vector")
+    return Candidate(item_id=hit["_id"], score=float(hit.get("_score") or 0.0), cosine=None,
+                     fields=hit.get("_source") or {}, vector=np.asarray(emb, dtype=np.float32) if emb else None,
+                     cf_vector=np.asarray(cfv, dtype=np.float32) if cfv else None,
+                     origin=",".join(hit.get("matched_queries") or ()) or "pool")

@@ -18,16 +18,16 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vecrank.errors import VecrankError
 from vecrank.rank import queries
 from vecrank.rank.profiles import Profile, ProfileConfig, build_profile
-from vecrank.rank.store import consumed_ids, fetch_vectors, get_user, stored_profile
+from vecrank.rank.state import CFMeta, StateConfig, UserState
+from vecrank.rank.store import consumed_ids, fetch_vectors, get_user, live_cf_meta, stored_profile, user_state
 
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
@@ -53,13 +53,7 @@ class RetrieveConfig:
     group_field: str | None = None
     max_per_group: int | None = None
     source_fields: tuple[str, ...] | None = None  # None: the whole _source
-    with_vectors: bool = False  # return each candidate's stored vector (the ranker's features need it)
-    popular_mix: int = 0  # also add this many popular items (by signals) that the kNN did not find
-    cooc: bool = False  # score every candidate by co-occurrence with the user's recent likes (events index)
-    cooc_mix: int = 0  # also add this many of the most co-liked items that retrieval did not find
-    cooc_history: int = 20  # the user's newest liked items the co-occurrence starts from
-    cooc_users: int = 200  # co-likers: the users who liked the most of them
-    cooc_scored: int = 1000  # the most co-liked items get a share; others 0 (the same list the plugin gets)
+    with_vectors: bool = False  # return each candidate's stored vector
     profile: ProfileConfig = field(default_factory=ProfileConfig)
 
     def __post_init__(self) -> None:
@@ -84,9 +78,8 @@ class Candidate:
     fields: dict[str, Any]
     interest: int | None = None  # which interest found it (multi-interest)
     vector: np.ndarray | None = field(default=None, repr=False)
-    origin: str = "knn"  # "knn"; "popular", "cooc" or "extra" for the additions (score NaN)
-    cooc: float | None = None  # share of the user's co-likers who liked it (RetrieveConfig.cooc)
-    model_score: float | None = None  # set when the vecrank plugin ranked it inside Elasticsearch
+    cf_vector: np.ndarray | None = field(default=None, repr=False)  # the item's collaborative factors
+    origin: str = "knn"  # "knn", "popular", "extra"; a pool hit: the sources that found it
 
 
 @dataclass
@@ -129,6 +122,7 @@ class Recommender:
         self._embedder = embedder
         self._spec = None
         self._field_types: dict[str, str] | None = None
+        self._cf_meta: Any = _UNSET
 
     # --- what the live index is ------------------------------------------------------------
 
@@ -163,10 +157,8 @@ class Recommender:
     def candidates(self, *, user: str | None = None, history: Sequence[Mapping[str, Any]] | None = None,
                    query: str | None = None, context_items: Sequence[str] = (), filters: Mapping[str, Any] | None = None,
                    extra_filters: Sequence[dict[str, Any]] = (), k: int | None = None,
-                   num_candidates: int | None = None, extra_items: Sequence[str] = (),
-                   as_of_ms: int | None = None, rescore: Callable[..., dict[str, Any] | None] | None = None,
-                   **overrides: Any) -> CandidateSet:
-        """Retrieve candidates. See the module docstring for the paths.
+                   num_candidates: int | None = None, **overrides: Any) -> CandidateSet:
+        """Retrieve candidates in retrieval order. See the module docstring for the paths.
 
         Args:
             user: user id; its stored profile and history are read from the users index. An
@@ -178,15 +170,6 @@ class Recommender:
             extra_filters: the caller's own structured Elasticsearch filter clauses.
             k: how many candidates.
             num_candidates: HNSW candidates per shard (k <= num_candidates <= 10,000).
-            extra_items: item ids to add to the pool when retrieval did not find them (and they
-                pass the filters and are not seen), with origin ``"extra"`` and a NaN score:
-                replays pass the popular items of their instant this way.
-            as_of_ms: read the candidates' ``signals`` as of this instant (computed from the
-                events, see :func:`vecrank.ingest.signals.item_signals`) instead of the index's
-                current ones: replays of the past. Retrieval itself does not depend on signals.
-            rescore: ``f(path=, history=, query_vector=, profile_vector=, cooc=) -> rescore section | None``,
-                called before a single-vector kNN search: the vecrank plugin then ranks the hits
-                inside Elasticsearch (each gets ``model_score``; no vectors come back for them).
             overrides: any :class:`RetrieveConfig` field for this call.
 
         Raises:
@@ -241,9 +224,6 @@ class Recommender:
             path = "popular"
 
         t = time.perf_counter()
-        popular_ids, cooc = ([], None) if path == "popular" else self._prefetch(
-            used_history, user, cfg, flt, exclude, as_of_ms, popular=cfg.popular_mix + fetch if cfg.popular_mix else 0)
-        section = None
         if path == "popular":
             body = queries.popular_body(size=fetch, filter=flt, source=source)
             hits = [(h, None) for h in self.client.search(index=self.settings.index("items"), **body)["hits"]["hits"]]
@@ -251,36 +231,16 @@ class Recommender:
         else:
             query_vectors = [np.asarray(queries.check_vector(v, spec.dims, name="query vector"), dtype=np.float32)
                              for v in vectors]
-            if rescore is not None and len(query_vectors) == 1:
-                section = rescore(path=path, history=used_history, query_vector=q, profile_vector=query_vectors[0],
-                                  cooc=cooc)
-            hits = self._knn(query_vectors, weights, fetch, num, flt, cfg, query, source,
-                             want_vectors and section is None, rescore=section)
+            hits = self._knn(query_vectors, weights, fetch, num, flt, cfg, query, source, want_vectors)
         es_ms += (time.perf_counter() - t) * 1000
 
-        cands = [_candidate(h, interest, query_vectors, spec.similarity,
-                            (cfg.text_boost > 0 and query is not None) or section is not None)
+        cands = [_candidate(h, interest, query_vectors, spec.similarity, cfg.text_boost > 0 and query is not None)
                  for h, interest in hits]
-        if section is not None:
-            from vecrank.rank.rescore import score_to_model
-
-            for c in cands:
-                c.model_score, c.score = float(score_to_model(c.score)), float("nan")
         if cfg.mmr_lambda is not None:
             cands = mmr(cands, cfg.mmr_lambda, k)
         if cfg.max_per_group:
             cands = cap_per_group(cands, cfg.group_field, cfg.max_per_group)
         cands = cands[:k]
-        t = time.perf_counter()
-        cands += self._additions(cands, popular_ids, extra_items, cooc, cfg, flt, source, want_vectors,
-                                 query_vectors, section)
-        if as_of_ms is not None and cands:
-            from vecrank.ingest.signals import item_signals
-
-            past = item_signals(self.client, self.settings, [c.item_id for c in cands], as_of=as_of_ms)
-            for c in cands:
-                c.fields = {**c.fields, "signals": past[c.item_id]}
-        es_ms += (time.perf_counter() - t) * 1000
         total = (time.perf_counter() - started) * 1000
         return CandidateSet(
             request_id=uuid.uuid4().hex, path=path, cold_start=path in {"query", "context", "popular"},
@@ -290,107 +250,52 @@ class Recommender:
             history=list(used_history), query_vector=q,
         )
 
-    # --- pieces ------------------------------------------------------------------------------
+    # --- the ranked profile path: the user's state, then one search for the pool ----------------
 
-    def _prefetch(self, history: Sequence[Mapping[str, Any]], user: str | None, cfg: RetrieveConfig,
-                  flt: dict | None, seen: Sequence[str], as_of_ms: int | None, *,
-                  popular: int) -> tuple[list[str], tuple[int, dict[str, int]] | None]:
-        """Before the kNN, in one ``_msearch``: the ``popular`` most popular ids that pass the
-        filters (the kNN's own hits are dropped from them afterwards, which leaves exactly the
-        most popular items it did not find), and the co-likers of the user's recent likes; then
-        what the co-likers liked (item-to-item co-occurrence computed by Elasticsearch).
+    def cf_meta(self) -> CFMeta | None:
+        """The live collaborative model's fold-in inputs (read once), None before any ``cf fit``."""
+        if self._cf_meta is _UNSET:
+            self._cf_meta = live_cf_meta(self.client, self.settings)
+        return self._cf_meta
 
-        Returns:
-            (popular ids, (number of co-likers, item id -> how many of them liked it) or None
-            when co-occurrence is off).
-        """
-        want_cooc = cfg.cooc or cfg.cooc_mix
-        liked = list(dict.fromkeys(str(e["item_id"]) for e in cfg.profile.liked(history)))[: cfg.cooc_history]
-        events = self.settings.index("events")
-        searches: list[dict[str, Any]] = []
-        if popular:
-            searches += [{"index": self.settings.index("items")},
-                         queries.popular_body(size=popular, filter=flt, source=False)]
-        ask_cooc = bool(want_cooc and liked and self.client.indices.exists(index=events))
-        if ask_cooc:
-            searches += [{"index": events}, queries.colikers_body(liked, user_id=user, as_of_ms=as_of_ms,
-                                                                 size=cfg.cooc_users)]
-        responses = self.client.msearch(searches=searches)["responses"] if searches else []
-        for r in responses:
-            if "error" in r:
-                raise VecrankError(f"candidate search failed: {r['error']}")
-        popular_ids = [h["_id"] for h in responses[0]["hits"]["hits"]] if popular else []
-        if not want_cooc:
-            return popular_ids, None
-        users = [b["key"] for b in responses[-1]["aggregations"]["users"]["buckets"]] if ask_cooc else []
-        if not users:
-            return popular_ids, (0, {})
-        body = queries.coliked_items_body(users, exclude_items=sorted(set(seen) | set(liked)), as_of_ms=as_of_ms,
-                                          size=cfg.cooc_scored)
-        top = self.client.search(index=events, **body)["aggregations"]["top"]["buckets"]
-        return popular_ids, (len(users), {b["key"]: int(b["doc_count"]) for b in top})
+    def user_state(self, user: str, config: StateConfig) -> UserState | None:
+        """The user's state for a ranked request (round trip 1: the user document; one more only
+        when the stored state is stale); None for an unknown user."""
+        doc = get_user(self.client, self.settings, user)
+        if doc is None:
+            return None
+        return user_state(self.client, self.settings, doc, model=self._live().model, config=config,
+                          cf_meta=self.cf_meta())
 
-    def _additions(self, found: list[Candidate], popular_ids: list[str], extra_items: Sequence[str],
-                   cooc: tuple[int, dict[str, int]] | None, cfg: RetrieveConfig, flt: dict | None, source: Any,
-                   with_vectors: bool, query_vectors: list[np.ndarray],
-                   rescore: dict[str, Any] | None) -> list[Candidate]:
-        """What joins the retrieved pool, fetched in one lookup: the ``popular_mix`` most popular
-        items retrieval did not find, the caller's ``extra_items``, then the ``cooc_mix`` most
-        co-liked items not among those. Every candidate gets ``cooc`` (the share of co-likers who
-        liked it, 0 past the scored list, NaN without co-likers) when co-occurrence is on."""
-        have = {c.item_id for c in found}
-        origin: dict[str, str] = {}
-        taken: dict[str, int] = {}
+    def pool_hits(self, state: UserState, *, pool: Any, size: int, filters: Mapping[str, Any] | None = None,
+                  extra_filters: Sequence[dict[str, Any]] = (), source: Sequence[str] | bool = True,
+                  with_vectors: bool = False, rescore: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """The one search for a ranked request's pool (:func:`vecrank.rank.queries.pool_body`):
+        the caller's filters, availability and the user's seen items apply to every source."""
+        from vecrank.rank.offline import top_scores
 
-        def add(item: str, kind: str, limit: int | None = None) -> None:
-            if item not in have and (limit is None or taken.get(kind, 0) < limit):
-                have.add(item)
-                origin[item] = kind
-                taken[kind] = taken.get(kind, 0) + 1
-
-        for item in popular_ids:
-            add(item, "popular", cfg.popular_mix)
-        for item in extra_items:
-            add(str(item), "extra")
-        n, counts = cooc if cooc is not None else (0, {})
-        if n and cfg.cooc_mix:
-            for item in counts:
-                add(item, "cooc", cfg.cooc_mix)
-        extras = self._extras(list(origin), flt, source, with_vectors, query_vectors, rescore=rescore)
-        for c in extras:
-            c.origin = origin[c.item_id]
-        if cooc is not None:
-            for c in [*found, *extras]:
-                c.cooc = counts.get(c.item_id, 0) / n if n else float("nan")
-        return extras
-
-    def _extras(self, ids: Sequence[str], flt: dict | None, source: Any, with_vectors: bool,
-                query_vectors: list[np.ndarray], rescore: dict[str, Any] | None = None) -> list[Candidate]:
-        """The given items that pass the filters, in the order given (score NaN). With ``rescore``
-        the plugin scores them in the same search (their first-pass score, a constant, is
-        declared missing, as the kNN score of an addition is) and no vectors come back."""
-        wanted = [str(i) for i in dict.fromkeys(ids)]
-        if not wanted:
-            return []
-        clauses = [flt] if flt else []
-        body = queries.search_body(size=len(wanted), query={"bool": {"filter": [*clauses, {"ids": {"values": wanted}}]}},
-                                   source=source, with_vectors=with_vectors and rescore is None)
+        self._live()
+        clauses = queries.filter_clauses(filters, self._field_types or {}) + list(extra_filters)
+        seen = sorted(state.seen) if self.config.exclude_seen else []
+        flt = queries.candidate_filter(clauses, exclude_ids=seen)
+        cf_ok = state.cf_vector is not None and "cf_vector" in (self._field_types or {})
+        body = queries.pool_body(pool=pool, size=size, filter=flt, text_vector=_listed(state.profile_vector),
+                                 cf_vector=_listed(state.cf_vector) if cf_ok else None,
+                                 cooc_ids=top_scores(state.cooc, pool.cooc), seq_ids=top_scores(state.seq, pool.seq),
+                                 source=source, with_vectors=with_vectors)
         if rescore is not None:
-            from vecrank.rank.rescore import for_lookup
+            body["rescore"] = rescore
+        return self.client.search(index=self.settings.index("items"), **body)["hits"]["hits"]
 
-            body["rescore"] = for_lookup(rescore, len(wanted))
-        hits = {h["_id"]: h for h in self.client.search(index=self.settings.index("items"), **body)["hits"]["hits"]}
-        extras = []
-        for item in wanted:
-            if item in hits:
-                c = _candidate(hits[item], None, query_vectors, "vector-only", rescore is not None)
-                if rescore is not None:
-                    from vecrank.rank.rescore import score_to_model
+    def documents(self, ids: Sequence[str], source: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+        """The stored documents of ``ids`` (``source`` fields, default all), by id."""
+        if not ids:
+            return {}
+        docs = self.client.mget(index=self.settings.index("items"), ids=list(ids),
+                                source=list(source) if source is not None else True)["docs"]
+        return {d["_id"]: d["_source"] for d in docs if d.get("found")}
 
-                    c.model_score = float(score_to_model(c.score))
-                c.score, c.origin = float("nan"), "extra"
-                extras.append(c)
-        return extras
+    # --- pieces ------------------------------------------------------------------------------
 
     def _profile(self, user: str | None, history: Sequence[Mapping[str, Any]] | None, cfg: RetrieveConfig,
                  model: str) -> tuple[Profile | None, list[str], Sequence[Mapping[str, Any]]]:
@@ -410,8 +315,7 @@ class Recommender:
         return build_profile(history, vectors, pcfg), consumed_ids(history), history
 
     def _knn(self, vectors: list[np.ndarray], weights: list[float], size: int, num: int, flt: dict | None,
-             cfg: RetrieveConfig, query: str | None, source: Any, want_vectors: bool,
-             rescore: dict[str, Any] | None = None) -> list[tuple[dict, int | None]]:
+             cfg: RetrieveConfig, query: str | None, source: Any, want_vectors: bool) -> list[tuple[dict, int | None]]:
         index = self.settings.index("items")
         text = queries.text_match(query, boost=cfg.text_boost) if query is not None and cfg.text_boost > 0 else None
         with_vectors = want_vectors or text is not None
@@ -421,8 +325,6 @@ class Recommender:
             query_clause = ({"bool": {"should": [text], "minimum_should_match": 1, "filter": [flt] if flt else []}}
                             if text else None)
             body = queries.search_body(size=size, knn=knn, query=query_clause, source=source, with_vectors=with_vectors)
-            if rescore is not None:
-                body["rescore"] = rescore
             return [(h, None) for h in self.client.search(index=index, **body)["hits"]["hits"]]
         # One kNN per interest, merged with quotas proportional to each interest's weight.
         searches: list[dict[str, Any]] = []
@@ -438,6 +340,13 @@ class Recommender:
                 raise VecrankError(f"interest search failed: {r['error']}")
             per_interest.append(r["hits"]["hits"])
         return merge_with_quotas(per_interest, weights, size)
+
+
+_UNSET = object()
+
+
+def _listed(vector: np.ndarray | None) -> list[float] | None:
+    return None if vector is None else [float(x) for x in np.asarray(vector, dtype=np.float32)]
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

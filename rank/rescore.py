@@ -4,14 +4,17 @@ The plugin evaluates a registered model on the top hits of a search. It needs to
 feature of the model's spec, where to read it; that is the model document's ``plugin_features``,
 which :func:`plugin_features` derives from a :class:`~vecrank.rank.features.FeatureSpec`. A search
 asks for it with the ``rescore`` section that :func:`rescore_body` builds; the request-level
-inputs (profile and history vectors, the user's facet history, scalars such as ``hist_len``, and
-per-item values computed for the request such as ``cooc``) go in ``params``, which
-:func:`rescore_params` computes the way :func:`vecrank.rank.features.compute` does.
+inputs (the user's text profile and collaborative vector, their liked items' vectors and facets,
+scalars such as ``hist_len``, and per-item scores computed for the user such as ``cooc`` and
+``seq``) go in ``params``, which :func:`rescore_params` computes from the
+:class:`~vecrank.rank.state.UserState` the way :func:`vecrank.rank.features.compute` does.
 
 Sources: ``score`` (the first-pass score), ``field`` (a numeric doc value, with a transform),
-``cosine`` / ``cosine_max`` / ``cosine_mean`` (the doc's vector against param vectors),
-``overlap`` (the doc's keyword values against weighted param sets), ``param`` (a request scalar)
-and ``param_map`` (a request value per document, looked up by the doc's ``key_field`` keyword).
+``cosine`` / ``cosine_max`` / ``cosine_mean`` (the doc's vector against param vectors), ``dot``
+(the doc's collaborative vector against the user's), ``overlap`` (the doc's keyword values against
+weighted param sets), ``param`` (a request scalar), ``param_map`` (a request value per document,
+looked up by the doc's ``key_field`` keyword), ``rank`` (the doc's rank within the rescore window
+by another feature) and ``count`` (how many features are within their limits).
 
 Rescored hits score ``g(model score)``, with ``g(x) = 1 + x`` for ``x >= 0`` and ``1 / (1 - x)``
 for ``x < 0`` (Lucene scores cannot be negative); :func:`score_to_model` inverts it. With
@@ -63,7 +66,6 @@ __all__ = [
     "explained_features",
     "explained_model_score",
     "feature_source",
-    "for_lookup",
     "model_to_score",
     "plugin_features",
     "plugin_installed",
@@ -83,14 +85,20 @@ DAY_MS = 86_400_000
 PROFILE_VECTOR = "profile_vector"
 QUERY_VECTOR = "query_vector"
 HISTORY_VECTORS = "history_vectors"
+CF_VECTOR = "cf_vector"  # the user's collaborative vector (param) ...
+CF_FIELD = "cf_vector"  # ... and the items' (dense_vector field)
 NOW_MS = "now_ms"
-FIRST_PASS_MISSING = "first_pass_missing"  # true: the hits' first-pass score is no retrieval score
 COOC = "cooc"  # {"values": {item_id: share}, "default": share or None}, read by the items' item_id
+SEQ = "seq"  # the same, for the sequence scores
 KEY_FIELD = "item_id"
 _SCALAR_PARAMS = ("hist_len", "days_since_active", "query_present", "path_code")
 _SIGNAL_FIELDS = {
     "ctr": ("signals.ctr", "identity"),
+    "trend": ("signals.trend", "identity"),
+    "popular_rank": ("signals.popular_rank", "identity"),
+    "trending_rank": ("signals.trending_rank", "identity"),
     "days_since_interaction": ("signals.last_interaction", "days_since"),
+    "item_age": ("signals.first_interaction", "days_since"),
     "rating_mean": ("signals.rating_mean", "identity"),
     "rating_count": ("signals.rating_count", "log1p"),
 }
@@ -113,8 +121,8 @@ def feature_source(name: str) -> dict[str, Any]:
     Raises:
         PluginFeatureError: for a name the spec does not define.
     """
-    if name == "knn_score":
-        return {"name": name, "source": "score"}
+    from vecrank.rank.features import POOL_RANKS
+
     if name == "cos_profile":
         return {"name": name, "source": "cosine", "field": "embedding", "param": PROFILE_VECTOR}
     if name == "cos_query":
@@ -122,6 +130,10 @@ def feature_source(name: str) -> dict[str, Any]:
     if name in ("cos_hist_max", "cos_hist_mean"):
         return {"name": name, "source": "cosine_" + name.rsplit("_", 1)[1], "field": "embedding",
                 "param": HISTORY_VECTORS}
+    if name == "cf_score":
+        return {"name": name, "source": "dot", "field": CF_FIELD, "param": CF_VECTOR}
+    if name in POOL_RANKS:
+        return {"name": name, "source": "rank", "of": POOL_RANKS[name]}
     if name in _SIGNAL_FIELDS:
         field, transform = _SIGNAL_FIELDS[name]
         return {"name": name, "source": "field", "field": field, "transform": transform}
@@ -129,29 +141,32 @@ def feature_source(name: str) -> dict[str, Any]:
         return {"name": name, "source": "field", "field": f"signals.popularity_{m.group(1)}d", "transform": "log1p"}
     if name.startswith("item.") and len(name) > 5:
         return {"name": name, "source": "field", "field": name[5:], "transform": "identity"}
+    if name.startswith("age.") and len(name) > 4:
+        return {"name": name, "source": "field", "field": name[4:], "transform": "days_since"}
     if name.startswith("affinity.") and len(name) > 9:
         facet = name[9:]
         return {"name": name, "source": "overlap", "field": facet, "param": f"history_{facet}"}
     if name in _SCALAR_PARAMS:
         return {"name": name, "source": "param"}
-    if name == "cooc":
-        return {"name": name, "source": "param_map", "param": COOC, "key_field": KEY_FIELD}
-    raise PluginFeatureError(f"feature {name!r} has no source in the plugin; known: knn_score, cos_*, signals "
-                             "(ctr, pop_Nd, ...), cooc, item.<field>, affinity.<facet>, hist_len, days_since_active, "
-                             "query_present, path_code")
+    if name in (COOC, SEQ):
+        return {"name": name, "source": "param_map", "param": name, "key_field": KEY_FIELD}
+    raise PluginFeatureError(f"feature {name!r} has no source in the plugin; known: cos_*, cf_score, cooc, seq, "
+                             "rank_*, n_sources, signals (ctr, pop_Nd, trend, ...), item.<field>, age.<field>, "
+                             "affinity.<facet>, hist_len, days_since_active, query_present, path_code")
 
 
-def plugin_features(spec: FeatureSpec | Sequence[str]) -> list[dict[str, Any]]:
+def plugin_features(spec: FeatureSpec) -> list[dict[str, Any]]:
     """The ``plugin_features`` of a model: one source per feature, in the spec's order.
 
     Args:
-        spec: A :class:`FeatureSpec`, or its ``names``.
+        spec: the model's :class:`FeatureSpec` (its pool sources decide ``n_sources``).
 
     Returns:
         A list of JSON-ready dicts, for the model document.
     """
-    names = list(spec) if not hasattr(spec, "names") else list(spec.names)
-    return [feature_source(n) for n in names]
+    names, sources = list(spec.names), spec.sources
+    return [{"name": n, "source": "count", "of": [r for r, _ in sources], "limits": [int(k) for _, k in sources]}
+            if n == "n_sources" else feature_source(n) for n in names]
 
 
 # --- the request ---------------------------------------------------------------------------------
@@ -224,82 +239,63 @@ def rescore_body(*, model_id: str, version: int | None = None, params: Mapping[s
     return {"window_size": int(window_size), RESCORER: inner}
 
 
-def for_lookup(section: Mapping[str, Any], size: int) -> dict[str, Any]:
-    """The ``rescore`` section for a search of given ids (additions to a pool): the same model and
-    params, a window of ``size``, and ``first_pass_missing`` so that the ``score`` feature is
-    missing, as it is for an addition in Python (the ids query's constant score is no kNN score)."""
-    inner = dict(section[RESCORER])
-    inner["params"] = {**inner.get("params", {}), FIRST_PASS_MISSING: True}
-    return {**section, "window_size": int(size), RESCORER: inner}
-
-
-def rescore_params(spec: FeatureSpec, ctx: RequestContext, *, profile_vector: np.ndarray | None = None,
-                   encode: bool = True, cooc: Mapping[str, float] | None = None,
-                   cooc_default: float | None = None) -> dict[str, Any]:
+def rescore_params(spec: FeatureSpec, ctx: RequestContext, *, encode: bool = True) -> dict[str, Any]:
     """The ``params`` for ``spec``'s features from a request, computed as :func:`features.compute` does.
 
     Args:
         spec: The model's feature spec (only what its features need is included).
-        ctx: The request: time, path, history, history vectors and facets, query vector.
-        profile_vector: The vector the candidates were retrieved with (``cos_profile``).
+        ctx: The request: time, path, the user's state (profile, collaborative vector,
+            co-occurrence scores, liked items), the query vector.
         encode: Vectors as base64 strings (else lists of floats).
-        cooc: For a spec with ``cooc``: the feature's value per item id (the share of the user's
-            co-likers who liked it). None (no co-likers) leaves the param out: ``cooc`` is then
-            missing for every hit.
-        cooc_default: ``cooc`` of an item that ``cooc`` lacks (0.0 when the user has co-likers and
-            ``cooc`` holds the items they liked); None or NaN: missing.
 
     Returns:
-        A JSON-ready dict for :func:`rescore_body`.
+        A JSON-ready dict for :func:`rescore_body`. An input the request lacks is left out, and
+        the features that need it are missing (NaN) in the plugin, as in Python.
     """
-    from vecrank.rank.features import PATH_CODES, liked_with_vectors
+    from vecrank.rank.features import PATH_CODES
 
     names = set(spec.names)
+    state = ctx.state
     vec = encode_vector if encode else (lambda v: np.asarray(v, dtype=np.float32).tolist())
     params: dict[str, Any] = {NOW_MS: int(ctx.now_ms)}
-    if "cos_profile" in names and profile_vector is not None:
-        params[PROFILE_VECTOR] = vec(profile_vector)
+    if "cos_profile" in names and state.profile_vector is not None:
+        params[PROFILE_VECTOR] = vec(state.profile_vector)
     if "cos_query" in names and ctx.query_vector is not None:
         params[QUERY_VECTOR] = vec(ctx.query_vector)
-
-    positive = ctx.profile.liked(ctx.history)
-    if names & {"cos_hist_max", "cos_hist_mean"}:
-        hist_ids = liked_with_vectors(spec, positive, ctx.history_vectors)
-        if hist_ids:
-            params[HISTORY_VECTORS] = [vec(ctx.history_vectors[i]) for i in hist_ids]
+    if names & {"cos_hist_max", "cos_hist_mean"} and state.liked:
+        params[HISTORY_VECTORS] = [vec(li.vector) for li in state.liked]
+    if "cf_score" in names and state.cf_vector is not None:
+        params[CF_VECTOR] = vec(state.cf_vector)
     for facet in spec.facets:
-        facets = ctx.history_facets.get(facet, {})
-        if not positive or not facets:
-            continue  # absent: the feature is missing, as in Python
-        weights = ctx.profile.liked_weights(positive)
-        params[f"history_{facet}"] = {"sets": [sorted(facets.get(item, set())) for item in weights],
-                                      "weights": list(weights.values())}
+        if state.liked:
+            params[f"history_{facet}"] = {"sets": [sorted(li.facets.get(facet, ())) for li in state.liked],
+                                          "weights": [1.0] * len(state.liked)}
     if "hist_len" in names:
-        params["hist_len"] = math.log1p(len(ctx.history))
+        params["hist_len"] = math.log1p(state.interactions)
     if "days_since_active" in names:
-        latest = max((int(e["timestamp"]) for e in ctx.history), default=None)
+        latest = state.last_active_ms
         params["days_since_active"] = None if latest is None else (ctx.now_ms - latest) / DAY_MS
     if "query_present" in names:
         params["query_present"] = 1.0 if ctx.query_vector is not None else 0.0
     if "path_code" in names:
         params["path_code"] = float(PATH_CODES.get(ctx.path, -1))
-    if "cooc" in names and cooc is not None:
-        params[COOC] = {"values": {str(k): _finite_or_none(v) for k, v in cooc.items()},
-                        "default": _finite_or_none(cooc_default)}
+    for name, scores in ((COOC, state.cooc), (SEQ, state.seq)):
+        if name in names and scores:
+            params[name] = {"values": {str(k): _finite_or_none(v, name) for k, v in scores.items()}, "default": None}
     return params
 
 
-def _finite_or_none(value: float | None) -> float | None:
+def _finite_or_none(value: float | None, name: str) -> float | None:
     """A JSON number, or None (missing in the plugin) for None and NaN; infinity is refused."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"a cooc value must be a number or None, not {value!r}")
+        raise ValueError(f"a {name} value must be a number or None, not {value!r}")
     value = float(value)
     if math.isnan(value):
         return None
     if not math.isfinite(value):
-        raise ValueError(f"a cooc value must be finite, not {value!r}")
+        raise ValueError(f"a {name} value must be finite, not {value!r}")
     return value
 
 
@@ -415,6 +411,8 @@ def _field_problem(feature: Mapping[str, Any], mapping: Mapping[str, Any] | None
         if mapping.get("doc_values") is False:
             return f"looks up its values by key field {field!r}, which has doc_values: false"
         return None
+    if source == "dot" and mapping is None:
+        return None  # no collaborative vectors yet (no `vecrank cf fit`): the feature is missing, as in Python
     if mapping is None:
         return f"reads field {field!r}, which is not mapped"
     kind = mapping.get("type")
@@ -425,13 +423,13 @@ def _field_problem(feature: Mapping[str, Any], mapping: Mapping[str, Any] | None
             return f"takes days since field {field!r}, which needs a date or long field, not {kind}"
         if mapping.get("doc_values") is False:
             return f"reads field {field!r}, which has doc_values: false"
-    elif source in ("cosine", "cosine_max", "cosine_mean"):
+    elif source in ("cosine", "cosine_max", "cosine_mean", "dot"):
         if kind != "dense_vector":
-            return f"computes a cosine on field {field!r}, which is a {kind} field, not a dense_vector"
+            return f"computes a {source} on field {field!r}, which is a {kind} field, not a dense_vector"
         if mapping.get("element_type", "float") != "float":
-            return f"computes a cosine on {field!r}, whose element_type is {mapping.get('element_type')}, not float"
+            return f"computes a {source} on {field!r}, whose element_type is {mapping.get('element_type')}, not float"
         if mapping.get("index") is False:
-            return f"computes a cosine on {field!r}, which is not indexed (index: false)"
+            return f"computes a {source} on {field!r}, which is not indexed (index: false)"
     elif source == "overlap":
         if kind not in ("keyword", "constant_keyword"):
             return f"matches facet values of field {field!r}, which is a {kind} field, not keyword"
@@ -462,7 +460,7 @@ def validate_model_doc(client: Elasticsearch, doc: Mapping[str, Any]) -> dict[st
                                       headers={"accept": "application/json", "content-type": "application/json"})
     except ApiError as exc:
         if exc.meta.status == 400:
-            raise PluginFeatureError(f"the vecrank plugin refuses model {doc.get('model_id')!r}: {_reason(exc)}") from exc
+            raise PluginRefusal(f"the vecrank plugin refuses model {doc.get('model_id')!r}: {_reason(exc)}") from exc
         raise
     return dict(resp.body)
 
@@ -507,6 +505,11 @@ def validate_plugin_features(client: Elasticsearch, items_index: str, features: 
             validate_model_doc(client, model_doc)
         else:
             log.info("The vecrank plugin is not installed on the cluster; only the mapping was checked")
+
+
+class PluginRefusal(PluginFeatureError):
+    """The installed plugin cannot serve a model that the mapping allows (for example an older
+    plugin build that lacks a feature source)."""
 
 
 def attach_plugin_features(client: Elasticsearch, settings: Any, model_id: str, version: int | None = None, *,

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vecrank.rank.profiles import Profile, ProfileConfig, build_profile
+from vecrank.rank.profiles import Profile, ProfileConfig
+from vecrank.rank.state import CFMeta, StateConfig, UserState, compute_state, stored_state
 
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
@@ -51,19 +52,89 @@ def consumed_ids(history: Iterable[dict[str, Any]]) -> list[str]:
     return sorted({str(e["item_id"]) for e in history if e.get("type") != "impression"})
 
 
-def refresh_profiles(client: Elasticsearch, settings: Settings, user_ids: Iterable[str], *,
-                     config: ProfileConfig | None = None) -> int:
-    """Recompute and store the profiles of ``user_ids`` from their histories. Returns how many.
+class FetchedItems:
+    """:class:`vecrank.rank.state.ItemData` over one fetch of the items a set of histories name."""
 
-    Called after new events are merged into users' histories, so the next recommendation for
-    those users already reflects them. A user whose history has no embedded item gets an empty
-    profile (cold start).
+    def __init__(self, found: dict[str, dict[str, Any]]):
+        self.found = found
+
+    @classmethod
+    def fetch(cls, client: Elasticsearch, index: str, ids: Iterable[str], facets: Sequence[str] = ()) -> FetchedItems:
+        wanted = sorted({str(i) for i in ids})
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(wanted), 1000):
+            chunk = wanted[start:start + 1000]
+            resp = client.search(index=index, query={"ids": {"values": chunk}}, size=len(chunk),
+                                 source=["cf_neighbours", "cf_next", *facets], fields=["embedding", "cf_vector"])
+            for h in resp["hits"]["hits"]:
+                f = h.get("fields") or {}
+                found[h["_id"]] = {"embedding": _array(f.get("embedding")), "cf_vector": _array(f.get("cf_vector")),
+                                   "source": h.get("_source") or {}}
+        return cls(found)
+
+    def text_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        return {i: self.found[i]["embedding"] for i in ids if i in self.found and self.found[i]["embedding"] is not None}
+
+    def cf_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        return {i: self.found[i]["cf_vector"] for i in ids if i in self.found and self.found[i]["cf_vector"] is not None}
+
+    def neighbours(self, ids: Sequence[str]) -> dict[str, tuple[tuple[str, float], ...]]:
+        from vecrank.ingest.cf import neighbours_from_doc
+
+        return {i: neighbours_from_doc(self.found[i]["source"].get("cf_neighbours")) for i in ids if i in self.found}
+
+    def sequence(self, ids: Sequence[str]) -> dict[str, tuple[tuple[str, float], ...]]:
+        from vecrank.ingest.cf import neighbours_from_doc
+
+        return {i: neighbours_from_doc(self.found[i]["source"].get("cf_next")) for i in ids if i in self.found}
+
+    def facets(self, ids: Sequence[str], names: Sequence[str]) -> dict[str, dict[str, frozenset[str]]]:
+        from vecrank.rank.features import facet_values
+
+        return {i: {f: facet_values(self.found[i]["source"].get(f)) for f in names} for i in ids if i in self.found}
+
+
+def _array(values: Any) -> np.ndarray | None:
+    return np.asarray(values, dtype=np.float32) if values else None
+
+
+def live_cf_meta(client: Elasticsearch, settings: Settings) -> CFMeta | None:
+    """The live collaborative model's fold-in inputs, or None before any ``vecrank cf fit``."""
+    from vecrank.ingest.cf import gram_of, live_block
+
+    block = live_block(client, settings)
+    if not block:
+        return None
+    from vecrank.ingest.cf import CFConfig
+
+    return CFMeta(version=str(block["version"]), gram=gram_of(block), config=CFConfig.from_dict(block["config"]))
+
+
+def serving_state_config(client: Elasticsearch, settings: Settings) -> StateConfig:
+    """The state rule of the active default model (what its requests will read), else the default."""
+    from vecrank.errors import VecrankError
+    from vecrank.rank.model import Registry
+
+    try:
+        model = Registry(client, settings).get("vecrank")
+    except VecrankError:  # no active model yet: the default rule
+        return StateConfig()
+    config = (model.training or {}).get("config", {}).get("state")
+    return StateConfig.from_dict(config) if config else StateConfig()
+
+
+def refresh_profiles(client: Elasticsearch, settings: Settings, user_ids: Iterable[str], *,
+                     config: StateConfig | None = None) -> int:
+    """Recompute and store the states of ``user_ids`` from their histories. Returns how many.
+
+    Called after new events are merged into users' histories (and for every user after a
+    ``vecrank cf fit``), so the next recommendation for those users already reflects them with a
+    single read of the user document. One fetch reads every history item of the batch.
     """
     from elasticsearch import helpers
 
     from vecrank.ingest import indices
 
-    config = config or ProfileConfig()
     live = indices.live_index(client, settings)
     if live is None:
         return 0
@@ -71,22 +142,52 @@ def refresh_profiles(client: Elasticsearch, settings: Settings, user_ids: Iterab
         model = indices.spec_of(client, live).model
     except indices.IndexError_:  # an items index vecrank did not build has no vectors to use
         return 0
+    config = config or serving_state_config(client, settings)
+    cf_meta = live_cf_meta(client, settings)
     users_index = settings.index("users")
     ids = sorted({str(u) for u in user_ids})
-    if not ids:
+    written = 0
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        docs = client.mget(index=users_index, ids=chunk, source_includes=["history"])["docs"]
+        histories = {d["_id"]: d["_source"].get("history", []) for d in docs if d.get("found")}
+        items = FetchedItems.fetch(client, live, {e["item_id"] for h in histories.values() for e in h}, config.facets)
+        actions = []
+        for user_id, history in histories.items():
+            state = compute_state(history, items, config=config, cf_meta=cf_meta)
+            actions.append({"_op_type": "update", "_index": users_index, "_id": user_id,
+                            "doc": {"state": state.to_doc(model=model, config=config)}})
+        ok, errors = helpers.bulk(client, actions, raise_on_error=False, max_retries=3)
+        written += ok
+        for error in errors[:5]:
+            log.warning("user state update failed: %s", error)
+    return written
+
+
+def refresh_all_users(client: Elasticsearch, settings: Settings, *, config: StateConfig | None = None) -> int:
+    """:func:`refresh_profiles` for every user (after a ``vecrank cf fit``). Returns how many."""
+    from elasticsearch import helpers
+
+    index = settings.index("users")
+    if not client.indices.exists(index=index):
         return 0
-    docs = client.mget(index=users_index, ids=ids, source_includes=["history"])["docs"]
-    histories = {d["_id"]: d["_source"].get("history", []) for d in docs if d.get("found")}
-    vectors = fetch_vectors(client, live, {e["item_id"] for h in histories.values() for e in h})
-    actions = []
-    for user_id, history in histories.items():
-        profile = build_profile(history, vectors, config)
-        actions.append({"_op_type": "update", "_index": users_index, "_id": user_id,
-                        "doc": {"profile": profile.to_doc(config, model)}})
-    ok, errors = helpers.bulk(client, actions, raise_on_error=False, max_retries=3)
-    for error in errors[:5]:
-        log.warning("profile update failed: %s", error)
-    return ok
+    client.indices.refresh(index=index)  # users written by an events batch a moment ago count too
+    ids = [h["_id"] for h in helpers.scan(client, index=index, query={"query": {"match_all": {}}, "_source": False})]
+    return refresh_profiles(client, settings, ids, config=config)
+
+
+def user_state(client: Elasticsearch, settings: Settings, doc: dict[str, Any] | None, *, model: str,
+               config: StateConfig, cf_meta: CFMeta | None) -> UserState:
+    """The request's user state: the stored one when it is current, else computed now from the
+    history (one more read: the history's items)."""
+    stored = stored_state(doc, model=model, config=config, cf_version=cf_meta.version if cf_meta else None)
+    if stored is not None:
+        return stored
+    history = (doc or {}).get("history") or []
+    if not history:
+        return UserState()
+    items = FetchedItems.fetch(client, settings.index("items"), {e["item_id"] for e in history}, config.facets)
+    return compute_state(history, items, config=config, cf_meta=cf_meta)
 
 
 def stored_profile(user: dict[str, Any] | None, config: ProfileConfig, model: str) -> Profile | None:

@@ -1,47 +1,45 @@
 """Training data and the XGBoost ranker.
 
-Training rows come from a **replay** of a dataset's history: for a user and a cut time ``t``
-the profile is built from their events before ``t`` only, the real retrieval runs on the real
-node, the candidates' signals are read as of an instant ``<= t`` (computed from the events, the
-live index is not rewritten), and each candidate is labelled by what the user did in
-``[t, t + horizon]``. Nothing from after ``t`` reaches a feature. Rows are grouped by request
-(one request per user and cut) and stored as Parquet.
+Training rows come from a **replay** of a dataset's history (:mod:`vecrank.rank.offline`): for a
+user and a cut time ``t`` the user's state comes from their events before ``t`` only, the
+collaborative model is the one fitted at the last refit instant before ``t``, the signals are
+read as of ``t``'s bucket, and each candidate of the pool is labelled exactly as the evaluation
+labels its test requests: 1 if the user liked it (:func:`vecrank.interactions.is_positive`) in
+``[t, t + horizon]``, else 0. Nothing from after ``t`` reaches a feature. Rows are grouped by
+request (one request per user and cut) and can be kept as Parquet.
 
-The model is an XGBoost ranker (``rank:ndcg`` by default, or ``rank:pairwise``), seeded, with
-early stopping on a later time slice.
+The model is an XGBoost ranker (``rank:ndcg`` by default), seeded, with early stopping and the
+tree shape chosen on a later time slice than the one it learns from.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from vecrank.interactions import DAY_MS
 from vecrank.rank import features as feats
-from vecrank.rank.ranker import request_context
-from vecrank.rank.split import is_interaction
-
-if TYPE_CHECKING:
-    from vecrank.rank.recommender import Recommender
+from vecrank.rank.offline import Past, PoolConfig
 
 log = logging.getLogger(__name__)
-DAY_MS = feats.DAY_MS
 
 
 @dataclass(frozen=True)
 class LabelConfig:
-    """Graded relevance of a later event: per type, and ``rating_grades`` (threshold, grade) pairs."""
+    """Relevance of a later event, for training from the feature log: per type, and
+    ``rating_grades`` (threshold, grade) pairs. The default is the evaluation's rule
+    (:func:`vecrank.interactions.is_positive`): 1 for a click, cart, purchase or a rating >= 4."""
 
-    type_grades: dict[str, float] = field(default_factory=lambda: {"click": 1.0, "cart": 2.0, "purchase": 3.0})
+    type_grades: dict[str, float] = field(default_factory=lambda: {"click": 1.0, "cart": 1.0, "purchase": 1.0})
     rating_type: str = "rating"
-    rating_grades: tuple[tuple[float, float], ...] = ((4.5, 2.0), (4.0, 1.0))
+    rating_grades: tuple[tuple[float, float], ...] = ((4.0, 1.0),)
 
     def grade(self, event: Mapping[str, Any]) -> float:
         if event.get("type") == self.rating_type and event.get("value") is not None:
@@ -69,11 +67,12 @@ class TrainingTable:
     cut_ms: list[int] = field(default_factory=list)
     item_id: list[str] = field(default_factory=list)
     label: list[float] = field(default_factory=list)
-    rank: list[int] = field(default_factory=list)  # the candidate's position in retrieval
+    rank: list[int] = field(default_factory=list)  # the candidate's position in the pool
+    label_ms: list[float] = field(default_factory=list)  # when the label became known (inf: never)
     blocks: list[np.ndarray] = field(default_factory=list, repr=False)
 
     def add(self, request_id: str, user_id: str, cut_ms: int, items: Sequence[str], labels: Sequence[float],
-            matrix: np.ndarray) -> None:
+            matrix: np.ndarray, label_ms: Sequence[float] | None = None) -> None:
         n = len(items)
         self.request_id += [request_id] * n
         self.user_id += [user_id] * n
@@ -81,6 +80,7 @@ class TrainingTable:
         self.item_id += list(items)
         self.label += list(labels)
         self.rank += list(range(n))
+        self.label_ms += list(label_ms) if label_ms is not None else [float(cut_ms)] * n
         self.blocks.append(np.asarray(matrix, dtype=np.float32))
 
     @property
@@ -109,7 +109,7 @@ class TrainingTable:
         import pyarrow.parquet as pq
 
         columns = {"request_id": self.request_id, "user_id": self.user_id, "cut_ms": self.cut_ms,
-                   "item_id": self.item_id, "label": self.label, "rank": self.rank}
+                   "item_id": self.item_id, "label": self.label, "rank": self.rank, "label_ms": self.label_ms}
         matrix = self.features
         for j, name in enumerate(self.feature_names):
             columns[f"f:{name}"] = matrix[:, j]
@@ -122,9 +122,35 @@ class TrainingTable:
         table = pq.read_table(path).to_pydict()
         names = [c[2:] for c in table if c.startswith("f:")]
         out = cls(feature_names=names, request_id=table["request_id"], user_id=table["user_id"],
-                  cut_ms=table["cut_ms"], item_id=table["item_id"], label=table["label"], rank=table["rank"])
+                  cut_ms=table["cut_ms"], item_id=table["item_id"], label=table["label"], rank=table["rank"],
+                  label_ms=table.get("label_ms") or [float(c) for c in table["cut_ms"]])
         out.blocks = [np.column_stack([np.asarray(table[f"f:{n}"], dtype=np.float32) for n in names])
                       if names else np.zeros((len(out.item_id), 0), dtype=np.float32)]
+        return out
+
+    def requests(self) -> list[tuple[str, int, int, int]]:
+        """(request id, cut ms, first row, end row) of each request, in table order."""
+        out, start = [], 0
+        for size in self.groups():
+            end = start + int(size)
+            out.append((self.request_id[start], self.cut_ms[start], start, end))
+            start = end
+        return out
+
+    def before(self, instant_ms: int, keep: set[str] | None = None) -> TrainingTable:
+        """The requests (of ``keep``, default all) a ranker trained at ``instant_ms`` may learn
+        from: cut before it, labels only from likes before it; requests left with no positive are
+        dropped."""
+        out = TrainingTable(self.feature_names)
+        matrix = self.features
+        for rid, cut, start, end in self.requests():
+            if cut >= instant_ms or (keep is not None and rid not in keep):
+                continue
+            labels = [1.0 if (lab > 0 and t < instant_ms) else 0.0
+                      for lab, t in zip(self.label[start:end], self.label_ms[start:end])]
+            if any(labels):
+                out.add(rid, self.user_id[start], cut, self.item_id[start:end], labels, matrix[start:end],
+                        self.label_ms[start:end])
         return out
 
     def split_by_time(self, later_fraction: float) -> tuple[TrainingTable, TrainingTable]:
@@ -138,7 +164,7 @@ class TrainingTable:
             end = start + int(size)
             rid = self.request_id[start]
             parts[rid in later].add(rid, self.user_id[start], self.cut_ms[start], self.item_id[start:end],
-                                    self.label[start:end], matrix[start:end])
+                                    self.label[start:end], matrix[start:end], self.label_ms[start:end])
             start = end
         return parts
 
@@ -157,113 +183,53 @@ class TrainingTable:
                 "label_counts": {str(g): int((labels == g).sum()) for g in sorted(set(labels.tolist()))}}
 
 
-def group_by_user(events: Iterable[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    by_user: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for e in events:
-        by_user[str(e["user_id"])].append(dict(e))
-    for history in by_user.values():
-        history.sort(key=lambda e: int(e["timestamp"]))
-    return by_user
-
-
 @dataclass(frozen=True)
 class ReplayRequest:
-    """One replayed request: what the user had done before ``cut_ms``, labelled by what they did
-    in ``[cut_ms, label_end_ms]``, with signals and popular items as of ``as_of_ms`` (<= cut)."""
+    """One replayed request: what ``user`` had done before ``cut_ms``, labelled by what they liked
+    in ``[cut_ms, label_end_ms]``."""
 
     user: str
     cut_ms: int
     label_end_ms: int
-    as_of_ms: int
 
 
-def bucket_start(t_ms: int, bucket_days: float) -> int:
-    """The start of the ``bucket_days``-long bucket holding ``t_ms`` (epoch-aligned): requests in
-    one bucket share their signals instant, so the per-instant work is done once per bucket."""
-    size = max(int(bucket_days * DAY_MS), 1)
-    return (int(t_ms) // size) * size
-
-
-def user_cuts(events: Sequence[Mapping[str, Any]], fractions: Sequence[float]) -> list[int]:
-    """Cut times at ``fractions`` of a user's interactions (sorted by time): the timestamp of the
-    first interaction past each fraction, when at least one interaction comes strictly before it."""
-    times = [int(e["timestamp"]) for e in events if is_interaction(e)]
+def user_cuts(times: Sequence[int], fractions: Sequence[float]) -> list[int]:
+    """Cut times at ``fractions`` of a user's interaction times (sorted): the time of the first
+    interaction past each fraction, when at least one interaction comes strictly before it."""
     cuts = []
     for f in fractions:
         i = int(np.ceil(len(times) * f))
         if 0 < i < len(times) and times[0] < times[i]:
-            cuts.append(times[i])
+            cuts.append(int(times[i]))
     return sorted(set(cuts))
 
 
-def replay_candidates(recommender: Recommender, events: Sequence[Mapping[str, Any]], request: ReplayRequest, *,
-                      pool: int, extras: Sequence[str] = (), max_history: int = 200):
-    """The real retrieval for one replayed request: (candidate set, history used).
+def replay(past: Past, requests: Iterable[ReplayRequest], *, spec: feats.FeatureSpec, pool: PoolConfig,
+           table: TrainingTable | None = None, progress: bool = False) -> TrainingTable:
+    """Training rows for replayed requests (see the module docstring): each candidate of each
+    request's pool with its features and the time of the user's first like of it in the label
+    window (``label_ms``; infinite when none), so that a ranker trained at an earlier instant can
+    truncate the labels it may see (:meth:`TrainingTable.before`).
 
-    The profile comes from the user's interactions before the cut (the newest ``max_history``,
-    as the users index keeps them), seen items are excluded, ``extras`` (the popular items of
-    the instant) join the pool, and the candidates' signals are read as of ``request.as_of_ms``.
+    Requests without a history, a pool or a later like are skipped.
     """
-    history = [e for e in events if int(e["timestamp"]) < request.cut_ms and is_interaction(e)][-max_history:]
-    cset = recommender.candidates(history=history, k=pool, extra_items=extras, as_of_ms=request.as_of_ms)
-    return cset, history
-
-
-def replay_recommender(recommender: Recommender, spec: feats.FeatureSpec, *, cooc_mix: int = 0) -> Recommender:
-    """A copy of ``recommender`` set up for replays: vectors on (the features need them), no
-    popular additions from the live index (they would be today's; replays pass their own),
-    co-occurrence as ``spec`` needs it (computed as of each request's instant)."""
-    from copy import copy
-    from dataclasses import replace
-
-    out = copy(recommender)
-    out.config = replace(recommender.config, with_vectors=True, popular_mix=0, exclude_seen=True,
-                         cooc=spec.cooc, cooc_mix=cooc_mix if spec.cooc else 0)
-    return out
-
-
-def replay(recommender: Recommender, events_by_user: Mapping[str, Sequence[Mapping[str, Any]]],
-           requests: Iterable[ReplayRequest], *, spec: feats.FeatureSpec, labels: LabelConfig | None = None,
-           pool: int = 100, extras: Callable[[int], Sequence[str]] | None = None, cooc_mix: int = 0,
-           table: TrainingTable | None = None, max_history: int = 200, progress: bool = False) -> TrainingTable:
-    """Training rows for replayed requests (see the module docstring). Nothing is written to the
-    index: signals are read as of each request's instant.
-
-    Args:
-        recommender: retrieval on the live index (a replay copy is made, it is not changed).
-        events_by_user: every event, per user, sorted by time.
-        requests: the requests to replay.
-        spec: the features to compute.
-        labels: graded relevance of later events.
-        pool: kNN candidates per request.
-        extras: ``as_of_ms -> item ids`` added to each pool (the popular items of that instant).
-        cooc_mix: co-occurring items added to each pool (when ``spec.cooc``).
-        table: append to this table.
-        max_history: the newest interactions before the cut that make the profile.
-
-    Returns:
-        The table; requests without a positive label or without a profile are skipped.
-    """
-    labels = labels or LabelConfig()
     table = table if table is not None else TrainingTable(feature_names=spec.names)
-    rec = replay_recommender(recommender, spec, cooc_mix=cooc_mix)
     started = time.monotonic()
     done = 0
     for req in requests:
-        events = events_by_user.get(req.user, ())
-        future = labels.labels(e for e in events if req.cut_ms <= int(e["timestamp"]) <= req.label_end_ms)
+        future = past.future_likes(req.user, req.cut_ms, req.label_end_ms)
         if not future:
             continue
-        cset, _ = replay_candidates(rec, events, req, pool=pool, extras=extras(req.as_of_ms) if extras else (),
-                                    max_history=max_history)
-        if cset.cold_start or not cset.candidates:
+        replayed = past.replay(req.user, req.cut_ms, pool)
+        if replayed is None or not replayed.candidates:
             continue
-        ctx = request_context(rec.client, rec.settings, spec, cset, now_ms=req.cut_ms, profile=rec.config.profile)
-        matrix = feats.compute(spec, cset.candidates, ctx)
-        items = [c.item_id for c in cset.candidates]
-        table.add(uuid.uuid4().hex, req.user, req.cut_ms, items, [future.get(i, 0.0) for i in items], matrix)
+        matrix = feats.compute(spec, replayed.candidates, replayed.context)
+        items = replayed.item_ids
+        table.add(f"{req.user}@{req.cut_ms}", req.user, req.cut_ms, items,
+                  [1.0 if i in future else 0.0 for i in items], matrix,
+                  label_ms=[float(future.get(i, np.inf)) for i in items])
         done += 1
-        if progress and done % 100 == 0:
+        if progress and done % 500 == 0:
             log.info("replayed %d requests (%.1fs)", done, time.monotonic() - started)
     return table
 
@@ -273,18 +239,21 @@ class TrainConfig:
     """XGBoost hyperparameters; ``params()`` is exactly what ``xgboost.train`` receives."""
 
     objective: str = "rank:ndcg"
-    learning_rate: float = 0.05
+    learning_rate: float = 0.1
     max_depth: int = 6
     min_child_weight: float = 1.0
     subsample: float = 0.8
     colsample_bytree: float = 0.8
     reg_lambda: float = 1.0
     num_boost_round: int = 500
-    early_stopping_rounds: int = 40
+    early_stopping_rounds: int = 30
     eval_at: int = 10
     seed: int = 0
     lambdarank_pair_method: str = "topk"
     lambdarank_num_pair_per_sample: int = 10
+    num_parallel_tree: int = 4  # each round averages this many subsampled trees: less variance between seeds
+    monotone: tuple[tuple[str, int], ...] = ()  # (feature, +1 or -1): the score may only rise (fall) with it
+    nthread: int = 0  # 0: all cores
 
     def __post_init__(self) -> None:
         if self.objective not in {"rank:ndcg", "rank:pairwise", "rank:map"}:
@@ -294,19 +263,20 @@ class TrainConfig:
         return {"objective": self.objective, "eta": self.learning_rate, "max_depth": self.max_depth,
                 "min_child_weight": self.min_child_weight, "subsample": self.subsample,
                 "colsample_bytree": self.colsample_bytree, "lambda": self.reg_lambda,
-                "eval_metric": [f"ndcg@{self.eval_at}"], "seed": self.seed, "nthread": 0,
+                "eval_metric": [f"ndcg@{self.eval_at}"], "seed": self.seed, "nthread": self.nthread,
                 "lambdarank_pair_method": self.lambdarank_pair_method,
-                "lambdarank_num_pair_per_sample": self.lambdarank_num_pair_per_sample, "tree_method": "hist"}
+                "lambdarank_num_pair_per_sample": self.lambdarank_num_pair_per_sample, "tree_method": "hist",
+                "num_parallel_tree": self.num_parallel_tree}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-# Tree shapes tried by select_ranker, from shallow and heavily regularized to the default: on
-# MovieLens replays the shallow ones win on the validation slice (and on the test users too).
+# Tree shapes select_ranker tries, from shallow and heavily regularized to deep: a documented grid,
+# the choice is the validation slice's.
 SHAPES: tuple[dict[str, Any], ...] = ({"max_depth": 2, "min_child_weight": 30.0},
-                                      {"max_depth": 4, "min_child_weight": 30.0},
-                                      {"max_depth": 6, "min_child_weight": 1.0})
+                                      {"max_depth": 3, "min_child_weight": 20.0},
+                                      {"max_depth": 4, "min_child_weight": 10.0})
 
 
 def select_ranker(train: TrainingTable, valid: TrainingTable | None, config: TrainConfig | None = None,
@@ -352,7 +322,11 @@ def train_ranker(train: TrainingTable, valid: TrainingTable | None, config: Trai
         dvalid.set_group(valid.groups())
         evals.append((dvalid, "valid"))
     history: dict[str, Any] = {}
-    booster = xgboost.train(config.params(), dtrain, num_boost_round=config.num_boost_round, evals=evals,
+    params = config.params()
+    if config.monotone:
+        wanted = dict(config.monotone)
+        params["monotone_constraints"] = "(" + ",".join(str(int(wanted.get(n, 0))) for n in train.feature_names) + ")"
+    booster = xgboost.train(params, dtrain, num_boost_round=config.num_boost_round, evals=evals,
                             early_stopping_rounds=config.early_stopping_rounds if len(evals) > 1 else None,
                             evals_result=history, verbose_eval=False)
     info = {"best_iteration": int(getattr(booster, "best_iteration", config.num_boost_round - 1)),

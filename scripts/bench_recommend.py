@@ -4,10 +4,12 @@ Runs on indices that already hold a catalog, events and an active model (for exa
 ``bench_retrieve.py --keep`` and ``vecrank --index-prefix benchret evaluate --activate`` leave):
 at least 1,000 requests over the users, cycled, after a warm-up; prints p50/p95/p99 of the total
 and the mean split across retrieval, features and model, next to the same requests' candidate
-retrieval alone (the baseline measured in the same run).
+retrieval alone (the baseline measured in the same run), their ratios, and the Elasticsearch
+round trips per request (the client's calls, counted). The pool is the one the model was trained
+with (its ``training.config.pool``).
 
 Usage:
-    .venv/bin/python scripts/bench_recommend.py --prefix vecrank [--requests 1220] [--pool 100] [--rerank auto|python|plugin] [--json]
+    .venv/bin/python scripts/bench_recommend.py --prefix vecrank [--requests 1220] [--rerank auto|python|plugin] [--json]
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefix", default="benchret")
     parser.add_argument("--model-id", default="vecrank")
     parser.add_argument("--requests", type=int, default=1220)
-    parser.add_argument("--pool", type=int, default=100)
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--rerank", choices=["auto", "python", "plugin"], default="auto")
     parser.add_argument("--json", action="store_true")
@@ -46,35 +47,52 @@ def main(argv: list[str] | None = None) -> int:
     client = make_client(settings)
     model = Registry(client, settings).get(args.model_id)
     users = sorted(h["_id"] for h in helpers.scan(client, index=settings.index("users"), size=500, _source=False))
-    ranker = Ranker(Recommender(client, settings), model, pool=args.pool, rerank=args.rerank)
+    ranker = Ranker(Recommender(client, settings), model, rerank=args.rerank)
+    calls = [0]
+    inner = client.perform_request
+
+    def counted(*a, **kw):
+        calls[0] += 1
+        return inner(*a, **kw)
+
     for user in users[:50]:
         ranker.recommend(user=user, k=args.k)
+    client.perform_request = counted
     parts: dict[str, list[float]] = {"total": [], "retrieval": [], "features": [], "model": []}
+    paths: dict[str, int] = {}
     for i in range(args.requests):
-        t = ranker.recommend(user=users[i % len(users)], k=args.k).timings_ms
+        out = ranker.recommend(user=users[i % len(users)], k=args.k)
+        paths[out.path] = paths.get(out.path, 0) + 1
         for key in parts:
-            parts[key].append(t[key])
+            parts[key].append(out.timings_ms[key])
+    round_trips = calls[0] / args.requests
+    client.perform_request = inner
     baseline = []
     rec = Recommender(client, settings)
     for i in range(args.requests):
         baseline.append(rec.candidates(user=users[i % len(users)], k=args.k).timings_ms["total"])
     q = np.percentile(parts["total"], [50, 95, 99])
-    result = {"requests": args.requests, "users": len(users), "pool": args.pool, "k": args.k, "rerank": args.rerank,
+    b = np.percentile(baseline, [50, 99])
+    result = {"requests": args.requests, "users": len(users), "pool": ranker.config.pool.to_dict(), "k": args.k,
+              "rerank": args.rerank, "paths": paths, "round_trips_per_request": round(round_trips, 2),
               "model": f"{model.model_id}@{model.version}", "p50_ms": round(float(q[0]), 2),
               "p95_ms": round(float(q[1]), 2), "p99_ms": round(float(q[2]), 2),
               "mean_split_ms": {k: round(statistics.mean(v), 2) for k, v in parts.items()},
-              "candidates_only_k_p50_ms": round(float(np.percentile(baseline, 50)), 2),
+              "candidates_only_k_p50_ms": round(float(b[0]), 2), "candidates_only_k_p99_ms": round(float(b[1]), 2),
+              "p50_ratio": round(float(q[0] / b[0]), 2), "p99_ratio": round(float(q[2] / b[1]), 2),
               "machine": f"{os.cpu_count()} cores"}
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         s = result["mean_split_ms"]
-        print(f"recommend(): {args.requests} requests over {len(users)} users, pool {args.pool}, k {args.k}, "
-              f"model {result['model']}, rerank {args.rerank}")
+        print(f"recommend(): {args.requests} requests over {len(users)} users ({paths}), pool "
+              f"{sum(result['pool'].values())}, k {args.k}, model {result['model']}, rerank {args.rerank}, "
+              f"{result['round_trips_per_request']} round trips per request")
         print(f"  p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms, p99 {result['p99_ms']} ms")
         print(f"  mean split: retrieval {s['retrieval']} ms, features {s['features']} ms, model {s['model']} ms "
               f"(total {s['total']} ms)")
-        print(f"  baseline, candidates(k={args.k}) alone: p50 {result['candidates_only_k_p50_ms']} ms")
+        print(f"  baseline, candidates(k={args.k}) alone: p50 {result['candidates_only_k_p50_ms']} ms, p99 "
+              f"{result['candidates_only_k_p99_ms']} ms; ratios p50 {result['p50_ratio']}x, p99 {result['p99_ratio']}x")
     return 0
 
 

@@ -1,10 +1,10 @@
 """Reranking in Python against reranking inside Elasticsearch (the vecrank plugin), end to end.
 
-For each window (the pool the model ranks: 100, 500, 1,000 by default) the same users' requests
-go through ``Ranker.recommend`` twice, ``rerank="python"`` (candidate vectors and fields come back
-to Python, which computes the features and runs XGBoost) and ``rerank="plugin"`` (the kNN search
-carries a ``rescore`` section and Elasticsearch ranks its hits; only the popular and co-liked
-additions the model was trained with are scored in Python, in both modes). It prints p50/p99
+For each window (the pool the model ranks, its trained pool scaled to 100, 500, 1,000 items by
+default; the features stay the model's) the same users' requests go through ``Ranker.recommend``
+twice, ``rerank="python"`` (the pool's vectors and fields come back to Python, which computes the
+features and runs XGBoost) and ``rerank="plugin"`` (the one pool search carries a ``rescore``
+section and Elasticsearch ranks every candidate). It prints p50/p99
 latency and the bytes sent and received per request (request bodies as serialized, responses by
 their Content-Length, else re-serialized), and the plugin/Python ratios measured in the same run.
 
@@ -54,6 +54,13 @@ class WireCounter:
         return out
 
 
+def scaled_pool(pool, window: int):
+    """The model's pool with every source scaled so that the sizes add up to about ``window``."""
+    factor = window / max(1, pool.size)
+    return dataclasses.replace(pool, **{f.name: max(0, round(getattr(pool, f.name) * factor))
+                                        for f in dataclasses.fields(pool)})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prefix", default="vecrank")
@@ -80,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     wire = WireCounter(client)
     rows = []
     for window in [int(w) for w in args.windows.split(",")]:
-        ranker = Ranker(Recommender(client, settings), model, pool=window)
+        ranker = Ranker(Recommender(client, settings), model)
+        ranker.config = dataclasses.replace(ranker.config, pool=scaled_pool(ranker.config.pool, window))
         if not ranker.plugin_usable():
             print("error: the plugin is not installed, or the model has no plugin_features "
                   "(vecrank plugin install; vecrank plugin attach MODEL)", file=sys.stderr)

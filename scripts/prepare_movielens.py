@@ -20,16 +20,18 @@ Outputs, in ``--out-dir`` (default ``data-prepared/`` in the repository root, wh
 
 * ``items.jsonl``: one movie a line: ``id`` (movieId), ``title`` (without the trailing
   ``" (year)"``), ``year`` (int, absent when the title has none), ``genres`` (list; MovieLens'
-  ``"(no genres listed)"`` becomes ``[]``), ``tags`` (distinct user tags, lower-cased, most
-  frequent first, at most 20), and, where ``links.csv`` joins the movie to TMDB 5000,
-  ``overview``, ``tagline`` and ``keywords``; ``tmdb_id`` wherever ``links.csv`` has one.
+  ``"(no genres listed)"`` becomes ``[]``), ``released`` (the TMDB release date, else January 1st
+  of the title's year), and, where ``links.csv`` joins the movie to TMDB 5000, ``overview``,
+  ``tagline`` and ``keywords``; ``tmdb_id`` wherever ``links.csv`` has one. The users' tags are
+  not part of the catalog: each was applied by a user at an instant, like a rating, and an item
+  text holding every tag ever applied would show each replayed request tags from its future.
 * ``events.jsonl``: one rating a line: ``user``, ``item``, ``type`` ("rating"), ``value`` (the
   rating) and ``timestamp`` (epoch seconds). Streamed, never held in memory.
 
 Then, for example::
 
-    vecrank ingest items data-prepared/items.jsonl --template "{title} ({year}). {genres}. {tags}. {overview}" \\
-        --field year=integer --field overview=text --field tagline=text
+    vecrank ingest items data-prepared/items.jsonl --template "{title} ({year}). {genres}. {overview}" \\
+        --field year=integer --field released=date --field overview=text --field tagline=text
     vecrank ingest events data-prepared/events.jsonl
 
 Standard library only, so it runs before vecrank is installed.
@@ -45,7 +47,7 @@ import re
 import sys
 import time
 import zipfile
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
@@ -63,13 +65,13 @@ EVENTS_FILE = "events.jsonl"
 #: The text template to embed the items with. Every part but the title may be empty; vecrank's
 #: TextTemplate drops the separators around empty fields ("Babylon 5. Sci-Fi." has no year).
 #: Keywords and tagline stay out of it: adding them lengthens the texts by a third and pushes 12
-#: past all-MiniLM-L6-v2's 256-token window, for little the overview and tags do not already say.
-RECOMMENDED_TEMPLATE = "{title} ({year}). {genres}. {tags}. {overview}"
+#: past all-MiniLM-L6-v2's 256-token window, for little the overview does not already say.
+RECOMMENDED_TEMPLATE = "{title} ({year}). {genres}. {overview}"
 #: Field types to declare with ``--field``: strings would otherwise become keyword facets, and the
 #: long prose fields are for reading, not for exact matching.
-RECOMMENDED_FIELD_TYPES = {"year": "integer", "tmdb_id": "integer", "overview": "text", "tagline": "text"}
+RECOMMENDED_FIELD_TYPES = {"year": "integer", "released": "date", "tmdb_id": "integer", "overview": "text",
+                           "tagline": "text"}
 
-MAX_TAGS = 20
 NO_GENRES = "(no genres listed)"
 # "Toy Story (1995)", also "(2006–2007)" for series; MovieLens leaves a trailing space sometimes.
 _TITLE_YEAR = re.compile(r"^(?P<title>.*?)\s*\((?P<year>\d{4})(?:\s*[-–]\s*\d{0,4})?\)\s*$")
@@ -146,18 +148,6 @@ def _csv_rows(path: Path, expected: tuple[str, ...]) -> Iterator[dict[str, str]]
         yield from reader
 
 
-def read_tags(path: Path) -> dict[str, list[str]]:
-    """movieId -> distinct lower-cased tags, most frequent first (then alphabetical), at most 20."""
-    counts: dict[str, Counter[str]] = defaultdict(Counter)
-    for row in _csv_rows(path, ("movieId", "tag")):
-        # Collapse inner runs of spaces too: users typed "Tom  Hanks" and "tom hanks" alike.
-        tag = " ".join(row["tag"].split()).lower()
-        if tag:
-            counts[row["movieId"]][tag] += 1
-    return {movie: [t for t, _ in sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_TAGS]]
-            for movie, c in counts.items()}
-
-
 def read_links(path: Path) -> dict[str, int]:
     """movieId -> tmdbId for the rows that have one."""
     links: dict[str, int] = {}
@@ -187,6 +177,9 @@ def read_tmdb(zip_path: Path) -> dict[int, dict[str, Any]]:
                     text = (row.get(name) or "").strip()
                     if text:
                         info[name] = text
+                released = (row.get("release_date") or "").strip()
+                if re.fullmatch(r"\d{4}-\d{2}-\d{2}", released):
+                    info["released"] = released
                 keywords = json_names(row.get("keywords") or "", where=where + " keywords")
                 if keywords:
                     info["keywords"] = keywords
@@ -197,7 +190,6 @@ def read_tmdb(zip_path: Path) -> dict[int, dict[str, Any]]:
 def build_items(data_dir: Path) -> Iterator[dict[str, Any]]:
     """The movies as vecrank catalog records, in ``movies.csv`` order."""
     ml = data_dir / MOVIELENS_DIR
-    tags = read_tags(ml / "tags.csv")
     links = read_links(ml / "links.csv")
     # TMDB needs a Kaggle account (scripts/download_data.py); without it the movies have no overview.
     tmdb = read_tmdb(data_dir / TMDB_ZIP) if (data_dir / TMDB_ZIP).is_file() else {}
@@ -208,11 +200,12 @@ def build_items(data_dir: Path) -> Iterator[dict[str, Any]]:
         if year is not None:
             item["year"] = year
         item["genres"] = parse_genres(row["genres"])
-        item["tags"] = tags.get(movie_id, [])
         tmdb_id = links.get(movie_id)
         if tmdb_id is not None:
             item.update(tmdb.get(tmdb_id, {}))
             item["tmdb_id"] = tmdb_id
+        if "released" not in item and year is not None:
+            item["released"] = f"{year:04d}-01-01"
         yield item
 
 
@@ -261,7 +254,7 @@ def prepare(data_dir: Path, out_dir: Path) -> dict[str, Any]:
             counts["movies"] += 1
             counts["with_year"] += "year" in item
             counts["with_genres"] += bool(item["genres"])
-            counts["with_tags"] += bool(item["tags"])
+            counts["with_released"] += "released" in item
             counts["with_tmdb_id"] += "tmdb_id" in item
             counts["with_overview"] += "overview" in item
             _write_jsonl(out, item)
@@ -279,7 +272,7 @@ def prepare(data_dir: Path, out_dir: Path) -> dict[str, Any]:
         "movies": counts["movies"],
         "with_year": counts["with_year"],
         "with_genres": counts["with_genres"],
-        "with_tags": counts["with_tags"],
+        "with_released": counts["with_released"],
         "with_tmdb_id": counts["with_tmdb_id"],
         "with_overview": counts["with_overview"],
         "ratings": counts["ratings"],
@@ -330,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({**summary, "commands": ingest_commands(summary)}, indent=2))
         return 0
-    for key in ("movies", "with_year", "with_genres", "with_tags", "with_tmdb_id", "with_overview",
+    for key in ("movies", "with_year", "with_genres", "with_released", "with_tmdb_id", "with_overview",
                 "ratings", "users", "rated_movies"):
         print(f"{key.replace('_', ' '):>14}  {summary[key]:>7,}")
     print(f"wrote {summary['items_path']} and {summary['events_path']} in {summary['seconds']}s")

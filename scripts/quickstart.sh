@@ -2,10 +2,11 @@
 # One command from a fresh checkout: set everything up, start a local Elasticsearch and run the
 # main job on the public MovieLens + TMDB data (read from ../shared/data, or --data-dir):
 #   build and install the rescorer plugin -> prepare the generic files -> ingest the catalog (embedded)
-#   -> ingest the ratings as events
-#   (users' histories and profiles) -> refresh the behavioural signals -> train the XGBoost ranker
-#   on replays before a time split and evaluate it against the baselines after it (table, JSON and
-#   PNG in vecrank-eval/) -> ranked recommendations. Safe to run again: unchanged items are skipped.
+#   -> ingest the ratings as events (users' histories and states) -> refresh the behavioural signals
+#   -> fit the collaborative vectors and neighbours (next items version) -> evaluate the ranker with
+#   rolling refits against the baselines (table, JSON and PNG in vecrank-eval/), train the serving
+#   model on everything and activate it -> ranked recommendations. Safe to run again: unchanged
+#   items are skipped.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -29,8 +30,10 @@ echo "==> ingesting the ratings as events"
 $vecrank ingest events data-prepared/events.jsonl
 echo "==> refreshing the signals"
 $vecrank signals refresh
-echo "==> training and evaluating the ranker (time split; baselines in the same run)"
-$vecrank evaluate --facet genres --item-field year --activate --out vecrank-eval
+echo "==> fitting the collaborative vectors and neighbours (the next items version, then every user's state)"
+$vecrank cf fit
+echo "==> evaluating the ranker with rolling refits against the baselines, then training the serving model on everything"
+$vecrank evaluate --facet genres --item-field year --item-field released --activate --out vecrank-eval
 echo "==> recommendations for user 1 (ranked in Python and explained, then ranked inside Elasticsearch), then user 1 searching \"space adventure\", then a cold start"
 $vecrank recommend --user 1 -k 5 --show title,year,genres --explain
 $vecrank recommend --user 1 -k 5 --show title,year,genres --rerank plugin

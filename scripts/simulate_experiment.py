@@ -361,7 +361,7 @@ def users_needed(curve: Sequence[Mapping[str, Any]], target: float = 0.8) -> int
 # --- offline comparison --------------------------------------------------------------------------------------
 
 def offline(client, settings, heldout: Mapping[str, Mapping[str, tuple[str, float | None]]], models: Sequence[str], *,
-            k: int = 10, pool: int = 100, users: Sequence[str] | None = None, min_rating: float = 4.0,
+            k: int = 10, users: Sequence[str] | None = None, min_rating: float = 4.0,
             n_boot: int = 2000) -> dict[str, Any]:
     """NDCG@k of each model on the users' held-out positives (rating >= ``min_rating`` or any non-rating
     interaction), ranked by the serving ``Ranker``; paired bootstrap of the difference to the first."""
@@ -379,7 +379,7 @@ def offline(client, settings, heldout: Mapping[str, Mapping[str, tuple[str, floa
     for ref in models:
         model_id, _, version = ref.partition("@")
         model = registry.get(model_id, int(version) if version else None)
-        ranker = Ranker(Recommender(client, settings, embedder=shared.embedder), model, pool=pool)
+        ranker = Ranker(Recommender(client, settings, embedder=shared.embedder), model)
         scores = {}
         for user in sorted(relevant):
             rec = ranker.recommend(user=user, k=k)
@@ -529,7 +529,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heldout", required=True)
     p.add_argument("--model", action="append", required=True)
     p.add_argument("-k", type=int, default=10)
-    p.add_argument("--pool", type=int, default=100)
     p = sub.add_parser("run", help="run an experiment against the API")
     p.add_argument("--api", required=True)
     p.add_argument("--heldout", required=True)
@@ -574,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     heldout = load_heldout(args.heldout)
     if args.command == "offline":
-        print(json.dumps(offline(client, settings, heldout, args.model, k=args.k, pool=args.pool), indent=2))
+        print(json.dumps(offline(client, settings, heldout, args.model, k=args.k), indent=2))
         return 0
     users = sorted(heldout)
     if args.max_users:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -345,19 +346,30 @@ def test_signals_as_of(es, settings_for, tmp_path):
     es.indices.refresh(index=settings_for.index("items"))
     assert signals_of(es, settings_for, "i1") == pytest.approx({
         "impressions": 10, "clicks": 3, "ctr": (3 + 20 * 0.125) / (10 + 20),
-        "popularity_1d": 1.0, "popularity_7d": 2.0, "popularity_30d": 3 + 3.0,
-        "last_interaction": T - 12 * HOUR_MS, "rating_mean": None, "rating_count": 0})
+        "popularity_1d": 1.0, "popularity_7d": 2.0, "popularity_30d": 3 + 3.0, "popularity_365d": 6.0,
+        "trend": math.log1p(2.0) - math.log1p(6.0 * 7 / 30),
+        # 30-day popularity: i1 6, i4 3, then "ghost" and i2 at 2 (a tie: by id). Excess of
+        # the 7 days over the 30-day rate: i4 2.3, ghost and i2 2 - 14/30 (tie), i1 0.6. The
+        # ghost item is not in the catalog but has events: it takes its place in the ranks.
+        "popular_rank": 1, "trending_rank": 4,
+        "first_interaction": T - 20 * DAY_MS, "last_interaction": T - 12 * HOUR_MS,
+        "rating_mean": None, "rating_count": 0})
     assert signals_of(es, settings_for, "i2") == pytest.approx({
         "impressions": 30, "clicks": 1, "ctr": (1 + 2.5) / 50,
         "popularity_1d": 0.0, "popularity_7d": 2.0, "popularity_30d": 2.0,
-        "last_interaction": T - 2 * DAY_MS, "rating_mean": 4.5, "rating_count": 2})
+        "popularity_365d": 3.0,  # the click at T - 40 days counts in the year only
+        "trend": math.log1p(2.0) - math.log1p(2.0 * 7 / 30), "popular_rank": 4, "trending_rank": 3,
+        "first_interaction": T - 40 * DAY_MS, "last_interaction": T - 2 * DAY_MS,
+        "rating_mean": 4.5, "rating_count": 2})
     assert signals_of(es, settings_for, "i4") == pytest.approx({
         "impressions": 0, "clicks": 1, "ctr": (1 + 2.5) / 20,
-        "popularity_1d": 1.0, "popularity_7d": 1 + 2.0, "popularity_30d": 3.0,
-        "last_interaction": T, "rating_mean": 2.0, "rating_count": 1})
+        "popularity_1d": 1.0, "popularity_7d": 1 + 2.0, "popularity_30d": 3.0, "popularity_365d": 3.0 + 1.0,
+        "trend": math.log1p(3.0) - math.log1p(3.0 * 7 / 30), "popular_rank": 2, "trending_rank": 1,
+        "first_interaction": T - 40 * DAY_MS, "last_interaction": T, "rating_mean": 2.0, "rating_count": 1})
     # No events up to as_of (i3's only event is after it): the reset values, CTR at the prior.
     reset_at_t = {"impressions": 0, "clicks": 0, "ctr": 0.125, "popularity_1d": 0.0, "popularity_7d": 0.0,
-                  "popularity_30d": 0.0, "last_interaction": None, "rating_mean": None, "rating_count": 0}
+                  "popularity_30d": 0.0, "popularity_365d": 0.0, "trend": 0.0, "popular_rank": None,
+                  "trending_rank": None, "first_interaction": None, "last_interaction": None, "rating_mean": None, "rating_count": 0}
     assert signals_of(es, settings_for, "i3") == pytest.approx(reset_at_t)
     assert signals_of(es, settings_for, "i5") == pytest.approx(reset_at_t)
     assert signals_as_of(es, settings_for) == T  # recorded once, on the index
@@ -378,11 +390,19 @@ def test_signals_as_of(es, settings_for, tmp_path):
     assert i3 == pytest.approx({
         "impressions": 0, "clicks": 1, "ctr": (1 + 20 * prior) / 20,
         "popularity_1d": 1.0, "popularity_7d": 1.0, "popularity_30d": 1.0,  # T+1d sits on the window's start
-        "last_interaction": T + DAY_MS, "rating_mean": None, "rating_count": 0})
+        "popularity_365d": 1.0,
+        "trend": math.log1p(1.0) - math.log1p(7 / 30), "popular_rank": 5, "trending_rank": 4,
+        "first_interaction": T + DAY_MS, "last_interaction": T + DAY_MS, "rating_mean": None, "rating_count": 0})
     i1 = signals_of(es, settings_for, "i1")
     assert (i1["impressions"], i1["clicks"], i1["last_interaction"]) == (11, 4, T + HOUR_MS)
-    assert (i1["popularity_1d"], i1["popularity_7d"], i1["popularity_30d"]) == (0.0, 3.0, 4 + 3.0)
+    assert (i1["popularity_1d"], i1["popularity_7d"], i1["popularity_30d"], i1["popularity_365d"]) == (
+        0.0, 3.0, 4 + 3.0, 4 + 3.0)
     assert signals_of(es, settings_for, "i4")["popularity_1d"] == 0.0
+    # 30 days: i1 7, i4 3, ghost 2, i2 2 (its T-5d rating sits on the 7-day window's start), i3 1.
+    # Excess: ghost = i2 = 2 - 14/30, i1 3 - 49/30, i3 1 - 7/30, i4 1 - 21/30.
+    ranks = {i: (s["popular_rank"], s["trending_rank"])
+             for i, s in ((i, signals_of(es, settings_for, i)) for i in ("i1", "i2", "i3", "i4", "i5"))}
+    assert ranks == {"i1": (1, 3), "i2": (4, 2), "i3": (5, 4), "i4": (2, 5), "i5": (None, None)}
 
     # --- as_of T - 30 days: only the two events at T - 40 days exist; i1 and i3 are reset.
     earlier = refresh_signals(es, settings_for, as_of=T - 30 * DAY_MS)
@@ -390,15 +410,22 @@ def test_signals_as_of(es, settings_for, tmp_path):
     assert (earlier.items_updated, earlier.items_reset, earlier.items_missing) == (2, 3, 0)
     es.indices.refresh(index=settings_for.index("items"))
     reset = {"impressions": 0, "clicks": 0, "ctr": 0.0, "popularity_1d": 0.0, "popularity_7d": 0.0,
-             "popularity_30d": 0.0, "last_interaction": None, "rating_mean": None, "rating_count": 0}
+             "popularity_30d": 0.0, "popularity_365d": 0.0, "trend": 0.0, "popular_rank": None,
+             "trending_rank": None, "first_interaction": None, "last_interaction": None, "rating_mean": None, "rating_count": 0}
     assert signals_of(es, settings_for, "i1") == reset
     assert signals_of(es, settings_for, "i3") == reset
     assert signals_of(es, settings_for, "i2") == pytest.approx({
         "impressions": 0, "clicks": 1, "ctr": 1 / 20, "popularity_1d": 0.0, "popularity_7d": 0.0,
-        "popularity_30d": 1.0, "last_interaction": T - 40 * DAY_MS, "rating_mean": None, "rating_count": 0})
+        "popularity_30d": 1.0, "popularity_365d": 1.0, "trend": -math.log1p(7 / 30),
+        # i2 and i4 tie on popularity (by id); no excess over the 30-day rate, so no trending rank.
+        "popular_rank": 1, "trending_rank": None,
+        "first_interaction": T - 40 * DAY_MS, "last_interaction": T - 40 * DAY_MS,
+        "rating_mean": None, "rating_count": 0})
     assert signals_of(es, settings_for, "i4") == pytest.approx({
         "impressions": 0, "clicks": 0, "ctr": 0.0, "popularity_1d": 0.0, "popularity_7d": 0.0,
-        "popularity_30d": 1.0, "last_interaction": T - 40 * DAY_MS, "rating_mean": 2.0, "rating_count": 1})
+        "popularity_30d": 1.0, "popularity_365d": 1.0, "trend": -math.log1p(7 / 30), "popular_rank": 2, "trending_rank": None,
+        "first_interaction": T - 40 * DAY_MS, "last_interaction": T - 40 * DAY_MS,
+        "rating_mean": 2.0, "rating_count": 1})
     assert signals_of(es, settings_for, "i5") == reset
 
 

@@ -11,6 +11,7 @@ import csv
 import dataclasses
 import importlib.util
 import json
+import re
 import statistics
 import uuid
 from pathlib import Path
@@ -68,20 +69,25 @@ def test_counts_match_the_documented_dataset(prepared):
     # SOURCES.md says "about 3,537"; this is the exact figure.
     assert summary["with_overview"] == 3_537
     assert len({i["tmdb_id"] for i in items.values() if "overview" in i}) == 3_536
-    # tags.csv: 3,683 tag applications by 58 users land on 1,572 movies.
-    assert summary["with_tags"] == 1_572
+    # A release date for every movie with a year: TMDB's for the 3,537 TMDB films, else January 1st
+    # of the title's year (the 12 movies without a year have none).
+    assert summary["with_released"] == summary["with_year"] == 9_730
+    assert "with_tags" not in summary
     with Path(summary["events_path"]).open(encoding="utf-8") as events:
         first = json.loads(next(events))
         assert 1 + sum(1 for _ in events) == 100_836
     assert first == {"user": 1, "item": 1, "type": "rating", "value": 4.0, "timestamp": 964982703}
 
 
-def test_titles_years_genres_tags_and_tmdb_fields_parse(prepared):
+def test_titles_years_genres_release_dates_and_tmdb_fields_parse(prepared):
     _, items = prepared
     toy = items["1"]
     assert (toy["title"], toy["year"], toy["tmdb_id"]) == ("Toy Story", 1995, 862)
     assert toy["genres"] == ["Adventure", "Animation", "Children", "Comedy", "Fantasy"]
-    assert toy["tags"] == ["pixar", "fun"]  # "pixar" was applied twice, "fun" once
+    # The users' tags are not catalog text (each was applied at an instant, like a rating).
+    assert "tags" not in toy
+    assert toy["released"] == "1995-10-30"  # TMDB's date
+    assert items["4"]["released"] == "1995-01-01"  # no TMDB match: January 1st of the title's year
     assert toy["overview"].startswith("Led by Woody, Andy's toys live happily")
     assert "toy comes to life" in toy["keywords"]
     assert "tagline" not in toy  # TMDB has none for it: absent, not empty
@@ -96,17 +102,21 @@ def test_titles_years_genres_tags_and_tmdb_fields_parse(prepared):
     assert all("(no genres listed)" not in i["genres"] for i in items.values())
     # No TMDB match: no overview, tagline or keywords at all.
     assert not {"overview", "tagline", "keywords"} & set(items["2"])  # Jumanji: tmdbId 8844 not in TMDB 5000
+    assert sum(1 for i in items.values() if "released" in i and not i["released"].endswith("-01-01")) == 3_518
     for item in items.values():
-        assert len(item["tags"]) <= 20
-        assert len(set(item["tags"])) == len(item["tags"])
-        assert all(t == t.lower() and t == t.strip() and t for t in item["tags"])
+        assert "tags" not in item
+        assert ("released" in item) == ("year" in item)
+        if "released" in item:
+            assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", item["released"]), item
+            if "overview" not in item:
+                assert item["released"] == f"{item['year']:04d}-01-01", item
         assert isinstance(item["id"], int) and item["title"] == item["title"].strip()
 
 
 def _expected_text(item: dict) -> str:
     """What the recommended template should render, built independently of TextTemplate."""
     head = item["title"] + (f" ({item['year']})" if "year" in item else "")
-    parts = [head, ", ".join(item["genres"]), ", ".join(item["tags"]), item.get("overview", "").strip()]
+    parts = [head, ", ".join(item["genres"]), item.get("overview", "").strip()]
     parts = [p for p in parts if p]
     text = ". ".join(parts)
     # The template's last ". " survives as a full stop when the overview is missing.
@@ -119,8 +129,8 @@ def test_recommended_template_renders_clean_text(prepared):
     _, items = prepared
     template = TextTemplate(adapter.RECOMMENDED_TEMPLATE)
     assert template.render(items["1"]).startswith(
-        "Toy Story (1995). Adventure, Animation, Children, Comedy, Fantasy. pixar, fun. Led by Woody,")
-    assert template.render(items["4"]) == "Waiting to Exhale (1995). Comedy, Drama, Romance."  # no tags, no TMDB
+        "Toy Story (1995). Adventure, Animation, Children, Comedy, Fantasy. Led by Woody,")
+    assert template.render(items["4"]) == "Waiting to Exhale (1995). Comedy, Drama, Romance."  # no TMDB
     babylon = next(i for i in items.values() if i["title"] == "Babylon 5")
     assert template.render(babylon) == "Babylon 5. Sci-Fi."  # no year: no "()" left behind
     # The ")" after the year stays when the fields after it are empty (26 movies: a year, no genres).

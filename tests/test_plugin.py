@@ -1,9 +1,12 @@
-"""The rescorer plugin on a real node: parity with XGBoost, the features it reads, versions, errors.
+"""The rescorer plugin on a real node: parity with XGBoost and with the Python features, versions, errors.
 
 The plugin is built from ``plugin/`` and installed into the local test node by the ``plugin_es``
 fixture (a restart, once). Items come from a small catalog embedded with the packaged MiniLM,
-with hand-set behavioural signals; models are trained on synthetic rows in the features' real
-ranges, with missing values, so that their trees split where real candidates fall.
+with hand-set behavioural signals and collaborative vectors; requests are made from
+:class:`~vecrank.rank.state.UserState` objects by :func:`rescore_params`, and every feature the
+plugin explains is held to :func:`features.compute` on the same hits. Models are trained on
+synthetic rows in the features' real ranges, with missing values, so that their trees split where
+real candidates fall.
 """
 
 from __future__ import annotations
@@ -20,17 +23,28 @@ from elasticsearch import ApiError, NotFoundError
 from clihelp import connection_args, run_cli
 from vecrank.ingest.embed import Embedder
 from vecrank.ingest.items import ItemSource, ingest_items
+from vecrank.rank import features as F
 from vecrank.rank import rescore as R
 from vecrank.rank.features import FeatureSpec, RequestContext
 from vecrank.rank.model import RankerModel, Registry
+from vecrank.rank.offline import PoolConfig
+from vecrank.rank.profiles import Interest, Profile
+from vecrank.rank.recommender import Candidate
+from vecrank.rank.state import LikedItem, UserState
 
 pytestmark = pytest.mark.slow
 
 NOW = 1_700_000_000_000
 DAY = 86_400_000
-SPEC = FeatureSpec(item_numeric=("year",), facets=("genres",))
+FIELD_TYPES = {"year": "integer", "released": "date"}
+POOL = PoolConfig(text=10, cf=8, cooc=4, seq=3, popular=6, trending=4)
+SPEC = FeatureSpec.for_fields(["year", "released"], ["genres"], FIELD_TYPES, pool=POOL.to_dict())
 NAMES = SPEC.names
+CF_DIMS = 3
 TOL = 1e-5
+#: features computed from float32 vectors or logarithms: the plugin and numpy may round the last bit apart
+ROUNDED = ("cos_profile", "cos_query", "cos_hist_max", "cos_hist_mean", "cf_score", "pop_1d", "pop_7d", "pop_30d",
+           "pop_365d", "rating_count", "hist_len")
 
 TEXTS = {
     "Horror": ["A haunted house hides a ghost in the attic", "Zombies overrun a small town at night",
@@ -56,21 +70,35 @@ def catalog() -> list[dict]:
             row = {"id": f"{genre[:2].lower()}{i}", "title": text, "year": 2000 + (i * 3) % 9}
             if i != 5:  # one item per genre has no facet at all
                 row["genres"] = genres
+            if i % 3 != 1:  # and some have no release date
+                row["released"] = f"20{10 + i}-0{1 + i % 9}-1{i % 10}"
             rows.append(row)
     return rows
+
+
+def _f32(x: float) -> float:
+    """A float32-representable double: float fields hold float32, _source the double it came from."""
+    return float(np.float32(x))
 
 
 def signals_for(i: int, rng: np.random.Generator) -> dict:
     s = {"impressions": int(rng.integers(10, 500)), "clicks": int(rng.integers(0, 10))}
     if i % 5 != 1:
-        s["ctr"] = float(rng.uniform(0, 0.3))
-    for days in (1, 7, 30):
+        s["ctr"] = _f32(rng.uniform(0, 0.3))
+    for days in (1, 7, 30, 365):
         if i % 4 != days % 4:
-            s[f"popularity_{days}d"] = float(rng.uniform(0, 60))
+            s[f"popularity_{days}d"] = _f32(rng.uniform(-1, 60))
+    if i % 4 != 3:
+        s["trend"] = _f32(rng.uniform(-2, 2))
+    if i % 2 == 0:
+        s["popular_rank"] = i // 2 + 1  # 1..12: the first 6 are within the pool's popular source
+    if i % 3 == 0:
+        s["trending_rank"] = 8 - i // 3  # 8..1: half within the pool's trending source
     if i % 3 != 2:
         s["last_interaction"] = int(NOW - rng.uniform(0, 60) * DAY)
+        s["first_interaction"] = int(NOW - rng.uniform(60, 400) * DAY)
     if i % 6 != 0:
-        s["rating_mean"] = float(rng.uniform(1, 5))
+        s["rating_mean"] = _f32(rng.uniform(1, 5))
         s["rating_count"] = int(rng.integers(0, 300))
     return s
 
@@ -82,7 +110,8 @@ def embedder():
 
 @pytest.fixture(scope="module")
 def world(plugin_es, es_settings, embedder, tmp_path_factory):
-    """A catalog with signals and the settings that name its indices (cleaned up afterwards)."""
+    """A catalog with signals and collaborative vectors, and the settings that name its indices
+    (cleaned up afterwards)."""
     import dataclasses
 
     es = plugin_es
@@ -91,13 +120,20 @@ def world(plugin_es, es_settings, embedder, tmp_path_factory):
     path = tmp_path_factory.mktemp("plugin") / "items.jsonl"
     rows = catalog()
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    summary = ingest_items(es, settings, path, ItemSource(template="{title}", field_types={"year": "integer"}),
+    summary = ingest_items(es, settings, path, ItemSource(template="{title}", field_types=FIELD_TYPES),
                            embedder=embedder)
     assert summary.written == len(rows)
     rng = np.random.default_rng(11)
     items = settings.index("items")
+    # What `vecrank cf fit` maps (ingest.indices.items_mapping with cf_dims): a max_inner_product float vector.
+    es.indices.put_mapping(index=items, properties={"cf_vector": {
+        "type": "dense_vector", "dims": CF_DIMS, "index": True, "similarity": "max_inner_product",
+        "index_options": {"type": "hnsw"}}})
     for i, row in enumerate(rows):
-        es.update(index=items, id=row["id"], doc={"signals": signals_for(i, rng)})
+        doc = {"signals": signals_for(i, rng)}
+        if i % 7 != 3:  # some items have no collaborative vector
+            doc["cf_vector"] = [_f32(x) for x in rng.normal(size=CF_DIMS)]
+        es.update(index=items, id=row["id"], doc=doc)
     es.indices.refresh(index=items)
     yield settings
     names = list(es.indices.get(index=f"{prefix}-*", expand_wildcards="all", ignore_unavailable=True))
@@ -107,17 +143,25 @@ def world(plugin_es, es_settings, embedder, tmp_path_factory):
 
 # --- models ------------------------------------------------------------------------------------
 
+RANGES = {"cos_profile": (-0.1, 0.8), "cos_query": (-0.1, 0.8), "cos_hist_max": (-0.1, 0.9),
+          "cos_hist_mean": (-0.1, 0.6), "cf_score": (-3, 3), "cooc": (0, 1), "seq": (0, 1), "ctr": (0, 0.3),
+          "pop_1d": (0, 4.2), "pop_7d": (0, 4.2), "pop_30d": (0, 4.2), "pop_365d": (0, 4.2), "trend": (-2, 2),
+          "popular_rank": (1, 12), "trending_rank": (1, 8), "days_since_interaction": (0, 60), "item_age": (60, 400),
+          "rating_mean": (1, 5), "rating_count": (0, 5.7), "rank_cf": (1, 24), "rank_text": (1, 24),
+          "rank_cooc": (1, 5), "rank_seq": (1, 3), "n_sources": (0, 5), "item.year": (2000, 2008),
+          "age.released": (-800, 4000), "hist_len": (0, 3), "days_since_active": (0, 10), "affinity.genres": (0, 1),
+          "query_present": (0, 1), "path_code": (0, 5)}
+WHOLE = ("popular_rank", "trending_rank", "rank_cf", "rank_text", "rank_cooc", "rank_seq", "n_sources",
+         "query_present", "path_code")
+
+
 def synthetic_rows(n: int, seed: int, names: list[str] = NAMES) -> np.ndarray:
     """Rows in each feature's real range (NaN for a fifth of them), so the trees split where candidates are."""
     rng = np.random.default_rng(seed)
-    ranges = {"cooc": (0, 1), "knn_score": (0.5, 1.0), "cos_profile": (-0.1, 0.8), "cos_query": (-0.1, 0.8),
-              "cos_hist_max": (-0.1, 0.9), "cos_hist_mean": (-0.1, 0.6), "ctr": (0, 0.3), "pop_1d": (0, 4.2),
-              "pop_7d": (0, 4.2), "pop_30d": (0, 4.2), "days_since_interaction": (0, 60), "rating_mean": (1, 5),
-              "rating_count": (0, 5.7), "item.year": (2000, 2008), "hist_len": (0, 3), "days_since_active": (0, 10),
-              "affinity.genres": (0, 1), "query_present": (0, 1), "path_code": (0, 5)}
-    X = np.column_stack([rng.uniform(*ranges[n_], size=n) for n_ in names]).astype(np.float32)
-    for j in (names.index("query_present"), names.index("path_code")):
-        X[:, j] = np.round(X[:, j])
+    X = np.column_stack([rng.uniform(*RANGES[n_], size=n) for n_ in names]).astype(np.float32)
+    for name in WHOLE:
+        if name in names:
+            X[:, names.index(name)] = np.round(X[:, names.index(name)])
     X[rng.random(X.shape) < 0.2] = np.nan
     return X
 
@@ -128,7 +172,9 @@ def train(objective: str, depth: int, seed: int, rounds: int = 25) -> xgb.Booste
     z = np.nan_to_num(X, nan=0.0)
     col = {n: z[:, i] for i, n in enumerate(NAMES)}
     signal = (3 * col["cos_profile"] + 2 * col["affinity.genres"] + 5 * col["ctr"] - 0.03 * col["days_since_interaction"]
-              + 0.3 * col["pop_7d"] + 0.2 * (col["item.year"] - 2004) + 0.5 * col["cos_hist_max"] + rng.normal(0, 0.3, len(X)))
+              + 0.3 * col["pop_7d"] + 0.2 * (col["item.year"] - 2004) + 0.5 * col["cos_hist_max"]
+              + 0.5 * col["cf_score"] + 3 * col["cooc"] + 2 * col["seq"] - 0.05 * col["rank_text"]
+              + 0.4 * col["n_sources"] - 0.001 * col["age.released"] + rng.normal(0, 0.3, len(X)))
     params = {"objective": objective, "max_depth": depth, "eta": 0.3, "seed": seed, "nthread": 1}
     if objective.startswith("rank:"):
         y = np.digitize(signal, np.quantile(signal, [0.5, 0.8, 0.95]))
@@ -173,39 +219,80 @@ def item_vectors(es, settings, ids: list[str]) -> dict[str, np.ndarray]:
     return {h["_id"]: np.asarray(h["fields"]["embedding"], dtype=np.float32) for h in hits}
 
 
+def _genres(item: str) -> frozenset[str]:
+    return frozenset(next(r for r in catalog() if r["id"] == item).get("genres", ()))
+
+
+def _profile(vector: np.ndarray) -> Profile:
+    return Profile(interests=(Interest(np.asarray(vector, dtype=np.float32), 1.0),), n_events=1, positive_weight=1.0,
+                   negative_weight=0.0)
+
+
 def requests(es, settings, embedder) -> list[dict]:
-    """Three users: a horror fan with history, a space searcher with a query and no history, base64 vectors."""
+    """Three users, each a UserState: a horror fan with history, collaborative vector, co-occurrence
+    and sequence scores (one tie, one score for an item not in the index); a space searcher with a
+    query and no history; a multi-interest user whose params carry base64 vectors."""
     hv = item_vectors(es, settings, ["ho0", "ho1", "ho3", "sp1"])
     encode = embedder.encode
-    return [
-        {"profile": encode(["ghosts and monsters at night"])[0], "params": {
-            "profile_vector": encode(["ghosts and monsters at night"])[0].tolist(),
-            "history_vectors": [hv["ho0"].tolist(), hv["ho1"].tolist(), hv["ho3"].tolist()],
-            "history_genres": {"sets": [["Horror", "Thriller"], ["Horror", "Drama"], ["Horror", "Thriller"]],
-                               "weights": [1.0, 2.0, 1.5]},
-            "hist_len": math.log1p(3), "days_since_active": 2.5, "query_present": 0.0, "path_code": 0.0, "now_ms": NOW}},
-        {"profile": encode(["rockets and planets"])[0], "params": {
-            "profile_vector": encode(["rockets and planets"])[0].tolist(),
-            "query_vector": encode(["the moon landing"])[0].tolist(),
-            "hist_len": 0.0, "days_since_active": None, "query_present": 1.0, "path_code": 3.0, "now_ms": NOW}},
-        {"profile": hv["sp1"], "params": {
-            "profile_vector": R.encode_vector(hv["sp1"]),
-            "history_vectors": [R.encode_vector(hv["sp1"]), R.encode_vector(hv["ho0"])],
-            "history_genres": {"sets": [["Space"], ["Horror"], []], "weights": [0.5, 0.25, 1.0]},
-            "hist_len": 1.0, "days_since_active": 40.0, "query_present": 0.0, "path_code": 1.0, "now_ms": NOW + 3 * DAY}},
-    ]
+    fan = UserState(
+        history=({"item_id": "ro0", "type": "rating", "value": 1.0, "timestamp": NOW - 2 * DAY},
+                 {"item_id": "ho3", "type": "click", "timestamp": NOW - 3 * DAY},
+                 {"item_id": "ho1", "type": "purchase", "timestamp": NOW - 4 * DAY},
+                 {"item_id": "ho0", "type": "click", "timestamp": NOW - 9 * DAY}),
+        profile=_profile(encode(["ghosts and monsters at night"])[0]),
+        cf_vector=np.array([0.8, -0.3, 1.1], dtype=np.float32), cf_version="cf1",
+        cooc={"ho2": 0.625, "ho4": 0.25, "sp0": 0.25, "co3": 0.125, "ro2": 0.0625, "no-such-item": 0.9},
+        seq={"ho5": 0.5, "ho2": 0.375, "sp3": 0.125},
+        liked=tuple(LikedItem(i, hv[i], {"genres": _genres(i)}) for i in ("ho3", "ho1", "ho0")))
+    searcher = UserState(profile=_profile(encode(["rockets and planets"])[0]))
+    mixed = UserState(
+        history=({"item_id": "sp1", "type": "click", "timestamp": NOW - 37 * DAY},
+                 {"item_id": "ho0", "type": "click", "timestamp": NOW - 50 * DAY}),
+        profile=_profile(hv["sp1"]), cf_vector=np.array([-0.5, 1.5, 0.25], dtype=np.float32), cf_version="cf1",
+        cooc={"sp2": 0.5, "sp4": 0.5, "ho1": 0.25}, seq={"sp2": 1.0},
+        liked=tuple(LikedItem(i, hv[i], {"genres": _genres(i)}) for i in ("sp1", "ho0")))
+    contexts = [(RequestContext(now_ms=NOW, path="profile", state=fan), False),
+                (RequestContext(now_ms=NOW, path="profile+query", state=searcher,
+                                query_vector=encode(["the moon landing"])[0]), False),
+                (RequestContext(now_ms=NOW + 3 * DAY, path="multi_interest", state=mixed), True)]
+    return [{"profile": ctx.state.profile_vector, "ctx": ctx, "params": R.rescore_params(SPEC, ctx, encode=encode_)}
+            for ctx, encode_ in contexts]
 
 
 def search(es, settings, req: dict, *, model_id: str | None, version: int | None = None, size: int = 24,
            window: int = 24, models_index: str | None = None, params: dict | None = None) -> list[dict]:
     body = {"knn": {"field": "embedding", "query_vector": np.asarray(req["profile"]).tolist(), "k": size,
                     "num_candidates": 50},
-            "size": size, "_source": ["item_id", "year", "genres", "signals"], "fields": ["embedding"]}
+            "size": size, "_source": ["item_id", "year", "released", "genres", "signals"],
+            "fields": ["embedding", "cf_vector"]}
     if model_id is not None:
         body["explain"] = True
         body["rescore"] = R.rescore_body(model_id=model_id, version=version, params=params or req["params"],
                                          window_size=window, models_index=models_index or settings.index("models"))
     return es.search(index=settings.index("items"), body=body)["hits"]["hits"]
+
+
+def candidates_of(hits: list[dict]) -> list[Candidate]:
+    """The hits as the Python ranker sees them: _source fields, the text and collaborative vectors."""
+    out = []
+    for h in hits:
+        cf = h.get("fields", {}).get("cf_vector")
+        out.append(Candidate(h["_source"]["item_id"], h["_score"], None, h["_source"],
+                             vector=np.asarray(h["fields"]["embedding"], dtype=np.float32),
+                             cf_vector=None if cf is None else np.asarray(cf, dtype=np.float32)))
+    return out
+
+
+def assert_same_features(got: np.ndarray, want: np.ndarray, names: list[str], what) -> None:
+    """Column by column: NaN where the other is NaN, exact equality, or 2e-6 for the ROUNDED ones."""
+    for j, name in enumerate(names):
+        g, w = got[:, j], want[:, j]
+        np.testing.assert_array_equal(np.isnan(g), np.isnan(w), err_msg=f"{what}: {name} missing on other hits")
+        ok = ~np.isnan(w)
+        if name in ROUNDED:
+            np.testing.assert_allclose(g[ok], w[ok], rtol=0, atol=2e-6, err_msg=f"{what}: {name}")
+        else:
+            np.testing.assert_array_equal(g[ok], w[ok], err_msg=f"{what}: {name}")
 
 
 # --- parity ------------------------------------------------------------------------------------
@@ -238,62 +325,52 @@ def test_plugin_scores_equal_xgboost_predictions(plugin_es, world, models, embed
     print(f"plugin vs Booster.predict: {checked} hits, max |difference| {worst:.2e}")
 
 
-def test_features_are_the_documented_ones(plugin_es, world, models, embedder):
-    """Each reported feature recomputed here from the hit's own source, vector and the params."""
+def test_plugin_features_equal_features_compute(plugin_es, world, models, embedder):
+    """Every feature the plugin scored a hit with equals features.compute on the same hits (the
+    rescore window is all of them, so the pool ranks and n_sources are over the same candidates)."""
     es = plugin_es
-    reqs = requests(es, world, embedder)
-    for req in reqs:
-        params = req["params"]
-        first_pass = {h["_id"]: h["_score"] for h in search(es, world, req, model_id=None)}
+    for n, req in enumerate(requests(es, world, embedder)):
         hits = search(es, world, req, model_id="ndcg-d4")
-        profile = (R.decode_vector(params["profile_vector"]) if isinstance(params["profile_vector"], str)
-                   else np.asarray(params["profile_vector"], dtype=np.float32))
-        history = [R.decode_vector(v) if isinstance(v, str) else np.asarray(v, dtype=np.float32)
-                   for v in params.get("history_vectors", [])]
-        for h in hits:
-            f = dict(zip(NAMES, R.explained_features(h["_explanation"], NAMES)))
-            src, s = h["_source"], h["_source"].get("signals", {})
-            vec = np.asarray(h["fields"]["embedding"], dtype=np.float64)
-
-            def same(name, value):
-                want = np.float32(np.nan if value is None else value)
-                assert (np.isnan(want) and np.isnan(f[name])) or f[name] == want, (h["_id"], name, f[name], want)
-
-            def cos(q):
-                q = np.asarray(q, dtype=np.float64)
-                return float(vec @ q / (np.linalg.norm(vec) * np.linalg.norm(q)))
-
-            same("knn_score", first_pass[h["_id"]])
-            same("ctr", s.get("ctr"))
-            for d in (1, 7, 30):
-                p = s.get(f"popularity_{d}d")
-                same(f"pop_{d}d", None if p is None else math.log1p(max(np.float32(p), 0)))
-            last = s.get("last_interaction")
-            same("days_since_interaction", None if last is None else (params["now_ms"] - int(last)) / DAY)
-            same("rating_mean", s.get("rating_mean"))
-            same("rating_count", None if s.get("rating_count") is None else math.log1p(s["rating_count"]))
-            same("item.year", src.get("year"))
-            for name in ("hist_len", "days_since_active", "query_present", "path_code"):
-                same(name, params[name])
-            assert f["cos_profile"] == pytest.approx(cos(profile), abs=2e-6)
-            if "query_vector" in params:
-                assert f["cos_query"] == pytest.approx(cos(params["query_vector"]), abs=2e-6)
-            else:
-                assert np.isnan(f["cos_query"])
-            if history:
-                cosines = [cos(v) for v in history]
-                assert f["cos_hist_max"] == pytest.approx(max(cosines), abs=2e-6)
-                assert f["cos_hist_mean"] == pytest.approx(sum(cosines) / len(cosines), abs=2e-6)
-            else:
-                assert np.isnan(f["cos_hist_max"]) and np.isnan(f["cos_hist_mean"])
-            genres = src.get("genres")
-            genres = set([genres] if isinstance(genres, str) else genres or [])
-            hg = params.get("history_genres")
-            if hg is None or not genres:
-                assert np.isnan(f["affinity.genres"])
-            else:
-                share = sum(w for st, w in zip(hg["sets"], hg["weights"]) if set(st) & genres) / sum(hg["weights"])
-                same("affinity.genres", share)
+        assert len(hits) == 24
+        got = np.stack([R.explained_features(h["_explanation"], NAMES) for h in hits])
+        want = F.compute(SPEC, candidates_of(hits), req["ctx"])
+        assert_same_features(got, want, NAMES, f"request {n}")
+        col = {name: got[:, j] for j, name in enumerate(NAMES)}
+        ids = [h["_source"]["item_id"] for h in hits]
+        state = req["ctx"].state
+        # Concrete values, beyond the two sides agreeing.
+        for name, scores in (("cooc", state.cooc), ("seq", state.seq)):
+            want_map = np.array([scores.get(i, np.nan) for i in ids], dtype=np.float32)
+            np.testing.assert_array_equal(col[name], want_map, err_msg=name)
+        for rank, of in F.POOL_RANKS.items():
+            valid = ~np.isnan(col[of])
+            assert sorted(col[rank][valid]) == list(range(1, int(valid.sum()) + 1)), rank
+            assert np.isnan(col[rank][~valid]).all(), rank
+        if state.cf_vector is not None:
+            for i, c in enumerate(candidates_of(hits)):
+                dot = np.nan if c.cf_vector is None else float(c.cf_vector.astype(np.float64) @ state.cf_vector)
+                assert (np.isnan(dot) and np.isnan(col["cf_score"][i])) or col["cf_score"][i] == pytest.approx(dot,
+                                                                                                          abs=2e-6)
+            assert np.isnan(col["cf_score"]).sum() == sum(c.cf_vector is None for c in candidates_of(hits)) > 0
+        else:
+            assert np.isnan(col["cf_score"]).all() and np.isnan(col["rank_cf"]).all()
+        limits = dict(SPEC.sources)
+        counted = sum(np.nan_to_num(col[r], nan=np.inf) <= k for r, k in limits.items())
+        np.testing.assert_array_equal(col["n_sources"], counted)
+        assert not np.isnan(col["n_sources"]).any()
+        for i, h in enumerate(hits):
+            released = h["_source"].get("released")
+            age = np.nan if released is None else (req["ctx"].now_ms - released) / DAY
+            assert (np.isnan(age) and np.isnan(col["age.released"][i])) or col["age.released"][i] == np.float32(age)
+        if n == 0:
+            # the fan: two co-occurrence scores tie (ho4, sp0 at 0.25): the smaller item id ranks first
+            r = {i: col["rank_cooc"][ids.index(i)] for i in ("ho2", "ho4", "sp0", "co3", "ro2")}
+            assert r == {"ho2": 1, "ho4": 2, "sp0": 3, "co3": 4, "ro2": 5}
+            assert {i: col["rank_seq"][ids.index(i)] for i in ("ho5", "ho2", "sp3")} == {"ho5": 1, "ho2": 2, "sp3": 3}
+            assert col["hist_len"][0] == np.float32(math.log1p(4)) and col["days_since_active"][0] == 2.0
+        if n == 1:
+            assert np.isnan(col["cooc"]).all() and np.isnan(col["affinity.genres"]).all()
+            assert (col["query_present"] == 1).all() and (col["path_code"] == 2).all()
 
 
 def test_hits_past_the_window_follow_in_first_pass_order(plugin_es, world, models, embedder):
@@ -306,49 +383,41 @@ def test_hits_past_the_window_follow_in_first_pass_order(plugin_es, world, model
     assert [h["_id"] for h in rest] == first[6:]
     assert all(h["_score"] < 1e-30 for h in rest) and min(h["_score"] for h in rescored) > 1e-30
     assert all("past the rescore window" in h["_explanation"]["description"] for h in rest)
+    # The pool ranks are within the window: compute over the six rescored hits gives the same rows.
+    got = np.stack([R.explained_features(h["_explanation"], NAMES) for h in rescored])
+    assert_same_features(got, F.compute(SPEC, candidates_of(rescored), req["ctx"]), NAMES, "window of 6")
+    assert got[:, NAMES.index("rank_text")].max() == 6
 
 
 # --- per-document params (param_map) -------------------------------------------------------------
 
-COOC_SPEC = FeatureSpec(item_numeric=("year",), facets=("genres",), cooc=True)
-
-
-def test_cooc_values_given_with_the_request_are_looked_up_by_item_id(plugin_es, world, embedder):
-    """A model with ``cooc`` (source param_map): the plugin reads params["cooc"]["values"][item_id],
-    else the default, scores as Booster.predict on those features, and reports them."""
+def test_cooc_values_given_with_the_request_are_looked_up_by_item_id(plugin_es, world, models, embedder):
+    """``cooc`` (source param_map): the plugin reads params["cooc"]["values"][item_id], else the
+    default, scores as Booster.predict on those features, and reports them; rank_cooc ranks them."""
     es = plugin_es
-    names = COOC_SPEC.names
-    X = synthetic_rows(600, 21, names)
-    z = np.nan_to_num(X, nan=0.0)
-    col = {n: z[:, i] for i, n in enumerate(names)}
-    rng = np.random.default_rng(22)
-    signal = 4 * col["cooc"] + 3 * col["cos_profile"] + 2 * col["affinity.genres"] + rng.normal(0, 0.3, len(X))
-    y = np.digitize(signal, np.quantile(signal, [0.5, 0.8, 0.95]))
-    booster = xgb.train({"objective": "rank:ndcg", "max_depth": 4, "eta": 0.3, "seed": 3, "nthread": 1},
-                        xgb.DMatrix(X, label=y, missing=np.nan, feature_names=names, qid=np.repeat(np.arange(30), 20)),
-                        25)
+    booster = models["ndcg-d4"]
     assert booster.get_score(importance_type="weight").get("cooc", 0) > 0, "the trees split on cooc"
-    model = Registry(es, world).register(RankerModel.from_booster("cooc", COOC_SPEC, booster), status="active")
-    es.update(index=world.index("models"), id=f"cooc@{model.version}",
-              doc={"plugin_features": R.plugin_features(COOC_SPEC)}, refresh="wait_for")
-    R.validate_plugin_features(es, world.index("items"), R.plugin_features(COOC_SPEC))
-    assert R.plugin_features(COOC_SPEC)[names.index("cooc")]["source"] == "param_map"
-
-    req = requests(es, world, embedder)[0]
+    j, jr = NAMES.index("cooc"), NAMES.index("rank_cooc")
+    req = requests(es, world, embedder)[1]  # the searcher: no cooc of its own
+    rng = np.random.default_rng(22)
     first = [h["_id"] for h in search(es, world, req, model_id=None)]
-    values = {item: float(rng.uniform(0, 1)) for item in first[::3]}  # a third of the hits
+    values = {item: _f32(rng.uniform(0, 1)) for item in first[::3]}  # a third of the hits
     values["no-such-item"] = 0.9
-    ctx = RequestContext(now_ms=NOW, path="profile")
     worst, checked = 0.0, 0
     for default in (0.0, None, "absent"):
-        params = dict(req["params"])
-        if default != "absent":
-            params.update(R.rescore_params(COOC_SPEC, ctx, cooc=values, cooc_default=default))
-            assert params["cooc"] == {"values": values, "default": default}
-        hits = search(es, world, req, model_id="cooc", params=params)
+        ctx = req["ctx"]
+        if default is None:  # as rescore_params sends a user's scores
+            ctx = RequestContext(now_ms=ctx.now_ms, path=ctx.path, state=UserState(profile=ctx.state.profile,
+                                                                                  cooc=values),
+                                 query_vector=ctx.query_vector)
+        params = R.rescore_params(SPEC, ctx, encode=False)
+        if default == 0.0:
+            params["cooc"] = {"values": values, "default": 0.0}
+        assert ("cooc" in params) == (default != "absent")
+        hits = search(es, world, req, model_id="ndcg-d4", params=params)
         assert len(hits) == 24
-        F = np.stack([R.explained_features(h["_explanation"], names) for h in hits])
-        expected = booster.predict(xgb.DMatrix(F, missing=np.nan, feature_names=names))
+        X = np.stack([R.explained_features(h["_explanation"], NAMES) for h in hits])
+        expected = booster.predict(xgb.DMatrix(X, missing=np.nan, feature_names=NAMES))
         explained = np.array([R.explained_model_score(h["_explanation"]) for h in hits])
         from_score = R.score_to_model(np.array([h["_score"] for h in hits]))
         np.testing.assert_allclose(explained, expected, rtol=0, atol=TOL)
@@ -356,26 +425,32 @@ def test_cooc_values_given_with_the_request_are_looked_up_by_item_id(plugin_es, 
         assert list(np.argsort(-expected, kind="stable")) == list(range(len(hits)))
         worst = max(worst, float(np.abs(explained - expected).max()), float(np.abs(from_score - expected).max()))
         checked += len(hits)
-        got = F[:, names.index("cooc")]
-        for h, value in zip(hits, got):
-            item = h["_source"]["item_id"]
+        ids = [h["_source"]["item_id"] for h in hits]
+        got = X[:, j]
+        for item, value in zip(ids, got):
             want = np.nan if default == "absent" else values.get(item, default)
             want = np.float32(np.nan if want is None else want)
             assert (np.isnan(want) and np.isnan(value)) or value == want, (item, value, want)
-        in_map = sum(h["_source"]["item_id"] in values for h in hits)
+        in_map = sum(i in values for i in ids)
         assert in_map == len(first[::3]) and in_map < len(hits)
         if default == 0.0:
             assert not np.isnan(got).any() and (got == 0).sum() == len(hits) - in_map
+            # every hit has a value: ranked 1..24, the zeros last by item id
+            zeros = sorted(i for i in ids if i not in values)
+            assert [X[ids.index(i), jr] for i in zeros] == list(range(in_map + 1, len(hits) + 1))
         else:
             assert np.isnan(got).sum() == (len(hits) if default == "absent" else len(hits) - in_map)
+        np.testing.assert_array_equal(X[:, jr], F.pool_ranks(got, ids).astype(np.float32))
+        if default != 0.0:  # what rescore_params sends equals features.compute on the same hits
+            assert_same_features(X, F.compute(SPEC, candidates_of(hits), ctx), NAMES, f"default {default}")
     print(f"cooc (param_map) vs Booster.predict: {checked} hits, max |difference| {worst:.2e}")
 
     bad = dict(req["params"], cooc={"values": {first[0]: "0.5"}, "default": 0})
-    exc = error_of(lambda: search(es, world, req, model_id="cooc", params=bad))
+    exc = error_of(lambda: search(es, world, req, model_id="ndcg-d4", params=bad))
     assert exc.meta.status == 400
     assert f"[params.cooc][values][{first[0]}] must be a number or null, got string 0.5" in reason(exc)
-    exc = error_of(lambda: search(es, world, req, model_id="cooc", params=dict(req["params"], cooc=[0.5])))
-    assert exc.meta.status == 400 and "[params.cooc] must be {" in reason(exc)
+    exc = error_of(lambda: search(es, world, req, model_id="ndcg-d4", params=dict(req["params"], seq=[0.5])))
+    assert exc.meta.status == 400 and "[params.seq] must be {" in reason(exc)
     cooc = R.feature_source("cooc")
     with pytest.raises(R.PluginFeatureError, match="key field 'text', which is a text field, not keyword"):
         R.validate_plugin_features(es, world.index("items"), [dict(cooc, key_field="text")])
@@ -436,6 +511,10 @@ def test_unknown_models_and_versions_are_4xx_naming_the_model(plugin_es, world, 
     exc = error_of(lambda: search(es, world, req, model_id="ndcg-d1", params=bad))
     assert exc.meta.status == 400
     assert "[params.profile_vector] has a vector of 3 dimensions; field [embedding] has 384" in reason(exc)
+    bad = dict(req["params"], cf_vector=[1.0, 0.0])
+    exc = error_of(lambda: search(es, world, req, model_id="ndcg-d1", params=bad))
+    assert exc.meta.status == 400
+    assert "feature [cf_score]: [params.cf_vector] has a vector of 2 dimensions; field [cf_vector] has 3" in reason(exc)
 
 
 def test_models_the_plugin_cannot_serve_are_refused_with_the_reason(plugin_es, world, models, embedder):
@@ -454,7 +533,7 @@ def test_models_the_plugin_cannot_serve_are_refused_with_the_reason(plugin_es, w
         R.validate_model_doc(es, doc)
     good = dict(doc, plugin_features=R.plugin_features(SPEC))
     answer = R.validate_model_doc(es, good)
-    assert answer == {"valid": True, "model_id": "swapped", "version": 1, "objective": "rank:ndcg", "features": 18,
+    assert answer == {"valid": True, "model_id": "swapped", "version": 1, "objective": "rank:ndcg", "features": len(NAMES),
                       "trees": 25}
 
     softmax = xgb.train({"objective": "multi:softmax", "num_class": 3, "max_depth": 2},
@@ -530,24 +609,43 @@ def test_two_nodes_each_load_the_model_for_their_shards(plugin_es, tmp_path_fact
             ops += [{"index": {"_index": "two-items", "_id": str(i)}},
                     {"embedding": rng.normal(size=3).tolist(), "signals": {"ctr": float(rng.uniform(0, 0.3))}}]
         es.bulk(operations=ops, refresh=True)
-        names = ["knn_score", "cos_profile", "ctr"]
+        # the first-pass score (source `score`, which no spec feature uses any more) and two spec features
+        names = ["first_pass", "cos_profile", "ctr"]
+        features = [{"name": "first_pass", "source": "score"}, *(R.feature_source(n) for n in names[1:])]
         X = np.column_stack([rng.uniform(0.5, 1, 300), rng.uniform(-1, 1, 300), rng.uniform(0, 0.3, 300)]).astype(np.float32)
         booster = xgb.train({"objective": "reg:squarederror", "max_depth": 4},
-                            xgb.DMatrix(X, label=X[:, 1] + 3 * X[:, 2], feature_names=names), 20)
+                            xgb.DMatrix(X, label=X[:, 0] + X[:, 1] + 3 * X[:, 2], feature_names=names), 20)
         es.index(index="two-models", id="m@1", refresh=True, document={
             "model_id": "m", "version": 1, "status": "active", "spec": {"names": names},
-            "booster": bytes(booster.save_raw("json")).decode(), "plugin_features": R.plugin_features(names)})
+            "booster": bytes(booster.save_raw("json")).decode(), "plugin_features": features})
         profile = [0.3, -1.0, 0.5]
-        hits = es.search(index="two-items", body={
-            "knn": {"field": "embedding", "query_vector": profile, "k": 60, "num_candidates": 200},
-            "size": 60, "explain": True,
-            "rescore": R.rescore_body(model_id="m", params={"profile_vector": profile}, window_size=60,
-                                      models_index="two-models")})["hits"]["hits"]
+
+        def knn(model_id):
+            return es.search(index="two-items", body={
+                "knn": {"field": "embedding", "query_vector": profile, "k": 60, "num_candidates": 200},
+                "size": 60, "explain": True,
+                "rescore": R.rescore_body(model_id=model_id, params={"profile_vector": profile}, window_size=60,
+                                          models_index="two-models")})["hits"]["hits"]
+
+        hits = knn("m")
         assert len({h["_node"] for h in hits}) == 2, "the hits come from shards on both nodes"
-        F = np.stack([R.explained_features(h["_explanation"], names) for h in hits])
-        expected = booster.predict(xgb.DMatrix(F, feature_names=names))
+        F_ = np.stack([R.explained_features(h["_explanation"], names) for h in hits])
+        expected = booster.predict(xgb.DMatrix(F_, feature_names=names))
         np.testing.assert_allclose(R.score_to_model(np.array([h["_score"] for h in hits])), expected, atol=TOL)
         assert list(np.argsort(-expected, kind="stable")) == list(range(len(hits)))
+
+        # A pool rank is within one shard's window: a model with one refuses an index of 4 shards.
+        ranked = ["cos_profile", "rank_text"]
+        ranked_booster = xgb.train({"objective": "reg:squarederror", "max_depth": 2},
+                                   xgb.DMatrix(X[:, 1:3], label=X[:, 1], feature_names=ranked), 3)
+        assert R.feature_source(ranked[1]) == {"name": "rank_text", "source": "rank", "of": "cos_profile"}
+        es.index(index="two-models", id="r@1", refresh=True, document={
+            "model_id": "r", "version": 1, "status": "active", "spec": {"names": ranked},
+            "booster": bytes(ranked_booster.save_raw("json")).decode(), "plugin_features": [R.feature_source(n) for n in ranked]})
+        exc = error_of(lambda: knn("r"))
+        assert exc.meta.status == 400
+        assert ("has feature [rank_text] of source [rank], which ranks within one shard's rescore window: it "
+                "rescores indices of one shard only, and index [two-items] has 4 shards") in reason(exc)
     finally:
         node.down(base=state)
 

@@ -1,26 +1,48 @@
-"""Ranking in Python and inside Elasticsearch by the plugin give the same order: the Ranker end to end."""
+"""Ranking in Python and inside Elasticsearch by the plugin, end to end through the Ranker.
+
+One catalog and its events go through the whole stack (items, events, signals, ``vecrank cf
+fit``, the users' stored states, a model trained on replays of the past, registered with its
+``plugin_features`` and activated); then the same requests are ranked both ways and compared on
+the same hits: the order, the scores, and the feature rows (the Python path's against what the
+plugin explains it scored with). The profile path's round trips are counted on the client's
+transport.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import uuid
 
 import numpy as np
 import pytest
 
+from vecrank.ingest.cf import fit_index
 from vecrank.ingest.embed import Embedder
 from vecrank.ingest.events import ingest_events
 from vecrank.ingest.items import ItemSource, ingest_items
 from vecrank.ingest.signals import refresh_signals
-from vecrank.rank import features as feats
-from vecrank.rank.evaluate import EvalConfig, load_events, train_model
+from vecrank.interactions import DAY_MS
+from vecrank.rank import rescore as R
+from vecrank.rank.evaluate import EvalConfig, ReplayConfig, fit_rankers, load_past
+from vecrank.rank.features import FeatureSpec
 from vecrank.rank.model import Registry
+from vecrank.rank.offline import PoolConfig
+from vecrank.rank.queries import flatten_mapping
 from vecrank.rank.ranker import Ranker
 from vecrank.rank.recommender import Recommender
+from vecrank.rank.state import StateConfig
+from vecrank.rank.store import refresh_all_users
 from vecrank.rank.train import TrainConfig
 
 from test_rank import synthetic_world  # noqa: E402  (tests/ is on the path, as for clihelp)
 
 pytestmark = pytest.mark.slow
+
+POOL = PoolConfig(text=20, cf=20, cooc=10, seq=10, popular=10, trending=10)
+USERS = [f"u{n}" for n in range(0, 64, 7)]  # every topic (n % 4) more than once
+K = 10
+SCORE_TOL = 1e-4
 
 
 @pytest.fixture(scope="module")
@@ -28,62 +50,206 @@ def embedder():
     return Embedder()
 
 
+def _replay_config(client, settings, *, facets, item_fields) -> ReplayConfig:
+    """As ``vecrank/cli/rank.py::_replay_config`` builds it from the live items mapping."""
+    from vecrank.ingest import indices
+
+    live = indices.live_index(client, settings)
+    types = flatten_mapping(client.indices.get_mapping(index=live)[live]["mappings"]["properties"])
+    spec = FeatureSpec.for_fields(item_fields, facets, types, pool=POOL.to_dict())
+    return ReplayConfig(pool=POOL, state=StateConfig(facets=tuple(facets)), spec=spec)
+
+
 @pytest.fixture(scope="module")
 def served(plugin_es, es_settings, embedder, tmp_path_factory):
-    """A catalog, events, fresh signals and an active model registered with its plugin features."""
-    import dataclasses
-    import uuid
-
+    """A catalog, events, fresh signals, collaborative vectors, the users' states, and an active
+    model trained on replays and registered with its plugin features."""
     settings = dataclasses.replace(es_settings, index_prefix=f"vrt-{uuid.uuid4().hex[:10]}")
     tmp = tmp_path_factory.mktemp("ranker")
     items, events = synthetic_world()
+    # A numeric field, so that the plugin's `field` source is part of the model too.
+    items = [{**it, "year": 1980 + int(it["id"].rsplit("-", 1)[1])} for it in items]
     (tmp / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in items))
     (tmp / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
-    ingest_items(plugin_es, settings, tmp / "items.jsonl", ItemSource(template="{title}"), embedder=embedder)
-    ingest_events(plugin_es, settings, tmp / "events.jsonl", progress=False)
-    refresh_signals(plugin_es, settings)
-    rec = Recommender(plugin_es, settings, embedder=embedder)
-    model = train_model(rec, load_events(plugin_es, settings), feats.FeatureSpec(facets=("topic",), cooc=True),
-                        cutoff_ms=max(e["timestamp"] for e in events) + 1,
-                        config=EvalConfig(pool=40, max_train_requests=300, popular_mix=10, cooc_mix=10),
-                        train_config=TrainConfig(num_boost_round=60, early_stopping_rounds=20))
-    registry = Registry(plugin_es, settings)
-    model = registry.set_status("vecrank", registry.register(model).version, "active")
-    yield settings, rec, model
-    for name in plugin_es.indices.get(index=f"{settings.index_prefix}-*"):
-        plugin_es.indices.delete(index=name)
+    now = max(e["timestamp"] for e in events) + DAY_MS
+    try:
+        assert ingest_items(plugin_es, settings, tmp / "items.jsonl", ItemSource(template="{title}"),
+                            embedder=embedder).written == len(items)
+        assert ingest_events(plugin_es, settings, tmp / "events.jsonl", progress=False).failed == 0
+        refresh_signals(plugin_es, settings, as_of=now)
+        replay = _replay_config(plugin_es, settings, facets=("topic",), item_fields=("year",))
+        assert fit_index(plugin_es, settings, replay.cf).switched
+        assert refresh_all_users(plugin_es, settings, config=replay.state) == 64
+        config = EvalConfig(refits=2, horizon_days=120, train_cuts=2, max_train_requests=300)
+        past = load_past(plugin_es, settings, replay_config=replay, config=config)
+        models, _ = fit_rankers(past, [None], replay_config=replay, config=config,
+                                train_config=TrainConfig(num_boost_round=60, early_stopping_rounds=20))
+        registry = Registry(plugin_es, settings)
+        model = registry.set_status("vecrank", registry.register(models[None]).version, "active")
+        rec = Recommender(plugin_es, settings, embedder=embedder)
+        seen = {}
+        for e in events:
+            seen.setdefault(e["user"], set()).add(e["item"])
+        yield {"settings": settings, "rec": rec, "model": model, "now": now, "items": items, "seen": seen}
+    finally:
+        names = list(plugin_es.indices.get(index=f"{settings.index_prefix}-*", expand_wildcards="all",
+                                           ignore_unavailable=True))
+        if names:
+            plugin_es.indices.delete(index=",".join(names))
 
 
-def test_plugin_and_python_rank_the_same(plugin_es, served):
-    settings, rec, model = served
-    assert model.plugin_features and [f["name"] for f in model.plugin_features] == model.spec.names
+class _Searches:
+    """Records what ``client.search`` answers (the plugin path's one search), asking for ``explain``
+    so that each hit carries the feature row the plugin scored it with."""
+
+    def __init__(self, client, *, explain: bool):
+        self.search, self.explain, self.hits = client.search, explain, []
+
+    def __call__(self, *args, **kwargs):
+        if self.explain:
+            kwargs["explain"] = True
+        resp = self.search(*args, **kwargs)
+        self.hits.append(resp["hits"]["hits"])
+        return resp
+
+
+class _Requests:
+    """Counts the requests the client's transport sends (``client.options(...)`` copies share it)."""
+
+    def __init__(self, transport):
+        self.perform, self.sent = transport.perform_request, []
+
+    def __call__(self, method, target, *args, **kwargs):
+        self.sent.append(f"{method} {target.split('?')[0]}")
+        return self.perform(method, target, *args, **kwargs)
+
+
+def _assert_same_ranking(in_python, in_es, what) -> None:
+    """The same items in the same order, with the same model scores. Exact order, ties included
+    (Python breaks ties of the model score by item id, ``rank_order``; the plugin sorts by score,
+    then Lucene doc id, which gives the same order on this index)."""
+    py_ids, es_ids = [r.item_id for r in in_python.items], [r.item_id for r in in_es.items]
+    assert py_ids and es_ids == py_ids, (what, py_ids, es_ids)
+    np.testing.assert_allclose([r.score for r in in_es.items], [r.score for r in in_python.items], rtol=0,
+                               atol=SCORE_TOL, err_msg=str(what))
+
+
+def test_plugin_and_python_rank_the_same(plugin_es, served, monkeypatch):
+    rec, model = served["rec"], served["model"]
+    assert model.plugin_features == R.plugin_features(model.spec)
+    assert [f["name"] for f in model.plugin_features] == model.spec.names
     assert {"name": "cooc", "source": "param_map", "param": "cooc", "key_field": "item_id"} in model.plugin_features
-    ranker = Ranker(rec, model, pool=40)
-    assert ranker.plugin_usable()
-    compared = 0
-    for user in [f"u{n}" for n in range(0, 64, 5)]:
-        in_python = ranker.recommend(user=user, k=10, rerank="python")
-        in_es = ranker.recommend(user=user, k=10, rerank="plugin")
+    assert {"name": "item.year", "source": "field", "field": "year", "transform": "identity"} in model.plugin_features
+    assert any(f["source"] == "rank" for f in model.plugin_features)
+    assert any(f["source"] == "count" for f in model.plugin_features)  # n_sources
+    ranker = Ranker(rec, model)
+    assert ranker.plugin_usable() and ranker.config.pool == POOL
+
+    searches = _Searches(plugin_es, explain=True)
+    monkeypatch.setattr(plugin_es, "search", searches)
+    compared, rows, worst = 0, [], 0.0
+    for user in USERS:
+        in_python = ranker.recommend(user=user, k=K, rerank="python", now_ms=served["now"])
+        searches.hits.clear()
+        in_es = ranker.recommend(user=user, k=K, rerank="plugin", now_ms=served["now"])
         assert (in_python.rerank, in_es.rerank) == ("python", "plugin")
-        assert [r.item_id for r in in_es.items] == [r.item_id for r in in_python.items], user
-        # Everything was scored inside Elasticsearch, the kNN hits and the additions alike.
-        assert all(r.candidate.model_score is not None for r in in_es.items)
-        assert {r.candidate.origin for r in in_es.items} - {"knn"}, "no addition in the top 10"
-        np.testing.assert_allclose([r.score for r in in_es.items], [r.score for r in in_python.items], atol=1e-5)
+        assert (in_python.path, in_es.path) == ("profile", "profile")
+        assert in_python.model == in_es.model == f"vecrank@{model.version}"
+        assert len(in_python.items) == K, user
+        _assert_same_ranking(in_python, in_es, user)
+        assert len({round(r.score, 6) for r in in_python.items}) > 1, f"{user}: every item scores the same"
+
+        # The plugin's own account of each shown hit: the model score and the feature row.
+        (hits,) = searches.hits
+        assert [h["_id"] for h in hits] == [r.item_id for r in in_es.items]
+        python_rows = {r.item_id: r.features for r in in_python.items}
+        python_scores = {r.item_id: r.score for r in in_python.items}
+        for hit, ranked in zip(hits, in_es.items):
+            explained = R.explained_features(hit["_explanation"], model.spec.names)
+            expected = python_rows[hit["_id"]]
+            assert np.array_equal(np.isnan(explained), np.isnan(expected)), (user, hit["_id"], [
+                n for n, a, b in zip(model.spec.names, explained, expected) if np.isnan(a) != np.isnan(b)])
+            np.testing.assert_allclose(explained, expected, rtol=1e-5, atol=1e-5, equal_nan=True,
+                                       err_msg=f"{user} {hit['_id']}: {model.spec.names}")
+            assert R.explained_model_score(hit["_explanation"]) == pytest.approx(python_scores[hit["_id"]],
+                                                                                 abs=SCORE_TOL)
+            assert ranked.score == pytest.approx(R.explained_model_score(hit["_explanation"]), abs=1e-5)
+            rows.append(explained)
+            worst = max(worst, abs(ranked.score - python_scores[hit["_id"]]))
+        # Every shown item was scored inside Elasticsearch, documents and all.
+        assert all(r.candidate.fields.get("title") for r in in_es.items)
         compared += 1
-    assert compared == 13
+    assert compared == len(USERS)
+    every = np.stack(rows)
+    assert len(set(np.round(every[:, model.spec.names.index("cos_profile")], 5))) > 1
+    assert not np.isnan(every[:, model.spec.names.index("cf_score")]).all(), "cf fit gave no collaborative score"
+    print(f"{compared} users compared, max |score difference| {worst:.1e}")
+
     # auto: the plugin, unless the feature rows are needed (explain, request logging).
-    assert ranker.recommend(user="u1", k=5).rerank == "plugin"
-    explained = ranker.recommend(user="u1", k=5, explain=True)
-    assert explained.rerank == "python" and explained.items[0].contributions
+    monkeypatch.undo()
+    assert ranker.recommend(user="u1", k=5, now_ms=served["now"]).rerank == "plugin"
+    explained = ranker.recommend(user="u1", k=5, explain=True, now_ms=served["now"])
+    assert explained.rerank == "python" and set(explained.items[0].contributions) == {*model.spec.names, "bias"}
+
+
+def test_the_profile_path_takes_two_round_trips_with_the_plugin(plugin_es, served, monkeypatch):
+    rec, model = served["rec"], served["model"]
+    ranker = Ranker(rec, model)
+    # The first request reads what stays fixed (the live index and its mapping, the collaborative
+    # model's block, whether the plugin is installed); requests after it do not.
+    ranker.recommend(user="u2", k=K, rerank="plugin", now_ms=served["now"])
+    ranker.recommend(user="u2", k=K, rerank="python", now_ms=served["now"])
+    requests = _Requests(plugin_es.transport)
+    monkeypatch.setattr(plugin_es.transport, "perform_request", requests)
+    items_index, users_index = rec.settings.index("items"), rec.settings.index("users")
+
+    out = ranker.recommend(user="u5", k=K, rerank="plugin", now_ms=served["now"])
+    assert out.rerank == "plugin" and len(out.items) == K
+    # The user document (its stored state is current), then one search carrying the rescore.
+    assert requests.sent == [f"GET /{users_index}/_doc/u5", f"POST /{items_index}/_search"], requests.sent
+
+    requests.sent.clear()
+    out = ranker.recommend(user="u5", k=K, rerank="python", now_ms=served["now"])
+    assert out.rerank == "python" and len(out.items) == K
+    # In Python: the user document, the pool's search (with its vectors), then the shown
+    # documents (the pool was fetched with only the fields the features read).
+    assert requests.sent == [f"GET /{users_index}/_doc/u5", f"POST /{items_index}/_search",
+                             f"POST /{items_index}/_mget"], requests.sent
+
+
+def test_filters_and_exclusions_hold_on_the_plugin_path(served):
+    rec, model = served["rec"], served["model"]
+    ranker = Ranker(rec, model, rerank="plugin")
+    topic_of = {it["id"]: it["topic"] for it in served["items"]}
+    for user in ("u0", "u1", "u6"):
+        seen = served["seen"][user]
+        plain = ranker.recommend(user=user, k=K, now_ms=served["now"])
+        assert plain.rerank == "plugin" and len(plain.items) == K
+        assert not {r.item_id for r in plain.items} & seen, user
+        for topic in ("space", "horror"):
+            if not [i for i, t in topic_of.items() if t == topic and i not in seen]:
+                continue
+            got = ranker.recommend(user=user, k=K, filters={"topic": topic}, now_ms=served["now"])
+            assert got.rerank == "plugin" and got.items, (user, topic)
+            assert {topic_of[r.item_id] for r in got.items} == {topic}, (user, topic)
+            assert {r.candidate.fields["topic"] for r in got.items} == {topic}
+            assert not {r.item_id for r in got.items} & seen, (user, topic)
+            # The filtered request ranks the filtered pool as Python does.
+            in_python = ranker.recommend(user=user, k=K, filters={"topic": topic}, rerank="python",
+                                         now_ms=served["now"])
+            _assert_same_ranking(in_python, got, (user, topic))
+        # The caller's own clauses apply as well.
+        year = ranker.recommend(user=user, k=K, extra_filters=[{"range": {"year": {"gte": 1995}}}],
+                                now_ms=served["now"])
+        assert year.items and all(r.candidate.fields["year"] >= 1995 for r in year.items), user
 
 
 def test_a_model_without_plugin_features_is_ranked_in_python(plugin_es, served):
-    settings, rec, model = served
+    settings, model = served["settings"], served["model"]
     bare = Registry(plugin_es, settings).get(model.model_id, model.version)
     bare.plugin_features = None
-    ranker = Ranker(rec, bare, pool=40)
-    assert not ranker.plugin_usable() and ranker.recommend(user="u3", k=5).rerank == "python"
+    ranker = Ranker(served["rec"], bare)
+    assert not ranker.plugin_usable()
+    assert ranker.recommend(user="u3", k=5, now_ms=served["now"]).rerank == "python"
     with pytest.raises(Exception, match="cannot be ranked by the plugin"):
-        ranker.recommend(user="u3", k=5, rerank="plugin")
-
+        ranker.recommend(user="u3", k=5, rerank="plugin", now_ms=served["now"])

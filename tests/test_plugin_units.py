@@ -20,6 +20,10 @@ from vecrank.localnode.errors import LocalNodeError
 from vecrank.rank import features as F
 from vecrank.rank import rescore as R
 from vecrank.rank.features import FeatureSpec, RequestContext
+from vecrank.rank.offline import PoolConfig
+from vecrank.rank.profiles import Interest, Profile
+from vecrank.rank.recommender import Candidate
+from vecrank.rank.state import LikedItem, UserState
 
 REPO = Path(__file__).resolve().parents[1]
 DAY = 86_400_000
@@ -28,35 +32,61 @@ NOW = 1_700_000_000_000
 
 # --- feature sources ---------------------------------------------------------------------------
 
+POOL = PoolConfig(text=8, cf=2, cooc=4, seq=3, popular=5, trending=0)
+
+
 def test_every_spec_feature_has_its_contract_source():
-    spec = FeatureSpec(item_numeric=("year",), facets=("genres",))
+    spec = FeatureSpec.for_fields(["year", "released"], ["genres"], {"year": "integer", "released": "date"},
+                                  pool=POOL.to_dict())
     got = {f["name"]: {k: v for k, v in f.items() if k != "name"} for f in R.plugin_features(spec)}
     assert list(got) == spec.names
     assert got == {
-        "knn_score": {"source": "score"},
         "cos_profile": {"source": "cosine", "field": "embedding", "param": "profile_vector"},
         "cos_query": {"source": "cosine", "field": "embedding", "param": "query_vector"},
         "cos_hist_max": {"source": "cosine_max", "field": "embedding", "param": "history_vectors"},
         "cos_hist_mean": {"source": "cosine_mean", "field": "embedding", "param": "history_vectors"},
+        "cf_score": {"source": "dot", "field": "cf_vector", "param": "cf_vector"},
+        "cooc": {"source": "param_map", "param": "cooc", "key_field": "item_id"},
+        "seq": {"source": "param_map", "param": "seq", "key_field": "item_id"},
         "ctr": {"source": "field", "field": "signals.ctr", "transform": "identity"},
         "pop_1d": {"source": "field", "field": "signals.popularity_1d", "transform": "log1p"},
         "pop_7d": {"source": "field", "field": "signals.popularity_7d", "transform": "log1p"},
         "pop_30d": {"source": "field", "field": "signals.popularity_30d", "transform": "log1p"},
+        "pop_365d": {"source": "field", "field": "signals.popularity_365d", "transform": "log1p"},
+        "trend": {"source": "field", "field": "signals.trend", "transform": "identity"},
+        "popular_rank": {"source": "field", "field": "signals.popular_rank", "transform": "identity"},
+        "trending_rank": {"source": "field", "field": "signals.trending_rank", "transform": "identity"},
         "days_since_interaction": {"source": "field", "field": "signals.last_interaction", "transform": "days_since"},
+        "item_age": {"source": "field", "field": "signals.first_interaction", "transform": "days_since"},
         "rating_mean": {"source": "field", "field": "signals.rating_mean", "transform": "identity"},
         "rating_count": {"source": "field", "field": "signals.rating_count", "transform": "log1p"},
+        "rank_cf": {"source": "rank", "of": "cf_score"},
+        "rank_text": {"source": "rank", "of": "cos_profile"},
+        "rank_cooc": {"source": "rank", "of": "cooc"},
+        "rank_seq": {"source": "rank", "of": "seq"},
+        # a source of size 0 (trending here) finds nothing and is not counted
+        "n_sources": {"source": "count", "of": ["rank_text", "rank_cf", "rank_cooc", "rank_seq", "popular_rank"],
+                      "limits": [8, 2, 4, 3, 5]},
         "item.year": {"source": "field", "field": "year", "transform": "identity"},
+        "age.released": {"source": "field", "field": "released", "transform": "days_since"},
         "hist_len": {"source": "param"},
         "days_since_active": {"source": "param"},
         "affinity.genres": {"source": "overlap", "field": "genres", "param": "history_genres"},
         "query_present": {"source": "param"},
         "path_code": {"source": "param"},
     }
+    # Without a pool there is no n_sources feature, and so no count entry.
+    assert "n_sources" not in [f["name"] for f in R.plugin_features(FeatureSpec())]
+    json.dumps(R.plugin_features(spec))
 
 
 def test_a_name_without_a_source_is_refused():
     with pytest.raises(R.PluginFeatureError, match="feature 'mystery' has no source"):
-        R.plugin_features(["knn_score", "mystery"])
+        R.feature_source("mystery")
+    # Spec v1's first-pass score feature is gone from the spec, and from the sources vecrank names.
+    assert "knn_score" not in FeatureSpec().names
+    with pytest.raises(R.PluginFeatureError, match="feature 'knn_score' has no source"):
+        R.feature_source("knn_score")
 
 
 # --- request bodies ------------------------------------------------------------------------------
@@ -75,15 +105,6 @@ def test_rescore_body_is_exactly_the_search_json():
     for bad in ({"version": 0}, {"version": 1.5}, {"window_size": 0}, {"model_id": ""}):
         with pytest.raises(ValueError):
             R.rescore_body(**{"model_id": "m", **bad})
-
-
-def test_additions_are_rescored_with_their_first_pass_score_missing():
-    section = R.rescore_body(model_id="m", version=2, params={"hist_len": 1.0}, window_size=100,
-                             models_index="vecrank-models")
-    lookup = R.for_lookup(section, 7)
-    assert lookup == {"window_size": 7, "vecrank": {"model": "m", "version": 2, "models_index": "vecrank-models",
-                                                   "params": {"hist_len": 1.0, "first_pass_missing": True}}}
-    assert section["vecrank"]["params"] == {"hist_len": 1.0} and section["window_size"] == 100  # unchanged
 
 
 def test_vectors_travel_as_little_endian_float32():
@@ -121,13 +142,13 @@ def _explanation(pairs, model_score):
 
 def test_explanations_read_back_exact_float32_values():
     third = float(np.float32(1 / 3))
-    e = _explanation([("knn_score", third), ("ctr", float("nan"))], -0.1)
-    row = R.explained_features(e, ["knn_score", "ctr"])
-    assert row.dtype == np.float32 and row[0] == np.float32(1 / 3) and math.isnan(row[1])
-    assert R.explained_feature_names(e) == ["knn_score", "ctr"]
+    e = _explanation([("cos_profile", third), ("ctr", float("nan")), ("rank_cf", 3.0)], -0.1)
+    row = R.explained_features(e, ["cos_profile", "ctr", "rank_cf"])
+    assert row.dtype == np.float32 and row[0] == np.float32(1 / 3) and math.isnan(row[1]) and row[2] == 3.0
+    assert R.explained_feature_names(e) == ["cos_profile", "ctr", "rank_cf"]
     assert R.explained_model_score(e) == float(np.float32(-0.1))
     with pytest.raises(ValueError, match="not"):
-        R.explained_features(e, ["ctr", "knn_score"])
+        R.explained_features(e, ["ctr", "cos_profile", "rank_cf"])
     with pytest.raises(ValueError, match="no vecrank rescore"):
         R.explained_features({"value": 1, "description": "weight(text:x)", "details": []})
     nested = {"value": 2.0, "description": "outer rescorer", "details": [e]}
@@ -135,6 +156,7 @@ def test_explanations_read_back_exact_float32_values():
 
 
 # --- params agree with the Python features -------------------------------------------------------
+# What the plugin does with each source, written out here from plugin/README.md's contract.
 
 def _plugin_cosine(doc: np.ndarray, queries: list[np.ndarray], mode: str) -> float:
     cos = [float(np.dot(doc.astype(np.float64), q.astype(np.float64))
@@ -142,86 +164,204 @@ def _plugin_cosine(doc: np.ndarray, queries: list[np.ndarray], mode: str) -> flo
     return max(cos) if mode == "max" else sum(cos) / len(cos)
 
 
-def _plugin_overlap(doc_values: set[str] | None, param: dict) -> float:
-    if not doc_values:
+def _plugin_dot(doc: np.ndarray | None, param: np.ndarray | None) -> float:
+    if doc is None or param is None:
+        return math.nan
+    total = 0.0
+    for a, b in zip(np.asarray(doc, np.float32).tolist(), np.asarray(param, np.float32).tolist()):
+        total += a * b  # in double, in index order
+    return total
+
+
+def _plugin_overlap(doc_values: set[str] | None, param: dict | None) -> float:
+    if not doc_values or param is None:
         return math.nan
     total = sum(param["weights"])
     return sum(w for s, w in zip(param["sets"], param["weights"]) if set(s) & doc_values) / total
 
 
-def test_rescore_params_reproduce_what_features_compute():
-    """What the plugin computes from rescore_params equals features.compute's columns."""
+def _plugin_param_map(key: str, param: dict | None) -> float:
+    if param is None:
+        return math.nan
+    value = param["values"].get(key, param.get("default"))
+    return math.nan if value is None else value
+
+
+def _plugin_rank(values: list[float], keys: list[str]) -> list[float]:
+    """1-based rank by float32 value, highest first, ties by key; NaN takes no place."""
+    order = sorted((i for i, v in enumerate(values) if not math.isnan(v)),
+                   key=lambda i: (-float(np.float32(values[i])), keys[i]))
+    out = [math.nan] * len(values)
+    for r, i in enumerate(order, 1):
+        out[i] = float(r)
+    return out
+
+
+def _plugin_count(rows: list[dict[str, float]], of: list[str], limits: list[float]) -> list[float]:
+    return [float(sum(not math.isnan(row[n]) and float(np.float32(row[n])) <= lim for n, lim in zip(of, limits)))
+            for row in rows]
+
+
+def _same(got: float, want: float, what) -> None:
+    want32 = np.float32(want)
+    assert (np.isnan(got) and np.isnan(want32)) or got == pytest.approx(want32, abs=1e-6), (what, got, want32)
+
+
+def _state() -> UserState:
     rng = np.random.default_rng(3)
-    spec = FeatureSpec(facets=("genres",))
-    vectors = {f"h{i}": rng.normal(size=8).astype(np.float32) for i in range(5)}
-    history = [{"item_id": "h0", "type": "click", "timestamp": NOW - 5 * DAY},
-               {"item_id": "h1", "type": "purchase", "timestamp": NOW - 2 * DAY},
-               {"item_id": "h2", "type": "rating", "value": 1, "timestamp": NOW - 1 * DAY},  # negative: not positive
-               {"item_id": "h3", "type": "click", "timestamp": NOW - 3 * DAY},
-               {"item_id": "h0", "type": "click", "timestamp": NOW - 4 * DAY}]
-    facets = {"genres": {"h0": {"Drama"}, "h1": {"Comedy", "Drama"}, "h3": {"Horror"}}}
+    history = (  # newest first, as the users index keeps them
+        {"item_id": "h2", "type": "rating", "value": 1, "timestamp": NOW - 1 * DAY},  # a dislike
+        {"item_id": "x9", "type": "impression", "timestamp": NOW - DAY // 2},  # shown only: no interaction
+        {"item_id": "h1", "type": "purchase", "timestamp": NOW - 2 * DAY},
+        {"item_id": "h3", "type": "click", "timestamp": NOW - 3 * DAY},
+        {"item_id": "h0", "type": "click", "timestamp": NOW - 5 * DAY},
+    )
+    profile = Profile(interests=(Interest(rng.normal(size=8).astype(np.float32), 1.0, ("h1",)),), n_events=4,
+                      positive_weight=3.0, negative_weight=1.0)
+    liked = (LikedItem("h1", rng.normal(size=8).astype(np.float32), {"genres": frozenset({"Comedy", "Drama"})}),
+             LikedItem("h3", rng.normal(size=8).astype(np.float32), {"genres": frozenset({"Horror"})}),
+             LikedItem("h0", rng.normal(size=8).astype(np.float32), {"genres": frozenset({"Drama"})}))
+    return UserState(history=history, profile=profile, cf_vector=np.array([0.5, -1.25, 2.0], dtype=np.float32),
+                     cf_version="cf1", cooc={"a": 0.75, "c": 0.25, "d": 0.25, "gone": 0.5},
+                     seq={"b": 0.4, "c": 0.1}, liked=liked)
+
+
+def test_rescore_params_reproduce_what_features_compute():
+    """What the plugin computes from rescore_params, source by source, equals features.compute's columns."""
+    rng = np.random.default_rng(4)
+    spec = FeatureSpec.for_fields(["year", "released"], ["genres"], {"year": "integer", "released": "date"},
+                                  pool=POOL.to_dict())
+    state = _state()
     query = rng.normal(size=8).astype(np.float32)
-    ctx = RequestContext(now_ms=NOW, path="profile+query", history=history, history_vectors=vectors,
-                         query_vector=query, history_facets=facets)
-    candidates = [SimpleNamespace(score=0.8, cosine=0.5, vector=rng.normal(size=8).astype(np.float32),
-                                  fields={"genres": g}) for g in (["Drama"], ["Horror", "Sci-Fi"], None, ["Sci-Fi"])]
+    ctx = RequestContext(now_ms=NOW, path="profile+query", state=state, query_vector=query)
+    signals = [{"ctr": 0.125, "popularity_7d": 3.0, "popularity_365d": -1.0, "popular_rank": 4, "trend": -0.5,
+                "last_interaction": NOW - 3 * DAY, "first_interaction": NOW - 30 * DAY, "rating_count": 7},
+               {"popular_rank": 9, "trending_rank": 1}, {}, {"ctr": 0.0, "rating_mean": 3.5}, {"popular_rank": 1}]
+    fields = [{"genres": ["Drama"], "year": 1999, "released": NOW - 400 * DAY}, {"genres": ["Horror", "Sci-Fi"]},
+              {"year": 2005}, {"genres": "Sci-Fi", "released": NOW - 2 * DAY}, {"genres": []}]
+    cf = [np.array([1.0, 0.0, 1.0]), None, np.array([0.0, -1.0, 0.5]), np.array([2.0, 2.0, 2.0]),
+          np.array([0.25, 0.0, 0.0])]
+    ids = ["a", "b", "c", "d", "e"]
+    candidates = [Candidate(i, 0.8, None, {**f, "signals": s}, vector=rng.normal(size=8).astype(np.float32),
+                            cf_vector=None if v is None else v.astype(np.float32))
+                  for i, f, s, v in zip(ids, fields, signals, cf)]
+    candidates[4].vector = None  # no text vector: the cosines and rank_text are missing
     expected = F.compute(spec, candidates, ctx)
     col = {n: expected[:, i] for i, n in enumerate(spec.names)}
 
     params = R.rescore_params(spec, ctx, encode=False)
-    json.dumps(params)
+    json.dumps(params, allow_nan=False)
     assert params["now_ms"] == NOW
-    assert np.float32(params["hist_len"]) == col["hist_len"][0]
-    assert np.float32(params["days_since_active"]) == col["days_since_active"][0]
+    assert params["hist_len"] == col["hist_len"][0] == np.float32(math.log1p(4))  # the impression is no interaction
+    assert params["days_since_active"] == col["days_since_active"][0] == 1.0
     assert params["query_present"] == col["query_present"][0] == 1.0
     assert params["path_code"] == col["path_code"][0] == 2.0
-    hist = [np.asarray(v, dtype=np.float32) for v in params["history_vectors"]]
+    assert params["cooc"] == {"values": {"a": 0.75, "c": 0.25, "d": 0.25, "gone": 0.5}, "default": None}
+    assert params["seq"] == {"values": {"b": 0.4, "c": 0.1}, "default": None}
+    assert params["history_genres"] == {"sets": [["Comedy", "Drama"], ["Horror"], ["Drama"]],
+                                        "weights": [1.0, 1.0, 1.0]}
+    profile = np.asarray(params["profile_vector"], dtype=np.float32)
     query_param = np.asarray(params["query_vector"], dtype=np.float32)
-    for i, c in enumerate(candidates):
-        assert np.float32(_plugin_cosine(c.vector, [query_param], "max")) == pytest.approx(col["cos_query"][i], abs=1e-6)
-        assert np.float32(_plugin_cosine(c.vector, hist, "max")) == pytest.approx(col["cos_hist_max"][i], abs=1e-6)
-        assert np.float32(_plugin_cosine(c.vector, hist, "mean")) == pytest.approx(col["cos_hist_mean"][i], abs=1e-6)
-        want = col["affinity.genres"][i]
-        got = np.float32(_plugin_overlap(set(c.fields["genres"] or []), params["history_genres"]))
-        assert (math.isnan(want) and math.isnan(got)) or got == pytest.approx(want, abs=1e-7)
+    hist = [np.asarray(v, dtype=np.float32) for v in params["history_vectors"]]
+    cf_param = np.asarray(params["cf_vector"], dtype=np.float32)
+    np.testing.assert_array_equal(cf_param, state.cf_vector)
 
-    # Base64 vectors hold the same values; no history means missing, as in Python.
+    rows = []
+    for c in candidates:
+        has = c.vector is not None
+        row = {
+            "cos_profile": _plugin_cosine(c.vector, [profile], "max") if has else math.nan,
+            "cos_query": _plugin_cosine(c.vector, [query_param], "max") if has else math.nan,
+            "cos_hist_max": _plugin_cosine(c.vector, hist, "max") if has else math.nan,
+            "cos_hist_mean": _plugin_cosine(c.vector, hist, "mean") if has else math.nan,
+            "cf_score": _plugin_dot(c.cf_vector, cf_param),
+            "cooc": _plugin_param_map(c.item_id, params["cooc"]),
+            "seq": _plugin_param_map(c.item_id, params["seq"]),
+            "popular_rank": c.fields["signals"].get("popular_rank", math.nan),
+            "trending_rank": c.fields["signals"].get("trending_rank", math.nan),
+            "item.year": c.fields.get("year", math.nan),
+            "age.released": (NOW - c.fields["released"]) / DAY if "released" in c.fields else math.nan,
+            "affinity.genres": _plugin_overlap(_doc_facets(c.fields.get("genres")), params["history_genres"]),
+        }
+        rows.append({k: float(np.float32(v)) for k, v in row.items()})  # every feature is stored as float32
+    for name, of in F.POOL_RANKS.items():
+        for row, r in zip(rows, _plugin_rank([row[of] for row in rows], ids)):
+            row[name] = r
+    entry = R.plugin_features(spec)[spec.names.index("n_sources")]
+    for row, n in zip(rows, _plugin_count(rows, entry["of"], entry["limits"])):
+        row["n_sources"] = n
+    for i, row in enumerate(rows):
+        for name, value in row.items():
+            _same(col[name][i], value, (ids[i], name))
+
+    # The concrete values, so that both sides being wrong alike would show.
+    assert list(col["cf_score"][[0, 2, 3, 4]]) == [2.5, 2.25, 2.5, 0.125] and np.isnan(col["cf_score"][1])
+    assert [col["rank_cf"][i] for i in (0, 2, 3, 4)] == [1.0, 3.0, 2.0, 4.0]  # a and d tie: by item id
+    np.testing.assert_array_equal(col["cooc"], np.array([0.75, np.nan, 0.25, 0.25, np.nan], np.float32))
+    np.testing.assert_array_equal(col["rank_cooc"], [1, np.nan, 2, 3, np.nan])
+    np.testing.assert_array_equal(col["seq"], np.array([np.nan, 0.4, 0.1, np.nan, np.nan], np.float32))
+    np.testing.assert_array_equal(col["rank_seq"], [np.nan, 1, 2, np.nan, np.nan])
+    assert np.isnan(col["rank_text"][4]) and sorted(col["rank_text"][:4]) == [1, 2, 3, 4]
+    np.testing.assert_array_equal(col["affinity.genres"], np.array([2 / 3, 1 / 3, np.nan, 0, np.nan], np.float32))
+    np.testing.assert_array_equal(col["age.released"], [400, np.nan, np.nan, 2, np.nan])
+    # n_sources: text (rank <= 8), cf (<= 2), cooc (<= 4), seq (<= 3), popular (<= 5); a NaN rank never counts
+    within = lambda name, limit: np.nan_to_num(col[name], nan=np.inf) <= limit  # noqa: E731
+    want_sources = (within("rank_text", 8).astype(int) + within("rank_cf", 2) + within("rank_cooc", 4)
+                    + within("rank_seq", 3) + within("popular_rank", 5))
+    # a: text, cf 1, cooc, popular 4; b: text, seq; c: text, cooc, seq (cf 3 > 2); d: text, cf 2, cooc;
+    # e: popular 1 (cf 4 > 2)
+    assert list(col["n_sources"]) == list(want_sources) == [4, 2, 3, 3, 1]
+
+    # Base64 vectors hold the same values; without a state the inputs are left out (missing in
+    # the plugin, NaN in compute).
     encoded = R.rescore_params(spec, ctx)
     np.testing.assert_array_equal(R.decode_vector(encoded["query_vector"]), query)
+    np.testing.assert_array_equal(R.decode_vector(encoded["cf_vector"]), state.cf_vector)
     empty = R.rescore_params(spec, RequestContext(now_ms=NOW, path="query"))
-    assert "history_vectors" not in empty and "history_genres" not in empty and empty["days_since_active"] is None
+    assert empty == {"now_ms": NOW, "hist_len": 0.0, "days_since_active": None, "query_present": 0.0,
+                     "path_code": 3.0}
+    bare = F.compute(spec, candidates, RequestContext(now_ms=NOW, path="query"))
+    for name in ("cos_profile", "cos_hist_max", "cf_score", "cooc", "seq", "affinity.genres", "days_since_active"):
+        assert np.isnan(bare[:, spec.names.index(name)]).all(), name
 
 
-def test_cooc_is_a_param_map_keyed_by_item_id():
-    spec = FeatureSpec(cooc=True)
+def _doc_facets(value) -> set[str]:
+    """A doc's keyword doc values for a facet field (what ``overlap`` reads)."""
+    return set(F.facet_values(value))
+
+
+def test_cooc_and_seq_are_param_maps_keyed_by_item_id():
+    spec = FeatureSpec()
     features = R.plugin_features(spec)
     assert [f["name"] for f in features] == spec.names
-    assert features[spec.names.index("cooc")] == R.feature_source("cooc") == {
-        "name": "cooc", "source": "param_map", "param": "cooc", "key_field": "item_id"}
+    for name in ("cooc", "seq"):
+        assert features[spec.names.index(name)] == R.feature_source(name) == {
+            "name": name, "source": "param_map", "param": name, "key_field": "item_id"}
 
-    # What the plugin looks up (values[item_id], else default) equals features.compute's column.
-    ctx = RequestContext(now_ms=NOW, path="profile")
-    counts, users = {"a": 3, "c": 1}, 4
+    # What the plugin looks up (values[item_id], else default: null, missing) equals compute's column.
     ids = ["a", "b", "c", "d"]
-    candidates = [SimpleNamespace(item_id=i, score=0.5, cosine=None, vector=None, fields={},
-                                  cooc=counts.get(i, 0) / users) for i in ids]
-    expected = F.compute(spec, candidates, ctx)[:, spec.names.index("cooc")]
-    params = R.rescore_params(spec, ctx, cooc={k: v / users for k, v in counts.items()}, cooc_default=0.0)
+    state = UserState(cooc={"a": 0.75, "c": 0.25}, seq={"d": 1.5})
+    ctx = RequestContext(now_ms=NOW, path="profile", state=state)
+    candidates = [Candidate(i, 0.5, None, {}) for i in ids]
+    m = F.compute(spec, candidates, ctx)
+    params = R.rescore_params(spec, ctx)
     json.dumps(params, allow_nan=False)
-    assert params["cooc"] == {"values": {"a": 0.75, "c": 0.25}, "default": 0.0}
-    looked_up = np.array([params["cooc"]["values"].get(i, params["cooc"]["default"]) for i in ids], dtype=np.float64)
-    np.testing.assert_array_equal(looked_up.astype(np.float32), expected)
+    for name in ("cooc", "seq"):
+        looked_up = np.array([_plugin_param_map(i, params[name]) for i in ids], dtype=np.float32)
+        np.testing.assert_array_equal(looked_up, m[:, spec.names.index(name)])
+    np.testing.assert_array_equal(m[:, spec.names.index("cooc")], np.array([0.75, np.nan, 0.25, np.nan], np.float32))
 
-    # No co-likers: the param is left out and every hit's cooc is missing, as compute's NaN.
-    assert "cooc" not in R.rescore_params(spec, ctx)
-    assert "cooc" not in R.rescore_params(FeatureSpec(), ctx, cooc={"a": 1.0}), "only for a spec with cooc"
-    numpy_values = R.rescore_params(spec, ctx, cooc={"a": np.float32(0.5), "b": float("nan"), 7: np.int64(1)},
-                                    cooc_default=float("nan"))
+    # No scores: the param is left out and every hit's value is missing, as compute's NaN.
+    assert "cooc" not in R.rescore_params(spec, RequestContext(now_ms=NOW, path="profile", state=UserState(seq={"a": 1})))
+    assert "seq" not in R.rescore_params(spec, RequestContext(now_ms=NOW, path="profile", state=UserState(cooc={"a": 1})))
+    # numpy values become JSON numbers, NaN becomes null (missing), keys become strings
+    odd = UserState(cooc={"a": np.float32(0.5), "b": float("nan"), 7: np.int64(1)})
+    numpy_values = R.rescore_params(spec, RequestContext(now_ms=NOW, path="profile", state=odd))
     assert numpy_values["cooc"] == {"values": {"a": 0.5, "b": None, "7": 1.0}, "default": None}
     assert type(numpy_values["cooc"]["values"]["a"]) is float
     for bad in ("0.5", True, float("inf")):
         with pytest.raises(ValueError, match="cooc value"):
-            R.rescore_params(spec, ctx, cooc={"a": bad})
+            R.rescore_params(spec, RequestContext(now_ms=NOW, path="profile", state=UserState(cooc={"a": bad})))
     body = R.rescore_body(model_id="m", params=params, window_size=10)
     assert body["vecrank"]["params"]["cooc"] == params["cooc"]
 
@@ -231,7 +371,7 @@ def test_a_param_map_key_field_must_be_a_keyword_with_doc_values():
                               "sku": {"type": "keyword", "doc_values": False}, "year": {"type": "integer"}}}
     client = SimpleNamespace(indices=SimpleNamespace(get_mapping=lambda index: {"items-1": {"mappings": mapping}}))
     cooc = R.feature_source("cooc")
-    R.validate_plugin_features(client, "items", [R.feature_source("knn_score"), cooc])
+    R.validate_plugin_features(client, "items", [R.feature_source("item.year"), cooc, R.feature_source("seq")])
     for field, problem in (("title", "which is a text field, not keyword"), ("year", "which is a integer field"),
                            ("sku", "which has doc_values: false"), ("missing", "which is not mapped")):
         with pytest.raises(R.PluginFeatureError, match=f"feature 'cooc' looks up its values by key field '{field}', "
@@ -239,6 +379,27 @@ def test_a_param_map_key_field_must_be_a_keyword_with_doc_values():
             R.validate_plugin_features(client, "items", [dict(cooc, key_field=field)])
     with pytest.raises(R.PluginFeatureError, match="has no key_field"):
         R.validate_plugin_features(client, "items", [{"name": "cooc", "source": "param_map", "param": "cooc"}])
+
+
+def test_cf_score_needs_a_float_vector_only_once_it_is_mapped():
+    """Before any collaborative fit the items have no cf_vector: cf_score is just missing (as in
+    Python); a cf_vector that is not a float dense_vector is refused."""
+    def client(props):
+        return SimpleNamespace(indices=SimpleNamespace(
+            get_mapping=lambda index: {"items-1": {"mappings": {"properties": props}}}))
+
+    dot = R.feature_source("cf_score")
+    spec = FeatureSpec.for_fields([], [], {}, pool=POOL.to_dict())
+    rank_and_count = [f for f in R.plugin_features(spec) if f["source"] in ("rank", "count")]
+    assert [f["name"] for f in rank_and_count] == ["rank_cf", "rank_text", "rank_cooc", "rank_seq", "n_sources"]
+    R.validate_plugin_features(client({"item_id": {"type": "keyword"}}), "items", [dot, *rank_and_count])
+    R.validate_plugin_features(client({"cf_vector": {"type": "dense_vector", "dims": 3}}), "items", [dot])
+    with pytest.raises(R.PluginFeatureError, match="feature 'cf_score' computes a dot on field 'cf_vector', which is "
+                                                   "a float field, not a dense_vector"):
+        R.validate_plugin_features(client({"cf_vector": {"type": "float"}}), "items", [dot])
+    with pytest.raises(R.PluginFeatureError, match="whose element_type is byte"):
+        R.validate_plugin_features(client({"cf_vector": {"type": "dense_vector", "element_type": "byte"}}), "items",
+                                   [dot])
 
 
 # --- the local node's plugin homes ----------------------------------------------------------------

@@ -4,20 +4,26 @@ dataset where both semantics (topics) and behaviour (item quality) matter."""
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import numpy as np
 import pytest
 
+from vecrank.ingest.cf import CFConfig, fit_index
 from vecrank.ingest.embed import Embedder
 from vecrank.ingest.events import ingest_events
 from vecrank.ingest.items import ItemSource, ingest_items
+from vecrank.interactions import DAY_MS, Interactions, is_positive
 from vecrank.rank import features as feats
-from vecrank.rank.evaluate import EvalConfig, run, write_outputs
+from vecrank.rank.evaluate import EvalConfig, ReplayConfig, load_past, refit_instants, run, write_outputs
 from vecrank.rank.model import RankerModel, Registry
-from vecrank.rank.profiles import DAY_MS
+from vecrank.rank.offline import PoolConfig
+from vecrank.rank.profiles import Interest, Profile
 from vecrank.rank.ranker import Ranker
-from vecrank.rank.recommender import Candidate, Recommender, RetrieveConfig
+from vecrank.rank.recommender import Candidate, Recommender
+from vecrank.rank.state import LikedItem, StateConfig, UserState
+from vecrank.rank.store import refresh_all_users
 from vecrank.rank.train import LabelConfig, TrainConfig, TrainingTable, train_ranker
 
 T0 = 1_600_000_000_000
@@ -25,49 +31,112 @@ T0 = 1_600_000_000_000
 
 # --- features on fixtures ------------------------------------------------------------------------
 
+def _fixture_state() -> UserState:
+    """A user who clicked a (Horror) and c (Drama), disliked b and was shown x."""
+    history = (
+        {"item_id": "b", "type": "rating", "value": 1.0, "timestamp": T0 - DAY_MS},
+        {"item_id": "x", "type": "impression", "timestamp": T0 - DAY_MS // 2},  # shown: no interaction
+        {"item_id": "c", "type": "click", "timestamp": T0 - 3 * DAY_MS},
+        {"item_id": "a", "type": "click", "timestamp": T0 - 10 * DAY_MS},
+    )
+    profile = Profile(interests=(Interest(np.array([1.0, 0.0, 0.0], dtype=np.float32), 1.0, ("a",)),), n_events=3,
+                      positive_weight=2.0, negative_weight=1.0)
+    liked = (LikedItem("c", np.array([0.0, 2.0, 0.0], dtype=np.float32), {"genre": frozenset({"Drama"})}),
+             LikedItem("a", np.array([1.0, 0.0, 0.0], dtype=np.float32), {"genre": frozenset({"Horror"})}))
+    return UserState(history=history, profile=profile, cf_vector=np.array([1.0, 2.0], dtype=np.float32),
+                     cf_version="cf1", cooc={"x": 0.5, "z": 0.25}, seq={"y": 0.3}, liked=liked)
+
+
 def test_features_on_a_fixture():
-    spec = feats.FeatureSpec(item_numeric=("year",), facets=("genre",), history_k=2)
-    v = {"a": np.array([1.0, 0, 0]), "b": np.array([0, 1.0, 0])}
+    pool = PoolConfig(text=1, cf=1, cooc=1, seq=1, popular=2, trending=1)
+    spec = feats.FeatureSpec.for_fields(["year", "released"], ["genre"], {"year": "integer", "released": "date"},
+                                        pool=pool.to_dict())
+    assert (spec.item_numeric, spec.item_dates, spec.facets) == (("year",), ("released",), ("genre",))
+    signals = {"ctr": 0.1, "popularity_1d": 0, "popularity_7d": np.e - 1, "popularity_30d": np.e ** 2 - 1,
+               "popularity_365d": 5.0, "trend": 0.5, "popular_rank": 1, "trending_rank": 3,
+               "last_interaction": T0 - 2 * DAY_MS, "first_interaction": T0 - 50 * DAY_MS, "rating_mean": 4.5,
+               "rating_count": 3}
     cands = [
-        Candidate("x", 0.9, 0.8, {"year": 1999, "genre": "Horror",
-                                  "signals": {"ctr": 0.1, "popularity_30d": np.e - 1, "rating_mean": 4.5,
-                                              "rating_count": 3, "last_interaction": T0 - 2 * DAY_MS}},
-                  vector=np.array([1.0, 1.0, 0])),
-        Candidate("y", 0.5, None, {"genre": ["Comedy"]}, vector=None),
+        Candidate("x", 0.9, None, {"year": 1999, "released": T0 - 100 * DAY_MS, "genre": "Horror", "signals": signals},
+                  vector=np.array([1.0, 1.0, 0.0]), cf_vector=np.array([1.0, 0.0])),
+        Candidate("y", 0.5, None, {"genre": ["Comedy"]}, vector=None, cf_vector=np.array([0.0, 1.0])),
+        Candidate("z", 0.4, None, {"genre": ["Drama", "Horror"], "year": 2005, "signals": {"popular_rank": 2}},
+                  vector=np.array([0.0, 3.0, 0.0]), cf_vector=None),
     ]
-    history = [{"item_id": "a", "type": "click", "timestamp": T0 - 10 * DAY_MS},
-               {"item_id": "b", "type": "rating", "value": 1.0, "timestamp": T0 - DAY_MS}]
-    ctx = feats.RequestContext(now_ms=T0, path="profile", history=history, history_vectors=v,
-                               query_vector=np.array([0, 0, 2.0]), history_facets={"genre": {"a": {"Horror"}, "b": {"Comedy"}}})
+    ctx = feats.RequestContext(now_ms=T0, path="profile", state=_fixture_state(), query_vector=np.array([0, 0, 2.0]))
     m = feats.compute(spec, cands, ctx)
-    row = dict(zip(spec.names, m[0]))
-    assert m.shape == (2, len(spec.names)) and m.dtype == np.float32
-    assert row["knn_score"] == pytest.approx(0.9) and row["cos_profile"] == pytest.approx(0.8)
-    assert row["cos_query"] == pytest.approx(0.0)
-    assert row["cos_hist_max"] == pytest.approx(1 / np.sqrt(2), abs=1e-6)  # only "a" is positive history
-    assert row["pop_30d"] == pytest.approx(1.0) and row["rating_count"] == pytest.approx(np.log1p(3))
-    assert row["days_since_interaction"] == pytest.approx(2.0)
-    assert row["item.year"] == 1999 and row["affinity.genre"] == pytest.approx(1.0)
-    assert row["hist_len"] == pytest.approx(np.log1p(2)) and row["days_since_active"] == pytest.approx(1.0)
-    assert row["query_present"] == 1.0 and row["path_code"] == 0.0
-    other = dict(zip(spec.names, m[1]))
-    assert np.isnan(other["cos_profile"]) and np.isnan(other["cos_query"]) and np.isnan(other["ctr"])
-    assert np.isnan(other["item.year"]) and other["affinity.genre"] == 0.0  # Comedy was only disliked
+    assert m.shape == (3, len(spec.names)) and m.dtype == np.float32
+    x, y, z = (dict(zip(spec.names, row)) for row in m)
+    r2 = 1 / np.sqrt(2)
+    # semantic: cosines to the profile, the query and the liked items (c and a)
+    assert (x["cos_profile"], x["cos_query"]) == pytest.approx((r2, 0.0)) and z["cos_profile"] == 0.0
+    assert (x["cos_hist_max"], x["cos_hist_mean"]) == pytest.approx((r2, r2))
+    assert (z["cos_hist_max"], z["cos_hist_mean"]) == pytest.approx((1.0, 0.5))
+    assert all(np.isnan(y[n]) for n in ("cos_profile", "cos_query", "cos_hist_max", "cos_hist_mean"))
+    # collaborative: the fold-in's dot product; the user's co-occurrence and sequence scores
+    assert (x["cf_score"], y["cf_score"]) == (1.0, 2.0) and np.isnan(z["cf_score"])
+    assert (x["cooc"], z["cooc"], y["seq"]) == pytest.approx((0.5, 0.25, 0.3))
+    assert np.isnan(y["cooc"]) and np.isnan(x["seq"]) and np.isnan(z["seq"])
+    # behavioural, from the signals
+    assert (x["ctr"], x["pop_1d"], x["pop_7d"], x["pop_30d"], x["pop_365d"]) == pytest.approx(
+        (0.1, 0.0, 1.0, 2.0, math.log1p(5.0)))
+    assert (x["trend"], x["popular_rank"], x["trending_rank"], z["popular_rank"]) == (0.5, 1.0, 3.0, 2.0)
+    assert (x["days_since_interaction"], x["item_age"]) == pytest.approx((2.0, 50.0))
+    assert (x["rating_mean"], x["rating_count"]) == pytest.approx((4.5, math.log1p(3)))
+    assert all(np.isnan(y[n]) for n in ("ctr", "pop_30d", "trend", "popular_rank", "item_age", "rating_mean"))
+    # pool ranks: highest first, NaN takes no place
+    assert (x["rank_cf"], y["rank_cf"]) == (2.0, 1.0) and np.isnan(z["rank_cf"])
+    assert (x["rank_text"], z["rank_text"], x["rank_cooc"], z["rank_cooc"], y["rank_seq"]) == (1, 2, 1, 2, 1)
+    assert np.isnan(y["rank_text"]) and np.isnan(x["rank_seq"])
+    # n_sources: x is the text, co-occurrence and popular source's (its cf rank 2 is past cf's 1);
+    # y the collaborative and sequence source's; z only the popular one's (rank 2 <= 2).
+    assert (x["n_sources"], y["n_sources"], z["n_sources"]) == (3.0, 2.0, 1.0)
+    # item fields and dates
+    assert (x["item.year"], z["item.year"], x["age.released"]) == (1999.0, 2005.0, 100.0)
+    assert np.isnan(y["item.year"]) and np.isnan(y["age.released"]) and np.isnan(z["age.released"])
+    # user: three interactions (the impression is none), the latest one a day ago
+    for row in (x, y, z):
+        assert row["hist_len"] == pytest.approx(math.log1p(3)) and row["days_since_active"] == pytest.approx(1.0)
+        assert (row["query_present"], row["path_code"]) == (1.0, 0.0)
+    # affinity: the share of the liked items (c Drama, a Horror) sharing a genre
+    assert (x["affinity.genre"], y["affinity.genre"], z["affinity.genre"]) == (0.5, 0.0, 1.0)
+
+    # Without a collaborative model, a query or liked items, those features are missing.
+    bare = feats.compute(spec, cands, feats.RequestContext(now_ms=T0, path="query", state=UserState()))
+    col = dict(zip(spec.names, bare.T))
+    for name in ("cf_score", "cooc", "seq", "cos_profile", "cos_hist_max", "affinity.genre", "rank_cf", "rank_text",
+                 "days_since_active"):
+        assert np.isnan(col[name]).all(), name
+    assert (col["hist_len"] == 0).all() and (col["path_code"] == 3).all() and (col["query_present"] == 0).all()
 
 
 def test_labels_take_the_best_later_event():
-    labels = LabelConfig().labels([{"item_id": "a", "type": "rating", "value": 4.0},
-                                   {"item_id": "a", "type": "rating", "value": 5.0},
-                                   {"item_id": "b", "type": "rating", "value": 3.5}, {"item_id": "c", "type": "click"},
-                                   {"item_id": "d", "type": "impression"}])
-    assert labels == {"a": 2.0, "c": 1.0}
+    events = [{"item_id": "a", "type": "rating", "value": 4.0}, {"item_id": "a", "type": "rating", "value": 5.0},
+              {"item_id": "b", "type": "rating", "value": 3.5}, {"item_id": "c", "type": "click"},
+              {"item_id": "d", "type": "impression"}, {"item_id": "e", "type": "purchase"},
+              {"item_id": "f", "type": "cart"}, {"item_id": "g", "type": "rating", "value": None}]
+    # The default is the evaluation's rule: 1 for what is_positive calls a like, else nothing.
+    assert LabelConfig().labels(events) == {"a": 1.0, "c": 1.0, "e": 1.0, "f": 1.0}
+    assert all((LabelConfig().grade(e) > 0) == is_positive(e) for e in events)
+    # Graded relevance, when asked for: the best later event wins.
+    graded = LabelConfig(type_grades={"click": 1.0, "purchase": 3.0}, rating_grades=((5.0, 2.0), (4.0, 1.0)))
+    assert graded.labels(events) == {"a": 2.0, "c": 1.0, "e": 3.0}
 
 
 def test_spec_round_trip_and_mismatch_refusal():
-    spec = feats.FeatureSpec(item_numeric=("year",), facets=("genre",))
+    spec = feats.FeatureSpec.for_fields(["year", "released"], ["genre"], {"year": "integer", "released": "date"},
+                                        pool=PoolConfig().to_dict())
+    assert spec.sources == (("rank_text", 100), ("rank_cf", 100), ("rank_cooc", 50), ("rank_seq", 50),
+                            ("popular_rank", 50), ("trending_rank", 50))
+    assert {"item.year", "age.released", "affinity.genre", "n_sources"} <= set(spec.names)
     assert feats.FeatureSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    assert "n_sources" not in feats.FeatureSpec().names  # no pool, no source count
     with pytest.raises(feats.FeatureSpecMismatch, match="only in the model: \\['extra'\\]"):
         spec.check([*spec.names, "extra"])
+    with pytest.raises(feats.FeatureSpecMismatch, match="version 1 is not this vecrank's"):
+        feats.FeatureSpec.from_dict({**spec.to_dict(), "version": 1})
+    with pytest.raises(feats.FeatureSpecMismatch, match="do not match the spec's"):
+        feats.FeatureSpec.from_dict({**spec.to_dict(), "names": spec.names[:-1]})
     other = feats.FeatureSpec()
     table = TrainingTable(feature_names=other.names)
     rng = np.random.default_rng(0)
@@ -83,12 +152,19 @@ def test_training_table_parquet_round_trip(tmp_path):
     table = TrainingTable(feature_names=spec.names)
     matrix = np.arange(3 * len(spec.names), dtype=np.float32).reshape(3, -1)
     matrix[1, 2] = np.nan
-    table.add("r1", "u1", 5, ["a", "b", "c"], [2.0, 0.0, 1.0], matrix)
+    table.add("r1", "u1", 5, ["a", "b", "c"], [1.0, 0.0, 1.0], matrix, label_ms=[9.0, np.inf, 20.0])
+    table.add("r2", "u2", 7, ["d"], [0.0], matrix[:1])
     table.to_parquet(tmp_path / "t.parquet")
     back = TrainingTable.from_parquet(tmp_path / "t.parquet")
-    assert back.item_id == ["a", "b", "c"] and back.label == [2.0, 0.0, 1.0] and list(back.groups()) == [3]
-    assert np.array_equal(np.isnan(back.features), np.isnan(matrix))
-    assert np.allclose(np.nan_to_num(back.features), np.nan_to_num(matrix))
+    assert back.item_id == ["a", "b", "c", "d"] and back.label == [1.0, 0.0, 1.0, 0.0]
+    assert list(back.groups()) == [3, 1] and back.cut_ms == [5, 5, 5, 7]
+    assert back.label_ms == [9.0, np.inf, 20.0, 7.0]  # without label_ms a row's label is known at its cut
+    assert np.array_equal(np.isnan(back.features), np.isnan(np.vstack([matrix, matrix[:1]])))
+    assert np.allclose(np.nan_to_num(back.features), np.nan_to_num(np.vstack([matrix, matrix[:1]])))
+    # What a ranker trained at instant 10 may learn: r1 (cut 5) with the like known at 9 only.
+    early = back.before(10)
+    assert early.item_id == ["a", "b", "c"] and early.label == [1.0, 0.0, 0.0]
+    assert len(back.before(5)) == 0  # nothing was cut before 5
 
 
 # --- a synthetic world: topics (semantics) and quality (behaviour) ---------------------------
@@ -147,50 +223,65 @@ def indexing_total(es, index: str) -> int:
     return es.indices.stats(index=index, metric="indexing")["_all"]["primaries"]["indexing"]["index_total"]
 
 
-@pytest.mark.slow
-def test_trained_model_beats_popularity_and_knn_only(es, settings_for, embedder, world, tmp_path):
-    from vecrank.rank.evaluate import load_events
+def _replay_config(facets=("topic",)) -> ReplayConfig:
+    pool = PoolConfig(text=30, cf=30, cooc=15, seq=15, popular=10, trending=10)
+    spec = feats.FeatureSpec.for_fields([], facets, {f: "keyword" for f in facets}, pool=pool.to_dict())
+    return ReplayConfig(pool=pool, state=StateConfig(facets=tuple(facets)), cf=CFConfig(factors=8, iterations=10),
+                        spec=spec)
 
-    rec = Recommender(es, settings_for, embedder=embedder, config=RetrieveConfig())
-    spec = feats.FeatureSpec(facets=("topic",), cooc=True)
+
+@pytest.mark.slow
+def test_trained_model_beats_popularity_and_text_only(es, settings_for, embedder, world, tmp_path):
+    replay_config = _replay_config()
+    config = EvalConfig(test_fraction=0.25, horizon_days=60, train_cuts=3, refits=4)
     writes_before = indexing_total(es, settings_for.index("items"))
-    report = run(rec, load_events(es, settings_for), spec, catalog_size=len(world[0]),
-                 config=EvalConfig(test_fraction=0.25, horizon_days=60, train_cuts=3, pool=40),
+    past = load_past(es, settings_for, replay_config=replay_config, config=config)
+    assert past.refits == refit_instants(past.log, 4) and len(past.refits) == 3
+    report = run(past, replay_config=replay_config, config=config, final_model=True,
                  train_config=TrainConfig(num_boost_round=200, early_stopping_rounds=30))
     ndcg = {name: s["ndcg@10"] for name, s in report.systems.items()}
-    assert report.split["evaluated_users"] >= 30  # the users whose own cut falls after T
-    assert report.training["train"]["positive_rows"] > 50
-    assert ndcg["vecrank"] > ndcg["popular"] and ndcg["vecrank"] > ndcg["knn"], ndcg
-    for other in ("popular", "knn"):  # the margin is not noise
+    assert set(ndcg) == {"popular", "cooccurrence", "itemknn", "als", "ease", "text", "vecrank"}
+    assert report.split["evaluated_users"] >= 30
+    assert all(r["requests"] > 20 for r in report.training["rankers"])
+    # Quality is behavioural and topics are semantic: the fused ranker needs both.
+    assert ndcg["vecrank"] > ndcg["popular"] and ndcg["vecrank"] > ndcg["text"], ndcg
+    for other in ("popular", "text"):  # the margin is not noise
         assert report.comparison["vs"][other]["ci95"][0] > 0, report.comparison
-    # Read-only: the past came from the events; no item was rewritten, and the caller's
-    # Recommender is as it was.
+    # Read-only: the past came from the events; no item was rewritten.
     assert indexing_total(es, settings_for.index("items")) == writes_before
-    assert rec.config == RetrieveConfig()
     files = write_outputs(report, tmp_path / "eval")
     assert json.loads(open(files["json"]).read())["systems"]["vecrank"]["ndcg@10"] == ndcg["vecrank"]
     assert open(files["png"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
-    # Register, activate, serve: the same model ranks live requests, with its version attached.
+    # The serving model records the config it was trained with; serve it after a cf fit.
+    assert ReplayConfig.from_dict(report.model.training["config"]) == replay_config
+    fit = fit_index(es, settings_for, replay_config.cf)
+    assert fit.switched
+    assert refresh_all_users(es, settings_for, config=replay_config.state) == 64
     registry = Registry(es, settings_for)
     model = registry.register(report.model)
     assert (model.version, model.status) == (1, "candidate")
     registry.set_status("vecrank", 1, "active")
     served = registry.get("vecrank")
-    assert served.version == 1 and served.spec == spec and served.metrics["comparison"] == report.comparison
-    ranker = Ranker(Recommender(es, settings_for, embedder=embedder), served, pool=40, log_requests=True)
+    assert served.version == 1 and served.spec == replay_config.spec
+    assert served.metrics["comparison"] == report.comparison
+    ranker = Ranker(Recommender(es, settings_for, embedder=embedder), served, log_requests=True, rerank="python")
     rec_out = ranker.recommend(user="u1", k=5, explain=True)
-    assert rec_out.model == "vecrank@1" and len(rec_out.items) == 5
-    assert set(rec_out.items[0].contributions) == {*spec.names, "bias"}
+    assert (rec_out.model, rec_out.path, len(rec_out.items)) == ("vecrank@1", "profile", 5)
+    assert set(rec_out.items[0].contributions) == {*replay_config.spec.names, "bias"}
     total = sum(rec_out.items[0].contributions.values())
     assert total == pytest.approx(rec_out.items[0].score, abs=1e-3)
-    assert {"retrieval", "features", "model", "total"} <= set(rec_out.timings_ms)
+    assert {"state", "retrieval", "features", "model", "total"} <= set(rec_out.timings_ms)
+    seen = {e["item"] for e in world[1] if e["user"] == "u1"}
+    assert not seen & {r.item_id for r in rec_out.items}
+    row = dict(zip(replay_config.spec.names, rec_out.items[0].features))
+    assert not math.isnan(row["cf_score"]) and not math.isnan(row["cos_profile"])  # both halves are served
     cold = ranker.recommend(query="rockets and astronauts", k=3)
     assert cold.path == "query" and cold.model.startswith("none (path query not in vecrank@1")
     es.indices.refresh(index=settings_for.index("feature-log"))
     logged = es.search(index=settings_for.index("feature-log"), query={"term": {"request_id": rec_out.request_id}},
                        size=10)["hits"]["hits"]
-    assert len(logged) == 5 and len(logged[0]["_source"]["features"]) == len(spec.names)
+    assert len(logged) == 5 and len(logged[0]["_source"]["features"]) == len(replay_config.spec.names)
     again = Registry(es, settings_for).register(report.model)
     assert again.version == 2
     registry.set_status("vecrank", 2, "active")
@@ -212,36 +303,48 @@ def test_cli_evaluate_model_and_ranked_recommend(es, settings_for, world, tmp_pa
     from clihelp import connection_args, run_cli
 
     base = [*connection_args(settings_for), "--index-prefix", settings_for.index_prefix]
+    fitted = run_cli(capsys, *base, "cf", "fit", "--factors", "8", "--json")
+    assert fitted.code == 0, fitted.err
+    assert json.loads(fitted.out)["users_refreshed"] == 64
+    small = ["--pool-text", "30", "--pool-cf", "30", "--pool-cooc", "15", "--pool-seq", "15", "--pool-popular", "10",
+             "--pool-trending", "10"]
     result = run_cli(capsys, *base, "evaluate", "--facet", "topic", "--horizon-days", "60", "--train-cuts", "2",
-                     "--pool", "40", "--test-fraction", "0.25", "--activate", "--out", str(tmp_path / "eval"), "--json")
+                     "--refits", "4", "--test-fraction", "0.25", *small, "--activate", "--out", str(tmp_path / "eval"),
+                     "--json")
     assert result.code == 0, result.err
     out = json.loads(result.out)
     assert out["model"] == {"id": "vecrank", "version": 1, "status": "active"}
-    assert set(out["systems"]) == {"popular", "cooccurrence", "als", "knn", "vecrank"}
+    assert set(out["systems"]) == {"popular", "cooccurrence", "itemknn", "als", "ease", "text", "vecrank"}
+    assert out["training"]["config"]["pool"] == {"text": 30, "cf": 30, "cooc": 15, "seq": 15, "popular": 10,
+                                                 "trending": 10}
     assert (tmp_path / "eval" / "evaluation.png").is_file()
     listed = json.loads(run_cli(capsys, *base, "model", "list", "--json").out)
     assert [(m["model"], m["version"], m["status"]) for m in listed] == [("vecrank", 1, "active")]
-    ranked = run_cli(capsys, *base, "recommend", "--user", "u1", "-k", "3", "--explain", "--pool", "40")
+    ranked = run_cli(capsys, *base, "recommend", "--user", "u1", "-k", "3", "--explain")
     assert ranked.code == 0, ranked.err
     assert "ranked by vecrank@1" in ranked.out and "TOP FEATURES" in ranked.out
     plain = run_cli(capsys, *base, "recommend", "--user", "u1", "-k", "3", "--no-rank")
     assert "no ranker (kNN order)" in plain.out
     assert run_cli(capsys, *base, "model", "archive", "vecrank", "1").code == 0
     assert "no ranker" in run_cli(capsys, *base, "recommend", "--user", "u1", "-k", "3").out
+    bad = run_cli(capsys, *base, "evaluate", "--facet", "colour")
+    assert bad.code == 2 and "no field colour" in bad.err
 
 
 def test_training_rows_from_the_serving_feature_log(es, settings_for, embedder, world, tmp_path, capsys):
     from vecrank.rank.train import from_feature_log
 
-    spec = feats.FeatureSpec(facets=("topic",))
+    replay_config = _replay_config()
+    spec = replay_config.spec
     rng = np.random.default_rng(1)
     seed_table = TrainingTable(feature_names=spec.names)
     for g in range(8):
         seed_table.add(f"s{g}", "u", 0, [f"i{j}" for j in range(6)], [1.0] + [0.0] * 5,
                        rng.normal(size=(6, len(spec.names))))
     booster, _ = train_ranker(seed_table, None, TrainConfig(num_boost_round=5))
-    model = Registry(es, settings_for).register(RankerModel.from_booster("logged", spec, booster))
-    ranker = Ranker(Recommender(es, settings_for, embedder=embedder), model, pool=20, log_requests=True)
+    model = Registry(es, settings_for).register(RankerModel.from_booster(
+        "logged", spec, booster, training={"config": replay_config.to_dict()}))
+    ranker = Ranker(Recommender(es, settings_for, embedder=embedder), model, log_requests=True)
     now = max(e["timestamp"] for e in world[1]) + DAY_MS
     served = {u: ranker.recommend(user=u, k=5, now_ms=now) for u in ("u1", "u2", "u3")}
 
@@ -258,7 +361,8 @@ def test_training_rows_from_the_serving_feature_log(es, settings_for, embedder, 
     table = from_feature_log(es, settings_for, spec, horizon_days=7)
     assert table.summary()["requests"] == 3 and len(table) == 15
     got = {(u, i): lab for u, i, lab in zip(table.user_id, table.item_id, table.label) if lab > 0}
-    assert got == {("u1", first): 1.0, ("u2", second): 3.0}  # u3's click came after the 7-day window
+    # the default labels are the evaluation's: 1 for a like; u3's click came after the 7-day window
+    assert got == {("u1", first): 1.0, ("u2", second): 1.0}
     row = next(i for i, (u, item) in enumerate(zip(table.user_id, table.item_id)) if (u, item) == ("u1", first))
     logged = table.features[row]
     served_row = served["u1"].items[0].features
@@ -270,13 +374,22 @@ def test_training_rows_from_the_serving_feature_log(es, settings_for, embedder, 
 
     from clihelp import connection_args, run_cli
 
+    small = ["--pool-text", "30", "--pool-cf", "30", "--pool-cooc", "15", "--pool-seq", "15", "--pool-popular", "10",
+             "--pool-trending", "10"]
     result = run_cli(capsys, *connection_args(settings_for), "--index-prefix", settings_for.index_prefix,
-                     "train", "--from-log", "--facet", "topic", "--no-cooc", "--horizon-days", "7", "--model-id", "fromlog",
-                     "--json")
+                     "train", "--from-log", "--skip-cf-fit", "--facet", "topic", *small, "--horizon-days", "7",
+                     "--model-id", "fromlog", "--json")
     assert result.code == 0, result.err
     out = json.loads(result.out)
     assert (out["id"], out["version"], out["training"]["source"]) == ("fromlog", 1, "feature-log")
     assert out["training"]["train"]["requests"] + out["training"]["valid"]["requests"] == 3
+    # Serving gathers the pool the model was trained on; without a cf fit the live factors' settings are recorded.
+    assert out["training"]["config"] == {**replay_config.to_dict(), "cf": CFConfig().to_dict()}
+    fit_index(es, settings_for, replay_config.cf)
+    again = json.loads(run_cli(capsys, *connection_args(settings_for), "--index-prefix", settings_for.index_prefix,
+                               "train", "--from-log", "--skip-cf-fit", "--facet", "topic", "--model-id", "fromlog",
+                               *small, "--horizon-days", "7", "--json").out)
+    assert again["training"]["config"]["cf"] == replay_config.cf.to_dict()
 
 
 def test_tree_shape_is_chosen_on_the_validation_slice():
@@ -301,12 +414,11 @@ def test_tree_shape_is_chosen_on_the_validation_slice():
     assert "selection" not in plain and same == TrainConfig(num_boost_round=5)  # no validation slice: as given
 
 
-def test_the_split_time_ignores_impressions_logged_by_serving():
-    from vecrank.rank.evaluate import Timeline
-
+def test_the_refit_instants_ignore_impressions_logged_by_serving():
     ratings = [{"user_id": "u", "item_id": f"i{n}", "type": "rating", "value": 4.0, "timestamp": n * 1000}
                for n in range(1, 101)]
     served = [{"user_id": "u", "item_id": "i1", "type": "impression", "value": None, "timestamp": 10**9 + n}
               for n in range(500)]  # a load test last week: many impressions, all recent
-    timeline = Timeline(ratings + served)
-    assert timeline.quantile(0.8) == Timeline(ratings).quantile(0.8) == 80_200
+    both = Interactions.from_events(ratings + served)
+    assert both.quantile(0.8) == Interactions.from_events(ratings).quantile(0.8) == 80_200
+    assert refit_instants(both, 4) == [25_750, 50_500, 75_250]

@@ -302,51 +302,49 @@ def test_cli_recommend(es, settings_for, items, capsys):
     assert bad.code == 2 and "is not FIELD=VALUE" in bad.err
 
 
-def test_popular_mix_adds_behavioural_candidates(es, settings_for, items, embedder):
+def test_pool_body_names_every_source_under_one_filter():
+    from vecrank.rank.offline import PoolConfig
+
+    flt = queries.candidate_filter([{"term": {"genre": "Horror"}}], exclude_ids=["h0"])
+    body = queries.pool_body(pool=PoolConfig(text=3, cf=4, cooc=2, seq=1, popular=5, trending=6), size=7, filter=flt,
+                             text_vector=[1.0, 0.0], cf_vector=[0.5, 0.5], cooc_ids=["a", "b", "c"], seq_ids=["d"],
+                             source=["genre"], with_vectors=True)
+    assert [(c["_name"], c["field"], c["k"], c["filter"]) for c in body["knn"]] == [
+        ("text", "embedding", 3, flt), ("cf", "cf_vector", 4, flt)]
+    should = body["query"]["bool"]["should"]
+    assert should == [{"ids": {"values": ["a", "b"], "_name": "cooc"}}, {"ids": {"values": ["d"], "_name": "seq"}},
+                      {"range": {"signals.popular_rank": {"lte": 5, "_name": "popular"}}},
+                      {"range": {"signals.trending_rank": {"lte": 6, "_name": "trending"}}}]
+    assert body["query"]["bool"]["filter"] == [flt] and body["query"]["bool"]["minimum_should_match"] == 1
+    assert (body["size"], body["_source"], body["fields"]) == (7, ["genre"], ["embedding", "cf_vector"])
+    # No vector and no list: only the sizes that have something to ask for make clauses.
+    bare = queries.pool_body(pool=PoolConfig(text=3, cf=4, cooc=2, seq=0, popular=0, trending=0), size=2, filter=None,
+                             text_vector=None, cf_vector=None, cooc_ids=["a"], source=False)
+    assert "knn" not in bare and bare["query"]["bool"]["should"] == [{"ids": {"values": ["a"], "_name": "cooc"}}]
+    with pytest.raises(queries.RequestError, match="the pool has no source"):
+        queries.pool_body(pool=PoolConfig(text=3, cf=0, cooc=0, seq=0, popular=0, trending=0), size=2, filter=None,
+                          text_vector=None, cf_vector=None, cooc_ids=[], source=False)
+
+
+def test_pool_search_gathers_each_source_under_the_filters(es, settings_for, items, embedder):
+    from vecrank.rank.offline import PoolConfig
+    from vecrank.rank.state import UserState
+    from vecrank.rank.store import fetch_vectors
+
+    history = (ev("h0", days_ago=2), ev("h1", days_ago=1))
+    profile = build_profile(list(history), fetch_vectors(es, settings_for.index("items"), ["h0", "h1"]), ProfileConfig())
+    state = UserState(history=history, profile=profile, cooc={"c5": 1.0, "s2": 0.5, "c1": 0.1}, seq={"s3": 0.2})
     rec = Recommender(es, settings_for, embedder=embedder)
-    cs = rec.candidates(history=[ev("h0"), ev("h1")], k=3, popular_mix=2, with_vectors=True)
-    assert [c.origin for c in cs.candidates] == ["knn", "knn", "knn", "popular", "popular"]
-    ids = [c.item_id for c in cs.candidates]
-    assert len(set(ids)) == 5 and not {"h0", "h1"} & set(ids)
-    extra = cs.candidates[3]
-    assert extra.score != extra.score and extra.cosine is not None  # no kNN score; cosine from its vector
-    assert cs.to_dict()["candidates"][3]["score"] is None
-
-
-def test_cooccurrence_bodies_are_structured():
-    body = queries.colikers_body(["h0", "h1"], user_id="u9", as_of_ms=5, size=10)
-    assert body["query"]["bool"]["must_not"] == [{"term": {"user_id": "u9"}}]
-    filters = body["query"]["bool"]["filter"]
-    assert {"terms": {"item_id": ["h0", "h1"]}} in filters
-    assert {"range": {"timestamp": {"lte": 5, "format": "epoch_millis"}}} in filters
-    items = queries.coliked_items_body(["u1"], exclude_items=["h0"], as_of_ms=5, size=3)
-    assert items["aggs"] == {"top": {"terms": {"field": "item_id", "size": 3, "exclude": ["h0"]}}}
-    assert {"terms": {"user_id": ["u1"]}} in items["query"]["bool"]["filter"]
-
-
-def test_cooccurrence_scores_and_adds_what_co_likers_liked(es, settings_for, items, embedder, tmp_path):
-    from vecrank.ingest.events import ingest_events
-
-    def like(user, item, days):
-        return {"user": user, "item": item, "type": "rating", "value": 5.0, "timestamp": int(T0 + days * DAY_MS)}
-
-    events = [like(u, "h0", -10) for u in ("a1", "a2", "a3")] + [like(u, "c5", -9) for u in ("a1", "a2", "a3")]
-    events += [like("a1", "s2", -9), {"user": "a2", "item": "s3", "type": "rating", "value": 2.0,
-                                      "timestamp": int(T0 - 9 * DAY_MS)}]  # a dislike is not co-liking
-    events += [like("a4", "h0", 5), like("a4", "c6", 5)]  # after T0
-    path = tmp_path / "events.jsonl"
-    path.write_text("".join(json.dumps(e) + "\n" for e in events))
-    assert ingest_events(es, settings_for, path, progress=False).failed == 0
-    es.indices.refresh(index=settings_for.index("events"))
-
-    rec = Recommender(es, settings_for, embedder=embedder)
-    history = [ev("h0", "rating", days_ago=1, value=5.0)]
-    past = rec.candidates(history=history, k=3, cooc_mix=2, as_of_ms=T0)
-    added = [(c.item_id, c.cooc) for c in past.candidates if c.origin == "cooc"]
-    assert added == [("c5", 1.0), ("s2", pytest.approx(1 / 3))]  # 3 co-likers as of T0; s3 was disliked
-    assert all(c.cooc == 0.0 for c in past.candidates if c.origin == "knn" and c.item_id not in {"c5", "s2"})
-    now = rec.candidates(history=history, k=3, cooc_mix=3)
-    shares = {c.item_id: c.cooc for c in now.candidates if c.origin == "cooc"}
-    assert shares == {"c5": 0.75, "c6": 0.25, "s2": 0.25}  # a4 counts now
-    nobody = rec.candidates(history=[ev("h7", "rating", days_ago=1, value=5.0)], k=3, cooc=True)
-    assert all(c.cooc != c.cooc for c in nobody.candidates)  # no co-likers: NaN, not zero
+    pool = PoolConfig(text=3, cf=5, cooc=2, seq=1, popular=4, trending=0)
+    hits = rec.pool_hits(state, pool=pool, size=20, source=["genre"])
+    by_source: dict[str, set[str]] = {}
+    for h in hits:
+        for name in h.get("matched_queries", []):
+            by_source.setdefault(name, set()).add(h["_id"])
+    # No cf_vector and no signals in this index: those sources ask for nothing.
+    assert set(by_source) == {"text", "cooc", "seq"}
+    assert by_source["cooc"] == {"c5", "s2"} and by_source["seq"] == {"s3"}  # the best two, the best one
+    assert len(by_source["text"]) == 3 and all(i.startswith("h") for i in by_source["text"])
+    assert not {"h0", "h1"} & {h["_id"] for h in hits}  # seen items are excluded from every source
+    horror = rec.pool_hits(state, pool=pool, size=20, filters={"genre": "Horror"}, source=["genre"])
+    assert {h["_source"]["genre"] for h in horror} == {"Horror"} and len(horror) == 3

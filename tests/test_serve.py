@@ -64,7 +64,9 @@ def world(es, es_settings, tmp_path_factory):
     from vecrank.ingest.events import ingest_events
     from vecrank.ingest.items import ItemSource, ingest_items
     from vecrank.rank import features as feats
+    from vecrank.rank.evaluate import ReplayConfig
     from vecrank.rank.model import RankerModel, Registry
+    from vecrank.rank.offline import PoolConfig
 
     prefix = f"vrs-{uuid.uuid4().hex[:10]}"
     settings = dataclasses.replace(es_settings, index_prefix=prefix)
@@ -86,9 +88,12 @@ def world(es, es_settings, tmp_path_factory):
     (tmp / "train.jsonl").write_text("".join(json.dumps(e) + "\n" for e in train))
     assert ingest_events(es, settings, tmp / "train.jsonl", progress=False).written == len(train)
     spec = feats.FeatureSpec()
+    # The pool the service gathers for these models: the 64 nearest items to the text profile.
+    config = ReplayConfig(pool=PoolConfig(text=64, cf=0, cooc=0, seq=0, popular=0, trending=0), spec=spec)
     registry = Registry(es, settings)
     for prefer in (False, True):  # sim@1 the worse, sim@2 the better
-        registry.register(RankerModel.from_booster("sim", spec, _booster(spec, prefer_similar=prefer)))
+        registry.register(RankerModel.from_booster("sim", spec, _booster(spec, prefer_similar=prefer),
+                                                   training={"config": config.to_dict()}))
     registry.set_status("sim", 2, "active")
     yield settings, heldout
     names = list(es.indices.get(index=f"{prefix}-*", expand_wildcards="all", ignore_unavailable=True))
@@ -141,7 +146,7 @@ def service(world):
     from vecrank.serve import RecommendService, ServeConfig
 
     settings, _ = world
-    svc = RecommendService(settings, ServeConfig(model_id="sim", pool=64, max_k=50, experiment_refresh_s=60,
+    svc = RecommendService(settings, ServeConfig(model_id="sim", max_k=50, experiment_refresh_s=60,
                                                  model_refresh_s=60))
     yield svc
     svc.close()
@@ -359,7 +364,7 @@ def test_small_simulated_experiment_end_to_end(api, service, world, es, tmp_path
     """The model better offline wins the A/B test and the interleaving test on simulated users."""
     sim = _simulation_module()
     settings, heldout = world
-    offline = sim.offline(es, settings, heldout, ["sim@1", "sim@2"], k=5, pool=64, n_boot=500)
+    offline = sim.offline(es, settings, heldout, ["sim@1", "sim@2"], k=5, n_boot=500)
     assert offline["best"] == "sim@2", offline
     assert offline["vs_first"]["sim@2"]["ci95"][0] > 0
     before = sim.snapshot_users(es, settings, sorted(heldout))

@@ -18,7 +18,7 @@ from vecrank.cli.experiment import experiment_command
 from vecrank.cli.index import index_command
 from vecrank.cli.ingest import ingest_command
 from vecrank.cli.plugin import plugin_command
-from vecrank.cli.rank import evaluate_command, model_command, train_command
+from vecrank.cli.rank import cf_command, evaluate_command, model_command, train_command
 from vecrank.cli.recommend import recommend_command
 from vecrank.cli.serve import serve_command
 from vecrank.cli.signals import signals_command
@@ -124,7 +124,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, **overrides: Any) -> None
     ctx.obj = AppContext(overrides, verbose)
 
 
-for _command in (es_command, evaluate_command, index_command, ingest_command, model_command, plugin_command,
+for _command in (cf_command, es_command, evaluate_command, index_command, ingest_command, model_command, plugin_command,
                  recommend_command, signals_command, train_command, experiment_command, serve_command):
     cli.add_command(_command)
 

@@ -1,17 +1,37 @@
-"""``vecrank evaluate``, ``vecrank train`` and ``vecrank model``: the XGBoost ranker's life cycle."""
+"""``vecrank cf``, ``vecrank evaluate``, ``vecrank train`` and ``vecrank model``: the collaborative
+vectors and the XGBoost ranker's life cycle."""
 
 from __future__ import annotations
 
+import dataclasses
 
 import click
 
 from vecrank.cli._common import app, json_option
 
 
-def _spec(facets: tuple[str, ...], item_fields: tuple[str, ...], cooc: bool):
+def _replay_config(ctx, facets: tuple[str, ...], item_fields: tuple[str, ...], pool: dict[str, int]):
+    """The typed pool, state, collaborative and feature settings a model is trained and served with."""
+    from vecrank.ingest import indices
+    from vecrank.rank.evaluate import ReplayConfig
     from vecrank.rank.features import FeatureSpec
+    from vecrank.rank.offline import PoolConfig
+    from vecrank.rank.state import StateConfig
 
-    return FeatureSpec(item_numeric=tuple(item_fields), facets=tuple(facets), cooc=cooc)
+    live = indices.live_index(ctx.client, ctx.settings)
+    if live is None:
+        raise click.ClickException(f"no items index behind {indices.alias_name(ctx.settings)}; "
+                                   "run `vecrank ingest items` first")
+    from vecrank.rank.queries import flatten_mapping
+
+    types = flatten_mapping(ctx.client.indices.get_mapping(index=live)[live]["mappings"]["properties"])
+    unknown = [f for f in (*facets, *item_fields) if f not in types]
+    if unknown:
+        raise click.UsageError(f"no field {', '.join(unknown)} in {live}; its fields: "
+                               f"{', '.join(sorted(k for k in types if '.' not in k))}")
+    pool_config = PoolConfig(**pool)
+    spec = FeatureSpec.for_fields(item_fields, facets, types, pool=pool_config.to_dict())
+    return ReplayConfig(pool=pool_config, state=StateConfig(facets=tuple(facets)), spec=spec)
 
 
 def _shared(fn):
@@ -19,24 +39,32 @@ def _shared(fn):
         click.option("--facet", "facets", multiple=True, metavar="FIELD",
                      help="Item facet for the user-item affinity feature (e.g. genres). Repeatable."),
         click.option("--item-field", "item_fields", multiple=True, metavar="FIELD",
-                     help="Numeric item field used as a feature (e.g. year). Repeatable."),
+                     help="Numeric item field as a feature (item.F), or a date field as the item's age at the "
+                          "request (age.F). Repeatable."),
         click.option("--horizon-days", type=click.FloatRange(1), default=180.0, show_default=True,
-                     help="Label window after each cut: the user's positives in [cut, cut + H]."),
+                     help="Label window after each cut: the user's likes in [cut, cut + H]."),
         click.option("--train-cuts", type=click.IntRange(1, 20), default=3, show_default=True,
-                     help="Training cuts per user, spread over 50%-80% of their interactions; the latest "
-                          "20%% of requests are the early-stopping slice."),
-        click.option("--max-train-requests", type=click.IntRange(10), default=1500, show_default=True,
-                     help="Replay at most this many training requests (the latest)."),
-        click.option("--bucket-days", type=click.FloatRange(min=0.001), default=30.0, show_default=True,
-                     help="Requests read signals and popular items as of the start of their bucket of this size."),
-        click.option("--pool", type=click.IntRange(10, 1000), default=100, show_default=True,
-                     help="Candidates retrieved and ranked per request."),
-        click.option("--popular-mix", type=click.IntRange(0, 1000), default=50, show_default=True,
-                     help="Popular items added to each kNN pool, so behaviour has candidates of its own."),
-        click.option("--cooc/--no-cooc", default=True, show_default=True,
-                     help="Co-occurrence (users who liked the user's recent likes also liked...) as a feature."),
-        click.option("--cooc-mix", type=click.IntRange(0, 1000), default=50, show_default=True,
-                     help="Co-liked items added to each pool (with --cooc)."),
+                     help="Training cuts per user, from 50%% to 1 - test-fraction of their interactions before "
+                          "each ranker's instant; the latest 20%% of requests choose the tree shape and stop it."),
+        click.option("--max-train-requests", type=click.IntRange(10), default=50_000, show_default=True,
+                     help="At most this many training requests per ranker (the latest)."),
+        click.option("--bucket-days", type=click.FloatRange(min=0.001), default=1.0, show_default=True,
+                     help="Replayed requests read the signals as of the start of their bucket (a daily refresh)."),
+        click.option("--refits", type=click.IntRange(2, 100), default=10, show_default=True,
+                     help="Refit instants at the i/refits quantiles of the interactions' times: the collaborative "
+                          "model, its neighbours, the ranker and the baselines are refitted at each."),
+        click.option("--pool-text", type=click.IntRange(0, 1000), default=100, show_default=True,
+                     help="Pool: nearest items to the user's text profile."),
+        click.option("--pool-cf", type=click.IntRange(0, 1000), default=100, show_default=True,
+                     help="Pool: highest collaborative scores."),
+        click.option("--pool-cooc", type=click.IntRange(0, 1000), default=50, show_default=True,
+                     help="Pool: the user's most co-occurring items."),
+        click.option("--pool-seq", type=click.IntRange(0, 1000), default=50, show_default=True,
+                     help="Pool: the items most likely to come next."),
+        click.option("--pool-popular", type=click.IntRange(0, 1000), default=50, show_default=True,
+                     help="Pool: the most popular items (30 days)."),
+        click.option("--pool-trending", type=click.IntRange(0, 1000), default=50, show_default=True,
+                     help="Pool: the trending items (7 days against the 30-day rate)."),
         click.option("--objective", type=click.Choice(["rank:ndcg", "rank:pairwise", "rank:map"]),
                      default="rank:ndcg", show_default=True),
         click.option("--model-id", default="vecrank", show_default=True, help="Registry id of the model."),
@@ -45,6 +73,10 @@ def _shared(fn):
     ]):
         fn = decorator(fn)
     return fn
+
+
+def _pool(kwargs: dict) -> dict[str, int]:
+    return {name: kwargs.pop(f"pool_{name}") for name in ("text", "cf", "cooc", "seq", "popular", "trending")}
 
 
 def _register(ctx, model, activate: bool):
@@ -57,97 +89,162 @@ def _register(ctx, model, activate: bool):
     return model
 
 
-@click.command("evaluate", short_help="Train on the past, compare with baselines on what came next.")
+# --- cf -------------------------------------------------------------------------------------------
+
+@click.group("cf", short_help="Collaborative item vectors and neighbours from the events.")
+def cf_command() -> None:
+    """Implicit ALS item factors, co-occurrence and sequence neighbours, fitted from the events
+    index and written as the next items version (a second dense_vector, cf_vector)."""
+
+
+@cf_command.command("fit", short_help="Fit from every event; write the next items version; refresh users.")
+@click.option("--factors", type=click.IntRange(1, 1024), default=64, show_default=True, help="Latent dimensions.")
+@click.option("--regularization", type=click.FloatRange(0), default=0.05, show_default=True)
+@click.option("--alpha", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Confidence of a positive event.")
+@click.option("--iterations", type=click.IntRange(1, 200), default=15, show_default=True)
+@click.option("--neighbours", type=click.IntRange(1, 1000), default=50, show_default=True,
+              help="Co-liked items that count per item (and sequence followers kept).")
+@click.option("--no-switch", is_flag=True, help="Build and verify the new version but leave the alias.")
+@click.option("--skip-users", is_flag=True, help="Do not refresh the users' stored vectors and scores.")
+@json_option
+def cf_fit_command(factors, regularization, alpha, iterations, neighbours, no_switch, skip_users, as_json) -> None:
+    """Readers keep the live version until the alias moves in one atomic request; the old version
+    stays for `vecrank index rollback`. Then every user's stored state (their fold-in vector,
+    co-occurrence and sequence scores) is recomputed against the new model."""
+    from vecrank.cli import echo_json, echo_table
+    from vecrank.errors import VecrankError
+    from vecrank.ingest.cf import CFConfig, fit_index
+    from vecrank.rank.store import refresh_all_users
+
+    ctx = app()
+    config = CFConfig(factors=factors, regularization=regularization, alpha=alpha, iterations=iterations,
+                      neighbours=neighbours)
+    try:
+        summary = fit_index(ctx.client, ctx.settings, config, switch=not no_switch).to_dict()
+        if summary["switched"] and not skip_users:
+            summary["users_refreshed"] = refresh_all_users(ctx.client, ctx.settings)
+    except VecrankError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        echo_json(summary)
+    else:
+        echo_table([{"key": k, "value": v} for k, v in summary.items() if k != "failures"])
+
+
+# --- evaluate / train -------------------------------------------------------------------------------
+
+@click.command("evaluate", short_help="Rolling refits: every system fitted on the past, tested on what came next.")
 @click.option("--test-fraction", type=click.FloatRange(0.01, 0.9), default=0.2, show_default=True,
-              help="Share of the event timeline after the split time T.")
-@click.option("--max-users", type=click.IntRange(1), default=None, help="Evaluate at most this many users.")
+              help="Each user's held-out share of interactions.")
+@click.option("--first-test-quantile", type=click.FloatRange(0.01, 0.9), default=0.2, show_default=True,
+              help="Test cuts come after this quantile of the interactions' times (the burn-in before it).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="vecrank-eval", show_default=True,
               help="Folder for evaluation.json and evaluation.png.")
-@click.option("--register/--no-register", default=True, show_default=True, help="Register the trained model.")
+@click.option("--register/--no-register", default=True, show_default=True,
+              help="Also train the serving model on everything and register it.")
 @_shared
 @json_option
-def evaluate_command(test_fraction, max_users, out_dir, register, facets, item_fields, horizon_days, train_cuts,
-                     max_train_requests, bucket_days, pool, popular_mix, cooc, cooc_mix, objective, model_id, activate, seed,
-                     as_json) -> None:
-    """Train the ranker on replays before T (the 1 - test-fraction quantile of event times); hold
-    out each later user's last test-fraction of interactions; compare NDCG@10, Recall@10/50, MRR,
-    coverage and diversity with most-popular, co-occurrence, ALS and kNN-only on the same users.
-    Read-only: the past is computed from the events, the index is not rewritten."""
+def evaluate_command(test_fraction, first_test_quantile, out_dir, register, facets, item_fields, horizon_days,
+                     train_cuts, max_train_requests, bucket_days, refits, objective, model_id, activate, seed,
+                     as_json, **pool) -> None:
+    """At each refit instant, vecrank (collaborative model, neighbours, ranker) and the baselines
+    (popular, co-occurrence, item-kNN, ALS, EASE, text kNN) are fitted on the events before it;
+    each user whose last test-fraction of interactions starts after the burn-in is tested once,
+    by the systems of the last refit before their cut. NDCG@10, Recall@10/50, MRR, coverage and
+    diversity with bootstrap intervals, the paired difference to every baseline, and a cold-item
+    slice. Read-only: the past is computed from the events, the index is not rewritten."""
     from vecrank.cli import echo_json, echo_table
-    from vecrank.rank import Recommender
-    from vecrank.rank.evaluate import EvalConfig, load_events, run, write_outputs
+    from vecrank.errors import VecrankError
+    from vecrank.rank.evaluate import EvalConfig, load_past, run, write_outputs
     from vecrank.rank.train import TrainConfig
 
     ctx = app()
-    events = load_events(ctx.client, ctx.settings)
-    if not events:
-        raise click.ClickException(f"no events in {ctx.settings.index('events')}; run `vecrank ingest events` first")
-    catalog = ctx.client.count(index=ctx.settings.index("items"))["count"]
-    report = run(Recommender(ctx.client, ctx.settings), events, _spec(facets, item_fields, cooc), catalog_size=catalog,
-                 config=EvalConfig(test_fraction=test_fraction, horizon_days=horizon_days, train_cuts=train_cuts,
-                                   max_train_requests=max_train_requests, bucket_days=bucket_days,
-                                   pool=pool, max_users=max_users, popular_mix=popular_mix, cooc_mix=cooc_mix),
-                 train_config=TrainConfig(objective=objective, seed=seed), model_id=model_id)
+    replay = _replay_config(ctx, facets, item_fields, _pool(pool))
+    config = EvalConfig(test_fraction=test_fraction, first_test_quantile=first_test_quantile, refits=refits,
+                        horizon_days=horizon_days, train_cuts=train_cuts, max_train_requests=max_train_requests,
+                        bucket_days=bucket_days)
+    try:
+        past = load_past(ctx.client, ctx.settings, replay_config=replay, config=config)
+        report = run(past, replay_config=replay, config=config, model_id=model_id, final_model=register,
+                     train_config=TrainConfig(objective=objective, seed=seed))
+    except VecrankError as exc:
+        raise click.ClickException(str(exc)) from None
     files = write_outputs(report, out_dir)
     result = {**report.to_dict(), "files": files}
-    if register:
+    if register and report.model is not None:
         model = _register(ctx, report.model, activate)
         result["model"] = {"id": model.model_id, "version": model.version, "status": model.status}
     if as_json:
         echo_json(result)
         return
     echo_table(report.table())
-    c = report.comparison
-    click.echo(f"\ncandidate pool recall@{pool}: {report.candidate_recall:.4f}; users: {report.split['evaluated_users']}")
+    c, cold = report.comparison, report.slices["cold_items"].get("comparison") or {}
+    click.echo(f"\npool recall: {report.candidate_recall.get('pool', 0):.4f}; users: {report.split['evaluated_users']}"
+               f" ({report.slices['cold_items']['users']} with cold items); {report.seconds:.0f} s")
     click.echo(f"vecrank NDCG@10 {c['ndcg@10_vecrank']:.4f} vs best other ({c['best_other']}) "
                f"{c['ndcg@10_best_other']:.4f}: ratio {c['ratio']}, difference {c['difference']:+.4f} "
                f"(95% CI {c['ci95'][0]:+.4f} .. {c['ci95'][1]:+.4f})")
+    if cold:
+        click.echo(f"cold items: vecrank Recall@50 {cold['recall@50_vecrank']:.4f} vs best collaborative "
+                   f"({cold['best_other']}) {cold['recall@50_best_other']:.4f}: ratio {cold['ratio']}")
     click.echo(f"wrote {files['json']} and {files['png']}")
-    if register:
+    if "model" in result:
         click.echo(f"registered {result['model']['id']} v{result['model']['version']} ({result['model']['status']})")
 
 
-@click.command("train", short_help="Train the ranker (replayed history or the serving log) and register it.")
+@click.command("train", short_help="Fit the collaborative vectors, train the ranker on replays (or the log), register.")
 @click.option("--from-log", is_flag=True,
-              help="Train on the feature rows serving logged (same spec), labelled by later events within "
-                   "--horizon-days, the latest 20%% of requests for early stopping.")
+              help="Train on the feature rows serving logged (same spec), labelled by later likes within "
+                   "--horizon-days, the latest 20%% of requests choosing the shape and stopping it. The replay "
+                   "options (--train-cuts, --max-train-requests, --bucket-days, --refits) do not apply; the "
+                   "pool options are recorded with the model, which serving then uses.")
+@click.option("--skip-cf-fit", is_flag=True, help="Keep the live collaborative vectors (no `vecrank cf fit` first).")
 @_shared
 @json_option
-def train_command(from_log, facets, item_fields, horizon_days, train_cuts, max_train_requests, bucket_days, pool,
-                  popular_mix, cooc, cooc_mix, objective, model_id, activate, seed, as_json) -> None:
-    """Replay the whole event history (per-user cuts, the latest requests), or use the serving
-    feature log, train and register a version."""
-    from vecrank.rank import Recommender
-    from vecrank.rank.evaluate import EvalConfig, load_events, train_model
+def train_command(from_log, skip_cf_fit, facets, item_fields, horizon_days, train_cuts, max_train_requests,
+                  bucket_days, refits, objective, model_id, activate, seed, as_json, **pool) -> None:
+    """Replay the whole history (per-user cuts, each request seeing only what existed before it),
+    or use the serving feature log; train and register a version. The model records its pool,
+    user-state and collaborative settings, and serving uses them."""
+    from vecrank.errors import VecrankError
+    from vecrank.ingest.cf import fit_index
+    from vecrank.rank.evaluate import EvalConfig, fit_rankers, load_past
     from vecrank.rank.model import RankerModel
+    from vecrank.rank.store import live_cf_meta, refresh_all_users
     from vecrank.rank.train import TrainConfig, from_feature_log, select_ranker
 
     ctx = app()
-    if from_log:
-        spec = _spec(facets, item_fields, cooc)
-        table = from_feature_log(ctx.client, ctx.settings, spec, horizon_days=horizon_days)
-        if not any(table.label):
-            raise click.ClickException(f"no labelled rows in {ctx.settings.index('feature-log')} for this feature "
-                                       f"spec ({table.summary()['requests']} requests logged)")
-        train, valid = table.split_by_time(0.2)
-        config = TrainConfig(objective=objective, seed=seed)
-        booster, info, config = select_ranker(train, valid, config)
-        model = _register(ctx, RankerModel.from_booster(model_id, spec, booster, params=config.to_dict(), training={
-            "source": "feature-log", "train": train.summary(), "valid": valid.summary(), **info,
-            "horizon_days": horizon_days}), activate)
-        _echo_trained(model, as_json)
-        return
-    events = load_events(ctx.client, ctx.settings)
-    if not events:
-        raise click.ClickException(f"no events in {ctx.settings.index('events')}; run `vecrank ingest events` first")
-    end = max(int(e["timestamp"]) for e in events) + 1  # every event may label a training request
-    model = train_model(Recommender(ctx.client, ctx.settings), events, _spec(facets, item_fields, cooc),
-                        cutoff_ms=end, config=EvalConfig(horizon_days=horizon_days, train_cuts=train_cuts, pool=pool,
-                                                         max_train_requests=max_train_requests,
-                                                         bucket_days=bucket_days, popular_mix=popular_mix,
-                                                         cooc_mix=cooc_mix),
-                        train_config=TrainConfig(objective=objective, seed=seed), model_id=model_id)
-    _echo_trained(_register(ctx, model, activate), as_json)
+    replay = _replay_config(ctx, facets, item_fields, _pool(pool))
+    train_config = TrainConfig(objective=objective, seed=seed)
+    try:
+        if not skip_cf_fit:
+            fit_index(ctx.client, ctx.settings, replay.cf)
+            refresh_all_users(ctx.client, ctx.settings, config=replay.state)
+        elif (live := live_cf_meta(ctx.client, ctx.settings)) is not None:
+            replay = dataclasses.replace(replay, cf=live.config)  # the model records the factors it is served with
+        if from_log:
+            table = from_feature_log(ctx.client, ctx.settings, replay.spec, horizon_days=horizon_days)
+            if not any(table.label):
+                raise click.ClickException(f"no labelled rows in {ctx.settings.index('feature-log')} for this "
+                                           f"feature spec ({table.summary()['requests']} requests logged)")
+            train, valid = table.split_by_time(0.2)
+            booster, info, chosen = select_ranker(train, valid, train_config)
+            model = RankerModel.from_booster(model_id, replay.spec, booster, params=chosen.to_dict(), training={
+                "source": "feature-log", "train": train.summary(), "valid": valid.summary(), **info,
+                "horizon_days": horizon_days, "config": replay.to_dict()})
+        else:
+            config = EvalConfig(refits=refits, horizon_days=horizon_days, train_cuts=train_cuts,
+                                max_train_requests=max_train_requests, bucket_days=bucket_days)
+            past = load_past(ctx.client, ctx.settings, replay_config=replay, config=config)
+            models, _ = fit_rankers(past, [None], replay_config=replay, config=config, train_config=train_config,
+                                    model_id=model_id)
+            if None not in models:
+                raise click.ClickException("no training request has a later like: nothing to learn from")
+            model = models[None]
+        _echo_trained(_register(ctx, model, activate), as_json)
+    except VecrankError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _echo_trained(model, as_json: bool) -> None:
@@ -219,4 +316,4 @@ def model_archive_command(model_id: str, version: int) -> None:
     click.echo(f"{model_id} v{version} is archived")
 
 
-__all__ = ["evaluate_command", "model_command", "train_command"]
+__all__ = ["cf_command", "evaluate_command", "model_command", "train_command"]

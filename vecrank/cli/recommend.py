@@ -58,8 +58,6 @@ def parse_filters(ctx: click.Context, param: click.Parameter, values: tuple[str,
 @click.option("--model", "model_id", default="vecrank", show_default=True,
               help="Rank with this model's active version; without one, candidates keep their kNN order.")
 @click.option("--no-rank", is_flag=True, help="Candidates in kNN order, no ranker.")
-@click.option("--pool", type=click.IntRange(1, 10000), default=100, show_default=True,
-              help="Candidates the ranker scores.")
 @click.option("--rerank", type=click.Choice(["auto", "python", "plugin"]), default="auto", show_default=True,
               help="Where the model runs: in Python, inside Elasticsearch (the vecrank plugin), or the plugin "
                    "when it is installed and the model has its plugin features.")
@@ -68,7 +66,7 @@ def parse_filters(ctx: click.Context, param: click.Parameter, values: tuple[str,
               help="Comma-separated fields to print [default: title or the first text-like field].")
 @json_option
 def recommend_command(user, query, context_items, filters, k, num_candidates, include_seen, interests, query_weight,
-                      text_boost, mmr_lambda, group_field, max_per_group, model_id, no_rank, pool, rerank, explain,
+                      text_boost, mmr_lambda, group_field, max_per_group, model_id, no_rank, rerank, explain,
                       show, as_json) -> None:
     """Retrieve candidates for a user and/or a search query, and say which path was taken
     (profile, multi_interest, profile+query, query, context or popular)."""
@@ -88,8 +86,7 @@ def recommend_command(user, query, context_items, filters, k, num_candidates, in
         if model is not None:
             from vecrank.rank.ranker import Ranker
 
-            ranked = Ranker(recommender, model, pool=max(pool, k), rerank=rerank).recommend(k=k, explain=explain,
-                                                                                          **args)
+            ranked = Ranker(recommender, model, rerank=rerank).recommend(k=k, explain=explain, **args)
             _print_ranked(ranked, show, as_json)
             return
         result = recommender.candidates(k=k, **args)

@@ -16,8 +16,6 @@ from vecrank.cli._common import app
               help="Request threads per process (each holds at most one Elasticsearch connection).")
 @click.option("--model", "model_id", default="vecrank", show_default=True,
               help="Outside experiments, rank with this model's active version (retrieval order without one).")
-@click.option("--pool", type=click.IntRange(1, 1000), default=100, show_default=True,
-              help="Candidates the ranker scores per request.")
 @click.option("--max-k", type=click.IntRange(1, 1000), default=100, show_default=True,
               help="Largest k a request may ask for.")
 @click.option("--fields", default=None, metavar="F1,F2",
@@ -27,7 +25,7 @@ from vecrank.cli._common import app
 @click.option("--experiment-refresh", type=click.FloatRange(0.1, 600), default=5.0, show_default=True,
               help="Seconds between re-reads of the running experiment.")
 @click.option("--access-log", is_flag=True, help="Log every request (costs throughput).")
-def serve_command(host, port, workers, threads, model_id, pool, max_k, fields, no_exposures, no_feature_log,
+def serve_command(host, port, workers, threads, model_id, max_k, fields, no_exposures, no_feature_log,
                   experiment_refresh, access_log) -> None:
     """Serve GET/POST /recommendations, POST /events and GET /health over HTTP.
 
@@ -46,7 +44,7 @@ def serve_command(host, port, workers, threads, model_id, pool, max_k, fields, n
 
     ctx = app()
     try:
-        config = ServeConfig(model_id=model_id, pool=pool, max_k=max_k,
+        config = ServeConfig(model_id=model_id, max_k=max_k,
                              item_fields=tuple(f.strip() for f in fields.split(",") if f.strip()) if fields else None,
                              log_exposures=not no_exposures, log_features=not no_feature_log,
                              experiment_refresh_s=experiment_refresh)

@@ -12,7 +12,9 @@ def signals_command() -> None:
     """Impressions, clicks, smoothed CTR, windowed popularity, last interaction and ratings per item."""
 
 
-def _windows(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+def _windows(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None  # vecrank.ingest.signals.DEFAULT_WINDOWS
     try:
         days = tuple(int(v) for v in value.split(",") if v.strip())
     except ValueError:
@@ -26,8 +28,8 @@ def _windows(ctx: click.Context, param: click.Parameter, value: str) -> tuple[in
 @click.option("--as-of", default=None, metavar="TIME",
               help="Use only events up to this time (ISO 8601 or epoch seconds/ms) [default: now]. "
                    "Offline evaluation uses it so that nothing from after the cut leaks into a feature.")
-@click.option("--windows", default="1,7,30", show_default=True, callback=_windows,
-              help="Popularity windows in days.")
+@click.option("--windows", default=None, callback=_windows, metavar="DAYS,..",
+              help="Popularity windows in days [default: 1,7,30,365, the windows the ranker's features read].")
 @click.option("--prior-strength", type=click.FloatRange(0), default=20.0, show_default=True,
               help="Pseudo-impressions pulling each item's CTR toward the global rate.")
 @json_option
@@ -38,8 +40,8 @@ def refresh_command(as_of: str | None, windows: tuple[int, ...], prior_strength:
 
     ctx = app()
     try:
-        summary = refresh_signals(ctx.client, ctx.settings, as_of=as_of, windows=windows,
-                                  prior_strength=prior_strength)
+        summary = refresh_signals(ctx.client, ctx.settings, as_of=as_of, prior_strength=prior_strength,
+                                  **({"windows": windows} if windows else {}))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--as-of") from None
     data = summary.to_dict()

@@ -67,7 +67,6 @@ class ServeConfig:
 
     Args:
         model_id: registry id whose active version ranks requests outside experiments.
-        pool: candidates a ranker scores per request (an arm's ``pool`` overrides it).
         max_k: largest ``k`` a request may ask for.
         item_fields: item fields returned with each item (None: the whole document).
         log_exposures: record an impression per shown item (needed by experiment reports).
@@ -81,7 +80,6 @@ class ServeConfig:
     """
 
     model_id: str = "vecrank"
-    pool: int = 100
     max_k: int = 100
     item_fields: tuple[str, ...] | None = None
     log_exposures: bool = True
@@ -96,8 +94,6 @@ class ServeConfig:
     def __post_init__(self) -> None:
         if not 1 <= self.max_k <= 1000:
             raise ValueError(f"max_k must be between 1 and 1000, not {self.max_k}")
-        if not 1 <= self.pool <= 1000:
-            raise ValueError(f"pool must be between 1 and 1000, not {self.pool}")
         if not 1 <= self.max_events <= 100_000:
             raise ValueError(f"max_events must be between 1 and 100000, not {self.max_events}")
 
@@ -156,7 +152,7 @@ class Engine:
     """One ranker: a model version (or none: retrieval order) over retrieval settings."""
 
     def __init__(self, client: Elasticsearch, settings: Settings, embedder: _SharedEmbedder,
-                 model: RankerModel | None, *, pool: int, retrieval: Mapping[str, Any] | None = None,
+                 model: RankerModel | None, *, retrieval: Mapping[str, Any] | None = None,
                  rerank: str = "auto"):
         from vecrank.rank.recommender import Recommender, RetrieveConfig
 
@@ -168,7 +164,7 @@ class Engine:
         if model is not None:
             from vecrank.rank.ranker import Ranker
 
-            self.ranker = Ranker(recommender, model, pool=pool)
+            self.ranker = Ranker(recommender, model)
 
     @property
     def version(self) -> str:
@@ -284,11 +280,10 @@ class RecommendService:
         with self._lock:
             engine = self._engines.get(key)
             if engine is None:
-                pool = int(retrieval.get("pool", self.config.pool))
                 # The feature log needs the rows, which only ranking in Python computes; without
-                # it the plugin ranks inside Elasticsearch where it is installed.
-                engine = Engine(self.client, self.settings, self.embedder, model, pool=pool,
-                                retrieval={k: v for k, v in retrieval.items() if k != "pool"},
+                # it the plugin ranks inside Elasticsearch where it is installed. The pool is the
+                # model's own (the one it was trained with).
+                engine = Engine(self.client, self.settings, self.embedder, model, retrieval=retrieval,
                                 rerank="python" if self.config.log_features else "auto")
                 self._engines[key] = engine
             return engine
