@@ -436,10 +436,10 @@ def fit_index(client: Any, settings: Any, config: CFConfig | None = None, *, swi
     when the model has them; an item the model does not know has neither. The new ``_meta``
     carries the model's block (:func:`meta_block`).
 
-    Cost: the copy re-indexes every item and builds both vector graphs again: measured at about
-    half a minute for 9,742 items with 384 + 64 dimensions on two cores; at 1M items that is
-    on the order of an hour on such a machine, most of it HNSW construction (it scales with
-    cores). Users' stored vectors are refreshed afterwards by the caller (see the CLI).
+    Cost: the copy re-indexes every item and builds both vector graphs again: 2.4× a plain
+    reindex, 864 items/s on two cores (``scripts/bench_cf.py``), about 20 minutes for 1M items
+    by linear extrapolation (HNSW construction grows a little faster). Users' stored vectors are
+    refreshed afterwards by the caller (see the CLI).
 
     Raises:
         VecrankError: no items index, no positive events, or verification failed (the alias did

@@ -143,7 +143,8 @@ class Registry:
             raise VecrankError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
         model.booster  # refuses a malformed booster or a feature list that is not the spec's
         self._ensure()
-        model.version = max((m.version for m in self.list(model.model_id)), default=0) + 1
+        # Every stored version counts, also those of an older feature spec that list() skips.
+        model.version = max((int(h["_source"]["version"]) for h in self._hits(model.model_id)), default=0) + 1
         model.status = status
         model.plugin_features = self._plugin_features(model)
         self.client.create(index=self.index, id=f"{model.model_id}@{model.version}", document=model.to_doc(),
@@ -178,18 +179,21 @@ class Registry:
                 return None
         return features
 
-    def list(self, model_id: str | None = None) -> list[RankerModel]:
+    def _hits(self, model_id: str | None = None) -> list[dict[str, Any]]:
         if not self.client.indices.exists(index=self.index):
             return []
         query = {"term": {"model_id": model_id}} if model_id else {"match_all": {}}
-        hits = self.client.search(index=self.index, query=query, size=1000,
+        return self.client.search(index=self.index, query=query, size=1000,
                                   sort=[{"model_id": "asc"}, {"version": "asc"}])["hits"]["hits"]
+
+    def list(self, model_id: str | None = None) -> list[RankerModel]:
+        """The versions this vecrank can serve (one of an older feature spec is logged and skipped)."""
         out = []
-        for h in hits:
+        for h in self._hits(model_id):
             try:
                 out.append(RankerModel.from_doc(h["_source"]))
             except FeatureSpecMismatch as exc:
-                log.warning("model %s is skipped: %s", h["_id"], exc)
+                log.info("model %s is skipped: %s", h["_id"], exc)
         return out
 
     def get(self, model_id: str, version: int | None = None) -> RankerModel:
@@ -210,18 +214,22 @@ class Registry:
         if status not in STATUSES:
             raise VecrankError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
         model = self.get(model_id, version)
-        if status == "active":
-            for other in self.list(model_id):
-                if other.status == "active" and other.version != version:
-                    self._update(other, "archived")
+        if status == "active":  # archive the active one, whatever its spec
+            for h in self._hits(model_id):
+                other = h["_source"]
+                if other.get("status") == "active" and int(other["version"]) != version:
+                    self._update_doc(model_id, int(other["version"]), "archived")
         self._update(model, status)
         model.status = status
         return model
 
     def _update(self, model: RankerModel, status: str) -> None:
-        self.client.update(index=self.index, id=f"{model.model_id}@{model.version}", doc={"status": status},
+        self._update_doc(model.model_id, model.version, status)
+
+    def _update_doc(self, model_id: str, version: int, status: str) -> None:
+        self.client.update(index=self.index, id=f"{model_id}@{version}", doc={"status": status},
                            refresh="wait_for")
-        meta = self.folder / model.model_id / f"v{model.version}" / "meta.json"
+        meta = self.folder / model_id / f"v{version}" / "meta.json"
         if meta.is_file():
             data = json.loads(meta.read_text())
             data["status"] = status

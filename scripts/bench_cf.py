@@ -72,14 +72,17 @@ def main(argv: list[str] | None = None) -> int:
               for t, (u, i) in enumerate(zip(users, items))]
 
     class _Same:  # the live model, for a reindex that copies every vector
-        model_name, dimensions, similarity = model_name, args.dims, "cosine"
+        similarity = "cosine"
+
+        def __init__(self, name: str, dims: int):
+            self.model_name, self.dimensions = name, dims
 
         def encode(self, texts, **_):
             raise AssertionError("a same-model reindex copies vectors; nothing is embedded")
 
     try:
         started = time.monotonic()
-        reindex(client, settings, embedder=_Same(), verify_sample=0)
+        reindex(client, settings, embedder=_Same(model_name, args.dims), verify_sample=0)
         baseline_s = time.monotonic() - started
         started = time.monotonic()
         summary = fit_index(client, settings, CFConfig(), events=events)

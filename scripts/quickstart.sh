@@ -24,6 +24,11 @@ summary="$(.venv/bin/python scripts/prepare_movielens.py --data-dir "$data_dir" 
 field() { echo "$summary" | .venv/bin/python -c "import json, sys; s = json.load(sys.stdin); print($1)"; }
 template="$(field 's["template"]')"
 read -r -a field_flags <<< "$(field '" ".join(f"--field {k}={v}" for k, v in s["field_types"].items())')"
+live_template="$($vecrank index list --json | .venv/bin/python -c 'import json, sys; print(next((r["template"] for r in json.load(sys.stdin) if r["live"]), ""))')"
+if [ -n "$live_template" ] && [ "$live_template" != "$template" ]; then
+  echo "==> the live items index was built with the template '$live_template': building the next version with this one"
+  $vecrank index reindex --template "$template" "${field_flags[@]}"
+fi
 echo "==> ingesting the catalog (the first run embeds ~9,700 movies on the CPU: a few minutes)"
 $vecrank ingest items data-prepared/items.jsonl --template "$template" "${field_flags[@]}"
 echo "==> ingesting the ratings as events"

@@ -298,6 +298,28 @@ def test_registry_refuses_a_malformed_booster(es, settings_for):
         Registry(es, settings_for).get("bad")
 
 
+def test_a_model_of_an_older_spec_keeps_its_version_number_and_is_archived(es, settings_for):
+    spec = feats.FeatureSpec()
+    rng = np.random.default_rng(2)
+    table = TrainingTable(feature_names=spec.names)
+    for g in range(4):
+        table.add(f"g{g}", "u", 0, [f"i{j}" for j in range(5)], [1.0] + [0.0] * 4, rng.normal(size=(5, len(spec.names))))
+    booster, _ = train_ranker(table, None, TrainConfig(num_boost_round=3))
+    registry = Registry(es, settings_for)
+    first = registry.register(RankerModel.from_booster("old", spec, booster))
+    registry.set_status("old", first.version, "active")
+    # As an earlier vecrank stored it: the same document with feature spec version 1.
+    doc = es.get(index=registry.index, id="old@1")["_source"]
+    doc["spec"] = {**doc["spec"], "version": 1}
+    es.index(index=registry.index, id="old@1", document=doc, refresh=True)
+    assert registry.list("old") == []  # this vecrank cannot serve it
+    second = registry.register(RankerModel.from_booster("old", spec, booster))
+    assert second.version == 2  # not 1 again: that id is taken
+    registry.set_status("old", 2, "active")
+    assert es.get(index=registry.index, id="old@1")["_source"]["status"] == "archived"
+    assert [(m.version, m.status) for m in registry.list("old")] == [(2, "active")]
+
+
 @pytest.mark.slow
 def test_cli_evaluate_model_and_ranked_recommend(es, settings_for, world, tmp_path, capsys):
     from clihelp import connection_args, run_cli
