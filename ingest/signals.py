@@ -5,7 +5,7 @@ trend and ranks, ratings.
 into each item's ``signals`` object. Every number is computed from events with
 ``timestamp <= as_of`` only, the global CTR prior included, so that a refresh as of a past
 instant reproduces exactly what was knowable then: offline evaluation with a time split relies
-on it. :func:`signals_table` computes the same numbers in numpy from an
+on it. :func:`vecrank.ingest.signals_table.signals_table` computes the same numbers in numpy from an
 :class:`~vecrank.interactions.Interactions` log, for replays that read many past instants.
 
 Example:
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import time
-import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,12 +29,12 @@ import numpy as np
 
 from vecrank.errors import VecrankError
 from vecrank.ingest.events import DATE_FORMAT, EventTypes, ms_to_datetime, parse_timestamp
+from vecrank.interactions import DAY_MS
 from vecrank.settings import Settings
 
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
 
-    from vecrank.interactions import Interactions
 
 __all__ = [
     "SignalsSummary",
@@ -46,24 +45,21 @@ __all__ = [
     "rank_signals",
     "refresh_signals",
     "signals_as_of",
-    "signals_doc",
     "signals_from_bucket",
     "signals_mapping",
-    "signals_table",
     "smoothed_ctr",
 ]
 
 logger = logging.getLogger(__name__)
 
-DAY_MS = 86_400_000
 DEFAULT_WINDOWS = (1, 7, 30, 365)
 _PIT_KEEP_ALIVE = "5m"
 # The two windows behind ``trend`` and the ranks.
-_RECENT, _BASE = 7, 30
+TREND_RECENT_DAYS, TREND_BASE_DAYS = 7, 30
 
 
-def _has_trend(windows: Sequence[int]) -> bool:
-    return _RECENT in windows and _BASE in windows
+def has_trend(windows: Sequence[int]) -> bool:
+    return TREND_RECENT_DAYS in windows and TREND_BASE_DAYS in windows
 
 
 def signals_mapping(windows: Sequence[int] = DEFAULT_WINDOWS) -> dict[str, Any]:
@@ -87,7 +83,7 @@ def signals_mapping(windows: Sequence[int] = DEFAULT_WINDOWS) -> dict[str, Any]:
         >>> [f for f in signals_mapping((7, 30))["properties"] if "rank" in f or f == "trend"]
         ['trend', 'popular_rank', 'trending_rank']
     """
-    days = _check_windows(windows)
+    days = check_windows(windows)
     properties: dict[str, Any] = {
         "impressions": {"type": "long"},
         "clicks": {"type": "long"},
@@ -95,11 +91,11 @@ def signals_mapping(windows: Sequence[int] = DEFAULT_WINDOWS) -> dict[str, Any]:
     }
     for n in days:
         properties[f"popularity_{n}d"] = {"type": "float"}
-    if _has_trend(days):
+    if has_trend(days):
         properties["trend"] = {"type": "float"}
-    if _BASE in days:
+    if TREND_BASE_DAYS in days:
         properties["popular_rank"] = {"type": "long"}
-    if _has_trend(days):
+    if has_trend(days):
         properties["trending_rank"] = {"type": "long"}
     properties |= {
         "first_interaction": {"type": "date", "format": DATE_FORMAT},
@@ -110,7 +106,7 @@ def signals_mapping(windows: Sequence[int] = DEFAULT_WINDOWS) -> dict[str, Any]:
     return {"properties": properties}
 
 
-def _check_windows(windows: Sequence[int]) -> list[int]:
+def check_windows(windows: Sequence[int]) -> list[int]:
     days = list(windows)
     if not days or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in days):
         raise ValueError(f"windows must be whole numbers of days >= 1, not {windows!r}")
@@ -174,7 +170,7 @@ def _windows_agg(as_of_ms: int, event_types: EventTypes, windows: Sequence[int])
             # No upper bound: the query already stops at as_of (inclusive), whereas a
             # date_range "to" would be exclusive.
             "ranges": [{"key": f"{days}d", "from": int(as_of_ms) - days * DAY_MS}
-                       for days in _check_windows(windows)],
+                       for days in check_windows(windows)],
         },
         "aggs": {"by_type": _type_filters(counted)},
     }
@@ -267,16 +263,16 @@ def smoothed_ctr(clicks: float, impressions: float, prior_strength: float, globa
 # bit on about 1% of inputs, and parity with the refresh is exact, not approximate.
 
 
-def _trend(recent: np.ndarray, base: np.ndarray) -> np.ndarray:
+def trend_of(recent: np.ndarray, base: np.ndarray) -> np.ndarray:
     """``log1p(popularity_7d) - log1p(popularity_30d * 7 / 30)``; negative popularity (negative
     event types) counts as 0, as the rankers' log1p transform clips it."""
-    rate = base * _RECENT / _BASE
+    rate = base * TREND_RECENT_DAYS / TREND_BASE_DAYS
     return np.log1p(np.maximum(recent, 0.0)) - np.log1p(np.maximum(rate, 0.0))
 
 
 def _excess(recent: np.ndarray, base: np.ndarray) -> np.ndarray:
     """``popularity_7d - popularity_30d * 7 / 30``: what trending_rank orders by."""
-    return recent - base * _RECENT / _BASE
+    return recent - base * TREND_RECENT_DAYS / TREND_BASE_DAYS
 
 
 def _ranks(score: np.ndarray) -> np.ndarray:
@@ -289,7 +285,7 @@ def _ranks(score: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def _rank_columns(recent: np.ndarray | None, base: np.ndarray | None) -> dict[str, np.ndarray]:
+def rank_columns(recent: np.ndarray | None, base: np.ndarray | None) -> dict[str, np.ndarray]:
     """``popular_rank`` (needs ``base``) and ``trending_rank`` (needs both), aligned with the
     inputs, which hold every item with events in ascending id order."""
     columns: dict[str, np.ndarray] = {}
@@ -336,9 +332,9 @@ def signals_from_bucket(bucket: dict[str, Any], *, as_of_ms: int, event_types: E
     }
     for days in windows:
         signals[f"popularity_{days}d"] = _popularity(bucket, days, event_types)
-    if _has_trend(windows):
-        signals["trend"] = float(_trend(np.array([signals[f"popularity_{_RECENT}d"]]),
-                                        np.array([signals[f"popularity_{_BASE}d"]]))[0])
+    if has_trend(windows):
+        signals["trend"] = float(trend_of(np.array([signals[f"popularity_{TREND_RECENT_DAYS}d"]]),
+                                        np.array([signals[f"popularity_{TREND_BASE_DAYS}d"]]))[0])
     first = bucket["interactions"]["first"]["value"]
     last = bucket["interactions"]["last"]["value"]
     rating = bucket.get("rating", {})
@@ -363,7 +359,7 @@ def rank_signals(signals: Mapping[str, dict[str, Any]], windows: Sequence[int]) 
         >>> s["a"]["popular_rank"], s["b"]["popular_rank"], s["a"]["trending_rank"], s["b"]["trending_rank"]
         (1, 2, 1, 2)
     """
-    windows = _check_windows(windows)
+    windows = check_windows(windows)
     ids = sorted(signals)
 
     def column(days: int) -> np.ndarray | None:
@@ -371,7 +367,7 @@ def rank_signals(signals: Mapping[str, dict[str, Any]], windows: Sequence[int]) 
             return None
         return np.array([signals[i][f"popularity_{days}d"] for i in ids], dtype=np.float64)
 
-    for name, ranks in _rank_columns(column(_RECENT), column(_BASE)).items():
+    for name, ranks in rank_columns(column(TREND_RECENT_DAYS), column(TREND_BASE_DAYS)).items():
         for item_id, rank in zip(ids, ranks.tolist(), strict=True):
             signals[item_id][name] = None if rank != rank else int(rank)
 
@@ -386,11 +382,11 @@ def reset_signals(*, as_of_ms: int, windows: Sequence[int], prior_strength: floa
         "ctr": smoothed_ctr(0, 0, prior_strength, global_ctr),
     }
     signals |= {f"popularity_{days}d": 0.0 for days in windows}
-    if _has_trend(windows):
+    if has_trend(windows):
         signals["trend"] = 0.0
-    if _BASE in windows:
+    if TREND_BASE_DAYS in windows:
         signals["popular_rank"] = None
-    if _has_trend(windows):
+    if has_trend(windows):
         signals["trending_rank"] = None
     signals |= {"first_interaction": None, "last_interaction": None, "rating_mean": None, "rating_count": 0}
     return signals
@@ -554,7 +550,7 @@ def refresh_signals(
         ValueError: Bad ``windows`` or a negative ``prior_strength``.
     """
     event_types = event_types or EventTypes()
-    windows = _check_windows(windows)
+    windows = check_windows(windows)
     if prior_strength < 0:
         raise ValueError(f"prior_strength must be >= 0, not {prior_strength!r}")
     as_of_ms = _as_of_ms(as_of)
@@ -600,7 +596,7 @@ def item_signals(client: Elasticsearch, settings: Settings, item_ids: Sequence[s
         Item id -> signals, for every id asked (items without events get the reset values).
     """
     event_types = event_types or EventTypes()
-    windows = _check_windows(windows)
+    windows = check_windows(windows)
     as_of_ms = _as_of_ms(as_of)
     ids = sorted({str(i) for i in item_ids})
     if not ids:
@@ -614,7 +610,7 @@ def item_signals(client: Elasticsearch, settings: Settings, item_ids: Sequence[s
             found = _collect_signals(search, as_of_ms=as_of_ms, event_types=event_types, windows=windows,
                                      prior_strength=prior_strength, global_ctr=global_ctr,
                                      page_size=min(len(ids), 1000), item_ids=ids)
-            if found and _BASE in windows:
+            if found and TREND_BASE_DAYS in windows:
                 ranked = _all_popularity(search, as_of_ms, event_types, windows)
                 rank_signals(ranked, windows)
     reset = reset_signals(as_of_ms=as_of_ms, windows=windows, prior_strength=prior_strength, global_ctr=global_ctr)
@@ -629,7 +625,7 @@ def _all_popularity(search: _Search, as_of_ms: int, event_types: EventTypes,
                     windows: list[int]) -> dict[str, dict[str, Any]]:
     """Item id -> ``{"popularity_7d": ..., "popularity_30d": ...}`` (those configured) of every
     item with events, computed as :func:`signals_from_bucket` computes them."""
-    needed = [days for days in (_RECENT, _BASE) if days in windows]
+    needed = [days for days in (TREND_RECENT_DAYS, TREND_BASE_DAYS) if days in windows]
     # A page holds about (1 + windows * (1 + types)) buckets per item; stay far below max_buckets.
     return {
         bucket["key"]["item"]: {f"popularity_{days}d": _popularity(bucket, days, event_types) for days in needed}
@@ -693,188 +689,3 @@ def _write_signals(client: Elasticsearch, summary: SignalsSummary, collected: Ma
                 summary.failed += 1
                 if summary.failed <= 5:
                     logger.warning("Signals of item %s not written: %s", info.get("_id"), info.get("error"))
-
-
-# --------------------------------------------------------------------------------------------
-# The same signals from an event log in memory (no Elasticsearch)
-# --------------------------------------------------------------------------------------------
-
-# The fields a document holds as integers (Elasticsearch long and date fields).
-_INT_FIELDS = frozenset({"impressions", "clicks", "rating_count", "popular_rank", "trending_rank",
-                         "first_interaction", "last_interaction"})
-
-
-class _LogIndex:
-    """What :func:`signals_table` derives from a log once and reuses at every instant: the event
-    types as small integer codes, the item ids as a numpy array, and the rows of the ids last
-    asked (replays ask for the same catalog at every instant; finding 1M ids costs more than
-    the signals themselves)."""
-
-    def __init__(self, log: Interactions) -> None:
-        codes: dict[str, int] = {}
-        self.codes = np.fromiter((codes.setdefault(k, len(codes)) for k in log.kind), dtype=np.int32,
-                                 count=len(log))
-        self.kinds = tuple(codes)
-        self.ids = np.array(log.item_ids, dtype=str) if log.item_ids else np.array([], dtype=str)
-        self._asked: np.ndarray | None = None
-        self._rows = np.zeros(0, dtype=np.intp)
-
-    def code(self, kind: str | None) -> int:
-        """The code of ``kind``, -1 if no event has it."""
-        return self.kinds.index(kind) if kind in self.kinds else -1
-
-    def rows(self, item_ids: Sequence[str] | np.ndarray) -> np.ndarray:
-        """The row of each id; ``len(self.ids)`` (the no-events row) for ids the log lacks."""
-        asked = np.asarray(item_ids, dtype=str) if len(item_ids) else np.array([], dtype=str)
-        if self._asked is not None and np.array_equal(asked, self._asked):
-            return self._rows
-        n = len(self.ids)
-        if n:
-            pos = np.minimum(np.searchsorted(self.ids, asked), n - 1)
-            rows = np.where(self.ids[pos] == asked, pos, n)
-        else:
-            rows = np.zeros(len(asked), dtype=np.intp)
-        self._asked, self._rows = asked.copy(), rows
-        return rows
-
-
-_LOG_INDEX: weakref.WeakKeyDictionary[Any, _LogIndex] = weakref.WeakKeyDictionary()
-
-
-def _log_index(log: Interactions) -> _LogIndex:
-    index = _LOG_INDEX.get(log)
-    if index is None:
-        index = _LOG_INDEX[log] = _LogIndex(log)
-    return index
-
-
-def signals_table(log: Interactions, item_ids: Sequence[str] | np.ndarray, *, as_of_ms: int,
-                  windows: Sequence[int] = DEFAULT_WINDOWS, prior_strength: float = 20.0,
-                  event_types: EventTypes | None = None) -> dict[str, np.ndarray]:
-    """The signals a refresh as of ``as_of_ms`` would write, for many items, from an event log.
-
-    Offline replays and evaluation read the past at many instants without writing anything:
-    this computes, in numpy and without Elasticsearch, what :func:`refresh_signals` would write
-    given the events of ``log`` (timestamp <= as_of only; windows ``[as_of - N days, as_of]``,
-    both ends included; the CTR prior from the same events). A parity test against a real node
-    holds it to the refresh, field by field (``tests/test_signals_table.py``).
-
-    Each call is O(events up to as_of + items): the log's per-event type codes, and the rows of
-    the ids last asked, are computed on the first call and kept (weakly) with the log, so pass
-    the same ids, ideally as a numpy array, at every instant. About 5 ms a call for 100k events
-    and 10k items, 90 ms for 1M events and 1M items.
-
-    Ranks are taken over every item of the log, whichever ``item_ids`` are asked, as the refresh
-    ranks every item with events. ``rating_mean`` is the sum of the values over their count, as
-    the aggregation's ``avg``; summed in event order, it equals the aggregation's compensated
-    sum exactly whenever the sum is exact in double (ratings in halves are), and within an ulp
-    otherwise.
-
-    Args:
-        log: The event log.
-        item_ids: The items to describe; ids the log lacks get the reset values.
-        as_of_ms: The instant, epoch ms.
-        windows: Popularity windows in days, as for :func:`refresh_signals`.
-        prior_strength: Pseudo-impressions of the CTR prior.
-        event_types: Weights and type names (default :class:`EventTypes()`).
-
-    Returns:
-        Signal name -> float64 array aligned with ``item_ids``, NaN where the refresh writes
-        None; the names are those of :func:`signals_mapping` for ``windows``.
-        :func:`signals_doc` turns one row into the document's ``signals`` object.
-
-    Raises:
-        ValueError: Bad ``windows`` or a negative ``prior_strength``.
-
-    Example:
-        >>> from vecrank.interactions import Interactions
-        >>> log = Interactions.from_events([
-        ...     {"user_id": "u", "item_id": "a", "type": "impression", "timestamp": 0},
-        ...     {"user_id": "u", "item_id": "a", "type": "click", "timestamp": 10}])
-        >>> table = signals_table(log, ["a", "zz"], as_of_ms=DAY_MS, prior_strength=0.0)
-        >>> signals_doc(table, 0)["popularity_1d"], signals_doc(table, 0)["popular_rank"]
-        (1.0, 1)
-        >>> signals_doc(table, 1)["clicks"], signals_doc(table, 1)["ctr"], signals_doc(table, 1)["popular_rank"]
-        (0, 1.0, None)
-    """
-    event_types = event_types or EventTypes()
-    windows = _check_windows(windows)
-    if prior_strength < 0:
-        raise ValueError(f"prior_strength must be >= 0, not {prior_strength!r}")
-    as_of_ms = int(as_of_ms)
-    index = _log_index(log)
-    n = log.count_until(as_of_ms)
-    n_items = len(index.ids)
-    # Row n_items stands for any item without events: its row holds the reset values.
-    size = n_items + 1
-    item, code, ts = log.item[:n], index.codes[:n], log.timestamp[:n]
-    is_impression = code == index.code(event_types.impression)
-    is_click = code == index.code(event_types.click)
-    impressions = np.bincount(item[is_impression], minlength=size)
-    clicks = np.bincount(item[is_click], minlength=size)
-    total_impressions = int(impressions.sum())
-    global_ctr = int(clicks.sum()) / total_impressions if total_impressions else 0.0
-    denominator = impressions + prior_strength
-    ctr = np.full(size, float(global_ctr))
-    np.divide(clicks + prior_strength * global_ctr, denominator, out=ctr, where=denominator > 0)
-    table: dict[str, np.ndarray] = {"impressions": impressions.astype(np.float64),
-                                    "clicks": clicks.astype(np.float64), "ctr": ctr}
-
-    # Per window: counts per item and popularity type, then the weighted sum in the order
-    # signals_from_bucket adds them (so that the doubles are the same).
-    counted = popularity_types(event_types)
-    slot = np.full(len(index.kinds) + 1, -1, dtype=np.int64)  # kind code -> popularity slot; [-1] for none
-    for j, name in enumerate(counted):
-        if name in index.kinds:
-            slot[index.code(name)] = j
-    for days in windows:
-        start = int(np.searchsorted(ts, as_of_ms - days * DAY_MS, side="left"))
-        s = slot[code[start:]]
-        keep = s >= 0
-        per_type = np.bincount(item[start:][keep].astype(np.int64) * len(counted) + s[keep],
-                               minlength=size * len(counted)).reshape(size, len(counted))
-        popularity = np.zeros(size)
-        for j, name in enumerate(counted):
-            popularity = popularity + event_types.weight(name) * per_type[:, j]
-        table[f"popularity_{days}d"] = popularity
-    recent = table.get(f"popularity_{_RECENT}d")
-    base = table.get(f"popularity_{_BASE}d")
-    if _has_trend(windows):
-        table["trend"] = _trend(recent, base)
-    table |= _rank_columns(recent if _has_trend(windows) else None, base)
-
-    interaction = ~is_impression
-    acting, at = item[interaction], ts[interaction]
-    first = np.full(size, np.iinfo(np.int64).max)
-    last = np.full(size, np.iinfo(np.int64).min)
-    np.minimum.at(first, acting, at)
-    np.maximum.at(last, acting, at)
-    seen = np.bincount(acting, minlength=size) > 0
-    table["first_interaction"] = np.where(seen, first, np.nan)
-    table["last_interaction"] = np.where(seen, last, np.nan)
-
-    rated = (code == index.code(event_types.rating)) & ~np.isnan(log.value[:n])
-    rating_count = np.bincount(item[rated], minlength=size)
-    rating_sum = np.bincount(item[rated], weights=log.value[:n][rated], minlength=size)
-    table["rating_mean"] = np.divide(rating_sum, rating_count, out=np.full(size, np.nan), where=rating_count > 0)
-    table["rating_count"] = rating_count.astype(np.float64)
-
-    rows = index.rows(item_ids)
-    order = list(signals_mapping(windows)["properties"])
-    return {name: table[name][rows].astype(np.float64, copy=False) for name in order}
-
-
-def signals_doc(table: Mapping[str, np.ndarray], i: int) -> dict[str, Any]:
-    """Row ``i`` of a :func:`signals_table`, as the ``signals`` object the refresh writes: None
-    for NaN, ints for the long and date fields, floats for the others.
-
-    Example:
-        >>> row = {"clicks": np.array([3.0]), "ctr": np.array([0.25]), "popular_rank": np.array([np.nan])}
-        >>> signals_doc(row, 0)
-        {'clicks': 3, 'ctr': 0.25, 'popular_rank': None}
-    """
-    doc: dict[str, Any] = {}
-    for name, column in table.items():
-        value = float(column[i])
-        doc[name] = None if value != value else int(value) if name in _INT_FIELDS else value
-    return doc

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import sparse
 
+from vecrank.interactions import DAY_MS
 from vecrank.rank.split import PositiveRule, check_events, is_interaction, is_positive
 
 if TYPE_CHECKING:
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DAY_MS = 86_400_000
 IMPLICIT_VERSION = "0.7.3"  # the version the ALS baseline was written and tested against
 _MIN_SCORE = 1e-9  # below any real co-occurrence score (>= 1 / #users), above rounding noise
 _FILTERED_SCORE = float(np.finfo(np.float32).min)  # implicit's score for a filtered-out item

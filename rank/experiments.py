@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vecrank.errors import VecrankError
+from vecrank.interactions import DAY_MS
 from vecrank.rank import stats
 from vecrank.rank.interleaving import PreferenceResult, credit, outcome, preference
 
@@ -74,7 +75,6 @@ _MODEL_REF = re.compile(r"^([A-Za-z0-9_.-]+)@(\d+)$")
 RETRIEVAL_KEYS = {"pool": int, "num_candidates": int, "exclude_seen": bool, "query_weight": float,
                   "text_boost": float, "similarity_floor": float, "max_interests": int, "mmr_lambda": float,
                   "group_field": str, "max_per_group": int}
-DAY_MS = 86_400_000
 
 
 class ExperimentError(VecrankError, ValueError):

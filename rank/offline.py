@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vecrank.ingest import cf
-from vecrank.ingest.signals import DEFAULT_WINDOWS, signals_table
+from vecrank.ingest.signals import DEFAULT_WINDOWS
+from vecrank.ingest.signals_table import signals_table
 from vecrank.interactions import DAY_MS, Interactions
 from vecrank.rank.features import CandidateBatch, FeatureSpec, RequestContext, facet_values
 from vecrank.rank.state import CFMeta, StateConfig, UserState, compute_state

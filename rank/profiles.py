@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-DAY_MS = 86_400_000
+from vecrank.interactions import DAY_MS
+
 
 
 @dataclass(frozen=True)

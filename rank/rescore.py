@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vecrank.errors import VecrankError
+from vecrank.interactions import DAY_MS
 
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
@@ -79,7 +80,6 @@ __all__ = [
 PLUGIN_NAME = "vecrank-rescorer"
 RESCORER = "vecrank"
 VALIDATE_PATH = "/_vecrank/model/_validate"
-DAY_MS = 86_400_000
 
 # Param names the plugin reads for the request-level inputs.
 PROFILE_VECTOR = "profile_vector"

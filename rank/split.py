@@ -11,7 +11,7 @@ The rule, in one place:
 * Unless given, ``cutoff_ms`` is the smallest timestamp at or above the ``1 - test_fraction``
   quantile of all timestamps (numpy's ``"higher"`` quantile), so the test share is at most about
   ``test_fraction``; events tied on the cutoff all go to the test side.
-* A **positive** interaction (the default :func:`is_positive`): a ``rating`` with value ≥ 4.0, or
+* A **positive** interaction (the default :func:`vecrank.interactions.is_positive`): a ``rating`` with value ≥ 4.0, or
   any ``click``, ``cart`` or ``purchase``. Any callable ``event -> bool`` can replace it.
 * An **interaction** is any event but an ``impression`` (what the user did, not what was shown);
   the user's training interactions are their history and what recommenders exclude as "seen".
@@ -36,35 +36,14 @@ from typing import Any
 
 import numpy as np
 
+from vecrank.interactions import is_interaction, is_positive  # the one definition of both rules
+
 log = logging.getLogger(__name__)
 
 Event = Mapping[str, Any]
 PositiveRule = Callable[[Event], bool]
 
-POSITIVE_TYPES = frozenset({"click", "cart", "purchase"})
-POSITIVE_MIN_RATING = 4.0
 _REQUIRED = ("user_id", "item_id", "timestamp")
-
-
-def is_positive(event: Event) -> bool:
-    """The default positive rule: a rating ≥ 4.0, or any click, cart or purchase.
-
-    Args:
-        event: one event (``type``, ``value``).
-
-    Returns:
-        True when the event says the user liked the item.
-    """
-    kind = event.get("type")
-    if kind == "rating":
-        value = event.get("value")
-        return value is not None and float(value) >= POSITIVE_MIN_RATING
-    return kind in POSITIVE_TYPES
-
-
-def is_interaction(event: Event) -> bool:
-    """Whether an event is something the user did (anything but an impression)."""
-    return event.get("type") != "impression"
 
 
 def check_events(events: Iterable[Event]) -> list[Event]:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from vecrank.ingest import cf
-from vecrank.ingest.signals import signals_table
+from vecrank.ingest.signals_table import signals_table
 from vecrank.interactions import DAY_MS, Interactions, is_positive
 from vecrank.rank import evaluate as ev
 from vecrank.rank import features as feats

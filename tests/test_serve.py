@@ -375,7 +375,7 @@ def test_small_simulated_experiment_end_to_end(api, service, world, es, tmp_path
         ab = sim.run_experiment(es, settings, api_client, heldout, experiment_id="sim-ab", arms=arms, sessions=2, k=5,
                                 concurrency=2, reps=300, n_boot=500, out_dir=tmp_path)
         tdi = sim.run_experiment(es, settings, api_client, heldout, experiment_id="sim-tdi", arms=arms,
-                                 type_="interleaving", sessions=2, k=5, concurrency=2, reps=300, n_boot=500)
+                                 type_="interleaving", sessions=3, k=5, concurrency=2, reps=300, n_boot=500)
     finally:
         service.config = dataclasses.replace(service.config, experiment_refresh_s=60)
         service.refresh()
@@ -388,6 +388,8 @@ def test_small_simulated_experiment_end_to_end(api, service, world, es, tmp_path
     assert ab["report"]["comparisons"]["treatment"]["ctr_clustered"]["p_value"] < 0.05
     assert json.loads((tmp_path / "sim-ab.json").read_text())["users_needed_80pct"] == ab["users_needed_80pct"]
     assert tdi["report"]["interleaving"]["winner"] == "treatment"
-    assert tdi["users_needed_80pct"]["preference"] is not None and tdi["report"]["interleaving"]["p_value"] < 0.05
+    # The team-draft coin is seeded by each request's random id: 3 sessions leave room for that.
+    assert tdi["users_needed_80pct"]["preference"] is not None and tdi["report"]["interleaving"]["p_value"] < 0.05, (
+        tdi["report"]["interleaving"], tdi["users_needed_80pct"])
     # the users' histories were put back: the simulated clicks do not leak into the next test
     assert sim.snapshot_users(es, settings, sorted(heldout)) == before

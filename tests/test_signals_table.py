@@ -18,10 +18,9 @@ from vecrank.ingest.signals import (
     rank_signals,
     refresh_signals,
     reset_signals,
-    signals_doc,
     signals_mapping,
-    signals_table,
 )
+from vecrank.ingest.signals_table import signals_doc, signals_table
 from vecrank.interactions import Interactions
 
 A = 1_717_200_000_000  # the as_of of the handcrafted log: 2024-06-01T00:00:00Z
