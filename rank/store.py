@@ -191,8 +191,10 @@ def user_state(client: Elasticsearch, settings: Settings, doc: dict[str, Any] | 
 
 
 def stored_profile(user: dict[str, Any] | None, config: ProfileConfig, model: str) -> Profile | None:
-    """The user's stored profile if it was made with this rule and model, else None."""
-    doc = (user or {}).get("profile")
+    """The user's stored profile (in their state, :meth:`UserState.to_doc`) if it was made with
+    this rule and model, else None. A top-level ``profile`` an earlier vecrank wrote is not read:
+    nothing keeps it current any more."""
+    doc = ((user or {}).get("state") or {}).get("profile")
     if not doc or doc.get("model") != model or doc.get("config") != config.fingerprint():
         return None
     return Profile.from_doc(doc)

@@ -348,3 +348,19 @@ def test_pool_search_gathers_each_source_under_the_filters(es, settings_for, ite
     assert not {"h0", "h1"} & {h["_id"] for h in hits}  # seen items are excluded from every source
     horror = rec.pool_hits(state, pool=pool, size=20, filters={"genre": "Horror"}, source=["genre"])
     assert {h["_source"]["genre"] for h in horror} == {"Horror"} and len(horror) == 3
+
+
+def test_the_stored_profile_is_read_from_the_user_state():
+    from vecrank.rank.profiles import Interest, Profile
+    from vecrank.rank.state import StateConfig, UserState
+    from vecrank.rank.store import stored_profile
+
+    config = StateConfig()
+    profile = Profile(interests=(Interest(np.array([0.6, 0.8], dtype=np.float32), 1.0, ("a",)),), n_events=1,
+                      positive_weight=1.0, negative_weight=0.0)
+    doc = {"state": UserState(history=(ev("a"),), profile=profile).to_doc(model="m", config=config)}
+    got = stored_profile(doc, config.profile, "m")
+    assert got is not None and np.allclose(got.vector, [0.6, 0.8])
+    assert stored_profile(doc, config.profile, "other-model") is None
+    # An earlier vecrank's top-level profile is stale (nothing updates it): not read.
+    assert stored_profile({"profile": doc["state"]["profile"]}, config.profile, "m") is None
