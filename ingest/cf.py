@@ -493,32 +493,22 @@ def fit_index(client: Any, settings: Any, config: CFConfig | None = None, *, swi
                 doc["cf_next"] = neighbours_doc(following)
             yield {"_op_type": "index", "_index": target, "_id": hit["_id"], "_source": doc}
 
-    for ok, info in helpers.streaming_bulk(client, actions(), chunk_size=500, max_retries=5, raise_on_error=False,
-                                           raise_on_exception=False):
-        summary.items += 1
-        if not ok:
-            summary.failed += 1
-            if len(summary.failures) < 20:
-                summary.failures.append(str(info)[:300])
-    client.indices.refresh(index=target)
+    result = indices.write_version(client, target, actions())
+    summary.items, summary.failed, summary.failures = result.ok + result.failed, result.failed, result.failures
     summary.seconds_write = round(time.monotonic() - written, 3)
-    problems = _verify(client, live, target, model, summary, verify_sample)
+    problems = indices.copy_problems(client, live, target, result) + _verify(client, target, model, summary,
+                                                                             verify_sample)
     if problems:
         raise VecrankError(f"{target} failed verification, the alias still points at {live}: {'; '.join(problems)}")
     if switch:
-        indices.switch(client, settings, int(target.rsplit("-v", 1)[1]))
+        indices.switch_to(client, settings, target)
         summary.switched = True
     return summary
 
 
-def _verify(client: Any, source: str, target: str, model: CFModel, summary: FitSummary, sample: int) -> list[str]:
-    """Counts match, and a sample of stored factors equals the model's, bit for bit."""
+def _verify(client: Any, target: str, model: CFModel, summary: FitSummary, sample: int) -> list[str]:
+    """A sample of stored factors equals the model's, bit for bit."""
     problems = []
-    n_source, n_target = client.count(index=source)["count"], client.count(index=target)["count"]
-    if n_source != n_target:
-        problems.append(f"{n_target} documents in {target} but {n_source} in {source}")
-    if summary.failed:
-        problems.append(f"{summary.failed} documents failed to write, e.g. {summary.failures[:1]}")
     if sample and summary.with_vector:
         hits = client.search(index=target, size=sample, source={"exclude_vectors": False, "includes": ["cf_vector"]},
                              query={"exists": {"field": "cf_vector"}}, sort=[{"item_id": "asc"}])["hits"]["hits"]

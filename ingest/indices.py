@@ -287,6 +287,53 @@ def switch(client: Elasticsearch, settings: Settings, version: int) -> str:
     return target
 
 
+def switch_to(client: Elasticsearch, settings: Settings, index: str) -> str:
+    """:func:`switch` to the version ``index`` names (``<prefix>-items-v<N>``)."""
+    found = _VERSION.search(index)
+    if found is None:
+        raise IndexError_(f"{index} is not a versioned items index")
+    return switch(client, settings, int(found.group(1)))
+
+
+@dataclass
+class Written:
+    """What :func:`write_version` wrote: documents written and failed, the first 20 failures."""
+
+    ok: int = 0
+    failed: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+def write_version(client: Elasticsearch, target: str, actions: Any) -> Written:
+    """Bulk-write a new version's documents (429s retried), never raising on a failed document:
+    failures are counted and the first 20 kept; then ``target`` is refreshed."""
+    from elasticsearch import helpers
+
+    out = Written()
+    for ok, info in helpers.streaming_bulk(client, actions, chunk_size=500, max_retries=5, raise_on_error=False,
+                                           raise_on_exception=False):
+        if ok:
+            out.ok += 1
+        else:
+            out.failed += 1
+            if len(out.failures) < 20:
+                out.failures.append(str(info)[:300])
+    client.indices.refresh(index=target)
+    return out
+
+
+def copy_problems(client: Elasticsearch, source: str, target: str, written: Written) -> list[str]:
+    """What a full copy of ``source`` into ``target`` got wrong: a document count that differs,
+    documents that failed to write."""
+    problems = []
+    n_source, n_target = client.count(index=source)["count"], client.count(index=target)["count"]
+    if n_source != n_target:
+        problems.append(f"{n_target} documents in {target} but {n_source} in {source}")
+    if written.failed:
+        problems.append(f"{written.failed} documents failed to write, e.g. {written.failures[:1]}")
+    return problems
+
+
 def rollback(client: Elasticsearch, settings: Settings) -> str:
     """Point the alias at the newest version older than the live one."""
     live = live_index(client, settings)

@@ -156,36 +156,25 @@ def reindex(client: Elasticsearch, settings: Settings, *, embedder: TextEmbedder
             doc.update({"text": text, "embedding": vector_value(vector, packed), "content_hash": digest})
             yield {"_op_type": "index", "_index": target, "_id": doc_id, "_source": doc}
 
-    for ok, info in helpers.streaming_bulk(client, actions(), chunk_size=500, max_retries=5,
-                                           raise_on_error=False, raise_on_exception=False):
-        if ok:
-            summary.docs += 1
-        else:
-            summary.failed += 1
-            if len(summary.failures) < 20:
-                summary.failures.append(str(info)[:300])
-    client.indices.refresh(index=target)
-
-    problems = verify(client, live, target, embedder=embedder, sample=verify_sample, summary=summary)
+    written = indices.write_version(client, target, actions())
+    summary.docs, summary.failed, summary.failures = written.ok, written.failed, written.failures
+    problems = indices.copy_problems(client, live, target, written) + verify(
+        client, target, embedder=embedder, sample=verify_sample, summary=summary)
     summary.seconds = round(time.monotonic() - started, 3)
     if problems:
         raise VecrankError(f"{target} failed verification, the alias still points at {live}: {'; '.join(problems)}")
     if switch:
-        indices.switch(client, settings, int(target.rsplit("-v", 1)[1]))
+        indices.switch_to(client, settings, target)
         summary.switched = True
     return summary
 
 
-def verify(client: Elasticsearch, source: str, target: str, *, embedder: TextEmbedder, sample: int,
+def verify(client: Elasticsearch, target: str, *, embedder: TextEmbedder, sample: int,
            summary: ReindexSummary) -> list[str]:
-    """Counts match, and a random sample of stored vectors equals a fresh computation of their text."""
+    """A random sample of stored vectors equals a fresh computation of their text (the counts are
+    :func:`vecrank.ingest.indices.copy_problems`')."""
     problems = []
-    n_source = client.count(index=source)["count"]
     n_target = client.count(index=target)["count"]
-    if n_source != n_target:
-        problems.append(f"{n_target} documents in {target} but {n_source} in {source}")
-    if summary.failed:
-        problems.append(f"{summary.failed} documents failed to write, e.g. {summary.failures[:1]}")
     if sample and n_target:
         seed = random.Random(n_target).randrange(1 << 30)
         hits = client.search(index=target, size=sample, source={"exclude_vectors": False},
