@@ -43,14 +43,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vecrank.errors import VecrankError
-from vecrank.ingest.cf import CFConfig
 from vecrank.interactions import DAY_MS, Interactions
 from vecrank.rank import features as feats
 from vecrank.rank import metrics
 from vecrank.rank.model import RankerModel
-from vecrank.rank.offline import Catalog, Past, PoolConfig
+from vecrank.rank.offline import Catalog, Past, ReplayConfig  # ReplayConfig: re-exported, where it was
 from vecrank.rank.ranker import rank_order
-from vecrank.rank.state import StateConfig
 from vecrank.rank.train import ReplayRequest, TrainConfig, replay, select_ranker, user_cuts
 
 if TYPE_CHECKING:
@@ -104,27 +102,6 @@ class EvalConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class ReplayConfig:
-    """Everything that decides what a model is trained on and served with: it travels with the
-    model (``RankerModel.training["config"]``) and serving builds its pool and user states from it.
-    """
-
-    pool: PoolConfig = field(default_factory=PoolConfig)
-    state: StateConfig = field(default_factory=StateConfig)
-    cf: CFConfig = field(default_factory=CFConfig)
-    spec: feats.FeatureSpec = field(default_factory=feats.FeatureSpec)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"pool": self.pool.to_dict(), "state": self.state.to_dict(), "cf": self.cf.to_dict(),
-                "spec": self.spec.to_dict()}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ReplayConfig:
-        return cls(pool=PoolConfig.from_dict(data["pool"]), state=StateConfig.from_dict(data["state"]),
-                   cf=CFConfig.from_dict(data["cf"]), spec=feats.FeatureSpec.from_dict(data["spec"]))
 
 
 @dataclass

@@ -34,6 +34,7 @@ from vecrank.ingest import cf
 from vecrank.ingest.signals import DEFAULT_WINDOWS
 from vecrank.ingest.signals_table import signals_table
 from vecrank.interactions import DAY_MS, Interactions
+from vecrank.ingest.cf import CFConfig
 from vecrank.rank.features import CandidateBatch, FeatureSpec, RequestContext, facet_values
 from vecrank.rank.state import CFMeta, StateConfig, UserState, compute_state
 
@@ -84,6 +85,27 @@ class PoolConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PoolConfig:
         return cls(**{k: int(v) for k, v in data.items()})
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """Everything that decides what a model is trained on and served with: it travels with the
+    model (``RankerModel.training["config"]``) and serving builds its pool and user states from it.
+    """
+
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    state: StateConfig = field(default_factory=StateConfig)
+    cf: CFConfig = field(default_factory=CFConfig)
+    spec: FeatureSpec = field(default_factory=FeatureSpec)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pool": self.pool.to_dict(), "state": self.state.to_dict(), "cf": self.cf.to_dict(),
+                "spec": self.spec.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ReplayConfig:
+        return cls(pool=PoolConfig.from_dict(data["pool"]), state=StateConfig.from_dict(data["state"]),
+                   cf=CFConfig.from_dict(data["cf"]), spec=FeatureSpec.from_dict(data["spec"]))
 
 
 @dataclass(frozen=True, eq=False)

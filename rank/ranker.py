@@ -23,7 +23,9 @@ import numpy as np
 from vecrank.errors import VecrankError
 from vecrank.rank import features as feats
 from vecrank.rank.model import RankerModel
+from vecrank.rank.offline import ReplayConfig
 from vecrank.rank.recommender import Candidate, Recommender
+from vecrank.rank.rescore import plugin_installed, rescore_body, rescore_params, score_to_model
 
 if TYPE_CHECKING:
 
@@ -89,8 +91,6 @@ class Ranker:
                  rerank: str = "auto"):
         if rerank not in RERANK_MODES:
             raise ValueError(f"rerank must be one of {', '.join(RERANK_MODES)}, not {rerank!r}")
-        from vecrank.rank.evaluate import ReplayConfig
-
         self.recommender = recommender
         self.model = model
         self.log_requests = log_requests
@@ -106,8 +106,6 @@ class Ranker:
         """Whether the vecrank plugin can rank for this model: installed on every node, and the
         model registered with its ``plugin_features``."""
         if self._plugin is None:
-            from vecrank.rank.rescore import plugin_installed
-
             self._plugin = bool(self.model.plugin_features) and self.model.version > 0 and plugin_installed(
                 self.recommender.client)
         return self._plugin
@@ -153,16 +151,12 @@ class Ranker:
         spec, pool = self.model.spec, self.config.pool
         ctx = feats.RequestContext(now_ms=now, path="profile", state=state)
         if mode == "plugin":
-            from vecrank.rank.rescore import rescore_body, rescore_params
-
             section = rescore_body(model_id=self.model.model_id, version=self.model.version,
                                    params=rescore_params(spec, ctx), window_size=max(pool.size, k),
                                    models_index=rec.settings.index("models"))
             hits = rec.pool_hits(state, pool=pool, size=k, filters=filters, extra_filters=extra_filters,
                                  source=rec.config.source_fields or True, rescore=section)
             t_pool = time.perf_counter()
-            from vecrank.rank.rescore import score_to_model
-
             ranked = [Ranked(h["_id"], float(score_to_model(h["_score"])), _candidate_of(h),
                              np.full(len(spec.names), np.nan, dtype=np.float32)) for h in hits]
             timings = {"retrieval": round((t_pool - started) * 1000, 2), "features": 0.0, "model": 0.0}

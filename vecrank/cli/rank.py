@@ -13,7 +13,7 @@ from vecrank.cli._common import app, json_option
 def _replay_config(ctx, facets: tuple[str, ...], item_fields: tuple[str, ...], pool: dict[str, int]):
     """The typed pool, state, collaborative and feature settings a model is trained and served with."""
     from vecrank.ingest import indices
-    from vecrank.rank.evaluate import ReplayConfig
+    from vecrank.rank.offline import ReplayConfig
     from vecrank.rank.features import FeatureSpec
     from vecrank.rank.offline import PoolConfig
     from vecrank.rank.state import StateConfig
