@@ -43,11 +43,14 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
+from vecrank.ingest.ease import ease_lists
 from vecrank.interactions import Interactions
 
 log = logging.getLogger(__name__)
 
 IMPLICIT_VERSION = "0.7.3"  # the version the fold-in is tested against
+#: what a fit writes on an item (and a refit replaces)
+CF_FIELDS = ("cf_vector", "cf_neighbours", "cf_next", "cf_ease")
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,11 @@ class CFConfig:
         recent_likes: a user's newest distinct liked items that their co-occurrence score starts from.
         sequence_window: how many of a user's next interactions follow an interaction.
         recent_interactions: a user's newest distinct items that their sequence score starts from.
-        scores_kept: a user's highest co-occurrence (and sequence) scores that are kept; the others are 0.
+        scores_kept: a user's highest co-occurrence (and sequence, EASE) scores that are kept; the others are 0.
+        ease_l2: EASE's L2 weight λ (:mod:`vecrank.ingest.ease`); 500 is the value Steck reports
+            for ML-20M and Netflix.
+        ease_items: the most items in the EASE matrix (those with the most likers).
+        ease_likes: a user's newest distinct liked items that their EASE score sums over.
     """
 
     factors: int = 64
@@ -81,6 +88,9 @@ class CFConfig:
     sequence_window: int = 10
     recent_interactions: int = 10
     scores_kept: int = 300
+    ease_l2: float = 500.0
+    ease_items: int = 20_000
+    ease_likes: int = 200
 
     def __post_init__(self) -> None:
         if not 1 <= self.factors <= 1024:
@@ -88,9 +98,11 @@ class CFConfig:
         if self.regularization < 0 or self.alpha <= 0:
             raise ValueError("regularization must be >= 0 and alpha > 0")
         if min(self.iterations, self.neighbours, self.listed, self.recent_likes, self.sequence_window,
-               self.recent_interactions, self.scores_kept) < 1:
-            raise ValueError("iterations, neighbours, listed, recent_likes, sequence_window, recent_interactions "
-                             "and scores_kept must be >= 1")
+               self.recent_interactions, self.scores_kept, self.ease_items, self.ease_likes) < 1:
+            raise ValueError("iterations, neighbours, listed, recent_likes, sequence_window, recent_interactions, "
+                             "scores_kept, ease_items and ease_likes must be >= 1")
+        if not self.ease_l2 > 0:
+            raise ValueError(f"ease_l2 must be > 0, not {self.ease_l2}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,6 +125,8 @@ class CFModel:
         neighbours: item id ``i`` -> ((``j``, sim), ...): the items that count ``i`` among their
             neighbours, strongest first (ties by id).
         sequence: item id -> the items users went on to next, weighted (:func:`sequence_neighbours`).
+        ease: item id ``i`` -> ((``j``, ``B_ij``), ...): its strongest EASE weights
+            (:func:`vecrank.ingest.ease.ease_lists`).
         users: how many users had a positive event.
         events: how many positive events it was fitted on.
     """
@@ -124,6 +138,7 @@ class CFModel:
     gram: np.ndarray
     neighbours: Mapping[str, tuple[tuple[str, float], ...]]
     sequence: Mapping[str, tuple[tuple[str, float], ...]] = field(default_factory=dict)
+    ease: Mapping[str, tuple[tuple[str, float], ...]] = field(default_factory=dict)
     users: int = 0
     events: int = 0
     _rows: dict[str, int] = field(default_factory=dict, repr=False)
@@ -276,10 +291,12 @@ def fit(log_: Interactions, config: CFConfig | None = None, *, before_ms: int | 
     neighbours = cooccurrence_neighbours(counts, log_.item_ids, config.neighbours, config.listed)
     end = len(log_) if before_ms is None else log_.count_before(before_ms)
     sequence = sequence_neighbours(log_, end=end, window=config.sequence_window, k=config.neighbours)
+    ease_weights = ease_lists(counts, log_.item_ids, l2=config.ease_l2, max_items=config.ease_items,
+                              listed=config.listed)
     model = CFModel(config=config, before_ms=int(before_ms if before_ms is not None else
                                                  (log_.timestamp[-1] + 1 if len(log_) else 0)),
                     item_ids=ids, factors=factors, gram=factors.astype(np.float64).T @ factors.astype(np.float64),
-                    neighbours=neighbours, sequence=sequence, users=len(likers),
+                    neighbours=neighbours, sequence=sequence, ease=ease_weights, users=len(likers),
                     events=int(log_.positive[:end].sum()))
     log.info("collaborative model %s: %d items, %d users, %d positive events", model.version, len(ids),
              model.users, model.events)
@@ -479,7 +496,7 @@ def fit_index(client: Any, settings: Any, config: CFConfig | None = None, *, swi
 
     def actions():
         for hit in helpers.scan(client, index=live, size=500, source={"exclude_vectors": False}):
-            doc = {k: v for k, v in hit["_source"].items() if k not in ("cf_vector", "cf_neighbours", "cf_next")}
+            doc = {k: v for k, v in hit["_source"].items() if k not in CF_FIELDS}
             vector = model.vector(hit["_id"])
             if vector is not None:
                 doc["cf_vector"] = vector_value(vector, packed)
@@ -491,6 +508,9 @@ def fit_index(client: Any, settings: Any, config: CFConfig | None = None, *, swi
             following = model.sequence.get(hit["_id"])
             if following:
                 doc["cf_next"] = neighbours_doc(following)
+            weights = model.ease.get(hit["_id"])
+            if weights:
+                doc["cf_ease"] = neighbours_doc(weights)
             yield {"_op_type": "index", "_index": target, "_id": hit["_id"], "_source": doc}
 
     result = indices.write_version(client, target, actions())

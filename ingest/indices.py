@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 # Our own fields in an item document; catalog fields with these names are stored as "src_<name>".
 RESERVED_FIELDS = frozenset({"item_id", "text", "embedding", "content_hash", "signals", "indexed_at", "cf_vector",
-                             "cf_neighbours", "cf_next"})
+                             "cf_neighbours", "cf_next", "cf_ease"})
 FIELD_TYPES = frozenset({"keyword", "text", "long", "integer", "float", "double", "boolean", "date"})
 _HNSW = {"hnsw", "int8_hnsw", "int4_hnsw", "bbq_hnsw"}
 _FLAT = {"flat", "int8_flat", "int4_flat", "bbq_flat"}
@@ -146,6 +146,7 @@ def items_mapping(spec: IndexSpec) -> dict[str, Any]:
                                    "similarity": "max_inner_product", "index_options": {"type": "hnsw"}}
         properties["cf_neighbours"] = {"type": "object", "enabled": False}  # read whole, never searched
         properties["cf_next"] = {"type": "object", "enabled": False}
+        properties["cf_ease"] = {"type": "object", "enabled": False}
     for name, kind in spec.field_types.items():
         # Ingest stores declared dates as epoch milliseconds (fieldtypes); read them as such.
         properties[stored_field_name(name)] = {"type": kind, **({"format": DATE_FORMAT} if kind == "date" else {})}

@@ -15,16 +15,16 @@ Groups:
 * collaborative — ``cf_score`` (the user's ALS fold-in · the item's factors, NaN when either is
   missing), ``cooc`` (the item's co-occurrence score with the user's recent likes; missing, NaN, when it
   is in none of their neighbour lists or before any collaborative model is fitted), ``seq``
-  (likewise, the next-in-sequence score);
+  (likewise, the next-in-sequence score), ``ease`` (likewise, the EASE score of their newest likes);
 * behavioural, from ``signals.*`` as of the last refresh — ``ctr``, ``pop_1d``, ``pop_7d``,
   ``pop_30d``, ``pop_365d`` (log1p), ``trend`` (recent popularity against the 30-day rate),
   ``popular_rank`` / ``trending_rank`` (the item's rank among all items by 30-day popularity
   and by its excess 7-day popularity; NaN past the ranked ones),
   ``days_since_interaction``, ``item_age`` (days since its first interaction), ``rating_mean``,
   ``rating_count`` (log1p);
-* pool ranks — ``rank_cf``, ``rank_text``, ``rank_cooc``, ``rank_seq``: the candidate's 1-based rank
-  within the request's pool by ``cf_score``, ``cos_profile``, ``cooc`` and ``seq`` (highest first, ties by item id,
-  NaN stays NaN): what each retrieval source thinks of it relative to the rest of the pool;
+* pool ranks — ``rank_cf``, ``rank_text``, ``rank_cooc``, ``rank_seq``, ``rank_ease``: the candidate's 1-based
+  rank within the request's pool by ``cf_score``, ``cos_profile``, ``cooc``, ``seq`` and ``ease`` (highest first,
+  ties by item id, NaN stays NaN): what each retrieval source thinks of it relative to the rest of the pool;
   ``n_sources``: how many sources found it (ranks within each source's size, and the signals'
   popular and trending ranks within theirs);
 * item — ``item.<field>`` for declared numeric item fields (for example ``item.year``), and
@@ -48,23 +48,24 @@ from typing import Any
 import numpy as np
 
 from vecrank.interactions import DAY_MS
-from vecrank.rank.state import UserState
+from vecrank.rank.state import SCORE_MAPS, UserState
 
 PATH_CODES = {"profile": 0, "multi_interest": 1, "profile+query": 2, "multi_interest+query": 2, "query": 3,
               "context": 4, "popular": 5}
 SEMANTIC = ("cos_profile", "cos_query", "cos_hist_max", "cos_hist_mean")
-COLLABORATIVE = ("cf_score", "cooc", "seq")
+COLLABORATIVE = ("cf_score", *SCORE_MAPS)
 POPULARITY_WINDOWS = (1, 7, 30, 365)
 BEHAVIOURAL = ("ctr", *(f"pop_{d}d" for d in POPULARITY_WINDOWS), "trend", "popular_rank", "trending_rank",
                "days_since_interaction", "item_age", "rating_mean", "rating_count")
 #: rank feature -> the feature it ranks the pool by
-POOL_RANKS = {"rank_cf": "cf_score", "rank_text": "cos_profile", "rank_cooc": "cooc", "rank_seq": "seq"}
+POOL_RANKS = {"rank_cf": "cf_score", "rank_text": "cos_profile", **{f"rank_{name}": name for name in SCORE_MAPS}}
 USER = ("hist_len", "days_since_active")
 #: n_sources counts the retrieval sources that found a candidate: a rank within its source's size
-SOURCE_RANKS = {"text": "rank_text", "cf": "rank_cf", "cooc": "rank_cooc", "seq": "rank_seq", "popular": "popular_rank",
+SOURCE_RANKS = {"text": "rank_text", "cf": "rank_cf", **{name: f"rank_{name}" for name in SCORE_MAPS},
+                "popular": "popular_rank",
                 "trending": "trending_rank"}
 CONTEXT = ("query_present", "path_code")
-SPEC_VERSION = 2
+SPEC_VERSION = 3
 
 
 class FeatureSpecMismatch(ValueError):
@@ -208,7 +209,8 @@ def compute(spec: FeatureSpec, candidates: CandidateBatch | Sequence[Any], ctx: 
         cols["cf_score"] = np.where(batch.has_cf, scores, np.nan)
     else:
         cols["cf_score"] = nan.copy()
-    for name, scores in (("cooc", state.cooc), ("seq", state.seq)):
+    for name in SCORE_MAPS:
+        scores = state.scores(name)
         cols[name] = np.array([scores.get(i, np.nan) for i in batch.item_ids], dtype=np.float64)
 
     sig = batch.signals

@@ -36,7 +36,7 @@ from vecrank.ingest.signals_table import signals_table
 from vecrank.interactions import DAY_MS, Interactions
 from vecrank.ingest.cf import CFConfig
 from vecrank.rank.features import CandidateBatch, FeatureSpec, RequestContext, facet_values
-from vecrank.rank.state import CFMeta, StateConfig, UserState, compute_state
+from vecrank.rank.state import SCORE_MAPS, CFMeta, StateConfig, UserState, compute_state
 
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("text", "cf", "cooc", "seq", "popular", "trending")
+SOURCES = ("text", "cf", *SCORE_MAPS, "popular", "trending")
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ class PoolConfig:
         cf: highest collaborative scores (the user's fold-in · the item factors).
         cooc: highest co-occurrence scores with the user's recent likes.
         seq: highest sequence scores after the user's newest interactions.
+        ease: highest EASE scores of the user's newest likes.
         popular: items with ``signals.popular_rank <= popular`` (30-day popularity).
         trending: items with ``signals.trending_rank <= trending``.
     """
@@ -66,6 +67,7 @@ class PoolConfig:
     cf: int = 100
     cooc: int = 50
     seq: int = 50
+    ease: int = 50
     popular: int = 50
     trending: int = 50
 
@@ -77,7 +79,7 @@ class PoolConfig:
     @property
     def size(self) -> int:
         """The most candidates a pool can hold (every source disjoint)."""
-        return self.text + self.cf + self.cooc + self.seq + self.popular + self.trending
+        return sum(asdict(self).values())
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -201,6 +203,11 @@ class _Items:
         if self.model is None:
             return {}
         return {i: self.model.sequence[i] for i in ids if i in self.model.sequence}
+
+    def ease(self, ids: Sequence[str]) -> dict[str, Sequence[tuple[str, float]]]:
+        if self.model is None:
+            return {}
+        return {i: self.model.ease[i] for i in ids if i in self.model.ease}
 
     def facets(self, ids: Sequence[str], names: Sequence[str]) -> dict[str, dict[str, frozenset[str]]]:
         out = {}
@@ -363,7 +370,8 @@ class Past:
         factors, has_cf = self._catalog_factors(model) if model is not None else (None, None)
         if factors is not None and state.cf_vector is not None and pool.cf:
             order["cf"] = _top(factors @ np.asarray(state.cf_vector, dtype=np.float64), eligible & has_cf, pool.cf)
-        for name, scores, limit in (("cooc", state.cooc, pool.cooc), ("seq", state.seq, pool.seq)):
+        for name in SCORE_MAPS:
+            scores, limit = state.scores(name), getattr(pool, name)
             if scores and limit:
                 order[name] = [n for n in (catalog.index(i) for i in top_scores(scores, limit))
                                if n is not None and eligible[n]]
@@ -388,8 +396,8 @@ class Past:
 
 
 def top_scores(scores: Mapping[str, float], k: int) -> list[str]:
-    """The ``k`` items of a user's score map (co-occurrence or sequence) with the highest positive
-    scores, ties by id: the ids a pool's ``cooc`` / ``seq`` source asks for (the request's
+    """The ``k`` items of a user's score map (:data:`~vecrank.rank.state.SCORE_MAPS`) with the highest
+    positive scores, ties by id: the ids a pool's ``cooc`` / ``seq`` / ``ease`` source asks for (the request's
     filters then drop some, in Elasticsearch as here)."""
     ranked = sorted(((i, s) for i, s in scores.items() if s > 0), key=lambda kv: (-kv[1], kv[0]))
     return [i for i, _ in ranked[:k]]

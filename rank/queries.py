@@ -125,12 +125,12 @@ def knn_clause(vector: Sequence[float], *, k: int, num_candidates: int, filter: 
 
 
 def pool_body(*, pool: Any, size: int, filter: dict[str, Any] | None, text_vector: Sequence[float] | None,
-              cf_vector: Sequence[float] | None, cooc_ids: Sequence[str], seq_ids: Sequence[str] = (),
-              source: Sequence[str] | bool,
+              cf_vector: Sequence[float] | None, listed: Mapping[str, Sequence[str]], source: Sequence[str] | bool,
               with_vectors: bool = False, candidates_factor: int = 4) -> dict[str, Any]:
     """The one search that gathers a request's pool (:class:`vecrank.rank.offline.PoolConfig`):
     a ``knn`` clause on the text vectors and one on the collaborative vectors, plus, as ``should``
-    clauses, the user's most co-occurring items, the popular and the trending items by the
+    clauses, the user's best items by each score map (co-occurrence, sequence, EASE), the popular
+    and the trending items by the
     signals' ranks — all under the same filter and exclusions. Each clause is named after its
     source, so every hit's ``matched_queries`` says which sources found it.
 
@@ -142,16 +142,16 @@ def pool_body(*, pool: Any, size: int, filter: dict[str, Any] | None, text_vecto
         text_vector: the text profile (or the profile blended with the search text); None: no
             text clause.
         cf_vector: the user's collaborative vector; None: no collaborative clause.
-        cooc_ids: the user's most co-occurring items, best first (the first ``pool.cooc`` are asked for).
-        seq_ids: the items most likely to come next, best first (the first ``pool.seq``).
+        listed: source (``cooc``, ``seq``, ``ease``) -> the user's best items by that score, best
+            first (the first ``pool.<source>`` are asked for).
         source: the ``_source`` fields to return.
         with_vectors: return the hits' text and collaborative vectors (ranking in Python).
         candidates_factor: HNSW candidates per shard as a multiple of each clause's ``k``.
 
     Example:
         >>> from vecrank.rank.offline import PoolConfig
-        >>> body = pool_body(pool=PoolConfig(text=2, cf=0, cooc=1, seq=0, popular=3, trending=0), size=6, filter=None,
-        ...                  text_vector=[1.0, 0.0], cf_vector=None, cooc_ids=["a", "b"], source=False)
+        >>> body = pool_body(pool=PoolConfig(text=2, cf=0, cooc=1, seq=0, ease=0, popular=3, trending=0), size=6,
+        ...                  filter=None, text_vector=[1.0, 0.0], cf_vector=None, listed={"cooc": ["a", "b"]}, source=False)
         >>> body["knn"][0]["_name"], body["knn"][0]["k"], body["query"]["bool"]["should"]
         ('text', 2, [{'ids': {'values': ['a'], '_name': 'cooc'}}, {'range': {'signals.popular_rank': {'lte': 3, '_name': 'popular'}}}])
     """
@@ -163,7 +163,8 @@ def pool_body(*, pool: Any, size: int, filter: dict[str, Any] | None, text_vecto
             clause["_name"] = name
             knn.append(clause)
     should: list[dict[str, Any]] = []
-    for name, ids, limit in (("cooc", cooc_ids, pool.cooc), ("seq", seq_ids, pool.seq)):
+    for name, ids in listed.items():
+        limit = getattr(pool, name)
         if limit and ids:
             should.append({"ids": {"values": [str(i) for i in list(ids)[:limit]], "_name": name}})
     for name, limit in (("popular", pool.popular), ("trending", pool.trending)):

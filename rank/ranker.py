@@ -37,30 +37,40 @@ RERANK_MODES = ("auto", "python", "plugin")
 
 @dataclass
 class Ranked:
+    """One shown item. ``score`` and ``features`` are None where no model ranked the request."""
+
     item_id: str
-    score: float
+    score: float | None
     candidate: Candidate
-    features: np.ndarray = field(repr=False)
+    features: np.ndarray | None = field(default=None, repr=False)
     contributions: dict[str, float] | None = None
 
 
 @dataclass
 class Recommendation:
+    """A response. ``ranked_by`` is the model version that ordered the items (``id@version``), or
+    None on a path the model was not trained for: then the items keep retrieval's order, carry no
+    score, and ``unranked_reason`` says why."""
+
     request_id: str
-    model: str
+    ranked_by: str | None
     path: str
     cold_start: bool
     items: list[Ranked]
     timings_ms: dict[str, float]
-    rerank: str = "python"  # where the model ran: "python" or "plugin" (inside Elasticsearch)
+    rerank: str | None = "python"  # where the model ran: "python", "plugin" (inside Elasticsearch), None
+    unranked_reason: str | None = None
 
     def to_dict(self, *, with_features: bool = False) -> dict[str, Any]:
-        out = {"request_id": self.request_id, "model": self.model, "path": self.path, "cold_start": self.cold_start,
-               "rerank": self.rerank, "timings_ms": self.timings_ms, "items": []}
+        out = {"request_id": self.request_id, "ranked_by": self.ranked_by, "path": self.path,
+               "cold_start": self.cold_start, "rerank": self.rerank, "timings_ms": self.timings_ms, "items": []}
+        if self.unranked_reason is not None:
+            out["unranked_reason"] = self.unranked_reason
         for r in self.items:
             knn = r.candidate.score
-            item = {"item_id": r.item_id, "score": r.score, "knn_score": None if knn != knn else knn,
-                    "cosine": r.candidate.cosine, "fields": r.candidate.fields}
+            item = {"item_id": r.item_id, **({"score": r.score} if r.score is not None else {}),
+                    "knn_score": None if knn != knn else knn, "cosine": r.candidate.cosine,
+                    "fields": r.candidate.fields}
             if r.contributions is not None:
                 item["contributions"] = r.contributions
             out["items"].append(item)
@@ -101,6 +111,10 @@ class Ranker:
             raise VecrankError(f"model {model.model_id}@{model.version} records no pool or state config; "
                                "train it again with this vecrank")
         self.config = ReplayConfig.from_dict(config)
+
+    @property
+    def version(self) -> str:
+        return f"{self.model.model_id}@{self.model.version}"
 
     def plugin_usable(self) -> bool:
         """Whether the vecrank plugin can rank for this model: installed on every node, and the
@@ -157,8 +171,8 @@ class Ranker:
             hits = rec.pool_hits(state, pool=pool, size=k, filters=filters, extra_filters=extra_filters,
                                  source=rec.config.source_fields or True, rescore=section)
             t_pool = time.perf_counter()
-            ranked = [Ranked(h["_id"], float(score_to_model(h["_score"])), _candidate_of(h),
-                             np.full(len(spec.names), np.nan, dtype=np.float32)) for h in hits]
+            # The plugin returns scores, not feature rows: those stay in Elasticsearch.
+            ranked = [Ranked(h["_id"], float(score_to_model(h["_score"])), _candidate_of(h)) for h in hits]
             timings = {"retrieval": round((t_pool - started) * 1000, 2), "features": 0.0, "model": 0.0}
         else:
             hits = rec.pool_hits(state, pool=pool, size=pool.size, filters=filters, extra_filters=extra_filters,
@@ -185,8 +199,8 @@ class Ranker:
                        "model": round((t_model - t_features) * 1000, 2)}
         timings["state"] = round((t_state - started) * 1000, 2)
         timings["total"] = round((time.perf_counter() - started) * 1000, 2)
-        result = Recommendation(request_id=uuid.uuid4().hex, model=f"{self.model.model_id}@{self.model.version}",
-                                path="profile", cold_start=False, items=ranked, timings_ms=timings, rerank=mode)
+        result = Recommendation(request_id=uuid.uuid4().hex, ranked_by=self.version, path="profile", cold_start=False,
+                                items=ranked, timings_ms=timings, rerank=mode)
         if self.log_requests:
             self._log(result, user=user, now_ms=now)
         return result
@@ -194,11 +208,10 @@ class Ranker:
     def _unranked(self, *, k: int, started: float, now: int, user: str | None, **retrieve: Any) -> Recommendation:
         """Retrieval's own order, for the paths the model was not trained on."""
         cset = self.recommender.candidates(k=k, user=user, **retrieve)
-        ranked = [Ranked(c.item_id, -float(n), c, np.full(len(self.model.spec.names), np.nan, dtype=np.float32))
-                  for n, c in enumerate(cset.candidates[:k])]
+        ranked = [Ranked(c.item_id, None, c) for c in cset.candidates[:k]]
         result = Recommendation(
-            request_id=cset.request_id, path=cset.path, cold_start=cset.cold_start, items=ranked,
-            model=f"none (path {cset.path} not in {self.model.model_id}@{self.model.version}'s training)",
+            request_id=cset.request_id, ranked_by=None, path=cset.path, cold_start=cset.cold_start, items=ranked,
+            rerank=None, unranked_reason=f"{self.version} is trained for the profile path only, not {cset.path}",
             timings_ms={"retrieval": round((time.perf_counter() - started) * 1000, 2), "features": 0.0, "model": 0.0,
                         "total": round((time.perf_counter() - started) * 1000, 2)})
         if self.log_requests:
@@ -216,15 +229,19 @@ class Ranker:
         log_index = settings.index("feature-log")
         create_index_if_missing(client, log_index, feature_log_mapping())
         actions: list[dict[str, Any]] = []
+        shown_by = self.version  # the serving model, ranked or not (ranked_by and the feature log tell which)
         for position, r in enumerate(rec.items, 1):
             if user is not None:
                 actions.append(impression_action(events_index, user=str(user), item_id=r.item_id,
                                                  request_id=rec.request_id, position=position,
-                                                 model_version=rec.model, now_ms=now_ms))
-            actions.append(feature_log_action(log_index, request_id=rec.request_id, user=user, item_id=r.item_id,
-                                              position=position, now_ms=now_ms, model_version=rec.model,
-                                              spec=self.model.spec.fingerprint(), path=rec.path, score=r.score,
-                                              features=r.features))
+                                                 model_version=shown_by, now_ms=now_ms))
+            if r.features is not None:  # a feature row only where the model ranked the item
+                actions.append(feature_log_action(log_index, request_id=rec.request_id, user=user, item_id=r.item_id,
+                                                  position=position, now_ms=now_ms, model_version=shown_by,
+                                                  spec=self.model.spec.fingerprint(), path=rec.path, score=r.score,
+                                                  features=r.features))
+        if not actions:
+            return
         _, errors = helpers.bulk(client, actions, raise_on_error=False)
         for error in errors[:3]:
             log.warning("request log write failed: %s", error)

@@ -26,7 +26,7 @@ import numpy as np
 
 from vecrank.rank import queries
 from vecrank.rank.profiles import Profile, ProfileConfig, build_profile
-from vecrank.rank.state import CFMeta, StateConfig, UserState
+from vecrank.rank.state import SCORE_MAPS, CFMeta, StateConfig, UserState
 from vecrank.rank.store import consumed_ids, fetch_vectors, get_user, live_cf_meta, stored_profile, user_state
 
 if TYPE_CHECKING:
@@ -281,7 +281,7 @@ class Recommender:
         cf_ok = state.cf_vector is not None and "cf_vector" in (self._field_types or {})
         body = queries.pool_body(pool=pool, size=size, filter=flt, text_vector=_listed(state.profile_vector),
                                  cf_vector=_listed(state.cf_vector) if cf_ok else None,
-                                 cooc_ids=top_scores(state.cooc, pool.cooc), seq_ids=top_scores(state.seq, pool.seq),
+                                 listed={name: top_scores(state.scores(name), getattr(pool, name)) for name in SCORE_MAPS},
                                  source=source, with_vectors=with_vectors)
         if rescore is not None:
             body["rescore"] = rescore

@@ -49,6 +49,7 @@ import numpy as np
 
 from vecrank.errors import VecrankError
 from vecrank.interactions import DAY_MS
+from vecrank.rank.state import SCORE_MAPS
 
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
@@ -88,8 +89,8 @@ HISTORY_VECTORS = "history_vectors"
 CF_VECTOR = "cf_vector"  # the user's collaborative vector (param) ...
 CF_FIELD = "cf_vector"  # ... and the items' (dense_vector field)
 NOW_MS = "now_ms"
-COOC = "cooc"  # {"values": {item_id: share}, "default": share or None}, read by the items' item_id
-SEQ = "seq"  # the same, for the sequence scores
+# Each of the state's SCORE_MAPS (cooc, seq, ease) is a param of that name:
+# {"values": {item_id: score}, "default": None}, read by the items' item_id.
 KEY_FIELD = "item_id"
 _SCALAR_PARAMS = ("hist_len", "days_since_active", "query_present", "path_code")
 _SIGNAL_FIELDS = {
@@ -148,9 +149,9 @@ def feature_source(name: str) -> dict[str, Any]:
         return {"name": name, "source": "overlap", "field": facet, "param": f"history_{facet}"}
     if name in _SCALAR_PARAMS:
         return {"name": name, "source": "param"}
-    if name in (COOC, SEQ):
+    if name in SCORE_MAPS:
         return {"name": name, "source": "param_map", "param": name, "key_field": KEY_FIELD}
-    raise PluginFeatureError(f"feature {name!r} has no source in the plugin; known: cos_*, cf_score, cooc, seq, "
+    raise PluginFeatureError(f"feature {name!r} has no source in the plugin; known: cos_*, cf_score, cooc, seq, ease, "
                              "rank_*, n_sources, signals (ctr, pop_Nd, trend, ...), item.<field>, age.<field>, "
                              "affinity.<facet>, hist_len, days_since_active, query_present, path_code")
 
@@ -279,7 +280,8 @@ def rescore_params(spec: FeatureSpec, ctx: RequestContext, *, encode: bool = Tru
         params["query_present"] = 1.0 if ctx.query_vector is not None else 0.0
     if "path_code" in names:
         params["path_code"] = float(PATH_CODES.get(ctx.path, -1))
-    for name, scores in ((COOC, state.cooc), (SEQ, state.seq)):
+    for name in SCORE_MAPS:
+        scores = state.scores(name)
         if name in names and scores:
             params[name] = {"values": {str(k): _finite_or_none(v, name) for k, v in scores.items()}, "default": None}
     return params

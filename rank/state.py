@@ -11,6 +11,7 @@ index keeps them) and what the items know:
   missing: NaN in the features);
 * ``seq`` — the sequence scores after the user's newest interactions (what tends to come next),
   likewise;
+* ``ease`` — the EASE scores of the user's newest likes (:mod:`vecrank.ingest.ease`), likewise;
 * ``liked`` — the newest ``history_k`` distinct liked items that have a text vector, with their
   vector and facet values (what ``cos_hist_*`` and ``affinity.*`` compare candidates with).
 
@@ -45,7 +46,13 @@ class ItemData(Protocol):
 
     def sequence(self, ids: Sequence[str]) -> Mapping[str, Sequence[tuple[str, float]]]: ...
 
+    def ease(self, ids: Sequence[str]) -> Mapping[str, Sequence[tuple[str, float]]]: ...
+
     def facets(self, ids: Sequence[str], names: Sequence[str]) -> Mapping[str, Mapping[str, frozenset[str]]]: ...
+
+
+#: the per-item score maps a state carries: each is a feature, a pool source and a plugin param
+SCORE_MAPS = ("cooc", "seq", "ease")
 
 
 @dataclass(frozen=True)
@@ -102,7 +109,14 @@ class UserState:
     cf_version: str | None = None
     cooc: Mapping[str, float] = field(default_factory=dict, repr=False)
     seq: Mapping[str, float] = field(default_factory=dict, repr=False)
+    ease: Mapping[str, float] = field(default_factory=dict, repr=False)
     liked: tuple[LikedItem, ...] = ()
+
+    def scores(self, name: str) -> Mapping[str, float]:
+        """One of the :data:`SCORE_MAPS` by name."""
+        if name not in SCORE_MAPS:
+            raise KeyError(f"no score map {name!r}; known: {', '.join(SCORE_MAPS)}")
+        return getattr(self, name)
 
     @property
     def seen(self) -> frozenset[str]:
@@ -127,8 +141,7 @@ class UserState:
             "model": model, "config": config_fingerprint(config),
             "profile": self.profile.to_doc(config.profile, model) if self.profile is not None else None,
             "cf": None if self.cf_vector is None else {"version": self.cf_version, "vector": _b64(self.cf_vector)},
-            "cooc": {"version": self.cf_version, "scores": dict(self.cooc)},
-            "seq": {"version": self.cf_version, "scores": dict(self.seq)},
+            **{name: {"version": self.cf_version, "scores": dict(self.scores(name))} for name in SCORE_MAPS},
             "liked": [{"item_id": li.item_id, "vector": _b64(li.vector),
                        "facets": {k: sorted(v) for k, v in li.facets.items()}} for li in self.liked],
         }
@@ -140,11 +153,14 @@ class UserState:
                    profile=Profile.from_doc(doc["profile"]) if doc.get("profile") else None,
                    cf_vector=_unb64(cf_doc["vector"]) if cf_doc else None,
                    cf_version=(cf_doc or doc.get("cooc") or {}).get("version"),
-                   cooc={str(k): float(v) for k, v in ((doc.get("cooc") or {}).get("scores") or {}).items()},
-                   seq={str(k): float(v) for k, v in ((doc.get("seq") or {}).get("scores") or {}).items()},
+                   **{name: _scores(doc, name) for name in SCORE_MAPS},
                    liked=tuple(LikedItem(li["item_id"], _unb64(li["vector"]),
                                          {k: frozenset(v) for k, v in (li.get("facets") or {}).items()})
                                for li in doc.get("liked") or ()))
+
+
+def _scores(doc: Mapping[str, Any], name: str) -> dict[str, float]:
+    return {str(k): float(v) for k, v in ((doc.get(name) or {}).get("scores") or {}).items()}
 
 
 def config_fingerprint(config: StateConfig) -> str:
@@ -183,7 +199,7 @@ def compute_state(history: Sequence[Mapping[str, Any]], items: ItemData, *, conf
     if profile is not None and not profile.interests:
         profile = None
     likes = cf.recent_likes(events, is_positive, max(config.history_k, cf_meta.config.recent_likes if cf_meta else 0))
-    cf_vector, cooc, seq = None, {}, {}
+    cf_vector, cooc, seq, ease = None, {}, {}, {}
     if cf_meta is not None:
         counts = cf.like_counts(events, is_positive)
         factors = items.cf_vectors(sorted(counts))
@@ -198,11 +214,14 @@ def compute_state(history: Sequence[Mapping[str, Any]], items: ItemData, *, conf
         latest = cf.recent_items(events, cf_meta.config.recent_interactions)
         seq = cf.neighbour_scores(items.sequence(latest), latest, exclude=seen, decay=True,
                                   limit=cf_meta.config.scores_kept)
+        newest = cf.recent_likes(events, is_positive, cf_meta.config.ease_likes)
+        ease = cf.neighbour_scores(items.ease(newest), newest, exclude=seen, limit=cf_meta.config.scores_kept)
     with_vectors = [i for i in likes if i in text][: config.history_k]
     facets = items.facets(with_vectors, config.facets) if config.facets else {}
     liked = tuple(LikedItem(i, text[i], facets.get(i, {})) for i in with_vectors)
     return UserState(history=tuple(history), profile=profile, cf_vector=cf_vector,
-                     cf_version=cf_meta.version if cf_meta is not None else None, cooc=cooc, seq=seq, liked=liked)
+                     cf_version=cf_meta.version if cf_meta is not None else None, cooc=cooc, seq=seq, ease=ease,
+                     liked=liked)
 
 
 def _b64(vector: np.ndarray) -> str:

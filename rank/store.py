@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vecrank.ingest.cf import neighbours_from_doc
 from vecrank.rank.profiles import Profile, ProfileConfig
 from vecrank.rank.state import CFMeta, StateConfig, UserState, compute_state, stored_state
 
@@ -65,7 +66,7 @@ class FetchedItems:
         for start in range(0, len(wanted), 1000):
             chunk = wanted[start:start + 1000]
             resp = client.search(index=index, query={"ids": {"values": chunk}}, size=len(chunk),
-                                 source=["cf_neighbours", "cf_next", *facets], fields=["embedding", "cf_vector"])
+                                 source=["cf_neighbours", "cf_next", "cf_ease", *facets], fields=["embedding", "cf_vector"])
             for h in resp["hits"]["hits"]:
                 f = h.get("fields") or {}
                 found[h["_id"]] = {"embedding": _array(f.get("embedding")), "cf_vector": _array(f.get("cf_vector")),
@@ -79,14 +80,16 @@ class FetchedItems:
         return {i: self.found[i]["cf_vector"] for i in ids if i in self.found and self.found[i]["cf_vector"] is not None}
 
     def neighbours(self, ids: Sequence[str]) -> dict[str, tuple[tuple[str, float], ...]]:
-        from vecrank.ingest.cf import neighbours_from_doc
-
-        return {i: neighbours_from_doc(self.found[i]["source"].get("cf_neighbours")) for i in ids if i in self.found}
+        return self._lists("cf_neighbours", ids)
 
     def sequence(self, ids: Sequence[str]) -> dict[str, tuple[tuple[str, float], ...]]:
-        from vecrank.ingest.cf import neighbours_from_doc
+        return self._lists("cf_next", ids)
 
-        return {i: neighbours_from_doc(self.found[i]["source"].get("cf_next")) for i in ids if i in self.found}
+    def ease(self, ids: Sequence[str]) -> dict[str, tuple[tuple[str, float], ...]]:
+        return self._lists("cf_ease", ids)
+
+    def _lists(self, name: str, ids: Sequence[str]) -> dict[str, tuple[tuple[str, float], ...]]:
+        return {i: neighbours_from_doc(self.found[i]["source"].get(name)) for i in ids if i in self.found}
 
     def facets(self, ids: Sequence[str], names: Sequence[str]) -> dict[str, dict[str, frozenset[str]]]:
         from vecrank.rank.features import facet_values

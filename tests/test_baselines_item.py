@@ -135,6 +135,30 @@ def test_ease_lists_on_a_handcrafted_set():
     assert model.recommend_history([ev("new", "z", 100), ev("new", "a", 101, "rating", 1.0)], 5) == []
 
 
+def test_the_rankers_ease_lists_are_the_rows_positive_weights():
+    """What cf fit stores per item for the ranker's ``ease`` feature (ingest.ease): row i of B cut
+    to its positive weights, strongest first; repeated events count once; ``max_items`` keeps the
+    most-liked items."""
+    from vecrank.ingest import cf
+    from vecrank.ingest.ease import ease_lists
+    from vecrank.interactions import Interactions
+
+    def lists(events, **kw):
+        log_ = Interactions.from_events(events)
+        return ease_lists(cf.positive_counts(log_), log_.item_ids, l2=2.0, **{"max_items": 100, "listed": 10, **kw})
+
+    got = lists(ease_events())
+    assert {i: [j for j, _ in row] for i, row in got.items()} == {"a": ["b", "c"], "b": ["a", "d"], "c": ["a", "d"],
+                                                                  "d": ["b", "c"]}  # e: all zeros, no list
+    assert dict(got["b"]) == pytest.approx({"a": 12 / 23, "d": 2 / 9}, abs=1e-6)  # float32, as stored
+    assert dict(got["d"]) == pytest.approx({"b": 1 / 4, "c": 6 / 125}, abs=1e-6)
+    assert lists(ease_events() + [ev("u1", "a", 95), ev("u1", "a", 96, "purchase")]) == got
+    assert lists(ease_events(), listed=1) == {i: row[:1] for i, row in got.items()}
+    # a (5 likers) and b (4) stay, c and d (2 each) tie and c comes first by id; e (1) is left out.
+    kept = lists(ease_events(), max_items=3)
+    assert set(kept) | {j for row in kept.values() for j, _ in row} == {"a", "b", "c"}
+
+
 def test_ease_counts_users_not_events_and_leaves_its_input_alone():
     events = ease_events()
     before = copy.deepcopy(events)

@@ -146,12 +146,14 @@ def test_fit_index_writes_the_next_version_and_events_move_the_user_state(es, se
     live = indices.live_index(es, settings_for)
     assert summary.switched and live == summary.target != before and summary.source == before
     assert (summary.items, summary.with_vector, summary.users) == (12, 10, 10)
-    hits = es.search(index=live, size=12, fields=["cf_vector"], source=["cf_neighbours"])["hits"]["hits"]
+    hits = es.search(index=live, size=12, fields=["cf_vector"], source=["cf_neighbours", "cf_ease"])["hits"]["hits"]
     vectors = {h["_id"]: h.get("fields", {}).get("cf_vector") for h in hits}
     docs = {h["_id"]: h["_source"] for h in hits}
     assert all(vectors[f"i{n}"] is None for n in (10, 11))  # no interactions: no collaborative vector
     assert all(len(vectors[f"i{n}"]) == 4 for n in range(10))
     assert set(docs["i0"]["cf_neighbours"]["ids"]) == {"i1", "i2", "i3", "i4"}  # co-liked within its group only
+    assert set(docs["i0"]["cf_ease"]["ids"]) <= {"i1", "i2", "i3", "i4"} and docs["i0"]["cf_ease"]["ids"]
+    assert all(w > 0 for w in docs["i0"]["cf_ease"]["weights"]) and "cf_ease" not in docs["i10"]
     meta = live_cf_meta(es, settings_for)
     assert meta.version == summary.version and meta.gram.shape == (4, 4) and meta.config.factors == 4
     assert es.indices.exists(index=before)  # the old version stays for a rollback
@@ -165,6 +167,7 @@ def test_fit_index_writes_the_next_version_and_events_move_the_user_state(es, se
 
     old = state("u0")
     assert old is not None and old.cf_vector is not None and "i4" in old.cooc  # co-liked, not yet seen
+    assert set(old.ease) <= {"i1", "i2", "i3", "i4"} - old.seen and old.ease
     new = [{"user": "u0", "item": "i7", "type": "click", "timestamp": 2_000_000}]
     (tmp_path / "new.jsonl").write_text(json.dumps(new[0]) + "\n")
     ingest_events(es, settings_for, tmp_path / "new.jsonl", progress=False)

@@ -12,7 +12,7 @@ from vecrank.ingest.signals_table import signals_table
 from vecrank.interactions import DAY_MS, Interactions, is_positive
 from vecrank.rank import evaluate as ev
 from vecrank.rank import features as feats
-from vecrank.rank.offline import Catalog, Past, PoolConfig, top_scores
+from vecrank.rank.offline import SOURCES, Catalog, Past, PoolConfig, top_scores
 from vecrank.rank.profiles import ProfileConfig, build_profile
 from vecrank.rank.recommender import Candidate
 from vecrank.rank.state import CFMeta, StateConfig, UserState, compute_state, config_fingerprint, stored_state
@@ -67,14 +67,17 @@ class MemoryItems:
     def sequence(self, ids):
         return {i: self.model.sequence[i] for i in ids if i in self.model.sequence}
 
+    def ease(self, ids):
+        return {i: self.model.ease[i] for i in ids if i in self.model.ease}
+
     def facets(self, ids, names):
         return {i: {f: frozenset(self.facet_values.get(i, ())) for f in names} for i in ids}
 
 
-def test_user_state_is_the_fold_in_cooccurrence_and_sequence_of_the_history():
+def test_user_state_is_the_fold_in_cooccurrence_sequence_and_ease_of_the_history():
     catalog, events = world()
     log_ = Interactions.from_events(events)
-    model = cf.fit(log_, cf.CFConfig(factors=4, neighbours=5, recent_likes=3, recent_interactions=2))
+    model = cf.fit(log_, cf.CFConfig(factors=4, neighbours=5, recent_likes=3, recent_interactions=2, ease_likes=4))
     text = {i: catalog.vectors[catalog.index(i)] for i in catalog.ids}
     history = [e for e in events if e["user_id"] == "u05"][:6]
     items = MemoryItems(text, model, {i: {"x"} for i in catalog.ids})
@@ -95,12 +98,16 @@ def test_user_state_is_the_fold_in_cooccurrence_and_sequence_of_the_history():
     latest = cf.recent_items(interactions, 2)
     assert dict(state.seq) == cf.neighbour_scores(items.sequence(latest), latest, exclude=state.seen, decay=True,
                                                   limit=300)
+    newest = cf.recent_likes(interactions, is_positive, 4)
+    assert state.ease and dict(state.ease) == cf.neighbour_scores(items.ease(newest), newest, exclude=state.seen,
+                                                                  limit=300)
     assert [li.item_id for li in state.liked] == likes[:2] and state.liked[0].facets == {"topic": frozenset({"x"})}
 
     doc = state.to_doc(model="m", config=config)
     back = UserState.from_doc(doc, history)
     np.testing.assert_array_equal(back.cf_vector, state.cf_vector)
-    assert back.cooc == state.cooc and back.seq == state.seq and back.cf_version == model.version
+    assert back.cooc == state.cooc and back.seq == state.seq and back.ease == state.ease
+    assert back.cf_version == model.version
     user_doc = {"history": history, "state": doc}
     assert stored_state(user_doc, model="m", config=config, cf_version=model.version) is not None
     assert stored_state(user_doc, model="other", config=config, cf_version=model.version) is None
@@ -166,7 +173,7 @@ def test_the_pool_holds_each_source_s_exact_top_k():
         members = {i for items in order.values() for i in items}
         assert set(replayed.item_ids) == members and not members & seen
         filled |= {name for name, items in order.items() if items}
-    assert filled == {"text", "cf", "cooc", "seq", "popular", "trending"}
+    assert filled == {"text", "cf", "cooc", "seq", "ease", "popular", "trending"}
 
 
 def test_features_from_candidates_and_from_columns_agree():
@@ -199,7 +206,7 @@ def test_features_from_candidates_and_from_columns_agree():
     assert sorted(ranked.tolist()) == list(range(1, len(ranked) + 1))
     top = batch.item_ids[int(np.nanargmin(col["rank_cf"]))]
     assert top == replayed.source_order["cf"][0]
-    assert np.all((col["n_sources"] >= 1) & (col["n_sources"] <= 6))
+    assert np.all((col["n_sources"] >= 1) & (col["n_sources"] <= len(SOURCES)))
     ages = (cut - np.array([catalog.fields[catalog.index(i)]["released"] for i in batch.item_ids])) / DAY_MS
     np.testing.assert_allclose(col["age.released"], ages.astype(np.float32), rtol=1e-6)
 

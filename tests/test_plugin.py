@@ -37,7 +37,7 @@ pytestmark = pytest.mark.slow
 NOW = 1_700_000_000_000
 DAY = 86_400_000
 FIELD_TYPES = {"year": "integer", "released": "date"}
-POOL = PoolConfig(text=10, cf=8, cooc=4, seq=3, popular=6, trending=4)
+POOL = PoolConfig(text=10, cf=8, cooc=4, seq=3, ease=3, popular=6, trending=4)
 SPEC = FeatureSpec.for_fields(["year", "released"], ["genres"], FIELD_TYPES, pool=POOL.to_dict())
 NAMES = SPEC.names
 CF_DIMS = 3
@@ -144,14 +144,14 @@ def world(plugin_es, es_settings, embedder, tmp_path_factory):
 # --- models ------------------------------------------------------------------------------------
 
 RANGES = {"cos_profile": (-0.1, 0.8), "cos_query": (-0.1, 0.8), "cos_hist_max": (-0.1, 0.9),
-          "cos_hist_mean": (-0.1, 0.6), "cf_score": (-3, 3), "cooc": (0, 1), "seq": (0, 1), "ctr": (0, 0.3),
+          "cos_hist_mean": (-0.1, 0.6), "cf_score": (-3, 3), "cooc": (0, 1), "seq": (0, 1), "ease": (-0.1, 1), "ctr": (0, 0.3),
           "pop_1d": (0, 4.2), "pop_7d": (0, 4.2), "pop_30d": (0, 4.2), "pop_365d": (0, 4.2), "trend": (-2, 2),
           "popular_rank": (1, 12), "trending_rank": (1, 8), "days_since_interaction": (0, 60), "item_age": (60, 400),
           "rating_mean": (1, 5), "rating_count": (0, 5.7), "rank_cf": (1, 24), "rank_text": (1, 24),
-          "rank_cooc": (1, 5), "rank_seq": (1, 3), "n_sources": (0, 5), "item.year": (2000, 2008),
+          "rank_cooc": (1, 5), "rank_seq": (1, 3), "rank_ease": (1, 3), "n_sources": (0, 6), "item.year": (2000, 2008),
           "age.released": (-800, 4000), "hist_len": (0, 3), "days_since_active": (0, 10), "affinity.genres": (0, 1),
           "query_present": (0, 1), "path_code": (0, 5)}
-WHOLE = ("popular_rank", "trending_rank", "rank_cf", "rank_text", "rank_cooc", "rank_seq", "n_sources",
+WHOLE = ("popular_rank", "trending_rank", "rank_cf", "rank_text", "rank_cooc", "rank_seq", "rank_ease", "n_sources",
          "query_present", "path_code")
 
 
@@ -242,7 +242,7 @@ def requests(es, settings, embedder) -> list[dict]:
         profile=_profile(encode(["ghosts and monsters at night"])[0]),
         cf_vector=np.array([0.8, -0.3, 1.1], dtype=np.float32), cf_version="cf1",
         cooc={"ho2": 0.625, "ho4": 0.25, "sp0": 0.25, "co3": 0.125, "ro2": 0.0625, "no-such-item": 0.9},
-        seq={"ho5": 0.5, "ho2": 0.375, "sp3": 0.125},
+        seq={"ho5": 0.5, "ho2": 0.375, "sp3": 0.125}, ease={"ho4": 0.75, "ho5": 0.5, "sp3": 0.015625},
         liked=tuple(LikedItem(i, hv[i], {"genres": _genres(i)}) for i in ("ho3", "ho1", "ho0")))
     searcher = UserState(profile=_profile(encode(["rockets and planets"])[0]))
     mixed = UserState(

@@ -39,7 +39,7 @@ from test_rank import synthetic_world  # noqa: E402  (tests/ is on the path, as 
 
 pytestmark = pytest.mark.slow
 
-POOL = PoolConfig(text=20, cf=20, cooc=10, seq=10, popular=10, trending=10)
+POOL = PoolConfig(text=20, cf=20, cooc=10, seq=10, ease=10, popular=10, trending=10)
 USERS = [f"u{n}" for n in range(0, 64, 7)]  # every topic (n % 4) more than once
 K = 10
 SCORE_TOL = 1e-4
@@ -154,7 +154,7 @@ def test_plugin_and_python_rank_the_same(plugin_es, served, monkeypatch):
         in_es = ranker.recommend(user=user, k=K, rerank="plugin", now_ms=served["now"])
         assert (in_python.rerank, in_es.rerank) == ("python", "plugin")
         assert (in_python.path, in_es.path) == ("profile", "profile")
-        assert in_python.model == in_es.model == f"vecrank@{model.version}"
+        assert in_python.ranked_by == in_es.ranked_by == f"vecrank@{model.version}"
         assert len(in_python.items) == K, user
         _assert_same_ranking(in_python, in_es, user)
         assert len({round(r.score, 6) for r in in_python.items}) > 1, f"{user}: every item scores the same"

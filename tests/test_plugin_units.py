@@ -32,7 +32,7 @@ NOW = 1_700_000_000_000
 
 # --- feature sources ---------------------------------------------------------------------------
 
-POOL = PoolConfig(text=8, cf=2, cooc=4, seq=3, popular=5, trending=0)
+POOL = PoolConfig(text=8, cf=2, cooc=4, seq=3, ease=2, popular=5, trending=0)
 
 
 def test_every_spec_feature_has_its_contract_source():
@@ -48,6 +48,7 @@ def test_every_spec_feature_has_its_contract_source():
         "cf_score": {"source": "dot", "field": "cf_vector", "param": "cf_vector"},
         "cooc": {"source": "param_map", "param": "cooc", "key_field": "item_id"},
         "seq": {"source": "param_map", "param": "seq", "key_field": "item_id"},
+        "ease": {"source": "param_map", "param": "ease", "key_field": "item_id"},
         "ctr": {"source": "field", "field": "signals.ctr", "transform": "identity"},
         "pop_1d": {"source": "field", "field": "signals.popularity_1d", "transform": "log1p"},
         "pop_7d": {"source": "field", "field": "signals.popularity_7d", "transform": "log1p"},
@@ -64,9 +65,10 @@ def test_every_spec_feature_has_its_contract_source():
         "rank_text": {"source": "rank", "of": "cos_profile"},
         "rank_cooc": {"source": "rank", "of": "cooc"},
         "rank_seq": {"source": "rank", "of": "seq"},
+        "rank_ease": {"source": "rank", "of": "ease"},
         # a source of size 0 (trending here) finds nothing and is not counted
-        "n_sources": {"source": "count", "of": ["rank_text", "rank_cf", "rank_cooc", "rank_seq", "popular_rank"],
-                      "limits": [8, 2, 4, 3, 5]},
+        "n_sources": {"source": "count", "of": ["rank_text", "rank_cf", "rank_cooc", "rank_seq", "rank_ease",
+                                                "popular_rank"], "limits": [8, 2, 4, 3, 2, 5]},
         "item.year": {"source": "field", "field": "year", "transform": "identity"},
         "age.released": {"source": "field", "field": "released", "transform": "days_since"},
         "hist_len": {"source": "param"},
@@ -223,7 +225,7 @@ def _state() -> UserState:
              LikedItem("h0", rng.normal(size=8).astype(np.float32), {"genres": frozenset({"Drama"})}))
     return UserState(history=history, profile=profile, cf_vector=np.array([0.5, -1.25, 2.0], dtype=np.float32),
                      cf_version="cf1", cooc={"a": 0.75, "c": 0.25, "d": 0.25, "gone": 0.5},
-                     seq={"b": 0.4, "c": 0.1}, liked=liked)
+                     seq={"b": 0.4, "c": 0.1}, ease={"c": 0.0625, "a": 0.03125, "e": -0.5}, liked=liked)
 
 
 def test_rescore_params_reproduce_what_features_compute():
@@ -258,6 +260,7 @@ def test_rescore_params_reproduce_what_features_compute():
     assert params["path_code"] == col["path_code"][0] == 2.0
     assert params["cooc"] == {"values": {"a": 0.75, "c": 0.25, "d": 0.25, "gone": 0.5}, "default": None}
     assert params["seq"] == {"values": {"b": 0.4, "c": 0.1}, "default": None}
+    assert params["ease"] == {"values": {"c": 0.0625, "a": 0.03125, "e": -0.5}, "default": None}
     assert params["history_genres"] == {"sets": [["Comedy", "Drama"], ["Horror"], ["Drama"]],
                                         "weights": [1.0, 1.0, 1.0]}
     profile = np.asarray(params["profile_vector"], dtype=np.float32)
@@ -277,6 +280,7 @@ def test_rescore_params_reproduce_what_features_compute():
             "cf_score": _plugin_dot(c.cf_vector, cf_param),
             "cooc": _plugin_param_map(c.item_id, params["cooc"]),
             "seq": _plugin_param_map(c.item_id, params["seq"]),
+            "ease": _plugin_param_map(c.item_id, params["ease"]),
             "popular_rank": c.fields["signals"].get("popular_rank", math.nan),
             "trending_rank": c.fields["signals"].get("trending_rank", math.nan),
             "item.year": c.fields.get("year", math.nan),
@@ -301,16 +305,19 @@ def test_rescore_params_reproduce_what_features_compute():
     np.testing.assert_array_equal(col["rank_cooc"], [1, np.nan, 2, 3, np.nan])
     np.testing.assert_array_equal(col["seq"], np.array([np.nan, 0.4, 0.1, np.nan, np.nan], np.float32))
     np.testing.assert_array_equal(col["rank_seq"], [np.nan, 1, 2, np.nan, np.nan])
+    np.testing.assert_array_equal(col["ease"], np.array([0.03125, np.nan, 0.0625, np.nan, -0.5], np.float32))
+    np.testing.assert_array_equal(col["rank_ease"], [2, np.nan, 1, np.nan, 3])  # a negative score is ranked too
     assert np.isnan(col["rank_text"][4]) and sorted(col["rank_text"][:4]) == [1, 2, 3, 4]
     np.testing.assert_array_equal(col["affinity.genres"], np.array([2 / 3, 1 / 3, np.nan, 0, np.nan], np.float32))
     np.testing.assert_array_equal(col["age.released"], [400, np.nan, np.nan, 2, np.nan])
-    # n_sources: text (rank <= 8), cf (<= 2), cooc (<= 4), seq (<= 3), popular (<= 5); a NaN rank never counts
+    # n_sources: text (rank <= 8), cf (<= 2), cooc (<= 4), seq (<= 3), ease (<= 2), popular (<= 5); a NaN
+    # rank never counts
     within = lambda name, limit: np.nan_to_num(col[name], nan=np.inf) <= limit  # noqa: E731
     want_sources = (within("rank_text", 8).astype(int) + within("rank_cf", 2) + within("rank_cooc", 4)
-                    + within("rank_seq", 3) + within("popular_rank", 5))
-    # a: text, cf 1, cooc, popular 4; b: text, seq; c: text, cooc, seq (cf 3 > 2); d: text, cf 2, cooc;
-    # e: popular 1 (cf 4 > 2)
-    assert list(col["n_sources"]) == list(want_sources) == [4, 2, 3, 3, 1]
+                    + within("rank_seq", 3) + within("rank_ease", 2) + within("popular_rank", 5))
+    # a: text, cf 1, cooc, ease 2, popular 4; b: text, seq; c: text, cooc, seq, ease 1 (cf 3 > 2);
+    # d: text, cf 2, cooc; e: popular 1 (cf 4 > 2, ease 3 > 2)
+    assert list(col["n_sources"]) == list(want_sources) == [5, 2, 4, 3, 1]
 
     # Base64 vectors hold the same values; without a state the inputs are left out (missing in
     # the plugin, NaN in compute).
@@ -330,23 +337,23 @@ def _doc_facets(value) -> set[str]:
     return set(F.facet_values(value))
 
 
-def test_cooc_and_seq_are_param_maps_keyed_by_item_id():
+def test_cooc_seq_and_ease_are_param_maps_keyed_by_item_id():
     spec = FeatureSpec()
     features = R.plugin_features(spec)
     assert [f["name"] for f in features] == spec.names
-    for name in ("cooc", "seq"):
+    for name in ("cooc", "seq", "ease"):
         assert features[spec.names.index(name)] == R.feature_source(name) == {
             "name": name, "source": "param_map", "param": name, "key_field": "item_id"}
 
     # What the plugin looks up (values[item_id], else default: null, missing) equals compute's column.
     ids = ["a", "b", "c", "d"]
-    state = UserState(cooc={"a": 0.75, "c": 0.25}, seq={"d": 1.5})
+    state = UserState(cooc={"a": 0.75, "c": 0.25}, seq={"d": 1.5}, ease={"b": -0.25, "c": 2.0})
     ctx = RequestContext(now_ms=NOW, path="profile", state=state)
     candidates = [Candidate(i, 0.5, None, {}) for i in ids]
     m = F.compute(spec, candidates, ctx)
     params = R.rescore_params(spec, ctx)
     json.dumps(params, allow_nan=False)
-    for name in ("cooc", "seq"):
+    for name in ("cooc", "seq", "ease"):
         looked_up = np.array([_plugin_param_map(i, params[name]) for i in ids], dtype=np.float32)
         np.testing.assert_array_equal(looked_up, m[:, spec.names.index(name)])
     np.testing.assert_array_equal(m[:, spec.names.index("cooc")], np.array([0.75, np.nan, 0.25, np.nan], np.float32))
@@ -391,7 +398,8 @@ def test_cf_score_needs_a_float_vector_only_once_it_is_mapped():
     dot = R.feature_source("cf_score")
     spec = FeatureSpec.for_fields([], [], {}, pool=POOL.to_dict())
     rank_and_count = [f for f in R.plugin_features(spec) if f["source"] in ("rank", "count")]
-    assert [f["name"] for f in rank_and_count] == ["rank_cf", "rank_text", "rank_cooc", "rank_seq", "n_sources"]
+    assert [f["name"] for f in rank_and_count] == ["rank_cf", "rank_text", "rank_cooc", "rank_seq", "rank_ease",
+                                                   "n_sources"]
     R.validate_plugin_features(client({"item_id": {"type": "keyword"}}), "items", [dot, *rank_and_count])
     R.validate_plugin_features(client({"cf_vector": {"type": "dense_vector", "dims": 3}}), "items", [dot])
     with pytest.raises(R.PluginFeatureError, match="feature 'cf_score' computes a dot on field 'cf_vector', which is "

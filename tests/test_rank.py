@@ -127,7 +127,7 @@ def test_spec_round_trip_and_mismatch_refusal():
     spec = feats.FeatureSpec.for_fields(["year", "released"], ["genre"], {"year": "integer", "released": "date"},
                                         pool=PoolConfig().to_dict())
     assert spec.sources == (("rank_text", 100), ("rank_cf", 100), ("rank_cooc", 50), ("rank_seq", 50),
-                            ("popular_rank", 50), ("trending_rank", 50))
+                            ("rank_ease", 50), ("popular_rank", 50), ("trending_rank", 50))
     assert {"item.year", "age.released", "affinity.genre", "n_sources"} <= set(spec.names)
     assert feats.FeatureSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
     assert "n_sources" not in feats.FeatureSpec().names  # no pool, no source count
@@ -224,7 +224,7 @@ def indexing_total(es, index: str) -> int:
 
 
 def _replay_config(facets=("topic",)) -> ReplayConfig:
-    pool = PoolConfig(text=30, cf=30, cooc=15, seq=15, popular=10, trending=10)
+    pool = PoolConfig(text=30, cf=30, cooc=15, seq=15, ease=15, popular=10, trending=10)
     spec = feats.FeatureSpec.for_fields([], facets, {f: "keyword" for f in facets}, pool=pool.to_dict())
     return ReplayConfig(pool=pool, state=StateConfig(facets=tuple(facets)), cf=CFConfig(factors=8, iterations=10),
                         spec=spec)
@@ -267,7 +267,7 @@ def test_trained_model_beats_popularity_and_text_only(es, settings_for, embedder
     assert served.metrics["comparison"] == report.comparison
     ranker = Ranker(Recommender(es, settings_for, embedder=embedder), served, log_requests=True, rerank="python")
     rec_out = ranker.recommend(user="u1", k=5, explain=True)
-    assert (rec_out.model, rec_out.path, len(rec_out.items)) == ("vecrank@1", "profile", 5)
+    assert (rec_out.ranked_by, rec_out.path, len(rec_out.items)) == ("vecrank@1", "profile", 5)
     assert set(rec_out.items[0].contributions) == {*replay_config.spec.names, "bias"}
     total = sum(rec_out.items[0].contributions.values())
     assert total == pytest.approx(rec_out.items[0].score, abs=1e-3)
@@ -277,11 +277,20 @@ def test_trained_model_beats_popularity_and_text_only(es, settings_for, embedder
     row = dict(zip(replay_config.spec.names, rec_out.items[0].features))
     assert not math.isnan(row["cf_score"]) and not math.isnan(row["cos_profile"])  # both halves are served
     cold = ranker.recommend(query="rockets and astronauts", k=3)
-    assert cold.path == "query" and cold.model.startswith("none (path query not in vecrank@1")
+    # Not a path the model was trained for: retrieval order, said so, and no score at all (no placeholder).
+    assert (cold.path, cold.ranked_by, cold.rerank) == ("query", None, None) and len(cold.items) == 3
+    assert "profile path only, not query" in cold.unranked_reason
+    assert all(r.score is None and r.features is None for r in cold.items)
+    shown = cold.to_dict()
+    assert shown["ranked_by"] is None and not any("score" in item for item in shown["items"])
     es.indices.refresh(index=settings_for.index("feature-log"))
     logged = es.search(index=settings_for.index("feature-log"), query={"term": {"request_id": rec_out.request_id}},
                        size=10)["hits"]["hits"]
     assert len(logged) == 5 and len(logged[0]["_source"]["features"]) == len(replay_config.spec.names)
+    assert [h["_source"]["score"] for h in sorted(logged, key=lambda h: h["_source"]["position"])] == pytest.approx(
+        [r.score for r in rec_out.items])
+    unlogged = es.count(index=settings_for.index("feature-log"), query={"term": {"request_id": cold.request_id}})
+    assert unlogged["count"] == 0  # nothing ranked, no feature rows
     again = Registry(es, settings_for).register(report.model)
     assert again.version == 2
     registry.set_status("vecrank", 2, "active")
@@ -328,7 +337,7 @@ def test_cli_evaluate_model_and_ranked_recommend(es, settings_for, world, tmp_pa
     fitted = run_cli(capsys, *base, "cf", "fit", "--factors", "8", "--json")
     assert fitted.code == 0, fitted.err
     assert json.loads(fitted.out)["users_refreshed"] == 64
-    small = ["--pool-text", "30", "--pool-cf", "30", "--pool-cooc", "15", "--pool-seq", "15", "--pool-popular", "10",
+    small = ["--pool-text", "30", "--pool-cf", "30", "--pool-cooc", "15", "--pool-seq", "15", "--pool-ease", "15", "--pool-popular", "10",
              "--pool-trending", "10"]
     result = run_cli(capsys, *base, "evaluate", "--facet", "topic", "--horizon-days", "60", "--train-cuts", "2",
                      "--refits", "4", "--test-fraction", "0.25", *small, "--activate", "--out", str(tmp_path / "eval"),
@@ -337,8 +346,8 @@ def test_cli_evaluate_model_and_ranked_recommend(es, settings_for, world, tmp_pa
     out = json.loads(result.out)
     assert out["model"] == {"id": "vecrank", "version": 1, "status": "active"}
     assert set(out["systems"]) == {"popular", "cooccurrence", "itemknn", "als", "ease", "text", "vecrank"}
-    assert out["training"]["config"]["pool"] == {"text": 30, "cf": 30, "cooc": 15, "seq": 15, "popular": 10,
-                                                 "trending": 10}
+    assert out["training"]["config"]["pool"] == {"text": 30, "cf": 30, "cooc": 15, "seq": 15, "ease": 15,
+                                                 "popular": 10, "trending": 10}
     assert (tmp_path / "eval" / "evaluation.png").is_file()
     listed = json.loads(run_cli(capsys, *base, "model", "list", "--json").out)
     assert [(m["model"], m["version"], m["status"]) for m in listed] == [("vecrank", 1, "active")]
@@ -396,7 +405,7 @@ def test_training_rows_from_the_serving_feature_log(es, settings_for, embedder, 
 
     from clihelp import connection_args, run_cli
 
-    small = ["--pool-text", "30", "--pool-cf", "30", "--pool-cooc", "15", "--pool-seq", "15", "--pool-popular", "10",
+    small = ["--pool-text", "30", "--pool-cf", "30", "--pool-cooc", "15", "--pool-seq", "15", "--pool-ease", "15", "--pool-popular", "10",
              "--pool-trending", "10"]
     result = run_cli(capsys, *connection_args(settings_for), "--index-prefix", settings_for.index_prefix,
                      "train", "--from-log", "--skip-cf-fit", "--facet", "topic", *small, "--horizon-days", "7",

@@ -306,24 +306,26 @@ def test_pool_body_names_every_source_under_one_filter():
     from vecrank.rank.offline import PoolConfig
 
     flt = queries.candidate_filter([{"term": {"genre": "Horror"}}], exclude_ids=["h0"])
-    body = queries.pool_body(pool=PoolConfig(text=3, cf=4, cooc=2, seq=1, popular=5, trending=6), size=7, filter=flt,
-                             text_vector=[1.0, 0.0], cf_vector=[0.5, 0.5], cooc_ids=["a", "b", "c"], seq_ids=["d"],
+    body = queries.pool_body(pool=PoolConfig(text=3, cf=4, cooc=2, seq=1, ease=1, popular=5, trending=6), size=7,
+                             filter=flt, text_vector=[1.0, 0.0], cf_vector=[0.5, 0.5],
+                             listed={"cooc": ["a", "b", "c"], "seq": ["d"], "ease": ["e", "f"]},
                              source=["genre"], with_vectors=True)
     assert [(c["_name"], c["field"], c["k"], c["filter"]) for c in body["knn"]] == [
         ("text", "embedding", 3, flt), ("cf", "cf_vector", 4, flt)]
     should = body["query"]["bool"]["should"]
     assert should == [{"ids": {"values": ["a", "b"], "_name": "cooc"}}, {"ids": {"values": ["d"], "_name": "seq"}},
+                      {"ids": {"values": ["e"], "_name": "ease"}},
                       {"range": {"signals.popular_rank": {"lte": 5, "_name": "popular"}}},
                       {"range": {"signals.trending_rank": {"lte": 6, "_name": "trending"}}}]
     assert body["query"]["bool"]["filter"] == [flt] and body["query"]["bool"]["minimum_should_match"] == 1
     assert (body["size"], body["_source"], body["fields"]) == (7, ["genre"], ["embedding", "cf_vector"])
     # No vector and no list: only the sizes that have something to ask for make clauses.
     bare = queries.pool_body(pool=PoolConfig(text=3, cf=4, cooc=2, seq=0, popular=0, trending=0), size=2, filter=None,
-                             text_vector=None, cf_vector=None, cooc_ids=["a"], source=False)
+                             text_vector=None, cf_vector=None, listed={"cooc": ["a"]}, source=False)
     assert "knn" not in bare and bare["query"]["bool"]["should"] == [{"ids": {"values": ["a"], "_name": "cooc"}}]
     with pytest.raises(queries.RequestError, match="the pool has no source"):
         queries.pool_body(pool=PoolConfig(text=3, cf=0, cooc=0, seq=0, popular=0, trending=0), size=2, filter=None,
-                          text_vector=None, cf_vector=None, cooc_ids=[], source=False)
+                          text_vector=None, cf_vector=None, listed={"cooc": []}, source=False)
 
 
 def test_pool_search_gathers_each_source_under_the_filters(es, settings_for, items, embedder):

@@ -192,6 +192,7 @@ def test_recommendations_outside_experiments(api, service, world, es):
     assert body["request_id"] == headers["x-request-id"] and len(body["request_id"]) == 32
     assert (body["experiment"], body["arm"], headers["x-vecrank-arm"]) == (None, None, "none")
     assert body["model_version"] == headers["x-vecrank-model"] == "sim@2" and body["path"] == "profile"
+    assert body["ranked_by"] == "sim@2" and all(isinstance(it["score"], float) for it in body["items"])
     assert [it["position"] for it in body["items"]] == [1, 2, 3, 4, 5]
     # sim@2 ranks the user's own topic first
     assert [it["fields"]["topic"] for it in body["items"][:3]] == [_topic_of("u1")] * 3
@@ -205,6 +206,8 @@ def test_recommendations_outside_experiments(api, service, world, es):
                                  for it in ranged["items"])
     status, _, cold = api.call("POST", "/recommendations", {"query": "rockets and astronauts", "k": 3})
     assert status == 200 and cold["path"] == "query" and cold["arm"] is None
+    # The model was trained for the profile path: the query path is retrieval's order and says so.
+    assert cold["ranked_by"] is None and cold["items"] and not any("score" in it for it in cold["items"])
     # every response's exposures were recorded with its request id, position and model version
     assert service.writer.flush(10)
     es.indices.refresh(index=settings.index("events"))
@@ -217,6 +220,25 @@ def test_recommendations_outside_experiments(api, service, world, es):
     logged = es.search(index=settings.index("feature-log"), query={"term": {"request_id": body["request_id"]}},
                        size=10)["hits"]["total"]["value"]
     assert logged == 5
+    assert es.count(index=settings.index("feature-log"), query={"term": {"request_id": cold["request_id"]}})["count"] == 0
+
+
+def test_a_repeated_search_text_is_embedded_once(api, service):
+    """The service keeps query embeddings in a bounded LRU: the second identical search reads the
+    cache, and returns the same items as the first."""
+    embedder = service.embedder
+    before = (embedder.hits, embedder.misses)
+    _, _, first = api.call("POST", "/recommendations", {"query": "haunted house at midnight", "k": 4})
+    _, _, second = api.call("POST", "/recommendations", {"query": "haunted house at midnight", "k": 4})
+    assert (embedder.hits - before[0], embedder.misses - before[1]) == (1, 1)
+    assert [it["item_id"] for it in first["items"]] == [it["item_id"] for it in second["items"]]
+    cached = embedder.encode(["haunted house at midnight"])
+    assert not cached.flags.writeable and cached.shape[0] == 1
+    small = type(embedder)(service.client, service.settings, cache_size=2)
+    small._embedder = embedder._embedder
+    for text in ("a", "b", "a", "c"):  # c evicts b, the least recently used
+        small.encode([text])
+    assert list(small._cache) == ["a", "c"] and (small.hits, small.misses) == (1, 3)
 
 
 @pytest.mark.parametrize("method,path,body,code,fragment", [

@@ -61,6 +61,8 @@ def _shared(fn):
                      help="Pool: the user's most co-occurring items."),
         click.option("--pool-seq", type=click.IntRange(0, 1000), default=50, show_default=True,
                      help="Pool: the items most likely to come next."),
+        click.option("--pool-ease", type=click.IntRange(0, 1000), default=50, show_default=True,
+                     help="Pool: the highest EASE scores of the user's likes."),
         click.option("--pool-popular", type=click.IntRange(0, 1000), default=50, show_default=True,
                      help="Pool: the most popular items (30 days)."),
         click.option("--pool-trending", type=click.IntRange(0, 1000), default=50, show_default=True,
@@ -76,7 +78,9 @@ def _shared(fn):
 
 
 def _pool(kwargs: dict) -> dict[str, int]:
-    return {name: kwargs.pop(f"pool_{name}") for name in ("text", "cf", "cooc", "seq", "popular", "trending")}
+    from vecrank.rank.offline import SOURCES
+
+    return {name: kwargs.pop(f"pool_{name}") for name in SOURCES}
 
 
 def _register(ctx, model, activate: bool):

@@ -104,12 +104,12 @@ def recommend_command(user, query, context_items, filters, k, num_candidates, in
     echo_table(rows)
 
 
-def _row(rank: int, candidate, score: float, show: str | None) -> dict[str, Any]:
+def _row(rank: int, candidate, score: float | None, show: str | None) -> dict[str, Any]:
     """One table row: rank, id, the --show fields (default: title, name or text), score, cosine."""
     fields = [c.strip() for c in show.split(",")] if show else (
         [f for f in ("title", "name") if f in candidate.fields][:1] or ["text"])
     return {"#": rank, "item": candidate.item_id, **{f: _short(candidate.fields.get(f)) for f in fields},
-            "score": f"{score:.4f}", "cosine": "" if candidate.cosine is None else f"{candidate.cosine:.4f}"}
+            "score": "" if score is None else f"{score:.4f}", "cosine": "" if candidate.cosine is None else f"{candidate.cosine:.4f}"}
 
 
 def _short(value: Any, width: int = 60) -> str:
@@ -142,7 +142,8 @@ def _print_ranked(ranked, show: str | None, as_json: bool) -> None:
         rows.append(row)
     t = ranked.timings_ms
     where = " inside Elasticsearch" if ranked.rerank == "plugin" else ""
-    click.echo(f"path: {ranked.path}{' (cold start)' if ranked.cold_start else ''}; ranked by {ranked.model}{where}; "
+    by = ranked.ranked_by if ranked.ranked_by is not None else f"nothing, retrieval order ({ranked.unranked_reason})"
+    click.echo(f"path: {ranked.path}{' (cold start)' if ranked.cold_start else ''}; ranked by {by}{where}; "
                f"{len(ranked.items)} items; {t['total']:.1f} ms (retrieval {t['retrieval']:.1f}, features "
                f"{t['features']:.1f}, model {t['model']:.1f}); request {ranked.request_id}")
     echo_table(rows)

@@ -24,9 +24,11 @@ from vecrank.cli._common import app
 @click.option("--no-feature-log", is_flag=True, help="Do not record the ranked items' feature rows.")
 @click.option("--experiment-refresh", type=click.FloatRange(0.1, 600), default=5.0, show_default=True,
               help="Seconds between re-reads of the running experiment.")
+@click.option("--query-cache", type=click.IntRange(0, 10_000_000), default=10_000, show_default=True,
+              help="Search texts whose embeddings are kept in memory (LRU, per worker); 0: none.")
 @click.option("--access-log", is_flag=True, help="Log every request (costs throughput).")
 def serve_command(host, port, workers, threads, model_id, max_k, fields, no_exposures, no_feature_log,
-                  experiment_refresh, access_log) -> None:
+                  experiment_refresh, query_cache, access_log) -> None:
     """Serve GET/POST /recommendations, POST /events and GET /health over HTTP.
 
     A running experiment (`vecrank experiment start`) assigns each user to an arm; every response
@@ -47,7 +49,7 @@ def serve_command(host, port, workers, threads, model_id, max_k, fields, no_expo
         config = ServeConfig(model_id=model_id, max_k=max_k,
                              item_fields=tuple(f.strip() for f in fields.split(",") if f.strip()) if fields else None,
                              log_exposures=not no_exposures, log_features=not no_feature_log,
-                             experiment_refresh_s=experiment_refresh)
+                             experiment_refresh_s=experiment_refresh, query_cache=query_cache)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     settings = ctx.settings

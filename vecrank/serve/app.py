@@ -78,7 +78,7 @@ class RecommendRequest(BaseModel):
 class RecommendedItem(BaseModel):
     item_id: str
     position: int
-    score: float | None
+    score: float | None = Field(None, description="the model's score; absent where nothing ranked the request")
     fields: dict[str, Any]
     team: str | None = Field(None, description="interleaving: the arm whose ranking contributed this item")
     model_version: str | None = Field(None, description="interleaving: the model version of the item's team")
@@ -88,7 +88,9 @@ class RecommendResponse(BaseModel):
     request_id: str
     experiment: str | None
     arm: str | None = Field(description="the user's arm, 'holdout', 'interleaved', or null outside experiments")
-    model_version: str
+    model_version: str = Field(description="the model this request's engine serves, 'none' without one")
+    ranked_by: str | None = Field(description="the model version(s) that ordered the items; null: retrieval order "
+                                              "(a path the model was not trained for), and no scores")
     path: str
     cold_start: bool
     items: list[RecommendedItem]

@@ -77,6 +77,7 @@ class ServeConfig:
         max_events: events per ``POST /events``.
         retry_after_s: the ``Retry-After`` of a 503.
         es_timeout_s: per-request Elasticsearch timeout while serving.
+        query_cache: search texts whose embeddings are kept (LRU); 0: none.
     """
 
     model_id: str = "vecrank"
@@ -90,12 +91,15 @@ class ServeConfig:
     max_events: int = 1000
     retry_after_s: int = 5
     es_timeout_s: float = 10.0
+    query_cache: int = 10_000
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_k <= 1000:
             raise ValueError(f"max_k must be between 1 and 1000, not {self.max_k}")
         if not 1 <= self.max_events <= 100_000:
             raise ValueError(f"max_events must be between 1 and 100000, not {self.max_events}")
+        if self.query_cache < 0:
+            raise ValueError(f"query_cache must be >= 0, not {self.query_cache}")
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -113,14 +117,42 @@ class ServeConfig:
 
 
 class _SharedEmbedder:
-    """One query embedder for every engine, loaded on first use with the live index's model."""
+    """One query embedder for every engine, loaded on first use with the live index's model.
 
-    def __init__(self, client: Elasticsearch, settings: Settings):
+    A single text's vector (a search box's query) is kept in a bounded LRU of ``cache_size``
+    entries, so a repeated query costs a dictionary lookup instead of a model call; the cached
+    arrays are read-only.
+    """
+
+    def __init__(self, client: Elasticsearch, settings: Settings, *, cache_size: int = 10_000):
         self._client, self._settings = client, settings
         self._embedder = None
         self._lock = threading.Lock()
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self.cache_size = cache_size
+        self.hits = self.misses = 0
 
     def encode(self, texts: Sequence[str], **kwargs: Any) -> np.ndarray:
+        if len(texts) != 1 or not self.cache_size:
+            return self._encode(texts, **kwargs)
+        key = str(texts[0])
+        with self._cache_lock:
+            vector = self._cache.get(key)
+            if vector is not None:
+                self._cache.move_to_end(key)
+                self.hits += 1
+                return vector[None, :]
+        vector = np.array(self._encode([key], **kwargs)[0], dtype=np.float32)
+        vector.flags.writeable = False
+        with self._cache_lock:
+            self.misses += 1
+            self._cache[key] = vector
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return vector[None, :]
+
+    def _encode(self, texts: Sequence[str], **kwargs: Any) -> np.ndarray:
         if self._embedder is None:
             with self._lock:
                 if self._embedder is None:
@@ -140,7 +172,8 @@ class Served:
 
 @dataclass
 class EngineResult:
-    model_version: str
+    model_version: str  # the engine's model (what an arm serves), "none" without one
+    ranked_by: str | None  # the model that ordered the items; None: retrieval order, no scores
     path: str
     cold_start: bool
     items: list[Served]
@@ -173,13 +206,12 @@ class Engine:
     def run(self, *, k: int, **retrieve: Any) -> EngineResult:
         if self.ranker is not None:
             rec = self.ranker.recommend(k=k, rerank=self.rerank, **retrieve)
-            return EngineResult(rec.model, rec.path, rec.cold_start,
-                                [Served(r.item_id, float(r.score), r.candidate.fields, r.features) for r in rec.items],
+            return EngineResult(self.version, rec.ranked_by, rec.path, rec.cold_start,
+                                [Served(r.item_id, r.score, r.candidate.fields, r.features) for r in rec.items],
                                 self.model.spec.fingerprint(), dict(rec.timings_ms))
         cset = self.recommender.candidates(k=k, **retrieve)
-        return EngineResult("none", cset.path, cset.cold_start,
-                            [Served(c.item_id, None if c.score != c.score else float(c.score), c.fields)
-                             for c in cset.candidates], None, dict(cset.timings_ms))
+        return EngineResult(self.version, None, cset.path, cset.cold_start,
+                            [Served(c.item_id, None, c.fields) for c in cset.candidates], None, dict(cset.timings_ms))
 
 
 @dataclass
@@ -206,7 +238,7 @@ class RecommendService:
         self.settings = settings
         self.config = config or ServeConfig()
         self.client = (client or make_client(settings)).options(request_timeout=self.config.es_timeout_s)
-        self.embedder = _SharedEmbedder(self.client, settings)
+        self.embedder = _SharedEmbedder(self.client, settings, cache_size=self.config.query_cache)
         self._lock = threading.RLock()
         self._engines: dict[tuple, Engine] = {}
         self._models: dict[tuple[str, int], RankerModel] = {}
@@ -362,7 +394,8 @@ class RecommendService:
         now_ms = int(time.time() * 1000)
         items = []
         for position, s in enumerate(result.items, 1):
-            entry = {"item_id": s.item_id, "position": position, "score": s.score, "fields": self._fields(s.fields)}
+            entry = {"item_id": s.item_id, "position": position, **({"score": s.score} if s.score is not None else {}),
+                     "fields": self._fields(s.fields)}
             if teams is not None:
                 entry["team"] = teams[s.item_id]
                 entry["model_version"] = versions[s.item_id]
@@ -376,8 +409,11 @@ class RecommendService:
             arm_label, model_version))
         if user is not None and self.writer is not None:
             self._log(request_id, str(user), result, labels, versions, results, teams, now_ms)
+        ranked_by = (result.ranked_by if teams is None else
+                     "+".join(r for r in (results[a.name].ranked_by for a in exp.arms) if r) or None)
         return {"request_id": request_id, "experiment": exp.experiment_id if unit is not None else None,
-                "arm": unit, "model_version": model_version, "path": result.path, "cold_start": result.cold_start,
+                "arm": unit, "model_version": model_version, "ranked_by": ranked_by, "path": result.path,
+                "cold_start": result.cold_start,
                 "items": items,
                 "timings_ms": {**result.timings_ms, "total": round((time.perf_counter() - started) * 1000, 2)}}
 
@@ -393,8 +429,8 @@ class RecommendService:
         by_id = {s.item_id: s for r in reversed(list(results.values())) for s in r.items}
         first = results[a.name]
         timings = {f"{name}.{key}": v for name, r in results.items() for key, v in r.timings_ms.items()}
-        combined = EngineResult(first.model_version, first.path, first.cold_start, [by_id[i] for i, _ in merged],
-                                None, timings)
+        combined = EngineResult(first.model_version, first.ranked_by, first.path, first.cold_start,
+                                [by_id[i] for i, _ in merged], None, timings)
         return combined, dict(merged), results
 
     def _fields(self, source: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -116,8 +116,16 @@ final class FeaturePlan {
             countLimits[c] = defs.get(countColumns[c]).limits().stream().mapToDouble(Double::doubleValue).toArray();
         }
         if (rankColumns.length == 0) {
-            tieField = null;
+            // No rank feature needs the key, but the final order breaks ties of the model score by it
+            // when the index has it (as Python does); without it, ties stay in doc id order.
             tieFeature = null;
+            String key;
+            try {
+                key = keywordField(RANK_TIE_FIELD, "[" + RANK_TIE_FIELD + "]", "it must be a keyword field", context);
+            } catch (IllegalArgumentException e) {
+                key = null;
+            }
+            tieField = key;
         } else {
             tieFeature = defs.get(rankColumns[0]).name();
             try {
@@ -153,6 +161,11 @@ final class FeaturePlan {
         return rankColumns.length > 0;
     }
 
+    /** True when the rescorer reads each hit's {@link #RANK_TIE_FIELD}: for the rank features, and to order equal model scores. */
+    boolean hasTieKeys() {
+        return tieField != null;
+    }
+
     int[] rankColumns() {
         return rankColumns;
     }
@@ -181,10 +194,10 @@ final class FeaturePlan {
         for (int i = 0; i < columns.length; i++) {
             columns[i] = factories.get(i).open();
         }
-        KeywordKeys ties = hasRanks() && tieField != null
-            ? new KeywordKeys(tieField, "feature [" + tieFeature + "]: [" + tieField + "], which breaks ties of source [rank],",
-                "it must be a keyword field")
-            : null;
+        KeywordKeys ties = tieField == null ? null : new KeywordKeys(tieField,
+            tieFeature != null ? "feature [" + tieFeature + "]: [" + tieField + "], which breaks ties of source [rank],"
+                : "[" + tieField + "], which breaks ties of the model score,",
+            "it must be a keyword field");
         return new Extractor(columns, ties);
     }
 
@@ -217,7 +230,7 @@ final class FeaturePlan {
             }
         }
 
-        /** The document's {@link #RANK_TIE_FIELD} (a copy), or null when it has none or no feature ranks. */
+        /** The document's {@link #RANK_TIE_FIELD} (a copy), or null when it has none or the plan reads none. */
         BytesRef tieKey(int doc) throws IOException {
             BytesRef key = ties == null ? null : ties.key(doc);
             return key == null ? null : BytesRef.deepCopyOf(key);

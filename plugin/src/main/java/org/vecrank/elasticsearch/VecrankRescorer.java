@@ -24,8 +24,8 @@ import java.util.Set;
 /**
  * Scores the top {@code window_size} hits of a shard with the model: features per segment from doc
  * values, vectors and params, the tree ensemble, then {@link Scores#toScore}. Hits are visited in
- * doc id order (forward reads), re-sorted by the new score; hits past the window follow, in their
- * first-pass order.
+ * doc id order (forward reads), re-sorted by the new score, equal scores by item id
+ * ({@link #byScoreThenKey}); hits past the window follow, in their first-pass order.
  */
 final class VecrankRescorer implements Rescorer {
 
@@ -38,12 +38,6 @@ final class VecrankRescorer implements Rescorer {
     static final String FIRST_PASS = "first pass score";
 
     private static final int CHECK_CANCELLED_EVERY = 64;
-
-    /** Score descending, then doc id ascending, as Lucene's and Elasticsearch's rescorers sort. */
-    static final Comparator<ScoreDoc> BY_SCORE_THEN_DOC = (a, b) -> {
-        int byScore = Float.compare(b.score, a.score);
-        return byScore != 0 ? byScore : Integer.compare(a.doc, b.doc);
-    };
 
     /** What the rescore phase needs from the builder: the model and how to compute its features on this shard. */
     static final class Context extends RescoreContext {
@@ -85,7 +79,8 @@ final class VecrankRescorer implements Rescorer {
 
         Arrays.sort(window, Comparator.comparingInt(h -> h.doc));
         int width = context.plan.size();
-        float[] rows = extractWindow(window, searcher, context, false);
+        BytesRef[] keys = context.plan.hasTieKeys() ? new BytesRef[n] : null;
+        float[] rows = extractWindow(window, searcher, context, false, keys);
         XGBoostModel booster = context.model.booster();
         for (int i = 0; i < n; i++) {
             if (i % (CHECK_CANCELLED_EVERY * 4) == 0) {
@@ -93,10 +88,9 @@ final class VecrankRescorer implements Rescorer {
             }
             window[i].score = Scores.toScore(booster.predict(rows, i * width));
         }
-        Arrays.sort(window, BY_SCORE_THEN_DOC);
 
         ScoreDoc[] out = new ScoreDoc[all.length];
-        System.arraycopy(window, 0, out, 0, n);
+        System.arraycopy(byScoreThenKey(window, keys), 0, out, 0, n);
         int past = all.length - n;
         for (int i = 0; i < past; i++) {
             ScoreDoc hit = all[n + i];
@@ -107,17 +101,44 @@ final class VecrankRescorer implements Rescorer {
     }
 
     /**
+     * The window by model score, highest first, equal scores by the tie key (the item id, as Python's
+     * {@code rank_order} breaks them), then doc id. Merging shard results keeps each shard's order,
+     * so on a single-shard index the response has this order; across shards, equal scores from
+     * different shards are ordered by shard.
+     */
+    static ScoreDoc[] byScoreThenKey(ScoreDoc[] window, BytesRef[] keys) {
+        int n = window.length;
+        Integer[] order = new Integer[n];
+        for (int i = 0; i < n; i++) {
+            order[i] = i;
+        }
+        Arrays.sort(order, (a, b) -> {
+            int byScore = Float.compare(window[b].score, window[a].score);
+            if (byScore != 0) {
+                return byScore;
+            }
+            int byKey = keys == null ? 0 : FeaturePlan.compareTieKeys(keys[a], keys[b]);
+            return byKey != 0 ? byKey : Integer.compare(window[a].doc, window[b].doc);
+        });
+        ScoreDoc[] sorted = new ScoreDoc[n];
+        for (int i = 0; i < n; i++) {
+            sorted[i] = window[order[i]];
+        }
+        return sorted;
+    }
+
+    /**
      * The feature rows of {@code window} (sorted by doc id), segment by segment, then the second pass
      * that ranks the window for the {@code rank} features, whose values are also kept in the context
      * ({@code forExplain}: recomputed for explain, the first-pass scores being NaN), and last counts
      * for the {@code count} features (explain counts its own row again, from these ranks).
      */
-    private static float[] extractWindow(ScoreDoc[] window, IndexSearcher searcher, Context context, boolean forExplain)
-        throws IOException {
+    private static float[] extractWindow(ScoreDoc[] window, IndexSearcher searcher, Context context, boolean forExplain,
+        BytesRef[] tieKeys) throws IOException {
         int n = window.length;
         int width = context.plan.size();
         float[] rows = new float[n * width];
-        BytesRef[] keys = context.plan.hasRanks() ? new BytesRef[n] : null;
+        BytesRef[] keys = tieKeys != null ? tieKeys : context.plan.hasTieKeys() ? new BytesRef[n] : null;
         FeaturePlan.Extractor extractor = context.plan.open();
         List<LeafReaderContext> leaves = searcher.getIndexReader().leaves();
         int leafIndex = -1;
@@ -140,7 +161,7 @@ final class VecrankRescorer implements Rescorer {
                 keys[i] = extractor.tieKey(hit.doc - leaf.docBase);
             }
         }
-        if (keys != null) {
+        if (context.plan.hasRanks()) {
             context.plan.rank(rows, n, keys);
             int[] columns = context.plan.rankColumns();
             Map<Integer, float[]> byDoc = new HashMap<>(n * 2);
@@ -175,7 +196,7 @@ final class VecrankRescorer implements Rescorer {
         for (int i = 0; i < docs.length; i++) {
             window[i] = new ScoreDoc(docs[i], Float.NaN);
         }
-        extractWindow(window, searcher, context, true);
+        extractWindow(window, searcher, context, true, null);
         return context.ranks;
     }
 

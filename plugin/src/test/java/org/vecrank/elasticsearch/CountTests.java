@@ -241,8 +241,8 @@ class CountTests {
             assertEquals(Scores.toScore(margin(WANT_N_SOURCES[hit.doc], WANT_N_DIRECT[hit.doc])), hit.score, "doc " + hit.doc);
             order.add(hit.doc);
         }
-        // margins: doc 1 3.125, 6 2.25, 5 1.375, 7 1.25, 2, 4, 8 1.125 (doc order), 0 1, 3 0.125, 9 0
-        assertEquals(List.of(1, 6, 5, 7, 2, 4, 8, 0, 3, 9), order);
+        // margins: doc 1 3.125, 6 2.25, 5 1.375, 7 1.25, 4 "a", 2 "q", 8 "t" 1.125 (by item id), 0 1, 3 0.125, 9 0
+        assertEquals(List.of(1, 6, 5, 7, 4, 2, 8, 0, 3, 9), order);
         assertEquals(List.of(10, 11), List.of(out.scoreDocs[10].doc, out.scoreDocs[11].doc), "past the window, in first-pass order");
     }
 

@@ -15,6 +15,7 @@ import org.apache.lucene.search.TopDocs;
 import org.apache.lucene.search.TotalHits;
 import org.apache.lucene.store.ByteBuffersDirectory;
 import org.apache.lucene.store.Directory;
+import org.apache.lucene.util.BytesRef;
 import org.elasticsearch.tasks.TaskCancelledException;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
@@ -253,5 +254,22 @@ class VecrankRescorerTests {
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
             () -> VecrankRescorer.INSTANCE.rescore(firstPass(), searcher, ctx));
         assertTrue(e.getMessage().contains("feature [cos_profile]: [params.profile_vector] has a vector of 2 dimensions; field [embedding] has 3"), e.getMessage());
+    }
+
+    @Test
+    public void equalModelScoresAreOrderedByItemId() {
+        // Docs 0-3 tie at 2.0 with item ids "b", "a", null (missing: last), "a10"; doc 4 scores higher.
+        float[] scores = {2.0f, 2.0f, 2.0f, 2.0f, 3.0f};
+        BytesRef[] keys = {new BytesRef("b"), new BytesRef("a"), null, new BytesRef("a10"), new BytesRef("z")};
+        ScoreDoc[] window = new ScoreDoc[scores.length];
+        for (int i = 0; i < scores.length; i++) {
+            window[i] = new ScoreDoc(i, scores[i]);
+        }
+        ScoreDoc[] sorted = VecrankRescorer.byScoreThenKey(window, keys);
+        assertEquals(List.of(4, 1, 3, 0, 2), java.util.Arrays.stream(sorted).map(d -> d.doc).toList());
+        assertEquals(List.of(3.0f, 2.0f, 2.0f, 2.0f, 2.0f), java.util.Arrays.stream(sorted).map(d -> d.score).toList());
+        // Without keys, ties keep doc id order.
+        ScoreDoc[] plain = VecrankRescorer.byScoreThenKey(new ScoreDoc[] {new ScoreDoc(7, 1f), new ScoreDoc(3, 1f)}, null);
+        assertEquals(List.of(3, 7), java.util.Arrays.stream(plain).map(d -> d.doc).toList());
     }
 }
