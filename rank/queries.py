@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from vecrank.errors import VecrankError
+from vecrank.ingest.cf import CF_FIELDS
 
 MAX_K = 10_000
 MAX_NUM_CANDIDATES = 10_000
@@ -125,7 +126,8 @@ def knn_clause(vector: Sequence[float], *, k: int, num_candidates: int, filter: 
 
 
 def pool_body(*, pool: Any, size: int, filter: dict[str, Any] | None, text_vector: Sequence[float] | None,
-              cf_vector: Sequence[float] | None, listed: Mapping[str, Sequence[str]], source: Sequence[str] | bool,
+              cf_vector: Sequence[float] | None, listed: Mapping[str, Sequence[str]],
+              source: Sequence[str] | bool | Mapping[str, Any],
               with_vectors: bool = False, candidates_factor: int = 4) -> dict[str, Any]:
     """The one search that gathers a request's pool (:class:`vecrank.rank.offline.PoolConfig`):
     a ``knn`` clause on the text vectors and one on the collaborative vectors, plus, as ``should``
@@ -184,11 +186,19 @@ def text_match(text: str, *, boost: float, field: str = "text") -> dict[str, Any
     return {"match": {field: {"query": text, "boost": boost}}}
 
 
+def shown_source(fields: Sequence[str] | None) -> list[str] | dict[str, list[str]]:
+    """The ``_source`` a shown item comes back with: ``fields``, or (None) every field but the
+    collaborative lists and vectors that only the ranking reads (hundreds of entries per item)."""
+    if fields is not None:
+        return list(fields)
+    return {"excludes": ["embedding", *CF_FIELDS]}
+
+
 def search_body(*, size: int, knn: dict[str, Any] | None = None, query: dict[str, Any] | None = None,
-                source: Sequence[str] | bool = True, with_vectors: bool = False,
+                source: Sequence[str] | bool | Mapping[str, Any] = True, with_vectors: bool = False,
                 sort: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """A ``_search`` body. With ``with_vectors`` the stored embedding comes back in ``fields``."""
-    body: dict[str, Any] = {"size": size, "_source": source if isinstance(source, bool) else list(source)}
+    body: dict[str, Any] = {"size": size, "_source": source if isinstance(source, (bool, Mapping)) else list(source)}
     if knn is not None:
         body["knn"] = knn
     if query is not None:
@@ -200,7 +210,7 @@ def search_body(*, size: int, knn: dict[str, Any] | None = None, query: dict[str
     return body
 
 
-def popular_body(*, size: int, filter: dict[str, Any] | None, source: Sequence[str] | bool = True,
+def popular_body(*, size: int, filter: dict[str, Any] | None, source: Sequence[str] | bool | Mapping[str, Any] = True,
                  signal: str = "signals.popularity_30d", with_vectors: bool = False) -> dict[str, Any]:
     """Cold start without any text or context: the most popular items by a windowed signal."""
     sort = [{signal: {"order": "desc", "missing": "_last", "unmapped_type": "float"}},

@@ -22,6 +22,7 @@ import numpy as np
 
 from vecrank.errors import VecrankError
 from vecrank.rank import features as feats
+from vecrank.rank import queries
 from vecrank.rank.model import RankerModel
 from vecrank.rank.offline import ReplayConfig
 from vecrank.rank.recommender import Candidate, Recommender
@@ -169,7 +170,7 @@ class Ranker:
                                    params=rescore_params(spec, ctx), window_size=max(pool.size, k),
                                    models_index=rec.settings.index("models"))
             hits = rec.pool_hits(state, pool=pool, size=k, filters=filters, extra_filters=extra_filters,
-                                 source=rec.config.source_fields or True, rescore=section)
+                                 source=queries.shown_source(rec.config.source_fields), rescore=section)
             t_pool = time.perf_counter()
             # The plugin returns scores, not feature rows: those stay in Elasticsearch.
             ranked = [Ranked(h["_id"], float(score_to_model(h["_score"])), _candidate_of(h)) for h in hits]

@@ -194,7 +194,7 @@ class Recommender:
         exclude = seen if cfg.exclude_seen else []
         flt = queries.candidate_filter(clauses, exclude_ids=exclude)
         want_vectors = cfg.mmr_lambda is not None or cfg.with_vectors
-        source = list(cfg.source_fields) if cfg.source_fields is not None else True
+        source = queries.shown_source(cfg.source_fields)
         fetch = k * 3 if (cfg.mmr_lambda is not None or cfg.max_per_group) else k
 
         vectors: list[np.ndarray] = []
@@ -268,7 +268,7 @@ class Recommender:
                           cf_meta=self.cf_meta())
 
     def pool_hits(self, state: UserState, *, pool: Any, size: int, filters: Mapping[str, Any] | None = None,
-                  extra_filters: Sequence[dict[str, Any]] = (), source: Sequence[str] | bool = True,
+                  extra_filters: Sequence[dict[str, Any]] = (), source: Sequence[str] | bool | Mapping[str, Any] = True,
                   with_vectors: bool = False, rescore: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """The one search for a ranked request's pool (:func:`vecrank.rank.queries.pool_body`):
         the caller's filters, availability and the user's seen items apply to every source."""
@@ -292,7 +292,7 @@ class Recommender:
         if not ids:
             return {}
         docs = self.client.mget(index=self.settings.index("items"), ids=list(ids),
-                                source=list(source) if source is not None else True)["docs"]
+                                source=queries.shown_source(source))["docs"]
         return {d["_id"]: d["_source"] for d in docs if d.get("found")}
 
     # --- pieces ------------------------------------------------------------------------------

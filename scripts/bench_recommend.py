@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     users = sorted(h["_id"] for h in helpers.scan(client, index=settings.index("users"), size=500, _source=False))
     ranker = Ranker(Recommender(client, settings), model, rerank=args.rerank)
     calls = [0]
-    inner = client.perform_request
+    # Counted at the transport, which every client.options(...) copy shares.
+    inner = client.transport.perform_request
 
     def counted(*a, **kw):
         calls[0] += 1
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for user in users[:50]:
         ranker.recommend(user=user, k=args.k)
-    client.perform_request = counted
+    client.transport.perform_request = counted
     parts: dict[str, list[float]] = {"total": [], "retrieval": [], "features": [], "model": []}
     paths: dict[str, int] = {}
     for i in range(args.requests):
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         for key in parts:
             parts[key].append(out.timings_ms[key])
     round_trips = calls[0] / args.requests
-    client.perform_request = inner
+    client.transport.perform_request = inner
     baseline = []
     rec = Recommender(client, settings)
     for i in range(args.requests):

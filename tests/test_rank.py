@@ -358,6 +358,25 @@ def test_cli_evaluate_model_and_ranked_recommend(es, settings_for, world, tmp_pa
     assert "no ranker (kNN order)" in plain.out
     assert run_cli(capsys, *base, "model", "archive", "vecrank", "1").code == 0
     assert "no ranker" in run_cli(capsys, *base, "recommend", "--user", "u1", "-k", "3").out
+    # cf fit stored the states with the default rule (no model was active); activating the model,
+    # whose rule carries the topic facet, stores every user's state for its rule.
+    from vecrank.ingest import indices
+    from vecrank.rank.offline import ReplayConfig
+    from vecrank.rank.state import stored_state
+    from vecrank.rank.store import get_user, live_cf_meta
+
+    rule = ReplayConfig.from_dict(out["training"]["config"]).state
+    assert rule.facets == ("topic",)
+    text_model = indices.spec_of(es, indices.live_index(es, settings_for)).model
+    version = live_cf_meta(es, settings_for).version
+
+    def current(user):
+        return stored_state(get_user(es, settings_for, user), model=text_model, config=rule, cf_version=version)
+
+    assert current("u1") is None
+    activated = run_cli(capsys, *base, "model", "activate", "vecrank", "1")
+    assert activated.code == 0 and "64 users' states recomputed" in activated.out, activated.out
+    assert current("u1") is not None and current("u1").liked[0].facets.keys() == {"topic"}
     bad = run_cli(capsys, *base, "evaluate", "--facet", "colour")
     assert bad.code == 2 and "no field colour" in bad.err
 

@@ -301,12 +301,22 @@ def model_show_command(model_id: str, version: int | None) -> None:
 @model_command.command("activate", short_help="Serve this version (the active one is archived).")
 @click.argument("model_id")
 @click.argument("version", type=int)
-def model_activate_command(model_id: str, version: int) -> None:
+@click.option("--skip-users", is_flag=True, help="Do not recompute the users' stored states for this model's rule "
+                                                 "(requests then compute stale ones on the fly, one read more).")
+def model_activate_command(model_id: str, version: int, skip_users: bool) -> None:
+    """Every user's stored state is recomputed with the activated model's state rule, so that its
+    requests read them with the user document alone."""
     from vecrank.rank.model import Registry
+    from vecrank.rank.offline import ReplayConfig
+    from vecrank.rank.store import refresh_all_users
 
     ctx = app()
-    Registry(ctx.client, ctx.settings).set_status(model_id, version, "active")
+    model = Registry(ctx.client, ctx.settings).set_status(model_id, version, "active")
     click.echo(f"{model_id} v{version} is active")
+    config = (model.training or {}).get("config")
+    if config and not skip_users:
+        refreshed = refresh_all_users(ctx.client, ctx.settings, config=ReplayConfig.from_dict(config).state)
+        click.echo(f"{refreshed} users' states recomputed for its rule")
 
 
 @model_command.command("archive", short_help="Archive this version.")
