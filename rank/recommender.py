@@ -291,8 +291,9 @@ class Recommender:
         """The stored documents of ``ids`` (``source`` fields, default all), by id."""
         if not ids:
             return {}
-        docs = self.client.mget(index=self.settings.index("items"), ids=list(ids),
-                                source=queries.shown_source(source))["docs"]
+        shown = queries.shown_source(source)
+        picked = {"source": shown} if isinstance(shown, list) else {"source_excludes": shown["excludes"]}
+        docs = self.client.mget(index=self.settings.index("items"), ids=list(ids), **picked)["docs"]
         return {d["_id"]: d["_source"] for d in docs if d.get("found")}
 
     # --- pieces ------------------------------------------------------------------------------
