@@ -49,8 +49,11 @@ from vecrank.interactions import Interactions
 log = logging.getLogger(__name__)
 
 IMPLICIT_VERSION = "0.7.3"  # the version the fold-in is tested against
-#: what a fit writes on an item (and a refit replaces)
-CF_FIELDS = ("cf_vector", "cf_neighbours", "cf_next", "cf_ease")
+#: an item's neighbour lists: in the fit's own lists index (:func:`lists_index_name`), off the
+#: served documents, whose ``_source`` Elasticsearch reads for a whole rescore window
+LIST_FIELDS = ("cf_neighbours", "cf_next", "cf_ease")
+#: what a fit writes on an item, or wrote there before the lists had an index of their own
+CF_FIELDS = ("cf_vector", *LIST_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -388,6 +391,7 @@ class FitSummary:
 
     source: str = ""
     target: str = ""
+    lists_index: str = ""
     switched: bool = False
     version: str = ""
     items: int = 0
@@ -404,10 +408,22 @@ class FitSummary:
         return asdict(self)
 
 
-def meta_block(model: CFModel) -> dict[str, Any]:
+def lists_index_name(settings: Any, version: str) -> str:
+    """The index that holds the neighbour lists of the fit ``version`` (one document per item)."""
+    return settings.index(f"cf-lists-{version}")
+
+
+def lists_mapping() -> dict[str, Any]:
+    return {"dynamic": "strict", "properties": {"item_id": {"type": "keyword"},
+                                                **{f: {"type": "object", "enabled": False} for f in LIST_FIELDS}}}
+
+
+def meta_block(model: CFModel, lists_index: str | None = None) -> dict[str, Any]:
     """The ``_meta.vecrank.cf`` block of an items index: the version users' vectors are checked
-    against, and what the fold-in needs (the Gram matrix, row-major, and the fit's settings)."""
+    against, what the fold-in needs (the Gram matrix, row-major, and the fit's settings), and the
+    index of the neighbour lists."""
     return {"version": model.version, "config": model.config.to_dict(), "before_ms": model.before_ms,
+            "lists_index": lists_index,
             "items": len(model.item_ids), "users": model.users, "events": model.events,
             "gram": [float(x) for x in model.gram.ravel()]}
 
@@ -450,8 +466,9 @@ def fit_index(client: Any, settings: Any, config: CFConfig | None = None, *, swi
     Readers never see half-written factors: the live version is untouched until the alias moves,
     and the old version stays for ``vecrank index rollback``. Every document is copied (vectors,
     signals and catalog fields as they are) and gets the new ``cf_vector`` and ``cf_neighbours``
-    when the model has them; an item the model does not know has neither. The new ``_meta``
-    carries the model's block (:func:`meta_block`).
+    when the model has it; an item the model does not know has none. The neighbour lists
+    (co-occurrence, sequence, EASE) go into the fit's own lists index, written first; the new
+    ``_meta`` carries the model's block (:func:`meta_block`), which names it.
 
     Cost: the copy re-indexes every item and builds both vector graphs again: 2.4× a plain
     reindex, 864 items/s on two cores (``scripts/bench_cf.py``), about 20 minutes for 1M items
@@ -484,12 +501,17 @@ def fit_index(client: Any, settings: Any, config: CFConfig | None = None, *, swi
         raise VecrankError(f"cannot fit collaborative vectors: {exc}") from None
     summary = FitSummary(source=live, version=model.version, users=model.users, events=model.events,
                          seconds_fit=round(time.monotonic() - started, 3))
+    lists_index = summary.lists_index = lists_index_name(settings, model.version)
+    indices.create_index_if_missing(client, lists_index, lists_mapping())
+    listed = indices.write_version(client, lists_index, _list_actions(model, lists_index, summary))
+    if listed.failed:
+        raise VecrankError(f"{listed.failed} neighbour lists failed to write into {lists_index}: {listed.failures[:3]}")
     old_meta = indices.meta_of(client, live)
     spec_keys = set(indices.IndexSpec.__dataclass_fields__)
     kept = {k: v for k, v in old_meta.items() if k not in spec_keys and k not in {"created_at", "cf"}}
     new_spec = replace(indices.IndexSpec.from_meta(old_meta), cf_dims=config.factors)
     target = indices.create_version(client, settings, new_spec, point_alias_if_new=False,
-                                    meta={**kept, "cf": meta_block(model)})
+                                    meta={**kept, "cf": meta_block(model, lists_index)})
     summary.target = target
     packed = packs_vectors(client)
     written = time.monotonic()
@@ -501,16 +523,6 @@ def fit_index(client: Any, settings: Any, config: CFConfig | None = None, *, swi
             if vector is not None:
                 doc["cf_vector"] = vector_value(vector, packed)
                 summary.with_vector += 1
-            neighbours = model.neighbours.get(hit["_id"])
-            if neighbours:
-                doc["cf_neighbours"] = neighbours_doc(neighbours)
-                summary.with_neighbours += 1
-            following = model.sequence.get(hit["_id"])
-            if following:
-                doc["cf_next"] = neighbours_doc(following)
-            weights = model.ease.get(hit["_id"])
-            if weights:
-                doc["cf_ease"] = neighbours_doc(weights)
             yield {"_op_type": "index", "_index": target, "_id": hit["_id"], "_source": doc}
 
     result = indices.write_version(client, target, actions())
@@ -524,6 +536,17 @@ def fit_index(client: Any, settings: Any, config: CFConfig | None = None, *, swi
         indices.switch_to(client, settings, target)
         summary.switched = True
     return summary
+
+
+def _list_actions(model: CFModel, index: str, summary: FitSummary):
+    """One document per item with a list: its co-occurrence, sequence and EASE lists."""
+    for item in sorted({*model.neighbours, *model.sequence, *model.ease}):
+        doc: dict[str, Any] = {"item_id": item}
+        for name, lists in zip(LIST_FIELDS, (model.neighbours, model.sequence, model.ease)):
+            if lists.get(item):
+                doc[name] = neighbours_doc(lists[item])
+        summary.with_neighbours += "cf_neighbours" in doc
+        yield {"_op_type": "index", "_index": index, "_id": item, "_source": doc}
 
 
 def _verify(client: Any, target: str, model: CFModel, summary: FitSummary, sample: int) -> list[str]:

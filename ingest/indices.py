@@ -348,13 +348,18 @@ def rollback(client: Elasticsearch, settings: Settings) -> str:
 
 
 def delete_version(client: Elasticsearch, settings: Settings, version: int) -> str:
-    """Delete ``items-v<version>``; the live version cannot be deleted."""
+    """Delete ``items-v<version>``, and the collaborative lists index it names when no other
+    version names it; the live version cannot be deleted."""
     name = version_name(settings, version)
     if version not in versions(client, settings):
         raise IndexError_(f"no index {name}")
     if name == live_index(client, settings):
         raise IndexError_(f"{name} is live behind {alias_name(settings)}; switch the alias first")
+    lists = (meta_of(client, name).get("cf") or {}).get("lists_index")
     client.indices.delete(index=name)
+    named = {(meta_of(client, other).get("cf") or {}).get("lists_index") for other in versions(client, settings).values()}
+    if lists and lists not in named:
+        client.indices.delete(index=lists, ignore_unavailable=True)
     return name
 
 

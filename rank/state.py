@@ -62,6 +62,7 @@ class CFMeta:
     version: str
     gram: np.ndarray
     config: cf.CFConfig
+    lists_index: str | None = None  # where the items' neighbour lists are (None: on the items, as before)
 
     @classmethod
     def of(cls, model: cf.CFModel) -> CFMeta:

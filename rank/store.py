@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vecrank.ingest.cf import neighbours_from_doc
+from vecrank.ingest.cf import LIST_FIELDS, neighbours_from_doc
 from vecrank.rank.profiles import Profile, ProfileConfig
 from vecrank.rank.state import CFMeta, StateConfig, UserState, compute_state, stored_state
 
@@ -60,17 +60,28 @@ class FetchedItems:
         self.found = found
 
     @classmethod
-    def fetch(cls, client: Elasticsearch, index: str, ids: Iterable[str], facets: Sequence[str] = ()) -> FetchedItems:
+    def fetch(cls, client: Elasticsearch, index: str, ids: Iterable[str], facets: Sequence[str] = (), *,
+              lists_index: str | None = None) -> FetchedItems:
+        """The items' vectors and facets from ``index``, and their neighbour lists from
+        ``lists_index`` (:attr:`CFMeta.lists_index`; None: from the items, where a fit of an
+        earlier vecrank wrote them)."""
         wanted = sorted({str(i) for i in ids})
         found: dict[str, dict[str, Any]] = {}
+        on_items = list(LIST_FIELDS) if lists_index is None else []
         for start in range(0, len(wanted), 1000):
             chunk = wanted[start:start + 1000]
             resp = client.search(index=index, query={"ids": {"values": chunk}}, size=len(chunk),
-                                 source=["cf_neighbours", "cf_next", "cf_ease", *facets], fields=["embedding", "cf_vector"])
+                                 source=[*on_items, *facets], fields=["embedding", "cf_vector"])
             for h in resp["hits"]["hits"]:
                 f = h.get("fields") or {}
+                source = h.get("_source") or {}
                 found[h["_id"]] = {"embedding": _array(f.get("embedding")), "cf_vector": _array(f.get("cf_vector")),
-                                   "source": h.get("_source") or {}}
+                                   "source": source, "lists": source}
+            if lists_index is not None:
+                docs = client.mget(index=lists_index, ids=chunk)["docs"]
+                for d in docs:
+                    if d.get("found") and d["_id"] in found:
+                        found[d["_id"]]["lists"] = d["_source"]
         return cls(found)
 
     def text_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
@@ -89,7 +100,7 @@ class FetchedItems:
         return self._lists("cf_ease", ids)
 
     def _lists(self, name: str, ids: Sequence[str]) -> dict[str, tuple[tuple[str, float], ...]]:
-        return {i: neighbours_from_doc(self.found[i]["source"].get(name)) for i in ids if i in self.found}
+        return {i: neighbours_from_doc(self.found[i]["lists"].get(name)) for i in ids if i in self.found}
 
     def facets(self, ids: Sequence[str], names: Sequence[str]) -> dict[str, dict[str, frozenset[str]]]:
         from vecrank.rank.features import facet_values
@@ -110,7 +121,8 @@ def live_cf_meta(client: Elasticsearch, settings: Settings) -> CFMeta | None:
         return None
     from vecrank.ingest.cf import CFConfig
 
-    return CFMeta(version=str(block["version"]), gram=gram_of(block), config=CFConfig.from_dict(block["config"]))
+    return CFMeta(version=str(block["version"]), gram=gram_of(block), config=CFConfig.from_dict(block["config"]),
+                  lists_index=block.get("lists_index"))
 
 
 def serving_state_config(client: Elasticsearch, settings: Settings) -> StateConfig:
@@ -154,7 +166,8 @@ def refresh_profiles(client: Elasticsearch, settings: Settings, user_ids: Iterab
         chunk = ids[start:start + 500]
         docs = client.mget(index=users_index, ids=chunk, source_includes=["history"])["docs"]
         histories = {d["_id"]: d["_source"].get("history", []) for d in docs if d.get("found")}
-        items = FetchedItems.fetch(client, live, {e["item_id"] for h in histories.values() for e in h}, config.facets)
+        items = FetchedItems.fetch(client, live, {e["item_id"] for h in histories.values() for e in h}, config.facets,
+                                   lists_index=cf_meta.lists_index if cf_meta else None)
         actions = []
         for user_id, history in histories.items():
             state = compute_state(history, items, config=config, cf_meta=cf_meta)
@@ -189,7 +202,8 @@ def user_state(client: Elasticsearch, settings: Settings, doc: dict[str, Any] | 
     history = (doc or {}).get("history") or []
     if not history:
         return UserState()
-    items = FetchedItems.fetch(client, settings.index("items"), {e["item_id"] for e in history}, config.facets)
+    items = FetchedItems.fetch(client, settings.index("items"), {e["item_id"] for e in history}, config.facets,
+                               lists_index=cf_meta.lists_index if cf_meta else None)
     return compute_state(history, items, config=config, cf_meta=cf_meta)
 
 

@@ -146,16 +146,21 @@ def test_fit_index_writes_the_next_version_and_events_move_the_user_state(es, se
     live = indices.live_index(es, settings_for)
     assert summary.switched and live == summary.target != before and summary.source == before
     assert (summary.items, summary.with_vector, summary.users) == (12, 10, 10)
-    hits = es.search(index=live, size=12, fields=["cf_vector"], source=["cf_neighbours", "cf_ease"])["hits"]["hits"]
+    hits = es.search(index=live, size=12, fields=["cf_vector"], source=True)["hits"]["hits"]
     vectors = {h["_id"]: h.get("fields", {}).get("cf_vector") for h in hits}
-    docs = {h["_id"]: h["_source"] for h in hits}
     assert all(vectors[f"i{n}"] is None for n in (10, 11))  # no interactions: no collaborative vector
     assert all(len(vectors[f"i{n}"]) == 4 for n in range(10))
-    assert set(docs["i0"]["cf_neighbours"]["ids"]) == {"i1", "i2", "i3", "i4"}  # co-liked within its group only
-    assert set(docs["i0"]["cf_ease"]["ids"]) <= {"i1", "i2", "i3", "i4"} and docs["i0"]["cf_ease"]["ids"]
-    assert all(w > 0 for w in docs["i0"]["cf_ease"]["weights"]) and "cf_ease" not in docs["i10"]
+    # The neighbour lists live in the fit's own index, off the served documents.
+    assert not any(set(cf.LIST_FIELDS) & set(h["_source"]) for h in hits)
     meta = live_cf_meta(es, settings_for)
     assert meta.version == summary.version and meta.gram.shape == (4, 4) and meta.config.factors == 4
+    assert meta.lists_index == summary.lists_index == cf.lists_index_name(settings_for, summary.version)
+    es.indices.refresh(index=meta.lists_index)
+    docs = {h["_id"]: h["_source"] for h in es.search(index=meta.lists_index, size=20)["hits"]["hits"]}
+    assert set(docs) == {f"i{n}" for n in range(10)} and summary.with_neighbours == 10
+    assert set(docs["i0"]["cf_neighbours"]["ids"]) == {"i1", "i2", "i3", "i4"}  # co-liked within its group only
+    assert set(docs["i0"]["cf_ease"]["ids"]) <= {"i1", "i2", "i3", "i4"} and docs["i0"]["cf_ease"]["ids"]
+    assert all(w > 0 for w in docs["i0"]["cf_ease"]["weights"])
     assert es.indices.exists(index=before)  # the old version stays for a rollback
 
     config = StateConfig()
@@ -175,3 +180,10 @@ def test_fit_index_writes_the_next_version_and_events_move_the_user_state(es, se
     assert now is not None and "i7" in now.seen
     assert not np.allclose(now.cf_vector, old.cf_vector) and "i7" not in now.cooc
     assert any(i in now.cooc for i in ("i5", "i6", "i8", "i9"))  # i7's co-liked items join the scores
+
+    # A refit on the new event writes a lists index of its own; deleting the first fitted version
+    # deletes the lists index only it named, never the live one's.
+    again = cf.fit_index(es, settings_for, cf.CFConfig(factors=4, iterations=5))
+    assert again.version != summary.version and again.lists_index != summary.lists_index
+    indices.delete_version(es, settings_for, int(summary.target.rsplit("-v", 1)[1]))
+    assert not es.indices.exists(index=summary.lists_index) and es.indices.exists(index=again.lists_index)
