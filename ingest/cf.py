@@ -470,10 +470,10 @@ def fit_index(client: Any, settings: Any, config: CFConfig | None = None, *, swi
     (co-occurrence, sequence, EASE) go into the fit's own lists index, written first; the new
     ``_meta`` carries the model's block (:func:`meta_block`), which names it.
 
-    Cost: the copy re-indexes every item and builds both vector graphs again: 2.4× a plain
-    reindex, 864 items/s on two cores (``scripts/bench_cf.py``), about 20 minutes for 1M items
-    by linear extrapolation (HNSW construction grows a little faster). Users' stored vectors are
-    refreshed afterwards by the caller (see the CLI).
+    Cost: the copy re-indexes every item and builds both vector graphs again, and the lists
+    index and the EASE solve come on top: 6.7× a plain reindex of 20,000 items on two cores
+    (``scripts/bench_cf.py``); the EASE solve is capped at ``ease_items``, the rest grows about
+    linearly. Users' stored vectors are refreshed afterwards by the caller (see the CLI).
 
     Raises:
         VecrankError: no items index, no positive events, or verification failed (the alias did
