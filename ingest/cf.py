@@ -44,16 +44,12 @@ import numpy as np
 from scipy import sparse
 
 from vecrank.ingest.ease import ease_lists
+from vecrank.ingest.indices import CF_FIELDS, LIST_FIELDS
 from vecrank.interactions import Interactions
 
 log = logging.getLogger(__name__)
 
 IMPLICIT_VERSION = "0.7.3"  # the version the fold-in is tested against
-#: an item's neighbour lists: in the fit's own lists index (:func:`lists_index_name`), off the
-#: served documents, whose ``_source`` Elasticsearch reads for a whole rescore window
-LIST_FIELDS = ("cf_neighbours", "cf_next", "cf_ease")
-#: what a fit writes on an item, or wrote there before the lists had an index of their own
-CF_FIELDS = ("cf_vector", *LIST_FIELDS)
 
 
 @dataclass(frozen=True)

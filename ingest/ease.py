@@ -4,7 +4,8 @@ EASE is a ridge regression of every item on all the others, in closed form (:fun
 a user's score for ``j`` is ``Σ_i B_ij`` over the items ``i`` they liked. It is one of the
 strongest collaborative baselines on public catalogs, so the ranker has it as an ingredient:
 ``vecrank cf fit`` lists, for each item ``i``, the items ``j`` with the largest positive
-``B_ij`` (:func:`ease_lists`), stored on the item beside its co-occurrence list, and a user's
+``B_ij`` (:func:`ease_lists`), stored beside its co-occurrence list in the fit's lists index
+(:func:`vecrank.ingest.cf.lists_index_name`), and a user's
 ``ease`` score sums them over their newest likes as events arrive
 (:func:`vecrank.ingest.cf.neighbour_scores`), the way the co-occurrence score does.
 
@@ -59,7 +60,6 @@ def ease_weights(x: sparse.spmatrix, l2: float) -> np.ndarray:
     p /= -np.diag(p)  # column j divided by −P_jj, in place: p becomes B
     p[np.diag_indices_from(p)] = 0.0
     return p
-
 
 
 def ease_lists(counts: sparse.csr_matrix, item_ids: Sequence[str], *, l2: float, max_items: int, listed: int,

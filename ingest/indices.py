@@ -24,9 +24,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: an item's collaborative neighbour lists (ingest.cf): in the fit's own lists index; fits before
+#: it had one wrote them on the items, whose ``_source`` Elasticsearch reads for a whole rescore window
+LIST_FIELDS = ("cf_neighbours", "cf_next", "cf_ease")
+#: what a collaborative fit writes on an item, or wrote there
+CF_FIELDS = ("cf_vector", *LIST_FIELDS)
 # Our own fields in an item document; catalog fields with these names are stored as "src_<name>".
-RESERVED_FIELDS = frozenset({"item_id", "text", "embedding", "content_hash", "signals", "indexed_at", "cf_vector",
-                             "cf_neighbours", "cf_next", "cf_ease"})
+RESERVED_FIELDS = frozenset({"item_id", "text", "embedding", "content_hash", "signals", "indexed_at", *CF_FIELDS})
 FIELD_TYPES = frozenset({"keyword", "text", "long", "integer", "float", "double", "boolean", "date"})
 _HNSW = {"hnsw", "int8_hnsw", "int4_hnsw", "bbq_hnsw"}
 _FLAT = {"flat", "int8_flat", "int4_flat", "bbq_flat"}
@@ -144,9 +148,10 @@ def items_mapping(spec: IndexSpec) -> dict[str, Any]:
         # small enough (tens of dims) to keep as floats.
         properties["cf_vector"] = {"type": "dense_vector", "dims": spec.cf_dims, "index": True,
                                    "similarity": "max_inner_product", "index_options": {"type": "hnsw"}}
-        properties["cf_neighbours"] = {"type": "object", "enabled": False}  # read whole, never searched
-        properties["cf_next"] = {"type": "object", "enabled": False}
-        properties["cf_ease"] = {"type": "object", "enabled": False}
+        # The neighbour lists that fits before the lists index wrote on the items (a reindex of
+        # such a version copies them): read whole, never searched.
+        for name in LIST_FIELDS:
+            properties[name] = {"type": "object", "enabled": False}
     for name, kind in spec.field_types.items():
         # Ingest stores declared dates as epoch milliseconds (fieldtypes); read them as such.
         properties[stored_field_name(name)] = {"type": kind, **({"format": DATE_FORMAT} if kind == "date" else {})}

@@ -195,19 +195,17 @@ class _Items:
         return self.model.vectors(ids) if self.model is not None else {}
 
     def neighbours(self, ids: Sequence[str]) -> dict[str, Sequence[tuple[str, float]]]:
-        if self.model is None:
-            return {}
-        return {i: self.model.neighbours[i] for i in ids if i in self.model.neighbours}
+        return self._lists("neighbours", ids)
 
     def sequence(self, ids: Sequence[str]) -> dict[str, Sequence[tuple[str, float]]]:
-        if self.model is None:
-            return {}
-        return {i: self.model.sequence[i] for i in ids if i in self.model.sequence}
+        return self._lists("sequence", ids)
 
     def ease(self, ids: Sequence[str]) -> dict[str, Sequence[tuple[str, float]]]:
-        if self.model is None:
-            return {}
-        return {i: self.model.ease[i] for i in ids if i in self.model.ease}
+        return self._lists("ease", ids)
+
+    def _lists(self, name: str, ids: Sequence[str]) -> dict[str, Sequence[tuple[str, float]]]:
+        lists = getattr(self.model, name) if self.model is not None else {}
+        return {i: lists[i] for i in ids if i in lists}
 
     def facets(self, ids: Sequence[str], names: Sequence[str]) -> dict[str, dict[str, frozenset[str]]]:
         out = {}

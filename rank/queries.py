@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from vecrank.errors import VecrankError
-from vecrank.ingest.cf import CF_FIELDS
+from vecrank.ingest.indices import CF_FIELDS
 
 MAX_K = 10_000
 MAX_NUM_CANDIDATES = 10_000
@@ -132,9 +132,8 @@ def pool_body(*, pool: Any, size: int, filter: dict[str, Any] | None, text_vecto
     """The one search that gathers a request's pool (:class:`vecrank.rank.offline.PoolConfig`):
     a ``knn`` clause on the text vectors and one on the collaborative vectors, plus, as ``should``
     clauses, the user's best items by each score map (co-occurrence, sequence, EASE), the popular
-    and the trending items by the
-    signals' ranks — all under the same filter and exclusions. Each clause is named after its
-    source, so every hit's ``matched_queries`` says which sources found it.
+    and the trending items by the signals' ranks — all under the same filter and exclusions. Each
+    clause is named after its source, so every hit's ``matched_queries`` says which sources found it.
 
     Args:
         pool: the sources' sizes.

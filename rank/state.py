@@ -199,7 +199,10 @@ def compute_state(history: Sequence[Mapping[str, Any]], items: ItemData, *, conf
     profile = build_profile(events, text, config.profile) if events else None
     if profile is not None and not profile.interests:
         profile = None
-    likes = cf.recent_likes(events, is_positive, max(config.history_k, cf_meta.config.recent_likes if cf_meta else 0))
+    # One pass for every list of newest likes below (each is a prefix of the longest).
+    kept = max(config.history_k, cf_meta.config.recent_likes if cf_meta else 0)
+    newest = cf.recent_likes(events, is_positive, max(kept, cf_meta.config.ease_likes if cf_meta else 0))
+    likes = newest[:kept]
     cf_vector, cooc, seq, ease = None, {}, {}, {}
     if cf_meta is not None:
         counts = cf.like_counts(events, is_positive)
@@ -215,8 +218,8 @@ def compute_state(history: Sequence[Mapping[str, Any]], items: ItemData, *, conf
         latest = cf.recent_items(events, cf_meta.config.recent_interactions)
         seq = cf.neighbour_scores(items.sequence(latest), latest, exclude=seen, decay=True,
                                   limit=cf_meta.config.scores_kept)
-        newest = cf.recent_likes(events, is_positive, cf_meta.config.ease_likes)
-        ease = cf.neighbour_scores(items.ease(newest), newest, exclude=seen, limit=cf_meta.config.scores_kept)
+        for_ease = newest[: cf_meta.config.ease_likes]
+        ease = cf.neighbour_scores(items.ease(for_ease), for_ease, exclude=seen, limit=cf_meta.config.scores_kept)
     with_vectors = [i for i in likes if i in text][: config.history_k]
     facets = items.facets(with_vectors, config.facets) if config.facets else {}
     liked = tuple(LikedItem(i, text[i], facets.get(i, {})) for i in with_vectors)

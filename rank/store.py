@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vecrank.ingest.cf import LIST_FIELDS, neighbours_from_doc
+from vecrank.ingest.cf import neighbours_from_doc
+from vecrank.ingest.indices import LIST_FIELDS
 from vecrank.rank.profiles import Profile, ProfileConfig
 from vecrank.rank.state import CFMeta, StateConfig, UserState, compute_state, stored_state
 

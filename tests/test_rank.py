@@ -123,6 +123,14 @@ def test_labels_take_the_best_later_event():
     assert graded.labels(events) == {"a": 2.0, "c": 1.0, "e": 3.0}
 
 
+def test_the_cli_pool_options_are_the_pool_configs_sources_and_defaults():
+    from vecrank.cli.rank import POOL_OPTIONS
+    from vecrank.rank.offline import SOURCES
+
+    assert tuple(POOL_OPTIONS) == SOURCES
+    assert {name: default for name, (default, _) in POOL_OPTIONS.items()} == PoolConfig().to_dict()
+
+
 def test_spec_round_trip_and_mismatch_refusal():
     spec = feats.FeatureSpec.for_fields(["year", "released"], ["genre"], {"year": "integer", "released": "date"},
                                         pool=PoolConfig().to_dict())

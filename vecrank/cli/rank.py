@@ -34,6 +34,19 @@ def _replay_config(ctx, facets: tuple[str, ...], item_fields: tuple[str, ...], p
     return ReplayConfig(pool=pool_config, state=StateConfig(facets=tuple(facets)), spec=spec)
 
 
+#: --pool-<source>: its default (PoolConfig's, which a test holds equal; the CLI does not import
+#: the replay code to start) and what the source adds to the pool
+POOL_OPTIONS = {
+    "text": (100, "nearest items to the user's text profile."),
+    "cf": (100, "highest collaborative scores."),
+    "cooc": (50, "the user's most co-occurring items."),
+    "seq": (50, "the items most likely to come next."),
+    "ease": (50, "the highest EASE scores of the user's likes."),
+    "popular": (50, "the most popular items (30 days)."),
+    "trending": (50, "the trending items (7 days against the 30-day rate)."),
+}
+
+
 def _shared(fn):
     for decorator in reversed([
         click.option("--facet", "facets", multiple=True, metavar="FIELD",
@@ -53,20 +66,8 @@ def _shared(fn):
         click.option("--refits", type=click.IntRange(2, 100), default=10, show_default=True,
                      help="Refit instants at the i/refits quantiles of the interactions' times: the collaborative "
                           "model, its neighbours, the ranker and the baselines are refitted at each."),
-        click.option("--pool-text", type=click.IntRange(0, 1000), default=100, show_default=True,
-                     help="Pool: nearest items to the user's text profile."),
-        click.option("--pool-cf", type=click.IntRange(0, 1000), default=100, show_default=True,
-                     help="Pool: highest collaborative scores."),
-        click.option("--pool-cooc", type=click.IntRange(0, 1000), default=50, show_default=True,
-                     help="Pool: the user's most co-occurring items."),
-        click.option("--pool-seq", type=click.IntRange(0, 1000), default=50, show_default=True,
-                     help="Pool: the items most likely to come next."),
-        click.option("--pool-ease", type=click.IntRange(0, 1000), default=50, show_default=True,
-                     help="Pool: the highest EASE scores of the user's likes."),
-        click.option("--pool-popular", type=click.IntRange(0, 1000), default=50, show_default=True,
-                     help="Pool: the most popular items (30 days)."),
-        click.option("--pool-trending", type=click.IntRange(0, 1000), default=50, show_default=True,
-                     help="Pool: the trending items (7 days against the 30-day rate)."),
+        *(click.option(f"--pool-{name}", type=click.IntRange(0, 1000), default=default, show_default=True,
+                       help=f"Pool: {what}") for name, (default, what) in POOL_OPTIONS.items()),
         click.option("--objective", type=click.Choice(["rank:ndcg", "rank:pairwise", "rank:map"]),
                      default="rank:ndcg", show_default=True),
         click.option("--model-id", default="vecrank", show_default=True, help="Registry id of the model."),
@@ -78,9 +79,7 @@ def _shared(fn):
 
 
 def _pool(kwargs: dict) -> dict[str, int]:
-    from vecrank.rank.offline import SOURCES
-
-    return {name: kwargs.pop(f"pool_{name}") for name in SOURCES}
+    return {name: kwargs.pop(f"pool_{name}") for name in POOL_OPTIONS}
 
 
 def _register(ctx, model, activate: bool):
