@@ -22,11 +22,17 @@ re-attributes by request id as well, so an event stored without its arm still co
 **Report** (per arm, over users exposed between start and stop): users, requests, exposures,
 clicks, CTR (clicks / exposures), clicks per user, conversion (share of exposed users with a
 conversion event after their first exposure; one citing a request id counts only if that request
-is the experiment's), NDCG@k from click positions (per user, the mean
-over their requests); each arm against the control with 95% intervals, relative lift and
-p-values (:mod:`vecrank.rank.stats`; CTR twice: the two-proportion test over exposures, and
-``ctr_clustered`` with users as clusters, the one to trust when users see many lists); the sample-ratio check of users per arm; for interleaving
-the preference with its interval; cumulative series for the plots.
+is the experiment's), NDCG@k from click positions (per user, the mean over their requests); each
+arm against the control with 95% intervals, relative lift, p-values and whether each is
+significant (:mod:`vecrank.rank.experiment_report`: ``ctr`` is the CTR test with users as
+clusters, the one to read; ``ctr_independent``, which assumes independent impressions, is there
+for reference and never called; no test calls a result with fewer than
+:data:`~vecrank.rank.stats.MIN_USERS` users per arm); the sample-ratio check of users per arm; for
+interleaving the preference with its interval, p-value, exact sign test and winner; cumulative
+series for the plots.
+
+:class:`ArmStats` and :class:`ExperimentReport` live in :mod:`vecrank.rank.experiment_report`
+and are importable from here too.
 
 Example:
     >>> exp = Experiment("e1", arms=(Arm("a"), Arm("b", weight=3)), salt="s", holdout=0.1)
@@ -44,8 +50,7 @@ import secrets
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -53,7 +58,9 @@ import numpy as np
 from vecrank.errors import VecrankError
 from vecrank.interactions import DAY_MS
 from vecrank.rank import stats
-from vecrank.rank.interleaving import PreferenceResult, credit, outcome, preference
+from vecrank.rank.experiment_report import (COMPARISONS, ArmStats, ExperimentReport, UserValues, compare,
+                                            interval_half_width, iso_utc)
+from vecrank.rank.interleaving import credit, outcome, preference
 
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
@@ -61,6 +68,10 @@ if TYPE_CHECKING:
     from vecrank.settings import Settings
 
 log = logging.getLogger(__name__)
+
+__all__ = ["HOLDOUT", "INTERLEAVED", "Arm", "ArmStats", "Experiment", "ExperimentError", "ExperimentReport",
+           "ExperimentStore", "analyse", "assign", "bucket", "collect_events", "events_query", "experiments_mapping",
+           "interleaving_outcomes", "report", "resolve_model", "user_outcomes"]
 
 TYPES = ("ab", "interleaving")
 STATUSES = ("draft", "running", "stopped")
@@ -299,15 +310,7 @@ class Experiment:
                 "control": self.control,
                 "arms": [{"name": a.name, "weight": a.weight, "model": a.model or "none",
                           "retrieval": dict(a.retrieval)} for a in self.arms],
-                "started_at": _iso(self.started_at), "stopped_at": _iso(self.stopped_at)}
-
-
-def _iso(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="seconds")
+                "started_at": iso_utc(self.started_at), "stopped_at": iso_utc(self.stopped_at)}
 
 
 def experiments_mapping() -> dict[str, Any]:
@@ -443,86 +446,6 @@ class _Request:
     shown: dict[str, int] = field(default_factory=dict)  # item -> position
     teams: dict[str, str] = field(default_factory=dict)  # item -> arm name (interleaving)
     clicked: set[str] = field(default_factory=set)
-
-
-@dataclass
-class ArmStats:
-    """One assignment unit's totals (an arm, ``interleaved`` or ``holdout``)."""
-
-    name: str
-    users: int = 0
-    requests: int = 0
-    exposures: int = 0
-    clicks: int = 0
-    converted_users: int = 0
-    ctr: float | None = None
-    clicks_per_user: float | None = None
-    conversion: float | None = None
-    ndcg: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-@dataclass
-class ExperimentReport:
-    experiment: Experiment
-    window: tuple[int, int]
-    arms: dict[str, ArmStats]
-    comparisons: dict[str, dict[str, dict[str, Any]]]
-    srm: stats.SrmResult
-    interleaving: PreferenceResult | None
-    series: dict[str, dict[str, list[tuple[int, float | None, float | None]]]]  # metric -> unit -> (t, value, se)
-    counts: dict[str, int]
-    warnings: list[str]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"experiment": self.experiment.summary(), "window": {"start": _iso(self.window[0]),
-                                                                     "end": _iso(self.window[1])},
-                "control": self.experiment.control, "arms": {k: v.to_dict() for k, v in self.arms.items()},
-                "comparisons": self.comparisons, "srm": self.srm.to_dict() | {"message": self.srm.message()},
-                "interleaving": self.interleaving.to_dict() if self.interleaving else None,
-                "counts": self.counts, "warnings": self.warnings}
-
-    def plot(self, out_dir: str | Path) -> list[str]:
-        """One PNG per metric: its cumulative value per arm over time, with a 95% band (users as
-        clusters for the rates and the preference)."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from datetime import UTC, datetime
-
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        written = []
-        titles = {"ctr": "CTR (clicks / exposures)", "clicks_per_user": "clicks per user",
-                  "conversion": "conversion (share of users)", "ndcg": f"NDCG@{self.experiment.ndcg_k} from clicks",
-                  "preference": "interleaving: share of decided requests won by "
-                                f"{self.interleaving.b if self.interleaving else 'B'}"}
-        for metric, per_unit in self.series.items():
-            fig, ax = plt.subplots(figsize=(7, 4))
-            for unit, points in per_unit.items():
-                pts = [(datetime.fromtimestamp(t / 1000, tz=UTC), v, se) for t, v, se in points if v is not None]
-                if not pts:
-                    continue
-                xs, ys, ses = zip(*pts)
-                line, = ax.plot(xs, ys, label=unit, marker=".", linewidth=1.5)
-                lo = [y - 1.96 * (s or 0) for y, s in zip(ys, ses)]
-                hi = [y + 1.96 * (s or 0) for y, s in zip(ys, ses)]
-                ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
-            if metric == "preference":
-                ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
-            ax.set_title(f"{self.experiment.experiment_id}: {titles.get(metric, metric)} (cumulative)")
-            ax.set_xlabel("time (UTC)")
-            ax.legend(loc="best", fontsize=8)
-            fig.autofmt_xdate()
-            fig.tight_layout()
-            path = out / f"{self.experiment.experiment_id}-{metric}.png"
-            fig.savefig(path, dpi=110)
-            plt.close(fig)
-            written.append(str(path))
-        return written
 
 
 def events_query(experiment: Experiment, *, end_ms: int, attribution_ms: int) -> dict[str, Any]:
@@ -664,7 +587,8 @@ def user_outcomes(experiment: Experiment, events: Iterable[Mapping[str, Any]], *
 
 
 def analyse(experiment: Experiment, events: Iterable[Mapping[str, Any]], *, end_ms: int | None = None,
-            attribution_ms: int = DAY_MS, n_boot: int = 2000, seed: int = 0, series_points: int = 24) -> ExperimentReport:
+            attribution_ms: int = DAY_MS, n_boot: int = 2000, seed: int = 0, series_points: int = 24,
+            alpha: float = 0.05, min_users: int = stats.MIN_USERS) -> ExperimentReport:
     """The report of ``experiment`` from its events (a pure function: tests feed it known events).
 
     Args:
@@ -673,9 +597,11 @@ def analyse(experiment: Experiment, events: Iterable[Mapping[str, Any]], *, end_
             ``request_id``, ``position``, ``arm``...), in any order.
         end_ms: the end of the exposure window (default: stopped_at, else now).
         attribution_ms: how long after ``end_ms`` clicks and conversions still count.
-        n_boot: bootstrap resamples for per-user metrics and the interleaving preference.
+        n_boot: bootstrap resamples for per-user metrics.
         seed: seeds the resampling.
         series_points: points of the cumulative series.
+        alpha: 1 - confidence level of every interval, and the level at which a test is called.
+        min_users: fewest users per arm (interleaving: with a decided request) for any call.
     """
     exp = experiment
     start = exp.started_at or exp.created_at
@@ -684,65 +610,26 @@ def analyse(experiment: Experiment, events: Iterable[Mapping[str, Any]], *, end_
     att = _attribute(exp, events, start=start, end=end, attribution_ms=attribution_ms)
     by_unit, converted, counts, warnings = att.by_unit, att.converted, dict(att.counts), list(att.warnings)
 
-    def per_user(reqs: list[_Request], until: int | None = None) -> dict[str, tuple[int, list[float], int]]:
-        """user -> (clicks, per-request NDCGs, exposures) over requests up to ``until``."""
-        out: dict[str, tuple[int, list[float], int]] = {}
-        for r in reqs:
-            if until is not None and r.ts > until:
-                continue
-            clicks, ndcgs, exposures = out.get(r.user, (0, [], 0))
-            positions = [r.shown[i] for i in r.clicked]
-            ndcgs.append(stats.click_ndcg(positions, k=exp.ndcg_k))
-            out[r.user] = (clicks + len(r.clicked), ndcgs, exposures + len(r.shown))
-        return out
-
-    def arm_stats(name: str, reqs: list[_Request], until: int | None = None) -> tuple[ArmStats, dict[str, np.ndarray]]:
-        users = per_user(reqs, until)
-        s = ArmStats(name, users=len(users), requests=sum(1 for r in reqs if until is None or r.ts <= until))
-        s.exposures = sum(v[2] for v in users.values())
-        s.clicks = sum(v[0] for v in users.values())
-        s.converted_users = sum(1 for u in users if u in converted and (until is None or converted[u] <= until))
-        values = {"clicks": np.array([v[0] for v in users.values()], dtype=float),
-                  "exposures": np.array([v[2] for v in users.values()], dtype=float),
-                  "ndcg": np.array([float(np.mean(v[1])) for v in users.values()], dtype=float),
-                  "converted": np.array([1.0 if u in converted and (until is None or converted[u] <= until) else 0.0
-                                         for u in users], dtype=float)}
-        if s.exposures:
-            s.ctr = s.clicks / s.exposures
-        if s.users:
-            s.clicks_per_user = s.clicks / s.users
-            s.conversion = s.converted_users / s.users
-            s.ndcg = float(values["ndcg"].mean())
-        return s, values
+    def arm_stats(name: str, reqs: list[_Request], until: int | None = None) -> tuple[ArmStats, UserValues]:
+        """The unit's totals and per-user values over its requests up to ``until``."""
+        kept = [r for r in reqs if until is None or r.ts <= until]
+        values = _user_values(kept, converted, ndcg_k=exp.ndcg_k, until=until)
+        return ArmStats.from_values(name, values, requests=len(kept)), values
 
     arms: dict[str, ArmStats] = {}
-    values: dict[str, dict[str, np.ndarray]] = {}
+    values: dict[str, UserValues] = {}
     for unit, reqs in by_unit.items():
         arms[unit], values[unit] = arm_stats(unit, reqs)
 
     comparisons: dict[str, dict[str, dict[str, Any]]] = {}
-    control = exp.control if exp.type == "ab" else None
-    if control is not None:
-        c = arms[control]
+    options = {"n_boot": n_boot, "seed": seed, "alpha": alpha, "min_users": min_users}
+    if exp.type == "ab":
         for unit in arms:
-            if unit == control:
-                continue
-            t = arms[unit]
-            comparisons[unit] = {
-                "ctr": stats.proportion_test(c.clicks, c.exposures, t.clicks, t.exposures).to_dict(),
-                "ctr_clustered": stats.clustered_rate_test(values[control]["clicks"], values[control]["exposures"],
-                                                           values[unit]["clicks"], values[unit]["exposures"]).to_dict(),
-                "conversion": stats.proportion_test(c.converted_users, c.users, t.converted_users, t.users).to_dict(),
-                "clicks_per_user": stats.bootstrap_test(values[control]["clicks"], values[unit]["clicks"],
-                                                        n_boot=n_boot, seed=seed).to_dict(),
-                "ndcg": stats.bootstrap_test(values[control]["ndcg"], values[unit]["ndcg"],
-                                             n_boot=n_boot, seed=seed).to_dict()}
+            if unit != exp.control:
+                comparisons[unit] = compare(values[exp.control], values[unit], metrics=COMPARISONS, **options)
     elif HOLDOUT in arms:  # interleaving: what the interleaved lists did against the holdout's ranker
-        c, t = arms[HOLDOUT], arms[INTERLEAVED]
-        comparisons[INTERLEAVED] = {
-            "ctr": stats.proportion_test(c.clicks, c.exposures, t.clicks, t.exposures).to_dict(),
-            "clicks_per_user": stats.bootstrap_test(values[HOLDOUT]["clicks"], values[INTERLEAVED]["clicks"],
-                                                    n_boot=n_boot, seed=seed).to_dict()}
+        comparisons[INTERLEAVED] = compare(values[HOLDOUT], values[INTERLEAVED],
+                                           metrics=("ctr", "clicks_per_user", "ctr_independent"), **options)
 
     srm = stats.srm_test({u: arms[u].users for u in arms if u in exp.expected_shares()}, exp.expected_shares())
     if srm.mismatch:
@@ -751,12 +638,29 @@ def analyse(experiment: Experiment, events: Iterable[Mapping[str, Any]], *, end_
     pref = None
     if exp.type == "interleaving":
         a, b = exp.control, next(x.name for x in exp.arms if x.name != exp.control)
-        pref = preference(interleaving_outcomes(by_unit.get(INTERLEAVED, []), a, b), a, b, n_boot=n_boot, seed=seed)
+        pref = preference(interleaving_outcomes(by_unit.get(INTERLEAVED, []), a, b), a, b, alpha=alpha,
+                          min_users=min_users)
 
-    series = _series(exp, by_unit, arm_stats, start, end, series_points, a_b=(pref.a, pref.b) if pref else None)
+    series = _series(by_unit, arm_stats, end, series_points, a_b=(pref.a, pref.b) if pref else None, alpha=alpha,
+                     min_users=min_users)
     counts.update({"events_read": len(events), "requests": len(att.requests), "users": len(att.user_unit),
                    "converted_users": len(converted)})
-    return ExperimentReport(exp, (start, end), arms, comparisons, srm, pref, series, counts, warnings)
+    return ExperimentReport(exp, (start, end), arms, comparisons, srm, pref, series, counts, warnings, alpha,
+                            min_users)
+
+
+def _user_values(reqs: Iterable[_Request], converted: Mapping[str, int], *, ndcg_k: int,
+                 until: int | None) -> UserValues:
+    """Per user of ``reqs`` (in first-seen order): clicks, exposures, mean click NDCG, converted by ``until``."""
+    users: dict[str, tuple[int, int, list[float]]] = {}
+    for r in reqs:
+        clicks, exposures, ndcgs = users.get(r.user, (0, 0, []))
+        users[r.user] = (clicks + len(r.clicked), exposures + len(r.shown),
+                         [*ndcgs, stats.click_ndcg([r.shown[i] for i in r.clicked], k=ndcg_k)])
+    return UserValues.of(clicks=[v[0] for v in users.values()], exposures=[v[1] for v in users.values()],
+                         ndcg=[float(np.mean(v[2])) for v in users.values()],
+                         converted=[1.0 if u in converted and (until is None or converted[u] <= until) else 0.0
+                                    for u in users])
 
 
 def interleaving_outcomes(reqs: Iterable[_Request], a: str, b: str) -> dict[str, list[int]]:
@@ -771,9 +675,10 @@ def interleaving_outcomes(reqs: Iterable[_Request], a: str, b: str) -> dict[str,
     return out
 
 
-def _series(exp: Experiment, by_unit: Mapping[str, list[_Request]], arm_stats, start: int, end: int, points: int,
-            a_b: tuple[str, str] | None) -> dict[str, dict[str, list[tuple[int, float | None, float | None]]]]:
-    """Cumulative metrics at ``points`` instants between the first request and the end."""
+def _series(by_unit: Mapping[str, list[_Request]], arm_stats, end: int, points: int, a_b: tuple[str, str] | None, *,
+            alpha: float, min_users: int) -> dict[str, dict[str, list[tuple[int, float | None, float | None]]]]:
+    """Cumulative metrics at ``points`` instants between the first request and the end: ``(t, value,
+    half-width of its 1 - alpha interval)``, users as clusters (see :func:`interval_half_width`)."""
     all_ts = [r.ts for reqs in by_unit.values() for r in reqs]
     if not all_ts:
         return {}
@@ -785,23 +690,20 @@ def _series(exp: Experiment, by_unit: Mapping[str, list[_Request]], arm_stats, s
             out[metric][unit] = []
         for t in cuts:
             s, vals = arm_stats(unit, reqs, until=t)
-            n_users = max(s.users, 1)
-            ctr_var = stats.ratio_variance(vals["clicks"], vals["exposures"])[1] if s.users > 1 else math.nan
-            se = {"ctr": math.sqrt(ctr_var) if math.isfinite(ctr_var) else None,
-                  "conversion": math.sqrt(s.conversion * (1 - s.conversion) / n_users) if s.conversion is not None else None,
-                  "clicks_per_user": float(np.std(vals["clicks"], ddof=1) / math.sqrt(n_users)) if s.users > 1 else None,
-                  "ndcg": float(np.std(vals["ndcg"], ddof=1) / math.sqrt(n_users)) if s.users > 1 else None}
             for metric in METRICS:
-                out[metric][unit].append((t, getattr(s, metric), se[metric]))
+                half = interval_half_width(metric, vals, alpha=alpha, min_users=min_users)
+                out[metric][unit].append((t, getattr(s, metric), half))
     if a_b is not None:
         reqs = by_unit.get(INTERLEAVED, [])
         pts = []
         for t in cuts:
             rows = np.asarray(list(interleaving_outcomes([r for r in reqs if r.ts <= t], *a_b).values()),
                               dtype=float).reshape(-1, 3)
-            share, var = stats.ratio_variance(rows[:, 1] + rows[:, 2] / 2, rows.sum(axis=1)) if len(rows) else (
-                math.nan, math.nan)
-            pts.append((t, share if math.isfinite(share) else None, math.sqrt(var) if math.isfinite(var) else None))
+            share, var, n_eff = (stats.clustered_ratio_variance(rows[:, 1] + rows[:, 2] / 2, rows.sum(axis=1))
+                                 if len(rows) else (math.nan, math.nan, 0.0))
+            half = (stats.t_quantile(alpha, max(1.0, n_eff - 1)) * math.sqrt(var)
+                    if len(rows) >= max(2, min_users) and math.isfinite(var) else None)
+            pts.append((t, share if math.isfinite(share) else None, half))
         out["preference"] = {f"{a_b[1]} vs {a_b[0]}": pts}
     return out
 

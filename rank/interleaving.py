@@ -9,10 +9,14 @@ one team is a win for it, equal non-zero credit is a tie, no click says nothing.
 Because every user sees both rankers side by side, a preference shows up with far fewer users
 than a split A/B test needs. :func:`preference` summarises it as the share of decided requests
 won by the second ranker (ties count half; 0.5 = no preference). Requests of one user are not
-independent, so users are the unit of uncertainty: the interval is a bootstrap over users, the
-p-value the z-test of the share against 0.5 with the delta-method variance over users (the
-same ratio estimator, so the two agree), and a sign test over users (each user counts once, by
-which ranker won more of their requests) is given as a robustness check.
+independent, so users are the unit of uncertainty: the p-value is the t-test of the share
+against 0.5 with the delta-method variance over users (ratio of sums, CR2-corrected) and
+``n_eff - 1`` degrees of freedom (Kish's effective number of users), the interval the matching t
+interval (so the two always agree), and the exact sign
+test over users (each user counts once, by which ranker won more of their requests) is given
+beside it. A winner is called only with at least :data:`~vecrank.rank.stats.MIN_USERS` users
+with a decided request: with one to three users who all lean the same way the variance over
+users is zero, and any large-sample test would call a winner from nothing.
 
 Example:
     >>> merged = team_draft({"A": ["a", "b", "c"], "B": ["b", "d", "a"]}, k=4, seed="r1")
@@ -31,8 +35,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from scipy.special import stdtr, stdtrit
 
-from vecrank.rank.stats import ratio_variance, sign_test
+from vecrank.rank.stats import MIN_USERS, clustered_ratio_variance, sign_test
 
 __all__ = ["PreferenceResult", "credit", "outcome", "preference", "team_draft"]
 
@@ -122,42 +127,42 @@ class PreferenceResult:
     users_preferring_a: int
     users_preferring_b: int
     share_b: float | None  # (wins_b + ties / 2) / decided requests; 0.5 = no preference
-    ci: tuple[float, float] | None
-    p_value: float | None  # z-test of share_b = 0.5, delta-method variance over users
-    sign_test_p: float | None  # sign test over users preferring one ranker
-    n_boot: int
+    ci: tuple[float, float] | None  # t interval of share_b, variance over users (CR2)
+    p_value: float | None  # t-test of share_b = 0.5 (n_eff - 1 degrees of freedom)
+    sign_test_p: float | None  # exact sign test over users preferring one ranker
+    alpha: float = 0.05
+    min_users: int = MIN_USERS
+    note: str | None = None  # why no winner is called
 
     @property
     def winner(self) -> str | None:
-        """The preferred ranker when the interval excludes 0.5, else None."""
-        if self.ci is None:
+        """The preferred ranker where ``p_value < alpha`` (with at least ``min_users`` users), else None."""
+        if self.p_value is None or self.share_b is None or self.p_value >= self.alpha:
             return None
-        if self.ci[0] > 0.5:
-            return self.b
-        if self.ci[1] < 0.5:
-            return self.a
-        return None
+        return self.b if self.share_b > 0.5 else self.a if self.share_b < 0.5 else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "winner": self.winner}
+        return {**asdict(self), "winner": self.winner, "significant": self.winner is not None}
 
 
-def preference(per_user: Mapping[str, Sequence[int]], a: str, b: str, *, n_boot: int = 2000, seed: int = 0,
-               alpha: float = 0.05) -> PreferenceResult:
+def preference(per_user: Mapping[str, Sequence[int]], a: str, b: str, *, alpha: float = 0.05,
+               min_users: int = MIN_USERS) -> PreferenceResult:
     """Summarise interleaved outcomes.
 
     Args:
         per_user: ``{user: (wins_a, wins_b, ties)}`` over that user's requests with clicks.
         a: the first ranker's name (the control).
         b: the second ranker's name.
-        n_boot: bootstrap resamples of users.
-        seed: seeds the resampling.
-        alpha: 1 - confidence level.
+        alpha: 1 - confidence level, and the level at which a winner is called.
+        min_users: fewest users with a decided request for an interval, a p-value and a winner;
+            below it ``note`` says so (the sign test is exact and still given).
 
     Example:
-        >>> r = preference({f"u{i}": (0, 2, 0) if i % 4 else (1, 0, 0) for i in range(200)}, "A", "B", n_boot=500)
+        >>> r = preference({f"u{i}": (0, 2, 0) if i % 4 else (1, 0, 0) for i in range(200)}, "A", "B")
         >>> r.winner, r.users_preferring_b
         ('B', 150)
+        >>> preference({"u1": (0, 3, 0), "u2": (0, 1, 0)}, "A", "B").note
+        'too few users to call: 2 with a decided request (at least 10)'
     """
     rows = np.asarray([tuple(v) for v in per_user.values() if sum(v) > 0], dtype=np.float64).reshape(-1, 3)
     wa, wb, ties = (int(x) for x in rows.sum(axis=0)) if len(rows) else (0, 0, 0)
@@ -165,29 +170,34 @@ def preference(per_user: Mapping[str, Sequence[int]], a: str, b: str, *, n_boot:
     pref_b = int(np.sum(rows[:, 1] > rows[:, 0])) if len(rows) else 0
     decided = wa + wb + ties
     if decided == 0:
-        return PreferenceResult(a, b, 0, 0, 0, 0, len(rows), 0, 0, None, None, None, None, n_boot)
+        return PreferenceResult(a, b, 0, 0, 0, 0, len(rows), 0, 0, None, None, None, None, alpha, min_users)
     share = (wb + ties / 2) / decided
-    rng = np.random.default_rng(seed)
-    shares = np.empty(n_boot)
-    chunk = max(1, 4_000_000 // len(rows))
-    for start in range(0, n_boot, chunk):
-        stop = min(n_boot, start + chunk)
-        idx = rng.integers(0, len(rows), size=(stop - start, len(rows)))
-        sums = rows[idx].sum(axis=1)  # (resamples, 3)
-        shares[start:stop] = (sums[:, 1] + sums[:, 2] / 2) / sums.sum(axis=1)
-    ci = (float(np.percentile(shares, 100 * alpha / 2)), float(np.percentile(shares, 100 * (1 - alpha / 2))))
+    sign_p = sign_test(pref_b, pref_a)
+    if len(rows) < max(2, min_users):
+        return PreferenceResult(a, b, wa, wb, ties, decided, len(rows), pref_a, pref_b, share, None, None, sign_p,
+                                alpha, min_users, f"too few users to call: {len(rows)} with a decided request "
+                                                  f"(at least {max(2, min_users)})")
+    won, weight = rows[:, 1] + rows[:, 2] / 2, rows.sum(axis=1)
+    _, var, n_eff = clustered_ratio_variance(won, weight)
+    half = float(stdtrit(max(1.0, n_eff - 1), 1 - alpha / 2)) * float(np.sqrt(var))
+    ci = (max(0.0, share - half), min(1.0, share + half))
     return PreferenceResult(a, b, wa, wb, ties, decided, len(rows), pref_a, pref_b, share, ci,
-                            share_p_value(rows[:, 1] + rows[:, 2] / 2, rows.sum(axis=1)), sign_test(pref_b, pref_a),
-                            n_boot)
+                            share_p_value(won, weight, min_users=min_users), sign_p, alpha, min_users)
 
 
-def share_p_value(won: np.ndarray, decided: np.ndarray) -> float | None:
-    """Two-sided p of ``sum(won) / sum(decided) = 0.5`` with the delta-method variance over users."""
-    share, var = ratio_variance(won, decided)
-    if not np.isfinite(var):
+def share_p_value(won: np.ndarray, decided: np.ndarray, *, min_users: int = MIN_USERS) -> float | None:
+    """Two-sided p of ``sum(won) / sum(decided) = 0.5``: the delta-method variance over users with
+    the CR2 correction (:func:`~vecrank.rank.stats.clustered_ratio_variance`), a t reference with
+    ``n_eff - 1`` degrees of freedom (Kish's effective number of users, at least 1). None below
+    ``min_users`` users (or 2).
+
+    Example:
+        >>> round(share_p_value(np.array([2.0, 1, 2, 0] * 3), np.array([2.0, 2, 2, 1] * 3)), 4)
+        0.0563
+    """
+    share, var, n_eff = clustered_ratio_variance(won, decided)
+    if len(won) < max(2, min_users) or not np.isfinite(var):
         return None
     if var == 0:
         return 1.0 if share == 0.5 else 0.0
-    from scipy.stats import norm
-
-    return float(2 * norm.sf(abs(share - 0.5) / np.sqrt(var)))
+    return float(2 * stdtr(max(1.0, n_eff - 1), -abs(share - 0.5) / np.sqrt(var)))

@@ -116,18 +116,40 @@ def test_two_proportion_test_matches_hand_computation():
 
 
 def test_clustered_rate_test_matches_hand_computation():
-    # control: clicks 1, 0, 2, 1 of 10 exposures each: r = 0.1; residuals y - r d = 0, -1, 1, 0
-    # var = n / (n - 1) * sum(e^2) / (sum d)^2 = 4/3 * 2 / 1600 = 0.00166667; treatment 3, 2, 4, 3: r = 0.3,
-    # same residuals and variance. diff 0.2, se = sqrt(2 * 0.00166667) = 0.057735, z = 3.464102, p = 0.000532
-    r = stats.clustered_rate_test([1, 0, 2, 1], [10] * 4, [3, 2, 4, 3], [10] * 4)
+    # control: clicks 1, 0, 2, 1 of 10 exposures each: r = 0.1; residuals y - r d = 0, -1, 1, 0; equal
+    # exposures, so the CR2 leverage correction 1 / (1 - 1/4) is n / (n - 1): var = 4/3 * 2 / 1600 =
+    # 0.00166667; treatment 3, 2, 4, 3: r = 0.3, same residuals and variance. diff 0.2, se = sqrt(2 *
+    # 0.00166667) = 0.057735, t = 3.464102; Welch df = (2v)^2 / (2 v^2 / 3) = 6: p = 2 P(T6 > 3.464102) =
+    # 0.013400, t(0.975, 6) = 2.446912
+    r = stats.clustered_rate_test([1, 0, 2, 1], [10] * 4, [3, 2, 4, 3], [10] * 4, min_users=2)
     assert (r.control, r.treatment, r.n_control) == (0.1, 0.3, 4)
-    assert r.diff == pytest.approx(0.2) and r.z == pytest.approx(3.464102, abs=1e-6)
-    assert r.p_value == pytest.approx(0.000532, abs=1e-6)
-    assert r.ci == pytest.approx((0.2 - 1.959964 * 0.057735, 0.2 + 1.959964 * 0.057735), abs=1e-5)
+    assert r.diff == pytest.approx(0.2) and r.z == pytest.approx(3.464102, abs=1e-6) and r.df == pytest.approx(6.0)
+    assert r.p_value == pytest.approx(0.013400, abs=1e-6) and r.significant
+    assert r.ci == pytest.approx((0.2 - 2.446912 * 0.057735, 0.2 + 2.446912 * 0.057735), abs=1e-5)
     # users with many correlated exposures: the clustered test is less sure than the two-proportion one
-    heavy = stats.clustered_rate_test([0, 0, 0, 30], [100] * 4, [0, 0, 0, 45], [100] * 4)
+    heavy = stats.clustered_rate_test([0, 0, 0, 30], [100] * 4, [0, 0, 0, 45], [100] * 4, min_users=2)
     naive = stats.proportion_test(30, 400, 45, 400)
     assert naive.p_value < 0.1 < heavy.p_value
+    # the report's default: no call below 10 users per arm, only the point estimates
+    few = stats.clustered_rate_test([1, 0, 2, 1], [10] * 4, [3, 2, 4, 3], [10] * 4)
+    assert few.diff == pytest.approx(0.2) and (few.ci, few.p_value, few.significant) == (None, None, None)
+    assert few.note == "too few users to call: 4 and 4 (at least 10 per group)"
+
+
+def test_cr2_variance_corrects_for_heavy_users_by_hand():
+    # y = 0, 2, 1, 5 clicks of d = 5, 10, 10, 25 exposures: r = 8/50 = 0.16; residuals -0.8, 0.4, -0.6, 1.0;
+    # leverages d / 50 = 0.1, 0.2, 0.2, 0.5; sum e^2 / (1 - h) = 0.711111 + 0.2 + 0.45 + 2.0 = 3.361111;
+    # var = 3.361111 / 2500 = 0.00134444; n_eff = 50^2 / (25 + 100 + 100 + 625) = 2.941176
+    r, var, n_eff = stats.clustered_ratio_variance([0, 2, 1, 5], [5, 10, 10, 25])
+    assert r == pytest.approx(0.16) and var == pytest.approx(0.00134444, abs=1e-8)
+    assert n_eff == pytest.approx(2.941176, abs=1e-6)
+    # the plain delta method gives less: 4/3 * (0.64 + 0.16 + 0.36 + 1.0) / 2500 = 0.001152
+    plain = stats.ratio_variance([0, 2, 1, 5], [5, 10, 10, 25])[1]
+    assert plain == pytest.approx(0.001152) and plain < var
+    # equal exposures: the two agree
+    assert stats.clustered_ratio_variance([1, 0, 2, 1], [10] * 4)[1] == pytest.approx(
+        stats.ratio_variance([1, 0, 2, 1], [10] * 4)[1])
+    assert math.isnan(stats.clustered_ratio_variance([3, 0], [10, 0])[1])  # one user holds every exposure
 
 
 def test_click_ndcg_matches_hand_computation():
@@ -152,10 +174,11 @@ def test_srm_chi_square_matches_hand_computation_and_flags_a_skew():
 
 
 def test_bootstrap_on_known_values():
-    r = stats.bootstrap_test([1.0] * 40, [2.0] * 60, n_boot=500)
+    r = stats.bootstrap_test([1.0] * 60, [2.0] * 80, n_boot=500)
     assert (r.control, r.treatment, r.diff, r.ci) == (1.0, 2.0, 1.0, (1.0, 1.0))
     assert r.relative_lift == pytest.approx(1.0) and r.p_value == pytest.approx(1 / 500)
-    assert stats.bootstrap_test([3.0] * 10, [3.0] * 10, n_boot=200).p_value == 1.0
+    assert r.method == "bootstrap over users" and r.significant
+    assert stats.bootstrap_test([3.0] * 60, [3.0] * 60, n_boot=200).p_value == 1.0
     # large normal samples: the percentile interval is close to the analytic one
     rng = np.random.default_rng(1)
     a, b = rng.normal(1.0, 1.0, 4000), rng.normal(1.1, 1.0, 4000)
@@ -164,6 +187,30 @@ def test_bootstrap_on_known_values():
     assert r.ci[0] == pytest.approx(r.diff - 1.96 * se, abs=0.15 * se)
     assert r.ci[1] == pytest.approx(r.diff + 1.96 * se, abs=0.15 * se)
     assert stats.bootstrap_test([], [1.0], n_boot=200).diff is None
+
+
+def test_bootstrap_with_few_users_is_welch_then_no_call():
+    # 15 and 20 users: below the bootstrap's 50, Welch's t-test (scipy's, the reference)
+    from scipy.stats import ttest_ind
+
+    rng = np.random.default_rng(4)
+    a, b = rng.exponential(1.0, 15), rng.exponential(1.2, 20)
+    r = stats.bootstrap_test(a, b)
+    ref = ttest_ind(b, a, equal_var=False)
+    assert r.method.startswith("Welch t") and r.p_value == pytest.approx(ref.pvalue, rel=1e-9)
+    assert r.ci == pytest.approx(tuple(ref.confidence_interval()), rel=1e-9) and r.df == pytest.approx(ref.df)
+    # the issue's case: three users who all clicked more. The percentile bootstrap said p = 1/n_boot
+    # with an interval of zero width; now there is no call at all
+    few = stats.bootstrap_test([0.0, 0.0, 0.0], [1.0, 2.0, 1.0])
+    assert few.diff == pytest.approx(4 / 3) and (few.ci, few.p_value, few.significant) == (None, None, None)
+    assert few.note == "too few users to call: 3 and 3 (at least 10 per group)"
+    assert stats.bootstrap_test([0.0] * 10, [1.0] * 10).p_value == 0.0  # from 10 users, a real difference calls
+
+
+def test_conversion_needs_ten_users_per_arm():
+    assert stats.proportion_test(0, 3, 3, 3).p_value < 0.05  # the z-test alone would call 0/3 against 3/3
+    few = stats.proportion_test(0, 3, 3, 3, min_n=stats.MIN_USERS)
+    assert (few.diff, few.p_value, few.significant) == (1.0, None, None) and few.note.startswith("too few users")
 
 
 # --- the report on known events --------------------------------------------------------------------------
@@ -208,13 +255,43 @@ def test_report_on_hand_built_events():
     # control: u1 1.0, u2 1/log2(4) = 0.5 -> 0.75; treat: u3 1.0, u4 mean(0, 1/log2 3) = 0.315465 -> 0.657732
     assert c.ndcg == pytest.approx(0.75) and t.ndcg == pytest.approx(0.6577324, abs=1e-6)
     cmp = rep.comparisons["treat"]
-    assert cmp["ctr"]["diff"] == pytest.approx(0.0) and cmp["ctr"]["p_value"] == pytest.approx(1.0)
-    assert cmp["clicks_per_user"]["diff"] == pytest.approx(0.5)
+    # the report leads with CTR users as clusters; the two-proportion one comes last, never called
+    assert list(cmp) == ["ctr", "conversion", "clicks_per_user", "ndcg", "ctr_independent"]
+    assert cmp["ctr"]["label"] == "CTR, users as clusters" and "over users" in cmp["ctr"]["method"]
+    assert cmp["ctr"]["diff"] == pytest.approx(0.0) and cmp["ctr"]["p_value"] is None  # 2 users per arm
+    assert cmp["ctr"]["note"].startswith("too few users to call") and cmp["ctr"]["significant"] is None
+    assert cmp["ctr_independent"]["label"] == "CTR assuming independent impressions"
+    assert cmp["ctr_independent"]["p_value"] == pytest.approx(1.0) and cmp["ctr_independent"]["significant"] is None
+    assert cmp["ctr_independent"]["note"].startswith("assumes independent impressions")
+    assert cmp["clicks_per_user"]["diff"] == pytest.approx(0.5) and cmp["clicks_per_user"]["p_value"] is None
     assert rep.counts["clicks_on_items_not_shown"] == 1 and rep.counts["impressions_outside_window"] == 4
     assert rep.counts["conversions_citing_other_requests"] == 1
     assert rep.srm.observed == {"control": 2, "treat": 2} and not rep.srm.mismatch
     assert set(rep.series) == {"ctr", "clicks_per_user", "conversion", "ndcg"}
     assert rep.series["ctr"]["treat"][-1][1] == pytest.approx(0.25)
+
+
+def test_report_calls_a_real_ctr_difference_with_users_as_clusters():
+    """60 users per arm, the treatment's users click twice as often: ``ctr`` (users as clusters) is
+    significant and leads the JSON; the thresholds the report applied are in it too."""
+    exp = Experiment("real", arms=(Arm("control"), Arm("treat")), salt="s", started_at=T0, stopped_at=T0 + 10**7)
+    rng = np.random.default_rng(3)
+    events = []
+    for n in range(120):
+        arm = "control" if n % 2 else "treat"
+        for r in range(1 + n % 3):
+            rid = f"r{n}-{r}"
+            events += _impressions(exp, rid, f"u{n}", arm, ["a", "b", "c", "d"], T0 + 10 * n + r)
+            for item in ["a", "b", "c", "d"]:
+                if rng.random() < (0.15 if arm == "control" else 0.45):
+                    events.append(_event(f"u{n}", item, "click", T0 + 10 * n + r + 1, rid))
+    data = analyse(exp, events, n_boot=500).to_dict()
+    ctr = data["comparisons"]["treat"]["ctr"]
+    assert next(iter(data["comparisons"]["treat"])) == "ctr" and ctr["significant"] is True and ctr["p_value"] < 0.001
+    assert ctr["ci"][0] > 0 and ctr["df"] > 50 and ctr["note"] is None
+    assert data["comparisons"]["treat"]["clicks_per_user"]["significant"] is True
+    assert data["thresholds"] == {"alpha": 0.05, "min_users": 10, "bootstrap_min_users": 50, "srm": 0.001}
+    json.dumps(data)  # JSON-ready as the CLI prints it
 
 
 def test_report_detects_sample_ratio_mismatch_on_a_skewed_split():
@@ -303,6 +380,14 @@ def test_cli_create_start_report_stop(es, settings_for, capsys, tmp_path):
     assert report.code == 0, report.err
     data = json.loads(report.out)
     assert data["arms"]["a"]["users"] == 0 and data["srm"]["p_value"] is None
+    assert list(data["comparisons"]["b"])[:1] == ["ctr"] and "ctr_independent" in data["comparisons"]["b"]
+    text = run_cli(capsys, *base, "experiment", "report", "e1", "--no-plots")
+    assert text.code == 0, text.err
+    lines = text.out.splitlines()
+    ctr_row = next(i for i, line in enumerate(lines) if "CTR, users as clusters" in line)
+    naive_row = next(i for i, line in enumerate(lines) if "CTR assuming independent impressions" in line)
+    assert ctr_row < naive_row and "too few users" in lines[ctr_row]
+    assert "no test is called below 10 users per arm" in text.out
     refused = run_cli(capsys, *base, "experiment", "stop", "e1")  # no --yes and no terminal to confirm
     assert refused.code == 1
     assert run_cli(capsys, *base, "experiment", "stop", "e1", "--yes").code == 0

@@ -54,7 +54,7 @@ def test_preference_on_known_outcomes():
     # 60 users: 40 prefer B (2 wins each), 20 prefer A (1 win each), plus 10 ties in all
     per_user = {f"b{n}": (0, 2, 0) for n in range(40)} | {f"a{n}": (1, 0, 0) for n in range(20)}
     per_user |= {f"t{n}": (0, 0, 1) for n in range(10)}
-    r = preference(per_user, "A", "B", n_boot=1000)
+    r = preference(per_user, "A", "B")
     assert (r.wins_a, r.wins_b, r.ties, r.requests_with_clicks, r.users) == (20, 80, 10, 110, 70)
     assert r.share_b == pytest.approx((80 + 5) / 110)
     assert (r.users_preferring_a, r.users_preferring_b) == (20, 40)
@@ -63,16 +63,34 @@ def test_preference_on_known_outcomes():
 
     assert r.sign_test_p == pytest.approx(2 * sum(comb(60, k) for k in range(40, 61)) / 2**60, rel=1e-9)
     assert r.sign_test_p == pytest.approx(0.013489, abs=1e-6)
-    # z-test of the share, delta-method variance over users: residuals won - s * decided are
-    # 0.454545 (40 users), -0.772727 (20), -0.272727 (10); sum of squares 20.950413;
-    # var = 70/69 * 20.950413 / 110^2 = 0.00175654, z = (0.772727 - 0.5) / 0.0419111 = 6.50727
-    from scipy.stats import norm
+    # t-test of the share, variance over users with the CR2 correction: residuals won - s * decided are
+    # 0.454545 (40 users, leverage 2/110), -0.772727 (20, 1/110), -0.272727 (10, 1/110); sum of e^2 / (1 - h)
+    # = 8.417508 + 12.051698 + 0.750626 = 21.219832; var = 21.219832 / 110^2 = 0.00175371;
+    # t = (0.7727273 - 0.5) / sqrt(0.00175371) = 6.512536; df = n_eff - 1 = 110^2 / 190 - 1 = 62.684211
+    from scipy.stats import t
 
-    assert r.p_value == pytest.approx(2 * norm.sf(6.50727), rel=1e-4)
-    assert r.ci[0] > 0.5 and r.winner == "B"
-    even = preference({f"u{n}": ((1, 0, 0) if n % 2 else (0, 1, 0)) for n in range(200)}, "A", "B", n_boot=1000)
+    assert r.p_value == pytest.approx(2 * t.sf(6.512536, 62.684211), rel=1e-4)
+    half = t.ppf(0.975, 62.684211) * 0.00175371**0.5
+    assert r.ci == pytest.approx((85 / 110 - half, 85 / 110 + half), abs=1e-6)
+    assert r.ci[0] > 0.5 and r.winner == "B" and r.note is None
+    even = preference({f"u{n}": ((1, 0, 0) if n % 2 else (0, 1, 0)) for n in range(200)}, "A", "B")
     assert even.winner is None and even.ci[0] < 0.5 < even.ci[1]
     assert preference({}, "A", "B").share_b is None
+
+
+def test_no_winner_from_a_handful_of_users():
+    """The issue's case: one to three users who all prefer B. The bootstrap interval had zero width and
+    the z-test p = 0, so B "won"; now below 10 users nothing is called, and the exact sign test (given
+    beside) could not reach 5% anyway: 3 users out of 3 is p = 0.25."""
+    for users in (1, 2, 3, 9):
+        r = preference({f"u{n}": (0, 1 + n, 0) for n in range(users)}, "A", "B")
+        assert r.share_b == 1.0 and (r.winner, r.ci, r.p_value) == (None, None, None)
+        assert r.note == f"too few users to call: {users} with a decided request (at least 10)"
+        assert r.sign_test_p == pytest.approx(min(1.0, 2 * 0.5**users))
+        assert r.to_dict()["significant"] is False
+    # ten users all preferring B is real evidence (sign test 2 / 2^10): now B wins
+    ten = preference({f"u{n}": (0, 1 + n % 3, 0) for n in range(10)}, "A", "B")
+    assert ten.winner == "B" and ten.sign_test_p == pytest.approx(2 / 1024) and ten.p_value < 0.05
 
 
 def test_interleaving_report_finds_the_better_ranker():
@@ -100,6 +118,8 @@ def test_interleaving_report_finds_the_better_ranker():
                                "request_id": rid})
     rep = analyse(exp, events, n_boot=500)
     assert rep.interleaving.winner == "B" and rep.interleaving.p_value < 0.001
+    assert rep.interleaving.sign_test_p < 0.001
+    assert list(rep.comparisons[INTERLEAVED]) == ["ctr", "clicks_per_user", "ctr_independent"]
     assert rep.arms[INTERLEAVED].users + rep.arms["holdout"].users == 400
     assert not rep.srm.mismatch
     assert "preference" in rep.series

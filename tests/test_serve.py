@@ -407,7 +407,7 @@ def test_small_simulated_experiment_end_to_end(api, service, world, es, tmp_path
     assert ab["report"]["arms"]["control"]["users"] + ab["report"]["arms"]["treatment"]["users"] == 40
     assert not ab["report"]["srm"]["mismatch"]
     assert ab["users_needed_80pct"]["ctr_clustered"] is not None and len(ab["plots"]) == 4
-    assert ab["report"]["comparisons"]["treatment"]["ctr_clustered"]["p_value"] < 0.05
+    assert ab["report"]["comparisons"]["treatment"]["ctr_independent"]["p_value"] < 0.05
     assert json.loads((tmp_path / "sim-ab.json").read_text())["users_needed_80pct"] == ab["users_needed_80pct"]
     assert tdi["report"]["interleaving"]["winner"] == "treatment"
     # The team-draft coin is seeded by each request's random id: 3 sessions leave room for that.

@@ -232,6 +232,15 @@ def _ci(ci: Any, pct: bool = False) -> str:
     return "-" if not ci else f"[{_fmt(ci[0], pct)}, {_fmt(ci[1], pct)}]"
 
 
+def _call(result: dict[str, Any]) -> str:
+    """A comparison's verdict for the table: significant, not significant, reference only, too few users."""
+    if result.get("significant") is None:
+        if result.get("p_value") is not None:
+            return "reference only"
+        return "too few users" if (result.get("note") or "").startswith("too few users") else "-"
+    return "significant" if result["significant"] else "not significant"
+
+
 @experiment_command.command("report", short_help="Per-arm metrics with 95% intervals, lift, p-values, SRM check, plots.")
 @click.argument("experiment_id")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
@@ -248,8 +257,10 @@ def experiment_report_command(experiment_id, out_dir, no_plots, n_boot, seed, at
                               as_json) -> None:
     """Report an experiment from its events: per arm exposures, CTR, clicks per user, conversion
     and NDCG from click positions; each arm against the control with a 95% interval, relative
-    lift and p-value (two-proportion test for rates, bootstrap over users for per-user metrics);
-    a chi-square sample-ratio check; for interleaving, the preference with its interval."""
+    lift, p-value and call. CTR leads with users as clusters (`ctr`); `ctr_independent`, which
+    assumes independent impressions, is shown for reference and never called. No test is called
+    with fewer than 10 users per arm. A chi-square sample-ratio check; for interleaving, the
+    preference with its interval, exact sign test and winner."""
     from vecrank.cli import echo_json, echo_table
     from vecrank.errors import VecrankError
     from vecrank.rank.experiments import report
@@ -276,24 +287,32 @@ def experiment_report_command(experiment_id, out_dir, no_plots, n_boot, seed, at
                      "clicks": s.clicks, "ctr": _fmt(s.ctr, True), "clicks/user": _fmt(s.clicks_per_user),
                      "conversion": _fmt(s.conversion, True), f"ndcg@{exp.ndcg_k}": _fmt(s.ndcg)}
                     for name, s in rep.arms.items()])
-        rows = []
+        rows, notes = [], {}
         for arm, metrics in rep.comparisons.items():
             for metric, r in metrics.items():
-                pct = metric in ("ctr", "conversion")
-                rows.append({"vs control": arm, "metric": metric, "control": _fmt(r["control"], pct),
+                pct = metric in ("ctr", "ctr_independent", "conversion")
+                rows.append({"vs control": arm, "metric": metric, "test": r["label"], "control": _fmt(r["control"], pct),
                              "arm": _fmt(r["treatment"], pct), "diff": _fmt(r["diff"], pct),
                              "95% CI": _ci(r["ci"], pct), "lift": _fmt(r["relative_lift"], True),
-                             "lift 95% CI": _ci(r["lift_ci"], True), "p": _fmt(r["p_value"], digits=3)})
+                             "lift 95% CI": _ci(r["lift_ci"], True), "p": _fmt(r["p_value"], digits=3),
+                             "call": _call(r)})
+                if r.get("note"):
+                    notes.setdefault(r["note"], []).append(f"{arm} {metric}")
         if rows:
             click.echo("")
             echo_table(rows)
+            click.echo(f"call: significant at p < {rep.alpha:g}; CTR reads `ctr` (users as clusters, Welch t); "
+                       f"no test is called below {rep.min_users} users per arm")
+            for note, where in notes.items():
+                click.echo(f"note ({', '.join(where)}): {note}")
         if rep.interleaving is not None:
             p = rep.interleaving
             click.echo(f"\ninterleaving: {p.b} won {p.wins_b}, {p.a} won {p.wins_a}, ties {p.ties} of "
                        f"{p.requests_with_clicks} requests with clicks ({p.users} users); share won by {p.b} "
-                       f"{_fmt(p.share_b)} 95% CI {_ci(p.ci)}; users preferring {p.b}/{p.a}: "
-                       f"{p.users_preferring_b}/{p.users_preferring_a}, sign test p {_fmt(p.p_value, digits=3)}; "
-                       f"winner: {p.winner or 'none yet'}")
+                       f"{_fmt(p.share_b)} 95% CI {_ci(p.ci)}, p {_fmt(p.p_value, digits=3)}; users preferring "
+                       f"{p.b}/{p.a}: {p.users_preferring_b}/{p.users_preferring_a}, exact sign test p "
+                       f"{_fmt(p.sign_test_p, digits=3)}; winner: {p.winner or 'none'}"
+                       + (f" ({p.note})" if p.note else ""))
         click.echo(f"\n{rep.srm.message()}")
         for w in rep.warnings:
             if not w.startswith("SAMPLE RATIO MISMATCH"):
