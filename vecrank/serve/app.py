@@ -4,7 +4,9 @@
   and ``POST /recommendations`` with ``{"user", "query", "filters", "k", "context_items"}``;
 * ``POST /events`` with ``{"events": [{"user", "item", "type", "timestamp"?, "value"?, "request_id"?,
   "position"?}, ...]}``;
-* ``GET /health``.
+* ``GET /health``;
+* ``GET /``: the search page (``static/index.html``, its script and style under ``/static/``),
+  which calls the API above.
 
 Every response carries ``X-Request-Id`` (and ``request_id`` in its JSON body); recommendations
 also carry the experiment arm and the model version (``X-Vecrank-Arm``, ``X-Vecrank-Model``, and
@@ -20,12 +22,14 @@ import re
 import uuid
 from collections.abc import Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Union
 
 import orjson
 from fastapi import Body, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import FileResponse, Response
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -39,7 +43,12 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1_000_000
 _FILTER = re.compile(r"^\s*([\w.]+)\s*(>=|<=|>|<|=)\s*(.*)$")
 _RANGE_OPS = {">=": "gte", ">": "gt", "<=": "lte", "<": "lt"}
-_GET_PARAMS = {"user", "query", "k", "filter", "context"}
+STATIC_DIR = Path(__file__).with_name("static")
+# The page loads only its own script and style and talks only to this origin.
+_PAGE_HEADERS = {"Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+                 "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; "
+                 "frame-ancestors 'none'", "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
+_GET_PARAMS = {"user", "query", "k", "filter", "context", "reasons"}
 
 Scalar = Union[StrictStr, StrictInt, StrictFloat, StrictBool]
 
@@ -73,6 +82,13 @@ class RecommendRequest(BaseModel):
     k: StrictInt = 10
     context_items: Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=50)] = \
         Field(default_factory=list)
+    reasons: StrictBool = Field(False, description="each item the model ranked gets its top reasons "
+                                                   "(ranks in Python, where the contributions are)")
+
+
+class ItemReason(BaseModel):
+    code: str = Field(description="liked, taste, trending, popular, rated or query")
+    text: str = Field(description="for people, e.g. 'because you liked Alien', 'popular this week'")
 
 
 class RecommendedItem(BaseModel):
@@ -82,6 +98,8 @@ class RecommendedItem(BaseModel):
     fields: dict[str, Any]
     team: str | None = Field(None, description="interleaving: the arm whose ranking contributed this item")
     model_version: str | None = Field(None, description="interleaving: the model version of the item's team")
+    reasons: list[ItemReason] | None = Field(None, description="with reasons=true, where the model ranked the item: "
+                                                               "its top reasons, strongest first")
 
 
 class RecommendResponse(BaseModel):
@@ -320,6 +338,7 @@ def create_app(service: RecommendService | None = None, *, settings: Settings | 
                             filter: Annotated[list[str], Query(max_length=32, description=(
                                 "FIELD=VALUE (repeat for any of several values), FIELD>=V, FIELD<V..."))] = [],  # noqa: B006
                             context: Annotated[list[str], Query(max_length=50, description="item ids on screen")] = [],  # noqa: B006
+                            reasons: Annotated[bool, Query(description="each ranked item's top reasons")] = False,
                             ) -> Response:
         from vecrank.rank.queries import RequestError
 
@@ -330,13 +349,14 @@ def create_app(service: RecommendService | None = None, *, settings: Settings | 
             filters = parse_filter_expressions(filter)
         except RequestError as exc:
             return _error(request, 422, str(exc))
-        return recommend(request, user=user, query=query, filters=filters, k=k, context_items=context)
+        return recommend(request, user=user, query=query, filters=filters, k=k, context_items=context,
+                         reasons=reasons)
 
     @app.post("/recommendations", response_model=RecommendResponse, summary="Recommendations (JSON body)")
     def post_recommendations(request: Request, body: Annotated[RecommendRequest, Body()]) -> Response:
         filters = {name: v.to_filter() if isinstance(v, RangeFilter) else v for name, v in body.filters.items()}
         return recommend(request, user=body.user, query=body.query, filters=filters, k=body.k,
-                         context_items=body.context_items)
+                         context_items=body.context_items, reasons=body.reasons)
 
     @app.post("/events", response_model=EventsResponse, summary="Record a batch of events")
     def post_events(request: Request, body: Annotated[EventsRequest, Body()]) -> Response:
@@ -351,6 +371,12 @@ def create_app(service: RecommendService | None = None, *, settings: Settings | 
             return _error(request, 422, f"no event stored; event {first['index']}: {first['reason']}"
                           + (f" ({first['detail']})" if first.get("detail") else ""), result["rejected"])
         return _json(result, status)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> Response:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers=_PAGE_HEADERS)
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/health", summary="Liveness and readiness: Elasticsearch, the experiment, the default model")
     def health(request: Request) -> Response:

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
     from vecrank.rank.experiments import Arm, Experiment
     from vecrank.rank.model import RankerModel
+    from vecrank.rank.ranker import Recommendation
+    from vecrank.rank.reasons import Reason
     from vecrank.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -168,6 +170,7 @@ class Served:
     score: float | None
     fields: dict[str, Any]
     features: np.ndarray | None = field(default=None, repr=False)
+    reasons: list[dict[str, str]] | None = None  # where asked for and the model ranked the item
 
 
 @dataclass
@@ -203,15 +206,35 @@ class Engine:
     def version(self) -> str:
         return f"{self.model.model_id}@{self.model.version}" if self.model is not None else "none"
 
-    def run(self, *, k: int, **retrieve: Any) -> EngineResult:
+    def run(self, *, k: int, reasons: bool = False, **retrieve: Any) -> EngineResult:
+        """The top ``k``; with ``reasons``, each ranked item's reasons (the Python path, which has
+        the contributions)."""
         if self.ranker is not None:
-            rec = self.ranker.recommend(k=k, rerank=self.rerank, **retrieve)
-            return EngineResult(self.version, rec.ranked_by, rec.path, rec.cold_start,
-                                [Served(r.item_id, r.score, r.candidate.fields, r.features) for r in rec.items],
+            rec = self.ranker.recommend(k=k, rerank=self.rerank, explain=reasons, **retrieve)
+            served = [Served(r.item_id, r.score, r.candidate.fields, r.features) for r in rec.items]
+            if reasons and rec.ranked_by is not None and rec.items:
+                started = time.perf_counter()
+                for s, why in zip(served, self._reasons(rec, retrieve.get("user")), strict=True):
+                    s.reasons = [r.to_dict() for r in why]
+                rec.timings_ms["reasons"] = round((time.perf_counter() - started) * 1000, 2)
+            return EngineResult(self.version, rec.ranked_by, rec.path, rec.cold_start, served,
                                 self.model.spec.fingerprint(), dict(rec.timings_ms))
         cset = self.recommender.candidates(k=k, **retrieve)
         return EngineResult(self.version, None, cset.path, cset.cold_start,
                             [Served(c.item_id, None, c.fields) for c in cset.candidates], None, dict(cset.timings_ms))
+
+    def _reasons(self, rec: Recommendation, user: str | None) -> list[list[Reason]]:
+        """Reasons from the contributions; the liked items come from the user's state (one more
+        read of the user document) and the cited ones' titles from one ``mget``."""
+        from vecrank.rank.reasons import ReasonConfig, explain
+
+        config = ReasonConfig()
+        state = self.recommender.user_state(str(user), self.ranker.config.state) if user is not None else None
+        liked = [(li.item_id, li.vector) for li in state.liked] if state is not None else []
+        return explain(self.model.spec.names, [r.contributions or {} for r in rec.items],
+                       values=[r.features for r in rec.items], vectors=[r.candidate.vector for r in rec.items],
+                       liked=liked, documents=lambda ids: self.recommender.documents(ids, list(config.title_fields)),
+                       config=config)
 
 
 @dataclass
@@ -352,8 +375,10 @@ class RecommendService:
     # --- recommendations ---------------------------------------------------------------------
 
     def recommend(self, *, user: str | None = None, query: str | None = None, filters: Mapping[str, Any] | None = None,
-                  k: int = 10, context_items: Sequence[str] = (), request_id: str | None = None) -> dict[str, Any]:
-        """The ranked items for one request, with its request id, arm and model version.
+                  k: int = 10, context_items: Sequence[str] = (), request_id: str | None = None,
+                  reasons: bool = False) -> dict[str, Any]:
+        """The ranked items for one request, with its request id, arm and model version; with
+        ``reasons``, each item the model ranked carries its top reasons (``[{code, text}]``).
 
         Raises:
             vecrank.rank.queries.RequestError: bad arguments (HTTP 422).
@@ -373,16 +398,16 @@ class RecommendService:
             teams: dict[str, str] | None = None
             if unit is None or unit == HOLDOUT:
                 engine = self.default_engine()
-                result = engine.run(k=k, **retrieve)
+                result = engine.run(k=k, reasons=reasons, **retrieve)
                 labels = {s.item_id: exp.label(HOLDOUT) if unit == HOLDOUT else None for s in result.items}
                 versions = {s.item_id: result.model_version for s in result.items}
                 results = {None: result}
             elif unit == INTERLEAVED:
-                result, teams, results = self._interleave(exp, k, retrieve, request_id)
+                result, teams, results = self._interleave(exp, k, retrieve, request_id, reasons)
                 labels = {item: exp.label(team) for item, team in teams.items()}
                 versions = {item: results[team].model_version for item, team in teams.items()}
             else:
-                result = self.arm_engine(exp.arm(unit)).run(k=k, **retrieve)
+                result = self.arm_engine(exp.arm(unit)).run(k=k, reasons=reasons, **retrieve)
                 labels = {s.item_id: exp.label(unit) for s in result.items}
                 versions = {s.item_id: result.model_version for s in result.items}
                 results = {unit: result}
@@ -395,7 +420,7 @@ class RecommendService:
         items = []
         for position, s in enumerate(result.items, 1):
             entry = {"item_id": s.item_id, "position": position, **({"score": s.score} if s.score is not None else {}),
-                     "fields": self._fields(s.fields)}
+                     "fields": self._fields(s.fields), **({"reasons": s.reasons} if s.reasons is not None else {})}
             if teams is not None:
                 entry["team"] = teams[s.item_id]
                 entry["model_version"] = versions[s.item_id]
@@ -417,13 +442,13 @@ class RecommendService:
                 "items": items,
                 "timings_ms": {**result.timings_ms, "total": round((time.perf_counter() - started) * 1000, 2)}}
 
-    def _interleave(self, exp: Experiment, k: int, retrieve: dict[str, Any], request_id: str):
+    def _interleave(self, exp: Experiment, k: int, retrieve: dict[str, Any], request_id: str, reasons: bool = False):
         from vecrank.rank.interleaving import team_draft
 
         a, b = exp.arms
         engines = {a.name: self.arm_engine(a), b.name: self.arm_engine(b)}
-        future = self._pool.submit(engines[b.name].run, k=k, **retrieve)
-        results = {a.name: engines[a.name].run(k=k, **retrieve)}
+        future = self._pool.submit(engines[b.name].run, k=k, reasons=reasons, **retrieve)
+        results = {a.name: engines[a.name].run(k=k, reasons=reasons, **retrieve)}
         results[b.name] = future.result()
         merged = team_draft({name: [s.item_id for s in r.items] for name, r in results.items()}, k, seed=request_id)
         by_id = {s.item_id: s for r in reversed(list(results.values())) for s in r.items}
