@@ -354,20 +354,16 @@ class Past:
         if not state.history:
             return None
         catalog = self.catalog
-        eligible = catalog.available.copy()
-        for item in state.seen:
-            n = catalog.index(item)
-            if n is not None:
-                eligible[n] = False
+        eligible = self.eligible(state.seen)
         signals = self.signals(cut_ms)
         order: dict[str, list[int]] = {}
         if state.profile_vector is not None and pool.text:
             p = np.asarray(state.profile_vector, dtype=np.float64)
-            order["text"] = _top(catalog.vectors @ p, eligible & catalog.has_vector, pool.text)
+            order["text"] = top_rows(catalog.vectors @ p, eligible & catalog.has_vector, pool.text)
         model = self.model(cut_ms)
         factors, has_cf = self._catalog_factors(model) if model is not None else (None, None)
         if factors is not None and state.cf_vector is not None and pool.cf:
-            order["cf"] = _top(factors @ np.asarray(state.cf_vector, dtype=np.float64), eligible & has_cf, pool.cf)
+            order["cf"] = top_rows(factors @ np.asarray(state.cf_vector, dtype=np.float64), eligible & has_cf, pool.cf)
         for name in SCORE_MAPS:
             scores, limit = state.scores(name), getattr(pool, name)
             if scores and limit:
@@ -379,8 +375,28 @@ class Past:
                 hit = np.flatnonzero(eligible & (ranks <= limit))
                 order[name] = hit[np.argsort(ranks[hit], kind="stable")].tolist()
         rows = np.array(sorted({n for members in order.values() for n in members}), dtype=np.int64)
+        batch = self.candidate_batch(rows, cut_ms)
+        context = RequestContext(now_ms=int(cut_ms), path="profile", state=state)
+        return Replayed(user, int(cut_ms), state, batch, context,
+                        {s: [catalog.ids[n] for n in rows] for s, rows in order.items()})
+
+    def eligible(self, seen: frozenset[str]) -> np.ndarray:
+        """Which catalog rows a request may return: available and not seen."""
+        out = self.catalog.available.copy()
+        for item in seen:
+            n = self.catalog.index(item)
+            if n is not None:
+                out[n] = False
+        return out
+
+    def candidate_batch(self, rows: np.ndarray, t_ms: int) -> CandidateBatch:
+        """The catalog ``rows`` (positions) as a request at ``t_ms`` sees them: the collaborative
+        vectors of the model of its refit instant, the signals of its bucket."""
+        catalog, model = self.catalog, self.model(t_ms)
+        factors, has_cf = self._catalog_factors(model) if model is not None else (None, None)
+        signals = self.signals(t_ms)
         dims = factors.shape[1] if factors is not None else 0
-        batch = CandidateBatch(
+        return CandidateBatch(
             item_ids=tuple(catalog.ids[n] for n in rows), vectors=catalog.vectors[rows],
             has_vector=catalog.has_vector[rows],
             cf_vectors=factors[rows] if factors is not None else np.zeros((len(rows), dims), dtype=np.float32),
@@ -388,9 +404,6 @@ class Past:
             signals={k: v[rows] for k, v in signals.items()},
             numeric={f: catalog.numeric(f)[rows] for f in (*self.spec.item_numeric, *self.spec.item_dates)},
             facets={f: [catalog.facet(f)[n] for n in rows] for f in self.spec.facets})
-        context = RequestContext(now_ms=int(cut_ms), path="profile", state=state)
-        return Replayed(user, int(cut_ms), state, batch, context,
-                        {s: [catalog.ids[n] for n in rows] for s, rows in order.items()})
 
 
 def top_scores(scores: Mapping[str, float], k: int) -> list[str]:
@@ -409,7 +422,7 @@ def _numbers(values: Sequence[Any]) -> np.ndarray:
     return out
 
 
-def _top(scores: np.ndarray, mask: np.ndarray, k: int) -> list[int]:
+def top_rows(scores: np.ndarray, mask: np.ndarray, k: int) -> list[int]:
     """Indices of the ``k`` highest scores where ``mask``, best first, ties by index (= item id)."""
     idx = np.flatnonzero(mask)
     if not len(idx):

@@ -27,6 +27,10 @@ Outputs, in ``--out-dir`` (default ``data-prepared/`` in the repository root, wh
   text holding every tag ever applied would show each replayed request tags from its future.
 * ``events.jsonl``: one rating a line: ``user``, ``item``, ``type`` ("rating"), ``value`` (the
   rating) and ``timestamp`` (epoch seconds). Streamed, never held in memory.
+* ``searches.jsonl``: one tag a line, as search intent: ``user``, ``query`` (the tag's text),
+  ``item`` (the tagged movie) and ``timestamp`` — the generic search-log format that
+  ``vecrank evaluate --task search --searches`` reads (a user who tagged a movie "dark comedy"
+  stands for that user searching "dark comedy" and choosing it).
 
 Then, for example::
 
@@ -61,6 +65,7 @@ TMDB_ZIP = Path("tmdb-5000-movies") / "tmdb_5000_movies.csv.zip"
 TMDB_MEMBER = "tmdb_5000_movies.csv"
 ITEMS_FILE = "items.jsonl"
 EVENTS_FILE = "events.jsonl"
+SEARCHES_FILE = "searches.jsonl"
 
 #: The text template to embed the items with. Every part but the title may be empty; vecrank's
 #: TextTemplate drops the separators around empty fields ("Babylon 5. Sci-Fi." has no year).
@@ -217,13 +222,22 @@ def iter_ratings(data_dir: Path) -> Iterator[dict[str, Any]]:
                "value": float(row["rating"]), "timestamp": int(row["timestamp"])}
 
 
+def iter_tags(data_dir: Path) -> Iterator[dict[str, Any]]:
+    """The tags as search-log rows (user, query, item, timestamp), from ``tags.csv``; blank tags are skipped."""
+    path = data_dir / MOVIELENS_DIR / "tags.csv"
+    for row in _csv_rows(path, ("userId", "movieId", "tag", "timestamp")):
+        if row["tag"].strip():
+            yield {"user": int(row["userId"]), "query": row["tag"].strip(), "item": int(row["movieId"]),
+                   "timestamp": int(row["timestamp"])}
+
+
 def _write_jsonl(handle: TextIO, record: dict[str, Any]) -> None:
     handle.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
     handle.write("\n")
 
 
 def prepare(data_dir: Path, out_dir: Path) -> dict[str, Any]:
-    """Writes ``items.jsonl`` and ``events.jsonl`` into ``out_dir``.
+    """Writes ``items.jsonl``, ``events.jsonl`` and ``searches.jsonl`` into ``out_dir``.
 
     Files are written under a temporary name and renamed at the end, so an interrupted run
     never leaves a half-written file where ingest would pick it up.
@@ -266,8 +280,15 @@ def prepare(data_dir: Path, out_dir: Path) -> dict[str, Any]:
             users.add(event["user"])
             rated.add(event["item"])
             _write_jsonl(out, event)
+    searches_path = out_dir / SEARCHES_FILE
+    tmp_searches = searches_path.with_suffix(".jsonl.tmp")
+    with tmp_searches.open("w", encoding="utf-8", newline="\n") as out:
+        for search in iter_tags(data_dir):
+            counts["searches"] += 1
+            _write_jsonl(out, search)
     tmp_items.replace(items_path)
     tmp_events.replace(events_path)
+    tmp_searches.replace(searches_path)
     return {
         "movies": counts["movies"],
         "with_year": counts["with_year"],
@@ -280,6 +301,8 @@ def prepare(data_dir: Path, out_dir: Path) -> dict[str, Any]:
         "rated_movies": len(rated),
         "items_path": str(items_path),
         "events_path": str(events_path),
+        "searches": counts["searches"],
+        "searches_path": str(searches_path),
         "template": RECOMMENDED_TEMPLATE,
         "field_types": RECOMMENDED_FIELD_TYPES,
         "seconds": round(time.monotonic() - started, 2),
@@ -324,9 +347,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({**summary, "commands": ingest_commands(summary)}, indent=2))
         return 0
     for key in ("movies", "with_year", "with_genres", "with_released", "with_tmdb_id", "with_overview",
-                "ratings", "users", "rated_movies"):
+                "ratings", "users", "rated_movies", "searches"):
         print(f"{key.replace('_', ' '):>14}  {summary[key]:>7,}")
-    print(f"wrote {summary['items_path']} and {summary['events_path']} in {summary['seconds']}s")
+    print(f"wrote {summary['items_path']}, {summary['events_path']} and {summary['searches_path']} "
+          f"in {summary['seconds']}s")
     print(f'template: "{summary["template"]}"')
     print("next:")
     for command in ingest_commands(summary):

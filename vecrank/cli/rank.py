@@ -140,17 +140,25 @@ def cf_fit_command(factors, regularization, alpha, iterations, neighbours, no_sw
 @click.command("evaluate", short_help="Rolling refits: every system fitted on the past, tested on what came next.")
 @click.option("--test-fraction", type=click.FloatRange(0.01, 0.9), default=0.2, show_default=True,
               help="Each user's held-out share of interactions.")
-@click.option("--first-test-quantile", type=click.FloatRange(0.01, 0.9), default=0.2, show_default=True,
-              help="Test cuts come after this quantile of the interactions' times (the burn-in before it).")
+@click.option("--first-test-quantile", type=click.FloatRange(0.01, 0.9), default=None,
+              help="Test cuts come after this quantile of the interactions' times (the burn-in before it); "
+                   "default 0.2 for the recommendation task, 0.5 for search (its rankers learn from the "
+                   "searches before).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="vecrank-eval", show_default=True,
               help="Folder for evaluation.json and evaluation.png.")
 @click.option("--register/--no-register", default=True, show_default=True,
-              help="Also train the serving model on everything and register it.")
+              help="Also train the serving model on everything and register it (recommendation task).")
+@click.option("--task", type=click.Choice(["recommend", "search"]), default="recommend", show_default=True,
+              help="recommend: the profile path against the collaborative baselines; search: requests from a "
+                   "search log (--searches) against BM25, the query kNN and their hybrid.")
+@click.option("--searches", "searches_path", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
+              help="The search log for --task search: rows with user, query, item (chosen) and timestamp "
+                   "(JSONL, CSV or Parquet).")
 @_shared
 @json_option
-def evaluate_command(test_fraction, first_test_quantile, out_dir, register, facets, item_fields, horizon_days,
-                     train_cuts, max_train_requests, bucket_days, refits, objective, model_id, activate, seed,
-                     as_json, **pool) -> None:
+def evaluate_command(test_fraction, first_test_quantile, out_dir, register, task, searches_path, facets, item_fields,
+                     horizon_days, train_cuts, max_train_requests, bucket_days, refits, objective, model_id, activate,
+                     seed, as_json, **pool) -> None:
     """At each refit instant, vecrank (collaborative model, neighbours, ranker) and the baselines
     (popular, co-occurrence, item-kNN, ALS, EASE, text kNN) are fitted on the events before it;
     each user whose last test-fraction of interactions starts after the burn-in is tested once,
@@ -164,9 +172,16 @@ def evaluate_command(test_fraction, first_test_quantile, out_dir, register, face
 
     ctx = app()
     replay = _replay_config(ctx, facets, item_fields, _pool(pool))
+    if first_test_quantile is None:
+        first_test_quantile = 0.5 if task == "search" else 0.2
     config = EvalConfig(test_fraction=test_fraction, first_test_quantile=first_test_quantile, refits=refits,
                         horizon_days=horizon_days, train_cuts=train_cuts, max_train_requests=max_train_requests,
                         bucket_days=bucket_days)
+    if task == "search":
+        if searches_path is None:
+            raise click.UsageError("--task search needs --searches FILE (a search log)")
+        _evaluate_search(ctx, replay, config, searches_path, out_dir, objective, seed, as_json)
+        return
     try:
         past = load_past(ctx.client, ctx.settings, replay_config=replay, config=config)
         report = run(past, replay_config=replay, config=config, model_id=model_id, final_model=register,
@@ -194,6 +209,38 @@ def evaluate_command(test_fraction, first_test_quantile, out_dir, register, face
     click.echo(f"wrote {files['json']} and {files['png']}")
     if "model" in result:
         click.echo(f"registered {result['model']['id']} v{result['model']['version']} ({result['model']['status']})")
+
+
+def _evaluate_search(ctx, replay, config, searches_path: str, out_dir: str, objective: str, seed: int,
+                     as_json: bool) -> None:
+    """``evaluate --task search``: the search rankers and the baselines on the search log's requests."""
+    from vecrank.cli import echo_json, echo_table
+    from vecrank.errors import VecrankError
+    from vecrank.rank import search_eval
+    from vecrank.rank.evaluate import load_past
+    from vecrank.rank.recommender import Recommender
+    from vecrank.rank.train import TrainConfig
+
+    try:
+        searches = search_eval.read_searches(searches_path)
+        past = load_past(ctx.client, ctx.settings, replay_config=replay, config=config)
+        report = search_eval.run(Recommender(ctx.client, ctx.settings), past, searches, spec=replay.spec,
+                                 horizon_days=config.horizon_days, first_test_quantile=config.first_test_quantile,
+                                 train_config=TrainConfig(objective=objective, seed=seed), progress=not as_json)
+    except VecrankError as exc:
+        raise click.ClickException(str(exc)) from None
+    files = search_eval.write_outputs(report, out_dir)
+    if as_json:
+        echo_json({**report.to_dict(), "files": files})
+        return
+    echo_table(report.table())
+    c = report.comparison
+    click.echo(f"\npool recall: {report.candidate_recall['pool']:.4f}; {report.split['evaluated_requests']} requests "
+               f"of {report.split['evaluated_users']} users; {report.seconds:.0f} s")
+    click.echo(f"vecrank NDCG@10 {c['ndcg@10_vecrank']:.4f} vs best other ({c['best_other']}) "
+               f"{c['ndcg@10_best_other']:.4f}: ratio {c['ratio']}, difference {c['difference']:+.4f} "
+               f"(95% CI {c['ci95'][0]:+.4f} .. {c['ci95'][1]:+.4f})")
+    click.echo(f"wrote {files['json']} and {files['png']}")
 
 
 @click.command("train", short_help="Fit the collaborative vectors, train the ranker on replays (or the log), register.")

@@ -1,0 +1,109 @@
+"""The search evaluation: the search log, its leak-free requests, and a run on a real node."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from vecrank.interactions import DAY_MS, Interactions
+from vecrank.rank import search_eval as se
+from vecrank.rank.evaluate import EvalConfig, load_past
+from vecrank.rank.offline import Catalog, Past
+from vecrank.rank.recommender import Recommender
+from vecrank.rank.train import TrainConfig
+
+from test_offline import _past
+from test_rank import TOPICS, _replay_config, embedder, synthetic_world, world  # noqa: F401 - fixtures
+
+T0 = 1_600_000_000_000
+
+
+def _day(d: float) -> int:
+    return T0 + int(d * DAY_MS)
+
+
+def test_the_search_log_is_read_with_every_bad_row_named(tmp_path):
+    good = tmp_path / "searches.jsonl"
+    good.write_text('{"user": 7, "query": " Dark  Comedy", "item": 12.0, "timestamp": 1600000000}\n'
+                    '{"query": "space", "item": "a", "timestamp": "2020-09-13T12:26:40Z"}\n')
+    assert se.read_searches(good) == [se.Search("7", " Dark  Comedy", "12", 1_600_000_000_000),
+                                      se.Search(None, "space", "a", 1_600_000_000_000)]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"user": 1, "query": "", "item": 1, "timestamp": 1}\n'
+                   '{"user": 1, "query": "x", "timestamp": 1}\n'
+                   '{"user": 1, "query": "x", "item": 2, "timestamp": "soon"}\n'
+                   'not json\n')
+    with pytest.raises(se.SearchLogError) as err:
+        se.read_searches(bad)
+    message = str(err.value)
+    assert message.startswith("4 unusable row(s)")
+    for line, what in ((1, "field query"), (2, "field item"), (3, "field timestamp"), (4, "malformed JSON")):
+        assert f"bad.jsonl:{line}: {what}" in message, message
+
+
+def test_a_request_is_made_before_the_first_touch_of_what_it_chose():
+    catalog = Catalog.build({i: (np.eye(4)[n], {}) for n, i in enumerate("abcd")})
+    events = [{"user_id": "u", "item_id": "a", "type": "rating", "value": 5.0, "timestamp": _day(10)},
+              {"user_id": "u", "item_id": "b", "type": "rating", "value": 4.0, "timestamp": _day(30)},
+              {"user_id": "u", "item_id": "d", "type": "rating", "value": 4.0, "timestamp": _day(1)}]
+    like, _ = _past(catalog, events)
+    past = Past(Interactions.from_events(events), catalog, refits=[_day(5)], cf_config=like.cf_config,
+                state_config=like.state_config, spec=like.spec)
+    searches = [se.Search("u", "Dark Comedy", "a", _day(20)),  # tagged after rating it: made before the rating
+                se.Search("u", "dark  comedy ", "b", _day(12)),  # the same query; chosen before its rating
+                se.Search("u", "dark comedy", "c", _day(400)),  # past the horizon of the request
+                se.Search(None, "space", "c", _day(3))]  # anonymous: a request of its own
+    requests = se.search_requests(searches, past, horizon_days=180)
+    assert [(r.user, r.query, r.cut_ms, r.chosen) for r in requests] == [
+        (None, "space", _day(3), (("c", _day(3)),)),
+        ("u", "dark comedy", _day(10), (("a", _day(10)), ("b", _day(12))))]
+    # What the request sees: the history before its instant, so never what it chose.
+    state = past.state("u", requests[1].cut_ms)
+    assert [e["item_id"] for e in state.history] == ["d"] and not state.seen & requests[1].relevant
+
+
+def _synthetic_searches(events, items):
+    """A user who rated a good film searched its subject just before: the query names the subject
+    (BM25 and the text find four films of it), the behaviour says which of them is good."""
+    subject = {it["id"]: it["title"].split("A film about ", 1)[1].split(",")[0] for it in items}
+    return [se.Search(e["user"], subject[e["item"]], e["item"], e["timestamp"] - 60_000)
+            for e in events if e["value"] == 5.0 and e["item"].split("-")[0] in TOPICS]
+
+
+def test_search_evaluation_on_a_real_node_is_leak_free(es, settings_for, world, monkeypatch):  # noqa: F811
+    items, events = world
+    searches = _synthetic_searches(events, items)
+    replay = _replay_config()
+    config = EvalConfig(refits=4, horizon_days=30)
+    past = load_past(es, settings_for, replay_config=replay, config=config)
+    seen_cuts = []
+    real_state = past.state
+
+    def spy(user, cut_ms):
+        state = real_state(user, cut_ms)
+        seen_cuts.append((cut_ms, [e["timestamp"] for e in state.history]))
+        return state
+
+    monkeypatch.setattr(past, "state", spy)
+    report = se.run(Recommender(es, settings_for), past, searches, spec=replay.spec, horizon_days=30,
+                    first_test_quantile=0.5, train_config=TrainConfig(num_boost_round=60, early_stopping_rounds=20))
+    out = report.to_dict()
+    # Leak-free: every replayed state holds only events before its request's instant ...
+    assert seen_cuts and all(all(t < cut for t in times) for cut, times in seen_cuts)
+    # ... and each ranker learned from requests (and choices) before its own instant only.
+    for ranker in out["training"]["rankers"]:
+        earlier = [r for r in se.search_requests(searches, past, horizon_days=30) if r.cut_ms < ranker["instant_ms"]]
+        assert 0 < ranker["requests"] <= len(earlier)
+    assert set(out["systems"]) == {"bm25", "knn", "hybrid", "vecrank", "blend"}
+    assert out["split"]["evaluated_users"] >= 10 and out["split"]["evaluated_requests"] >= out["split"]["evaluated_users"]
+    for key in ("best_other", "ratio", "difference", "ci95"):
+        assert key in out["comparison"]
+    assert out["comparison"]["best_other"] in se.SEARCH_BASELINES
+    # The query finds its subject's four films; what the user and the others did orders them: the
+    # ranker must do at least as well as the best query-only system (seeded: the same figures each run).
+    ndcg = {name: s["ndcg@10"] for name, s in out["systems"].items()}
+    assert ndcg["bm25"] > 0.2, ndcg
+    assert ndcg["vecrank"] > max(ndcg[n] for n in se.SEARCH_BASELINES), ndcg
+    assert json.loads(json.dumps(out))["split"]["bm25_fields"][0] == "text"
