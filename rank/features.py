@@ -33,7 +33,10 @@ Groups:
 * user–item — ``affinity.<facet>``: the share of the user's newest liked items that share a value
   of that facet with the item (for example genres);
 * context — ``query_present``, ``path_code`` (0 profile, 1 multi_interest, 2 profile+query,
-  3 query, 4 context, 5 popular).
+  3 query, 4 context, 5 popular);
+* search, in a search model's spec only (``FeatureSpec(search=True)``) — ``bm25`` (the search
+  text's BM25 score on the item, NaN where the BM25 search did not return it), ``rank_bm25`` and
+  ``rank_query`` (the candidate's rank in the pool by ``bm25`` and by ``cos_query``).
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ SOURCE_RANKS = {"text": "rank_text", "cf": "rank_cf", **{name: f"rank_{name}" fo
                 "popular": "popular_rank",
                 "trending": "trending_rank"}
 CONTEXT = ("query_present", "path_code")
+SEARCH = ("bm25", "rank_bm25", "rank_query")
 SPEC_VERSION = 3
 
 
@@ -81,13 +85,15 @@ class FeatureSpec:
     item_dates: tuple[str, ...] = ()
     #: (rank feature, the size of its source in the pool): what ``n_sources`` counts
     sources: tuple[tuple[str, int], ...] = ()
+    #: a search model's spec: the :data:`SEARCH` features come last
+    search: bool = False
     version: int = SPEC_VERSION
 
     @property
     def names(self) -> list[str]:
         return [*SEMANTIC, *COLLABORATIVE, *BEHAVIOURAL, *POOL_RANKS, *(("n_sources",) if self.sources else ()),
                 *(f"item.{f}" for f in self.item_numeric), *(f"age.{f}" for f in self.item_dates), *USER,
-                *(f"affinity.{f}" for f in self.facets), *CONTEXT]
+                *(f"affinity.{f}" for f in self.facets), *CONTEXT, *(SEARCH if self.search else ())]
 
     @classmethod
     def for_fields(cls, fields: Sequence[str], facets: Sequence[str], field_types: Mapping[str, str], *,
@@ -101,8 +107,11 @@ class FeatureSpec:
                    sources=sources)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "item_numeric": list(self.item_numeric), "facets": list(self.facets),
-                "item_dates": list(self.item_dates), "sources": [list(s) for s in self.sources], "names": self.names}
+        out = {"version": self.version, "item_numeric": list(self.item_numeric), "facets": list(self.facets),
+               "item_dates": list(self.item_dates), "sources": [list(s) for s in self.sources], "names": self.names}
+        if self.search:  # only then: the fingerprints of the specs before search models stay as they were
+            out["search"] = True
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FeatureSpec:
@@ -112,7 +121,8 @@ class FeatureSpec:
                                       "train the model again")
         spec = cls(item_numeric=tuple(data.get("item_numeric", ())), facets=tuple(data.get("facets", ())),
                    item_dates=tuple(data.get("item_dates", ())),
-                   sources=tuple((str(n), int(k)) for n, k in data.get("sources", ())))
+                   sources=tuple((str(n), int(k)) for n, k in data.get("sources", ())),
+                   search=bool(data.get("search", False)))
         if "names" in data and list(data["names"]) != spec.names:
             raise FeatureSpecMismatch(f"feature names {data['names']} do not match the spec's {spec.names}")
         return spec
@@ -142,6 +152,7 @@ class RequestContext:
     path: str
     state: UserState = field(default_factory=UserState)
     query_vector: np.ndarray | None = None
+    bm25: Mapping[str, float] | None = None  # item id -> the search text's BM25 score (search models)
 
 
 @dataclass(frozen=True, eq=False)
@@ -241,6 +252,11 @@ def compute(spec: FeatureSpec, candidates: CandidateBatch | Sequence[Any], ctx: 
         cols[f"affinity.{facet}"] = _affinity(batch.facets.get(facet, [frozenset()] * n), state, facet)
     cols["query_present"] = np.full(n, 1.0 if ctx.query_vector is not None else 0.0)
     cols["path_code"] = np.full(n, float(PATH_CODES.get(ctx.path, -1)))
+    if spec.search:
+        bm25 = ctx.bm25 or {}
+        cols["bm25"] = np.array([bm25.get(i, np.nan) for i in batch.item_ids], dtype=np.float64)
+        cols["rank_bm25"] = pool_ranks(cols["bm25"].astype(np.float32), batch.item_ids)
+        cols["rank_query"] = pool_ranks(cols["cos_query"].astype(np.float32), batch.item_ids)
     return np.column_stack([cols[name] for name in spec.names]).astype(np.float32)
 
 

@@ -124,6 +124,11 @@ def models_mapping() -> dict[str, Any]:
     }}
 
 
+def search_model_id(model_id: str) -> str:
+    """The registry id of the search model that goes with ``model_id`` (``evaluate --task search``)."""
+    return f"{model_id}-search"
+
+
 class Registry:
     """Models in ``<prefix>-models`` (id ``<model_id>@<version>``), copied to ``<state>/models/``."""
 

@@ -180,6 +180,39 @@ def pool_body(*, pool: Any, size: int, filter: dict[str, Any] | None, text_vecto
     return body
 
 
+#: Candidates each of a search request's two sources (BM25, the query kNN) adds to its pool: a
+#: documented default, the same offline (``evaluate --task search``) and in serving.
+SEARCH_POOL = 100
+
+
+def text_fields(field_types: Mapping[str, str]) -> list[str]:
+    """The fields BM25 reads: the embedded text first, then the catalog's other text fields."""
+    return ["text", *sorted(f for f, t in field_types.items() if t == "text" and f != "text")]
+
+
+def bm25_body(text: str, *, fields: Sequence[str], size: int, filter: dict[str, Any] | None,
+              source: Sequence[str] | bool | Mapping[str, Any] = False, with_vectors: bool = False) -> dict[str, Any]:
+    """The search text's BM25 search: a ``multi_match`` on ``fields`` under the request's filter."""
+    query = {"bool": {"must": [{"multi_match": {"query": text, "fields": list(fields)}}],
+                      "filter": [filter] if filter else []}}
+    body = search_body(size=size, query=query, source=source)
+    if with_vectors:
+        body["fields"] = ["embedding", "cf_vector"]
+    return body
+
+
+def query_knn_body(vector: Sequence[float], *, size: int, filter: dict[str, Any] | None,
+                   source: Sequence[str] | bool | Mapping[str, Any] = False, with_vectors: bool = False,
+                   candidates_factor: int = 4) -> dict[str, Any]:
+    """The search text's embedding kNN under the request's filter."""
+    knn = knn_clause(list(vector), k=size, num_candidates=min(MAX_NUM_CANDIDATES, max(100, candidates_factor * size)),
+                     filter=filter)
+    body = search_body(size=size, knn=knn, source=source)
+    if with_vectors:
+        body["fields"] = ["embedding", "cf_vector"]
+    return body
+
+
 def text_match(text: str, *, boost: float, field: str = "text") -> dict[str, Any]:
     """A ``match`` on the embedded text: the search-box words scored with BM25 next to the kNN."""
     return {"match": {field: {"query": text, "boost": boost}}}

@@ -26,6 +26,7 @@ from vecrank.rank import queries
 from vecrank.rank.model import RankerModel
 from vecrank.rank.offline import ReplayConfig
 from vecrank.rank.recommender import Candidate, Recommender
+from vecrank.rank.state import UserState
 from vecrank.rank.rescore import plugin_installed, rescore_body, rescore_params, score_to_model
 
 if TYPE_CHECKING:
@@ -88,8 +89,13 @@ class Ranker:
     filters and exclusions). With the plugin, that search also carries the ``rescore`` that
     ranks the pool inside Elasticsearch and returns the ``k`` best with their documents (two
     round trips in all); in Python the pool comes back with its vectors, is ranked here, and the
-    shown documents are read (three). Other paths (search text, cold starts, several interests)
-    keep retrieval's order and say so: the model never saw requests like them.
+    shown documents are read (three). Requests with search text are ranked by the **search
+    model** where one is given (``search_model``, trained by ``evaluate --task search``): the user
+    document (for a known user), then one ``msearch`` for the pool it was trained on (the text's
+    BM25 top and its embedding's kNN top, :func:`Recommender.search_pool_hits`) with the shown
+    fields and the vectors; ranked here, in Python (two round trips). Other paths (cold starts
+    without text, item pages, several interests, search text without a search model) keep
+    retrieval's order and say so: no model saw requests like them.
 
     Args:
         recommender: retrieval (its config decides filters, exclusions, cold start).
@@ -99,7 +105,7 @@ class Ranker:
     """
 
     def __init__(self, recommender: Recommender, model: RankerModel, *, log_requests: bool = False,
-                 rerank: str = "auto"):
+                 rerank: str = "auto", search_model: RankerModel | None = None):
         if rerank not in RERANK_MODES:
             raise ValueError(f"rerank must be one of {', '.join(RERANK_MODES)}, not {rerank!r}")
         self.recommender = recommender
@@ -112,6 +118,13 @@ class Ranker:
             raise VecrankError(f"model {model.model_id}@{model.version} records no pool or state config; "
                                "train it again with this vecrank")
         self.config = ReplayConfig.from_dict(config)
+        self.search_model = search_model
+        self.search_config = None
+        if search_model is not None:
+            if not search_model.spec.search:
+                raise VecrankError(f"model {search_model.model_id}@{search_model.version} is not a search model "
+                                   "(train one with `vecrank evaluate --task search`)")
+            self.search_config = ReplayConfig.from_dict((search_model.training or {})["config"])
 
     @property
     def version(self) -> str:
@@ -158,6 +171,11 @@ class Ranker:
         profile_path = (user is not None and (query is None or not str(query).strip())
                         and not retrieve.get("context_items") and retrieve.get("history") is None
                         and rec.config.max_interests == 1)
+        text = str(query).strip() if query is not None else ""
+        if (text and self.search_model is not None and not retrieve.get("context_items")
+                and retrieve.get("history") is None and rec.config.max_interests == 1):
+            return self._search(text, k=k, explain=explain, started=started, now=now, user=user, filters=filters,
+                                extra_filters=extra_filters)
         state = rec.user_state(user, self.config.state) if profile_path else None
         if state is None or (state.profile_vector is None and state.cf_vector is None):
             return self._unranked(k=k, started=started, now=now, user=user, query=query, filters=filters,
@@ -206,20 +224,64 @@ class Ranker:
             self._log(result, user=user, now_ms=now)
         return result
 
+    def _search(self, text: str, *, k: int, explain: bool, started: float, now: int, user: str | None,
+                filters: Any, extra_filters: Sequence[dict[str, Any]]) -> Recommendation:
+        """A request with search text, ranked by the search model (see the class docstring)."""
+        rec, model = self.recommender, self.search_model
+        assert model is not None and self.search_config is not None
+        state = rec.user_state(user, self.search_config.state) if user is not None else None
+        t_state = time.perf_counter()
+        vector = rec.embedder.encode([text], show_progress_bar=False)[0]
+        spec = model.spec
+        shown = rec.config.source_fields
+        source = sorted({*shown, *spec.source_fields()}) if shown is not None else queries.shown_source(None)
+        hits, bm25 = rec.search_pool_hits(text, vector, state, size=queries.SEARCH_POOL, filters=filters,
+                                          extra_filters=extra_filters, source=source)
+        t_pool = time.perf_counter()
+        candidates = [_candidate_of(h) for h in hits]
+        personal = state is not None and bool(state.history)
+        ctx = feats.RequestContext(now_ms=now, path="profile+query" if personal else "query",
+                                   state=state if state is not None else UserState(),
+                                   query_vector=np.asarray(vector, dtype=np.float32), bm25=bm25)
+        matrix = feats.compute(spec, candidates, ctx)
+        t_features = time.perf_counter()
+        scores = model.predict(matrix)
+        order = rank_order(scores, [c.item_id for c in candidates])[:k]
+        contribs = model.contributions(matrix[order]) if explain and len(order) else None
+        t_model = time.perf_counter()
+        ranked = []
+        for row, i in enumerate(order):
+            c = candidates[i]
+            if shown is not None:  # the features read more fields than the caller asked to see
+                c.fields = {f: v for f, v in c.fields.items() if f in shown}
+            explained = None
+            if contribs is not None:
+                explained = {name: round(float(v), 5) for name, v in zip([*spec.names, "bias"], contribs[row])}
+            ranked.append(Ranked(c.item_id, float(scores[i]), c, matrix[i], explained))
+        timings = {"state": round((t_state - started) * 1000, 2), "retrieval": round((t_pool - t_state) * 1000, 2),
+                   "features": round((t_features - t_pool) * 1000, 2), "model": round((t_model - t_features) * 1000, 2),
+                   "total": round((time.perf_counter() - started) * 1000, 2)}
+        result = Recommendation(request_id=uuid.uuid4().hex, ranked_by=f"{model.model_id}@{model.version}",
+                                path=ctx.path, cold_start=not personal, items=ranked, timings_ms=timings, rerank="python")
+        if self.log_requests:
+            self._log(result, user=user, now_ms=now, spec=spec)
+        return result
+
     def _unranked(self, *, k: int, started: float, now: int, user: str | None, **retrieve: Any) -> Recommendation:
-        """Retrieval's own order, for the paths the model was not trained on."""
+        """Retrieval's own order, for the paths no model was trained on."""
         cset = self.recommender.candidates(k=k, user=user, **retrieve)
         ranked = [Ranked(c.item_id, None, c) for c in cset.candidates[:k]]
+        trained = "the profile path" + (" and search text" if self.search_model is not None else "")
         result = Recommendation(
             request_id=cset.request_id, ranked_by=None, path=cset.path, cold_start=cset.cold_start, items=ranked,
-            rerank=None, unranked_reason=f"{self.version} is trained for the profile path only, not {cset.path}",
+            rerank=None, unranked_reason=f"{self.version} is trained for {trained} only, not {cset.path}",
             timings_ms={"retrieval": round((time.perf_counter() - started) * 1000, 2), "features": 0.0, "model": 0.0,
                         "total": round((time.perf_counter() - started) * 1000, 2)})
         if self.log_requests:
             self._log(result, user=user, now_ms=now)
         return result
 
-    def _log(self, rec: Recommendation, *, user: str | None, now_ms: int) -> None:
+    def _log(self, rec: Recommendation, *, user: str | None, now_ms: int, spec: feats.FeatureSpec | None = None) -> None:
         from elasticsearch import helpers
 
         from vecrank.ingest.events import ensure_events_index
@@ -230,7 +292,7 @@ class Ranker:
         log_index = settings.index("feature-log")
         create_index_if_missing(client, log_index, feature_log_mapping())
         actions: list[dict[str, Any]] = []
-        shown_by = self.version  # the serving model, ranked or not (ranked_by and the feature log tell which)
+        shown_by = rec.ranked_by or self.version  # the model that ranked them, else the serving one
         for position, r in enumerate(rec.items, 1):
             if user is not None:
                 actions.append(impression_action(events_index, user=str(user), item_id=r.item_id,
@@ -239,7 +301,8 @@ class Ranker:
             if r.features is not None:  # a feature row only where the model ranked the item
                 actions.append(feature_log_action(log_index, request_id=rec.request_id, user=user, item_id=r.item_id,
                                                   position=position, now_ms=now_ms, model_version=shown_by,
-                                                  spec=self.model.spec.fingerprint(), path=rec.path, score=r.score,
+                                                  spec=(spec or self.model.spec).fingerprint(), path=rec.path,
+                                                  score=r.score,
                                                   features=r.features))
         if not actions:
             return

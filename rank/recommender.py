@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vecrank.errors import VecrankError
 from vecrank.rank import queries
 from vecrank.rank.profiles import Profile, ProfileConfig, build_profile
 from vecrank.rank.state import SCORE_MAPS, CFMeta, StateConfig, UserState
@@ -128,7 +129,6 @@ class Recommender:
 
     def _live(self):
         if self._spec is None:
-            from vecrank.errors import VecrankError
             from vecrank.ingest import indices
 
             live = indices.live_index(self.client, self.settings)
@@ -287,6 +287,34 @@ class Recommender:
             body["rescore"] = rescore
         return self.client.search(index=self.settings.index("items"), **body)["hits"]["hits"]
 
+    def search_pool_hits(self, text: str, vector: np.ndarray, state: UserState | None, *, size: int,
+                         filters: Mapping[str, Any] | None = None, extra_filters: Sequence[dict[str, Any]] = (),
+                         source: Sequence[str] | bool | Mapping[str, Any] = True,
+                         ) -> tuple[list[dict[str, Any]], dict[str, float]]:
+        """A search request's pool in one ``msearch``: the text's BM25 top ``size`` and its
+        embedding's kNN top ``size``, under the caller's filters, availability and the user's seen
+        items, with their vectors. Returns the hits (BM25's first, each item once) and the BM25
+        score of each item BM25 found."""
+        self._live()
+        clauses = queries.filter_clauses(filters, self._field_types or {}) + list(extra_filters)
+        seen = sorted(state.seen) if state is not None and self.config.exclude_seen else []
+        flt = queries.candidate_filter(clauses, exclude_ids=seen)
+        vec = queries.check_vector(vector, self._live().dims, name="query vector")
+        index = self.settings.index("items")
+        bodies = [queries.bm25_body(text, fields=queries.text_fields(self._field_types or {}), size=size, filter=flt,
+                                    source=source, with_vectors=True),
+                  queries.query_knn_body(vec, size=size, filter=flt, source=source, with_vectors=True)]
+        responses = self.client.msearch(searches=[p for body in bodies for p in ({"index": index}, body)])["responses"]
+        for name, resp in zip(("bm25", "query kNN"), responses):
+            if "error" in resp:
+                raise VecrankError(f"the {name} search failed: {resp['error']}")
+        bm25 = {h["_id"]: float(h["_score"]) for h in responses[0]["hits"]["hits"]}
+        hits: dict[str, dict[str, Any]] = {}
+        for resp in responses:
+            for h in resp["hits"]["hits"]:
+                hits.setdefault(h["_id"], h)
+        return list(hits.values()), bm25
+
     def documents(self, ids: Sequence[str], source: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
         """The stored documents of ``ids`` (``source`` fields, default all), by id."""
         if not ids:
@@ -336,8 +364,6 @@ class Recommender:
         per_interest = []
         for r in responses:
             if "error" in r:
-                from vecrank.errors import VecrankError
-
                 raise VecrankError(f"interest search failed: {r['error']}")
             per_interest.append(r["hits"]["hits"])
         return merge_with_quotas(per_interest, weights, size)

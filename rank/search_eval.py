@@ -20,10 +20,17 @@ The protocol (leak-free: a request sees nothing from after its instant):
 * **Systems**, each a real search on the live items index, the user's seen items excluded:
   ``bm25`` (a ``multi_match`` of the query on the embedded text and the catalog's other text
   fields), ``knn`` (the query embedding's kNN), ``hybrid`` (the bool of the two that
-  Elasticsearch scores by the sum of both: the RRF retriever needs a paid licence), and
-  ``vecrank``: the search path that serving runs (:meth:`vecrank.rank.recommender.Recommender.candidates`
-  with the history and the query: the profile blended with the query text, the query alone for
-  a user without history).
+  Elasticsearch scores by the sum of both: the RRF retriever needs a paid licence), ``blend``
+  (:meth:`vecrank.rank.recommender.Recommender.candidates` with the history and the query: the
+  profile blended with the query text, unranked, what serving did before search models), and
+  ``vecrank``: the **search model** over the pool serving gathers for it (the BM25 top and the
+  query kNN top, :data:`vecrank.rank.queries.SEARCH_POOL` each; offline the kNN is exact) with
+  every feature of the spec plus :data:`vecrank.rank.features.SEARCH`. One ranker per refit
+  instant after the burn-in, trained on the search requests before it with the choices known
+  before it (shape chosen and boosting stopped on their latest 20%); each test request is ranked
+  by the ranker of the last instant before it, its state, collaborative model and signals those
+  of its instant (:class:`~vecrank.rank.offline.Past`). ``final_model`` trains the one that
+  serves afterwards on every request.
 * **Metrics**: each user counts once (the mean over their requests, so that the one user with a
   thousand tags does not decide alone), NDCG@10, Recall@10/50 and MRR@10 with bootstrap
   intervals over users and paired differences, as in the recommendation evaluation; the
@@ -32,6 +39,7 @@ The protocol (leak-free: a request sees nothing from after its instant):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -50,7 +58,8 @@ from vecrank.interactions import DAY_MS
 from vecrank.rank import features as feats
 from vecrank.rank import metrics, queries
 from vecrank.rank.evaluate import compare
-from vecrank.rank.offline import Past, top_rows
+from vecrank.rank.model import RankerModel
+from vecrank.rank.offline import Past, ReplayConfig, top_rows
 from vecrank.rank.ranker import rank_order
 from vecrank.rank.state import UserState
 from vecrank.rank.train import TrainConfig, TrainingTable, select_ranker
@@ -64,6 +73,8 @@ SEARCH_BASELINES = ("bm25", "knn", "hybrid")
 SYSTEMS = (*SEARCH_BASELINES, "vecrank")
 MAX_QUERY_CHARS = 1000
 K_FETCH = 50
+#: a ranker needs at least this many search requests with a choice in their pool before its instant
+MIN_TRAIN_REQUESTS = 10
 
 
 class SearchLogError(VecrankError, ValueError):
@@ -171,32 +182,17 @@ def _first_interactions(past: Past, user: str) -> dict[str, int]:
 
 # --- the systems --------------------------------------------------------------------------------
 
-def text_fields(field_types: Mapping[str, str]) -> list[str]:
-    """The fields BM25 reads: the embedded text first, then the catalog's other text fields."""
-    return ["text", *sorted(f for f, t in field_types.items() if t == "text" and f != "text")]
-
-
-def bm25_clause(query: str, fields: Sequence[str]) -> dict[str, Any]:
-    return {"multi_match": {"query": query, "fields": list(fields)}}
-
-
 def baseline_bodies(query: str, vector: Sequence[float], *, fields: Sequence[str], exclude: Sequence[str],
                     size: int = K_FETCH, bm25_size: int | None = None) -> dict[str, dict[str, Any]]:
     """The three baselines' search bodies, under the same exclusions (and availability);
-    ``bm25_size``: more BM25 hits (the search ranker's pool takes them)."""
+    ``bm25_size``: more BM25 hits (the search ranker's pool takes them). The hybrid is the bool of
+    the two that Elasticsearch scores by their sum."""
     flt = queries.candidate_filter([], exclude_ids=list(exclude))
-    match = {"bool": {"must": [bm25_clause(query, fields)], "filter": [flt] if flt else []}}
-    knn = queries.knn_clause(list(vector), k=size, num_candidates=max(100, 4 * size), filter=flt)
-    return {"bm25": queries.search_body(size=bm25_size or size, query=match, source=False),
-            "knn": queries.search_body(size=size, knn=knn, query=None, source=False),
-            "hybrid": queries.search_body(size=size, knn=knn, query=match, source=False)}
-
-
-#: Extra columns of the search ranker, beside the feature spec's (``cos_query`` is one of those):
-#: the BM25 score (NaN: not in the BM25 top), its rank in the pool, and the rank by ``cos_query``.
-SEARCH_FEATURES = ("bm25", "rank_bm25", "rank_query")
-#: Candidates each query source adds to a search request's pool (a documented default).
-POOL_PER_SOURCE = 100
+    bm25 = queries.bm25_body(query, fields=fields, size=bm25_size or size, filter=flt)
+    knn = queries.query_knn_body(vector, size=size, filter=flt)
+    hybrid = queries.search_body(size=size, knn=knn["knn"], query=queries.bm25_body(
+        query, fields=fields, size=size, filter=flt)["query"], source=False)
+    return {"bm25": bm25, "knn": knn, "hybrid": hybrid}
 
 
 @dataclass
@@ -208,6 +204,7 @@ class SearchReport:
     comparison: dict[str, Any]
     slices: dict[str, Any]
     seconds: float
+    model: RankerModel | None = dataclasses.field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"task": "search", "split": self.split, "training": self.training, "systems": self.systems,
@@ -239,7 +236,7 @@ class _Searcher:
 
     def __init__(self, recommender: Recommender, past: Past, spec: feats.FeatureSpec, vectors: Mapping[str, np.ndarray]):
         self.rec, self.past, self.spec, self.vectors = recommender, past, spec, vectors
-        self.fields = text_fields(recommender.field_types)
+        self.fields = queries.text_fields(recommender.field_types)
         self.index = recommender.settings.index("items")
 
     def replay(self, req: SearchRequest, *, test: bool) -> _Replayed:
@@ -247,7 +244,7 @@ class _Searcher:
         state = past.state(req.user, req.cut_ms) if req.user is not None else UserState()
         seen = sorted(state.seen)
         qv = self.vectors[req.query]
-        bodies = baseline_bodies(req.query, qv, fields=self.fields, exclude=seen, bm25_size=POOL_PER_SOURCE)
+        bodies = baseline_bodies(req.query, qv, fields=self.fields, exclude=seen, bm25_size=queries.SEARCH_POOL)
         if not test:
             bodies = {"bm25": bodies["bm25"]}
         parts = [part for body in bodies.values() for part in ({"index": self.index}, body)]
@@ -258,14 +255,13 @@ class _Searcher:
             hits[name] = resp["hits"]["hits"]
         bm25 = {h["_id"]: float(h["_score"]) for h in hits["bm25"]}
         eligible = past.eligible(state.seen) & catalog.has_vector
-        rows = set(top_rows(catalog.vectors @ np.asarray(qv, dtype=np.float64), eligible, POOL_PER_SOURCE))
+        rows = set(top_rows(catalog.vectors @ np.asarray(qv, dtype=np.float64), eligible, queries.SEARCH_POOL))
         rows |= {n for n in (catalog.index(i) for i in bm25) if n is not None}
         batch = past.candidate_batch(np.array(sorted(rows), dtype=np.int64), req.cut_ms)
         ctx = feats.RequestContext(now_ms=req.cut_ms, path="profile+query" if state.history else "query",
-                                   state=state, query_vector=qv)
-        base = feats.compute(self.spec, batch, ctx)
+                                   state=state, query_vector=qv, bm25=bm25)
+        matrix = feats.compute(self.spec, batch, ctx)
         ids = list(batch.item_ids)
-        matrix = np.column_stack([base, *search_columns(ids, bm25, base[:, self.spec.names.index("cos_query")])])
         rankings = {name: [h["_id"] for h in found][:K_FETCH] for name, found in hits.items()}
         if test:
             history = past.history(req.user, req.cut_ms) if req.user is not None else []
@@ -274,25 +270,22 @@ class _Searcher:
         return _Replayed(ids, matrix.astype(np.float32), rankings, bool(state.history))
 
 
-def search_columns(item_ids: Sequence[str], bm25: Mapping[str, float], cos_query: np.ndarray) -> list[np.ndarray]:
-    """The :data:`SEARCH_FEATURES` columns of a pool."""
-    scores = np.array([bm25.get(i, np.nan) for i in item_ids], dtype=np.float64)
-    return [scores, feats.pool_ranks(scores.astype(np.float32), item_ids),
-            feats.pool_ranks(np.asarray(cos_query, dtype=np.float32), item_ids)]
-
-
-def run(recommender: Recommender, past: Past, searches: Sequence[Search], *, spec: feats.FeatureSpec,
+def run(recommender: Recommender, past: Past, searches: Sequence[Search], *, replay_config: ReplayConfig,
         horizon_days: float = 180.0, first_test_quantile: float = 0.5, k: int = 10,
-        train_config: TrainConfig | None = None, progress: bool = False) -> SearchReport:
+        train_config: TrainConfig | None = None, final_model: bool = False, model_id: str = "vecrank-search",
+        progress: bool = False) -> SearchReport:
     """Train the search rankers, then evaluate every system on the later requests (module docstring).
 
     Args:
         recommender: the live items index's retrieval (its embedder embeds the queries).
         past: the events and the catalog (:func:`vecrank.rank.evaluate.load_past`).
         searches: the search log.
-        spec: the ranker's features (the search columns come beside them).
+        replay_config: the state, collaborative and feature settings (the search features are
+            added to its spec).
         first_test_quantile: requests after this quantile of the interactions' times are tested
             (the rankers learn from the ones before each refit instant).
+        final_model: also train the search model that serves afterwards, on every request
+            (``report.model``, id ``model_id``).
     """
     from tqdm import tqdm
 
@@ -307,14 +300,14 @@ def run(recommender: Recommender, past: Past, searches: Sequence[Search], *, spe
     texts = sorted({r.query for r in requests})
     vectors = {t: np.asarray(v, dtype=np.float32)
                for t, v in zip(texts, recommender.embedder.encode(texts, show_progress_bar=False))}
+    config = dataclasses.replace(replay_config, spec=dataclasses.replace(replay_config.spec, search=True))
+    spec = config.spec
     searcher = _Searcher(recommender, past, spec, vectors)
-    names = [*spec.names, *SEARCH_FEATURES]
+    names = spec.names
     table = TrainingTable(feature_names=names)
     replayed: dict[str, _Replayed] = {}
     for req in tqdm(requests, desc="search requests", unit="req", disable=not progress):
         is_test = req.cut_ms >= first_test
-        if not is_test and req.cut_ms >= instants[-1]:
-            continue
         r = searcher.replay(req, test=is_test)
         chosen = dict(req.chosen)
         table.add(req.request_id, req.user or req.request_id, req.cut_ms, r.item_ids,
@@ -322,7 +315,7 @@ def run(recommender: Recommender, past: Past, searches: Sequence[Search], *, spe
                   label_ms=[float(chosen.get(i, np.inf)) for i in r.item_ids])
         if is_test:
             replayed[req.request_id] = r
-    rankers, training = _fit_rankers(table, instants, train_config)
+    rankers, training = _fit_rankers(table, [*instants, *([None] if final_model else [])], train_config)
     rankings: dict[str, dict[str, list[str]]] = defaultdict(dict)
     relevant: dict[str, set[str]] = {}
     personal: dict[str, bool] = {}
@@ -333,9 +326,9 @@ def run(recommender: Recommender, past: Past, searches: Sequence[Search], *, spe
         relevant[req.request_id], personal[req.request_id] = wanted, r.personal
         for name, ranking in r.rankings.items():
             rankings[name][req.request_id] = ranking
-        model = rankers.get(max(i for i in instants if i <= req.cut_ms))
-        if model is not None and r.item_ids:
-            order = rank_order(model.predict(_dmatrix(model, r.matrix, names)), r.item_ids)
+        fitted = rankers.get(max(i for i in instants if i <= req.cut_ms))
+        if fitted is not None and r.item_ids:
+            order = rank_order(fitted[0].predict(_dmatrix(r.matrix, names)), r.item_ids)
             rankings["vecrank"][req.request_id] = [r.item_ids[i] for i in order][:K_FETCH]
         pool_recall.append(len(wanted & set(r.item_ids)) / len(wanted))
     owner = {r.request_id: r.user or r.request_id for r in tests}
@@ -352,35 +345,42 @@ def run(recommender: Recommender, past: Past, searches: Sequence[Search], *, spe
                             "comparison": compare(sub, sub_per_user, f"ndcg@{k}", others=SEARCH_BASELINES)}
     split = {"searches": len(searches), "requests": len(requests), "first_test_ms": first_test,
              "rankers_ms": instants, "evaluated_requests": len(relevant), "evaluated_users": len(set(owner.values())),
-             "horizon_days": horizon_days, "bm25_fields": searcher.fields, "pool_per_source": POOL_PER_SOURCE}
-    return SearchReport(split=split, training=training, systems=systems,
+             "horizon_days": horizon_days, "bm25_fields": searcher.fields, "pool_per_source": queries.SEARCH_POOL}
+    model = None
+    if final_model and None in rankers:
+        booster, chosen, info = rankers[None]
+        model = RankerModel.from_booster(model_id, spec, booster, params=chosen.to_dict(), training={
+            "task": "search", **info, "horizon_days": horizon_days, "config": config.to_dict()})
+        model.metrics = {"offline_search": systems, "comparison": comparison}
+    return SearchReport(split=split, training={**training, "config": config.to_dict()}, systems=systems,
                         candidate_recall={"pool": round(float(np.mean(pool_recall)), 4)}, comparison=comparison,
-                        slices=slices, seconds=round(time.monotonic() - started, 1))
+                        slices=slices, seconds=round(time.monotonic() - started, 1), model=model)
 
 
-def _fit_rankers(table: TrainingTable, instants: Sequence[int], train_config: TrainConfig | None,
-                 ) -> tuple[dict[int, Any], dict[str, Any]]:
-    """One search ranker per instant, trained on the requests before it (labels known before it),
-    its shape chosen and its boosting stopped on the latest 20% of them."""
-    rankers: dict[int, Any] = {}
+def _fit_rankers(table: TrainingTable, instants: Sequence[int | None], train_config: TrainConfig | None,
+                 ) -> tuple[dict[int | None, tuple[Any, TrainConfig, dict[str, Any]]], dict[str, Any]]:
+    """One search ranker per instant (None: on everything), trained on the requests before it
+    (labels known before it), its shape chosen and its boosting stopped on the latest 20% of them.
+    Returns instant -> (booster, the chosen config, its training summary)."""
+    rankers: dict[int | None, tuple[Any, TrainConfig, dict[str, Any]]] = {}
     summaries = []
     for instant in instants:
-        subset = table.before(instant)
-        if len(subset.groups()) < 10:
+        subset = table.before(instant if instant is not None else np.iinfo(np.int64).max)
+        if len(subset.groups()) < MIN_TRAIN_REQUESTS:
             log.info("%d search requests with a choice before %s: no ranker there", len(subset.groups()), instant)
             continue
         train, valid = subset.split_by_time(0.2)
         booster, info, chosen = select_ranker(train, valid, train_config)
-        rankers[instant] = booster
+        rankers[instant] = (booster, chosen, {"train": train.summary(), "valid": valid.summary(), **info})
         summaries.append({"instant_ms": instant, "requests": int(len(subset.groups())),
                           "valid_ndcg": round(info["best_score"], 5),
                           "shape": {"max_depth": chosen.max_depth, "min_child_weight": chosen.min_child_weight}})
-    if not rankers:
+    if not any(i is not None for i in rankers):
         raise VecrankError("too few search requests before the first test instant to train a search ranker")
     return rankers, {"rankers": summaries, "features": list(table.feature_names)}
 
 
-def _dmatrix(booster: Any, matrix: np.ndarray, names: Sequence[str]) -> Any:
+def _dmatrix(matrix: np.ndarray, names: Sequence[str]) -> Any:
     import xgboost  # heavy optional dependency
 
     return xgboost.DMatrix(matrix, missing=np.nan, feature_names=list(names))

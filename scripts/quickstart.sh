@@ -5,8 +5,9 @@
 #   -> ingest the ratings as events (users' histories and states) -> refresh the behavioural signals
 #   -> fit the collaborative vectors and neighbours (next items version) -> evaluate the ranker with
 #   rolling refits against the baselines (table, JSON and PNG in vecrank-eval/), train the serving
-#   model on everything and activate it -> ranked recommendations. Safe to run again: unchanged
-#   items are skipped.
+#   model on everything and activate it -> the same for search (the tags as a search log; the
+#   search model) -> ranked recommendations and searches. Safe to run again: unchanged items are
+#   skipped.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -39,6 +40,8 @@ echo "==> fitting the collaborative vectors and neighbours (the next items versi
 $vecrank cf fit
 echo "==> evaluating the ranker with rolling refits against the baselines, then training the serving model on everything"
 $vecrank evaluate --facet genres --item-field year --item-field released --activate --out vecrank-eval
+echo "==> evaluating search on the MovieLens tags (a search log) against BM25, the query kNN and their hybrid, then training the search model on everything and activating it"
+$vecrank evaluate --task search --searches data-prepared/searches.jsonl --facet genres --item-field year --item-field released --activate --out vecrank-eval
 echo "==> recommendations for user 1 (ranked in Python and explained, then ranked inside Elasticsearch), then user 1 searching \"space adventure\", then a cold start"
 $vecrank recommend --user 1 -k 5 --show title,year,genres --explain
 $vecrank recommend --user 1 -k 5 --show title,year,genres --rerank plugin

@@ -8,11 +8,15 @@ import numpy as np
 import pytest
 
 from vecrank.interactions import DAY_MS, Interactions
+from vecrank.rank import features as feats
 from vecrank.rank import search_eval as se
 from vecrank.rank.evaluate import EvalConfig, load_past
+from vecrank.rank.model import RankerModel, Registry, search_model_id
 from vecrank.rank.offline import Catalog, Past
+from vecrank.rank.ranker import Ranker
 from vecrank.rank.recommender import Recommender
-from vecrank.rank.train import TrainConfig
+from vecrank.rank.store import refresh_all_users
+from vecrank.rank.train import TrainConfig, TrainingTable, train_ranker
 
 from test_offline import _past
 from test_rank import TOPICS, _replay_config, embedder, synthetic_world, world  # noqa: F401 - fixtures
@@ -87,7 +91,7 @@ def test_search_evaluation_on_a_real_node_is_leak_free(es, settings_for, world, 
         return state
 
     monkeypatch.setattr(past, "state", spy)
-    report = se.run(Recommender(es, settings_for), past, searches, spec=replay.spec, horizon_days=30,
+    report = se.run(Recommender(es, settings_for), past, searches, replay_config=replay, horizon_days=30,
                     first_test_quantile=0.5, train_config=TrainConfig(num_boost_round=60, early_stopping_rounds=20))
     out = report.to_dict()
     # Leak-free: every replayed state holds only events before its request's instant ...
@@ -107,3 +111,66 @@ def test_search_evaluation_on_a_real_node_is_leak_free(es, settings_for, world, 
     assert ndcg["bm25"] > 0.2, ndcg
     assert ndcg["vecrank"] > max(ndcg[n] for n in se.SEARCH_BASELINES), ndcg
     assert json.loads(json.dumps(out))["split"]["bm25_fields"][0] == "text"
+    assert report.model is None  # no final_model asked for
+
+
+def _profile_model(spec, config):
+    """A small profile model (serving needs one beside the search model)."""
+    rng = np.random.default_rng(0)
+    table = TrainingTable(feature_names=spec.names)
+    for g in range(20):
+        table.add(f"g{g}", "u", 0, [f"i{j}" for j in range(10)], [1.0] + [0.0] * 9,
+                  rng.normal(size=(10, len(spec.names))).astype(np.float32))
+    booster, _ = train_ranker(table, None, TrainConfig(num_boost_round=5))
+    return RankerModel.from_booster("vecrank", spec, booster, training={"config": config.to_dict()})
+
+
+def test_requests_with_search_text_are_ranked_by_the_search_model_in_two_round_trips(es, settings_for, world):  # noqa: F811
+    items, events = world
+    replay = _replay_config()
+    config = EvalConfig(refits=4, horizon_days=30)
+    rec = Recommender(es, settings_for)
+    past = load_past(es, settings_for, replay_config=replay, config=config)
+    report = se.run(rec, past, _synthetic_searches(events, items), replay_config=replay, horizon_days=30,
+                    train_config=TrainConfig(num_boost_round=60, early_stopping_rounds=20), final_model=True)
+    registry = Registry(es, settings_for)
+    assert report.model.spec.names[-3:] == list(feats.SEARCH)
+    assert report.training["rankers"][-1]["instant_ms"] is None  # trained on every request
+    search = registry.register(report.model, status="active")
+    assert search.model_id == search_model_id("vecrank") and search.plugin_features is None  # Python only
+    ranker = Ranker(rec, registry.register(_profile_model(replay.spec, replay), status="active"), search_model=search)
+    user = events[0]["user"]
+    seen = {e["item"] for e in events if e["user"] == user}
+    calls = [0]
+    inner = es.transport.perform_request
+
+    def counted(*args, **kwargs):
+        calls[0] += 1
+        return inner(*args, **kwargs)
+
+    # What a serving process has done before: users' states stored for the model's rule (`model
+    # activate` does it), the live index, the collaborative meta and the embedder read once.
+    refresh_all_users(es, settings_for, config=replay.state)
+    rec.documents([items[0]["id"]])
+    rec.cf_meta()
+    rec.embedder.encode(["warm"], show_progress_bar=False)
+    es.transport.perform_request = counted
+    try:
+        out = ranker.recommend(user=user, query="rocket launch", k=5, explain=True)
+    finally:
+        es.transport.perform_request = inner
+    assert calls == [2]  # the user document, then one msearch (BM25 and the query kNN)
+    assert out.ranked_by == f"{search.model_id}@{search.version}" and out.path == "profile+query"
+    scores = [r.score for r in out.items]
+    assert len(scores) == 5 and scores == sorted(scores, reverse=True)
+    assert not seen & {r.item_id for r in out.items}
+    names = search.spec.names
+    for r in out.items:  # the row the model scored is the one returned, the BM25 score among its features
+        assert search.predict(r.features[None, :])[0] == pytest.approx(r.score, abs=1e-6)
+        assert set(r.contributions) == {*names, "bias"}
+    matched = [r for r in out.items if "rocket launch" in r.candidate.fields.get("title", "")]
+    assert matched and all(np.isfinite(r.features[names.index("bm25")]) for r in matched)
+    # Without a user: the search model still ranks (the query path); without text the profile model does.
+    anonymous = ranker.recommend(query="rocket launch", k=3)
+    assert anonymous.ranked_by == out.ranked_by and anonymous.path == "query" and anonymous.cold_start
+    assert ranker.recommend(user=user, k=3).ranked_by == "vecrank@1"

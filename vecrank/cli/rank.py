@@ -180,7 +180,8 @@ def evaluate_command(test_fraction, first_test_quantile, out_dir, register, task
     if task == "search":
         if searches_path is None:
             raise click.UsageError("--task search needs --searches FILE (a search log)")
-        _evaluate_search(ctx, replay, config, searches_path, out_dir, objective, seed, as_json)
+        _evaluate_search(ctx, replay, config, searches_path, out_dir, objective, seed, as_json,
+                         register=register, model_id=model_id, activate=activate)
         return
     try:
         past = load_past(ctx.client, ctx.settings, replay_config=replay, config=config)
@@ -212,26 +213,33 @@ def evaluate_command(test_fraction, first_test_quantile, out_dir, register, task
 
 
 def _evaluate_search(ctx, replay, config, searches_path: str, out_dir: str, objective: str, seed: int,
-                     as_json: bool) -> None:
-    """``evaluate --task search``: the search rankers and the baselines on the search log's requests."""
+                     as_json: bool, *, register: bool, model_id: str, activate: bool) -> None:
+    """``evaluate --task search``: the search rankers and the baselines on the search log's
+    requests; with ``register``, the search model trained on every request (``<model_id>-search``)."""
     from vecrank.cli import echo_json, echo_table
     from vecrank.errors import VecrankError
     from vecrank.rank import search_eval
     from vecrank.rank.evaluate import load_past
+    from vecrank.rank.model import search_model_id
     from vecrank.rank.recommender import Recommender
     from vecrank.rank.train import TrainConfig
 
     try:
         searches = search_eval.read_searches(searches_path)
         past = load_past(ctx.client, ctx.settings, replay_config=replay, config=config)
-        report = search_eval.run(Recommender(ctx.client, ctx.settings), past, searches, spec=replay.spec,
+        report = search_eval.run(Recommender(ctx.client, ctx.settings), past, searches, replay_config=replay,
                                  horizon_days=config.horizon_days, first_test_quantile=config.first_test_quantile,
-                                 train_config=TrainConfig(objective=objective, seed=seed), progress=not as_json)
+                                 train_config=TrainConfig(objective=objective, seed=seed), final_model=register,
+                                 model_id=search_model_id(model_id), progress=not as_json)
     except VecrankError as exc:
         raise click.ClickException(str(exc)) from None
     files = search_eval.write_outputs(report, out_dir)
+    result = {**report.to_dict(), "files": files}
+    if register and report.model is not None:
+        model = _register(ctx, report.model, activate)
+        result["model"] = {"id": model.model_id, "version": model.version, "status": model.status}
     if as_json:
-        echo_json({**report.to_dict(), "files": files})
+        echo_json(result)
         return
     echo_table(report.table())
     c = report.comparison
@@ -241,6 +249,9 @@ def _evaluate_search(ctx, replay, config, searches_path: str, out_dir: str, obje
                f"{c['ndcg@10_best_other']:.4f}: ratio {c['ratio']}, difference {c['difference']:+.4f} "
                f"(95% CI {c['ci95'][0]:+.4f} .. {c['ci95'][1]:+.4f})")
     click.echo(f"wrote {files['json']} and {files['png']}")
+    if "model" in result:
+        click.echo(f"registered {result['model']['id']} v{result['model']['version']} ({result['model']['status']}): "
+                   "requests with search text are ranked by it")
 
 
 @click.command("train", short_help="Fit the collaborative vectors, train the ranker on replays (or the log), register.")

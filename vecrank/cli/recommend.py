@@ -84,9 +84,12 @@ def recommend_command(user, query, context_items, filters, k, num_candidates, in
         args = {"user": user, "query": query, "context_items": context_items, "filters": filters,
                 "num_candidates": num_candidates}
         if model is not None:
+            from vecrank.rank.model import search_model_id
             from vecrank.rank.ranker import Ranker
 
-            ranked = Ranker(recommender, model, rerank=rerank).recommend(k=k, explain=explain, **args)
+            search = _active_model(ctx, search_model_id(model_id)) if query else None
+            ranked = Ranker(recommender, model, rerank=rerank, search_model=search).recommend(k=k, explain=explain,
+                                                                                             **args)
             _print_ranked(ranked, show, as_json)
             return
         result = recommender.candidates(k=k, **args)

@@ -189,7 +189,7 @@ class Engine:
 
     def __init__(self, client: Elasticsearch, settings: Settings, embedder: _SharedEmbedder,
                  model: RankerModel | None, *, retrieval: Mapping[str, Any] | None = None,
-                 rerank: str = "auto"):
+                 rerank: str = "auto", search_model: RankerModel | None = None):
         from vecrank.rank.recommender import Recommender, RetrieveConfig
 
         self.model = model
@@ -200,7 +200,7 @@ class Engine:
         if model is not None:
             from vecrank.rank.ranker import Ranker
 
-            self.ranker = Ranker(recommender, model)
+            self.ranker = Ranker(recommender, model, search_model=search_model)
 
     @property
     def version(self) -> str:
@@ -266,6 +266,7 @@ class RecommendService:
         self._engines: dict[tuple, Engine] = {}
         self._models: dict[tuple[str, int], RankerModel] = {}
         self._default: tuple[Engine, float] | None = None
+        self._search: RankerModel | None = None
         self._experiment: tuple[Experiment | None, float] | None = None
         self._requests: OrderedDict[str, _Remembered] = OrderedDict()
         self._known_items: OrderedDict[str, None] = OrderedDict()
@@ -330,8 +331,10 @@ class RecommendService:
             self._models[key] = Registry(self.client, self.settings).get(model_id, version)
         return self._models[key]
 
-    def _engine(self, model: RankerModel | None, retrieval: Mapping[str, Any]) -> Engine:
-        key = (None if model is None else (model.model_id, model.version), tuple(sorted(retrieval.items())))
+    def _engine(self, model: RankerModel | None, retrieval: Mapping[str, Any],
+                search_model: RankerModel | None = None) -> Engine:
+        key = (None if model is None else (model.model_id, model.version), tuple(sorted(retrieval.items())),
+               None if search_model is None else (search_model.model_id, search_model.version))
         with self._lock:
             engine = self._engines.get(key)
             if engine is None:
@@ -339,22 +342,27 @@ class RecommendService:
                 # it the plugin ranks inside Elasticsearch where it is installed. The pool is the
                 # model's own (the one it was trained with).
                 engine = Engine(self.client, self.settings, self.embedder, model, retrieval=retrieval,
-                                rerank="python" if self.config.log_features else "auto")
+                                rerank="python" if self.config.log_features else "auto", search_model=search_model)
                 self._engines[key] = engine
             return engine
 
     def default_engine(self) -> Engine:
-        """The active version of ``config.model_id`` (retrieval order when none is active)."""
+        """The active version of ``config.model_id`` (retrieval order when none is active), with
+        the active search model (``<model_id>-search``) ranking requests with search text."""
         now = time.monotonic()
         cached = self._default
         if cached is not None and cached[1] > now:
             return cached[0]
-        from vecrank.rank.model import Registry
+        from vecrank.rank.model import Registry, search_model_id
 
         try:
             model = Registry(self.client, self.settings).get(self.config.model_id)
         except VecrankError:
             model = None
+        try:
+            search = Registry(self.client, self.settings).get(search_model_id(self.config.model_id))
+        except VecrankError:
+            search = None
         except Exception as exc:
             if cached is not None and unavailable_cause(exc) is not None:
                 self._default = (cached[0], now + 1.0)
@@ -362,7 +370,10 @@ class RecommendService:
             raise
         if model is not None:
             model = self._models.setdefault((model.model_id, model.version), model)
-        engine = self._engine(model, {})
+        if search is not None:
+            search = self._models.setdefault((search.model_id, search.version), search)
+        self._search = search
+        engine = self._engine(model, {}, search)
         if cached is None or cached[0] is not engine:
             log.info("default ranker: %s", engine.version)
         self._default = (engine, now + self.config.model_refresh_s)
@@ -370,7 +381,8 @@ class RecommendService:
 
     def arm_engine(self, arm: Arm) -> Engine:
         ref = arm.model_ref
-        return self._engine(self._model(*ref) if ref else None, arm.retrieval)
+        self.default_engine()  # refreshes the active search model, which every arm shares
+        return self._engine(self._model(*ref) if ref else None, arm.retrieval, self._search)
 
     # --- recommendations ---------------------------------------------------------------------
 
