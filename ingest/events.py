@@ -23,7 +23,7 @@ import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,6 +36,7 @@ from vecrank.ingest.bulk import bulk_with_retries
 from vecrank.ingest.indices import create_index_if_missing
 from vecrank.ingest.deadletter import DeadLetters
 from vecrank.ingest.records import BadRecord, Record, normalise_id, read_records
+from vecrank.interactions import is_interaction
 from vecrank.settings import Settings
 
 if TYPE_CHECKING:
@@ -412,6 +413,8 @@ class EventSummary:
         by_type: Written events per type.
         reasons: Dead letters per reason (``unknown item`` included).
         users_updated: User documents written (one per user per batch).
+        users_rebuilt: User documents rebuilt from the events index because a batch met events
+            already stored (a retry or a rerun: they may never have reached their users).
         dead_letter_path: Where the dead letters went, if anywhere.
         seconds: Wall time of the run.
     """
@@ -424,6 +427,7 @@ class EventSummary:
     by_type: Counter[str] = field(default_factory=Counter)
     reasons: Counter[str] = field(default_factory=Counter)
     users_updated: int = 0
+    users_rebuilt: int = 0
     dead_letter_path: str | None = None
     seconds: float = 0.0
 
@@ -436,7 +440,7 @@ class EventSummary:
         return {
             "read": self.read, "written": self.written, "duplicates_skipped": self.duplicates_skipped,
             "unknown_items": self.unknown_items, "failed": self.failed, "by_type": dict(self.by_type),
-            "reasons": dict(self.reasons), "users_updated": self.users_updated,
+            "reasons": dict(self.reasons), "users_updated": self.users_updated, "users_rebuilt": self.users_rebuilt,
             "dead_letter_path": self.dead_letter_path, "seconds": round(self.seconds, 3),
             "reconciles": self.reconciles(),
         }
@@ -623,6 +627,7 @@ def _flush(client: Elasticsearch, settings: Settings, index: str, batch: list[_P
     actions = [({"_op_type": "create", "_index": index, "_id": p.doc["event_id"],
                  "_source": {**p.doc, "ingested_at": ingested_at}}, p) for p in batch]
     created: list[dict[str, Any]] = []
+    repeated: list[dict[str, Any]] = []
     for outcome in bulk_with_retries(client, actions, **bulk_options):
         pending = outcome.origin
         if outcome.ok:
@@ -631,17 +636,49 @@ def _flush(client: Elasticsearch, settings: Settings, index: str, batch: list[_P
             created.append(pending.doc)
         elif outcome.status == 409:  # `create` of an event id that is already stored
             summary.duplicates_skipped += 1
+            repeated.append(pending.doc)
         else:
             summary.failed += 1
             dead.add_failure(source=pending.source, line=pending.line, field=None, reason=outcome.reason,
                              detail=outcome.detail, record=pending.doc)
-    if update_users and created:
-        from vecrank.ingest.users import update_users as merge_users
-        from vecrank.rank.store import refresh_profiles
+    if update_users:
+        written, rebuilt = apply_to_users(client, settings, created, repeated, max_history=max_history)
+        summary.users_updated += written
+        summary.users_rebuilt += rebuilt
 
-        summary.users_updated += merge_users(client, settings, created, max_history=max_history)
-        # The profile follows the history at once: the next recommendation sees these events.
-        refresh_profiles(client, settings, {doc["user_id"] for doc in created})
+
+def apply_to_users(client: Elasticsearch, settings: Settings, created: Sequence[Mapping[str, Any]],
+                   repeated: Sequence[Mapping[str, Any]] = (), *, max_history: int = 200) -> tuple[int, int]:
+    """Bring the users of a stored batch up to date: the interactions just ``created`` are merged
+    into their histories (idempotent by event id); the users of ``repeated`` interactions (events
+    that were already stored: a retry or a rerun, whose first attempt may have stopped before its
+    users) are rebuilt from the events index (:func:`vecrank.ingest.users.rebuild_users`); then
+    every touched user's state is recomputed, so the next recommendation sees these events.
+    Impressions are not history and touch no user. Returns (users merged, users rebuilt)."""
+    from vecrank.ingest.users import rebuild_users, update_users
+    from vecrank.rank.store import refresh_profiles
+
+    fresh = [dict(d) for d in created if is_interaction(d)]
+    again = {str(d["user_id"]) for d in repeated if is_interaction(d)}
+    merged = update_users(client, settings, fresh, max_history=max_history) if fresh else 0
+    rebuilt = rebuild_users(client, settings, again, max_history=max_history) if again else 0
+    touched = {str(d["user_id"]) for d in fresh} | again
+    if touched:
+        refresh_profiles(client, settings, touched)
+    return merged, rebuilt
+
+
+def rebuild(client: Elasticsearch, settings: Settings, user_ids: Iterable[str], *, max_history: int = 200) -> int:
+    """``vecrank users rebuild``: each user's history from the events index, then their state
+    (:func:`apply_to_users`'s repair path for any users). Returns how many were rebuilt."""
+    from vecrank.ingest.users import rebuild_users
+    from vecrank.rank.store import refresh_profiles
+
+    ids = sorted({str(u) for u in user_ids})
+    rebuilt = rebuild_users(client, settings, ids, max_history=max_history)
+    if ids:
+        refresh_profiles(client, settings, ids)
+    return rebuilt
 
 
 def iter_events(client: Elasticsearch, settings: Settings, *, query: Mapping[str, Any] | None = None,

@@ -22,18 +22,21 @@ from typing import TYPE_CHECKING, Any
 from vecrank.errors import VecrankError
 from vecrank.ingest.events import DATE_FORMAT
 from vecrank.ingest.indices import create_index_if_missing
+from vecrank.interactions import IMPRESSION
 from vecrank.settings import Settings
 
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
 
-__all__ = ["ensure_users_index", "get_history", "merge_history", "update_users", "users_mapping"]
+__all__ = ["ensure_users_index", "event_users", "get_history", "merge_history", "rebuild_users", "update_users",
+           "users_mapping"]
 
 logger = logging.getLogger(__name__)
 
 _HISTORY_KEYS = ("event_id", "item_id", "type", "value", "timestamp")
 _CONFLICT_ATTEMPTS = 5
 _MGET_CHUNK = 1000
+_REBUILD_CHUNK = 100  # users per msearch when rebuilding
 
 
 def users_mapping() -> dict[str, Any]:
@@ -192,6 +195,99 @@ def update_users(client: Elasticsearch, settings: Settings, events: list[dict[st
         todo = sorted(conflicts)
     raise VecrankError(f"users {', '.join(todo[:5])} in {index} kept changing concurrently; "
                        f"gave up after {_CONFLICT_ATTEMPTS} attempts")
+
+
+def rebuild_users(client: Elasticsearch, settings: Settings, user_ids: Iterable[str], *,
+                  max_history: int = 200) -> int:
+    """Sets each user's document to exactly what the events index implies: the newest
+    ``max_history`` interactions (impressions are not history), their count and the newest one's
+    time; the other fields (profile, state) are kept.
+
+    The repair path: whatever interrupted an earlier batch (a timeout after the bulk, a killed
+    process), the events are in the events index, and this brings their users up to date; it is
+    idempotent. The events index is refreshed first, so that what was just written is read; each
+    write is conditional on the user document read before the events (``if_seq_no``), so a
+    concurrent merge is never overwritten by an older read: a conflict reads again.
+
+    Returns:
+        How many user documents were written.
+
+    Raises:
+        VecrankError: A user document could not be written, or kept changing concurrently.
+    """
+    from elasticsearch.helpers import streaming_bulk
+
+    todo = sorted({str(u) for u in user_ids})
+    if not todo:
+        return 0
+    index, events = ensure_users_index(client, settings), settings.index("events")
+    if not client.indices.exists(index=events):
+        return 0
+    client.indices.refresh(index=events)
+    written = 0
+    for _attempt in range(_CONFLICT_ATTEMPTS):
+        conflicts, errors = [], []
+        for start in range(0, len(todo), _REBUILD_CHUNK):
+            chunk = todo[start:start + _REBUILD_CHUNK]
+            stored = _fetch_users(client, index, chunk)  # before the events: see the docstring
+            searches = []
+            for user_id in chunk:
+                searches += [{"index": events}, {
+                    "size": max_history, "track_total_hits": True, "_source": list(_HISTORY_KEYS),
+                    "query": {"bool": {"filter": [{"term": {"user_id": user_id}}],
+                                       "must_not": [{"term": {"type": IMPRESSION}}]}},
+                    "sort": [{"timestamp": "desc"}, {"event_id": "desc"}]}]
+            responses = client.msearch(searches=searches)["responses"]
+            now_ms = int(time.time() * 1000)
+            actions = []
+            for user_id, resp in zip(chunk, responses):
+                if "error" in resp:
+                    raise VecrankError(f"cannot read the events of user {user_id!r} from {events}: {resp['error']}")
+                history = [_history_entry(h["_source"]) for h in resp["hits"]["hits"]]
+                doc = {"user_id": user_id, "history": history, "n_events": int(resp["hits"]["total"]["value"]),
+                       "last_event_at": int(history[0]["timestamp"]) if history else None, "updated_at": now_ms}
+                if user_id in stored:
+                    _, seq_no, primary_term = stored[user_id]
+                    actions.append({"_op_type": "update", "_index": index, "_id": user_id, "doc": doc,
+                                    "if_seq_no": seq_no, "if_primary_term": primary_term})
+                elif history:
+                    actions.append({"_op_type": "create", "_index": index, "_id": user_id, "_source": doc})
+            for ok, result in streaming_bulk(client, actions, raise_on_error=False, max_retries=5,
+                                             initial_backoff=1.0, max_backoff=30.0):
+                info = next(iter(result.values()))
+                if ok:
+                    written += 1
+                elif info.get("status") == 409:
+                    conflicts.append(info["_id"])
+                else:
+                    errors.append(f"{info['_id']}: {info.get('error')}")
+        if errors:
+            raise VecrankError(f"{len(errors)} user document(s) in {index} could not be rebuilt; "
+                               f"first: {errors[0]}"[:1000])
+        if not conflicts:
+            return written
+        todo = sorted(conflicts)
+    raise VecrankError(f"users {', '.join(todo[:5])} in {index} kept changing concurrently; "
+                       f"gave up after {_CONFLICT_ATTEMPTS} attempts")
+
+
+def event_users(client: Elasticsearch, settings: Settings) -> list[str]:
+    """Every user id in the events index (a composite aggregation, page by page)."""
+    events = settings.index("events")
+    if not client.indices.exists(index=events):
+        return []
+    users: list[str] = []
+    after = None
+    while True:
+        composite: dict[str, Any] = {"size": 1000, "sources": [{"user": {"terms": {"field": "user_id"}}}]}
+        if after is not None:
+            composite["after"] = after
+        resp = client.search(index=events, size=0, aggs={"users": {"composite": composite}})
+        agg = resp["aggregations"]["users"]
+        users += [b["key"]["user"] for b in agg["buckets"]]
+        after = agg.get("after_key")
+        if not agg["buckets"] or after is None:
+            return users
 
 
 def _fetch_users(client: Elasticsearch, index: str,

@@ -22,6 +22,7 @@ from vecrank.cli.rank import cf_command, evaluate_command, model_command, train_
 from vecrank.cli.recommend import recommend_command
 from vecrank.cli.serve import serve_command
 from vecrank.cli.signals import signals_command
+from vecrank.cli.users import users_command
 from vecrank.errors import VecrankError
 from vecrank.localnode.errors import LocalNodeError
 
@@ -125,7 +126,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, **overrides: Any) -> None
 
 
 for _command in (cf_command, es_command, evaluate_command, index_command, ingest_command, model_command, plugin_command,
-                 recommend_command, signals_command, train_command, experiment_command, serve_command):
+                 recommend_command, signals_command, train_command, experiment_command, serve_command, users_command):
     cli.add_command(_command)
 
 
