@@ -3,7 +3,7 @@
 
 Run it as its own process next to the service (loopback), for example::
 
-    vecrank serve --port 8080 &
+    vecrank serve --port 8080 --no-auth --rate-limit 0 &      # or with keys: --api-key below
     python scripts/bench_serve.py --api http://127.0.0.1:8080 --users-range 1:610 --concurrency 1,8,32
 
 For each concurrency level C, C closed-loop clients (one keep-alive HTTP/1.1 connection each,
@@ -32,8 +32,9 @@ from typing import Any
 class Connection:
     """One keep-alive HTTP/1.1 connection; ``get`` returns (status, body bytes)."""
 
-    def __init__(self, host: str, port: int):
+    def __init__(self, host: str, port: int, api_key: str | None = None):
         self.host, self.port = host, port
+        self.auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
@@ -43,7 +44,8 @@ class Connection:
     async def get(self, path: str) -> tuple[int, bytes]:
         if self.writer is None:
             await self._open()
-        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\nAccept: application/json\r\n\r\n".encode())
+        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\nAccept: application/json\r\n{self.auth}\r\n"
+                          .encode())
         await self.writer.drain()
         status_line = await self.reader.readline()
         if not status_line:
@@ -84,11 +86,11 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 
 async def run_level(host: str, port: int, paths: list[str], *, concurrency: int, warmup: int, max_requests: int,
-                    max_seconds: float) -> dict[str, Any]:
+                    max_seconds: float, api_key: str | None = None) -> dict[str, Any]:
     latencies: list[float] = []
     errors: dict[str, int] = {}
     counter = {"next": 0, "warm": 0}
-    conns = [Connection(host, port) for _ in range(concurrency)]
+    conns = [Connection(host, port, api_key) for _ in range(concurrency)]
 
     def next_path() -> str:
         i = counter["next"]
@@ -165,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=2000, help="at most this many measured requests per level")
     parser.add_argument("--seconds", type=float, default=60.0, help="at most this long per level")
     parser.add_argument("--json", dest="json_out", default=None, help="also write the results here")
+    parser.add_argument("--api-key", default=os.environ.get("VECRANK_SERVE_API_KEY"),
+                        help="an API key with the recommend scope [env VECRANK_SERVE_API_KEY]; none for a service "
+                             "run with --no-auth. Serve with --rate-limit 0, or the per-key limit is what is measured")
     args = parser.parse_args(argv)
 
     url = urllib.parse.urlsplit(args.api)
@@ -181,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     for level in (int(x) for x in args.concurrency.split(",")):
         before = os.getloadavg()[0]
         out = asyncio.run(run_level(host, port, paths, concurrency=level, warmup=args.warmup,
-                                    max_requests=args.requests, max_seconds=args.seconds))
+                                    max_requests=args.requests, max_seconds=args.seconds, api_key=args.api_key))
         out["loadavg_1m_before"], out["loadavg_1m_after"] = round(before, 2), round(os.getloadavg()[0], 2)
         results["levels"].append(out)
         print(f"c={level:>3}  {out['ok']:>6} ok  {sum(out['errors'].values()):>4} errors  "

@@ -17,11 +17,14 @@ def test_help_does_not_import_torch():
         "from vecrank.cli import main\n"
         "rc = main(['--help'])\n"
         "main(['es', '--help'])\n"
-        "heavy = [m for m in ('torch', 'sentence_transformers', 'xgboost', 'elasticsearch') if m in sys.modules]\n"
+        "main(['apikey', 'create', '--help'])\n"
+        "heavy = [m for m in ('torch', 'sentence_transformers', 'xgboost', 'elasticsearch', 'fastapi') "
+        "if m in sys.modules]\n"
         "print(rc, heavy)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "Usage: vecrank" in out and re.search(r"^  es +Install, start, stop and inspect", out, re.M)
+    assert re.search(r"^  apikey +API keys for `vecrank serve`", out, re.M) and "--scope [recommend|events|admin]" in out
     assert out.strip().endswith("0 []")
 
 

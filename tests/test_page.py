@@ -6,6 +6,9 @@ arm/model line, ask for a user's recommendations and see their reasons, click on
 click event in Elasticsearch with the request id. Without the browser they fail, saying what to
 install; ``VECRANK_TEST_NO_BROWSER=1`` skips them (and only them).
 
+The service requires API keys: the page carries one of its own (``create_app(page_key=...)``,
+``vecrank serve --page-key``, scopes recommend and events) in its meta tag.
+
 One small world per module, like tests/test_serve.py's: 32 items in four topics, 12 users who
 rated six items of their topic, and ``page@1``, a ranker that reads only ``cos_profile`` (the
 most similar items first), active.
@@ -108,14 +111,24 @@ class Recorder:
 
 
 @pytest.fixture(scope="module")
-def api(world):
+def page_keys(world, es):
+    """Two API keys with the scopes the page needs (recommend, events): the one `--page-key` puts in
+    the page, and one a reader sets in localStorage."""
+    from vecrank.serve.auth import ApiKeyStore
+
+    store = ApiKeyStore(es, world[0])
+    return tuple(store.create(name, ["recommend", "events"])[1] for name in ("page", "reader"))
+
+
+@pytest.fixture(scope="module")
+def api(world, page_keys):
     from vecrank.serve import RecommendService, ServeConfig, create_app
 
     settings, _, _ = world
     service = RecommendService(settings, ServeConfig(model_id="page", max_k=50, experiment_refresh_s=60,
                                                      model_refresh_s=60))
-    recorder = Recorder(create_app(service, threads=4))
-    with Server(recorder) as server:
+    recorder = Recorder(create_app(service, threads=4, page_key=page_keys[0]))
+    with Server(recorder, headers={"Authorization": f"Bearer {page_keys[0]}"}) as server:
         server.recorder = recorder
         yield server
     service.close()
@@ -176,7 +189,7 @@ def test_reasons_parameter_is_validated_and_documented(api):
     assert "/" not in spec["paths"]
 
 
-def test_the_page_and_its_files_are_served(api):
+def test_the_page_and_its_files_are_served(api, page_keys):
     import http.client
 
     conn = http.client.HTTPConnection("127.0.0.1", api.port, timeout=30)
@@ -184,6 +197,8 @@ def test_the_page_and_its_files_are_served(api):
     resp = conn.getresponse()
     html = resp.read().decode()
     assert resp.status == 200 and resp.getheader("content-type").startswith("text/html")
+    assert f'<meta name="vecrank-api-key" content="{page_keys[0]}">' in html  # --page-key, as it is served
+    assert resp.getheader("cache-control") == "no-store"
     assert "script-src 'self'" in resp.getheader("content-security-policy")
     assert 'src="static/page.js"' in html and 'href="static/page.css"' in html
     for path, kind in (("/static/page.js", "javascript"), ("/static/page.css", "text/css")):
@@ -310,8 +325,9 @@ def test_search_reasons_and_a_recorded_click(browser, api, world, es):
     assert browser.execute_script("return 1") == 1 and sum(path == "/events" for path, _ in api.recorder.seen) == posted
 
 
-def test_no_user_no_click_event_and_the_key_setting(browser, api, world, es):
+def test_no_user_no_click_event_and_the_key_setting(browser, api, world, es, page_keys):
     settings, _, _ = world
+    page_key, reader_key = page_keys
     seen = api.recorder.seen
     # no user: results, but a click cannot be recorded, and the page says so
     browser.get(f"{api.url}/?q=haunted%20house")
@@ -322,13 +338,13 @@ def test_no_user_no_click_event_and_the_key_setting(browser, api, world, es):
     WebDriverWait(browser, WAIT_S, poll_frequency=0.1).until(
         lambda d: first.find_element(By.CSS_SELECTOR, ".note").text == "pick a user to record clicks")
     assert "clicked" not in first.get_attribute("class")
-    assert [auth for path, auth in seen if path in ("/recommendations", "/events")] and all(
-        auth is None for path, auth in seen if path in ("/recommendations", "/events"))
+    assert {auth for path, auth in seen if path in ("/recommendations", "/events")} == {
+        f"Bearer {page_key}".encode()}  # the page's own key, from its meta tag
     es.indices.refresh(index=settings.index("events"))
     assert es.count(index=settings.index("events"), query={"term": {"request_id": rid}})["count"] == 0
 
-    # a key in the page setting: every API call carries it
-    browser.execute_script("window.localStorage.setItem('vecrank.apiKey', 'test-key-not-a-secret')")
+    # a key in the page setting wins over the page's: every API call carries it
+    browser.execute_script(f"window.localStorage.setItem('vecrank.apiKey', '{reader_key}')")
     try:
         del seen[:]
         browser.get(f"{api.url}/?user=u2")
@@ -338,7 +354,7 @@ def test_no_user_no_click_event_and_the_key_setting(browser, api, world, es):
         WebDriverWait(browser, WAIT_S, poll_frequency=0.1).until(lambda d: "clicked" in first.get_attribute("class"))
         calls = [(path, auth) for path, auth in seen if path in ("/recommendations", "/events")]
         assert [p for p, _ in calls] == ["/recommendations", "/events"], seen
-        assert {auth for _, auth in calls} == {b"Bearer test-key-not-a-secret"}
+        assert {auth for _, auth in calls} == {f"Bearer {reader_key}".encode()}
         assert all(auth is None for path, auth in seen if path.startswith("/static/") or path == "/")
     finally:
         browser.execute_script("window.localStorage.removeItem('vecrank.apiKey')")

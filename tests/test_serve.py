@@ -102,10 +102,12 @@ def world(es, es_settings, tmp_path_factory):
 
 
 class Server:
-    """uvicorn in a thread, on a free loopback port."""
+    """uvicorn in a thread, on a free loopback port; ``headers`` go with every call (an API key)."""
 
-    def __init__(self, app):
+    def __init__(self, app, headers=None):
         import uvicorn
+
+        self.headers = dict(headers or {})
 
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -133,7 +135,9 @@ class Server:
     def call(self, method: str, path: str, body=None, *, raw: bytes | None = None, headers=None):
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         payload = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        hdrs = {"Content-Type": "application/json", **(headers or {})} if payload is not None else dict(headers or {})
+        hdrs = {**self.headers, **(headers or {})}
+        if payload is not None:
+            hdrs = {"Content-Type": "application/json", **hdrs}
         conn.request(method, path, body=payload, headers=hdrs)
         resp = conn.getresponse()
         data = resp.read()
@@ -156,7 +160,8 @@ def service(world):
 def api(service):
     from vecrank.serve import create_app
 
-    with Server(create_app(service, threads=8)) as server:
+    # Not about API keys (tests/test_auth.py is), and scripts/simulate_experiment.py sends none.
+    with Server(create_app(service, threads=8, auth=False)) as server:
         yield server
 
 

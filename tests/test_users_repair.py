@@ -133,3 +133,21 @@ def test_ingest_killed_at_any_point_then_rerun_loses_and_duplicates_nothing(es, 
         for user in users:
             history, n_events, _ = _stored(es, settings_for, user)
             assert (history, n_events) == _implied(es, settings_for, user), (round_, user)
+
+
+def test_the_services_retry_of_a_stored_batch_reaches_the_users(es, settings_for, catalog, tmp_path):
+    from vecrank.serve.service import RecommendService, ServeConfig
+
+    batch = [{"user": "s1", "item": f"m{n}", "type": "click", "timestamp": T0 + n} for n in range(5)]
+    # The first attempt: Elasticsearch applied the bulk, the answer never came back (the same
+    # events, stored without their users, as ingest's pipeline would have left them).
+    ingest_events(es, settings_for, _events(tmp_path / "s.jsonl", batch), update_users=False, progress=False)
+    service = RecommendService(settings_for, ServeConfig(log_exposures=False, log_features=False))
+    try:
+        retry = service.record_events(batch)
+    finally:
+        service.close()
+    assert (retry["accepted"], retry["duplicates"], retry["warnings"]) == (0, 5, [])
+    history, n_events, doc = _stored(es, settings_for, "s1")
+    assert (history, n_events) == _implied(es, settings_for, "s1") and n_events == 5
+    assert doc["state"]["liked"][0]["item_id"] == "m4"

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from vecrank import __version__
+from vecrank.cli.apikey import apikey_command
 from vecrank.cli.es import es_command
 from vecrank.cli.experiment import experiment_command
 from vecrank.cli.index import index_command
@@ -126,7 +127,8 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, **overrides: Any) -> None
 
 
 for _command in (cf_command, es_command, evaluate_command, index_command, ingest_command, model_command, plugin_command,
-                 recommend_command, signals_command, train_command, experiment_command, serve_command, users_command):
+                 recommend_command, signals_command, train_command, experiment_command, serve_command, users_command,
+                 apikey_command):
     cli.add_command(_command)
 
 

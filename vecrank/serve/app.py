@@ -13,27 +13,37 @@ also carry the experiment arm and the model version (``X-Vecrank-Arm``, ``X-Vecr
 in the body). Errors are ``{"error": {"status", "message", "details"}, "request_id"}``: 400 for a
 malformed JSON body, 422 for wrong types, out-of-range values, unknown fields or filters, 413 for a
 body over the size limit, 503 with ``Retry-After`` while Elasticsearch cannot answer.
+
+API keys (:mod:`vecrank.serve.auth`): every path but ``/health``, ``/``, ``/static/*`` and the
+OpenAPI docs needs ``Authorization: Bearer <key>`` (or ``X-API-Key: <key>``): 401 with
+``WWW-Authenticate: Bearer`` without a live key, 403 when the key lacks the path's scope
+(``/recommendations``: ``recommend``, ``/events``: ``events``; ``admin`` has every scope), 429
+with ``Retry-After`` past the key's token bucket. ``create_app(auth=False)`` turns this off
+(``vecrank serve --no-auth``, which only a loopback host may use).
 """
 
 from __future__ import annotations
 
+import html
 import logging
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Union
 
+import anyio.to_thread
 import orjson
 from fastapi import Body, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from vecrank.serve.service import RecommendService, ServeConfig, Unavailable
+from vecrank.serve.auth import ApiKeyStore, KeyCache, RateLimiter, parse_key
+from vecrank.serve.service import RecommendService, ServeConfig, Unavailable, unavailable_cause
 
 if TYPE_CHECKING:
     from vecrank.settings import Settings
@@ -49,6 +59,10 @@ _PAGE_HEADERS = {"Content-Security-Policy": "default-src 'none'; script-src 'sel
                  "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; "
                  "frame-ancestors 'none'", "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
 _GET_PARAMS = {"user", "query", "k", "filter", "context", "reasons"}
+# The scope each protected path needs; any other protected path takes a key of any scope.
+SCOPE_OF_PATH = {"/recommendations": "recommend", "/events": "events"}
+_PAGE_KEY_META = '<meta name="vecrank-api-key" content="">'
+_REALM = 'Bearer realm="vecrank"'
 
 Scalar = Union[StrictStr, StrictInt, StrictFloat, StrictBool]
 
@@ -208,12 +222,7 @@ class _RequestIds:
         rid = scope.setdefault("state", {}).setdefault("request_id", uuid.uuid4().hex)
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            body = orjson.dumps({"error": {"status": 413, "message": f"request body over {MAX_BODY_BYTES} bytes",
-                                           "details": None}, "request_id": rid})
-            await send({"type": "http.response.start", "status": 413,
-                        "headers": [(b"content-type", b"application/json"), (b"x-request-id", rid.encode()),
-                                    (b"content-length", str(len(body)).encode())]})
-            await send({"type": "http.response.body", "body": body})
+            await _send_error(send, rid, 413, f"request body over {MAX_BODY_BYTES} bytes")
             return
 
         async def send_with_id(message: dict) -> None:
@@ -225,6 +234,93 @@ class _RequestIds:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+async def _send_error(send: Any, rid: str, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+    """An error response in the API's shape, straight from ASGI middleware."""
+    body = orjson.dumps({"error": {"status": status, "message": message, "details": None}, "request_id": rid})
+    extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"x-request-id", rid.encode()),
+                            (b"content-length", str(len(body)).encode()), *extra]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def presented_key(headers: Mapping[bytes, bytes]) -> str | None:
+    """The key a request presents: ``Authorization: Bearer <key>``, else ``X-API-Key: <key>``."""
+    auth = headers.get(b"authorization")
+    if auth:
+        scheme, _, value = auth.decode("latin-1").strip().partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    value = headers.get(b"x-api-key")
+    return (value.decode("latin-1").strip() or None) if value else None
+
+
+class _Guard:
+    """ASGI middleware: the API key, its scope and its rate limit, before routing or reading a body.
+
+    Public paths pass untouched. A key is looked up in the :class:`KeyCache` first; a miss reads
+    ``<prefix>-apikeys`` in a worker thread. Nothing here logs a presented key.
+    """
+
+    def __init__(self, app: Any, *, public: Callable[[str], bool], keys: Callable[[], KeyCache],
+                 limiter: Callable[[], RateLimiter], retry_after: Callable[[], dict[str, str]]):
+        self.app, self.public, self.keys, self.limiter, self.retry_after = app, public, keys, limiter, retry_after
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or self.public(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        rid = state.setdefault("request_id", uuid.uuid4().hex)
+        token = presented_key(dict(scope.get("headers") or []))
+        if token is None:
+            await _send_error(send, rid, 401, "an API key is required: send 'Authorization: Bearer <key>' (or "
+                              "'X-API-Key: <key>'); `vecrank apikey create` makes one", {"WWW-Authenticate": _REALM})
+            return
+        try:
+            cache = self.keys()
+            key = cache.cached(token)
+            if key is KeyCache.MISS:
+                key = await anyio.to_thread.run_sync(cache.authenticate, token)
+        except Exception as exc:
+            cause = unavailable_cause(exc)
+            if cause is None:
+                log.exception("API key check failed")
+                await _send_error(send, rid, 500, f"internal error ({type(exc).__name__}); see the service log")
+            else:
+                await _send_error(send, rid, 503, f"{cause}; retry later", self.retry_after())
+            return
+        if key is None:
+            await _send_error(send, rid, 401, "invalid API key: unknown, wrong or revoked",
+                              {"WWW-Authenticate": f'{_REALM}, error="invalid_token"'})
+            return
+        needed = SCOPE_OF_PATH.get(scope["path"])
+        if needed is not None and not key.allows(needed):
+            await _send_error(send, rid, 403, f"API key {key.key_id} lacks the {needed!r} scope that {scope['path']} "
+                              f"needs (it has {', '.join(key.scopes)})",
+                              {"WWW-Authenticate": f'{_REALM}, error="insufficient_scope", scope="{needed}"'})
+            return
+        limiter = self.limiter()
+        wait = limiter.take(key.key_id)
+        if wait > 0:
+            after = RateLimiter.retry_after(wait)
+            await _send_error(send, rid, 429, f"rate limit of API key {key.key_id}: {limiter.rate:g} requests per "
+                              f"second, bursts of {limiter.burst}; retry in {after} s", {"Retry-After": after})
+            return
+        state["api_key_id"] = key.key_id
+        await self.app(scope, receive, send)
+
+
+def page_html(page_key: str | None = None) -> str:
+    """The search page's ``index.html``, with ``page_key`` in its ``vecrank-api-key`` meta tag."""
+    text = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    if page_key is None:
+        return text
+    if _PAGE_KEY_META not in text:
+        raise RuntimeError(f"{STATIC_DIR / 'index.html'} lacks {_PAGE_KEY_META}, where the page key goes")
+    return text.replace(_PAGE_KEY_META, f'<meta name="vecrank-api-key" content="{html.escape(page_key, quote=True)}">')
 
 
 def _validation_message(errors: list[dict[str, Any]]) -> tuple[int, str]:
@@ -242,7 +338,8 @@ def _validation_message(errors: list[dict[str, Any]]) -> tuple[int, str]:
 
 
 def create_app(service: RecommendService | None = None, *, settings: Settings | None = None,
-               config: ServeConfig | None = None, threads: int = 8, warm_up: bool = True) -> FastAPI:
+               config: ServeConfig | None = None, threads: int = 8, warm_up: bool = True, auth: bool = True,
+               page_key: str | None = None) -> FastAPI:
     """The FastAPI application over ``service`` (or a new one for ``settings`` and ``config``).
 
     Args:
@@ -251,15 +348,26 @@ def create_app(service: RecommendService | None = None, *, settings: Settings | 
         config: service settings, when no service is given.
         threads: worker threads for requests (each holds at most one Elasticsearch connection).
         warm_up: load the models and the query embedder before accepting requests.
+        auth: require API keys (see the module docstring). False serves anyone who reaches the
+            port: ``vecrank serve --no-auth`` allows it on a loopback host only.
+        page_key: an API key put in the search page's ``vecrank-api-key`` meta tag, so that the
+            page's calls carry it: anyone who loads the page can read and use it.
+
+    Raises:
+        ValueError: ``page_key`` is not of the form ``vrk_<id>_<secret>``.
     """
-    holder: dict[str, RecommendService] = {}
+    if page_key is not None and parse_key(page_key) is None:
+        raise ValueError("page_key is not an API key of the form vrk_<id>_<secret>")
+    if page_key is not None and not auth:
+        log.warning("the page key is not put in the page: the service runs without API keys")
+        page_key = None
+    holder: dict[str, Any] = {}
     if service is not None:
         holder["service"] = service
+    page = page_html(page_key)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        import anyio.to_thread
-
         anyio.to_thread.current_default_thread_limiter().total_tokens = threads
         owned = "service" not in holder
         if owned:
@@ -268,6 +376,11 @@ def create_app(service: RecommendService | None = None, *, settings: Settings | 
             holder["service"] = RecommendService(settings, config)
         if warm_up:
             await anyio.to_thread.run_sync(holder["service"].warm_up)
+        if page_key is not None:
+            await anyio.to_thread.run_sync(check_page_key)
+        if not auth:
+            log.warning("API keys are off (--no-auth): anyone who reaches the port can read recommendations "
+                        "and post events for any user")
         log.info("vecrank serve ready")
         try:
             yield
@@ -279,13 +392,51 @@ def create_app(service: RecommendService | None = None, *, settings: Settings | 
                   "interleaving experiments.", version=_version(), lifespan=lifespan,
                   responses={422: {"model": ErrorResponse, "description": "invalid request"},
                              503: {"model": ErrorResponse, "description": "Elasticsearch unavailable; see Retry-After"}})
-    app.add_middleware(_RequestIds)
 
     def svc() -> RecommendService:
         return holder["service"]
 
     def retry_after() -> dict[str, str]:
         return {"Retry-After": str(svc().config.retry_after_s)}
+
+    def keys() -> KeyCache:
+        if "keys" not in holder:
+            holder["keys"] = KeyCache(ApiKeyStore(svc().client, svc().settings), ttl_s=svc().config.key_cache_s)
+        return holder["keys"]
+
+    def limiter() -> RateLimiter:
+        if "limiter" not in holder:
+            holder["limiter"] = RateLimiter(svc().config.rate_limit_rps, svc().config.rate_limit_burst)
+        return holder["limiter"]
+
+    def check_page_key() -> None:
+        """Say at startup what the page key can do, since everyone who loads the page has it."""
+        try:
+            key = keys().authenticate(page_key)
+        except Exception as exc:
+            log.warning("cannot check the page key now (%s)", unavailable_cause(exc) or type(exc).__name__)
+            return
+        if key is None:
+            log.warning("the page key is not a live API key: the page's calls will get 401")
+        elif key.allows("admin"):
+            log.warning("the page key %s has the admin scope, and anyone who loads the page can read it: give the "
+                        "page a key of its own (`vecrank apikey create --name page --scope recommend --scope events`)",
+                        key.key_id)
+        elif not key.allows("recommend"):
+            log.warning("the page key %s lacks the recommend scope: the page's searches will get 403", key.key_id)
+        elif not key.allows("events"):
+            log.info("the page key %s lacks the events scope: clicks on the page will get 403", key.key_id)
+        else:
+            log.info("the page key %s can post events: anyone who loads the page can post events for any user",
+                     key.key_id)
+
+    public = {"/", "/health", app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url}
+    if auth:
+        app.add_middleware(_Guard, public=lambda path: path in public or path.startswith("/static/"), keys=keys,
+                           limiter=limiter, retry_after=retry_after)
+    app.add_middleware(_RequestIds)  # the outermost: every answer, the guard's too, has a request id
+    if auth:
+        _declare_security(app)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -306,7 +457,6 @@ def create_app(service: RecommendService | None = None, *, settings: Settings | 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> Response:
         from vecrank.rank.queries import RequestError
-        from vecrank.serve.service import unavailable_cause
 
         if isinstance(exc, RequestError):
             return _error(request, 422, str(exc))
@@ -331,7 +481,8 @@ def create_app(service: RecommendService | None = None, *, settings: Settings | 
                    "X-Request-Id": body["request_id"]}
         return _json(body, 200, headers)
 
-    @app.get("/recommendations", response_model=RecommendResponse, summary="Recommendations for a user and/or query")
+    @app.get("/recommendations", response_model=RecommendResponse, summary="Recommendations for a user and/or query",
+              **_security("recommend", auth))
     def get_recommendations(request: Request, user: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
                             query: Annotated[str | None, Query(max_length=1000)] = None,
                             k: Annotated[int, Query(description="how many items")] = 10,
@@ -352,13 +503,15 @@ def create_app(service: RecommendService | None = None, *, settings: Settings | 
         return recommend(request, user=user, query=query, filters=filters, k=k, context_items=context,
                          reasons=reasons)
 
-    @app.post("/recommendations", response_model=RecommendResponse, summary="Recommendations (JSON body)")
+    @app.post("/recommendations", response_model=RecommendResponse, summary="Recommendations (JSON body)",
+              **_security("recommend", auth))
     def post_recommendations(request: Request, body: Annotated[RecommendRequest, Body()]) -> Response:
         filters = {name: v.to_filter() if isinstance(v, RangeFilter) else v for name, v in body.filters.items()}
         return recommend(request, user=body.user, query=body.query, filters=filters, k=body.k,
                          context_items=body.context_items, reasons=body.reasons)
 
-    @app.post("/events", response_model=EventsResponse, summary="Record a batch of events")
+    @app.post("/events", response_model=EventsResponse, summary="Record a batch of events",
+              **_security("events", auth))
     def post_events(request: Request, body: Annotated[EventsRequest, Body()]) -> Response:
         limit = svc().config.max_events
         if len(body.events) > limit:
@@ -372,9 +525,11 @@ def create_app(service: RecommendService | None = None, *, settings: Settings | 
                           + (f" ({first['detail']})" if first.get("detail") else ""), result["rejected"])
         return _json(result, status)
 
+    page_headers = {**_PAGE_HEADERS, "Cache-Control": "no-store"} if page_key is not None else _PAGE_HEADERS
+
     @app.get("/", include_in_schema=False)
-    def page() -> Response:
-        return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers=_PAGE_HEADERS)
+    def index() -> Response:
+        return Response(page, media_type="text/html", headers=page_headers)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
@@ -385,6 +540,41 @@ def create_app(service: RecommendService | None = None, *, settings: Settings | 
         return _json(body, 200 if ok else 503, None if ok else retry_after())
 
     return app
+
+
+_AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "no API key, or an unknown, wrong or revoked one "
+                                                 "(`WWW-Authenticate: Bearer`)"},
+    403: {"model": ErrorResponse, "description": "the API key lacks the scope this path needs"},
+    429: {"model": ErrorResponse, "description": "the API key's rate limit; see Retry-After"},
+}
+
+
+def _security(scope: str, auth: bool) -> dict[str, Any]:
+    """A protected operation's 401/403/429 responses and security requirement: a bearer key or an
+    ``X-API-Key`` with ``scope`` (OpenAPI 3.1 lets non-OAuth schemes list such roles)."""
+    if not auth:
+        return {}
+    return {"responses": _AUTH_RESPONSES,
+            "openapi_extra": {"security": [{"bearer": [scope]}, {"apiKey": [scope]}]}}
+
+
+def _declare_security(app: FastAPI) -> None:
+    """Add the two ways of presenting a key to the OpenAPI components."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "vrk_<id>_<secret>",
+                           "description": "an API key from `vecrank apikey create`, as 'Authorization: Bearer <key>'"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key",
+                           "description": "the same key in the X-API-Key header"},
+            }
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def _version() -> str:
@@ -403,4 +593,5 @@ def app_from_env() -> FastAPI:
 
     spec = json.loads(os.environ["VECRANK_SERVE_JSON"])
     settings = Settings.load(spec["overrides"])
-    return create_app(settings=settings, config=ServeConfig.from_dict(spec["config"]), threads=spec["threads"])
+    return create_app(settings=settings, config=ServeConfig.from_dict(spec["config"]), threads=spec["threads"],
+                      auth=spec.get("auth", True), page_key=spec.get("page_key"))

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vecrank.errors import VecrankError
+from vecrank.ingest.records import normalise_id
 
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
@@ -80,6 +81,11 @@ class ServeConfig:
         retry_after_s: the ``Retry-After`` of a 503.
         es_timeout_s: per-request Elasticsearch timeout while serving.
         query_cache: search texts whose embeddings are kept (LRU); 0: none.
+        key_cache_s: how long the service trusts an API key it read from ``<prefix>-apikeys``;
+            a revoked key is refused within this time. 0: read the key on every request.
+        rate_limit_rps: requests per second each API key may make on average (a token bucket per
+            key, per worker process); 0: no limit.
+        rate_limit_burst: requests a key may make at once before the rate applies.
     """
 
     model_id: str = "vecrank"
@@ -94,6 +100,9 @@ class ServeConfig:
     retry_after_s: int = 5
     es_timeout_s: float = 10.0
     query_cache: int = 10_000
+    key_cache_s: float = 30.0
+    rate_limit_rps: float = 50.0
+    rate_limit_burst: int = 100
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_k <= 1000:
@@ -102,6 +111,12 @@ class ServeConfig:
             raise ValueError(f"max_events must be between 1 and 100000, not {self.max_events}")
         if self.query_cache < 0:
             raise ValueError(f"query_cache must be >= 0, not {self.query_cache}")
+        if not 0 <= self.key_cache_s <= 3600:
+            raise ValueError(f"key_cache_s must be between 0 and 3600, not {self.key_cache_s}")
+        if self.rate_limit_rps < 0:
+            raise ValueError(f"rate_limit_rps must be >= 0, not {self.rate_limit_rps}")
+        if self.rate_limit_burst < 1:
+            raise ValueError(f"rate_limit_burst must be >= 1, not {self.rate_limit_burst}")
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -510,10 +525,13 @@ class RecommendService:
 
         Each event is ``{user, item, type, timestamp?, value?, request_id?, position?}``
         (timestamp: ISO 8601 or epoch; default now). An event citing a request id this service
-        served gets that request's arm, model version and the item's position.
+        served gets that request's arm, model version and the item's position, provided the
+        request was served to the event's user and a ``position`` given is where it showed the
+        item; otherwise it is stored without request id, position, arm and model version, and
+        ``warnings`` says why.
 
         Returns:
-            ``{accepted, duplicates, attributed, rejected: [{index, field, reason, detail}]}``.
+            ``{accepted, duplicates, attributed, rejected: [{index, field, reason, detail}], warnings}``.
 
         Raises:
             Unavailable: Elasticsearch is down (nothing was stored).
@@ -543,7 +561,7 @@ class RecommendService:
                 rejected.append({"index": index, "field": parsed.field, "reason": parsed.reason, "detail": parsed.detail})
             else:
                 docs.append((index, parsed))
-        attributed = self._attribute([d for _, d in docs])
+        attributed, warnings = self._attribute(docs)
         unknown = self._unknown_items({d["item_id"] for _, d in docs})
         kept = []
         for index, doc in docs:
@@ -554,6 +572,7 @@ class RecommendService:
                 kept.append((index, doc))
         accepted = duplicates = 0
         created: list[dict[str, Any]] = []
+        repeated: list[dict[str, Any]] = []
         if kept:
             events_index = ensure_events_index(self.client, self.settings)
             actions = [({"_op_type": "create", "_index": events_index, "_id": d["event_id"],
@@ -565,19 +584,18 @@ class RecommendService:
                     created.append(d)
                 elif outcome.status == 409:
                     duplicates += 1
+                    repeated.append(d)
                 elif outcome.status == "N/A" or outcome.status in _RETRIEVAL_STATUSES:
                     raise Unavailable(f"Elasticsearch did not store the events: {outcome.reason}")
                 else:
                     rejected.append({"index": i, "field": None, "reason": outcome.reason, "detail": outcome.detail})
-        interactions = [d for d in created if d["type"] != types.impression]
-        warnings = []
-        if interactions:
-            from vecrank.ingest.users import update_users
-            from vecrank.rank.store import refresh_profiles
+        if created or repeated:
+            # ingest's path: merge what is new, rebuild the users of what was already stored (a
+            # retry whose first attempt may have stopped before its users), then their states.
+            from vecrank.ingest.events import apply_to_users
 
             try:
-                update_users(self.client, self.settings, interactions)
-                refresh_profiles(self.client, self.settings, {d["user_id"] for d in interactions})
+                apply_to_users(self.client, self.settings, created, repeated)
             except VecrankError as exc:
                 warnings.append(f"events stored, but users not updated: {exc}")
                 log.warning("events stored, but users not updated: %s", exc)
@@ -586,23 +604,46 @@ class RecommendService:
                 "attributed": sum(1 for d in created if d.get("event_id") in attributed),
                 "rejected": rejected, "warnings": warnings}
 
-    def _attribute(self, docs: list[dict[str, Any]]) -> set[str]:
-        """Stamp events citing a served request with its arm, model version and position. Returns the
-        event ids stamped. Requests not in memory are looked up among the stored impressions."""
-        citing = [d for d in docs if d.get("request_id")]
+    def _attribute(self, docs: list[tuple[int, dict[str, Any]]]) -> tuple[set[str], list[str]]:
+        """Stamp events citing a served request with its arm, model version and position.
+
+        Returns the event ids stamped and one warning per event refused attribution: one citing a
+        request that was served to another user (or to no user), or giving a ``position`` that is
+        not where that request showed the item. Those are stored without request id, position, arm
+        and model version, so that no report counts them for the request they cite. Requests not in
+        memory are looked up among the stored impressions; a request id found nowhere is kept as
+        sent, unattributed (its impressions may still be on their way from another worker).
+        """
+        citing = [(i, d) for i, d in docs if d.get("request_id")]
         if not citing:
-            return set()
+            return set(), []
         with self._lock:
-            known = {d["request_id"]: self._requests.get(d["request_id"]) for d in citing}
+            known = {d["request_id"]: self._requests.get(d["request_id"]) for _, d in citing}
         missing = sorted({rid for rid, entry in known.items() if entry is None})
         if missing:
             known.update(self._stored_requests(missing))
-        stamped = set()
-        for d in citing:
-            entry = known.get(d["request_id"])
+        stamped: set[str] = set()
+        warnings: list[str] = []
+        for index, d in citing:
+            rid = d["request_id"]
+            entry = known.get(rid)
             if entry is None:
                 continue
             shown = entry.items.get(d["item_id"])
+            served_to = normalise_id(entry.user)[0] if entry.user is not None else None
+            problem = None
+            if served_to != d["user_id"]:
+                problem = f"request {rid!r} was not served to user {d['user_id']!r}"
+            elif d.get("position") is not None and shown is None:
+                problem = f"request {rid!r} did not show item {d['item_id']!r}, so position {d['position']} is not its"
+            elif d.get("position") is not None and shown[0] != d["position"]:
+                problem = (f"position {d['position']} is not where request {rid!r} showed item {d['item_id']!r} "
+                           f"({shown[0]})")
+            if problem is not None:
+                for name in ("request_id", "position", "arm", "model_version"):
+                    d.pop(name, None)
+                warnings.append(f"event {index}: {problem}; stored without attribution")
+                continue
             if shown is not None:
                 position, label, version = shown
                 d.setdefault("position", position)
@@ -612,7 +653,9 @@ class RecommendService:
                 d["arm"] = label
             d["model_version"] = version
             stamped.add(d["event_id"])
-        return stamped
+        if warnings:
+            log.warning("%d event(s) refused attribution, e.g. %s", len(warnings), warnings[0])
+        return stamped, warnings
 
     def _stored_requests(self, request_ids: list[str]) -> dict[str, _Remembered]:
         index = self.settings.index("events")

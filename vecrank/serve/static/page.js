@@ -1,8 +1,8 @@
 // The vecrank search page: a search box and a user field call GET /recommendations; the results
 // show their reasons and the response's arm, model and request id; a click on a result is posted
 // to /events with that request id and position. Every call goes through api(), the one place that
-// adds the Authorization header when a key is set (settings()). Items are rendered as text nodes
-// only, never as HTML.
+// adds the Authorization header when a key is set (settings(): `vecrank serve --page-key` puts one
+// in the vecrank-api-key meta tag). Items are rendered as text nodes only, never as HTML.
 "use strict";
 
 const K = 10;
@@ -63,6 +63,13 @@ async function api(path, {method = "GET", params = [], body} = {}) {
     throw new ApiError(resp.status, message, resp.headers.get("Retry-After"));
   }
   return data;
+}
+
+// What to tell the reader when the API refuses the page's key (or its lack of one).
+function keyHint(err) {
+  if (err.status === 401) return " (this page needs an API key: vecrank serve --page-key)";
+  if (err.status === 403) return " (the page's API key lacks the scope)";
+  return "";
 }
 
 function el(tag, attrs = {}, ...children) {
@@ -154,7 +161,7 @@ async function recordClick(li, button, item, requestId, user) {
     button.setAttribute("aria-pressed", "true");
     note.textContent = "clicked";
   } catch (err) {
-    note.textContent = `click not recorded: ${err.message}`;
+    note.textContent = `click not recorded: ${err.message}${keyHint(err)}`;
   } finally {
     li.classList.remove("sending");
   }
@@ -188,7 +195,7 @@ async function search(event) {
   } catch (err) {
     if (mine === latest) {
       const retry = err.retryAfter ? ` (retry in ${err.retryAfter} s)` : "";
-      setStatus(`Search failed: ${err.message}${retry}`, true);
+      setStatus(`Search failed: ${err.message}${keyHint(err)}${retry}`, true);
     }
   } finally {
     if (mine === latest) results.removeAttribute("aria-busy");
