@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EVENT_FIELDS",
+    "MAX_ID_BYTES",
+    "EventBounds",
     "EventSummary",
     "EventTypes",
     "ensure_events_index",
@@ -70,6 +72,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MIN_MS = (datetime(1, 1, 1, tzinfo=UTC) - _EPOCH) // timedelta(milliseconds=1)
 _MAX_MS = (datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC) - _EPOCH) // timedelta(milliseconds=1)
 _MAX_POSITION = 2**31 - 1  # the events mapping stores position as an ES integer
+#: The longest user or item id, in UTF-8 bytes: both become Elasticsearch document ids (users,
+#: items), which cannot be longer.
+MAX_ID_BYTES = 512
 _MGET_CHUNK = 1000
 #: Date fields hold epoch milliseconds. Elasticsearch's default format tries ISO first, which
 #: reads a small number such as 5000 as the year 5000; epoch_millis first reads it as intended.
@@ -155,6 +160,50 @@ class EventTypes(BaseModel):
             pydantic.ValidationError: (a ``ValueError``) naming the offending field.
         """
         return cls.model_validate(dict(data))
+
+
+@dataclass(frozen=True)
+class EventBounds:
+    """What an event may plausibly say; rows outside are refused with a reason, never stored.
+
+    ``vecrank ingest events`` and ``POST /events`` apply the same bounds (:func:`parse_event`).
+
+    Args:
+        min_timestamp_ms: the earliest instant, epoch milliseconds (default 1970-01-01T00:00Z).
+        max_future_s: how far past the present an event may lie (default one day: clocks drift,
+            time zones get mislabelled; a year-9999 timestamp is a bug, not a plan).
+        rating_range: the smallest and largest rating (the ``value`` of the rating type), both
+            included; the default 0 to 10 holds 0.5..5 stars and 1..10 scores.
+
+    Example:
+        >>> EventBounds.from_dict(EventBounds(rating_range=(1, 5)).to_dict()) == EventBounds(rating_range=(1.0, 5.0))
+        True
+    """
+
+    min_timestamp_ms: int = 0
+    max_future_s: float = 86_400.0
+    rating_range: tuple[float, float] = (0.0, 10.0)
+
+    def __post_init__(self) -> None:
+        low, high = self.rating_range
+        if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+            raise ValueError(f"rating_range must be two finite numbers, the smaller first, not {self.rating_range!r}")
+        if not math.isfinite(self.max_future_s) or self.max_future_s < 0:
+            raise ValueError(f"max_future_s must be a finite number >= 0, not {self.max_future_s!r}")
+        if not _MIN_MS <= self.min_timestamp_ms <= _MAX_MS:
+            raise ValueError(f"min_timestamp_ms must lie in the years 1 to 9999, not {self.min_timestamp_ms!r}")
+        object.__setattr__(self, "rating_range", (float(low), float(high)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"min_timestamp_ms": self.min_timestamp_ms, "max_future_s": self.max_future_s,
+                "rating_range": list(self.rating_range)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EventBounds:
+        data = dict(data)
+        if "rating_range" in data:
+            data["rating_range"] = tuple(data["rating_range"])
+        return cls(**data)
 
 
 # --------------------------------------------------------------------------------------------
@@ -261,6 +310,10 @@ def _epoch_number(number: int | float) -> int:
     return millis
 
 
+def _iso(millis: int) -> str:
+    return ms_to_datetime(millis).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 def ms_to_datetime(millis: int) -> datetime:
     """Epoch milliseconds as an aware UTC datetime."""
     return _EPOCH + timedelta(milliseconds=millis)
@@ -308,8 +361,12 @@ def _number(value: Any) -> float | None:
 
 
 def parse_event(record: Record, *, event_types: EventTypes, columns: Mapping[str, str] | None = None,
-                default_type: str | None = None) -> dict[str, Any] | BadRecord:
+                default_type: str | None = None, bounds: EventBounds | None = None,
+                now_ms: int | None = None) -> dict[str, Any] | BadRecord:
     """Turns one input row into an event document, or says what is wrong with it.
+
+    Ids longer than :data:`MAX_ID_BYTES` in UTF-8, timestamps and ratings outside ``bounds``
+    are refused here, so that ingest and the HTTP service refuse the same rows.
 
     Args:
         record: A row from :func:`vecrank.ingest.records.read_records`.
@@ -317,6 +374,8 @@ def parse_event(record: Record, *, event_types: EventTypes, columns: Mapping[str
         columns: Logical field (:data:`EVENT_FIELDS`) -> the row's column name, for the fields
             whose column is named differently.
         default_type: The type of rows that have no type of their own (a ratings file).
+        bounds: The plausible timestamps and ratings (default :class:`EventBounds()`).
+        now_ms: The present, for ``bounds.max_future_s`` (default: the clock).
 
     Returns:
         The event document (``event_id``, ``user_id``, ``item_id``, ``type``, ``timestamp`` in
@@ -346,6 +405,9 @@ def parse_event(record: Record, *, event_types: EventTypes, columns: Mapping[str
             return bad(logical, f"bad {logical}", detail)
         if text is None:
             return bad(logical, f"missing {logical}")
+        size = len(text.encode("utf-8"))
+        if size > MAX_ID_BYTES:
+            return bad(logical, f"bad {logical}", f"the id is {size} bytes in UTF-8; at most {MAX_ID_BYTES}")
         ids[logical] = text
 
     event_type = _optional_text(data.get(names["type"])) or default_type
@@ -363,6 +425,11 @@ def parse_event(record: Record, *, event_types: EventTypes, columns: Mapping[str
             return bad("value", "non-numeric value", f"{raw_value!r} is not a finite number")
     elif event_type == event_types.rating:
         return bad("value", "missing value", "a rating event needs its rating in value")
+    bounds = bounds or EventBounds()
+    if value is not None and event_type == event_types.rating:
+        low, high = bounds.rating_range
+        if not low <= value <= high:
+            return bad("value", "implausible rating", f"{raw_value!r} is outside {low:g} to {high:g}")
 
     raw_time = data.get(names["timestamp"])
     if raw_time is None or (isinstance(raw_time, str) and not raw_time.strip()):
@@ -371,6 +438,13 @@ def parse_event(record: Record, *, event_types: EventTypes, columns: Mapping[str
         timestamp = parse_timestamp(raw_time)
     except ValueError as exc:
         return bad("timestamp", "bad timestamp", str(exc))
+    if timestamp < bounds.min_timestamp_ms:
+        return bad("timestamp", "implausible timestamp",
+                   f"{raw_time!r} is before {_iso(bounds.min_timestamp_ms)}")
+    latest = (int(time.time() * 1000) if now_ms is None else now_ms) + round(bounds.max_future_s * 1000)
+    if timestamp > latest:
+        return bad("timestamp", "implausible timestamp",
+                   f"{raw_time!r} is more than {bounds.max_future_s:g} s in the future (after {_iso(latest)})")
 
     position: int | None = None
     raw_position = data.get(names["position"])

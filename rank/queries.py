@@ -8,7 +8,9 @@ a bad request fails with a message naming the argument and no request is sent.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -21,6 +23,12 @@ MAX_NUM_CANDIDATES = 10_000
 RANGE_OPS = {">=": "gte", ">": "gt", "<=": "lte", "<": "lt"}
 _FILTERABLE = {"keyword", "boolean", "long", "integer", "short", "byte", "float", "double", "half_float",
                "scaled_float", "date", "constant_keyword"}
+# Whole-number field types and the values Elasticsearch stores in them.
+_INTEGER_RANGES = {"byte": (-2**7, 2**7 - 1), "short": (-2**15, 2**15 - 1), "integer": (-2**31, 2**31 - 1),
+                   "long": (-2**63, 2**63 - 1)}
+_FLOATS = {"float", "double", "half_float", "scaled_float"}
+_NUMERIC_TEXT = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class RequestError(VecrankError, ValueError):
@@ -54,12 +62,27 @@ def filter_clauses(filters: Mapping[str, Any] | None, field_types: Mapping[str, 
 
     A scalar is a ``term``, a list a ``terms`` (any of), a dict with ``gte``/``gt``/``lte``/``lt``
     a ``range``. Fields must exist in the items mapping and be filterable (keyword, numeric, date,
-    boolean).
+    boolean), and each value must fit its field's type, so that Elasticsearch is never asked
+    something it can only answer with an error: whole numbers within the type's range for
+    ``byte``/``short``/``integer``/``long``, finite numbers for the float types, ISO 8601 text or
+    epoch milliseconds for ``date`` (sent as epoch milliseconds), ``true``/``false`` for
+    ``boolean``. Numbers may come as text (``GET ...&filter=year>=1990``).
+
+    Raises:
+        RequestError: naming the field and the value that does not fit.
 
     Example:
         >>> filter_clauses({"genres": ["Comedy", "Drama"], "year": {"gte": 1990}},
         ...                {"genres": "keyword", "year": "integer"})
         [{'terms': {'genres': ['Comedy', 'Drama']}}, {'range': {'year': {'gte': 1990}}}]
+        >>> filter_clauses({"year": {"lt": "2000"}, "added": {"gte": "2020-01-01"}},
+        ...                {"year": "integer", "added": "date"})
+        [{'range': {'year': {'lt': 2000}}}, {'range': {'added': {'gte': 1577836800000}}}]
+        >>> try:
+        ...     filter_clauses({"year": "abc"}, {"year": "integer"})
+        ... except RequestError as exc:
+        ...     print(exc)
+        filter 'year': 'abc' is not a whole number (year is integer)
     """
     clauses = []
     for name, value in (filters or {}).items():
@@ -73,15 +96,83 @@ def filter_clauses(filters: Mapping[str, Any] | None, field_types: Mapping[str, 
             bad = set(value) - set(RANGE_OPS.values())
             if bad or not value:
                 raise RequestError(f"range filter on {name!r} takes gte/gt/lte/lt, not {sorted(bad) or 'nothing'}")
-            clauses.append({"range": {name: {op: _scalar(name, v) for op, v in value.items()}}})
+            clauses.append({"range": {name: {op: _typed(name, kind, v) for op, v in value.items()}}})
         elif isinstance(value, (list, tuple, set, frozenset)):
-            values = [_scalar(name, v) for v in value]
+            values = [_typed(name, kind, v) for v in value]
             if not values:
                 raise RequestError(f"filter {name!r} has an empty list of values")
             clauses.append({"terms": {name: values}})
         else:
-            clauses.append({"term": {name: _scalar(name, value)}})
+            clauses.append({"term": {name: _typed(name, kind, value)}})
     return clauses
+
+
+def _typed(name: str, kind: str, value: Any) -> str | int | float | bool:
+    """``value`` as the field's type takes it, or a :class:`RequestError` naming the field."""
+    value = _scalar(name, value)
+    if kind in _INTEGER_RANGES:
+        number = _as_number(value)
+        if number is None or (isinstance(number, float) and not number.is_integer()):
+            raise RequestError(f"filter {name!r}: {value!r} is not a whole number ({name} is {kind})")
+        low, high = _INTEGER_RANGES[kind]
+        if not low <= int(number) <= high:
+            raise RequestError(f"filter {name!r}: {value!r} is outside the range of {kind} ({low} to {high})")
+        return int(number)
+    if kind in _FLOATS:
+        number = _as_number(value)
+        if number is None or not math.isfinite(number) or abs(number) > 3.4e38:
+            raise RequestError(f"filter {name!r}: {value!r} is not a finite number ({name} is {kind})")
+        return number
+    if kind == "boolean":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        raise RequestError(f"filter {name!r}: {value!r} is not true or false ({name} is boolean)")
+    if kind == "date":
+        millis = _as_epoch_millis(value)
+        if millis is None:
+            raise RequestError(f"filter {name!r}: {value!r} is not a date: give ISO 8601 (2020-01-01, "
+                               f"2020-01-01T12:00:00Z) or epoch milliseconds")
+        return millis
+    if isinstance(value, bool):  # keyword: Elasticsearch would match the text "true"; say so instead
+        raise RequestError(f"filter {name!r}: {value!r} is not text ({name} is {kind})")
+    return value
+
+
+def _as_number(value: str | int | float | bool) -> int | float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    text = value.strip()
+    if not _NUMERIC_TEXT.fullmatch(text):
+        return None
+    if any(c in text for c in ".eE"):
+        number = float(text)
+        return int(number) if number.is_integer() and abs(number) < 2**63 else number
+    return int(text)
+
+
+def _as_epoch_millis(value: str | int | float | bool) -> int | None:
+    """Epoch milliseconds from a number (already milliseconds) or ISO 8601 text; None otherwise."""
+    number = _as_number(value)
+    if number is not None:
+        if isinstance(number, float) and not math.isfinite(number):
+            return None
+        millis = round(number)
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        millis = (moment - _EPOCH) // timedelta(milliseconds=1)
+    else:
+        return None
+    # The years 1 to 9999, which every Elasticsearch date format can hold.
+    return millis if -62_135_596_800_000 <= millis <= 253_402_300_799_999 else None
 
 
 def _scalar(name: str, value: Any) -> str | int | float | bool:

@@ -172,7 +172,7 @@ def test_malformed_rows_unknown_items_and_replays(es, settings_for, tmp_path):
         {"user": "u1", "item": "i2", "type": "rating", "value": "abc", "timestamp": T},            # 6
         {"user": "u1", "item": "nope", "type": "click", "timestamp": T},                           # 7
         {"user": "u2", "item": "i2", "type": "rating", "value": 4, "timestamp": 1717200000},       # 8 ok
-        # A term longer than Lucene's 32766-byte limit passes our checks but Elasticsearch refuses it.
+        # An id over 512 UTF-8 bytes (Elasticsearch's limit on the users' document ids) is refused.
         {"user": "x" * 40000, "item": "i1", "type": "click", "timestamp": T},                      # 9
     ])
     dead = tmp_path / "dead.jsonl"
@@ -193,11 +193,11 @@ def test_malformed_rows_unknown_items_and_replays(es, settings_for, tmp_path):
         5: (None, "invalid UTF-8"),
         6: ("value", "non-numeric value"),
         7: ("item", "unknown item"),
-        9: (None, "rejected by Elasticsearch (HTTP 400)"),
+        9: ("user", "bad user"),
     }
     assert "'like'" in letters[4]["detail"] and "click" in letters[4]["detail"]
     assert "nope" in letters[7]["detail"]
-    assert letters[9]["detail"].startswith("document_parsing_exception: [1:66] failed to parse field [user_id]")
+    assert letters[9]["detail"] == "the id is 40000 bytes in UTF-8; at most 512"
 
     again = ingest_events(es, settings_for, path, dead_letter_path=dead, progress=False)
     assert (again.written, again.duplicates_skipped, again.unknown_items, again.failed) == (0, first.written, 1, 6)

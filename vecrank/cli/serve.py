@@ -54,17 +54,27 @@ def exposure_warning(host: str, *, behind_tls: bool = False) -> str | None:
               help="Requests per second per API key on average (a token bucket per key and worker); 0: no limit.")
 @click.option("--rate-burst", type=click.IntRange(1), default=100, show_default=True,
               help="Requests an API key may make at once before --rate-limit applies.")
+@click.option("--budget", type=click.FloatRange(0.05, 600), default=1.0, show_default=True,
+              help="Seconds a recommendation request may take; its Elasticsearch calls get what is left, and past "
+                   "it the request gets 503 with Retry-After.")
+@click.option("--events-budget", type=click.FloatRange(0.05, 600), default=5.0, show_default=True,
+              help="The same for a POST /events batch.")
+@click.option("--max-in-flight", type=click.IntRange(1, 10_000), default=None,
+              help="Requests per worker at once on /recommendations and /events (running or waiting for a "
+                   "thread); past it an immediate 503. [default: twice --threads]")
 @click.option("--behind-tls", is_flag=True,
               help="A TLS-terminating proxy is in front: no warning when --host is beyond loopback.")
 def serve_command(host, port, workers, threads, model_id, max_k, fields, no_exposures, no_feature_log,
                   experiment_refresh, query_cache, access_log, no_auth, page_key, key_cache, rate_limit, rate_burst,
-                  behind_tls) -> None:
+                  budget, events_budget, max_in_flight, behind_tls) -> None:
     """Serve GET/POST /recommendations, POST /events and GET /health over HTTP.
 
     A running experiment (`vecrank experiment start`) assigns each user to an arm; every response
     names its request id, arm and model version, and events citing a request id are attributed
     to that arm. While Elasticsearch is unreachable, requests get 503 with Retry-After and the
-    service recovers by itself when it is back.
+    service recovers by itself when it is back. Each request runs within --budget seconds
+    (--events-budget for POST /events) and each worker admits --max-in-flight requests at once;
+    beyond either, 503 with Retry-After. /health answers within a second whatever Elasticsearch does.
 
     API keys (`vecrank apikey create`) are required on /recommendations (scope recommend) and
     /events (scope events), as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'; /health,
@@ -92,7 +102,8 @@ def serve_command(host, port, workers, threads, model_id, max_k, fields, no_expo
                              item_fields=tuple(f.strip() for f in fields.split(",") if f.strip()) if fields else None,
                              log_exposures=not no_exposures, log_features=not no_feature_log,
                              experiment_refresh_s=experiment_refresh, query_cache=query_cache, key_cache_s=key_cache,
-                             rate_limit_rps=rate_limit, rate_limit_burst=rate_burst)
+                             rate_limit_rps=rate_limit, rate_limit_burst=rate_burst, request_budget_s=budget,
+                             events_budget_s=events_budget, max_in_flight=max_in_flight)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     settings = ctx.settings

@@ -11,8 +11,21 @@
 Every response carries ``X-Request-Id`` (and ``request_id`` in its JSON body); recommendations
 also carry the experiment arm and the model version (``X-Vecrank-Arm``, ``X-Vecrank-Model``, and
 in the body). Errors are ``{"error": {"status", "message", "details"}, "request_id"}``: 400 for a
-malformed JSON body, 422 for wrong types, out-of-range values, unknown fields or filters, 413 for a
-body over the size limit, 503 with ``Retry-After`` while Elasticsearch cannot answer.
+malformed JSON body, 422 for wrong types, out-of-range values, ids over 512 UTF-8 bytes, unknown
+fields or filters and filter values that do not fit their field's type, 413 for a body over
+:data:`MAX_BODY_BYTES` (counted as it is read, chunked bodies too), 503 with ``Retry-After``
+while Elasticsearch cannot answer, when a request's time budget ran out before it answered, or
+when the worker already holds its ``max_in_flight`` requests; 500 for an unexpected error (its
+traceback logged once) and for a service that is not set up (no items index...: the message
+says what is missing).
+
+Bounds: each /recommendations and /events request is admitted only while the worker holds
+fewer than ``ServeConfig.max_in_flight`` of them (else an immediate 503, ``Retry-After: 1``) and
+runs within its budget (``request_budget_s``, ``events_budget_s``, from admission: see
+:mod:`vecrank.serve.service`). ``/health`` is an async endpoint whose check runs on two threads
+of its own, never behind recommendations, and answers within :data:`HEALTH_TIMEOUT_S` whatever
+Elasticsearch does. JSON bodies are parsed on the event loop, which the body limit bounds to a
+few tens of milliseconds per request.
 
 API keys (:mod:`vecrank.serve.auth`): every path but ``/health``, ``/``, ``/static/*`` and the
 OpenAPI docs needs ``Authorization: Bearer <key>`` (or ``X-API-Key: <key>``): 401 with
@@ -27,6 +40,7 @@ from __future__ import annotations
 import html
 import logging
 import re
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from contextlib import asynccontextmanager
@@ -39,11 +53,14 @@ from fastapi import Body, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from vecrank.errors import VecrankError
+from vecrank.ingest.events import MAX_ID_BYTES
+from vecrank.rank.queries import RequestError
 from vecrank.serve.auth import ApiKeyStore, KeyCache, RateLimiter, parse_key
-from vecrank.serve.service import RecommendService, ServeConfig, Unavailable, unavailable_cause
+from vecrank.serve.service import RecommendService, ServeConfig, unavailable_cause
 
 if TYPE_CHECKING:
     from vecrank.settings import Settings
@@ -51,6 +68,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1_000_000
+#: /health answers within this many seconds, whatever Elasticsearch does.
+HEALTH_TIMEOUT_S = 0.9
+_HEALTH_THREADS = 2
+_KEY_THREADS = 4
 _FILTER = re.compile(r"^\s*([\w.]+)\s*(>=|<=|>|<|=)\s*(.*)$")
 _RANGE_OPS = {">=": "gte", ">": "gt", "<=": "lte", "<": "lt"}
 STATIC_DIR = Path(__file__).with_name("static")
@@ -65,6 +86,30 @@ _PAGE_KEY_META = '<meta name="vecrank-api-key" content="">'
 _REALM = 'Bearer realm="vecrank"'
 
 Scalar = Union[StrictStr, StrictInt, StrictFloat, StrictBool]
+
+
+def id_problem(text: str) -> str | None:
+    """Why ``text`` cannot be a user or item id (empty, over :data:`MAX_ID_BYTES` in UTF-8), else None.
+
+    Example:
+        >>> id_problem("42") is None, id_problem("\U0001F600" * 129)
+        (True, 'the id is 516 bytes in UTF-8; at most 512')
+    """
+    if not text.strip():
+        return "the id is empty"
+    size = len(text.encode("utf-8"))
+    return f"the id is {size} bytes in UTF-8; at most {MAX_ID_BYTES}" if size > MAX_ID_BYTES else None
+
+
+def _check_id(text: str) -> str:
+    problem = id_problem(text)
+    if problem is not None:
+        raise ValueError(problem)
+    return text
+
+
+#: A user or item id: 1 to 512 UTF-8 bytes (Elasticsearch's limit on document ids).
+Id = Annotated[str, Field(min_length=1), AfterValidator(_check_id)]
 
 
 class RangeFilter(BaseModel):
@@ -90,12 +135,11 @@ class RecommendRequest(BaseModel):
                               json_schema_extra={"examples": [{"user": "42", "query": "space adventure", "k": 10,
                                                                "filters": {"genres": ["Comedy", "Drama"],
                                                                            "year": {"gte": 1990}}}]})
-    user: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    user: Id | None = None
     query: Annotated[str, Field(max_length=1000)] | None = None
     filters: Annotated[dict[str, FilterValue], Field(max_length=32)] = Field(default_factory=dict)
     k: StrictInt = 10
-    context_items: Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=50)] = \
-        Field(default_factory=list)
+    context_items: Annotated[list[Id], Field(max_length=50)] = Field(default_factory=list)
     reasons: StrictBool = Field(False, description="each item the model ranked gets its top reasons "
                                                    "(ranks in Python, where the contributions are)")
 
@@ -130,11 +174,13 @@ class RecommendResponse(BaseModel):
 
 
 class EventIn(BaseModel):
-    """One event. ``timestamp``: ISO 8601 or epoch seconds/milliseconds; default now."""
+    """One event. ``timestamp``: ISO 8601 or epoch seconds/milliseconds, from 1970 to one day
+    ahead (``ServeConfig.event_bounds``); without one, the time the service received it (then a
+    retry is a new event). A rating's ``value`` lies in 0 to 10 by default."""
 
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
-    user: Annotated[str, Field(min_length=1, max_length=256)]
-    item: Annotated[str, Field(min_length=1, max_length=256)]
+    user: Id
+    item: Id
     type: Annotated[str, Field(min_length=1, max_length=64)]
     timestamp: Union[StrictInt, StrictFloat, Annotated[str, Field(max_length=64)]] | None = None
     value: Union[StrictInt, StrictFloat] | None = None
@@ -170,8 +216,6 @@ def parse_filter_expressions(values: list[str]) -> dict[str, Any]:
         >>> parse_filter_expressions(["genres=Comedy", "genres=Drama", "year>=1990"])
         {'genres': ['Comedy', 'Drama'], 'year': {'gte': '1990'}}
     """
-    from vecrank.rank.queries import RequestError
-
     out: dict[str, Any] = {}
     for item in values:
         m = _FILTER.match(item)
@@ -207,13 +251,18 @@ def _error(request: Request, status: int, message: str, details: Any = None,
 
 
 class _RequestIds:
-    """ASGI middleware: a request id for every request (``X-Request-Id``) and the body size limit.
+    """ASGI middleware, the outermost: a request id for every request (``X-Request-Id``), the
+    body size limit, and the last word on errors.
 
+    The limit is checked on ``Content-Length`` and again on the bytes received, so a chunked
+    body is refused (413) once it passes :data:`MAX_BODY_BYTES`, not read whole. An exception
+    no handler took is answered here (:func:`error_answer`) and logged once, rather than by
+    Starlette's error middleware, which logs it and re-raises it for the server to log again.
     Pure ASGI rather than ``BaseHTTPMiddleware``, which costs a task and a stream per request.
     """
 
-    def __init__(self, app: Any):
-        self.app = app
+    def __init__(self, app: Any, *, retry_after: Callable[[], dict[str, str]]):
+        self.app, self.retry_after = app, retry_after
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -224,16 +273,90 @@ class _RequestIds:
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
             await _send_error(send, rid, 413, f"request body over {MAX_BODY_BYTES} bytes")
             return
+        received = 0
+        started = False
+
+        async def receive_limited() -> dict:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > MAX_BODY_BYTES:
+                    # FastAPI passes an HTTPException raised while reading the body to its handler.
+                    raise StarletteHTTPException(413, f"request body over {MAX_BODY_BYTES} bytes")
+            return message
 
         async def send_with_id(message: dict) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 headers = list(message.get("headers") or [])
                 if not any(k.lower() == b"x-request-id" for k, _ in headers):
                     headers.append((b"x-request-id", rid.encode()))
                 message = {**message, "headers": headers}
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive_limited, send_with_id)
+        except Exception as exc:
+            if started:  # too late for an answer of ours; the server logs it
+                raise
+            status, message, headers = error_answer(exc, self.retry_after, where=f"{scope.get('method')} "
+                                                    f"{scope.get('path')}")
+            await _send_error(send, rid, status, message, headers)
+
+
+def error_answer(exc: BaseException, retry_after: Callable[[], dict[str, str]], *,
+                 where: str = "request") -> tuple[int, str, dict[str, str] | None]:
+    """(status, message, headers) for an exception that reached the top, logged at most once.
+
+    422 for a bad argument; 503 with ``Retry-After`` for what passes (Elasticsearch down, busy,
+    slower than the request's budget); 500 with the error's own message for a service that is
+    not set up (a :class:`~vecrank.errors.VecrankError`: no items index, a broken model...),
+    which no retry mends; 500 for anything else, its traceback logged here, once.
+    """
+    if isinstance(exc, RequestError):
+        return 422, str(exc), None
+    cause = unavailable_cause(exc)
+    if cause is not None:
+        return 503, f"{cause}; retry later", retry_after()
+    if isinstance(exc, VecrankError):
+        log.warning("%s failed: %s", where, exc)
+        return 500, f"the service cannot answer this: {exc}", None
+    log.error("unexpected error on %s", where, exc_info=exc)
+    return 500, f"internal error ({type(exc).__name__}); see the service log", None
+
+
+class _Admission:
+    """ASGI middleware: at most ``limit()`` requests to the working paths at once in this worker
+    (running or waiting for a thread), an immediate 503 past it; each admitted request gets its
+    deadline (``scope["state"]["deadline"]``, ``time.monotonic()``) from ``budget(path)``.
+
+    The count lives on the event loop, which alone touches it: no lock.
+    """
+
+    def __init__(self, app: Any, *, paths: frozenset[str], limit: Callable[[], int],
+                 budget: Callable[[str], float]):
+        self.app, self.paths, self.limit, self.budget = app, paths, limit, budget
+        self.in_flight = 0
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        limit = self.limit()
+        if self.in_flight >= limit:
+            await _send_error(send, state.setdefault("request_id", uuid.uuid4().hex), 503,
+                              f"the service is at its limit of {limit} requests in progress; retry later",
+                              {"Retry-After": "1"})
+            return
+        state["deadline"] = time.monotonic() + self.budget(scope["path"])
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
 
 
 async def _send_error(send: Any, rid: str, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
@@ -265,8 +388,12 @@ class _Guard:
     """
 
     def __init__(self, app: Any, *, public: Callable[[str], bool], keys: Callable[[], KeyCache],
-                 limiter: Callable[[], RateLimiter], retry_after: Callable[[], dict[str, str]]):
+                 limiter: Callable[[], RateLimiter], retry_after: Callable[[], dict[str, str]],
+                 lookup_budget: Callable[[], float] = lambda: 1.0, within: Callable[..., Any] | None = None):
         self.app, self.public, self.keys, self.limiter, self.retry_after = app, public, keys, limiter, retry_after
+        self.lookup_budget, self.within = lookup_budget, within
+        # Key reads have threads of their own: they never wait behind recommendations.
+        self.threads = anyio.CapacityLimiter(_KEY_THREADS)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or self.public(scope["path"]):
@@ -283,14 +410,18 @@ class _Guard:
             cache = self.keys()
             key = cache.cached(token)
             if key is KeyCache.MISS:
-                key = await anyio.to_thread.run_sync(cache.authenticate, token)
+                budget = self.lookup_budget()
+                read = (cache.authenticate if self.within is None else
+                        lambda t: self.within(None, budget, cache.authenticate, t))
+                with anyio.fail_after(budget + 0.1):
+                    key = await anyio.to_thread.run_sync(read, token, limiter=self.threads, abandon_on_cancel=True)
+        except TimeoutError:
+            await _send_error(send, rid, 503, "the API key store did not answer in time; retry later",
+                              self.retry_after())
+            return
         except Exception as exc:
-            cause = unavailable_cause(exc)
-            if cause is None:
-                log.exception("API key check failed")
-                await _send_error(send, rid, 500, f"internal error ({type(exc).__name__}); see the service log")
-            else:
-                await _send_error(send, rid, 503, f"{cause}; retry later", self.retry_after())
+            status, message, headers = error_answer(exc, self.retry_after, where="the API key check")
+            await _send_error(send, rid, status, message, headers)
             return
         if key is None:
             await _send_error(send, rid, 401, "invalid API key: unknown, wrong or revoked",
@@ -346,7 +477,8 @@ def create_app(service: RecommendService | None = None, *, settings: Settings | 
         service: an existing service (tests share one); else built at startup.
         settings: the cluster and index prefix, when no service is given.
         config: service settings, when no service is given.
-        threads: worker threads for requests (each holds at most one Elasticsearch connection).
+        threads: worker threads for requests (each holds at most one Elasticsearch connection);
+            ``config.max_in_flight`` defaults to twice this.
         warm_up: load the models and the query embedder before accepting requests.
         auth: require API keys (see the module docstring). False serves anyone who reaches the
             port: ``vecrank serve --no-auth`` allows it on a loopback host only.
@@ -389,9 +521,7 @@ def create_app(service: RecommendService | None = None, *, settings: Settings | 
                 await anyio.to_thread.run_sync(holder["service"].close)
 
     app = FastAPI(title="vecrank", summary="Personalized recommendations on Elasticsearch, with A/B and "
-                  "interleaving experiments.", version=_version(), lifespan=lifespan,
-                  responses={422: {"model": ErrorResponse, "description": "invalid request"},
-                             503: {"model": ErrorResponse, "description": "Elasticsearch unavailable; see Retry-After"}})
+                  "interleaving experiments.", version=_version(), lifespan=lifespan, responses=_ERROR_RESPONSES)
 
     def svc() -> RecommendService:
         return holder["service"]
@@ -430,11 +560,22 @@ def create_app(service: RecommendService | None = None, *, settings: Settings | 
             log.info("the page key %s can post events: anyone who loads the page can post events for any user",
                      key.key_id)
 
+    def budget(path: str) -> float:
+        return svc().config.events_budget_s if path == "/events" else svc().config.request_budget_s
+
+    def in_flight_limit() -> int:
+        return svc().config.max_in_flight or 2 * threads
+
     public = {"/", "/health", app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url}
+    # The innermost first: admission after the key check, so a flood without keys takes no slot.
+    app.add_middleware(_Admission, paths=frozenset(SCOPE_OF_PATH), limit=in_flight_limit, budget=budget)
     if auth:
         app.add_middleware(_Guard, public=lambda path: path in public or path.startswith("/static/"), keys=keys,
-                           limiter=limiter, retry_after=retry_after)
-    app.add_middleware(_RequestIds)  # the outermost: every answer, the guard's too, has a request id
+                           limiter=limiter, retry_after=retry_after,
+                           lookup_budget=lambda: svc().config.request_budget_s,
+                           within=lambda *a: svc().within(*a))
+    # The outermost: every answer, the guard's too, has a request id.
+    app.add_middleware(_RequestIds, retry_after=retry_after)
     if auth:
         _declare_security(app)
 
@@ -450,31 +591,14 @@ def create_app(service: RecommendService | None = None, *, settings: Settings | 
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         return _error(request, exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
 
-    @app.exception_handler(Unavailable)
-    async def _down(request: Request, exc: Unavailable) -> Response:
-        return _error(request, 503, f"{exc}; retry later", headers=retry_after())
+    # Other exceptions reach _RequestIds, which answers them (error_answer) and logs them once.
 
-    @app.exception_handler(Exception)
-    async def _crash(request: Request, exc: Exception) -> Response:
-        from vecrank.rank.queries import RequestError
-
-        if isinstance(exc, RequestError):
-            return _error(request, 422, str(exc))
-        cause = unavailable_cause(exc)
-        if cause is not None:
-            return _error(request, 503, f"{cause}; retry later", headers=retry_after())
-        from vecrank.errors import VecrankError
-
-        if isinstance(exc, VecrankError):  # the service is not ready (no items index, model missing...)
-            return _error(request, 503, str(exc), headers=retry_after())
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return _error(request, 500, f"internal error ({type(exc).__name__}); see the service log")
+    def deadline_of(request: Request) -> float | None:
+        return request.scope.get("state", {}).get("deadline")
 
     def recommend(request: Request, **kwargs: Any) -> Response:
-        from vecrank.rank.queries import RequestError
-
         try:
-            body = svc().recommend(request_id=_request_id(request), **kwargs)
+            body = svc().recommend(request_id=_request_id(request), deadline_at=deadline_of(request), **kwargs)
         except RequestError as exc:
             return _error(request, 422, str(exc))
         headers = {"X-Vecrank-Arm": body["arm"] or "none", "X-Vecrank-Model": body["model_version"],
@@ -483,7 +607,7 @@ def create_app(service: RecommendService | None = None, *, settings: Settings | 
 
     @app.get("/recommendations", response_model=RecommendResponse, summary="Recommendations for a user and/or query",
               **_security("recommend", auth))
-    def get_recommendations(request: Request, user: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
+    def get_recommendations(request: Request, user: Annotated[str | None, Query(min_length=1)] = None,
                             query: Annotated[str | None, Query(max_length=1000)] = None,
                             k: Annotated[int, Query(description="how many items")] = 10,
                             filter: Annotated[list[str], Query(max_length=32, description=(
@@ -491,11 +615,14 @@ def create_app(service: RecommendService | None = None, *, settings: Settings | 
                             context: Annotated[list[str], Query(max_length=50, description="item ids on screen")] = [],  # noqa: B006
                             reasons: Annotated[bool, Query(description="each ranked item's top reasons")] = False,
                             ) -> Response:
-        from vecrank.rank.queries import RequestError
-
         unknown = sorted(set(request.query_params) - _GET_PARAMS)
         if unknown:
             return _error(request, 422, f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(_GET_PARAMS))}")
+        for name, values in (("user", [user] if user is not None else []), ("context", context)):
+            for value in values:
+                problem = id_problem(value)
+                if problem is not None:
+                    return _error(request, 422, f"{name}: {problem}")
         try:
             filters = parse_filter_expressions(filter)
         except RequestError as exc:
@@ -516,7 +643,7 @@ def create_app(service: RecommendService | None = None, *, settings: Settings | 
         limit = svc().config.max_events
         if len(body.events) > limit:
             return _error(request, 413, f"at most {limit} events per request, not {len(body.events)}")
-        result = svc().record_events([e.model_dump() for e in body.events])
+        result = svc().record_events([e.model_dump() for e in body.events], deadline_at=deadline_of(request))
         result["request_id"] = _request_id(request)
         status = 422 if result["rejected"] and not (result["accepted"] or result["duplicates"]) else 200
         if status == 422:
@@ -533,15 +660,36 @@ def create_app(service: RecommendService | None = None, *, settings: Settings | 
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
-    @app.get("/health", summary="Liveness and readiness: Elasticsearch, the experiment, the default model")
-    def health(request: Request) -> Response:
-        ok, body = svc().health()
+    health_threads = anyio.CapacityLimiter(_HEALTH_THREADS)
+
+    @app.get("/health", summary="Liveness and readiness: Elasticsearch, the experiment, the default model",
+             responses={503: {"description": "not ready: Elasticsearch unreachable, red or slow (see Retry-After)"}})
+    async def health(request: Request) -> Response:
+        # Async, on threads of its own: it never queues behind recommendations, and it answers
+        # within HEALTH_TIMEOUT_S even when its check does not (the thread is left to finish
+        # by its own deadline).
+        try:
+            with anyio.fail_after(HEALTH_TIMEOUT_S):
+                ok, body = await anyio.to_thread.run_sync(svc().health, HEALTH_TIMEOUT_S - 0.15,
+                                                          limiter=health_threads, abandon_on_cancel=True)
+        except TimeoutError:
+            ok, body = False, {"status": "unavailable", "elasticsearch": {
+                "status": "unknown", "error": f"the health check did not finish within {HEALTH_TIMEOUT_S:g} s"}}
         body["request_id"] = _request_id(request)
         return _json(body, 200 if ok else 503, None if ok else retry_after())
 
     return app
 
 
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "malformed JSON body"},
+    413: {"model": ErrorResponse, "description": f"request body over {MAX_BODY_BYTES} bytes, or too many events"},
+    422: {"model": ErrorResponse, "description": "invalid request: the message names the field or parameter"},
+    500: {"model": ErrorResponse, "description": "the service is not set up for this (the message says what is "
+                                                 "missing), or an unexpected error"},
+    503: {"model": ErrorResponse, "description": "Elasticsearch unavailable or slower than the request's budget, or "
+                                                 "the worker at its limit of requests in progress; see Retry-After"},
+}
 _AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "no API key, or an unknown, wrong or revoked one "
                                                  "(`WWW-Authenticate: Bearer`)"},

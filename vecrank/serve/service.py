@@ -11,23 +11,34 @@ exposures and feature rows.
 
 Nothing here needs Elasticsearch to construct: while the cluster is unreachable each call raises
 :class:`Unavailable`, and the next call after it comes back simply works.
+
+**Deadlines.** Every recommendation and event batch runs within a time budget
+(``ServeConfig.request_budget_s``, ``events_budget_s``): the service's client is a
+:class:`BudgetedClient`, which gives each Elasticsearch call of the request the time the request
+has left (``request_timeout``, no transport retries) and refuses a call once none is left, so a
+slow cluster costs a request about its budget, then a :class:`BudgetExceeded` (HTTP 503). The
+recommenders and rankers need no change for it: the deadline travels with the request's thread
+(a :mod:`contextvars` variable, copied into the interleaving pool's threads).
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vecrank.errors import VecrankError
+from vecrank.errors import ElasticsearchUnavailable, VecrankError
+from vecrank.ingest.events import EventBounds
 from vecrank.ingest.records import normalise_id
 
 if TYPE_CHECKING:
@@ -48,12 +59,59 @@ class Unavailable(VecrankError):
     """Elasticsearch cannot answer now; the caller should retry later (HTTP 503)."""
 
 
+class BudgetExceeded(Unavailable):
+    """The request's time budget ran out before Elasticsearch answered (HTTP 503)."""
+
+
+#: The monotonic instant by which the current request must be done; None outside requests.
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("vecrank_deadline", default=None)
+_MIN_CALL_S = 0.01  # below this, a call could not be answered anyway: refuse it at once
+
+
+@contextmanager
+def deadline(at: float | None) -> Iterator[None]:
+    """Within this block, :class:`BudgetedClient` calls end by ``at`` (``time.monotonic()``); None:
+    no deadline."""
+    token = _DEADLINE.set(at)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def remaining_s() -> float | None:
+    """Seconds left to the current request's deadline (None without one)."""
+    at = _DEADLINE.get()
+    return None if at is None else at - time.monotonic()
+
+
+class BudgetedClient:
+    """An Elasticsearch client that holds each call to the current request's deadline.
+
+    Attribute access goes to ``client.options(request_timeout=<time left>, max_retries=0)``
+    inside :func:`deadline`, to ``client`` itself outside one; with no time left it raises
+    :class:`BudgetExceeded` instead of sending anything. Transport retries are off under a
+    deadline: a retry could only start after the first attempt used the time up.
+    """
+
+    def __init__(self, client: Elasticsearch):
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        left = remaining_s()
+        if left is None:
+            return getattr(self._client, name)
+        if left < _MIN_CALL_S:
+            raise BudgetExceeded("the request's time budget ran out waiting for Elasticsearch")
+        return getattr(self._client.options(request_timeout=left, max_retries=0), name)
+
+
 def unavailable_cause(exc: BaseException) -> str | None:
     """A short reason when ``exc`` means the cluster is down, busy or not ready; else None."""
     import elastic_transport
     from elasticsearch import ApiError
 
-    if isinstance(exc, Unavailable):
+    if isinstance(exc, (Unavailable, ElasticsearchUnavailable)):
         return str(exc)
     if isinstance(exc, (elastic_transport.ConnectionError, elastic_transport.ConnectionTimeout)):
         return f"Elasticsearch unreachable ({type(exc).__name__})"
@@ -79,13 +137,22 @@ class ServeConfig:
         remember_requests: recent requests kept in memory for attributing events.
         max_events: events per ``POST /events``.
         retry_after_s: the ``Retry-After`` of a 503.
-        es_timeout_s: per-request Elasticsearch timeout while serving.
+        es_timeout_s: Elasticsearch timeout outside requests (warm-up, the background writer);
+            requests' calls get what is left of their budget instead.
         query_cache: search texts whose embeddings are kept (LRU); 0: none.
         key_cache_s: how long the service trusts an API key it read from ``<prefix>-apikeys``;
             a revoked key is refused within this time. 0: read the key on every request.
         rate_limit_rps: requests per second each API key may make on average (a token bucket per
             key, per worker process); 0: no limit.
         rate_limit_burst: requests a key may make at once before the rate applies.
+        request_budget_s: the time a recommendation request may take, from its admission; its
+            Elasticsearch calls get what is left, and past it the request fails with 503.
+        events_budget_s: the same for a ``POST /events`` batch (it writes events and users).
+        max_in_flight: requests a worker process admits at once to /recommendations and
+            /events (running or waiting for a thread); past it, an immediate 503. None: twice
+            the request threads.
+        event_bounds: the plausible timestamps and ratings of posted events (the rule
+            ``vecrank ingest events`` applies too).
     """
 
     model_id: str = "vecrank"
@@ -103,8 +170,18 @@ class ServeConfig:
     key_cache_s: float = 30.0
     rate_limit_rps: float = 50.0
     rate_limit_burst: int = 100
+    request_budget_s: float = 1.0
+    events_budget_s: float = 5.0
+    max_in_flight: int | None = None
+    event_bounds: EventBounds = field(default_factory=EventBounds)
 
     def __post_init__(self) -> None:
+        for name in ("request_budget_s", "events_budget_s"):
+            value = getattr(self, name)
+            if not 0.05 <= value <= 600:
+                raise ValueError(f"{name} must be between 0.05 and 600 seconds, not {value}")
+        if self.max_in_flight is not None and not 1 <= self.max_in_flight <= 10_000:
+            raise ValueError(f"max_in_flight must be between 1 and 10000, not {self.max_in_flight}")
         if not 1 <= self.max_k <= 1000:
             raise ValueError(f"max_k must be between 1 and 1000, not {self.max_k}")
         if not 1 <= self.max_events <= 100_000:
@@ -123,6 +200,7 @@ class ServeConfig:
 
         out = asdict(self)
         out["item_fields"] = list(self.item_fields) if self.item_fields is not None else None
+        out["event_bounds"] = self.event_bounds.to_dict()
         return out
 
     @classmethod
@@ -130,6 +208,8 @@ class ServeConfig:
         data = dict(data)
         if data.get("item_fields") is not None:
             data["item_fields"] = tuple(data["item_fields"])
+        if isinstance(data.get("event_bounds"), Mapping):
+            data["event_bounds"] = EventBounds.from_dict(data["event_bounds"])
         return cls(**data)
 
 
@@ -275,7 +355,10 @@ class RecommendService:
 
         self.settings = settings
         self.config = config or ServeConfig()
-        self.client = (client or make_client(settings)).options(request_timeout=self.config.es_timeout_s)
+        base = (client or make_client(settings)).options(request_timeout=self.config.es_timeout_s)
+        # Requests go through the budgeted client; the background writer, outside any request,
+        # keeps the plain one and its es_timeout_s.
+        self.client = BudgetedClient(base)
         self.embedder = _SharedEmbedder(self.client, settings, cache_size=self.config.query_cache)
         self._lock = threading.RLock()
         self._engines: dict[tuple, Engine] = {}
@@ -291,7 +374,7 @@ class RecommendService:
         if self.config.log_exposures or self.config.log_features:
             from vecrank.serve.writer import BackgroundWriter
 
-            self.writer = BackgroundWriter(self.client, prepare=self._prepare_indices)
+            self.writer = BackgroundWriter(base, prepare=self._prepare_indices)
 
     def close(self) -> None:
         if self.writer is not None:
@@ -370,14 +453,17 @@ class RecommendService:
             return cached[0]
         from vecrank.rank.model import Registry, search_model_id
 
+        def active(model_id: str) -> RankerModel | None:
+            try:
+                return Registry(self.client, self.settings).get(model_id)
+            except Unavailable:  # the budget ran out: not "no model"
+                raise
+            except VecrankError:
+                return None
+
         try:
-            model = Registry(self.client, self.settings).get(self.config.model_id)
-        except VecrankError:
-            model = None
-        try:
-            search = Registry(self.client, self.settings).get(search_model_id(self.config.model_id))
-        except VecrankError:
-            search = None
+            model = active(self.config.model_id)
+            search = active(search_model_id(self.config.model_id))
         except Exception as exc:
             if cached is not None and unavailable_cause(exc) is not None:
                 self._default = (cached[0], now + 1.0)
@@ -401,16 +487,42 @@ class RecommendService:
 
     # --- recommendations ---------------------------------------------------------------------
 
+    def within(self, at: float | None, budget_s: float, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` under the deadline ``at`` (default: ``budget_s`` from now); an
+        Elasticsearch failure after the deadline passed is reported as :class:`BudgetExceeded`."""
+        at = time.monotonic() + budget_s if at is None else at
+        with deadline(at):
+            try:
+                return fn(*args, **kwargs)
+            except BudgetExceeded:
+                raise
+            except Exception as exc:
+                if time.monotonic() >= at - _MIN_CALL_S and unavailable_cause(exc) is not None:
+                    raise BudgetExceeded(f"Elasticsearch did not answer within the request's budget of "
+                                         f"{budget_s:g} s ({unavailable_cause(exc)})") from exc
+                raise
+
     def recommend(self, *, user: str | None = None, query: str | None = None, filters: Mapping[str, Any] | None = None,
                   k: int = 10, context_items: Sequence[str] = (), request_id: str | None = None,
-                  reasons: bool = False) -> dict[str, Any]:
+                  reasons: bool = False, deadline_at: float | None = None) -> dict[str, Any]:
         """The ranked items for one request, with its request id, arm and model version; with
         ``reasons``, each item the model ranked carries its top reasons (``[{code, text}]``).
 
+        Args:
+            deadline_at: when the request must be done (``time.monotonic()``); default
+                ``config.request_budget_s`` from now.
+
         Raises:
             vecrank.rank.queries.RequestError: bad arguments (HTTP 422).
-            Unavailable: Elasticsearch is down or busy (HTTP 503).
+            Unavailable: Elasticsearch is down or busy (HTTP 503); :class:`BudgetExceeded` when
+                the budget ran out.
         """
+        return self.within(deadline_at, self.config.request_budget_s, self._recommend, user=user, query=query,
+                           filters=filters, k=k, context_items=context_items, request_id=request_id,
+                           reasons=reasons)
+
+    def _recommend(self, *, user: str | None, query: str | None, filters: Mapping[str, Any] | None, k: int,
+                   context_items: Sequence[str], request_id: str | None, reasons: bool) -> dict[str, Any]:
         from vecrank.rank.experiments import HOLDOUT, INTERLEAVED
         from vecrank.rank.queries import RequestError
 
@@ -474,7 +586,9 @@ class RecommendService:
 
         a, b = exp.arms
         engines = {a.name: self.arm_engine(a), b.name: self.arm_engine(b)}
-        future = self._pool.submit(engines[b.name].run, k=k, reasons=reasons, **retrieve)
+        # The copied context carries the request's deadline into the pool's thread.
+        future = self._pool.submit(contextvars.copy_context().run, engines[b.name].run, k=k, reasons=reasons,
+                                   **retrieve)
         results = {a.name: engines[a.name].run(k=k, reasons=reasons, **retrieve)}
         results[b.name] = future.result()
         merged = team_draft({name: [s.item_id for s in r.items] for name, r in results.items()}, k, seed=request_id)
@@ -520,7 +634,7 @@ class RecommendService:
 
     # --- events ------------------------------------------------------------------------------
 
-    def record_events(self, events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    def record_events(self, events: Sequence[Mapping[str, Any]], *, deadline_at: float | None = None) -> dict[str, Any]:
         """Validate, attribute and store a batch of events; update the users' histories and profiles.
 
         Each event is ``{user, item, type, timestamp?, value?, request_id?, position?}``
@@ -533,11 +647,17 @@ class RecommendService:
         Returns:
             ``{accepted, duplicates, attributed, rejected: [{index, field, reason, detail}], warnings}``.
 
+        Events without a timestamp get the time the service received them (so a retry of such an
+        event is a new event: send timestamps where retries must be idempotent). Ids longer than
+        512 UTF-8 bytes, timestamps and ratings outside ``config.event_bounds`` are rejected
+        (:func:`vecrank.ingest.events.parse_event`, the rule ingest applies).
+
         Raises:
-            Unavailable: Elasticsearch is down (nothing was stored).
+            Unavailable: Elasticsearch is down, or did not answer within ``events_budget_s``
+                (events may have been stored; a retry is safe: they come back as duplicates).
         """
         try:
-            return self._record_events(events)
+            return self.within(deadline_at, self.config.events_budget_s, self._record_events, events)
         except Exception as exc:
             cause = unavailable_cause(exc)
             if cause is not None:
@@ -556,7 +676,8 @@ class RecommendService:
         for index, raw in enumerate(events):
             data = {k: v for k, v in raw.items() if v is not None}
             data.setdefault("timestamp", now_ms)
-            parsed = parse_event(Record("request", index, data), event_types=types)
+            parsed = parse_event(Record("request", index, data), event_types=types, bounds=self.config.event_bounds,
+                                 now_ms=now_ms)
             if isinstance(parsed, BadRecord):
                 rejected.append({"index": index, "field": parsed.field, "reason": parsed.reason, "detail": parsed.detail})
             else:
@@ -596,6 +717,8 @@ class RecommendService:
 
             try:
                 apply_to_users(self.client, self.settings, created, repeated)
+            except Unavailable:  # 503: a retry finds the events stored and rebuilds their users
+                raise
             except VecrankError as exc:
                 warnings.append(f"events stored, but users not updated: {exc}")
                 log.warning("events stored, but users not updated: %s", exc)
@@ -693,14 +816,19 @@ class RecommendService:
 
     # --- health ------------------------------------------------------------------------------
 
-    def health(self) -> tuple[bool, dict[str, Any]]:
-        """(healthy, body): the cluster's answer, the running experiment, the default ranker."""
+    def health(self, budget_s: float = 0.8) -> tuple[bool, dict[str, Any]]:
+        """(healthy, body): the cluster's answer, the running experiment, the default ranker;
+        every Elasticsearch call of it within ``budget_s`` together."""
+        with deadline(time.monotonic() + budget_s):
+            return self._health()
+
+    def _health(self) -> tuple[bool, dict[str, Any]]:
         from vecrank import __version__
 
         body: dict[str, Any] = {"version": __version__, "uptime_s": round(time.time() - self.started, 1)}
         ok = True
         try:
-            h = self.client.options(request_timeout=2.0, max_retries=0).cluster.health()
+            h = self.client.cluster.health()
             body["elasticsearch"] = {"status": h["status"], "nodes": h["number_of_nodes"]}
             ok = h["status"] != "red"
         except Exception as exc:
