@@ -151,3 +151,21 @@ def test_the_services_retry_of_a_stored_batch_reaches_the_users(es, settings_for
     history, n_events, doc = _stored(es, settings_for, "s1")
     assert (history, n_events) == _implied(es, settings_for, "s1") and n_events == 5
     assert doc["state"]["liked"][0]["item_id"] == "m4"
+
+
+def test_the_service_and_ingest_name_the_same_event_alike(es, settings_for, catalog, tmp_path):
+    from vecrank.serve import create_app
+    from vecrank.serve.service import RecommendService, ServeConfig
+    from test_serve import Server
+
+    ingest_events(es, settings_for, _events(tmp_path / "f.jsonl", [
+        {"user": 7, "item": "m1", "type": "click", "timestamp": T0}]), progress=False)
+    service = RecommendService(settings_for, ServeConfig(log_exposures=False, log_features=False))
+    try:
+        with Server(create_app(service, threads=2, auth=False)) as api:
+            status, _, body = api.call("POST", "/events", {"events": [
+                {"user": 7.0, "item": " m1 ", "type": "click", "timestamp": T0}]})
+    finally:
+        service.close()
+    assert status == 200 and (body["accepted"], body["duplicates"]) == (0, 1), body  # the same event id
+    assert _stored(es, settings_for, "7")[1] == 1

@@ -53,11 +53,12 @@ from fastapi import Body, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vecrank.errors import VecrankError
 from vecrank.ingest.events import MAX_ID_BYTES
+from vecrank.ingest.records import normalise_id
 from vecrank.rank.queries import RequestError
 from vecrank.serve.auth import ApiKeyStore, KeyCache, RateLimiter, parse_key
 from vecrank.serve.service import RecommendService, ServeConfig, unavailable_cause
@@ -110,6 +111,17 @@ def _check_id(text: str) -> str:
 
 #: A user or item id: 1 to 512 UTF-8 bytes (Elasticsearch's limit on document ids).
 Id = Annotated[str, Field(min_length=1), AfterValidator(_check_id)]
+def _number_as_id(value: Any) -> Any:
+    """A JSON number as ingest's id rule writes it (``12.0`` -> ``"12"``); anything else as it is."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        text, _ = normalise_id(value)
+        return text if text is not None else value
+    return value
+
+
+#: An event's user or item: an id, or a number that ingest's rule turns into one, so that 12,
+#: 12.0 and " 12" name the same user in a file and on ``POST /events``.
+EventId = Annotated[str, BeforeValidator(_number_as_id), Field(min_length=1), AfterValidator(_check_id)]
 
 
 class RangeFilter(BaseModel):
@@ -179,8 +191,8 @@ class EventIn(BaseModel):
     retry is a new event). A rating's ``value`` lies in 0 to 10 by default."""
 
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
-    user: Id
-    item: Id
+    user: EventId
+    item: EventId
     type: Annotated[str, Field(min_length=1, max_length=64)]
     timestamp: Union[StrictInt, StrictFloat, Annotated[str, Field(max_length=64)]] | None = None
     value: Union[StrictInt, StrictFloat] | None = None
