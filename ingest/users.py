@@ -152,8 +152,6 @@ def update_users(client: Elasticsearch, settings: Settings, events: list[dict[st
         VecrankError: A user document could not be written (other than a conflict), or
             conflicts persisted after several attempts.
     """
-    from elasticsearch.helpers import streaming_bulk
-
     if not events:
         return 0
     index = ensure_users_index(client, settings)
@@ -176,16 +174,8 @@ def update_users(client: Elasticsearch, settings: Settings, events: list[dict[st
             else:
                 action.update(_op_type="index", if_seq_no=seq_no, if_primary_term=primary_term)
             actions.append(action)
-        conflicts, errors = [], []
-        for ok, result in streaming_bulk(client, actions, raise_on_error=False, max_retries=5,
-                                         initial_backoff=1.0, max_backoff=30.0):
-            info = next(iter(result.values()))
-            if ok:
-                written += 1
-            elif info.get("status") == 409:
-                conflicts.append(info["_id"])
-            else:
-                errors.append(f"{info['_id']}: {info.get('error')}")
+        done, conflicts, errors = _write(client, actions)
+        written += done
         if errors:
             raise VecrankError(f"{len(errors)} user document(s) in {index} could not be written; "
                                f"first: {errors[0]}"[:1000])
@@ -215,8 +205,6 @@ def rebuild_users(client: Elasticsearch, settings: Settings, user_ids: Iterable[
     Raises:
         VecrankError: A user document could not be written, or kept changing concurrently.
     """
-    from elasticsearch.helpers import streaming_bulk
-
     todo = sorted({str(u) for u in user_ids})
     if not todo:
         return 0
@@ -252,15 +240,10 @@ def rebuild_users(client: Elasticsearch, settings: Settings, user_ids: Iterable[
                                     "if_seq_no": seq_no, "if_primary_term": primary_term})
                 elif history:
                     actions.append({"_op_type": "create", "_index": index, "_id": user_id, "_source": doc})
-            for ok, result in streaming_bulk(client, actions, raise_on_error=False, max_retries=5,
-                                             initial_backoff=1.0, max_backoff=30.0):
-                info = next(iter(result.values()))
-                if ok:
-                    written += 1
-                elif info.get("status") == 409:
-                    conflicts.append(info["_id"])
-                else:
-                    errors.append(f"{info['_id']}: {info.get('error')}")
+            done, chunk_conflicts, chunk_errors = _write(client, actions)
+            written += done
+            conflicts += chunk_conflicts
+            errors += chunk_errors
         if errors:
             raise VecrankError(f"{len(errors)} user document(s) in {index} could not be rebuilt; "
                                f"first: {errors[0]}"[:1000])
@@ -288,6 +271,23 @@ def event_users(client: Elasticsearch, settings: Settings) -> list[str]:
         after = agg.get("after_key")
         if not agg["buckets"] or after is None:
             return users
+
+
+def _write(client: Elasticsearch, actions: list[dict[str, Any]]) -> tuple[int, list[str], list[str]]:
+    """Conditional user writes: (how many were written, the ids that conflicted, the errors)."""
+    from elasticsearch.helpers import streaming_bulk
+
+    written, conflicts, errors = 0, [], []
+    for ok, result in streaming_bulk(client, actions, raise_on_error=False, max_retries=5,
+                                     initial_backoff=1.0, max_backoff=30.0):
+        info = next(iter(result.values()))
+        if ok:
+            written += 1
+        elif info.get("status") == 409:
+            conflicts.append(info["_id"])
+        else:
+            errors.append(f"{info['_id']}: {info.get('error')}")
+    return written, conflicts, errors
 
 
 def _fetch_users(client: Elasticsearch, index: str,

@@ -82,6 +82,16 @@ def _pool(kwargs: dict) -> dict[str, int]:
     return {name: kwargs.pop(f"pool_{name}") for name in POOL_OPTIONS}
 
 
+def _registered(ctx, report, files: dict[str, str], *, register: bool, activate: bool) -> dict:
+    """An evaluation's JSON result: the report, its files, and the model it trained on
+    everything, registered (and activated) when asked."""
+    result = {**report.to_dict(), "files": files}
+    if register and report.model is not None:
+        model = _register(ctx, report.model, activate)
+        result["model"] = {"id": model.model_id, "version": model.version, "status": model.status}
+    return result
+
+
 def _register(ctx, model, activate: bool):
     from vecrank.rank.model import Registry
 
@@ -190,10 +200,7 @@ def evaluate_command(test_fraction, first_test_quantile, out_dir, register, task
     except VecrankError as exc:
         raise click.ClickException(str(exc)) from None
     files = write_outputs(report, out_dir)
-    result = {**report.to_dict(), "files": files}
-    if register and report.model is not None:
-        model = _register(ctx, report.model, activate)
-        result["model"] = {"id": model.model_id, "version": model.version, "status": model.status}
+    result = _registered(ctx, report, files, register=register, activate=activate)
     if as_json:
         echo_json(result)
         return
@@ -234,10 +241,7 @@ def _evaluate_search(ctx, replay, config, searches_path: str, out_dir: str, obje
     except VecrankError as exc:
         raise click.ClickException(str(exc)) from None
     files = search_eval.write_outputs(report, out_dir)
-    result = {**report.to_dict(), "files": files}
-    if register and report.model is not None:
-        model = _register(ctx, report.model, activate)
-        result["model"] = {"id": model.model_id, "version": model.version, "status": model.status}
+    result = _registered(ctx, report, files, register=register, activate=activate)
     if as_json:
         echo_json(result)
         return
