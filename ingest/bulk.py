@@ -57,9 +57,16 @@ class BulkResult(Generic[Origin]):
         return str(error or self.result.get("exception") or "unknown error")[:1000]
 
 
-def bulk_with_retries(client: Elasticsearch, items: Sequence[tuple[dict[str, Any], Origin]], *,
-                      chunk_size: int = 500, max_retries: int = 5, initial_backoff: float = 0.5,
-                      max_backoff: float = 30.0, on_retry=None) -> Iterator[BulkResult[Origin]]:
+def bulk_with_retries(
+    client: Elasticsearch,
+    items: Sequence[tuple[dict[str, Any], Origin]],
+    *,
+    chunk_size: int = 500,
+    max_retries: int = 5,
+    initial_backoff: float = 0.5,
+    max_backoff: float = 30.0,
+    on_retry=None,
+) -> Iterator[BulkResult[Origin]]:
     """Send ``(action, origin)`` pairs; yield one final :class:`BulkResult` per pair.
 
     Args:
@@ -80,8 +87,15 @@ def bulk_with_retries(client: Elasticsearch, items: Sequence[tuple[dict[str, Any
             waiting.setdefault((action["_op_type"], str(action["_id"])), []).append((action, origin))
         retry: list[tuple[dict[str, Any], Origin]] = []
         results = helpers.streaming_bulk(
-            client, [a for a, _ in todo], chunk_size=chunk_size, max_retries=max_retries,
-            initial_backoff=initial_backoff, max_backoff=max_backoff, raise_on_error=False, raise_on_exception=False)
+            client,
+            [a for a, _ in todo],
+            chunk_size=chunk_size,
+            max_retries=max_retries,
+            initial_backoff=initial_backoff,
+            max_backoff=max_backoff,
+            raise_on_error=False,
+            raise_on_exception=False,
+        )
         for ok, info in results:
             op, result = next(iter(info.items()))
             # Results carry only op and id; an id sent twice comes back twice, in order.
@@ -95,7 +109,7 @@ def bulk_with_retries(client: Elasticsearch, items: Sequence[tuple[dict[str, Any
             return
         if on_retry is not None:
             on_retry(len(retry))
-        delay = min(max_backoff, initial_backoff * 2 ** attempt)
+        delay = min(max_backoff, initial_backoff * 2**attempt)
         log.warning("%d document(s) failed with a retryable error; retrying in %.1fs", len(retry), delay)
         time.sleep(delay)
         todo = retry

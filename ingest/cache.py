@@ -64,8 +64,7 @@ class EmbeddingCache:
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute(_SCHEMA)
 
-    def get_many(self, model: str, hashes: Iterable[str], *,
-                 dims: int | None = None) -> dict[str, np.ndarray]:
+    def get_many(self, model: str, hashes: Iterable[str], *, dims: int | None = None) -> dict[str, np.ndarray]:
         """Looks vectors up.
 
         Args:
@@ -109,8 +108,7 @@ class EmbeddingCache:
         for key, vector in items.items():
             array = np.asarray(vector, dtype=_DTYPE)
             if array.ndim != 1 or array.size == 0:
-                raise ValueError(f"vector for {key!r} must be 1-D and non-empty, "
-                                 f"got shape {array.shape}")
+                raise ValueError(f"vector for {key!r} must be 1-D and non-empty, " f"got shape {array.shape}")
             rows.append((model, key, int(array.size), array.tobytes()))
         if not rows:
             return
@@ -118,8 +116,7 @@ class EmbeddingCache:
         conn.execute("BEGIN")
         try:
             conn.executemany(
-                "INSERT OR REPLACE INTO embeddings (model, content_hash, dims, vector) "
-                "VALUES (?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO embeddings (model, content_hash, dims, vector) " "VALUES (?, ?, ?, ?)",
                 rows,
             )
         except BaseException:
@@ -139,8 +136,9 @@ class EmbeddingCache:
     def __enter__(self) -> EmbeddingCache:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def __repr__(self) -> str:
@@ -156,7 +154,6 @@ def _decode(blob: bytes, stored_dims: int, wanted_dims: int | None) -> np.ndarra
     if wanted_dims is not None and stored_dims != wanted_dims:
         return None
     if len(blob) != stored_dims * _DTYPE.itemsize:
-        logger.warning("ignoring a corrupt cached vector (%d bytes for %d dims)",
-                       len(blob), stored_dims)
+        logger.warning("ignoring a corrupt cached vector (%d bytes for %d dims)", len(blob), stored_dims)
         return None
     return np.frombuffer(blob, dtype=_DTYPE).astype(np.float32)

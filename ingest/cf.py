@@ -96,10 +96,24 @@ class CFConfig:
             raise ValueError(f"factors must be between 1 and 1024, not {self.factors}")
         if self.regularization < 0 or self.alpha <= 0:
             raise ValueError("regularization must be >= 0 and alpha > 0")
-        if min(self.iterations, self.neighbours, self.listed, self.recent_likes, self.sequence_window,
-               self.recent_interactions, self.scores_kept, self.ease_items, self.ease_likes) < 1:
-            raise ValueError("iterations, neighbours, listed, recent_likes, sequence_window, recent_interactions, "
-                             "scores_kept, ease_items and ease_likes must be >= 1")
+        if (
+            min(
+                self.iterations,
+                self.neighbours,
+                self.listed,
+                self.recent_likes,
+                self.sequence_window,
+                self.recent_interactions,
+                self.scores_kept,
+                self.ease_items,
+                self.ease_likes,
+            )
+            < 1
+        ):
+            raise ValueError(
+                "iterations, neighbours, listed, recent_likes, sequence_window, recent_interactions, "
+                "scores_kept, ease_items and ease_likes must be >= 1"
+            )
         if not self.ease_l2 > 0:
             raise ValueError(f"ease_l2 must be > 0, not {self.ease_l2}")
 
@@ -161,19 +175,27 @@ class CFModel:
         return {i: self.factors[self._rows[i]] for i in map(str, item_ids) if i in self._rows}
 
     def summary(self) -> dict[str, Any]:
-        return {"version": self.version, "before_ms": self.before_ms, "items": len(self.item_ids),
-                "users": self.users, "events": self.events, "config": self.config.to_dict()}
+        return {
+            "version": self.version,
+            "before_ms": self.before_ms,
+            "items": len(self.item_ids),
+            "users": self.users,
+            "events": self.events,
+            "config": self.config.to_dict(),
+        }
 
 
 # --- fitting -----------------------------------------------------------------------------------
+
 
 def positive_counts(log_: Interactions, *, before_ms: int | None = None) -> sparse.csr_matrix:
     """The user × item matrix (all of ``log_``'s ids) of positive-event counts before ``before_ms``."""
     end = len(log_) if before_ms is None else log_.count_before(before_ms)
     mask = log_.positive[:end]
     users, items = log_.user[:end][mask], log_.item[:end][mask]
-    out = sparse.csr_matrix((np.ones(len(users), dtype=np.float32), (users, items)),
-                            shape=(len(log_.user_ids), len(log_.item_ids)))
+    out = sparse.csr_matrix(
+        (np.ones(len(users), dtype=np.float32), (users, items)), shape=(len(log_.user_ids), len(log_.item_ids))
+    )
     out.sum_duplicates()
     return out
 
@@ -188,15 +210,23 @@ def fit_als(counts: sparse.csr_matrix, config: CFConfig) -> tuple[np.ndarray, np
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1, "blas"):
-        model = AlternatingLeastSquares(factors=config.factors, regularization=config.regularization,
-                                        alpha=config.alpha, iterations=config.iterations,
-                                        random_state=config.seed)
+        model = AlternatingLeastSquares(
+            factors=config.factors,
+            regularization=config.regularization,
+            alpha=config.alpha,
+            iterations=config.iterations,
+            random_state=config.seed,
+        )
         model.fit(counts.astype(np.float32), show_progress=False)
     return np.asarray(model.user_factors, dtype=np.float32), np.asarray(model.item_factors, dtype=np.float32)
 
 
-def cooccurrence_neighbours(counts: sparse.csr_matrix, item_ids: Sequence[str], k: int, listed: int | None = None,
-                            ) -> dict[str, tuple[tuple[str, float], ...]]:
+def cooccurrence_neighbours(
+    counts: sparse.csr_matrix,
+    item_ids: Sequence[str],
+    k: int,
+    listed: int | None = None,
+) -> dict[str, tuple[tuple[str, float], ...]]:
     """For each item ``i``, the items ``j`` that have ``i`` among their ``k`` most co-liked items
     (cosine of their distinct-user sets, see the module docstring), with ``sim(i, j)``, strongest
     first, at most ``listed``; ties by item id (``item_ids`` is sorted)."""
@@ -208,11 +238,11 @@ def cooccurrence_neighbours(counts: sparse.csr_matrix, item_ids: Sequence[str], 
     top: dict[str, list[tuple[str, float]]] = {}
     liked = np.flatnonzero(n > 0)
     for start in range(0, len(liked), 512):  # blocks of items: memory grows with the block, not the catalog²
-        rows = liked[start:start + 512]
+        rows = liked[start : start + 512]
         block = (xt[rows] @ x).tocsr()  # c_ij for the block's items i
         for r, i in enumerate(rows):
-            cols = block.indices[block.indptr[r]:block.indptr[r + 1]]
-            vals = block.data[block.indptr[r]:block.indptr[r + 1]] * inv[i] * inv[cols]
+            cols = block.indices[block.indptr[r] : block.indptr[r + 1]]
+            vals = block.data[block.indptr[r] : block.indptr[r + 1]] * inv[i] * inv[cols]
             keep = cols != i
             cols, vals = cols[keep], vals[keep]
             if not len(cols):
@@ -226,8 +256,13 @@ def cooccurrence_neighbours(counts: sparse.csr_matrix, item_ids: Sequence[str], 
     return {i: tuple(sorted(entries, key=lambda e: (-e[1], e[0]))[:listed]) for i, entries in listing.items()}
 
 
-def sequence_neighbours(log_: Interactions, *, end: int, window: int, k: int,
-                        ) -> dict[str, tuple[tuple[str, float], ...]]:
+def sequence_neighbours(
+    log_: Interactions,
+    *,
+    end: int,
+    window: int,
+    k: int,
+) -> dict[str, tuple[tuple[str, float], ...]]:
     """Each item's ``k`` strongest followers among the first ``end`` events (module docstring).
 
     Impressions are not interactions and take no place in a user's sequence.
@@ -261,8 +296,8 @@ def sequence_neighbours(log_: Interactions, *, end: int, window: int, k: int,
     scores.sum_duplicates()
     out: dict[str, tuple[tuple[str, float], ...]] = {}
     for i in np.flatnonzero(np.diff(scores.indptr)):
-        cols = scores.indices[scores.indptr[i]:scores.indptr[i + 1]]
-        vals = scores.data[scores.indptr[i]:scores.indptr[i + 1]] * inv[i] * inv[cols]
+        cols = scores.indices[scores.indptr[i] : scores.indptr[i + 1]]
+        vals = scores.data[scores.indptr[i] : scores.indptr[i + 1]] * inv[i] * inv[cols]
         top = np.lexsort((cols, -vals))[:k]
         out[log_.item_ids[i]] = tuple((log_.item_ids[c], float(np.float32(v))) for c, v in zip(cols[top], vals[top]))
     return out
@@ -277,8 +312,10 @@ def fit(log_: Interactions, config: CFConfig | None = None, *, before_ms: int | 
     config = config or CFConfig()
     counts = positive_counts(log_, before_ms=before_ms)
     if counts.nnz == 0:
-        raise ValueError("no positive events to fit collaborative vectors on"
-                         + (f" before {before_ms}" if before_ms is not None else ""))
+        raise ValueError(
+            "no positive events to fit collaborative vectors on"
+            + (f" before {before_ms}" if before_ms is not None else "")
+        )
     # Only users and items with a positive event enter ALS: an item nobody liked gets no vector
     # (rather than the near-zero one a few conjugate-gradient steps would leave it), and the Gram
     # matrix is over exactly the vectors that are written.
@@ -290,22 +327,37 @@ def fit(log_: Interactions, config: CFConfig | None = None, *, before_ms: int | 
     neighbours = cooccurrence_neighbours(counts, log_.item_ids, config.neighbours, config.listed)
     end = len(log_) if before_ms is None else log_.count_before(before_ms)
     sequence = sequence_neighbours(log_, end=end, window=config.sequence_window, k=config.neighbours)
-    ease_weights = ease_lists(counts, log_.item_ids, l2=config.ease_l2, max_items=config.ease_items,
-                              listed=config.listed)
-    model = CFModel(config=config, before_ms=int(before_ms if before_ms is not None else
-                                                 (log_.timestamp[-1] + 1 if len(log_) else 0)),
-                    item_ids=ids, factors=factors, gram=factors.astype(np.float64).T @ factors.astype(np.float64),
-                    neighbours=neighbours, sequence=sequence, ease=ease_weights, users=len(likers),
-                    events=int(log_.positive[:end].sum()))
-    log.info("collaborative model %s: %d items, %d users, %d positive events", model.version, len(ids),
-             model.users, model.events)
+    ease_weights = ease_lists(
+        counts, log_.item_ids, l2=config.ease_l2, max_items=config.ease_items, listed=config.listed
+    )
+    model = CFModel(
+        config=config,
+        before_ms=int(before_ms if before_ms is not None else (log_.timestamp[-1] + 1 if len(log_) else 0)),
+        item_ids=ids,
+        factors=factors,
+        gram=factors.astype(np.float64).T @ factors.astype(np.float64),
+        neighbours=neighbours,
+        sequence=sequence,
+        ease=ease_weights,
+        users=len(likers),
+        events=int(log_.positive[:end].sum()),
+    )
+    log.info(
+        "collaborative model %s: %d items, %d users, %d positive events",
+        model.version,
+        len(ids),
+        model.users,
+        model.events,
+    )
     return model
 
 
 # --- per user ----------------------------------------------------------------------------------
 
-def fold_in(gram: np.ndarray, factors: np.ndarray, confidences: np.ndarray, *, regularization: float,
-            alpha: float = 1.0) -> np.ndarray | None:
+
+def fold_in(
+    gram: np.ndarray, factors: np.ndarray, confidences: np.ndarray, *, regularization: float, alpha: float = 1.0
+) -> np.ndarray | None:
     """The ALS user vector for a history, the item factors held fixed.
 
     Solves ``(YᵀY + λI + Σ_i (c_i − 1) y_i y_iᵀ) x = Σ_i c_i y_i`` with ``c_i = alpha · count_i``
@@ -353,9 +405,14 @@ def recent_items(history: Sequence[Mapping[str, Any]], n: int) -> list[str]:
     return list(dict.fromkeys(str(e["item_id"]) for e in ordered if e.get("type") != "impression"))[:n]
 
 
-def neighbour_scores(neighbours: Mapping[str, Sequence[tuple[str, float]]], likes: Sequence[str], *,
-                     exclude: frozenset[str] | set[str] = frozenset(), limit: int | None = None,
-                     decay: bool = False) -> dict[str, float]:
+def neighbour_scores(
+    neighbours: Mapping[str, Sequence[tuple[str, float]]],
+    likes: Sequence[str],
+    *,
+    exclude: frozenset[str] | set[str] = frozenset(),
+    limit: int | None = None,
+    decay: bool = False,
+) -> dict[str, float]:
     """Co-occurrence scores: item -> the sum of its weights in the neighbour lists of ``likes``.
 
     Args:
@@ -380,6 +437,7 @@ def neighbour_scores(neighbours: Mapping[str, Sequence[tuple[str, float]]], like
 
 
 # --- in Elasticsearch ----------------------------------------------------------------------------
+
 
 @dataclass
 class FitSummary:
@@ -410,18 +468,29 @@ def lists_index_name(settings: Any, version: str) -> str:
 
 
 def lists_mapping() -> dict[str, Any]:
-    return {"dynamic": "strict", "properties": {"item_id": {"type": "keyword"},
-                                                **{f: {"type": "object", "enabled": False} for f in LIST_FIELDS}}}
+    return {
+        "dynamic": "strict",
+        "properties": {
+            "item_id": {"type": "keyword"},
+            **{f: {"type": "object", "enabled": False} for f in LIST_FIELDS},
+        },
+    }
 
 
 def meta_block(model: CFModel, lists_index: str | None = None) -> dict[str, Any]:
     """The ``_meta.vecrank.cf`` block of an items index: the version users' vectors are checked
     against, what the fold-in needs (the Gram matrix, row-major, and the fit's settings), and the
     index of the neighbour lists."""
-    return {"version": model.version, "config": model.config.to_dict(), "before_ms": model.before_ms,
-            "lists_index": lists_index,
-            "items": len(model.item_ids), "users": model.users, "events": model.events,
-            "gram": [float(x) for x in model.gram.ravel()]}
+    return {
+        "version": model.version,
+        "config": model.config.to_dict(),
+        "before_ms": model.before_ms,
+        "lists_index": lists_index,
+        "items": len(model.item_ids),
+        "users": model.users,
+        "events": model.events,
+        "gram": [float(x) for x in model.gram.ravel()],
+    }
 
 
 def gram_of(block: Mapping[str, Any]) -> np.ndarray:
@@ -454,8 +523,15 @@ def neighbours_from_doc(doc: Mapping[str, Any] | None) -> tuple[tuple[str, float
     return tuple((str(i), float(w)) for i, w in zip(doc.get("ids") or (), doc.get("weights") or ()))
 
 
-def fit_index(client: Any, settings: Any, config: CFConfig | None = None, *, switch: bool = True,
-              events: Sequence[Mapping[str, Any]] | None = None, verify_sample: int = 20) -> FitSummary:
+def fit_index(
+    client: Any,
+    settings: Any,
+    config: CFConfig | None = None,
+    *,
+    switch: bool = True,
+    events: Sequence[Mapping[str, Any]] | None = None,
+    verify_sample: int = 20,
+) -> FitSummary:
     """``vecrank cf fit``: fit on every event, then write the factors and neighbours into the
     next items version and move the alias to it in one atomic request.
 
@@ -489,14 +565,25 @@ def fit_index(client: Any, settings: Any, config: CFConfig | None = None, *, swi
     live = indices.live_index(client, settings)
     if live is None:
         raise VecrankError(f"no items index behind {indices.alias_name(settings)}; ingest a catalog first")
-    log_ = Interactions.from_events(events if events is not None else (
-        {k: e.get(k) for k in ("user_id", "item_id", "type", "value", "timestamp")} for e in iter_events(client, settings)))
+    log_ = Interactions.from_events(
+        events
+        if events is not None
+        else (
+            {k: e.get(k) for k in ("user_id", "item_id", "type", "value", "timestamp")}
+            for e in iter_events(client, settings)
+        )
+    )
     try:
         model = fit(log_, config)
     except ValueError as exc:
         raise VecrankError(f"cannot fit collaborative vectors: {exc}") from None
-    summary = FitSummary(source=live, version=model.version, users=model.users, events=model.events,
-                         seconds_fit=round(time.monotonic() - started, 3))
+    summary = FitSummary(
+        source=live,
+        version=model.version,
+        users=model.users,
+        events=model.events,
+        seconds_fit=round(time.monotonic() - started, 3),
+    )
     lists_index = summary.lists_index = lists_index_name(settings, model.version)
     indices.create_index_if_missing(client, lists_index, lists_mapping())
     listed = indices.write_version(client, lists_index, _list_actions(model, lists_index, summary))
@@ -506,8 +593,9 @@ def fit_index(client: Any, settings: Any, config: CFConfig | None = None, *, swi
     spec_keys = set(indices.IndexSpec.__dataclass_fields__)
     kept = {k: v for k, v in old_meta.items() if k not in spec_keys and k not in {"created_at", "cf"}}
     new_spec = replace(indices.IndexSpec.from_meta(old_meta), cf_dims=config.factors)
-    target = indices.create_version(client, settings, new_spec, point_alias_if_new=False,
-                                    meta={**kept, "cf": meta_block(model, lists_index)})
+    target = indices.create_version(
+        client, settings, new_spec, point_alias_if_new=False, meta={**kept, "cf": meta_block(model, lists_index)}
+    )
     summary.target = target
     packed = packs_vectors(client)
     written = time.monotonic()
@@ -524,8 +612,9 @@ def fit_index(client: Any, settings: Any, config: CFConfig | None = None, *, swi
     result = indices.write_version(client, target, actions())
     summary.items, summary.failed, summary.failures = result.ok + result.failed, result.failed, result.failures
     summary.seconds_write = round(time.monotonic() - written, 3)
-    problems = indices.copy_problems(client, live, target, result) + _verify(client, target, model, summary,
-                                                                             verify_sample)
+    problems = indices.copy_problems(client, live, target, result) + _verify(
+        client, target, model, summary, verify_sample
+    )
     if problems:
         raise VecrankError(f"{target} failed verification, the alias still points at {live}: {'; '.join(problems)}")
     if switch:
@@ -549,10 +638,20 @@ def _verify(client: Any, target: str, model: CFModel, summary: FitSummary, sampl
     """A sample of stored factors equals the model's, bit for bit."""
     problems = []
     if sample and summary.with_vector:
-        hits = client.search(index=target, size=sample, source={"exclude_vectors": False, "includes": ["cf_vector"]},
-                             query={"exists": {"field": "cf_vector"}}, sort=[{"item_id": "asc"}])["hits"]["hits"]
-        bad = [h["_id"] for h in hits
-               if not np.array_equal(np.asarray(h["_source"]["cf_vector"], dtype=np.float32), model.vector(h["_id"]))]
+        hits = client.search(
+            index=target,
+            size=sample,
+            source={"exclude_vectors": False, "includes": ["cf_vector"]},
+            query={"exists": {"field": "cf_vector"}},
+            sort=[{"item_id": "asc"}],
+        )["hits"]["hits"]
+        bad = [
+            h["_id"]
+            for h in hits
+            if not np.array_equal(np.asarray(h["_source"]["cf_vector"], dtype=np.float32), model.vector(h["_id"]))
+        ]
         if bad:
-            problems.append(f"{len(bad)} of {len(hits)} sampled collaborative vectors differ from the model's ({bad[:5]})")
+            problems.append(
+                f"{len(bad)} of {len(hits)} sampled collaborative vectors differ from the model's ({bad[:5]})"
+            )
     return problems

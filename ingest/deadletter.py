@@ -51,11 +51,20 @@ class DeadLetters:
 
     def add(self, bad: BadRecord) -> None:
         """Records a :class:`~vecrank.ingest.records.BadRecord`."""
-        self.add_failure(source=bad.source, line=bad.line, reason=bad.reason, field=bad.field,
-                         detail=bad.detail, record=bad.raw)
+        self.add_failure(
+            source=bad.source, line=bad.line, reason=bad.reason, field=bad.field, detail=bad.detail, record=bad.raw
+        )
 
-    def add_failure(self, *, source: str, line: int, reason: str, field: str | None = None,
-                    detail: str | None = None, record: str | dict[str, Any] | None = None) -> None:
+    def add_failure(
+        self,
+        *,
+        source: str,
+        line: int,
+        reason: str,
+        field: str | None = None,
+        detail: str | None = None,
+        record: str | dict[str, Any] | None = None,
+    ) -> None:
         """Records a failure found after validation (a bulk rejection, for example).
 
         Args:
@@ -95,8 +104,9 @@ class DeadLetters:
     def __enter__(self) -> DeadLetters:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def __repr__(self) -> str:

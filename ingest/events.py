@@ -33,8 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from vecrank.errors import VecrankError
 from vecrank.ingest.bulk import bulk_with_retries
-from vecrank.ingest.indices import create_index_if_missing
 from vecrank.ingest.deadletter import DeadLetters
+from vecrank.ingest.indices import create_index_if_missing
 from vecrank.ingest.records import BadRecord, Record, normalise_id, read_records
 from vecrank.interactions import is_interaction
 from vecrank.settings import Settings
@@ -61,8 +61,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: The logical fields of an input row; ``columns`` maps them onto a file's own column names.
-EVENT_FIELDS = ("user", "item", "type", "value", "timestamp", "request_id", "position", "arm",
-                "model_version")
+EVENT_FIELDS = ("user", "item", "type", "value", "timestamp", "request_id", "position", "arm", "model_version")
 
 # Below this a number is read as epoch seconds, above it as epoch milliseconds: 1e11 seconds is
 # the year 5138, while 1e11 milliseconds is March 1973, earlier than any interaction log.
@@ -125,8 +124,10 @@ class EventTypes(BaseModel):
             if not name or name != name.strip():
                 raise ValueError(f"weights: event type {name!r} must be non-empty without spaces around it")
             if not math.isfinite(weight) or weight < 0:
-                raise ValueError(f"weights[{name!r}] must be a finite number >= 0 (use `negative` "
-                                 f"for types that count against an item), not {weight!r}")
+                raise ValueError(
+                    f"weights[{name!r}] must be a finite number >= 0 (use `negative` "
+                    f"for types that count against an item), not {weight!r}"
+                )
         return weights
 
     @model_validator(mode="after")
@@ -195,8 +196,11 @@ class EventBounds:
         object.__setattr__(self, "rating_range", (float(low), float(high)))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"min_timestamp_ms": self.min_timestamp_ms, "max_future_s": self.max_future_s,
-                "rating_range": list(self.rating_range)}
+        return {
+            "min_timestamp_ms": self.min_timestamp_ms,
+            "max_future_s": self.max_future_s,
+            "rating_range": list(self.rating_range),
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EventBounds:
@@ -319,8 +323,9 @@ def ms_to_datetime(millis: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=millis)
 
 
-def event_id(user_id: str, item_id: str, event_type: str, timestamp_ms: int,
-             request_id: str | None, value: float | None) -> str:
+def event_id(
+    user_id: str, item_id: str, event_type: str, timestamp_ms: int, request_id: str | None, value: float | None
+) -> str:
     """The event's identity: a SHA-1 over what the event is, so replays map onto the same id.
 
     Args:
@@ -335,8 +340,10 @@ def event_id(user_id: str, item_id: str, event_type: str, timestamp_ms: int,
         40 hex digits.
     """
     # A JSON array cannot be confused across fields, unlike joining with a separator.
-    key = json.dumps([user_id, item_id, event_type, int(timestamp_ms), request_id,
-                      None if value is None else float(value)], ensure_ascii=False)
+    key = json.dumps(
+        [user_id, item_id, event_type, int(timestamp_ms), request_id, None if value is None else float(value)],
+        ensure_ascii=False,
+    )
     return hashlib.sha1(key.encode("utf-8")).hexdigest()
 
 
@@ -360,9 +367,15 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def parse_event(record: Record, *, event_types: EventTypes, columns: Mapping[str, str] | None = None,
-                default_type: str | None = None, bounds: EventBounds | None = None,
-                now_ms: int | None = None) -> dict[str, Any] | BadRecord:
+def parse_event(
+    record: Record,
+    *,
+    event_types: EventTypes,
+    columns: Mapping[str, str] | None = None,
+    default_type: str | None = None,
+    bounds: EventBounds | None = None,
+    now_ms: int | None = None,
+) -> dict[str, Any] | BadRecord:
     """Turns one input row into an event document, or says what is wrong with it.
 
     Ids longer than :data:`MAX_ID_BYTES` in UTF-8, timestamps and ratings outside ``bounds``
@@ -395,8 +408,7 @@ def parse_event(record: Record, *, event_types: EventTypes, columns: Mapping[str
     data = record.data
 
     def bad(logical: str | None, reason: str, detail: str | None = None) -> BadRecord:
-        return BadRecord(record.source, record.line, names.get(logical) if logical else None, reason,
-                         data, detail)
+        return BadRecord(record.source, record.line, names.get(logical) if logical else None, reason, data, detail)
 
     ids: dict[str, str] = {}
     for logical in ("user", "item"):
@@ -414,8 +426,7 @@ def parse_event(record: Record, *, event_types: EventTypes, columns: Mapping[str
     if event_type is None:
         return bad("type", "missing type")
     if event_type not in event_types.weights:
-        return bad("type", "unknown event type",
-                   f"{event_type!r} is not one of: {', '.join(event_types.names)}")
+        return bad("type", "unknown event type", f"{event_type!r} is not one of: {', '.join(event_types.names)}")
 
     raw_value = data.get(names["value"])
     value: float | None = None
@@ -439,12 +450,14 @@ def parse_event(record: Record, *, event_types: EventTypes, columns: Mapping[str
     except ValueError as exc:
         return bad("timestamp", "bad timestamp", str(exc))
     if timestamp < bounds.min_timestamp_ms:
-        return bad("timestamp", "implausible timestamp",
-                   f"{raw_time!r} is before {_iso(bounds.min_timestamp_ms)}")
+        return bad("timestamp", "implausible timestamp", f"{raw_time!r} is before {_iso(bounds.min_timestamp_ms)}")
     latest = (int(time.time() * 1000) if now_ms is None else now_ms) + round(bounds.max_future_s * 1000)
     if timestamp > latest:
-        return bad("timestamp", "implausible timestamp",
-                   f"{raw_time!r} is more than {bounds.max_future_s:g} s in the future (after {_iso(latest)})")
+        return bad(
+            "timestamp",
+            "implausible timestamp",
+            f"{raw_time!r} is more than {bounds.max_future_s:g} s in the future (after {_iso(latest)})",
+        )
 
     position: int | None = None
     raw_position = data.get(names["position"])
@@ -462,9 +475,13 @@ def parse_event(record: Record, *, event_types: EventTypes, columns: Mapping[str
         "type": event_type,
         "timestamp": timestamp,
     }
-    optional = {"value": value, "request_id": request_id, "position": position,
-                "arm": _optional_text(data.get(names["arm"])),
-                "model_version": _optional_text(data.get(names["model_version"]))}
+    optional = {
+        "value": value,
+        "request_id": request_id,
+        "position": position,
+        "arm": _optional_text(data.get(names["arm"])),
+        "model_version": _optional_text(data.get(names["model_version"])),
+    }
     doc.update({key: val for key, val in optional.items() if val is not None})
     return doc
 
@@ -512,10 +529,17 @@ class EventSummary:
     def to_dict(self) -> dict[str, Any]:
         """The summary as JSON-ready data (for ``--json``)."""
         return {
-            "read": self.read, "written": self.written, "duplicates_skipped": self.duplicates_skipped,
-            "unknown_items": self.unknown_items, "failed": self.failed, "by_type": dict(self.by_type),
-            "reasons": dict(self.reasons), "users_updated": self.users_updated, "users_rebuilt": self.users_rebuilt,
-            "dead_letter_path": self.dead_letter_path, "seconds": round(self.seconds, 3),
+            "read": self.read,
+            "written": self.written,
+            "duplicates_skipped": self.duplicates_skipped,
+            "unknown_items": self.unknown_items,
+            "failed": self.failed,
+            "by_type": dict(self.by_type),
+            "reasons": dict(self.reasons),
+            "users_updated": self.users_updated,
+            "users_rebuilt": self.users_rebuilt,
+            "dead_letter_path": self.dead_letter_path,
+            "seconds": round(self.seconds, 3),
             "reconciles": self.reconciles(),
         }
 
@@ -537,7 +561,7 @@ class _KnownItems:
             self._known.clear()  # bounded memory beats a perfect hit rate
         missing: set[str] = set()
         for start in range(0, len(todo), _MGET_CHUNK):
-            chunk = todo[start:start + _MGET_CHUNK]
+            chunk = todo[start : start + _MGET_CHUNK]
             docs = self._client.mget(index=self._index, ids=chunk, source=False)["docs"]
             for doc in docs:
                 if "error" in doc:
@@ -614,8 +638,9 @@ def ingest_events(
     columns = dict(columns or {})
     unknown_keys = set(columns) - set(EVENT_FIELDS)
     if unknown_keys:
-        raise ValueError(f"columns: unknown field(s) {', '.join(sorted(unknown_keys))}; "
-                         f"known: {', '.join(EVENT_FIELDS)}")
+        raise ValueError(
+            f"columns: unknown field(s) {', '.join(sorted(unknown_keys))}; " f"known: {', '.join(EVENT_FIELDS)}"
+        )
     if default_type is not None and default_type not in event_types.weights:
         raise ValueError(f"default_type {default_type!r} is not one of: {', '.join(event_types.names)}")
     if batch_size < 1 or max_history < 1:
@@ -623,8 +648,9 @@ def ingest_events(
 
     items_alias = settings.index("items")
     if not allow_unknown_items and not client.indices.exists(index=items_alias):
-        raise VecrankError(f"items index {items_alias} does not exist: ingest the catalog first, "
-                           "or allow unknown items")
+        raise VecrankError(
+            f"items index {items_alias} does not exist: ingest the catalog first, " "or allow unknown items"
+        )
     records = read_records(path, format=format)  # checks path and format before anything is written
     events_index = ensure_events_index(client, settings)
     known = None if allow_unknown_items else _KnownItems(client, items_alias)
@@ -632,21 +658,38 @@ def ingest_events(
     summary = EventSummary(dead_letter_path=str(dead_letter_path) if dead_letter_path else None)
     started = time.monotonic()
     show = sys.stderr.isatty() if progress is None else progress
-    bulk_options = {"chunk_size": batch_size, "max_retries": max_retries,
-                    "initial_backoff": initial_backoff, "max_backoff": max_backoff}
+    bulk_options = {
+        "chunk_size": batch_size,
+        "max_retries": max_retries,
+        "initial_backoff": initial_backoff,
+        "max_backoff": max_backoff,
+    }
     with DeadLetters(dead_letter_path) as dead, _progress_bar(show) as bar:
 
         def flush(pending: list[_Pending]) -> None:
-            _flush(client, settings, events_index, pending, known, dead, summary,
-                   item_column=columns.get("item", "item"), update_users=update_users,
-                   max_history=max_history, bulk_options=bulk_options)
+            _flush(
+                client,
+                settings,
+                events_index,
+                pending,
+                known,
+                dead,
+                summary,
+                item_column=columns.get("item", "item"),
+                update_users=update_users,
+                max_history=max_history,
+                bulk_options=bulk_options,
+            )
 
         batch: list[_Pending] = []
         for record in records:
             summary.read += 1
             bar.update(1)
-            parsed = (record if isinstance(record, BadRecord) else
-                      parse_event(record, event_types=event_types, columns=columns, default_type=default_type))
+            parsed = (
+                record
+                if isinstance(record, BadRecord)
+                else parse_event(record, event_types=event_types, columns=columns, default_type=default_type)
+            )
             if isinstance(parsed, BadRecord):
                 summary.failed += 1
                 dead.add(parsed)
@@ -661,9 +704,16 @@ def ingest_events(
     if summary.written:  # make them visible to the next command (a signals refresh) at once
         client.indices.refresh(index=events_index)
     summary.seconds = time.monotonic() - started
-    logger.info("Events from %s: %d read, %d written, %d duplicates, %d unknown items, %d failed (%.1fs)",
-                path, summary.read, summary.written, summary.duplicates_skipped, summary.unknown_items,
-                summary.failed, summary.seconds)
+    logger.info(
+        "Events from %s: %d read, %d written, %d duplicates, %d unknown items, %d failed (%.1fs)",
+        path,
+        summary.read,
+        summary.written,
+        summary.duplicates_skipped,
+        summary.unknown_items,
+        summary.failed,
+        summary.seconds,
+    )
     if not summary.reconciles():  # a bookkeeping bug, not a data problem: say so loudly
         logger.error("Event counts do not reconcile: %s", summary.to_dict())
     return summary
@@ -675,9 +725,20 @@ def _progress_bar(show: bool) -> Any:
     return tqdm(unit=" events", disable=not show, desc="events")
 
 
-def _flush(client: Elasticsearch, settings: Settings, index: str, batch: list[_Pending],
-           known: _KnownItems | None, dead: DeadLetters, summary: EventSummary, *, item_column: str,
-           update_users: bool, max_history: int, bulk_options: dict[str, Any]) -> None:
+def _flush(
+    client: Elasticsearch,
+    settings: Settings,
+    index: str,
+    batch: list[_Pending],
+    known: _KnownItems | None,
+    dead: DeadLetters,
+    summary: EventSummary,
+    *,
+    item_column: str,
+    update_users: bool,
+    max_history: int,
+    bulk_options: dict[str, Any],
+) -> None:
     """Writes one batch: item check, bulk create, then the users' histories."""
 
     if known is not None:
@@ -687,10 +748,14 @@ def _flush(client: Elasticsearch, settings: Settings, index: str, batch: list[_P
             for pending in batch:
                 if pending.doc["item_id"] in missing:
                     summary.unknown_items += 1
-                    dead.add_failure(source=pending.source, line=pending.line, field=item_column,
-                                     reason="unknown item",
-                                     detail=f"item {pending.doc['item_id']!r} is not in {settings.index('items')}",
-                                     record=pending.doc)
+                    dead.add_failure(
+                        source=pending.source,
+                        line=pending.line,
+                        field=item_column,
+                        reason="unknown item",
+                        detail=f"item {pending.doc['item_id']!r} is not in {settings.index('items')}",
+                        record=pending.doc,
+                    )
                 else:
                     kept.append(pending)
             batch = kept
@@ -698,8 +763,18 @@ def _flush(client: Elasticsearch, settings: Settings, index: str, batch: list[_P
         return
 
     ingested_at = int(time.time() * 1000)
-    actions = [({"_op_type": "create", "_index": index, "_id": p.doc["event_id"],
-                 "_source": {**p.doc, "ingested_at": ingested_at}}, p) for p in batch]
+    actions = [
+        (
+            {
+                "_op_type": "create",
+                "_index": index,
+                "_id": p.doc["event_id"],
+                "_source": {**p.doc, "ingested_at": ingested_at},
+            },
+            p,
+        )
+        for p in batch
+    ]
     created: list[dict[str, Any]] = []
     repeated: list[dict[str, Any]] = []
     for outcome in bulk_with_retries(client, actions, **bulk_options):
@@ -713,16 +788,28 @@ def _flush(client: Elasticsearch, settings: Settings, index: str, batch: list[_P
             repeated.append(pending.doc)
         else:
             summary.failed += 1
-            dead.add_failure(source=pending.source, line=pending.line, field=None, reason=outcome.reason,
-                             detail=outcome.detail, record=pending.doc)
+            dead.add_failure(
+                source=pending.source,
+                line=pending.line,
+                field=None,
+                reason=outcome.reason,
+                detail=outcome.detail,
+                record=pending.doc,
+            )
     if update_users:
         written, rebuilt = apply_to_users(client, settings, created, repeated, max_history=max_history)
         summary.users_updated += written
         summary.users_rebuilt += rebuilt
 
 
-def apply_to_users(client: Elasticsearch, settings: Settings, created: Sequence[Mapping[str, Any]],
-                   repeated: Sequence[Mapping[str, Any]] = (), *, max_history: int = 200) -> tuple[int, int]:
+def apply_to_users(
+    client: Elasticsearch,
+    settings: Settings,
+    created: Sequence[Mapping[str, Any]],
+    repeated: Sequence[Mapping[str, Any]] = (),
+    *,
+    max_history: int = 200,
+) -> tuple[int, int]:
     """Bring the users of a stored batch up to date: the interactions just ``created`` are merged
     into their histories (idempotent by event id); the users of ``repeated`` interactions (events
     that were already stored: a retry or a rerun, whose first attempt may have stopped before its
@@ -755,8 +842,9 @@ def rebuild(client: Elasticsearch, settings: Settings, user_ids: Iterable[str], 
     return rebuilt
 
 
-def iter_events(client: Elasticsearch, settings: Settings, *, query: Mapping[str, Any] | None = None,
-                size: int = 1000) -> Iterator[dict[str, Any]]:
+def iter_events(
+    client: Elasticsearch, settings: Settings, *, query: Mapping[str, Any] | None = None, size: int = 1000
+) -> Iterator[dict[str, Any]]:
     """Streams stored events (their ``_source``) matching ``query``, in no particular order.
 
     Args:
@@ -773,4 +861,3 @@ def iter_events(client: Elasticsearch, settings: Settings, *, query: Mapping[str
     body = {"query": dict(query) if query else {"match_all": {}}}
     for hit in scan(client, index=settings.index("events"), query=body, size=size):
         yield hit["_source"]
-

@@ -84,8 +84,9 @@ def convert_value(kind: str, value: Any) -> Any:
     return None if converted is _ABSENT else converted
 
 
-def apply_field_types(data: Mapping[str, Any], field_types: Mapping[str, str], *,
-                      skip: Iterable[str | None] = ()) -> dict[str, Any]:
+def apply_field_types(
+    data: Mapping[str, Any], field_types: Mapping[str, str], *, skip: Iterable[str | None] = ()
+) -> dict[str, Any]:
     """A copy of ``data`` with every declared field converted to its type.
 
     A dotted name (``dims.width``) is a flat key if there is one, else a path into nested
@@ -181,8 +182,7 @@ def _integer(kind: str) -> Callable[[Any], Any]:
         else:
             raise FieldTypeError(None, "not an integer", f"got {_type_name(value)}")
         if not low <= number <= high:
-            raise FieldTypeError(None, f"out of range for {kind}",
-                                 f"{number} is outside {low}..{high}")
+            raise FieldTypeError(None, f"out of range for {kind}", f"{number} is outside {low}..{high}")
         return number
 
     return convert
@@ -252,9 +252,14 @@ def _string(value: Any) -> Any:
 
 
 _CONVERTERS: dict[str, Callable[[Any], Any]] = {
-    "integer": _integer("integer"), "long": _integer("long"),
-    "float": _floating("float"), "double": _floating("double"),
-    "boolean": _boolean, "date": _date, "keyword": _string, "text": _string,
+    "integer": _integer("integer"),
+    "long": _integer("long"),
+    "float": _floating("float"),
+    "double": _floating("double"),
+    "boolean": _boolean,
+    "date": _date,
+    "keyword": _string,
+    "text": _string,
 }
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from vecrank import __version__
@@ -139,15 +139,25 @@ def items_mapping(spec: IndexSpec) -> dict[str, Any]:
         "content_hash": {"type": "keyword"},
         "available": {"type": "boolean"},  # a catalog field; absent means available
         "indexed_at": {"type": "date"},
-        "embedding": {"type": "dense_vector", "dims": spec.dims, "index": True,
-                      "similarity": spec.similarity, "index_options": spec.index_options.to_dict()},
+        "embedding": {
+            "type": "dense_vector",
+            "dims": spec.dims,
+            "index": True,
+            "similarity": spec.similarity,
+            "index_options": spec.index_options.to_dict(),
+        },
         "signals": signals_mapping(),
     }
     if spec.cf_dims:
         # Collaborative item factors (ingest.cf): scored by dot product, so max_inner_product;
         # small enough (tens of dims) to keep as floats.
-        properties["cf_vector"] = {"type": "dense_vector", "dims": spec.cf_dims, "index": True,
-                                   "similarity": "max_inner_product", "index_options": {"type": "hnsw"}}
+        properties["cf_vector"] = {
+            "type": "dense_vector",
+            "dims": spec.cf_dims,
+            "index": True,
+            "similarity": "max_inner_product",
+            "index_options": {"type": "hnsw"},
+        }
         # The neighbour lists that fits before the lists index wrote on the items (a reindex of
         # such a version copies them): read whole, never searched.
         for name in LIST_FIELDS:
@@ -158,8 +168,14 @@ def items_mapping(spec: IndexSpec) -> dict[str, Any]:
     return {
         "dynamic": True,
         # Catalog strings become exact-match facets (genres, brand...); long prose stays in _source.
-        "dynamic_templates": [{"strings_as_keywords": {
-            "match_mapping_type": "string", "mapping": {"type": "keyword", "ignore_above": 512}}}],
+        "dynamic_templates": [
+            {
+                "strings_as_keywords": {
+                    "match_mapping_type": "string",
+                    "mapping": {"type": "keyword", "ignore_above": 512},
+                }
+            }
+        ],
         "properties": properties,
         "_meta": {"vecrank": {**spec.to_meta(), "created_at": _now()}},
     }
@@ -170,10 +186,11 @@ def stored_field_name(name: str) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 # --- names and versions -----------------------------------------------------------------------
+
 
 def alias_name(settings: Settings) -> str:
     return settings.index("items")
@@ -185,8 +202,12 @@ def version_name(settings: Settings, version: int) -> str:
 
 def versions(client: Elasticsearch, settings: Settings) -> dict[int, str]:
     """Existing versions: number -> index name."""
-    found = client.indices.get(index=f"{alias_name(settings)}-v*", ignore_unavailable=True,
-                               allow_no_indices=True, filter_path="*.settings.index.provided_name")
+    found = client.indices.get(
+        index=f"{alias_name(settings)}-v*",
+        ignore_unavailable=True,
+        allow_no_indices=True,
+        filter_path="*.settings.index.provided_name",
+    )
     out = {}
     for name in found:
         m = _VERSION.search(name)
@@ -202,8 +223,10 @@ def live_index(client: Elasticsearch, settings: Settings) -> str | None:
         return None
     targets = list(client.indices.get_alias(name=alias))
     if len(targets) != 1:
-        raise IndexError_(f"alias {alias} points at {len(targets)} indices ({', '.join(targets)}); "
-                          f"fix it with `vecrank index switch`")
+        raise IndexError_(
+            f"alias {alias} points at {len(targets)} indices ({', '.join(targets)}); "
+            f"fix it with `vecrank index switch`"
+        )
     return targets[0]
 
 
@@ -241,8 +264,16 @@ def create_index_if_missing(client: Elasticsearch, name: str, mappings: dict[str
             raise
 
 
-def create_version(client: Elasticsearch, settings: Settings, spec: IndexSpec, *, shards: int = 1,
-                   replicas: int = 0, point_alias_if_new: bool = True, meta: dict[str, Any] | None = None) -> str:
+def create_version(
+    client: Elasticsearch,
+    settings: Settings,
+    spec: IndexSpec,
+    *,
+    shards: int = 1,
+    replicas: int = 0,
+    point_alias_if_new: bool = True,
+    meta: dict[str, Any] | None = None,
+) -> str:
     """Create the next ``items-v<N>``. The alias moves to it only if there was no alias yet.
 
     ``meta`` adds keys to ``_meta.vecrank`` (the collaborative model's block, ``cf``)."""
@@ -251,8 +282,10 @@ def create_version(client: Elasticsearch, settings: Settings, spec: IndexSpec, *
     mappings = items_mapping(spec)
     if meta:
         mappings["_meta"]["vecrank"].update(meta)
-    body: dict[str, Any] = {"settings": {"number_of_shards": shards, "number_of_replicas": replicas},
-                            "mappings": mappings}
+    body: dict[str, Any] = {
+        "settings": {"number_of_shards": shards, "number_of_replicas": replicas},
+        "mappings": mappings,
+    }
     if point_alias_if_new and live_index(client, settings) is None:
         body["aliases"] = {alias_name(settings): {"is_write_index": True}}
     client.indices.create(index=name, **body)
@@ -316,8 +349,9 @@ def write_version(client: Elasticsearch, target: str, actions: Any) -> Written:
     from elasticsearch import helpers
 
     out = Written()
-    for ok, info in helpers.streaming_bulk(client, actions, chunk_size=500, max_retries=5, raise_on_error=False,
-                                           raise_on_exception=False):
+    for ok, info in helpers.streaming_bulk(
+        client, actions, chunk_size=500, max_retries=5, raise_on_error=False, raise_on_exception=False
+    ):
         if ok:
             out.ok += 1
         else:
@@ -362,7 +396,9 @@ def delete_version(client: Elasticsearch, settings: Settings, version: int) -> s
         raise IndexError_(f"{name} is live behind {alias_name(settings)}; switch the alias first")
     lists = (meta_of(client, name).get("cf") or {}).get("lists_index")
     client.indices.delete(index=name)
-    named = {(meta_of(client, other).get("cf") or {}).get("lists_index") for other in versions(client, settings).values()}
+    named = {
+        (meta_of(client, other).get("cf") or {}).get("lists_index") for other in versions(client, settings).values()
+    }
     if lists and lists not in named:
         client.indices.delete(index=lists, ignore_unavailable=True)
     return name
@@ -379,12 +415,18 @@ def describe_versions(client: Elasticsearch, settings: Settings) -> list[dict[st
     for number, name in names.items():
         meta = client.indices.get_mapping(index=name)[name]["mappings"].get("_meta", {}).get("vecrank", {})
         total = stats.get(name, {}).get("total", {})
-        rows.append({
-            "version": number, "index": name, "live": name == live,
-            "docs": total.get("docs", {}).get("count", 0),
-            "size_mb": round(total.get("store", {}).get("size_in_bytes", 0) / 2**20, 2),
-            "model": meta.get("model"), "dims": meta.get("dims"),
-            "index_type": (meta.get("index_options") or {}).get("type"),
-            "template": meta.get("template"), "created_at": meta.get("created_at"),
-        })
+        rows.append(
+            {
+                "version": number,
+                "index": name,
+                "live": name == live,
+                "docs": total.get("docs", {}).get("count", 0),
+                "size_mb": round(total.get("store", {}).get("size_in_bytes", 0) / 2**20, 2),
+                "model": meta.get("model"),
+                "dims": meta.get("dims"),
+                "index_type": (meta.get("index_options") or {}).get("type"),
+                "template": meta.get("template"),
+                "created_at": meta.get("created_at"),
+            }
+        )
     return rows

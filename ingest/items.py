@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from vecrank.settings import Settings
 
 log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class ItemSource:
@@ -81,8 +82,11 @@ class IngestSummary:
         return self.read == self.written + self.skipped_unchanged + self.deleted + self.failed
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "reconciles": self.reconciles(),
-                "items_per_second": round(self.read / self.seconds, 1) if self.seconds else None}
+        return {
+            **asdict(self),
+            "reconciles": self.reconciles(),
+            "items_per_second": round(self.read / self.seconds, 1) if self.seconds else None,
+        }
 
 
 @dataclass
@@ -106,13 +110,22 @@ class _Failures:
             self._summary.failed += 1
         if self._strict:
             where = f"{bad.source}:{bad.line}" + (f" field {bad.field!r}" if bad.field else "")
-            raise VecrankError(f"{where}: {bad.reason}" + (f" ({bad.detail})" if bad.detail else "")
-                               + " — stopping because of --strict")
+            raise VecrankError(
+                f"{where}: {bad.reason}"
+                + (f" ({bad.detail})" if bad.detail else "")
+                + " — stopping because of --strict"
+            )
 
     def write_failed(self, row: ItemRow, reason: str, detail: str) -> None:
         with self._lock:
-            self._dead.add_failure(source=row.source, line=row.line, reason=reason, field=None, detail=detail,
-                                   record={"id": row.id, **row.fields})
+            self._dead.add_failure(
+                source=row.source,
+                line=row.line,
+                reason=reason,
+                field=None,
+                detail=detail,
+                record={"id": row.id, **row.fields},
+            )
             self._summary.failed += 1
 
 
@@ -121,12 +134,23 @@ def text_hash(model: str, text: str) -> str:
     return hashlib.sha256(f"{model}\0{text}".encode()).hexdigest()
 
 
-def ingest_items(client: Elasticsearch, settings: Settings, path: str | Path, source: ItemSource, *,
-                 embedder: TextEmbedder, cache: EmbeddingCache | None = None,
-                 index_options: indices.VectorIndexOptions | None = None,
-                 dead_letter_path: str | Path | None = None, strict: bool = False, dry_run: bool = False,
-                 batch_size: int = 256, bulk_chunk: int = 500, max_retries: int = 5,
-                 progress: bool | None = None) -> IngestSummary:
+def ingest_items(
+    client: Elasticsearch,
+    settings: Settings,
+    path: str | Path,
+    source: ItemSource,
+    *,
+    embedder: TextEmbedder,
+    cache: EmbeddingCache | None = None,
+    index_options: indices.VectorIndexOptions | None = None,
+    dead_letter_path: str | Path | None = None,
+    strict: bool = False,
+    dry_run: bool = False,
+    batch_size: int = 256,
+    bulk_chunk: int = 500,
+    max_retries: int = 5,
+    progress: bool | None = None,
+) -> IngestSummary:
     """Ingest one catalog file (or ``"-"`` for stdin) into the live items index.
 
     Args:
@@ -155,10 +179,15 @@ def ingest_items(client: Elasticsearch, settings: Settings, path: str | Path, so
     """
     started = time.monotonic()
     template = TextTemplate(source.template)
-    spec = indices.IndexSpec(model=embedder.model_name, dims=embedder.dimensions, template=source.template,
-                             id_field=source.id_field, similarity=embedder.similarity,
-                             index_options=index_options or indices.VectorIndexOptions(),
-                             field_types=dict(source.field_types))
+    spec = indices.IndexSpec(
+        model=embedder.model_name,
+        dims=embedder.dimensions,
+        template=source.template,
+        id_field=source.id_field,
+        similarity=embedder.similarity,
+        index_options=index_options or indices.VectorIndexOptions(),
+        field_types=dict(source.field_types),
+    )
     live = indices.live_index(client, settings)
     new_index = live is None  # then nothing can be unchanged: the per-batch lookup is skipped
     if dry_run:
@@ -166,8 +195,11 @@ def ingest_items(client: Elasticsearch, settings: Settings, path: str | Path, so
             indices.ensure_items_index(client, settings, spec)  # raises the explanation
     else:
         live = indices.ensure_items_index(client, settings, spec)
-    summary = IngestSummary(index=live or indices.alias_name(settings), dry_run=dry_run,
-                            dead_letter_path=str(dead_letter_path) if dead_letter_path else None)
+    summary = IngestSummary(
+        index=live or indices.alias_name(settings),
+        dry_run=dry_run,
+        dead_letter_path=str(dead_letter_path) if dead_letter_path else None,
+    )
     dedup = Deduplicator()
     packed = not dry_run and packs_vectors(client)
     records = read_records(path, format=source.format)
@@ -183,17 +215,27 @@ def ingest_items(client: Elasticsearch, settings: Settings, path: str | Path, so
                 rows = []
                 for item in batch:
                     summary.read += 1
-                    checked = item if isinstance(item, BadRecord) else validate_item(
-                        item, id_field=source.id_field, template=template, vector_field=source.vector_field,
-                        dims=embedder.dimensions, tombstone_field=source.tombstone_field,
-                        field_types=source.field_types)
+                    checked = (
+                        item
+                        if isinstance(item, BadRecord)
+                        else validate_item(
+                            item,
+                            id_field=source.id_field,
+                            template=template,
+                            vector_field=source.vector_field,
+                            dims=embedder.dimensions,
+                            tombstone_field=source.tombstone_field,
+                            field_types=source.field_types,
+                        )
+                    )
                     if isinstance(checked, BadRecord):
                         failures.bad_record(checked)
                     else:
                         dedup.add(checked.id, checked.line)
                         rows.append(checked)
-                pending = _prepare(client, None if new_index else live, rows, embedder, cache, summary, dry_run,
-                                   packed, target=live)
+                pending = _prepare(
+                    client, None if new_index else live, rows, embedder, cache, summary, dry_run, packed, target=live
+                )
                 if writer is not None and pending.actions:
                     writer.put(pending)
                 if bar is not None:
@@ -209,8 +251,11 @@ def ingest_items(client: Elasticsearch, settings: Settings, path: str | Path, so
         sample = ", ".join(f"{i} (lines {a} and {b})" for i, a, b in dedup.samples[:3])
         log.warning("%d duplicate id(s) in the input; the last row of each wins: %s", dedup.duplicates, sample)
     if summary.truncated:
-        log.warning("%d text(s) longer than the model's window (%d tokens) were truncated when embedded",
-                    summary.truncated, embedder.max_seq_length)
+        log.warning(
+            "%d text(s) longer than the model's window (%d tokens) were truncated when embedded",
+            summary.truncated,
+            embedder.max_seq_length,
+        )
     if not dry_run:
         client.indices.refresh(index=live)
     summary.seconds = round(time.monotonic() - started, 3)
@@ -259,9 +304,18 @@ def _progress_bar(progress: bool | None, path: str | Path):
     return tqdm(desc=f"ingest {Path(str(path)).name}", unit=" items", unit_scale=True, file=sys.stderr)
 
 
-def _prepare(client: Elasticsearch, lookup: str | None, rows: list[ItemRow], embedder: TextEmbedder,
-             cache: EmbeddingCache | None, summary: IngestSummary, dry_run: bool, packed: bool, *,
-             target: str | None) -> _Pending:
+def _prepare(
+    client: Elasticsearch,
+    lookup: str | None,
+    rows: list[ItemRow],
+    embedder: TextEmbedder,
+    cache: EmbeddingCache | None,
+    summary: IngestSummary,
+    dry_run: bool,
+    packed: bool,
+    *,
+    target: str | None,
+) -> _Pending:
     """Decide per row: delete, skip (unchanged) or index; find or compute the vectors to index.
 
     ``lookup`` is the index to compare content hashes with (None: a new index, nothing to
@@ -278,7 +332,7 @@ def _prepare(client: Elasticsearch, lookup: str | None, rows: list[ItemRow], emb
         return _Pending([], [])
 
     vectors = _vectors(changed, embedder, cache, summary)
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    now = datetime.now(UTC).isoformat(timespec="seconds")
     actions: list[dict[str, Any]] = []
     origins: list[ItemRow] = []
     for row in deletes:
@@ -286,8 +340,15 @@ def _prepare(client: Elasticsearch, lookup: str | None, rows: list[ItemRow], emb
         origins.append(row)
     for row, vector in zip(changed, vectors):
         doc = {indices.stored_field_name(k): v for k, v in row.fields.items()}
-        doc.update({"item_id": row.id, "text": row.text, "content_hash": row.content_hash,
-                    "embedding": vector_value(vector, packed), "indexed_at": now})
+        doc.update(
+            {
+                "item_id": row.id,
+                "text": row.text,
+                "content_hash": row.content_hash,
+                "embedding": vector_value(vector, packed),
+                "indexed_at": now,
+            }
+        )
         if existing.get(row.id, {}).get("signals"):
             doc["signals"] = existing[row.id]["signals"]  # written by `signals refresh`; keep them
         actions.append({"_op_type": "index", "_index": live, "_id": row.id, "_source": doc})
@@ -302,8 +363,9 @@ def _existing(client: Elasticsearch, index: str | None, ids: set[str]) -> dict[s
     return {d["_id"]: d.get("_source", {}) for d in resp["docs"] if d.get("found")}
 
 
-def resolve_vectors(texts: list[str], given: list[np.ndarray | Any | None], embedder: TextEmbedder,
-                    cache: EmbeddingCache | None) -> tuple[list[Any], list[str], int]:
+def resolve_vectors(
+    texts: list[str], given: list[np.ndarray | Any | None], embedder: TextEmbedder, cache: EmbeddingCache | None
+) -> tuple[list[Any], list[str], int]:
     """Vectors for ``texts`` in order: the ``given`` one where there is one, else the embedding
     cache's, else the model's (then cached).
 
@@ -313,8 +375,11 @@ def resolve_vectors(texts: list[str], given: list[np.ndarray | Any | None], embe
     """
     model = embedder.model_name
     keys = [text_hash(model, t) for t in texts]
-    cached = cache.get_many(model, [k for k, g in zip(keys, given) if g is None],
-                            dims=embedder.dimensions) if cache is not None else {}
+    cached = (
+        cache.get_many(model, [k for k, g in zip(keys, given) if g is None], dims=embedder.dimensions)
+        if cache is not None
+        else {}
+    )
     todo = sorted({k: t for k, t, g in zip(keys, texts, given) if g is None and k not in cached}.items())
     fresh: dict[str, np.ndarray] = {}
     truncated = 0
@@ -330,8 +395,9 @@ def resolve_vectors(texts: list[str], given: list[np.ndarray | Any | None], embe
     return vectors, origins, truncated
 
 
-def _vectors(rows: list[ItemRow], embedder: TextEmbedder, cache: EmbeddingCache | None,
-             summary: IngestSummary) -> list[np.ndarray]:
+def _vectors(
+    rows: list[ItemRow], embedder: TextEmbedder, cache: EmbeddingCache | None, summary: IngestSummary
+) -> list[np.ndarray]:
     """Vectors for ``rows``: precomputed in the input, else cached, else embedded; counted."""
     vectors, origins, truncated = resolve_vectors([r.text for r in rows], [r.vector for r in rows], embedder, cache)
     summary.truncated += truncated
@@ -344,8 +410,16 @@ def _vectors(rows: list[ItemRow], embedder: TextEmbedder, cache: EmbeddingCache 
 class _Writer:
     """Sends batches with ``streaming_bulk`` on its own thread while the next batch is embedded."""
 
-    def __init__(self, client: Elasticsearch, summary: IngestSummary, *, max_retries: int, bulk_chunk: int,
-                 initial_backoff: float = 0.5, max_backoff: float = 30.0):
+    def __init__(
+        self,
+        client: Elasticsearch,
+        summary: IngestSummary,
+        *,
+        max_retries: int,
+        bulk_chunk: int,
+        initial_backoff: float = 0.5,
+        max_backoff: float = 30.0,
+    ):
         self.client, self.summary = client, summary
         self.max_retries, self.bulk_chunk = max_retries, bulk_chunk
         self.initial_backoff, self.max_backoff = initial_backoff, max_backoff
@@ -383,10 +457,15 @@ class _Writer:
         def count_retry(n: int) -> None:
             self.summary.retried += n
 
-        results = bulk_with_retries(self.client, list(zip(pending.actions, pending.origins)),
-                                    chunk_size=self.bulk_chunk, max_retries=self.max_retries,
-                                    initial_backoff=self.initial_backoff, max_backoff=self.max_backoff,
-                                    on_retry=count_retry)
+        results = bulk_with_retries(
+            self.client,
+            list(zip(pending.actions, pending.origins)),
+            chunk_size=self.bulk_chunk,
+            max_retries=self.max_retries,
+            initial_backoff=self.initial_backoff,
+            max_backoff=self.max_backoff,
+            on_retry=count_retry,
+        )
         for outcome in results:
             if outcome.ok or (outcome.op == "delete" and outcome.status == 404):  # already gone: done
                 if outcome.op == "delete":

@@ -184,8 +184,10 @@ def _resolve_format(path: str | Path, format: str | None) -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in _SUFFIX_FORMATS:
         known = ", ".join(_SUFFIX_FORMATS)
-        raise ValueError(f"cannot tell the format of {path} from its suffix (known: {known}); "
-                         "pass format='jsonl', 'csv' or 'parquet'")
+        raise ValueError(
+            f"cannot tell the format of {path} from its suffix (known: {known}); "
+            "pass format='jsonl', 'csv' or 'parquet'"
+        )
     return _SUFFIX_FORMATS[suffix]
 
 
@@ -230,17 +232,21 @@ def _iter_jsonl(stream: Iterable[bytes], source: str) -> Iterator[Record | BadRe
         except json.JSONDecodeError as exc:
             if first_content and text.lstrip().startswith("["):
                 # A pretty-printed JSON array: every later line would be an error too.
-                yield BadRecord(source, line_no, None, "JSON array, not JSON Lines", None,
-                                "write one object per line, e.g. jq -c '.[]' file.json")
+                yield BadRecord(
+                    source,
+                    line_no,
+                    None,
+                    "JSON array, not JSON Lines",
+                    None,
+                    "write one object per line, e.g. jq -c '.[]' file.json",
+                )
                 return
-            yield BadRecord(source, line_no, None, "malformed JSON", text, exc.msg
-                            + f" at column {exc.colno}")
+            yield BadRecord(source, line_no, None, "malformed JSON", text, exc.msg + f" at column {exc.colno}")
             first_content = False
             continue
         first_content = False
         if not isinstance(value, dict):
-            yield BadRecord(source, line_no, None, "not a JSON object", text,
-                            f"got a JSON {_json_type(value)}")
+            yield BadRecord(source, line_no, None, "not a JSON object", text, f"got a JSON {_json_type(value)}")
             continue
         yield Record(source, line_no, value)
 
@@ -299,8 +305,7 @@ def _iter_csv(stream: Iterable[bytes], source: str) -> Iterator[Record | BadReco
         except StopIteration:
             return
         except csv.Error as exc:
-            yield BadRecord(source, start, None, "malformed CSV", feeder.row_text() or None,
-                            str(exc))
+            yield BadRecord(source, start, None, "malformed CSV", feeder.row_text() or None, str(exc))
             if header is None:
                 return
             continue
@@ -309,16 +314,14 @@ def _iter_csv(stream: Iterable[bytes], source: str) -> Iterator[Record | BadReco
         if feeder.bad:
             line, detail = next(iter(feeder.bad.items()))
             where = "" if line == start else f" (physical line {line})"
-            yield BadRecord(source, start, None, "invalid UTF-8", feeder.row_text(),
-                            detail + where)
+            yield BadRecord(source, start, None, "invalid UTF-8", feeder.row_text(), detail + where)
             if header is None:
                 return  # without a readable header no row can be interpreted
             continue
         if header is None:
             header, problem = _check_header(row)
             if problem is not None:
-                yield BadRecord(source, start, problem[0], "bad CSV header", feeder.row_text(),
-                                problem[1])
+                yield BadRecord(source, start, problem[0], "bad CSV header", feeder.row_text(), problem[1])
                 return
             continue
         yield _csv_row(source, start, header, row, feeder)
@@ -340,15 +343,19 @@ def _check_header(row: list[str]) -> tuple[list[str], tuple[str | None, str] | N
     return names, None
 
 
-def _csv_row(source: str, start: int, header: list[str], row: list[str],
-             feeder: _LineFeeder) -> Record | BadRecord:
+def _csv_row(source: str, start: int, header: list[str], row: list[str], feeder: _LineFeeder) -> Record | BadRecord:
     if len(row) != len(header):
         missing = header[len(row)] if len(row) < len(header) else None
-        return BadRecord(source, start, missing, "wrong number of fields", feeder.row_text(),
-                         f"expected {len(header)} fields (header), got {len(row)}")
+        return BadRecord(
+            source,
+            start,
+            missing,
+            "wrong number of fields",
+            feeder.row_text(),
+            f"expected {len(header)} fields (header), got {len(row)}",
+        )
     # CSV has no null: an empty cell is how a missing value is written.
-    return Record(source, start, {name: (value if value != "" else None)
-                                  for name, value in zip(header, row)})
+    return Record(source, start, {name: (value if value != "" else None) for name, value in zip(header, row)})
 
 
 def _import_parquet() -> Any:
@@ -438,8 +445,7 @@ def validate_item(
     if tombstone_field is not None:
         deleted = _parse_flag(data.get(tombstone_field))
         if deleted is None:
-            return bad(tombstone_field, "invalid tombstone",
-                       f"{data.get(tombstone_field)!r} is neither true nor false")
+            return bad(tombstone_field, "invalid tombstone", f"{data.get(tombstone_field)!r} is neither true nor false")
         if deleted:
             return ItemRow(item_id, "", fields, None, True, "", record.source, record.line)
 
@@ -455,8 +461,9 @@ def validate_item(
     text = template.render(shown)
     if not text:
         names = template.fields
-        return bad(names[0] if len(names) == 1 else None, "empty text",
-                   f"template fields all empty: {', '.join(names)}")
+        return bad(
+            names[0] if len(names) == 1 else None, "empty text", f"template fields all empty: {', '.join(names)}"
+        )
 
     vector = None
     if vector_field is not None and data.get(vector_field) is not None:
@@ -464,8 +471,9 @@ def validate_item(
         if vector is None:
             return bad(vector_field, *problem)
 
-    return ItemRow(item_id, text, fields, vector, False,
-                   content_hash(text, fields, vector=vector), record.source, record.line)
+    return ItemRow(
+        item_id, text, fields, vector, False, content_hash(text, fields, vector=vector), record.source, record.line
+    )
 
 
 def normalise_id(value: Any) -> tuple[str | None, tuple[str, str | None]]:
@@ -520,8 +528,7 @@ def _parse_vector(value: Any, dims: int | None) -> tuple[np.ndarray | None, tupl
         return None, ("invalid vector", "empty list")
     for position, number in enumerate(value):
         if isinstance(number, bool) or not isinstance(number, (int, float)):
-            return None, ("invalid vector", f"element {position} is {type(number).__name__}, "
-                                            "not a number")
+            return None, ("invalid vector", f"element {position} is {type(number).__name__}, " "not a number")
     vector = np.asarray(value, dtype=np.float64)
     if not np.all(np.isfinite(vector)):
         return None, ("non-finite vector", "vector contains NaN or infinity")
@@ -555,8 +562,9 @@ def content_hash(text: str, fields: Mapping[str, Any], *, vector: np.ndarray | N
         >>> content_hash("a", {"x": 1, "y": 2}) == content_hash("a", {"y": 2, "x": 1})
         True
     """
-    canonical = json.dumps({"text": text, "fields": fields}, sort_keys=True, ensure_ascii=False,
-                           separators=(",", ":"), default=str)
+    canonical = json.dumps(
+        {"text": text, "fields": fields}, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str
+    )
     digest = hashlib.sha256(canonical.encode("utf-8"))
     if vector is not None:
         digest.update(b"\x00vector\x00")

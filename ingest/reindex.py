@@ -80,11 +80,20 @@ def _typed(fields: dict[str, Any], field_types: dict[str, str]) -> tuple[dict[st
     return typed, template_view(typed, field_types)
 
 
-def reindex(client: Elasticsearch, settings: Settings, *, embedder: TextEmbedder,
-            template: str | None = None, index_options: indices.VectorIndexOptions | None = None,
-            field_types: dict[str, str] | None = None, cache: EmbeddingCache | None = None,
-            batch_size: int = 256, verify_sample: int = 20, switch: bool = True,
-            progress: bool | None = None) -> ReindexSummary:
+def reindex(
+    client: Elasticsearch,
+    settings: Settings,
+    *,
+    embedder: TextEmbedder,
+    template: str | None = None,
+    index_options: indices.VectorIndexOptions | None = None,
+    field_types: dict[str, str] | None = None,
+    cache: EmbeddingCache | None = None,
+    batch_size: int = 256,
+    verify_sample: int = 20,
+    switch: bool = True,
+    progress: bool | None = None,
+) -> ReindexSummary:
     """Build ``items-v<N+1>`` from the live version and (by default) switch the alias to it.
 
     Args:
@@ -108,10 +117,14 @@ def reindex(client: Elasticsearch, settings: Settings, *, embedder: TextEmbedder
         raise VecrankError(f"no items index behind {indices.alias_name(settings)}; ingest a catalog first")
     old = indices.spec_of(client, live)
     new = indices.IndexSpec(
-        model=embedder.model_name, dims=embedder.dimensions, template=template or old.template,
-        id_field=old.id_field, similarity=embedder.similarity,
+        model=embedder.model_name,
+        dims=embedder.dimensions,
+        template=template or old.template,
+        id_field=old.id_field,
+        similarity=embedder.similarity,
         index_options=index_options or old.index_options,
-        field_types=old.field_types if field_types is None else field_types, cf_dims=old.cf_dims,
+        field_types=old.field_types if field_types is None else field_types,
+        cf_dims=old.cf_dims,
     )
     # The collaborative vectors and neighbours do not depend on the text: they are copied, and
     # so is the model's block in _meta.
@@ -124,8 +137,9 @@ def reindex(client: Elasticsearch, settings: Settings, *, embedder: TextEmbedder
 
     def actions():
         batch: list[dict[str, Any]] = []
-        hits = helpers.scan(client, index=live, size=batch_size, preserve_order=False,
-                            source={"exclude_vectors": False})
+        hits = helpers.scan(
+            client, index=live, size=batch_size, preserve_order=False, source={"exclude_vectors": False}
+        )
         for hit in hits:
             batch.append(hit)
             if len(batch) >= batch_size:
@@ -142,8 +156,7 @@ def reindex(client: Elasticsearch, settings: Settings, *, embedder: TextEmbedder
             text = render(shown)
             rows.append((hit["_id"], src, fields, text))
         # The stored vector is reused where neither the model nor the text changed.
-        given = [src.get("embedding") if same_model and text == src.get("text") else None
-                 for _, src, _, text in rows]
+        given = [src.get("embedding") if same_model and text == src.get("text") else None for _, src, _, text in rows]
         vectors, origins, _ = resolve_vectors([r[3] for r in rows], given, embedder, cache)
         summary.copied_vectors += origins.count("given")
         summary.from_cache += origins.count("cache")
@@ -159,7 +172,8 @@ def reindex(client: Elasticsearch, settings: Settings, *, embedder: TextEmbedder
     written = indices.write_version(client, target, actions())
     summary.docs, summary.failed, summary.failures = written.ok, written.failed, written.failures
     problems = indices.copy_problems(client, live, target, written) + verify(
-        client, target, embedder=embedder, sample=verify_sample, summary=summary)
+        client, target, embedder=embedder, sample=verify_sample, summary=summary
+    )
     summary.seconds = round(time.monotonic() - started, 3)
     if problems:
         raise VecrankError(f"{target} failed verification, the alias still points at {live}: {'; '.join(problems)}")
@@ -169,19 +183,25 @@ def reindex(client: Elasticsearch, settings: Settings, *, embedder: TextEmbedder
     return summary
 
 
-def verify(client: Elasticsearch, target: str, *, embedder: TextEmbedder, sample: int,
-           summary: ReindexSummary) -> list[str]:
+def verify(
+    client: Elasticsearch, target: str, *, embedder: TextEmbedder, sample: int, summary: ReindexSummary
+) -> list[str]:
     """A random sample of stored vectors equals a fresh computation of their text (the counts are
     :func:`vecrank.ingest.indices.copy_problems`')."""
     problems = []
     n_target = client.count(index=target)["count"]
     if sample and n_target:
         seed = random.Random(n_target).randrange(1 << 30)
-        hits = client.search(index=target, size=sample, source={"exclude_vectors": False},
-                             query={"function_score": {"random_score": {"seed": seed, "field": "_seq_no"}}})["hits"]["hits"]
+        hits = client.search(
+            index=target,
+            size=sample,
+            source={"exclude_vectors": False},
+            query={"function_score": {"random_score": {"seed": seed, "field": "_seq_no"}}},
+        )["hits"]["hits"]
         stored = np.array([h["_source"]["embedding"] for h in hits], dtype=np.float32)
-        fresh = embedder.encode([h["_source"]["text"] for h in hits], normalize_embeddings=True,
-                                 show_progress_bar=False)
+        fresh = embedder.encode(
+            [h["_source"]["text"] for h in hits], normalize_embeddings=True, show_progress_bar=False
+        )
         cosines = np.sum(stored * fresh, axis=1) / (np.linalg.norm(stored, axis=1) * np.linalg.norm(fresh, axis=1))
         summary.verified_sample = len(hits)
         bad = [h["_id"] for h, c in zip(hits, cosines) if c < 0.999]

@@ -136,8 +136,7 @@ def _type_filters(types: Sequence[str]) -> dict[str, Any]:
 
 def popularity_types(event_types: EventTypes) -> list[str]:
     """The types that count in popularity: non-zero weight, impressions excluded."""
-    return [name for name in event_types.names
-            if name != event_types.impression and event_types.weight(name) != 0]
+    return [name for name in event_types.names if name != event_types.impression and event_types.weight(name) != 0]
 
 
 def global_counts_body(as_of_ms: int, event_types: EventTypes) -> dict[str, Any]:
@@ -169,15 +168,20 @@ def _windows_agg(as_of_ms: int, event_types: EventTypes, windows: Sequence[int])
             "keyed": True,
             # No upper bound: the query already stops at as_of (inclusive), whereas a
             # date_range "to" would be exclusive.
-            "ranges": [{"key": f"{days}d", "from": int(as_of_ms) - days * DAY_MS}
-                       for days in check_windows(windows)],
+            "ranges": [{"key": f"{days}d", "from": int(as_of_ms) - days * DAY_MS} for days in check_windows(windows)],
         },
         "aggs": {"by_type": _type_filters(counted)},
     }
 
 
-def _composite_body(as_of_ms: int, sub_aggs: dict[str, Any], *, page_size: int, after: dict[str, Any] | None,
-                    item_ids: Sequence[str] | None) -> dict[str, Any]:
+def _composite_body(
+    as_of_ms: int,
+    sub_aggs: dict[str, Any],
+    *,
+    page_size: int,
+    after: dict[str, Any] | None,
+    item_ids: Sequence[str] | None,
+) -> dict[str, Any]:
     composite: dict[str, Any] = {"size": page_size, "sources": [{"item": {"terms": {"field": "item_id"}}}]}
     if after:
         composite["after"] = after
@@ -187,9 +191,15 @@ def _composite_body(as_of_ms: int, sub_aggs: dict[str, Any], *, page_size: int, 
     return {"size": 0, "query": query, "aggs": {"items": {"composite": composite, "aggs": sub_aggs}}}
 
 
-def item_signals_aggs(as_of_ms: int, event_types: EventTypes, *, windows: Sequence[int] = DEFAULT_WINDOWS,
-                      page_size: int = 500, after: dict[str, Any] | None = None,
-                      item_ids: Sequence[str] | None = None) -> dict[str, Any]:
+def item_signals_aggs(
+    as_of_ms: int,
+    event_types: EventTypes,
+    *,
+    windows: Sequence[int] = DEFAULT_WINDOWS,
+    page_size: int = 500,
+    after: dict[str, Any] | None = None,
+    item_ids: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """One page of the per-item aggregation, as keyword arguments for ``client.search``.
 
     A composite aggregation over ``item_id`` (paged with ``after``) with, per item: counts of
@@ -227,12 +237,14 @@ def item_signals_aggs(as_of_ms: int, event_types: EventTypes, *, windows: Sequen
     return _composite_body(as_of_ms, sub_aggs, page_size=page_size, after=after, item_ids=item_ids)
 
 
-def _popularity_aggs(as_of_ms: int, event_types: EventTypes, *, windows: Sequence[int], page_size: int,
-                     after: dict[str, Any] | None) -> dict[str, Any]:
+def _popularity_aggs(
+    as_of_ms: int, event_types: EventTypes, *, windows: Sequence[int], page_size: int, after: dict[str, Any] | None
+) -> dict[str, Any]:
     """Every item's windowed popularity and nothing else: what the ranks need of all items."""
     windows_agg = _windows_agg(as_of_ms, event_types, windows)
-    return _composite_body(as_of_ms, {"windows": windows_agg} if windows_agg else {}, page_size=page_size,
-                           after=after, item_ids=None)
+    return _composite_body(
+        as_of_ms, {"windows": windows_agg} if windows_agg else {}, page_size=page_size, after=after, item_ids=None
+    )
 
 
 def reset_candidates_query() -> dict[str, Any]:
@@ -305,8 +317,15 @@ def _popularity(bucket: dict[str, Any], days: int, event_types: EventTypes) -> f
     return float(sum(event_types.weight(name) * _count(per_type, name) for name in popularity_types(event_types)))
 
 
-def signals_from_bucket(bucket: dict[str, Any], *, as_of_ms: int, event_types: EventTypes,
-                        windows: Sequence[int], prior_strength: float, global_ctr: float) -> dict[str, Any]:
+def signals_from_bucket(
+    bucket: dict[str, Any],
+    *,
+    as_of_ms: int,
+    event_types: EventTypes,
+    windows: Sequence[int],
+    prior_strength: float,
+    global_ctr: float,
+) -> dict[str, Any]:
     """The ``signals`` object of one item from its composite-aggregation bucket.
 
     The ranks depend on every item and are not set here: :func:`rank_signals` adds them once
@@ -333,8 +352,12 @@ def signals_from_bucket(bucket: dict[str, Any], *, as_of_ms: int, event_types: E
     for days in windows:
         signals[f"popularity_{days}d"] = _popularity(bucket, days, event_types)
     if has_trend(windows):
-        signals["trend"] = float(trend_of(np.array([signals[f"popularity_{TREND_RECENT_DAYS}d"]]),
-                                        np.array([signals[f"popularity_{TREND_BASE_DAYS}d"]]))[0])
+        signals["trend"] = float(
+            trend_of(
+                np.array([signals[f"popularity_{TREND_RECENT_DAYS}d"]]),
+                np.array([signals[f"popularity_{TREND_BASE_DAYS}d"]]),
+            )[0]
+        )
     first = bucket["interactions"]["first"]["value"]
     last = bucket["interactions"]["last"]["value"]
     rating = bucket.get("rating", {})
@@ -372,8 +395,7 @@ def rank_signals(signals: Mapping[str, dict[str, Any]], windows: Sequence[int]) 
             signals[item_id][name] = None if rank != rank else int(rank)
 
 
-def reset_signals(*, as_of_ms: int, windows: Sequence[int], prior_strength: float,
-                  global_ctr: float) -> dict[str, Any]:
+def reset_signals(*, as_of_ms: int, windows: Sequence[int], prior_strength: float, global_ctr: float) -> dict[str, Any]:
     """The signals of an item with no events up to as_of: zero counts, CTR at the prior, no
     ranks, no interaction dates."""
     signals: dict[str, Any] = {
@@ -425,11 +447,17 @@ class SignalsSummary:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready data (for ``--json``)."""
-        return {"as_of": self.as_of.isoformat(timespec="milliseconds"), "events_seen": self.events_seen,
-                "global_ctr": self.global_ctr, "items_updated": self.items_updated,
-                "items_reset": self.items_reset, "items_unchanged": self.items_unchanged,
-                "items_missing": self.items_missing, "failed": self.failed,
-                "seconds": round(self.seconds, 3)}
+        return {
+            "as_of": self.as_of.isoformat(timespec="milliseconds"),
+            "events_seen": self.events_seen,
+            "global_ctr": self.global_ctr,
+            "items_updated": self.items_updated,
+            "items_reset": self.items_reset,
+            "items_unchanged": self.items_unchanged,
+            "items_missing": self.items_missing,
+            "failed": self.failed,
+            "seconds": round(self.seconds, 3),
+        }
 
 
 def _as_of_ms(as_of: datetime | str | int | float | None) -> int:
@@ -487,16 +515,33 @@ def _buckets(search: _Search, body: Callable[[dict[str, Any] | None], dict[str, 
             return
 
 
-def _collect_signals(search: _Search, *, as_of_ms: int, event_types: EventTypes, windows: list[int],
-                     prior_strength: float, global_ctr: float, page_size: int,
-                     item_ids: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+def _collect_signals(
+    search: _Search,
+    *,
+    as_of_ms: int,
+    event_types: EventTypes,
+    windows: list[int],
+    prior_strength: float,
+    global_ctr: float,
+    page_size: int,
+    item_ids: Sequence[str] | None = None,
+) -> dict[str, dict[str, Any]]:
     """Item id -> signals (ranks aside) of every item with events up to as_of (or of ``item_ids``)."""
     return {
-        bucket["key"]["item"]: signals_from_bucket(bucket, as_of_ms=as_of_ms, event_types=event_types,
-                                                   windows=windows, prior_strength=prior_strength,
-                                                   global_ctr=global_ctr)
-        for bucket in _buckets(search, lambda after: item_signals_aggs(
-            as_of_ms, event_types, windows=windows, page_size=page_size, after=after, item_ids=item_ids))
+        bucket["key"]["item"]: signals_from_bucket(
+            bucket,
+            as_of_ms=as_of_ms,
+            event_types=event_types,
+            windows=windows,
+            prior_strength=prior_strength,
+            global_ctr=global_ctr,
+        )
+        for bucket in _buckets(
+            search,
+            lambda after: item_signals_aggs(
+                as_of_ms, event_types, windows=windows, page_size=page_size, after=after, item_ids=item_ids
+            ),
+        )
     }
 
 
@@ -564,25 +609,55 @@ def refresh_signals(
     with _events_search(client, settings.index("events")) as search:
         if search is not None:
             summary.events_seen, summary.global_ctr = _global_counts(search, as_of_ms, event_types)
-            collected = _collect_signals(search, as_of_ms=as_of_ms, event_types=event_types, windows=windows,
-                                         prior_strength=prior_strength, global_ctr=summary.global_ctr,
-                                         page_size=page_size)
+            collected = _collect_signals(
+                search,
+                as_of_ms=as_of_ms,
+                event_types=event_types,
+                windows=windows,
+                prior_strength=prior_strength,
+                global_ctr=summary.global_ctr,
+                page_size=page_size,
+            )
     rank_signals(collected, windows)
-    _write_signals(client, summary, collected, items_alias=items_alias, as_of_ms=as_of_ms, windows=windows,
-                   prior_strength=prior_strength, page_size=page_size)
+    _write_signals(
+        client,
+        summary,
+        collected,
+        items_alias=items_alias,
+        as_of_ms=as_of_ms,
+        windows=windows,
+        prior_strength=prior_strength,
+        page_size=page_size,
+    )
     _record_as_of(client, items_alias, as_of_ms)
 
     summary.seconds = time.monotonic() - started
-    logger.info("Signals as of %s: %d events, %d items updated (%d unchanged), %d reset, %d missing, "
-                "%d failed, global CTR %.4f (%.1fs)", summary.as_of.isoformat(), summary.events_seen,
-                summary.items_updated, summary.items_unchanged, summary.items_reset, summary.items_missing,
-                summary.failed, summary.global_ctr, summary.seconds)
+    logger.info(
+        "Signals as of %s: %d events, %d items updated (%d unchanged), %d reset, %d missing, "
+        "%d failed, global CTR %.4f (%.1fs)",
+        summary.as_of.isoformat(),
+        summary.events_seen,
+        summary.items_updated,
+        summary.items_unchanged,
+        summary.items_reset,
+        summary.items_missing,
+        summary.failed,
+        summary.global_ctr,
+        summary.seconds,
+    )
     return summary
 
 
-def item_signals(client: Elasticsearch, settings: Settings, item_ids: Sequence[str], *,
-                 as_of: datetime | str | int | float, windows: Sequence[int] = DEFAULT_WINDOWS,
-                 prior_strength: float = 20.0, event_types: EventTypes | None = None) -> dict[str, dict[str, Any]]:
+def item_signals(
+    client: Elasticsearch,
+    settings: Settings,
+    item_ids: Sequence[str],
+    *,
+    as_of: datetime | str | int | float,
+    windows: Sequence[int] = DEFAULT_WINDOWS,
+    prior_strength: float = 20.0,
+    event_types: EventTypes | None = None,
+) -> dict[str, dict[str, Any]]:
     """The signals a refresh as of ``as_of`` would write on these items, computed without writing.
 
     Replays and offline evaluation read the past this way: the same aggregation as
@@ -607,9 +682,16 @@ def item_signals(client: Elasticsearch, settings: Settings, item_ids: Sequence[s
     with _events_search(client, settings.index("events")) as search:
         if search is not None:
             _, global_ctr = _global_counts(search, as_of_ms, event_types)
-            found = _collect_signals(search, as_of_ms=as_of_ms, event_types=event_types, windows=windows,
-                                     prior_strength=prior_strength, global_ctr=global_ctr,
-                                     page_size=min(len(ids), 1000), item_ids=ids)
+            found = _collect_signals(
+                search,
+                as_of_ms=as_of_ms,
+                event_types=event_types,
+                windows=windows,
+                prior_strength=prior_strength,
+                global_ctr=global_ctr,
+                page_size=min(len(ids), 1000),
+                item_ids=ids,
+            )
             if found and TREND_BASE_DAYS in windows:
                 ranked = _all_popularity(search, as_of_ms, event_types, windows)
                 rank_signals(ranked, windows)
@@ -621,16 +703,18 @@ def item_signals(client: Elasticsearch, settings: Settings, item_ids: Sequence[s
     return out
 
 
-def _all_popularity(search: _Search, as_of_ms: int, event_types: EventTypes,
-                    windows: list[int]) -> dict[str, dict[str, Any]]:
+def _all_popularity(
+    search: _Search, as_of_ms: int, event_types: EventTypes, windows: list[int]
+) -> dict[str, dict[str, Any]]:
     """Item id -> ``{"popularity_7d": ..., "popularity_30d": ...}`` (those configured) of every
     item with events, computed as :func:`signals_from_bucket` computes them."""
     needed = [days for days in (TREND_RECENT_DAYS, TREND_BASE_DAYS) if days in windows]
     # A page holds about (1 + windows * (1 + types)) buckets per item; stay far below max_buckets.
     return {
         bucket["key"]["item"]: {f"popularity_{days}d": _popularity(bucket, days, event_types) for days in needed}
-        for bucket in _buckets(search, lambda after: _popularity_aggs(
-            as_of_ms, event_types, windows=needed, page_size=1000, after=after))
+        for bucket in _buckets(
+            search, lambda after: _popularity_aggs(as_of_ms, event_types, windows=needed, page_size=1000, after=after)
+        )
     }
 
 
@@ -655,9 +739,17 @@ def signals_as_of(client: Elasticsearch, settings: Settings) -> int | None:
     return None
 
 
-def _write_signals(client: Elasticsearch, summary: SignalsSummary, collected: Mapping[str, dict[str, Any]], *,
-                   items_alias: str, as_of_ms: int, windows: list[int], prior_strength: float,
-                   page_size: int) -> None:
+def _write_signals(
+    client: Elasticsearch,
+    summary: SignalsSummary,
+    collected: Mapping[str, dict[str, Any]],
+    *,
+    items_alias: str,
+    as_of_ms: int,
+    windows: list[int],
+    prior_strength: float,
+    page_size: int,
+) -> None:
     """Updates the items with events (``collected``), then resets every other item."""
     from elasticsearch.helpers import scan, streaming_bulk
 
@@ -666,16 +758,25 @@ def _write_signals(client: Elasticsearch, summary: SignalsSummary, collected: Ma
             yield {"_op_type": "update", "_index": items_alias, "_id": item_id, "doc": {"signals": signals}}
 
     def resets() -> Iterator[dict[str, Any]]:
-        reset = reset_signals(as_of_ms=as_of_ms, windows=windows, prior_strength=prior_strength,
-                              global_ctr=summary.global_ctr)
-        for hit in scan(client, index=items_alias, query={"query": reset_candidates_query(), "_source": False},
-                        size=1000):
+        reset = reset_signals(
+            as_of_ms=as_of_ms, windows=windows, prior_strength=prior_strength, global_ctr=summary.global_ctr
+        )
+        for hit in scan(
+            client, index=items_alias, query={"query": reset_candidates_query(), "_source": False}, size=1000
+        ):
             if hit["_id"] not in collected:
                 yield {"_op_type": "update", "_index": items_alias, "_id": hit["_id"], "doc": {"signals": reset}}
 
     for phase, actions in (("update", item_updates()), ("reset", resets())):
-        for ok, result in streaming_bulk(client, actions, chunk_size=page_size, raise_on_error=False,
-                                         max_retries=5, initial_backoff=1.0, max_backoff=30.0):
+        for ok, result in streaming_bulk(
+            client,
+            actions,
+            chunk_size=page_size,
+            raise_on_error=False,
+            max_retries=5,
+            initial_backoff=1.0,
+            max_backoff=30.0,
+        ):
             info = next(iter(result.values()))
             if ok:
                 if phase == "update":

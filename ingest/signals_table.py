@@ -15,15 +15,15 @@ import numpy as np
 
 from vecrank.ingest.events import EventTypes
 from vecrank.ingest.signals import (
+    DEFAULT_WINDOWS,
     TREND_BASE_DAYS,
     TREND_RECENT_DAYS,
-    DEFAULT_WINDOWS,
     check_windows,
     has_trend,
-    rank_columns,
-    trend_of,
     popularity_types,
+    rank_columns,
     signals_mapping,
+    trend_of,
 )
 from vecrank.interactions import DAY_MS
 
@@ -33,8 +33,9 @@ if TYPE_CHECKING:
 __all__ = ["signals_doc", "signals_table"]
 
 # The fields a document holds as integers (Elasticsearch long and date fields).
-_INT_FIELDS = frozenset({"impressions", "clicks", "rating_count", "popular_rank", "trending_rank",
-                         "first_interaction", "last_interaction"})
+_INT_FIELDS = frozenset(
+    {"impressions", "clicks", "rating_count", "popular_rank", "trending_rank", "first_interaction", "last_interaction"}
+)
 
 
 class _LogIndex:
@@ -45,8 +46,7 @@ class _LogIndex:
 
     def __init__(self, log: Interactions) -> None:
         codes: dict[str, int] = {}
-        self.codes = np.fromiter((codes.setdefault(k, len(codes)) for k in log.kind), dtype=np.int32,
-                                 count=len(log))
+        self.codes = np.fromiter((codes.setdefault(k, len(codes)) for k in log.kind), dtype=np.int32, count=len(log))
         self.kinds = tuple(codes)
         self.ids = np.array(log.item_ids, dtype=str) if log.item_ids else np.array([], dtype=str)
         self._asked: np.ndarray | None = None
@@ -81,9 +81,15 @@ def _log_index(log: Interactions) -> _LogIndex:
     return index
 
 
-def signals_table(log: Interactions, item_ids: Sequence[str] | np.ndarray, *, as_of_ms: int,
-                  windows: Sequence[int] = DEFAULT_WINDOWS, prior_strength: float = 20.0,
-                  event_types: EventTypes | None = None) -> dict[str, np.ndarray]:
+def signals_table(
+    log: Interactions,
+    item_ids: Sequence[str] | np.ndarray,
+    *,
+    as_of_ms: int,
+    windows: Sequence[int] = DEFAULT_WINDOWS,
+    prior_strength: float = 20.0,
+    event_types: EventTypes | None = None,
+) -> dict[str, np.ndarray]:
     """The signals a refresh as of ``as_of_ms`` would write, for many items, from an event log.
 
     Offline replays and evaluation read the past at many instants without writing anything:
@@ -150,8 +156,11 @@ def signals_table(log: Interactions, item_ids: Sequence[str] | np.ndarray, *, as
     denominator = impressions + prior_strength
     ctr = np.full(size, float(global_ctr))
     np.divide(clicks + prior_strength * global_ctr, denominator, out=ctr, where=denominator > 0)
-    table: dict[str, np.ndarray] = {"impressions": impressions.astype(np.float64),
-                                    "clicks": clicks.astype(np.float64), "ctr": ctr}
+    table: dict[str, np.ndarray] = {
+        "impressions": impressions.astype(np.float64),
+        "clicks": clicks.astype(np.float64),
+        "ctr": ctr,
+    }
 
     # Per window: counts per item and popularity type, then the weighted sum in the order
     # signals_from_bucket adds them (so that the doubles are the same).
@@ -164,8 +173,9 @@ def signals_table(log: Interactions, item_ids: Sequence[str] | np.ndarray, *, as
         start = int(np.searchsorted(ts, as_of_ms - days * DAY_MS, side="left"))
         s = slot[code[start:]]
         keep = s >= 0
-        per_type = np.bincount(item[start:][keep].astype(np.int64) * len(counted) + s[keep],
-                               minlength=size * len(counted)).reshape(size, len(counted))
+        per_type = np.bincount(
+            item[start:][keep].astype(np.int64) * len(counted) + s[keep], minlength=size * len(counted)
+        ).reshape(size, len(counted))
         popularity = np.zeros(size)
         for j, name in enumerate(counted):
             popularity = popularity + event_types.weight(name) * per_type[:, j]

@@ -28,8 +28,15 @@ from vecrank.settings import Settings
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
 
-__all__ = ["ensure_users_index", "event_users", "get_history", "merge_history", "rebuild_users", "update_users",
-           "users_mapping"]
+__all__ = [
+    "ensure_users_index",
+    "event_users",
+    "get_history",
+    "merge_history",
+    "rebuild_users",
+    "update_users",
+    "users_mapping",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -86,8 +93,9 @@ def _newest_first(entry: Mapping[str, Any]) -> tuple[int, str]:
     return (int(entry["timestamp"]), str(entry["event_id"]))
 
 
-def merge_history(current: Mapping[str, Any] | None, events: Iterable[Mapping[str, Any]], *,
-                  max_history: int, now_ms: int) -> dict[str, Any]:
+def merge_history(
+    current: Mapping[str, Any] | None, events: Iterable[Mapping[str, Any]], *, max_history: int, now_ms: int
+) -> dict[str, Any]:
     """One user's document after adding ``events`` to ``current`` (a pure function).
 
     Events already in the history (same ``event_id``) are not added or counted again. The
@@ -128,8 +136,9 @@ def merge_history(current: Mapping[str, Any] | None, events: Iterable[Mapping[st
     }
 
 
-def update_users(client: Elasticsearch, settings: Settings, events: list[dict[str, Any]],
-                 max_history: int = 200) -> int:
+def update_users(
+    client: Elasticsearch, settings: Settings, events: list[dict[str, Any]], max_history: int = 200
+) -> int:
     """Merges new events into their users' documents.
 
     Read-modify-write in Python (the cluster may have no scripting): ``mget`` the users, merge
@@ -177,18 +186,20 @@ def update_users(client: Elasticsearch, settings: Settings, events: list[dict[st
         done, conflicts, errors = _write(client, actions)
         written += done
         if errors:
-            raise VecrankError(f"{len(errors)} user document(s) in {index} could not be written; "
-                               f"first: {errors[0]}"[:1000])
+            raise VecrankError(
+                f"{len(errors)} user document(s) in {index} could not be written; " f"first: {errors[0]}"[:1000]
+            )
         if not conflicts:
             return written
         logger.debug("%d user(s) changed concurrently; merging again", len(conflicts))
         todo = sorted(conflicts)
-    raise VecrankError(f"users {', '.join(todo[:5])} in {index} kept changing concurrently; "
-                       f"gave up after {_CONFLICT_ATTEMPTS} attempts")
+    raise VecrankError(
+        f"users {', '.join(todo[:5])} in {index} kept changing concurrently; "
+        f"gave up after {_CONFLICT_ATTEMPTS} attempts"
+    )
 
 
-def rebuild_users(client: Elasticsearch, settings: Settings, user_ids: Iterable[str], *,
-                  max_history: int = 200) -> int:
+def rebuild_users(client: Elasticsearch, settings: Settings, user_ids: Iterable[str], *, max_history: int = 200) -> int:
     """Sets each user's document to exactly what the events index implies: the newest
     ``max_history`` interactions (impressions are not history), their count and the newest one's
     time; the other fields (profile, state) are kept.
@@ -216,15 +227,25 @@ def rebuild_users(client: Elasticsearch, settings: Settings, user_ids: Iterable[
     for _attempt in range(_CONFLICT_ATTEMPTS):
         conflicts, errors = [], []
         for start in range(0, len(todo), _REBUILD_CHUNK):
-            chunk = todo[start:start + _REBUILD_CHUNK]
+            chunk = todo[start : start + _REBUILD_CHUNK]
             stored = _fetch_users(client, index, chunk)  # before the events: see the docstring
             searches = []
             for user_id in chunk:
-                searches += [{"index": events}, {
-                    "size": max_history, "track_total_hits": True, "_source": list(_HISTORY_KEYS),
-                    "query": {"bool": {"filter": [{"term": {"user_id": user_id}}],
-                                       "must_not": [{"term": {"type": IMPRESSION}}]}},
-                    "sort": [{"timestamp": "desc"}, {"event_id": "desc"}]}]
+                searches += [
+                    {"index": events},
+                    {
+                        "size": max_history,
+                        "track_total_hits": True,
+                        "_source": list(_HISTORY_KEYS),
+                        "query": {
+                            "bool": {
+                                "filter": [{"term": {"user_id": user_id}}],
+                                "must_not": [{"term": {"type": IMPRESSION}}],
+                            }
+                        },
+                        "sort": [{"timestamp": "desc"}, {"event_id": "desc"}],
+                    },
+                ]
             responses = client.msearch(searches=searches)["responses"]
             now_ms = int(time.time() * 1000)
             actions = []
@@ -232,12 +253,25 @@ def rebuild_users(client: Elasticsearch, settings: Settings, user_ids: Iterable[
                 if "error" in resp:
                     raise VecrankError(f"cannot read the events of user {user_id!r} from {events}: {resp['error']}")
                 history = [_history_entry(h["_source"]) for h in resp["hits"]["hits"]]
-                doc = {"user_id": user_id, "history": history, "n_events": int(resp["hits"]["total"]["value"]),
-                       "last_event_at": int(history[0]["timestamp"]) if history else None, "updated_at": now_ms}
+                doc = {
+                    "user_id": user_id,
+                    "history": history,
+                    "n_events": int(resp["hits"]["total"]["value"]),
+                    "last_event_at": int(history[0]["timestamp"]) if history else None,
+                    "updated_at": now_ms,
+                }
                 if user_id in stored:
                     _, seq_no, primary_term = stored[user_id]
-                    actions.append({"_op_type": "update", "_index": index, "_id": user_id, "doc": doc,
-                                    "if_seq_no": seq_no, "if_primary_term": primary_term})
+                    actions.append(
+                        {
+                            "_op_type": "update",
+                            "_index": index,
+                            "_id": user_id,
+                            "doc": doc,
+                            "if_seq_no": seq_no,
+                            "if_primary_term": primary_term,
+                        }
+                    )
                 elif history:
                     actions.append({"_op_type": "create", "_index": index, "_id": user_id, "_source": doc})
             done, chunk_conflicts, chunk_errors = _write(client, actions)
@@ -245,13 +279,16 @@ def rebuild_users(client: Elasticsearch, settings: Settings, user_ids: Iterable[
             conflicts += chunk_conflicts
             errors += chunk_errors
         if errors:
-            raise VecrankError(f"{len(errors)} user document(s) in {index} could not be rebuilt; "
-                               f"first: {errors[0]}"[:1000])
+            raise VecrankError(
+                f"{len(errors)} user document(s) in {index} could not be rebuilt; " f"first: {errors[0]}"[:1000]
+            )
         if not conflicts:
             return written
         todo = sorted(conflicts)
-    raise VecrankError(f"users {', '.join(todo[:5])} in {index} kept changing concurrently; "
-                       f"gave up after {_CONFLICT_ATTEMPTS} attempts")
+    raise VecrankError(
+        f"users {', '.join(todo[:5])} in {index} kept changing concurrently; "
+        f"gave up after {_CONFLICT_ATTEMPTS} attempts"
+    )
 
 
 def event_users(client: Elasticsearch, settings: Settings) -> list[str]:
@@ -278,8 +315,9 @@ def _write(client: Elasticsearch, actions: list[dict[str, Any]]) -> tuple[int, l
     from elasticsearch.helpers import streaming_bulk
 
     written, conflicts, errors = 0, [], []
-    for ok, result in streaming_bulk(client, actions, raise_on_error=False, max_retries=5,
-                                     initial_backoff=1.0, max_backoff=30.0):
+    for ok, result in streaming_bulk(
+        client, actions, raise_on_error=False, max_retries=5, initial_backoff=1.0, max_backoff=30.0
+    ):
         info = next(iter(result.values()))
         if ok:
             written += 1
@@ -290,11 +328,10 @@ def _write(client: Elasticsearch, actions: list[dict[str, Any]]) -> tuple[int, l
     return written, conflicts, errors
 
 
-def _fetch_users(client: Elasticsearch, index: str,
-                 ids: list[str]) -> dict[str, tuple[dict[str, Any], int, int]]:
+def _fetch_users(client: Elasticsearch, index: str, ids: list[str]) -> dict[str, tuple[dict[str, Any], int, int]]:
     found: dict[str, tuple[dict[str, Any], int, int]] = {}
     for start in range(0, len(ids), _MGET_CHUNK):
-        response = client.mget(index=index, ids=ids[start:start + _MGET_CHUNK])
+        response = client.mget(index=index, ids=ids[start : start + _MGET_CHUNK])
         for doc in response["docs"]:
             if "error" in doc:
                 raise VecrankError(f"cannot read user {doc['_id']!r} from {index}: {doc['error']}")

@@ -9,5 +9,13 @@ from vecrank.rank.profiles import Profile, ProfileConfig, build_profile
 from vecrank.rank.queries import RequestError
 from vecrank.rank.recommender import Candidate, CandidateSet, Recommender, RetrieveConfig
 
-__all__ = ["Candidate", "CandidateSet", "Profile", "ProfileConfig", "Recommender", "RequestError", "RetrieveConfig",
-           "build_profile"]
+__all__ = [
+    "Candidate",
+    "CandidateSet",
+    "Profile",
+    "ProfileConfig",
+    "Recommender",
+    "RequestError",
+    "RetrieveConfig",
+    "build_profile",
+]

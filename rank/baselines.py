@@ -144,8 +144,9 @@ class Baseline(ABC):
         return f"{type(self).__name__}(name={self.name!r})"
 
 
-def _top_k(scores: np.ndarray, item_ids: Sequence[str], k: int, exclude_idx: Sequence[int] = (),
-           floor: float = _MIN_SCORE) -> list[str]:
+def _top_k(
+    scores: np.ndarray, item_ids: Sequence[str], k: int, exclude_idx: Sequence[int] = (), floor: float = _MIN_SCORE
+) -> list[str]:
     """Highest-scoring items with a score above ``floor`` (by default: a non-negligible positive
     one; ``-inf``: any); ties by index (ids are sorted)."""
     scores = scores.astype(np.float64, copy=True)
@@ -266,7 +267,7 @@ class CoOccurrence(Baseline):
         recent: dict[str, list[str]] = defaultdict(list)
         for e in sorted(liked, key=lambda e: -int(e["timestamp"])):  # stable: ties keep input order
             recent[str(e["user_id"])].append(str(e["item_id"]))
-        self._history = {u: list(dict.fromkeys(items))[:self.max_history] for u, items in recent.items()}
+        self._history = {u: list(dict.fromkeys(items))[: self.max_history] for u, items in recent.items()}
         log.debug("%s: %d users x %d items, %d positive cells", self.name, x.shape[0], x.shape[1], x.nnz)
 
     def scores(self, history: Iterable[str]) -> np.ndarray:
@@ -297,7 +298,7 @@ class CoOccurrence(Baseline):
 
     def _ranked_history(self, events: list[Mapping[str, Any]], k: int, exclude: set[str]) -> list[str]:
         liked = [str(e["item_id"]) for e in reversed(events) if self.positive(e)]
-        history = list(dict.fromkeys(liked))[:self.max_history]
+        history = list(dict.fromkeys(liked))[: self.max_history]
         if not history:
             return []
         return _top_k(self.scores(history), self._index.items, k, self._index.item_rows(exclude))
@@ -309,7 +310,8 @@ def _load_implicit_als() -> type[AlternatingLeastSquares]:
     except ImportError as exc:
         raise ImportError(
             f"the ALS baseline needs the 'implicit' package (pip install implicit=={IMPLICIT_VERSION}); "
-            f"importing it failed: {exc}") from exc
+            f"importing it failed: {exc}"
+        ) from exc
     return AlternatingLeastSquares
 
 
@@ -332,8 +334,17 @@ class ALS(Baseline):
         num_threads: ``implicit``'s worker threads; 0: all cores.
     """
 
-    def __init__(self, factors: int = 64, regularization: float = 0.05, iterations: int = 15, alpha: float = 1.0,
-                 seed: int = 0, positive: PositiveRule | None = None, *, num_threads: int = 0):
+    def __init__(
+        self,
+        factors: int = 64,
+        regularization: float = 0.05,
+        iterations: int = 15,
+        alpha: float = 1.0,
+        seed: int = 0,
+        positive: PositiveRule | None = None,
+        *,
+        num_threads: int = 0,
+    ):
         super().__init__(positive)
         self.factors, self.regularization, self.iterations = factors, regularization, iterations
         self.alpha, self.seed, self.num_threads = alpha, seed, num_threads
@@ -344,15 +355,22 @@ class ALS(Baseline):
         from threadpoolctl import threadpool_limits
 
         als_class = _load_implicit_als()
-        self._index = _UserItemIndex(((str(e["user_id"]), str(e["item_id"])) for e in events if self.positive(e)),
-                                     counts=True)
+        self._index = _UserItemIndex(
+            ((str(e["user_id"]), str(e["item_id"])) for e in events if self.positive(e)), counts=True
+        )
         if self._index.matrix.nnz == 0:
             raise ValueError("ALS: no positive interactions in the training events")
         # implicit parallelises over users itself; a multi-threaded BLAS underneath it only
         # oversubscribes the cores (implicit warns about exactly this).
         with threadpool_limits(1, "blas"):
-            self.model = als_class(factors=self.factors, regularization=self.regularization, alpha=self.alpha,
-                                   iterations=self.iterations, random_state=self.seed, num_threads=self.num_threads)
+            self.model = als_class(
+                factors=self.factors,
+                regularization=self.regularization,
+                alpha=self.alpha,
+                iterations=self.iterations,
+                random_state=self.seed,
+                num_threads=self.num_threads,
+            )
             self.model.fit(self._index.matrix, show_progress=False)
         # Seen items as a CSR row per model user, for implicit's filter.
         rows, cols = [], []
@@ -360,8 +378,9 @@ class ALS(Baseline):
             for c in self._index.item_rows(self._seen.get(u, ())):
                 rows.append(row)
                 cols.append(c)
-        self._seen_matrix = sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)),
-                                              shape=self._index.matrix.shape)
+        self._seen_matrix = sparse.csr_matrix(
+            (np.ones(len(rows), np.float32), (rows, cols)), shape=self._index.matrix.shape
+        )
         log.debug("%s: %d users x %d items", self.name, *self._index.matrix.shape)
 
     def _recommend_rows(self, rows: np.ndarray, k: int, exclude_seen: bool) -> list[list[str]]:
@@ -373,10 +392,18 @@ class ALS(Baseline):
         for row, r_ids, r_scores in zip(rows, ids, scores):
             # When N reaches past what the filter leaves, implicit fills the tail with the
             # filtered items at -FLT_MAX (or -1 ids): drop those, and the seen items by id too.
-            seen = set(self._seen_matrix.indices[self._seen_matrix.indptr[row]:self._seen_matrix.indptr[row + 1]]
-                       ) if exclude_seen else set()
-            out.append([self._index.items[i] for i, s in zip(r_ids, r_scores)
-                        if i >= 0 and s > _FILTERED_SCORE and i not in seen])
+            seen = (
+                set(self._seen_matrix.indices[self._seen_matrix.indptr[row] : self._seen_matrix.indptr[row + 1]])
+                if exclude_seen
+                else set()
+            )
+            out.append(
+                [
+                    self._index.items[i]
+                    for i, s in zip(r_ids, r_scores)
+                    if i >= 0 and s > _FILTERED_SCORE and i not in seen
+                ]
+            )
         return out
 
     def _ranked(self, user_id: str, k: int, exclude: set[str]) -> list[str]:
@@ -400,10 +427,19 @@ class ALS(Baseline):
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(1, "blas"):
-            ids, scores = self.model.recommend(0, user_items, N=n, filter_already_liked_items=False,
-                                               filter_items=skip if len(skip) else None, recalculate_user=True)
-        return [self._index.items[i] for i, s in zip(np.atleast_1d(ids), np.atleast_1d(scores))
-                if i >= 0 and s > _FILTERED_SCORE]
+            ids, scores = self.model.recommend(
+                0,
+                user_items,
+                N=n,
+                filter_already_liked_items=False,
+                filter_items=skip if len(skip) else None,
+                recalculate_user=True,
+            )
+        return [
+            self._index.items[i]
+            for i, s in zip(np.atleast_1d(ids), np.atleast_1d(scores))
+            if i >= 0 and s > _FILTERED_SCORE
+        ]
 
     def recommend_all(self, user_ids: Iterable[Any], k: int, exclude_seen: bool = True) -> dict[str, list[str]]:
         """:meth:`recommend` for each user, in one batched call to ``implicit``."""

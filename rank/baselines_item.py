@@ -40,8 +40,9 @@ class _ItemToItem(Baseline):
     _floor = _MIN_SCORE  # items must score above this to be recommended
 
     def _index_positives(self, events: list[Mapping[str, Any]]) -> sparse.csr_matrix:
-        self._index = _UserItemIndex(((str(e["user_id"]), str(e["item_id"])) for e in events if self.positive(e)),
-                                     dtype=np.float64)
+        self._index = _UserItemIndex(
+            ((str(e["user_id"]), str(e["item_id"])) for e in events if self.positive(e)), dtype=np.float64
+        )
         if self._index.matrix.nnz == 0:
             raise ValueError(f"{self.name}: no positive interactions in the training events")
         x = self._index.matrix
@@ -79,7 +80,7 @@ class _ItemToItem(Baseline):
         if row is None:
             return []
         x = self._x
-        return self._rank_cols(x.indices[x.indptr[row]:x.indptr[row + 1]].astype(np.int64), k, exclude)
+        return self._rank_cols(x.indices[x.indptr[row] : x.indptr[row + 1]].astype(np.int64), k, exclude)
 
     def _ranked_history(self, events: list[Mapping[str, Any]], k: int, exclude: set[str]) -> list[str]:
         liked = {str(e["item_id"]) for e in events if self.positive(e)}
@@ -120,9 +121,11 @@ class EASE(_ItemToItem):
     def _fit(self, events: list[Mapping[str, Any]]) -> None:
         x = self._index_positives(events)
         if x.shape[1] > self.max_items:
-            raise ValueError(f"{self.name}: {x.shape[1]} items have a positive interaction, more than max_items="
-                             f"{self.max_items}; the dense item x item matrix would take "
-                             f"{x.shape[1] ** 2 * 8 / 2**30:.1f} GiB (raise max_items, or filter the catalog)")
+            raise ValueError(
+                f"{self.name}: {x.shape[1]} items have a positive interaction, more than max_items="
+                f"{self.max_items}; the dense item x item matrix would take "
+                f"{x.shape[1] ** 2 * 8 / 2**30:.1f} GiB (raise max_items, or filter the catalog)"
+            )
         self._weights = ease_weights(x, self.l2)
         self._weights.flags.writeable = False
         log.debug("%s: %d users x %d items, %d positive cells, l2=%g", self.name, *x.shape, x.nnz, self.l2)
@@ -181,8 +184,9 @@ def item_knn_similarities(x: sparse.spmatrix, neighbours: int) -> sparse.csr_mat
         rows.append(r + start)
         cols.append(c)
         vals.append(sims[r, c])
-    return sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                             shape=(n_items, n_items))
+    return sparse.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_items, n_items)
+    )
 
 
 class ItemKNN(_ItemToItem):

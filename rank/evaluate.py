@@ -116,15 +116,27 @@ class EvalReport:
     model: RankerModel | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"split": self.split, "training": self.training, "systems": self.systems,
-                "candidate_recall": self.candidate_recall, "comparison": self.comparison, "slices": self.slices,
-                "seconds": self.seconds}
+        return {
+            "split": self.split,
+            "training": self.training,
+            "systems": self.systems,
+            "candidate_recall": self.candidate_recall,
+            "comparison": self.comparison,
+            "slices": self.slices,
+            "seconds": self.seconds,
+        }
 
     def table(self, k: int = 10) -> list[dict[str, Any]]:
         keys = [f"ndcg@{k}", f"recall@{k}", "recall@50", f"mrr@{k}", f"coverage@{k}", f"diversity@{k}"]
         cold = self.slices.get("cold_items", {}).get("systems", {})
-        return [{"system": name, **{key: _fmt(values.get(key)) for key in keys},
-                 "cold recall@50": _fmt(cold.get(name, {}).get("recall@50"))} for name, values in self.systems.items()]
+        return [
+            {
+                "system": name,
+                **{key: _fmt(values.get(key)) for key in keys},
+                "cold recall@50": _fmt(cold.get(name, {}).get("recall@50")),
+            }
+            for name, values in self.systems.items()
+        ]
 
 
 def _fmt(value: Any) -> str:
@@ -132,6 +144,7 @@ def _fmt(value: Any) -> str:
 
 
 # --- requests -------------------------------------------------------------------------------------
+
 
 def refit_instants(log_: Interactions, refits: int) -> list[int]:
     """The ``i / refits`` quantiles (i = 1 .. refits - 1) of the interactions' times."""
@@ -160,7 +173,7 @@ def training_requests(past: Past, *, before_ms: int | None, config: EvalConfig) 
                 end = cut + horizon if before_ms is None else min(cut + horizon, before_ms - 1)
                 out.append(ReplayRequest(user, cut, end))
     out.sort(key=lambda r: (r.cut_ms, r.user))
-    return out[-config.max_train_requests:]
+    return out[-config.max_train_requests :]
 
 
 def test_requests(past: Past, *, after_ms: int, config: EvalConfig) -> list[ReplayRequest]:
@@ -177,9 +190,16 @@ def test_requests(past: Past, *, after_ms: int, config: EvalConfig) -> list[Repl
 
 # --- training -------------------------------------------------------------------------------------
 
-def fit_rankers(past: Past, instants: Sequence[int | None], *, replay_config: ReplayConfig, config: EvalConfig,
-                train_config: TrainConfig | None = None, model_id: str = "vecrank",
-                ) -> tuple[dict[int | None, RankerModel], dict[str, Any]]:
+
+def fit_rankers(
+    past: Past,
+    instants: Sequence[int | None],
+    *,
+    replay_config: ReplayConfig,
+    config: EvalConfig,
+    train_config: TrainConfig | None = None,
+    model_id: str = "vecrank",
+) -> tuple[dict[int | None, RankerModel], dict[str, Any]]:
     """One ranker per instant (None: on everything), each trained on the requests before it.
 
     The requests of all instants are replayed once; each ranker sees its own requests with the
@@ -189,12 +209,15 @@ def fit_rankers(past: Past, instants: Sequence[int | None], *, replay_config: Re
     per_instant = {r: training_requests(past, before_ms=r, config=config) for r in instants}
     # One replay per (user, cut), labelled to the horizon; each ranker truncates the labels at its instant.
     horizon = int(config.horizon_days * DAY_MS)
-    unique = sorted({ReplayRequest(q.user, q.cut_ms, q.cut_ms + horizon) for reqs in per_instant.values() for q in reqs},
-                    key=lambda r: (r.cut_ms, r.user))
+    unique = sorted(
+        {ReplayRequest(q.user, q.cut_ms, q.cut_ms + horizon) for reqs in per_instant.values() for q in reqs},
+        key=lambda r: (r.cut_ms, r.user),
+    )
     started = time.monotonic()
     table = replay(past, unique, spec=replay_config.spec, pool=replay_config.pool, progress=True)
-    log.info("replayed %d training requests for %d rankers in %.1fs", len(unique), len(instants),
-             time.monotonic() - started)
+    log.info(
+        "replayed %d training requests for %d rankers in %.1fs", len(unique), len(instants), time.monotonic() - started
+    )
     models: dict[int | None, RankerModel] = {}
     summaries = []
     for r in instants:
@@ -205,32 +228,65 @@ def fit_rankers(past: Past, instants: Sequence[int | None], *, replay_config: Re
             continue
         train, valid = subset.split_by_time(0.2)
         booster, info, chosen = select_ranker(train, valid, train_config)
-        training = {"instant_ms": r, "train": train.summary(), "valid": valid.summary(), **info,
-                    "horizon_days": config.horizon_days, "config": replay_config.to_dict()}
-        models[r] = RankerModel.from_booster(model_id, replay_config.spec, booster, params=chosen.to_dict(),
-                                             training=training)
-        summaries.append({"instant_ms": r, "requests": train.summary()["requests"] + valid.summary()["requests"],
-                          "valid_ndcg": round(info["best_score"], 5), "shape": {"max_depth": chosen.max_depth,
-                                                                              "min_child_weight": chosen.min_child_weight}})
+        training = {
+            "instant_ms": r,
+            "train": train.summary(),
+            "valid": valid.summary(),
+            **info,
+            "horizon_days": config.horizon_days,
+            "config": replay_config.to_dict(),
+        }
+        models[r] = RankerModel.from_booster(
+            model_id, replay_config.spec, booster, params=chosen.to_dict(), training=training
+        )
+        summaries.append(
+            {
+                "instant_ms": r,
+                "requests": train.summary()["requests"] + valid.summary()["requests"],
+                "valid_ndcg": round(info["best_score"], 5),
+                "shape": {"max_depth": chosen.max_depth, "min_child_weight": chosen.min_child_weight},
+            }
+        )
         log.info("ranker at %s: %d requests, validation ndcg@10 %.4f", r, summaries[-1]["requests"], info["best_score"])
     return models, {"requests_replayed": len(unique), "rankers": summaries}
 
 
 # --- the evaluation -------------------------------------------------------------------------------
 
-def load_past(client: Elasticsearch, settings: Settings, *, replay_config: ReplayConfig, config: EvalConfig,
-              events: Sequence[Mapping[str, Any]] | None = None) -> Past:
+
+def load_past(
+    client: Elasticsearch,
+    settings: Settings,
+    *,
+    replay_config: ReplayConfig,
+    config: EvalConfig,
+    events: Sequence[Mapping[str, Any]] | None = None,
+) -> Past:
     """The events index and the live catalog, with the protocol's refit instants."""
     log_ = Interactions.from_events(events if events is not None else load_events(client, settings))
     if not len(log_):
         raise VecrankError(f"no events in {settings.index('events')}: ingest some first")
     catalog = Catalog.from_index(client, settings, replay_config.spec)
-    return Past(log_, catalog, refits=refit_instants(log_, config.refits), cf_config=replay_config.cf,
-                state_config=replay_config.state, spec=replay_config.spec, bucket_days=config.bucket_days)
+    return Past(
+        log_,
+        catalog,
+        refits=refit_instants(log_, config.refits),
+        cf_config=replay_config.cf,
+        state_config=replay_config.state,
+        spec=replay_config.spec,
+        bucket_days=config.bucket_days,
+    )
 
 
-def run(past: Past, *, replay_config: ReplayConfig | None = None, config: EvalConfig | None = None,
-        train_config: TrainConfig | None = None, model_id: str = "vecrank", final_model: bool = False) -> EvalReport:
+def run(
+    past: Past,
+    *,
+    replay_config: ReplayConfig | None = None,
+    config: EvalConfig | None = None,
+    train_config: TrainConfig | None = None,
+    model_id: str = "vecrank",
+    final_model: bool = False,
+) -> EvalReport:
     """Train the rankers, then evaluate every system on the same test requests (module docstring).
 
     Args:
@@ -247,8 +303,14 @@ def run(past: Past, *, replay_config: ReplayConfig | None = None, config: EvalCo
     rankers = [r for r in past.refits if r >= first_test]
     if not rankers:
         raise VecrankError("no refit instant after the burn-in: too few distinct event times to evaluate")
-    models, training = fit_rankers(past, [*rankers, *([None] if final_model else [])], replay_config=replay_config,
-                                   config=config, train_config=train_config, model_id=model_id)
+    models, training = fit_rankers(
+        past,
+        [*rankers, *([None] if final_model else [])],
+        replay_config=replay_config,
+        config=config,
+        train_config=train_config,
+        model_id=model_id,
+    )
     tests = test_requests(past, after_ms=rankers[0], config=config)
     by_refit: dict[int, list[ReplayRequest]] = defaultdict(list)
     for req in tests:
@@ -289,9 +351,11 @@ def run(past: Past, *, replay_config: ReplayConfig | None = None, config: EvalCo
                 pool_recall[source].append(len(set(items) & wanted) / len(wanted))
     users = sorted(relevant)
     if not users:
-        raise VecrankError(f"no user has a history before their own cut and a like within {config.horizon_days:g} "
-                           f"days after it, with the cut after the burn-in ({len(tests)} candidates): nothing to "
-                           "evaluate; lower --test-fraction or raise --horizon-days")
+        raise VecrankError(
+            f"no user has a history before their own cut and a like within {config.horizon_days:g} "
+            f"days after it, with the cut after the burn-in ({len(tests)} candidates): nothing to "
+            "evaluate; lower --test-fraction or raise --horizon-days"
+        )
     for n in range(len(past.catalog)):
         if past.catalog.has_vector[n]:
             vectors.setdefault(past.catalog.ids[n], past.catalog.vectors[n])
@@ -299,25 +363,48 @@ def run(past: Past, *, replay_config: ReplayConfig | None = None, config: EvalCo
     systems, per_user = _score_systems(names, rankings, relevant, users, config, len(past.catalog), vectors)
     comparison = compare(systems, per_user, f"ndcg@{config.k}")
     cold_users = [u for u in users if cold[u]]
-    cold_systems, cold_per_user = _score_systems(names, rankings, cold, cold_users, config, None, None) \
-        if cold_users else ({}, {})
-    slices = {"cold_items": {
-        "threshold": config.cold_threshold, "users": len(cold_users),
-        "relevant_items": sum(len(cold[u]) for u in cold_users),
-        "systems": {n: {"recall@50": v["recall@50"], "recall@50_ci95": v["recall@50_ci95"]}
-                    for n, v in cold_systems.items()},
-        "comparison": compare(cold_systems, cold_per_user, "recall@50", others=COLLABORATIVE_BASELINES)
-        if cold_users else {}}}
+    cold_systems, cold_per_user = (
+        _score_systems(names, rankings, cold, cold_users, config, None, None) if cold_users else ({}, {})
+    )
+    slices = {
+        "cold_items": {
+            "threshold": config.cold_threshold,
+            "users": len(cold_users),
+            "relevant_items": sum(len(cold[u]) for u in cold_users),
+            "systems": {
+                n: {"recall@50": v["recall@50"], "recall@50_ci95": v["recall@50_ci95"]} for n, v in cold_systems.items()
+            },
+            "comparison": compare(cold_systems, cold_per_user, "recall@50", others=COLLABORATIVE_BASELINES)
+            if cold_users
+            else {},
+        }
+    }
     final = models.get(None)
     if final is not None:
         final.metrics = {"offline": systems, "comparison": comparison, "cold_items": slices["cold_items"]}
-    split = {"refits_ms": past.refits, "rankers_ms": rankers, "first_test_ms": rankers[0],
-             "test_fraction": config.test_fraction, "horizon_days": config.horizon_days,
-             "bucket_days": config.bucket_days, "evaluated_users": len(users), "test_requests": len(tests),
-             "events": len(log_), "items": len(past.catalog), "config": config.to_dict()}
-    return EvalReport(split=split, training={**training, "config": replay_config.to_dict()}, systems=systems,
-                      candidate_recall={k: round(float(np.mean(v)), 4) for k, v in pool_recall.items()},
-                      comparison=comparison, slices=slices, seconds=round(time.monotonic() - started, 1), model=final)
+    split = {
+        "refits_ms": past.refits,
+        "rankers_ms": rankers,
+        "first_test_ms": rankers[0],
+        "test_fraction": config.test_fraction,
+        "horizon_days": config.horizon_days,
+        "bucket_days": config.bucket_days,
+        "evaluated_users": len(users),
+        "test_requests": len(tests),
+        "events": len(log_),
+        "items": len(past.catalog),
+        "config": config.to_dict(),
+    }
+    return EvalReport(
+        split=split,
+        training={**training, "config": replay_config.to_dict()},
+        systems=systems,
+        candidate_recall={k: round(float(np.mean(v)), 4) for k, v in pool_recall.items()},
+        comparison=comparison,
+        slices=slices,
+        seconds=round(time.monotonic() - started, 1),
+        model=final,
+    )
 
 
 def _interactions_before(past: Past, item: str, t_ms: int) -> int:
@@ -347,16 +434,27 @@ def _popular_ranking(past: Past, t_ms: int, seen: frozenset[str], k: int) -> lis
     return [past.catalog.ids[n] for n in order if past.catalog.ids[n] not in seen][:k]
 
 
-def _score_systems(names: Sequence[str], rankings: Mapping[str, Mapping[str, list[str]]],
-                   relevant: Mapping[str, set[str]], users: Sequence[str], config: EvalConfig,
-                   catalog_size: int | None, vectors: Mapping[str, np.ndarray] | None,
-                   ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, dict[str, float]]]]:
+def _score_systems(
+    names: Sequence[str],
+    rankings: Mapping[str, Mapping[str, list[str]]],
+    relevant: Mapping[str, set[str]],
+    users: Sequence[str],
+    config: EvalConfig,
+    catalog_size: int | None,
+    vectors: Mapping[str, np.ndarray] | None,
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, dict[str, float]]]]:
     systems: dict[str, dict[str, Any]] = {}
     per_user: dict[str, dict[str, dict[str, float]]] = {}
     rel = {u: relevant[u] for u in users}
     for name in names:
-        result = metrics.evaluate({u: rankings[name].get(u, []) for u in users}, rel, k_values=(config.k, 50),
-                                  catalog_size=catalog_size, vectors=vectors, per_user=True)
+        result = metrics.evaluate(
+            {u: rankings[name].get(u, []) for u in users},
+            rel,
+            k_values=(config.k, 50),
+            catalog_size=catalog_size,
+            vectors=vectors,
+            per_user=True,
+        )
         per_user[name] = result.pop("per_user")
         for key in (f"ndcg@{config.k}", "recall@50"):
             ci = metrics.bootstrap_ci(per_user[name][key])
@@ -365,8 +463,13 @@ def _score_systems(names: Sequence[str], rankings: Mapping[str, Mapping[str, lis
     return systems, per_user
 
 
-def compare(systems: Mapping[str, Mapping[str, Any]], per_user: Mapping[str, Mapping[str, Mapping[str, float]]],
-            key: str, *, others: Sequence[str] | None = None) -> dict[str, Any]:
+def compare(
+    systems: Mapping[str, Mapping[str, Any]],
+    per_user: Mapping[str, Mapping[str, Mapping[str, float]]],
+    key: str,
+    *,
+    others: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """vecrank against every other system on ``key``: paired bootstrap differences, and the best other."""
     candidates = [n for n in (others or systems) if n in systems and n != "vecrank"]
     best_other = max(candidates, key=lambda n: (systems[n][key] or 0.0))
@@ -375,13 +478,20 @@ def compare(systems: Mapping[str, Mapping[str, Any]], per_user: Mapping[str, Map
         d = metrics.paired_bootstrap_diff(per_user["vecrank"][key], per_user[name][key])
         vs[name] = {"difference": round(d.mean, 5), "ci95": [round(d.low, 5), round(d.high, 5)]}
     base_value = systems[best_other][key]
-    return {"metric": key, "best_other": best_other, f"{key}_vecrank": systems["vecrank"][key],
-            f"{key}_best_other": base_value,
-            "ratio": round(systems["vecrank"][key] / base_value, 4) if base_value else None,
-            "difference": vs[best_other]["difference"], "ci95": vs[best_other]["ci95"], "vs": vs}
+    return {
+        "metric": key,
+        "best_other": best_other,
+        f"{key}_vecrank": systems["vecrank"][key],
+        f"{key}_best_other": base_value,
+        "ratio": round(systems["vecrank"][key] / base_value, 4) if base_value else None,
+        "difference": vs[best_other]["difference"],
+        "ci95": vs[best_other]["ci95"],
+        "vs": vs,
+    }
 
 
 # --- output ---------------------------------------------------------------------------------------
+
 
 def write_outputs(report: EvalReport, out_dir: str | Path, *, k: int = 10) -> dict[str, str]:
     """``evaluation.json`` and ``evaluation.png``: per metric a bar per system with its 95%
@@ -395,8 +505,11 @@ def write_outputs(report: EvalReport, out_dir: str | Path, *, k: int = 10) -> di
     out.mkdir(parents=True, exist_ok=True)
     (out / "evaluation.json").write_text(json.dumps(report.to_dict(), indent=2, default=str))
     names = list(report.systems)
-    panels = [(f"ndcg@{k}", report.systems, f"NDCG@{k}"), ("recall@50", report.systems, "Recall@50"),
-              ("recall@50", report.slices.get("cold_items", {}).get("systems", {}), "Recall@50, cold items")]
+    panels = [
+        (f"ndcg@{k}", report.systems, f"NDCG@{k}"),
+        ("recall@50", report.systems, "Recall@50"),
+        ("recall@50", report.slices.get("cold_items", {}).get("systems", {}), "Recall@50, cold items"),
+    ]
     fig, axes = plt.subplots(1, len(panels), figsize=(14, 4.5))
     for ax, (key, systems, title) in zip(axes, panels):
         values = [systems.get(n, {}).get(key) or 0.0 for n in names]
@@ -408,8 +521,10 @@ def write_outputs(report: EvalReport, out_dir: str | Path, *, k: int = 10) -> di
         ax.set_title(title)
     users = report.split.get("evaluated_users")
     cold_users = report.slices.get("cold_items", {}).get("users")
-    fig.suptitle(f"Offline evaluation: {users} users ({cold_users} with cold items), rolling refits; "
-                 "bars: mean, whiskers: 95% bootstrap interval")
+    fig.suptitle(
+        f"Offline evaluation: {users} users ({cold_users} with cold items), rolling refits; "
+        "bars: mean, whiskers: 95% bootstrap interval"
+    )
     fig.tight_layout()
     fig.savefig(out / "evaluation.png", dpi=110)
     plt.close(fig)
@@ -420,5 +535,7 @@ def load_events(client: Elasticsearch, settings: Settings) -> list[dict[str, Any
     """Every event in the events index, as plain dicts."""
     from vecrank.ingest.events import iter_events
 
-    return [{k: e.get(k) for k in ("user_id", "item_id", "type", "value", "timestamp")}
-            for e in iter_events(client, settings)]
+    return [
+        {k: e.get(k) for k in ("user_id", "item_id", "type", "value", "timestamp")}
+        for e in iter_events(client, settings)
+    ]

@@ -63,8 +63,10 @@ LABELS = {
     "ndcg": "NDCG from clicks, per user",
     "ctr_independent": "CTR assuming independent impressions",
 }
-INDEPENDENT_NOTE = ("assumes independent impressions; a user's impressions are not (users click at different "
-                    "rates), so this test is too confident: reference only, never called — read ctr")
+INDEPENDENT_NOTE = (
+    "assumes independent impressions; a user's impressions are not (users click at different "
+    "rates), so this test is too confident: reference only, never called — read ctr"
+)
 
 
 def iso_utc(ms: int | None) -> str | None:
@@ -89,8 +91,9 @@ class UserValues:
             raise ValueError(f"per-user values must have one length each, not {sizes}")
 
     @classmethod
-    def of(cls, *, clicks: Sequence[float], exposures: Sequence[float], ndcg: Sequence[float],
-           converted: Sequence[float]) -> UserValues:
+    def of(
+        cls, *, clicks: Sequence[float], exposures: Sequence[float], ndcg: Sequence[float], converted: Sequence[float]
+    ) -> UserValues:
         """From sequences (copied into float arrays)."""
         return cls(*(np.array(x, dtype=np.float64) for x in (clicks, exposures, ndcg, converted)))
 
@@ -118,17 +121,33 @@ class ArmStats:
     def from_values(cls, name: str, values: UserValues, *, requests: int) -> ArmStats:
         users, exposures = values.users, int(values.exposures.sum())
         clicks, converted = int(values.clicks.sum()), int(values.converted.sum())
-        return cls(name, users=users, requests=requests, exposures=exposures, clicks=clicks, converted_users=converted,
-                   ctr=clicks / exposures if exposures else None, clicks_per_user=clicks / users if users else None,
-                   conversion=converted / users if users else None,
-                   ndcg=float(values.ndcg.mean()) if users else None)
+        return cls(
+            name,
+            users=users,
+            requests=requests,
+            exposures=exposures,
+            clicks=clicks,
+            converted_users=converted,
+            ctr=clicks / exposures if exposures else None,
+            clicks_per_user=clicks / users if users else None,
+            conversion=converted / users if users else None,
+            ndcg=float(values.ndcg.mean()) if users else None,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def compare(control: UserValues, treatment: UserValues, *, metrics: Sequence[str] = COMPARISONS, n_boot: int = 2000,
-            seed: int = 0, alpha: float = 0.05, min_users: int = stats.MIN_USERS) -> dict[str, dict[str, Any]]:
+def compare(
+    control: UserValues,
+    treatment: UserValues,
+    *,
+    metrics: Sequence[str] = COMPARISONS,
+    n_boot: int = 2000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    min_users: int = stats.MIN_USERS,
+) -> dict[str, dict[str, Any]]:
     """The comparisons of ``treatment`` with ``control`` (see the module docstring), as JSON-ready dicts.
 
     Args:
@@ -147,19 +166,21 @@ def compare(control: UserValues, treatment: UserValues, *, metrics: Sequence[str
     out: dict[str, dict[str, Any]] = {}
     for metric in metrics:
         if metric == "ctr":
-            result = stats.clustered_rate_test(c.clicks, c.exposures, t.clicks, t.exposures, alpha=alpha,
-                                               min_users=min_users).to_dict()
+            result = stats.clustered_rate_test(
+                c.clicks, c.exposures, t.clicks, t.exposures, alpha=alpha, min_users=min_users
+            ).to_dict()
         elif metric == "ctr_independent":
-            naive = stats.proportion_test(int(c.clicks.sum()), int(c.exposures.sum()), int(t.clicks.sum()),
-                                          int(t.exposures.sum()), alpha=alpha)
+            naive = stats.proportion_test(
+                int(c.clicks.sum()), int(c.exposures.sum()), int(t.clicks.sum()), int(t.exposures.sum()), alpha=alpha
+            )
             result = dataclasses.replace(naive, note=INDEPENDENT_NOTE).to_dict() | {"significant": None}
         elif metric == "conversion":
-            result = stats.proportion_test(int(c.converted.sum()), c.users, int(t.converted.sum()), t.users,
-                                           alpha=alpha, min_n=min_users).to_dict()
+            result = stats.proportion_test(
+                int(c.converted.sum()), c.users, int(t.converted.sum()), t.users, alpha=alpha, min_n=min_users
+            ).to_dict()
         else:
             values = {"clicks_per_user": (c.clicks, t.clicks), "ndcg": (c.ndcg, t.ndcg)}[metric]
-            result = stats.bootstrap_test(*values, n_boot=n_boot, seed=seed, alpha=alpha,
-                                          min_users=min_users).to_dict()
+            result = stats.bootstrap_test(*values, n_boot=n_boot, seed=seed, alpha=alpha, min_users=min_users).to_dict()
         out[metric] = {"label": LABELS[metric], **result}
     return out
 
@@ -170,8 +191,10 @@ def _headline(metric: str, result: dict[str, Any]) -> str:
         return result.get("note") or "no test possible"
     scale, unit = (100, " pp") if metric in ("ctr", "conversion") else (1, "")
     lo, hi = result["ci"]
-    return (f"{result['diff'] * scale:+.3g}{unit} [{lo * scale:+.3g}, {hi * scale:+.3g}], p {result['p_value']:.3g}"
-            f"{' (significant)' if result['significant'] else ''}")
+    return (
+        f"{result['diff'] * scale:+.3g}{unit} [{lo * scale:+.3g}, {hi * scale:+.3g}], p {result['p_value']:.3g}"
+        f"{' (significant)' if result['significant'] else ''}"
+    )
 
 
 @dataclass(frozen=True)
@@ -190,14 +213,23 @@ class ExperimentReport:
     min_users: int = stats.MIN_USERS
 
     def to_dict(self) -> dict[str, Any]:
-        return {"experiment": self.experiment.summary(), "window": {"start": iso_utc(self.window[0]),
-                                                                     "end": iso_utc(self.window[1])},
-                "control": self.experiment.control, "arms": {k: v.to_dict() for k, v in self.arms.items()},
-                "comparisons": self.comparisons, "srm": self.srm.to_dict() | {"message": self.srm.message()},
-                "interleaving": self.interleaving.to_dict() if self.interleaving else None,
-                "thresholds": {"alpha": self.alpha, "min_users": self.min_users,
-                               "bootstrap_min_users": stats.BOOTSTRAP_MIN_USERS, "srm": self.srm.threshold},
-                "counts": self.counts, "warnings": self.warnings}
+        return {
+            "experiment": self.experiment.summary(),
+            "window": {"start": iso_utc(self.window[0]), "end": iso_utc(self.window[1])},
+            "control": self.experiment.control,
+            "arms": {k: v.to_dict() for k, v in self.arms.items()},
+            "comparisons": self.comparisons,
+            "srm": self.srm.to_dict() | {"message": self.srm.message()},
+            "interleaving": self.interleaving.to_dict() if self.interleaving else None,
+            "thresholds": {
+                "alpha": self.alpha,
+                "min_users": self.min_users,
+                "bootstrap_min_users": stats.BOOTSTRAP_MIN_USERS,
+                "srm": self.srm.threshold,
+            },
+            "counts": self.counts,
+            "warnings": self.warnings,
+        }
 
     def plot(self, out_dir: str | Path) -> list[str]:
         """One PNG per metric: its cumulative value per arm over time with a 95% band (users as
@@ -211,10 +243,14 @@ class ExperimentReport:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         written = []
-        titles = {"ctr": "CTR (clicks / exposures), users as clusters", "clicks_per_user": "clicks per user",
-                  "conversion": "conversion (share of users)", "ndcg": f"NDCG@{self.experiment.ndcg_k} from clicks",
-                  "preference": "interleaving: share of decided requests won by "
-                                f"{self.interleaving.b if self.interleaving else 'B'}"}
+        titles = {
+            "ctr": "CTR (clicks / exposures), users as clusters",
+            "clicks_per_user": "clicks per user",
+            "conversion": "conversion (share of users)",
+            "ndcg": f"NDCG@{self.experiment.ndcg_k} from clicks",
+            "preference": "interleaving: share of decided requests won by "
+            f"{self.interleaving.b if self.interleaving else 'B'}",
+        }
         for metric, per_unit in self.series.items():
             fig, ax = plt.subplots(figsize=(7, 4.4))
             for unit, points in per_unit.items():
@@ -222,24 +258,43 @@ class ExperimentReport:
                 if not pts:
                     continue
                 xs, ys, halves = zip(*pts)
-                line, = ax.plot(xs, ys, label=unit, marker=".", linewidth=1.5)
+                (line,) = ax.plot(xs, ys, label=unit, marker=".", linewidth=1.5)
                 banded = [(x, y, h) for x, y, h in zip(xs, ys, halves) if h is not None]
                 if banded:
                     bx, by, bh = zip(*banded)
-                    ax.fill_between(bx, [y - h for y, h in zip(by, bh)], [y + h for y, h in zip(by, bh)],
-                                    color=line.get_color(), alpha=0.15, linewidth=0)
+                    ax.fill_between(
+                        bx,
+                        [y - h for y, h in zip(by, bh)],
+                        [y + h for y, h in zip(by, bh)],
+                        color=line.get_color(),
+                        alpha=0.15,
+                        linewidth=0,
+                    )
             if metric == "preference":
                 ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
             ax.set_title(f"{self.experiment.experiment_id}: {titles.get(metric, metric)} (cumulative)", fontsize=10)
-            lines = [f"{arm} vs {self.experiment.control}: {_headline(metric, tests[metric])}"
-                     for arm, tests in self.comparisons.items() if metric in tests]
+            lines = [
+                f"{arm} vs {self.experiment.control}: {_headline(metric, tests[metric])}"
+                for arm, tests in self.comparisons.items()
+                if metric in tests
+            ]
             if metric == "preference" and self.interleaving is not None:
                 p = self.interleaving
-                lines.append(f"p {p.p_value:.3g}, winner {p.winner or 'none'}" if p.p_value is not None
-                             else p.note or "no test possible")
+                lines.append(
+                    f"p {p.p_value:.3g}, winner {p.winner or 'none'}"
+                    if p.p_value is not None
+                    else p.note or "no test possible"
+                )
             if lines:
-                ax.text(0.01, 0.99, "\n".join(lines), transform=ax.transAxes, va="top", fontsize=7,
-                        bbox={"facecolor": "white", "alpha": 0.7, "linewidth": 0})
+                ax.text(
+                    0.01,
+                    0.99,
+                    "\n".join(lines),
+                    transform=ax.transAxes,
+                    va="top",
+                    fontsize=7,
+                    bbox={"facecolor": "white", "alpha": 0.7, "linewidth": 0},
+                )
             ax.set_xlabel("time (UTC)")
             ax.legend(loc="lower right", fontsize=8)
             fig.autofmt_xdate()
@@ -251,8 +306,9 @@ class ExperimentReport:
         return written
 
 
-def interval_half_width(metric: str, values: UserValues, *, alpha: float = 0.05,
-                        min_users: int = stats.MIN_USERS) -> float | None:
+def interval_half_width(
+    metric: str, values: UserValues, *, alpha: float = 0.05, min_users: int = stats.MIN_USERS
+) -> float | None:
     """Half-width of one unit's ``1 - alpha`` interval for ``metric``: t with ``users - 1`` degrees
     of freedom; for CTR users as clusters (:func:`~vecrank.rank.stats.clustered_ratio_variance`,
     ``n_eff - 1``). None below ``min_users`` users."""

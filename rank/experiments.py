@@ -58,8 +58,15 @@ import numpy as np
 from vecrank.errors import VecrankError
 from vecrank.interactions import DAY_MS
 from vecrank.rank import stats
-from vecrank.rank.experiment_report import (COMPARISONS, ArmStats, ExperimentReport, UserValues, compare,
-                                            interval_half_width, iso_utc)
+from vecrank.rank.experiment_report import (
+    COMPARISONS,
+    ArmStats,
+    ExperimentReport,
+    UserValues,
+    compare,
+    interval_half_width,
+    iso_utc,
+)
 from vecrank.rank.interleaving import credit, outcome, preference
 
 if TYPE_CHECKING:
@@ -69,9 +76,26 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HOLDOUT", "INTERLEAVED", "Arm", "ArmStats", "Experiment", "ExperimentError", "ExperimentReport",
-           "ExperimentStore", "analyse", "assign", "bucket", "collect_events", "events_query", "experiments_mapping",
-           "interleaving_outcomes", "report", "resolve_model", "user_outcomes"]
+__all__ = [
+    "HOLDOUT",
+    "INTERLEAVED",
+    "Arm",
+    "ArmStats",
+    "Experiment",
+    "ExperimentError",
+    "ExperimentReport",
+    "ExperimentStore",
+    "analyse",
+    "assign",
+    "bucket",
+    "collect_events",
+    "events_query",
+    "experiments_mapping",
+    "interleaving_outcomes",
+    "report",
+    "resolve_model",
+    "user_outcomes",
+]
 
 TYPES = ("ab", "interleaving")
 STATUSES = ("draft", "running", "stopped")
@@ -83,9 +107,18 @@ _ARM = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
 _MODEL_REF = re.compile(r"^([A-Za-z0-9_.-]+)@(\d+)$")
 #: Per-arm retrieval settings an experiment may vary: ``pool`` (candidates the ranker scores)
 #: and these :class:`~vecrank.rank.recommender.RetrieveConfig` fields.
-RETRIEVAL_KEYS = {"pool": int, "num_candidates": int, "exclude_seen": bool, "query_weight": float,
-                  "text_boost": float, "similarity_floor": float, "max_interests": int, "mmr_lambda": float,
-                  "group_field": str, "max_per_group": int}
+RETRIEVAL_KEYS = {
+    "pool": int,
+    "num_candidates": int,
+    "exclude_seen": bool,
+    "query_weight": float,
+    "text_boost": float,
+    "similarity_floor": float,
+    "max_interests": int,
+    "mmr_lambda": float,
+    "group_field": str,
+    "max_per_group": int,
+}
 
 
 class ExperimentError(VecrankError, ValueError):
@@ -136,8 +169,10 @@ class Arm:
 
     def __post_init__(self) -> None:
         if not _ARM.fullmatch(self.name or "") or self.name == HOLDOUT or self.name == INTERLEAVED:
-            raise ExperimentError(f"arm name {self.name!r} must be 1-32 letters, digits, '_' or '-' "
-                                  f"and not {HOLDOUT!r} or {INTERLEAVED!r}")
+            raise ExperimentError(
+                f"arm name {self.name!r} must be 1-32 letters, digits, '_' or '-' "
+                f"and not {HOLDOUT!r} or {INTERLEAVED!r}"
+            )
         if not (isinstance(self.weight, (int, float)) and math.isfinite(self.weight) and self.weight > 0):
             raise ExperimentError(f"arm {self.name!r}: weight must be a positive number, not {self.weight!r}")
         if self.model is not None and not _MODEL_REF.match(self.model):
@@ -171,8 +206,12 @@ class Arm:
         unknown = set(data) - {"name", "weight", "model", "retrieval"}
         if unknown:
             raise ExperimentError(f"arm: unknown key(s) {sorted(unknown)}")
-        return cls(name=data.get("name", ""), weight=data.get("weight", 1.0), model=data.get("model"),
-                   retrieval=data.get("retrieval") or {})
+        return cls(
+            name=data.get("name", ""),
+            weight=data.get("weight", 1.0),
+            model=data.get("model"),
+            retrieval=data.get("retrieval") or {},
+        )
 
 
 def bucket(user: str, salt: str) -> float:
@@ -223,8 +262,10 @@ class Experiment:
     def __post_init__(self) -> None:
         self.arms = tuple(a if isinstance(a, Arm) else Arm.from_dict(a) for a in self.arms)
         if not _ID.fullmatch(self.experiment_id or ""):
-            raise ExperimentError(f"experiment id {self.experiment_id!r} must be 1-64 lowercase letters, digits, "
-                                  "'_' or '-', starting with a letter or digit")
+            raise ExperimentError(
+                f"experiment id {self.experiment_id!r} must be 1-64 lowercase letters, digits, "
+                "'_' or '-', starting with a letter or digit"
+            )
         if self.type not in TYPES:
             raise ExperimentError(f"type must be one of {', '.join(TYPES)}, not {self.type!r}")
         if self.status not in STATUSES:
@@ -285,42 +326,81 @@ class Experiment:
     # --- storage ---
 
     def to_doc(self) -> dict[str, Any]:
-        return {"experiment_id": self.experiment_id, "type": self.type, "status": self.status, "salt": self.salt,
-                "holdout": self.holdout, "control": self.control, "description": self.description,
-                "arms": [a.to_dict() for a in self.arms],
-                "metrics": {"click_types": list(self.click_types), "conversion_types": list(self.conversion_types),
-                            "ndcg_k": self.ndcg_k},
-                "created_at": self.created_at, "started_at": self.started_at, "stopped_at": self.stopped_at}
+        return {
+            "experiment_id": self.experiment_id,
+            "type": self.type,
+            "status": self.status,
+            "salt": self.salt,
+            "holdout": self.holdout,
+            "control": self.control,
+            "description": self.description,
+            "arms": [a.to_dict() for a in self.arms],
+            "metrics": {
+                "click_types": list(self.click_types),
+                "conversion_types": list(self.conversion_types),
+                "ndcg_k": self.ndcg_k,
+            },
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "stopped_at": self.stopped_at,
+        }
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> Experiment:
         metrics = doc.get("metrics") or {}
-        return cls(experiment_id=doc["experiment_id"], arms=tuple(Arm.from_dict(a) for a in doc["arms"]),
-                   type=doc.get("type", "ab"), salt=doc["salt"], holdout=doc.get("holdout", 0.0),
-                   control=doc.get("control"), status=doc.get("status", "draft"),
-                   description=doc.get("description") or "",
-                   click_types=tuple(metrics.get("click_types", ("click",))),
-                   conversion_types=tuple(metrics.get("conversion_types", ("purchase",))),
-                   ndcg_k=int(metrics.get("ndcg_k", 10)), created_at=int(doc["created_at"]),
-                   started_at=doc.get("started_at"), stopped_at=doc.get("stopped_at"))
+        return cls(
+            experiment_id=doc["experiment_id"],
+            arms=tuple(Arm.from_dict(a) for a in doc["arms"]),
+            type=doc.get("type", "ab"),
+            salt=doc["salt"],
+            holdout=doc.get("holdout", 0.0),
+            control=doc.get("control"),
+            status=doc.get("status", "draft"),
+            description=doc.get("description") or "",
+            click_types=tuple(metrics.get("click_types", ("click",))),
+            conversion_types=tuple(metrics.get("conversion_types", ("purchase",))),
+            ndcg_k=int(metrics.get("ndcg_k", 10)),
+            created_at=int(doc["created_at"]),
+            started_at=doc.get("started_at"),
+            stopped_at=doc.get("stopped_at"),
+        )
 
     def summary(self) -> dict[str, Any]:
         """A short, secret-free view for listings and the service's health answer."""
-        return {"id": self.experiment_id, "type": self.type, "status": self.status, "holdout": self.holdout,
-                "control": self.control,
-                "arms": [{"name": a.name, "weight": a.weight, "model": a.model or "none",
-                          "retrieval": dict(a.retrieval)} for a in self.arms],
-                "started_at": iso_utc(self.started_at), "stopped_at": iso_utc(self.stopped_at)}
+        return {
+            "id": self.experiment_id,
+            "type": self.type,
+            "status": self.status,
+            "holdout": self.holdout,
+            "control": self.control,
+            "arms": [
+                {"name": a.name, "weight": a.weight, "model": a.model or "none", "retrieval": dict(a.retrieval)}
+                for a in self.arms
+            ],
+            "started_at": iso_utc(self.started_at),
+            "stopped_at": iso_utc(self.stopped_at),
+        }
 
 
 def experiments_mapping() -> dict[str, Any]:
     date = {"type": "date", "format": "epoch_millis"}
-    return {"dynamic": "strict", "properties": {
-        "experiment_id": {"type": "keyword"}, "type": {"type": "keyword"}, "status": {"type": "keyword"},
-        "salt": {"type": "keyword", "index": False}, "holdout": {"type": "float"}, "control": {"type": "keyword"},
-        "description": {"type": "text", "index": False}, "arms": {"type": "object", "enabled": False},
-        "metrics": {"type": "object", "enabled": False},
-        "created_at": date, "started_at": date, "stopped_at": date}}
+    return {
+        "dynamic": "strict",
+        "properties": {
+            "experiment_id": {"type": "keyword"},
+            "type": {"type": "keyword"},
+            "status": {"type": "keyword"},
+            "salt": {"type": "keyword", "index": False},
+            "holdout": {"type": "float"},
+            "control": {"type": "keyword"},
+            "description": {"type": "text", "index": False},
+            "arms": {"type": "object", "enabled": False},
+            "metrics": {"type": "object", "enabled": False},
+            "created_at": date,
+            "started_at": date,
+            "stopped_at": date,
+        },
+    }
 
 
 def resolve_model(client: Elasticsearch, settings: Settings, ref: str | None) -> str | None:
@@ -356,12 +436,17 @@ class ExperimentStore:
         self._ensure()
         experiment.status = "draft"
         try:
-            self.client.create(index=self.index, id=experiment.experiment_id, document=experiment.to_doc(),
-                               refresh="wait_for")
+            self.client.create(
+                index=self.index, id=experiment.experiment_id, document=experiment.to_doc(), refresh="wait_for"
+            )
         except ConflictError:
             raise ExperimentError(f"experiment {experiment.experiment_id!r} already exists") from None
-        log.info("Created experiment %s (%s, arms %s)", experiment.experiment_id, experiment.type,
-                 ", ".join(a.name for a in experiment.arms))
+        log.info(
+            "Created experiment %s (%s, arms %s)",
+            experiment.experiment_id,
+            experiment.type,
+            ", ".join(a.name for a in experiment.arms),
+        )
         return experiment
 
     def _get_raw(self, experiment_id: str) -> tuple[Experiment, int, int]:
@@ -380,24 +465,35 @@ class ExperimentStore:
         if not self.client.indices.exists(index=self.index):
             return []
         query = {"term": {"status": status}} if status else {"match_all": {}}
-        hits = self.client.search(index=self.index, query=query, size=1000,
-                                  sort=[{"created_at": "asc"}, {"experiment_id": "asc"}])["hits"]["hits"]
+        hits = self.client.search(
+            index=self.index, query=query, size=1000, sort=[{"created_at": "asc"}, {"experiment_id": "asc"}]
+        )["hits"]["hits"]
         return [Experiment.from_doc(h["_source"]) for h in hits]
 
     def running(self) -> Experiment | None:
         """The running experiment, if any (at most one runs at a time)."""
         found = self.list("running")
         if len(found) > 1:
-            log.warning("%d experiments are running (%s); serving uses %s", len(found),
-                        ", ".join(e.experiment_id for e in found), found[0].experiment_id)
+            log.warning(
+                "%d experiments are running (%s); serving uses %s",
+                len(found),
+                ", ".join(e.experiment_id for e in found),
+                found[0].experiment_id,
+            )
         return found[0] if found else None
 
     def _write(self, experiment: Experiment, seq_no: int, primary_term: int) -> None:
         from elasticsearch import ConflictError
 
         try:
-            self.client.index(index=self.index, id=experiment.experiment_id, document=experiment.to_doc(),
-                              if_seq_no=seq_no, if_primary_term=primary_term, refresh="wait_for")
+            self.client.index(
+                index=self.index,
+                id=experiment.experiment_id,
+                document=experiment.to_doc(),
+                if_seq_no=seq_no,
+                if_primary_term=primary_term,
+                refresh="wait_for",
+            )
         except ConflictError:
             raise ExperimentError(f"experiment {experiment.experiment_id!r} changed concurrently; try again") from None
 
@@ -406,8 +502,10 @@ class ExperimentStore:
         self._ensure()
         experiment, seq, term = self._get_raw(experiment_id)
         if experiment.status != "draft":
-            raise ExperimentError(f"experiment {experiment_id!r} is {experiment.status}; only a draft can start "
-                                  "(create a new experiment to run it again)")
+            raise ExperimentError(
+                f"experiment {experiment_id!r} is {experiment.status}; only a draft can start "
+                "(create a new experiment to run it again)"
+            )
         other = self.running()
         if other is not None:
             raise ExperimentError(f"experiment {other.experiment_id!r} is running; stop it first")
@@ -452,16 +550,24 @@ def events_query(experiment: Experiment, *, end_ms: int, attribution_ms: int) ->
     """The events a report reads: in the window, and labelled with the experiment, citing a request
     id, or of a conversion type."""
     start = experiment.started_at or experiment.created_at
-    should: list[dict[str, Any]] = [{"prefix": {"arm": f"{experiment.experiment_id}/"}},
-                                    {"exists": {"field": "request_id"}}]
+    should: list[dict[str, Any]] = [
+        {"prefix": {"arm": f"{experiment.experiment_id}/"}},
+        {"exists": {"field": "request_id"}},
+    ]
     if experiment.conversion_types:
         should.append({"terms": {"type": list(experiment.conversion_types)}})
-    return {"bool": {"filter": [{"range": {"timestamp": {"gte": start, "lte": end_ms + attribution_ms}}}],
-                     "should": should, "minimum_should_match": 1}}
+    return {
+        "bool": {
+            "filter": [{"range": {"timestamp": {"gte": start, "lte": end_ms + attribution_ms}}}],
+            "should": should,
+            "minimum_should_match": 1,
+        }
+    }
 
 
-def collect_events(client: Elasticsearch, settings: Settings, experiment: Experiment, *, end_ms: int,
-                   attribution_ms: int = DAY_MS) -> list[dict[str, Any]]:
+def collect_events(
+    client: Elasticsearch, settings: Settings, experiment: Experiment, *, end_ms: int, attribution_ms: int = DAY_MS
+) -> list[dict[str, Any]]:
     """The stored events a report of ``experiment`` needs (see :func:`events_query`)."""
     from elasticsearch.helpers import scan
 
@@ -484,8 +590,9 @@ class _Attributed:
     warnings: list[str]
 
 
-def _attribute(exp: Experiment, events: Sequence[Mapping[str, Any]], *, start: int, end: int,
-               attribution_ms: int) -> _Attributed:
+def _attribute(
+    exp: Experiment, events: Sequence[Mapping[str, Any]], *, start: int, end: int, attribution_ms: int
+) -> _Attributed:
     """Requests from the experiment's impressions, then clicks joined by request id and
     conversions by user (see the module docstring)."""
     prefix = f"{exp.experiment_id}/"
@@ -501,7 +608,7 @@ def _attribute(exp: Experiment, events: Sequence[Mapping[str, Any]], *, start: i
         if not start <= ts <= end:
             counts["impressions_outside_window"] += 1
             continue
-        arm = label[len(prefix):]
+        arm = label[len(prefix) :]
         if arm not in arm_names:
             counts["impressions_unknown_arm"] += 1
             continue
@@ -549,8 +656,10 @@ def _attribute(exp: Experiment, events: Sequence[Mapping[str, Any]], *, start: i
             if user in first_seen and ts >= first_seen[user]:
                 converted[user] = min(converted.get(user, ts), ts)
     if counts.get("requests_of_users_in_another_arm"):
-        warnings.append(f"{counts['requests_of_users_in_another_arm']} requests came from users already seen in "
-                        "another arm (assignment changed mid-experiment?); they count in the user's first arm")
+        warnings.append(
+            f"{counts['requests_of_users_in_another_arm']} requests came from users already seen in "
+            "another arm (assignment changed mid-experiment?); they count in the user's first arm"
+        )
     by_unit: dict[str, list[_Request]] = {u: [] for u in exp.expected_shares()}
     for req in requests.values():
         if user_unit[req.user] == req.unit:
@@ -558,8 +667,13 @@ def _attribute(exp: Experiment, events: Sequence[Mapping[str, Any]], *, start: i
     return _Attributed(requests, by_unit, user_unit, converted, dict(counts), warnings)
 
 
-def user_outcomes(experiment: Experiment, events: Iterable[Mapping[str, Any]], *, end_ms: int | None = None,
-                  attribution_ms: int = DAY_MS) -> list[dict[str, Any]]:
+def user_outcomes(
+    experiment: Experiment,
+    events: Iterable[Mapping[str, Any]],
+    *,
+    end_ms: int | None = None,
+    attribution_ms: int = DAY_MS,
+) -> list[dict[str, Any]]:
     """One row per exposed user: unit, first exposure, requests, exposures, clicks, converted, mean
     click NDCG, and for interleaving the user's wins (a, b, ties). Power analyses resample these."""
     exp = experiment
@@ -570,9 +684,20 @@ def user_outcomes(experiment: Experiment, events: Iterable[Mapping[str, Any]], *
     rows: dict[str, dict[str, Any]] = {}
     for unit, reqs in att.by_unit.items():
         for r in sorted(reqs, key=lambda r: r.ts):
-            row = rows.setdefault(r.user, {"user": r.user, "unit": unit, "first_ts": r.ts, "requests": 0,
-                                           "exposures": 0, "clicks": 0, "ndcg": [], "wins": [0, 0, 0],
-                                           "converted": r.user in att.converted})
+            row = rows.setdefault(
+                r.user,
+                {
+                    "user": r.user,
+                    "unit": unit,
+                    "first_ts": r.ts,
+                    "requests": 0,
+                    "exposures": 0,
+                    "clicks": 0,
+                    "ndcg": [],
+                    "wins": [0, 0, 0],
+                    "converted": r.user in att.converted,
+                },
+            )
             row["requests"] += 1
             row["exposures"] += len(r.shown)
             row["clicks"] += len(r.clicked)
@@ -586,9 +711,18 @@ def user_outcomes(experiment: Experiment, events: Iterable[Mapping[str, Any]], *
     return sorted(rows.values(), key=lambda r: r["first_ts"])
 
 
-def analyse(experiment: Experiment, events: Iterable[Mapping[str, Any]], *, end_ms: int | None = None,
-            attribution_ms: int = DAY_MS, n_boot: int = 2000, seed: int = 0, series_points: int = 24,
-            alpha: float = 0.05, min_users: int = stats.MIN_USERS) -> ExperimentReport:
+def analyse(
+    experiment: Experiment,
+    events: Iterable[Mapping[str, Any]],
+    *,
+    end_ms: int | None = None,
+    attribution_ms: int = DAY_MS,
+    n_boot: int = 2000,
+    seed: int = 0,
+    series_points: int = 24,
+    alpha: float = 0.05,
+    min_users: int = stats.MIN_USERS,
+) -> ExperimentReport:
     """The report of ``experiment`` from its events (a pure function: tests feed it known events).
 
     Args:
@@ -628,8 +762,9 @@ def analyse(experiment: Experiment, events: Iterable[Mapping[str, Any]], *, end_
             if unit != exp.control:
                 comparisons[unit] = compare(values[exp.control], values[unit], metrics=COMPARISONS, **options)
     elif HOLDOUT in arms:  # interleaving: what the interleaved lists did against the holdout's ranker
-        comparisons[INTERLEAVED] = compare(values[HOLDOUT], values[INTERLEAVED],
-                                           metrics=("ctr", "clicks_per_user", "ctr_independent"), **options)
+        comparisons[INTERLEAVED] = compare(
+            values[HOLDOUT], values[INTERLEAVED], metrics=("ctr", "clicks_per_user", "ctr_independent"), **options
+        )
 
     srm = stats.srm_test({u: arms[u].users for u in arms if u in exp.expected_shares()}, exp.expected_shares())
     if srm.mismatch:
@@ -638,29 +773,42 @@ def analyse(experiment: Experiment, events: Iterable[Mapping[str, Any]], *, end_
     pref = None
     if exp.type == "interleaving":
         a, b = exp.control, next(x.name for x in exp.arms if x.name != exp.control)
-        pref = preference(interleaving_outcomes(by_unit.get(INTERLEAVED, []), a, b), a, b, alpha=alpha,
-                          min_users=min_users)
+        pref = preference(
+            interleaving_outcomes(by_unit.get(INTERLEAVED, []), a, b), a, b, alpha=alpha, min_users=min_users
+        )
 
-    series = _series(by_unit, arm_stats, end, series_points, a_b=(pref.a, pref.b) if pref else None, alpha=alpha,
-                     min_users=min_users)
-    counts.update({"events_read": len(events), "requests": len(att.requests), "users": len(att.user_unit),
-                   "converted_users": len(converted)})
-    return ExperimentReport(exp, (start, end), arms, comparisons, srm, pref, series, counts, warnings, alpha,
-                            min_users)
+    series = _series(
+        by_unit, arm_stats, end, series_points, a_b=(pref.a, pref.b) if pref else None, alpha=alpha, min_users=min_users
+    )
+    counts.update(
+        {
+            "events_read": len(events),
+            "requests": len(att.requests),
+            "users": len(att.user_unit),
+            "converted_users": len(converted),
+        }
+    )
+    return ExperimentReport(exp, (start, end), arms, comparisons, srm, pref, series, counts, warnings, alpha, min_users)
 
 
-def _user_values(reqs: Iterable[_Request], converted: Mapping[str, int], *, ndcg_k: int,
-                 until: int | None) -> UserValues:
+def _user_values(
+    reqs: Iterable[_Request], converted: Mapping[str, int], *, ndcg_k: int, until: int | None
+) -> UserValues:
     """Per user of ``reqs`` (in first-seen order): clicks, exposures, mean click NDCG, converted by ``until``."""
     users: dict[str, tuple[int, int, list[float]]] = {}
     for r in reqs:
         clicks, exposures, ndcgs = users.get(r.user, (0, 0, []))
-        users[r.user] = (clicks + len(r.clicked), exposures + len(r.shown),
-                         [*ndcgs, stats.click_ndcg([r.shown[i] for i in r.clicked], k=ndcg_k)])
-    return UserValues.of(clicks=[v[0] for v in users.values()], exposures=[v[1] for v in users.values()],
-                         ndcg=[float(np.mean(v[2])) for v in users.values()],
-                         converted=[1.0 if u in converted and (until is None or converted[u] <= until) else 0.0
-                                    for u in users])
+        users[r.user] = (
+            clicks + len(r.clicked),
+            exposures + len(r.shown),
+            [*ndcgs, stats.click_ndcg([r.shown[i] for i in r.clicked], k=ndcg_k)],
+        )
+    return UserValues.of(
+        clicks=[v[0] for v in users.values()],
+        exposures=[v[1] for v in users.values()],
+        ndcg=[float(np.mean(v[2])) for v in users.values()],
+        converted=[1.0 if u in converted and (until is None or converted[u] <= until) else 0.0 for u in users],
+    )
 
 
 def interleaving_outcomes(reqs: Iterable[_Request], a: str, b: str) -> dict[str, list[int]]:
@@ -675,8 +823,16 @@ def interleaving_outcomes(reqs: Iterable[_Request], a: str, b: str) -> dict[str,
     return out
 
 
-def _series(by_unit: Mapping[str, list[_Request]], arm_stats, end: int, points: int, a_b: tuple[str, str] | None, *,
-            alpha: float, min_users: int) -> dict[str, dict[str, list[tuple[int, float | None, float | None]]]]:
+def _series(
+    by_unit: Mapping[str, list[_Request]],
+    arm_stats,
+    end: int,
+    points: int,
+    a_b: tuple[str, str] | None,
+    *,
+    alpha: float,
+    min_users: int,
+) -> dict[str, dict[str, list[tuple[int, float | None, float | None]]]]:
     """Cumulative metrics at ``points`` instants between the first request and the end: ``(t, value,
     half-width of its 1 - alpha interval)``, users as clusters (see :func:`interval_half_width`)."""
     all_ts = [r.ts for reqs in by_unit.values() for r in reqs]
@@ -697,19 +853,34 @@ def _series(by_unit: Mapping[str, list[_Request]], arm_stats, end: int, points: 
         reqs = by_unit.get(INTERLEAVED, [])
         pts = []
         for t in cuts:
-            rows = np.asarray(list(interleaving_outcomes([r for r in reqs if r.ts <= t], *a_b).values()),
-                              dtype=float).reshape(-1, 3)
-            share, var, n_eff = (stats.clustered_ratio_variance(rows[:, 1] + rows[:, 2] / 2, rows.sum(axis=1))
-                                 if len(rows) else (math.nan, math.nan, 0.0))
-            half = (stats.t_quantile(alpha, max(1.0, n_eff - 1)) * math.sqrt(var)
-                    if len(rows) >= max(2, min_users) and math.isfinite(var) else None)
+            rows = np.asarray(
+                list(interleaving_outcomes([r for r in reqs if r.ts <= t], *a_b).values()), dtype=float
+            ).reshape(-1, 3)
+            share, var, n_eff = (
+                stats.clustered_ratio_variance(rows[:, 1] + rows[:, 2] / 2, rows.sum(axis=1))
+                if len(rows)
+                else (math.nan, math.nan, 0.0)
+            )
+            half = (
+                stats.t_quantile(alpha, max(1.0, n_eff - 1)) * math.sqrt(var)
+                if len(rows) >= max(2, min_users) and math.isfinite(var)
+                else None
+            )
             pts.append((t, share if math.isfinite(share) else None, half))
         out["preference"] = {f"{a_b[1]} vs {a_b[0]}": pts}
     return out
 
 
-def report(client: Elasticsearch, settings: Settings, experiment_id: str, *, n_boot: int = 2000, seed: int = 0,
-           attribution_ms: int = DAY_MS, now_ms: int | None = None) -> ExperimentReport:
+def report(
+    client: Elasticsearch,
+    settings: Settings,
+    experiment_id: str,
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+    attribution_ms: int = DAY_MS,
+    now_ms: int | None = None,
+) -> ExperimentReport:
     """Read the experiment and its events from Elasticsearch and analyse them."""
     exp = ExperimentStore(client, settings).get(experiment_id)
     if exp.started_at is None:
@@ -720,4 +891,3 @@ def report(client: Elasticsearch, settings: Settings, experiment_id: str, *, n_b
     for w in result.warnings:
         log.warning("%s: %s", experiment_id, w)
     return result
-

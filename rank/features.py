@@ -53,20 +53,40 @@ import numpy as np
 from vecrank.interactions import DAY_MS
 from vecrank.rank.state import SCORE_MAPS, UserState
 
-PATH_CODES = {"profile": 0, "multi_interest": 1, "profile+query": 2, "multi_interest+query": 2, "query": 3,
-              "context": 4, "popular": 5}
+PATH_CODES = {
+    "profile": 0,
+    "multi_interest": 1,
+    "profile+query": 2,
+    "multi_interest+query": 2,
+    "query": 3,
+    "context": 4,
+    "popular": 5,
+}
 SEMANTIC = ("cos_profile", "cos_query", "cos_hist_max", "cos_hist_mean")
 COLLABORATIVE = ("cf_score", *SCORE_MAPS)
 POPULARITY_WINDOWS = (1, 7, 30, 365)
-BEHAVIOURAL = ("ctr", *(f"pop_{d}d" for d in POPULARITY_WINDOWS), "trend", "popular_rank", "trending_rank",
-               "days_since_interaction", "item_age", "rating_mean", "rating_count")
+BEHAVIOURAL = (
+    "ctr",
+    *(f"pop_{d}d" for d in POPULARITY_WINDOWS),
+    "trend",
+    "popular_rank",
+    "trending_rank",
+    "days_since_interaction",
+    "item_age",
+    "rating_mean",
+    "rating_count",
+)
 #: rank feature -> the feature it ranks the pool by
 POOL_RANKS = {"rank_cf": "cf_score", "rank_text": "cos_profile", **{f"rank_{name}": name for name in SCORE_MAPS}}
 USER = ("hist_len", "days_since_active")
 #: n_sources counts the retrieval sources that found a candidate: a rank within its source's size
-SOURCE_RANKS = {"text": "rank_text", "cf": "rank_cf", **{name: f"rank_{name}" for name in SCORE_MAPS},
-                "popular": "popular_rank",
-                "trending": "trending_rank"}
+SOURCE_RANKS = {
+    "text": "rank_text",
+    "cf": "rank_cf",
+    **{name: f"rank_{name}" for name in SCORE_MAPS},
+    "popular": "popular_rank",
+    "trending": "trending_rank",
+}
 CONTEXT = ("query_present", "path_code")
 SEARCH = ("bm25", "rank_bm25", "rank_query")
 SPEC_VERSION = 3
@@ -91,24 +111,50 @@ class FeatureSpec:
 
     @property
     def names(self) -> list[str]:
-        return [*SEMANTIC, *COLLABORATIVE, *BEHAVIOURAL, *POOL_RANKS, *(("n_sources",) if self.sources else ()),
-                *(f"item.{f}" for f in self.item_numeric), *(f"age.{f}" for f in self.item_dates), *USER,
-                *(f"affinity.{f}" for f in self.facets), *CONTEXT, *(SEARCH if self.search else ())]
+        return [
+            *SEMANTIC,
+            *COLLABORATIVE,
+            *BEHAVIOURAL,
+            *POOL_RANKS,
+            *(("n_sources",) if self.sources else ()),
+            *(f"item.{f}" for f in self.item_numeric),
+            *(f"age.{f}" for f in self.item_dates),
+            *USER,
+            *(f"affinity.{f}" for f in self.facets),
+            *CONTEXT,
+            *(SEARCH if self.search else ()),
+        ]
 
     @classmethod
-    def for_fields(cls, fields: Sequence[str], facets: Sequence[str], field_types: Mapping[str, str], *,
-                   pool: Mapping[str, int] | None = None) -> FeatureSpec:
+    def for_fields(
+        cls,
+        fields: Sequence[str],
+        facets: Sequence[str],
+        field_types: Mapping[str, str],
+        *,
+        pool: Mapping[str, int] | None = None,
+    ) -> FeatureSpec:
         """A spec for item fields named by the user: date fields become ``age.<field>``, the
         others ``item.<field>`` (``field_types``: the items mapping's types); ``pool`` (source ->
         size, :meth:`vecrank.rank.offline.PoolConfig.to_dict`) adds ``n_sources``."""
         dates = tuple(f for f in fields if field_types.get(f) in ("date", "date_nanos"))
         sources = tuple((SOURCE_RANKS[k], int(v)) for k, v in (pool or {}).items() if k in SOURCE_RANKS and v)
-        return cls(item_numeric=tuple(f for f in fields if f not in dates), facets=tuple(facets), item_dates=dates,
-                   sources=sources)
+        return cls(
+            item_numeric=tuple(f for f in fields if f not in dates),
+            facets=tuple(facets),
+            item_dates=dates,
+            sources=sources,
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"version": self.version, "item_numeric": list(self.item_numeric), "facets": list(self.facets),
-               "item_dates": list(self.item_dates), "sources": [list(s) for s in self.sources], "names": self.names}
+        out = {
+            "version": self.version,
+            "item_numeric": list(self.item_numeric),
+            "facets": list(self.facets),
+            "item_dates": list(self.item_dates),
+            "sources": [list(s) for s in self.sources],
+            "names": self.names,
+        }
         if self.search:  # only then: the fingerprints of the specs before search models stay as they were
             out["search"] = True
         return out
@@ -117,12 +163,16 @@ class FeatureSpec:
     def from_dict(cls, data: Mapping[str, Any]) -> FeatureSpec:
         version = int(data.get("version", 1))
         if version != SPEC_VERSION:
-            raise FeatureSpecMismatch(f"feature spec version {version} is not this vecrank's ({SPEC_VERSION}); "
-                                      "train the model again")
-        spec = cls(item_numeric=tuple(data.get("item_numeric", ())), facets=tuple(data.get("facets", ())),
-                   item_dates=tuple(data.get("item_dates", ())),
-                   sources=tuple((str(n), int(k)) for n, k in data.get("sources", ())),
-                   search=bool(data.get("search", False)))
+            raise FeatureSpecMismatch(
+                f"feature spec version {version} is not this vecrank's ({SPEC_VERSION}); " "train the model again"
+            )
+        spec = cls(
+            item_numeric=tuple(data.get("item_numeric", ())),
+            facets=tuple(data.get("facets", ())),
+            item_dates=tuple(data.get("item_dates", ())),
+            sources=tuple((str(n), int(k)) for n, k in data.get("sources", ())),
+            search=bool(data.get("search", False)),
+        )
         if "names" in data and list(data["names"]) != spec.names:
             raise FeatureSpecMismatch(f"feature names {data['names']} do not match the spec's {spec.names}")
         return spec
@@ -141,7 +191,8 @@ class FeatureSpec:
             extra = [n for n in self.names if n not in names]
             raise FeatureSpecMismatch(
                 f"the model's features differ from the serving spec (model has {len(names)}, serving "
-                f"{len(self.names)}; only in the model: {missing or 'none'}; only in serving: {extra or 'none'})")
+                f"{len(self.names)}; only in the model: {missing or 'none'}; only in serving: {extra or 'none'})"
+            )
 
 
 @dataclass(frozen=True)
@@ -182,10 +233,16 @@ class CandidateBatch:
         cf_vectors, has_cf = _rows([c.cf_vector for c in candidates])
         signals = [c.fields.get("signals") or {} for c in candidates]
         names = sorted({k for s in signals for k in s})
-        return cls(item_ids=tuple(c.item_id for c in candidates), vectors=vectors, has_vector=has_vector,
-                   cf_vectors=cf_vectors, has_cf=has_cf, signals={k: _get(signals, k) for k in names},
-                   numeric={f: _get([c.fields for c in candidates], f) for f in (*spec.item_numeric, *spec.item_dates)},
-                   facets={f: [facet_values(c.fields.get(f)) for c in candidates] for f in spec.facets})
+        return cls(
+            item_ids=tuple(c.item_id for c in candidates),
+            vectors=vectors,
+            has_vector=has_vector,
+            cf_vectors=cf_vectors,
+            has_cf=has_cf,
+            signals={k: _get(signals, k) for k in names},
+            numeric={f: _get([c.fields for c in candidates], f) for f in (*spec.item_numeric, *spec.item_dates)},
+            facets={f: [facet_values(c.fields.get(f)) for c in candidates] for f in spec.facets},
+        )
 
 
 def compute(spec: FeatureSpec, candidates: CandidateBatch | Sequence[Any], ctx: RequestContext) -> np.ndarray:

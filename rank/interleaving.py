@@ -49,7 +49,9 @@ def _rng(seed: str | int | None) -> random.Random:
     return random.Random(int.from_bytes(digest[:8], "big"))
 
 
-def team_draft(rankings: Mapping[str, Sequence[str]], k: int, *, seed: str | int | None = None) -> list[tuple[str, str]]:
+def team_draft(
+    rankings: Mapping[str, Sequence[str]], k: int, *, seed: str | int | None = None
+) -> list[tuple[str, str]]:
     """Merge two rankings by team draft.
 
     Args:
@@ -145,8 +147,9 @@ class PreferenceResult:
         return {**asdict(self), "winner": self.winner, "significant": self.winner is not None}
 
 
-def preference(per_user: Mapping[str, Sequence[int]], a: str, b: str, *, alpha: float = 0.05,
-               min_users: int = MIN_USERS) -> PreferenceResult:
+def preference(
+    per_user: Mapping[str, Sequence[int]], a: str, b: str, *, alpha: float = 0.05, min_users: int = MIN_USERS
+) -> PreferenceResult:
     """Summarise interleaved outcomes.
 
     Args:
@@ -174,15 +177,45 @@ def preference(per_user: Mapping[str, Sequence[int]], a: str, b: str, *, alpha: 
     share = (wb + ties / 2) / decided
     sign_p = sign_test(pref_b, pref_a)
     if len(rows) < max(2, min_users):
-        return PreferenceResult(a, b, wa, wb, ties, decided, len(rows), pref_a, pref_b, share, None, None, sign_p,
-                                alpha, min_users, f"too few users to call: {len(rows)} with a decided request "
-                                                  f"(at least {max(2, min_users)})")
+        return PreferenceResult(
+            a,
+            b,
+            wa,
+            wb,
+            ties,
+            decided,
+            len(rows),
+            pref_a,
+            pref_b,
+            share,
+            None,
+            None,
+            sign_p,
+            alpha,
+            min_users,
+            f"too few users to call: {len(rows)} with a decided request " f"(at least {max(2, min_users)})",
+        )
     won, weight = rows[:, 1] + rows[:, 2] / 2, rows.sum(axis=1)
     _, var, n_eff = clustered_ratio_variance(won, weight)
     half = float(stdtrit(max(1.0, n_eff - 1), 1 - alpha / 2)) * float(np.sqrt(var))
     ci = (max(0.0, share - half), min(1.0, share + half))
-    return PreferenceResult(a, b, wa, wb, ties, decided, len(rows), pref_a, pref_b, share, ci,
-                            share_p_value(won, weight, min_users=min_users), sign_p, alpha, min_users)
+    return PreferenceResult(
+        a,
+        b,
+        wa,
+        wb,
+        ties,
+        decided,
+        len(rows),
+        pref_a,
+        pref_b,
+        share,
+        ci,
+        share_p_value(won, weight, min_users=min_users),
+        sign_p,
+        alpha,
+        min_users,
+    )
 
 
 def share_p_value(won: np.ndarray, decided: np.ndarray, *, min_users: int = MIN_USERS) -> float | None:

@@ -146,9 +146,15 @@ def intra_list_diversity(lists: Iterable[Sequence[Hashable]], vectors: Mapping[H
     return float(np.mean(per_list)) if per_list else None
 
 
-def evaluate(rankings: Mapping[Hashable, Sequence[Hashable]], relevant: Mapping[Hashable, Collection[Hashable]], *,
-             k_values: Sequence[int] = (10, 50), catalog_size: int | None = None,
-             vectors: Mapping[Hashable, Any] | None = None, per_user: bool = False) -> dict[str, Any]:
+def evaluate(
+    rankings: Mapping[Hashable, Sequence[Hashable]],
+    relevant: Mapping[Hashable, Collection[Hashable]],
+    *,
+    k_values: Sequence[int] = (10, 50),
+    catalog_size: int | None = None,
+    vectors: Mapping[Hashable, Any] | None = None,
+    per_user: bool = False,
+) -> dict[str, Any]:
     """Every metric at every k, averaged over the users with at least one relevant item.
 
     Args:
@@ -231,8 +237,9 @@ def _percentile_bootstrap(values: np.ndarray, n: int, seed: int, alpha: float) -
     return Interval(float(values.mean()), float(low), float(high))
 
 
-def bootstrap_ci(per_user_values: Iterable[float] | Mapping[Hashable, float], n: int = 1000, seed: int = 0,
-                 alpha: float = 0.05) -> Interval:
+def bootstrap_ci(
+    per_user_values: Iterable[float] | Mapping[Hashable, float], n: int = 1000, seed: int = 0, alpha: float = 0.05
+) -> Interval:
     """Percentile bootstrap confidence interval of a mean over users.
 
     Args:
@@ -247,8 +254,13 @@ def bootstrap_ci(per_user_values: Iterable[float] | Mapping[Hashable, float], n:
     return _percentile_bootstrap(_as_array(per_user_values), n, seed, alpha)
 
 
-def paired_bootstrap_diff(a: Sequence[float] | Mapping[Hashable, float], b: Sequence[float] | Mapping[Hashable, float],
-                          n: int = 1000, seed: int = 0, alpha: float = 0.05) -> Interval:
+def paired_bootstrap_diff(
+    a: Sequence[float] | Mapping[Hashable, float],
+    b: Sequence[float] | Mapping[Hashable, float],
+    n: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> Interval:
     """Mean per-user difference ``a - b`` with a paired percentile bootstrap interval.
 
     An interval that excludes 0 says the systems differ at level ``alpha`` on these users.

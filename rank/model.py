@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +42,7 @@ class RankerModel:
     params: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
-    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     plugin_features: list[dict[str, Any]] | None = None  # where the Elasticsearch plugin reads each feature
     _booster: Any = field(default=None, repr=False, compare=False)
 
@@ -75,8 +75,10 @@ class RankerModel:
         import xgboost
 
         if features.ndim != 2 or features.shape[1] != len(self.spec.names):
-            raise VecrankError(f"feature matrix has {features.shape[-1]} columns; model {self.model_id} "
-                               f"v{self.version} expects {len(self.spec.names)}")
+            raise VecrankError(
+                f"feature matrix has {features.shape[-1]} columns; model {self.model_id} "
+                f"v{self.version} expects {len(self.spec.names)}"
+            )
         return xgboost.DMatrix(features, missing=np.nan, feature_names=self.spec.names)
 
     def predict(self, features: np.ndarray) -> np.ndarray:
@@ -87,41 +89,71 @@ class RankerModel:
         if len(features) == 0:
             return np.zeros(0, dtype=np.float32)
         if features.ndim != 2 or features.shape[1] != len(self.spec.names):
-            raise VecrankError(f"feature matrix has {features.shape[-1]} columns; model {self.model_id} "
-                               f"v{self.version} expects {len(self.spec.names)}")
-        return np.asarray(self.booster.inplace_predict(np.ascontiguousarray(features, dtype=np.float32),
-                                                       missing=np.nan, validate_features=False), dtype=np.float32)
+            raise VecrankError(
+                f"feature matrix has {features.shape[-1]} columns; model {self.model_id} "
+                f"v{self.version} expects {len(self.spec.names)}"
+            )
+        return np.asarray(
+            self.booster.inplace_predict(
+                np.ascontiguousarray(features, dtype=np.float32), missing=np.nan, validate_features=False
+            ),
+            dtype=np.float32,
+        )
 
     def contributions(self, features: np.ndarray) -> np.ndarray:
         """Per-feature contributions (SHAP values, last column the bias) for ``--explain``."""
         return self.booster.predict(self._matrix(features), pred_contribs=True, validate_features=False)
 
     def to_doc(self) -> dict[str, Any]:
-        doc = {"model_id": self.model_id, "version": self.version, "status": self.status,
-               "created_at": self.created_at, "objective": self.objective, "spec": self.spec.to_dict(),
-               "params": self.params, "metrics": self.metrics, "training": self.training,
-               "booster": self.booster_json}
+        doc = {
+            "model_id": self.model_id,
+            "version": self.version,
+            "status": self.status,
+            "created_at": self.created_at,
+            "objective": self.objective,
+            "spec": self.spec.to_dict(),
+            "params": self.params,
+            "metrics": self.metrics,
+            "training": self.training,
+            "booster": self.booster_json,
+        }
         if self.plugin_features is not None:
             doc["plugin_features"] = self.plugin_features
         return doc
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> RankerModel:
-        return cls(model_id=doc["model_id"], spec=FeatureSpec.from_dict(doc["spec"]), booster_json=doc["booster"],
-                   version=int(doc["version"]), status=doc["status"], params=doc.get("params", {}),
-                   metrics=doc.get("metrics", {}), training=doc.get("training", {}), created_at=doc["created_at"],
-                   plugin_features=doc.get("plugin_features"))
+        return cls(
+            model_id=doc["model_id"],
+            spec=FeatureSpec.from_dict(doc["spec"]),
+            booster_json=doc["booster"],
+            version=int(doc["version"]),
+            status=doc["status"],
+            params=doc.get("params", {}),
+            metrics=doc.get("metrics", {}),
+            training=doc.get("training", {}),
+            created_at=doc["created_at"],
+            plugin_features=doc.get("plugin_features"),
+        )
 
 
 def models_mapping() -> dict[str, Any]:
-    return {"dynamic": "strict", "properties": {
-        "model_id": {"type": "keyword"}, "version": {"type": "integer"}, "status": {"type": "keyword"},
-        "created_at": {"type": "date"}, "objective": {"type": "keyword"},
-        "spec": {"type": "object", "enabled": False}, "params": {"type": "object", "enabled": False},
-        "metrics": {"type": "object", "enabled": False}, "training": {"type": "object", "enabled": False},
-        "booster": {"type": "text", "index": False},
-        "plugin_features": {"type": "object", "enabled": False},  # where the ES plugin reads each feature
-    }}
+    return {
+        "dynamic": "strict",
+        "properties": {
+            "model_id": {"type": "keyword"},
+            "version": {"type": "integer"},
+            "status": {"type": "keyword"},
+            "created_at": {"type": "date"},
+            "objective": {"type": "keyword"},
+            "spec": {"type": "object", "enabled": False},
+            "params": {"type": "object", "enabled": False},
+            "metrics": {"type": "object", "enabled": False},
+            "training": {"type": "object", "enabled": False},
+            "booster": {"type": "text", "index": False},
+            "plugin_features": {"type": "object", "enabled": False},  # where the ES plugin reads each feature
+        },
+    }
 
 
 def search_model_id(model_id: str) -> str:
@@ -146,14 +178,15 @@ class Registry:
         """Store ``model`` as the next version of its id. Returns it with ``version`` set."""
         if status not in STATUSES:
             raise VecrankError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
-        model.booster  # refuses a malformed booster or a feature list that is not the spec's
+        _ = model.booster  # refuses a malformed booster or a feature list that is not the spec's
         self._ensure()
         # Every stored version counts, also those of an older feature spec that list() skips.
         model.version = max((int(h["_source"]["version"]) for h in self._hits(model.model_id)), default=0) + 1
         model.status = status
         model.plugin_features = self._plugin_features(model)
-        self.client.create(index=self.index, id=f"{model.model_id}@{model.version}", document=model.to_doc(),
-                           refresh="wait_for")
+        self.client.create(
+            index=self.index, id=f"{model.model_id}@{model.version}", document=model.to_doc(), refresh="wait_for"
+        )
         path = self.folder / model.model_id / f"v{model.version}"
         path.mkdir(parents=True, exist_ok=True)
         (path / "model.json").write_text(model.booster_json)
@@ -176,11 +209,17 @@ class Registry:
         items = self.settings.index("items")
         if self.client.indices.exists(index=items):
             try:
-                validate_plugin_features(self.client, items, features,
-                                         model_doc={**model.to_doc(), "plugin_features": features})
+                validate_plugin_features(
+                    self.client, items, features, model_doc={**model.to_doc(), "plugin_features": features}
+                )
             except PluginRefusal as exc:
-                log.warning("Model %s will be served in Python only until the plugin accepts it (`vecrank plugin "
-                            "install`, then `vecrank plugin attach %s`): %s", model.model_id, model.model_id, exc)
+                log.warning(
+                    "Model %s will be served in Python only until the plugin accepts it (`vecrank plugin "
+                    "install`, then `vecrank plugin attach %s`): %s",
+                    model.model_id,
+                    model.model_id,
+                    exc,
+                )
                 return None
         return features
 
@@ -188,8 +227,9 @@ class Registry:
         if not self.client.indices.exists(index=self.index):
             return []
         query = {"term": {"model_id": model_id}} if model_id else {"match_all": {}}
-        return self.client.search(index=self.index, query=query, size=1000,
-                                  sort=[{"model_id": "asc"}, {"version": "asc"}])["hits"]["hits"]
+        return self.client.search(
+            index=self.index, query=query, size=1000, sort=[{"model_id": "asc"}, {"version": "asc"}]
+        )["hits"]["hits"]
 
     def list(self, model_id: str | None = None) -> list[RankerModel]:
         """The versions this vecrank can serve (one of an older feature spec is logged and skipped)."""
@@ -232,8 +272,7 @@ class Registry:
         self._update_doc(model.model_id, model.version, status)
 
     def _update_doc(self, model_id: str, version: int, status: str) -> None:
-        self.client.update(index=self.index, id=f"{model_id}@{version}", doc={"status": status},
-                           refresh="wait_for")
+        self.client.update(index=self.index, id=f"{model_id}@{version}", doc={"status": status}, refresh="wait_for")
         meta = self.folder / model_id / f"v{version}" / "meta.json"
         if meta.is_file():
             data = json.loads(meta.read_text())

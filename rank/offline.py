@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vecrank.ingest import cf
+from vecrank.ingest.cf import CFConfig
 from vecrank.ingest.signals import DEFAULT_WINDOWS
 from vecrank.ingest.signals_table import signals_table
 from vecrank.interactions import DAY_MS, Interactions
-from vecrank.ingest.cf import CFConfig
 from vecrank.rank.features import CandidateBatch, FeatureSpec, RequestContext, facet_values
 from vecrank.rank.state import SCORE_MAPS, CFMeta, StateConfig, UserState, compute_state
 
@@ -101,13 +101,21 @@ class ReplayConfig:
     spec: FeatureSpec = field(default_factory=FeatureSpec)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"pool": self.pool.to_dict(), "state": self.state.to_dict(), "cf": self.cf.to_dict(),
-                "spec": self.spec.to_dict()}
+        return {
+            "pool": self.pool.to_dict(),
+            "state": self.state.to_dict(),
+            "cf": self.cf.to_dict(),
+            "spec": self.spec.to_dict(),
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ReplayConfig:
-        return cls(pool=PoolConfig.from_dict(data["pool"]), state=StateConfig.from_dict(data["state"]),
-                   cf=CFConfig.from_dict(data["cf"]), spec=FeatureSpec.from_dict(data["spec"]))
+        return cls(
+            pool=PoolConfig.from_dict(data["pool"]),
+            state=StateConfig.from_dict(data["state"]),
+            cf=CFConfig.from_dict(data["cf"]),
+            spec=FeatureSpec.from_dict(data["spec"]),
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -170,8 +178,12 @@ class Catalog:
 
         wanted = sorted({*spec.facets, *spec.item_numeric, *spec.item_dates, "available"})
         items: dict[str, tuple[np.ndarray | None, Mapping[str, Any]]] = {}
-        for hit in helpers.scan(client, index=settings.index("items"), size=1000,
-                                query={"query": {"match_all": {}}, "_source": wanted, "fields": ["embedding"]}):
+        for hit in helpers.scan(
+            client,
+            index=settings.index("items"),
+            size=1000,
+            query={"query": {"match_all": {}}, "_source": wanted, "fields": ["embedding"]},
+        ):
             emb = (hit.get("fields") or {}).get("embedding")
             items[hit["_id"]] = (np.asarray(emb, dtype=np.float32) if emb else None, hit.get("_source") or {})
         return cls.build(items)
@@ -248,9 +260,19 @@ class Past:
         windows: the signals' popularity windows.
     """
 
-    def __init__(self, log_: Interactions, catalog: Catalog, *, refits: Sequence[int], cf_config: cf.CFConfig,
-                 state_config: StateConfig, spec: FeatureSpec, bucket_days: float = 1.0,
-                 windows: Sequence[int] = DEFAULT_WINDOWS, max_history: int = 200):
+    def __init__(
+        self,
+        log_: Interactions,
+        catalog: Catalog,
+        *,
+        refits: Sequence[int],
+        cf_config: cf.CFConfig,
+        state_config: StateConfig,
+        spec: FeatureSpec,
+        bucket_days: float = 1.0,
+        windows: Sequence[int] = DEFAULT_WINDOWS,
+        max_history: int = 200,
+    ):
         self.log, self.catalog, self.spec = log_, catalog, spec
         self.refits = sorted(int(r) for r in refits)
         self.cf_config, self.state_config = cf_config, state_config
@@ -326,8 +348,12 @@ class Past:
 
     def state(self, user: str, cut_ms: int) -> UserState:
         model = self.model(cut_ms)
-        return compute_state(self.history(user, cut_ms), _Items(self.catalog, model), config=self.state_config,
-                             cf_meta=CFMeta.of(model) if model is not None else None)
+        return compute_state(
+            self.history(user, cut_ms),
+            _Items(self.catalog, model),
+            config=self.state_config,
+            cf_meta=CFMeta.of(model) if model is not None else None,
+        )
 
     def future_likes(self, user: str, start_ms: int, end_ms: int) -> dict[str, int]:
         """Item -> the time of the user's first positive event on it in ``[start_ms, end_ms]``."""
@@ -367,8 +393,9 @@ class Past:
         for name in SCORE_MAPS:
             scores, limit = state.scores(name), getattr(pool, name)
             if scores and limit:
-                order[name] = [n for n in (catalog.index(i) for i in top_scores(scores, limit))
-                               if n is not None and eligible[n]]
+                order[name] = [
+                    n for n in (catalog.index(i) for i in top_scores(scores, limit)) if n is not None and eligible[n]
+                ]
         for name, limit in (("popular", pool.popular), ("trending", pool.trending)):
             ranks = signals.get(f"{name}_rank")
             if ranks is not None and limit:
@@ -377,8 +404,9 @@ class Past:
         rows = np.array(sorted({n for members in order.values() for n in members}), dtype=np.int64)
         batch = self.candidate_batch(rows, cut_ms)
         context = RequestContext(now_ms=int(cut_ms), path="profile", state=state)
-        return Replayed(user, int(cut_ms), state, batch, context,
-                        {s: [catalog.ids[n] for n in rows] for s, rows in order.items()})
+        return Replayed(
+            user, int(cut_ms), state, batch, context, {s: [catalog.ids[n] for n in rows] for s, rows in order.items()}
+        )
 
     def eligible(self, seen: frozenset[str]) -> np.ndarray:
         """Which catalog rows a request may return: available and not seen."""
@@ -397,13 +425,15 @@ class Past:
         signals = self.signals(t_ms)
         dims = factors.shape[1] if factors is not None else 0
         return CandidateBatch(
-            item_ids=tuple(catalog.ids[n] for n in rows), vectors=catalog.vectors[rows],
+            item_ids=tuple(catalog.ids[n] for n in rows),
+            vectors=catalog.vectors[rows],
             has_vector=catalog.has_vector[rows],
             cf_vectors=factors[rows] if factors is not None else np.zeros((len(rows), dims), dtype=np.float32),
             has_cf=has_cf[rows] if has_cf is not None else np.zeros(len(rows), dtype=bool),
             signals={k: v[rows] for k, v in signals.items()},
             numeric={f: catalog.numeric(f)[rows] for f in (*self.spec.item_numeric, *self.spec.item_dates)},
-            facets={f: [catalog.facet(f)[n] for n in rows] for f in self.spec.facets})
+            facets={f: [catalog.facet(f)[n] for n in rows] for f in self.spec.facets},
+        )
 
 
 def top_scores(scores: Mapping[str, float], k: int) -> list[str]:

@@ -32,15 +32,15 @@ import numpy as np
 from vecrank.interactions import DAY_MS
 
 
-
 @dataclass(frozen=True)
 class ProfileConfig:
     """How a history becomes a profile. ``to_dict``/``from_dict`` round-trip; ``fingerprint``
     identifies the rule a stored profile was made with."""
 
     half_life_days: float = 30.0
-    type_weights: dict[str, float] = field(default_factory=lambda: {
-        "impression": 0.0, "click": 1.0, "cart": 2.0, "purchase": 3.0, "rating": 1.0})
+    type_weights: dict[str, float] = field(
+        default_factory=lambda: {"impression": 0.0, "click": 1.0, "cart": 2.0, "purchase": 3.0, "rating": 1.0}
+    )
     negative_types: frozenset[str] = frozenset()
     rating_type: str = "rating"
     rating_neutral: float = 3.0
@@ -83,8 +83,11 @@ class ProfileConfig:
 
     def liked(self, history: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         """The events that weigh positively (the user liked the item), newest first."""
-        return [e for e in sorted(history, key=lambda e: -int(e["timestamp"]))
-                if self.event_weight(e, int(e["timestamp"])) > 0]
+        return [
+            e
+            for e in sorted(history, key=lambda e: -int(e["timestamp"]))
+            if self.event_weight(e, int(e["timestamp"])) > 0
+        ]
 
     def liked_weights(self, liked: Iterable[Mapping[str, Any]]) -> dict[str, float]:
         """Item id -> the summed weight of the user's likes of it, in the order of ``liked``."""
@@ -119,18 +122,28 @@ class Profile:
     def to_doc(self, config: ProfileConfig, model: str) -> dict[str, Any]:
         """The form stored in the users index (``profile``): plain JSON, not indexed."""
         return {
-            "model": model, "config": config.fingerprint(), "n_events": self.n_events,
-            "positive_weight": self.positive_weight, "negative_weight": self.negative_weight,
-            "interests": [{"vector": [round(float(x), 7) for x in i.vector], "weight": i.weight,
-                           "items": list(i.items)} for i in self.interests],
+            "model": model,
+            "config": config.fingerprint(),
+            "n_events": self.n_events,
+            "positive_weight": self.positive_weight,
+            "negative_weight": self.negative_weight,
+            "interests": [
+                {"vector": [round(float(x), 7) for x in i.vector], "weight": i.weight, "items": list(i.items)}
+                for i in self.interests
+            ],
         }
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> Profile:
-        return cls(tuple(Interest(np.asarray(i["vector"], dtype=np.float32), float(i["weight"]), tuple(i.get("items", ())))
-                         for i in doc.get("interests", ())),
-                   int(doc.get("n_events", 0)), float(doc.get("positive_weight", 0)),
-                   float(doc.get("negative_weight", 0)))
+        return cls(
+            tuple(
+                Interest(np.asarray(i["vector"], dtype=np.float32), float(i["weight"]), tuple(i.get("items", ())))
+                for i in doc.get("interests", ())
+            ),
+            int(doc.get("n_events", 0)),
+            float(doc.get("positive_weight", 0)),
+            float(doc.get("negative_weight", 0)),
+        )
 
 
 def _normalize(v: np.ndarray) -> np.ndarray | None:
@@ -138,8 +151,9 @@ def _normalize(v: np.ndarray) -> np.ndarray | None:
     return (v / norm).astype(np.float32) if norm > 1e-9 and math.isfinite(norm) else None
 
 
-def build_profile(history: Sequence[Mapping[str, Any]], vectors: Mapping[str, np.ndarray], config: ProfileConfig,
-                  *, seed: int = 0) -> Profile:
+def build_profile(
+    history: Sequence[Mapping[str, Any]], vectors: Mapping[str, np.ndarray], config: ProfileConfig, *, seed: int = 0
+) -> Profile:
     """Turn ``history`` (events with item_id, type, value, timestamp) into a :class:`Profile`.
 
     Ages are measured from the newest event: the normalized vectors would be the same from any

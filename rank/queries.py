@@ -21,11 +21,27 @@ from vecrank.ingest.indices import CF_FIELDS
 MAX_K = 10_000
 MAX_NUM_CANDIDATES = 10_000
 RANGE_OPS = {">=": "gte", ">": "gt", "<=": "lte", "<": "lt"}
-_FILTERABLE = {"keyword", "boolean", "long", "integer", "short", "byte", "float", "double", "half_float",
-               "scaled_float", "date", "constant_keyword"}
+_FILTERABLE = {
+    "keyword",
+    "boolean",
+    "long",
+    "integer",
+    "short",
+    "byte",
+    "float",
+    "double",
+    "half_float",
+    "scaled_float",
+    "date",
+    "constant_keyword",
+}
 # Whole-number field types and the values Elasticsearch stores in them.
-_INTEGER_RANGES = {"byte": (-2**7, 2**7 - 1), "short": (-2**15, 2**15 - 1), "integer": (-2**31, 2**31 - 1),
-                   "long": (-2**63, 2**63 - 1)}
+_INTEGER_RANGES = {
+    "byte": (-(2**7), 2**7 - 1),
+    "short": (-(2**15), 2**15 - 1),
+    "integer": (-(2**31), 2**31 - 1),
+    "long": (-(2**63), 2**63 - 1),
+}
 _FLOATS = {"float", "double", "half_float", "scaled_float"}
 _NUMERIC_TEXT = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -132,8 +148,10 @@ def _typed(name: str, kind: str, value: Any) -> str | int | float | bool:
     if kind == "date":
         millis = _as_epoch_millis(value)
         if millis is None:
-            raise RequestError(f"filter {name!r}: {value!r} is not a date: give ISO 8601 (2020-01-01, "
-                               f"2020-01-01T12:00:00Z) or epoch milliseconds")
+            raise RequestError(
+                f"filter {name!r}: {value!r} is not a date: give ISO 8601 (2020-01-01, "
+                f"2020-01-01T12:00:00Z) or epoch milliseconds"
+            )
         return millis
     if isinstance(value, bool):  # keyword: Elasticsearch would match the text "true"; say so instead
         raise RequestError(f"filter {name!r}: {value!r} is not text ({name} is {kind})")
@@ -183,8 +201,9 @@ def _scalar(name: str, value: Any) -> str | int | float | bool:
     raise RequestError(f"filter {name!r}: {value!r} is not a string, number or boolean")
 
 
-def candidate_filter(clauses: Sequence[dict[str, Any]], *, exclude_ids: Sequence[str] = (),
-                     only_available: bool = True) -> dict[str, Any] | None:
+def candidate_filter(
+    clauses: Sequence[dict[str, Any]], *, exclude_ids: Sequence[str] = (), only_available: bool = True
+) -> dict[str, Any] | None:
     """The filter every candidate query shares: caller filters, availability, exclusions."""
     must_not: list[dict[str, Any]] = []
     if exclude_ids:
@@ -201,8 +220,16 @@ def candidate_filter(clauses: Sequence[dict[str, Any]], *, exclude_ids: Sequence
     return {"bool": body}
 
 
-def knn_clause(vector: Sequence[float], *, k: int, num_candidates: int, filter: dict[str, Any] | None = None,
-               similarity: float | None = None, field: str = "embedding", boost: float | None = None) -> dict[str, Any]:
+def knn_clause(
+    vector: Sequence[float],
+    *,
+    k: int,
+    num_candidates: int,
+    filter: dict[str, Any] | None = None,
+    similarity: float | None = None,
+    field: str = "embedding",
+    boost: float | None = None,
+) -> dict[str, Any]:
     """One ``knn`` clause. ``similarity`` is the floor on the raw similarity (cosine), not the score."""
     clause: dict[str, Any] = {"field": field, "query_vector": list(vector), "k": k, "num_candidates": num_candidates}
     if filter is not None:
@@ -216,10 +243,18 @@ def knn_clause(vector: Sequence[float], *, k: int, num_candidates: int, filter: 
     return clause
 
 
-def pool_body(*, pool: Any, size: int, filter: dict[str, Any] | None, text_vector: Sequence[float] | None,
-              cf_vector: Sequence[float] | None, listed: Mapping[str, Sequence[str]],
-              source: Sequence[str] | bool | Mapping[str, Any],
-              with_vectors: bool = False, candidates_factor: int = 4) -> dict[str, Any]:
+def pool_body(
+    *,
+    pool: Any,
+    size: int,
+    filter: dict[str, Any] | None,
+    text_vector: Sequence[float] | None,
+    cf_vector: Sequence[float] | None,
+    listed: Mapping[str, Sequence[str]],
+    source: Sequence[str] | bool | Mapping[str, Any],
+    with_vectors: bool = False,
+    candidates_factor: int = 4,
+) -> dict[str, Any]:
     """The one search that gathers a request's pool (:class:`vecrank.rank.offline.PoolConfig`):
     a ``knn`` clause on the text vectors and one on the collaborative vectors, plus, as ``should``
     clauses, the user's best items by each score map (co-occurrence, sequence, EASE), the popular
@@ -243,15 +278,26 @@ def pool_body(*, pool: Any, size: int, filter: dict[str, Any] | None, text_vecto
     Example:
         >>> from vecrank.rank.offline import PoolConfig
         >>> body = pool_body(pool=PoolConfig(text=2, cf=0, cooc=1, seq=0, ease=0, popular=3, trending=0), size=6,
-        ...                  filter=None, text_vector=[1.0, 0.0], cf_vector=None, listed={"cooc": ["a", "b"]}, source=False)
-        >>> body["knn"][0]["_name"], body["knn"][0]["k"], body["query"]["bool"]["should"]
-        ('text', 2, [{'ids': {'values': ['a'], '_name': 'cooc'}}, {'range': {'signals.popular_rank': {'lte': 3, '_name': 'popular'}}}])
+        ...                  filter=None, text_vector=[1.0, 0.0], cf_vector=None, listed={"cooc": ["a", "b"]},
+        ...                  source=False)
+        >>> body["knn"][0]["_name"], body["knn"][0]["k"]
+        ('text', 2)
+        >>> body["query"]["bool"]["should"][0], body["query"]["bool"]["should"][1]["range"]
+        ({'ids': {'values': ['a'], '_name': 'cooc'}}, {'signals.popular_rank': {'lte': 3, '_name': 'popular'}})
     """
     knn = []
-    for name, vector, field, k in (("text", text_vector, "embedding", pool.text), ("cf", cf_vector, "cf_vector", pool.cf)):
+    for name, vector, field, k in (
+        ("text", text_vector, "embedding", pool.text),
+        ("cf", cf_vector, "cf_vector", pool.cf),
+    ):
         if vector is not None and k:
-            clause = knn_clause(list(vector), k=k, num_candidates=min(MAX_NUM_CANDIDATES, max(100, candidates_factor * k)),
-                                filter=filter, field=field)
+            clause = knn_clause(
+                list(vector),
+                k=k,
+                num_candidates=min(MAX_NUM_CANDIDATES, max(100, candidates_factor * k)),
+                filter=filter,
+                field=field,
+            )
             clause["_name"] = name
             knn.append(clause)
     should: list[dict[str, Any]] = []
@@ -262,7 +308,11 @@ def pool_body(*, pool: Any, size: int, filter: dict[str, Any] | None, text_vecto
     for name, limit in (("popular", pool.popular), ("trending", pool.trending)):
         if limit:
             should.append({"range": {f"signals.{name}_rank": {"lte": int(limit), "_name": name}}})
-    query = {"bool": {"should": should, "minimum_should_match": 1, "filter": [filter] if filter else []}} if should else None
+    query = (
+        {"bool": {"should": should, "minimum_should_match": 1, "filter": [filter] if filter else []}}
+        if should
+        else None
+    )
     body = search_body(size=size, knn=knn or None, query=query, source=source)
     if with_vectors:
         body["fields"] = ["embedding", "cf_vector"]
@@ -281,23 +331,41 @@ def text_fields(field_types: Mapping[str, str]) -> list[str]:
     return ["text", *sorted(f for f, t in field_types.items() if t == "text" and f != "text")]
 
 
-def bm25_body(text: str, *, fields: Sequence[str], size: int, filter: dict[str, Any] | None,
-              source: Sequence[str] | bool | Mapping[str, Any] = False, with_vectors: bool = False) -> dict[str, Any]:
+def bm25_body(
+    text: str,
+    *,
+    fields: Sequence[str],
+    size: int,
+    filter: dict[str, Any] | None,
+    source: Sequence[str] | bool | Mapping[str, Any] = False,
+    with_vectors: bool = False,
+) -> dict[str, Any]:
     """The search text's BM25 search: a ``multi_match`` on ``fields`` under the request's filter."""
-    query = {"bool": {"must": [{"multi_match": {"query": text, "fields": list(fields)}}],
-                      "filter": [filter] if filter else []}}
+    query = {
+        "bool": {
+            "must": [{"multi_match": {"query": text, "fields": list(fields)}}],
+            "filter": [filter] if filter else [],
+        }
+    }
     body = search_body(size=size, query=query, source=source)
     if with_vectors:
         body["fields"] = ["embedding", "cf_vector"]
     return body
 
 
-def query_knn_body(vector: Sequence[float], *, size: int, filter: dict[str, Any] | None,
-                   source: Sequence[str] | bool | Mapping[str, Any] = False, with_vectors: bool = False,
-                   candidates_factor: int = 4) -> dict[str, Any]:
+def query_knn_body(
+    vector: Sequence[float],
+    *,
+    size: int,
+    filter: dict[str, Any] | None,
+    source: Sequence[str] | bool | Mapping[str, Any] = False,
+    with_vectors: bool = False,
+    candidates_factor: int = 4,
+) -> dict[str, Any]:
     """The search text's embedding kNN under the request's filter."""
-    knn = knn_clause(list(vector), k=size, num_candidates=min(MAX_NUM_CANDIDATES, max(100, candidates_factor * size)),
-                     filter=filter)
+    knn = knn_clause(
+        list(vector), k=size, num_candidates=min(MAX_NUM_CANDIDATES, max(100, candidates_factor * size)), filter=filter
+    )
     body = search_body(size=size, knn=knn, source=source)
     if with_vectors:
         body["fields"] = ["embedding", "cf_vector"]
@@ -317,9 +385,15 @@ def shown_source(fields: Sequence[str] | None) -> list[str] | dict[str, list[str
     return {"excludes": ["embedding", *CF_FIELDS]}
 
 
-def search_body(*, size: int, knn: dict[str, Any] | None = None, query: dict[str, Any] | None = None,
-                source: Sequence[str] | bool | Mapping[str, Any] = True, with_vectors: bool = False,
-                sort: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def search_body(
+    *,
+    size: int,
+    knn: dict[str, Any] | None = None,
+    query: dict[str, Any] | None = None,
+    source: Sequence[str] | bool | Mapping[str, Any] = True,
+    with_vectors: bool = False,
+    sort: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """A ``_search`` body. With ``with_vectors`` the stored embedding comes back in ``fields``."""
     body: dict[str, Any] = {"size": size, "_source": source if isinstance(source, (bool, Mapping)) else list(source)}
     if knn is not None:
@@ -333,12 +407,20 @@ def search_body(*, size: int, knn: dict[str, Any] | None = None, query: dict[str
     return body
 
 
-def popular_body(*, size: int, filter: dict[str, Any] | None, source: Sequence[str] | bool | Mapping[str, Any] = True,
-                 signal: str = "signals.popularity_30d", with_vectors: bool = False) -> dict[str, Any]:
+def popular_body(
+    *,
+    size: int,
+    filter: dict[str, Any] | None,
+    source: Sequence[str] | bool | Mapping[str, Any] = True,
+    signal: str = "signals.popularity_30d",
+    with_vectors: bool = False,
+) -> dict[str, Any]:
     """Cold start without any text or context: the most popular items by a windowed signal."""
-    sort = [{signal: {"order": "desc", "missing": "_last", "unmapped_type": "float"}},
-            {"signals.rating_count": {"order": "desc", "missing": "_last", "unmapped_type": "long"}},
-            {"item_id": "asc"}]
+    sort = [
+        {signal: {"order": "desc", "missing": "_last", "unmapped_type": "float"}},
+        {"signals.rating_count": {"order": "desc", "missing": "_last", "unmapped_type": "long"}},
+        {"item_id": "asc"},
+    ]
     query = {"bool": {"filter": [filter]}} if filter else {"match_all": {}}
     return search_body(size=size, query=query, source=source, sort=sort, with_vectors=with_vectors)
 

@@ -26,11 +26,10 @@ from vecrank.rank import queries
 from vecrank.rank.model import RankerModel
 from vecrank.rank.offline import ReplayConfig
 from vecrank.rank.recommender import Candidate, Recommender
-from vecrank.rank.state import UserState
 from vecrank.rank.rescore import plugin_installed, rescore_body, rescore_params, score_to_model
+from vecrank.rank.state import UserState
 
 if TYPE_CHECKING:
-
     pass
 
 log = logging.getLogger(__name__)
@@ -64,15 +63,26 @@ class Recommendation:
     unranked_reason: str | None = None
 
     def to_dict(self, *, with_features: bool = False) -> dict[str, Any]:
-        out = {"request_id": self.request_id, "ranked_by": self.ranked_by, "path": self.path,
-               "cold_start": self.cold_start, "rerank": self.rerank, "timings_ms": self.timings_ms, "items": []}
+        out = {
+            "request_id": self.request_id,
+            "ranked_by": self.ranked_by,
+            "path": self.path,
+            "cold_start": self.cold_start,
+            "rerank": self.rerank,
+            "timings_ms": self.timings_ms,
+            "items": [],
+        }
         if self.unranked_reason is not None:
             out["unranked_reason"] = self.unranked_reason
         for r in self.items:
             knn = r.candidate.score
-            item = {"item_id": r.item_id, **({"score": r.score} if r.score is not None else {}),
-                    "knn_score": None if knn != knn else knn, "cosine": r.candidate.cosine,
-                    "fields": r.candidate.fields}
+            item = {
+                "item_id": r.item_id,
+                **({"score": r.score} if r.score is not None else {}),
+                "knn_score": None if knn != knn else knn,
+                "cosine": r.candidate.cosine,
+                "fields": r.candidate.fields,
+            }
             if r.contributions is not None:
                 item["contributions"] = r.contributions
             out["items"].append(item)
@@ -104,8 +114,15 @@ class Ranker:
         rerank: where the model runs by default (``auto``, ``python`` or ``plugin``).
     """
 
-    def __init__(self, recommender: Recommender, model: RankerModel, *, log_requests: bool = False,
-                 rerank: str = "auto", search_model: RankerModel | None = None):
+    def __init__(
+        self,
+        recommender: Recommender,
+        model: RankerModel,
+        *,
+        log_requests: bool = False,
+        rerank: str = "auto",
+        search_model: RankerModel | None = None,
+    ):
         if rerank not in RERANK_MODES:
             raise ValueError(f"rerank must be one of {', '.join(RERANK_MODES)}, not {rerank!r}")
         self.recommender = recommender
@@ -115,15 +132,19 @@ class Ranker:
         self._plugin: bool | None = None
         config = (model.training or {}).get("config")
         if not config:
-            raise VecrankError(f"model {model.model_id}@{model.version} records no pool or state config; "
-                               "train it again with this vecrank")
+            raise VecrankError(
+                f"model {model.model_id}@{model.version} records no pool or state config; "
+                "train it again with this vecrank"
+            )
         self.config = ReplayConfig.from_dict(config)
         self.search_model = search_model
         self.search_config = None
         if search_model is not None:
             if not search_model.spec.search:
-                raise VecrankError(f"model {search_model.model_id}@{search_model.version} is not a search model "
-                                   "(train one with `vecrank evaluate --task search`)")
+                raise VecrankError(
+                    f"model {search_model.model_id}@{search_model.version} is not a search model "
+                    "(train one with `vecrank evaluate --task search`)"
+                )
             self.search_config = ReplayConfig.from_dict((search_model.training or {})["config"])
 
     @property
@@ -134,8 +155,11 @@ class Ranker:
         """Whether the vecrank plugin can rank for this model: installed on every node, and the
         model registered with its ``plugin_features``."""
         if self._plugin is None:
-            self._plugin = bool(self.model.plugin_features) and self.model.version > 0 and plugin_installed(
-                self.recommender.client)
+            self._plugin = (
+                bool(self.model.plugin_features)
+                and self.model.version > 0
+                and plugin_installed(self.recommender.client)
+            )
         return self._plugin
 
     def _mode(self, rerank: str | None, explain: bool) -> str:
@@ -143,17 +167,29 @@ class Ranker:
         if mode not in RERANK_MODES:
             raise ValueError(f"rerank must be one of {', '.join(RERANK_MODES)}, not {mode!r}")
         if mode == "plugin" and not self.plugin_usable():
-            raise VecrankError(f"model {self.model.model_id}@{self.model.version} cannot be ranked by the plugin "
-                               "(not installed on every node, or the model has no plugin_features: "
-                               "`vecrank plugin install`, `vecrank plugin attach`)")
+            raise VecrankError(
+                f"model {self.model.model_id}@{self.model.version} cannot be ranked by the plugin "
+                "(not installed on every node, or the model has no plugin_features: "
+                "`vecrank plugin install`, `vecrank plugin attach`)"
+            )
         if mode == "auto":
             # The feature log and --explain need the feature rows, which only the Python path has.
             mode = "plugin" if not (explain or self.log_requests) and self.plugin_usable() else "python"
         return mode
 
-    def recommend(self, *, k: int = 10, explain: bool = False, now_ms: int | None = None, rerank: str | None = None,
-                  user: str | None = None, query: str | None = None, filters: Any = None,
-                  extra_filters: Sequence[dict[str, Any]] = (), **retrieve: Any) -> Recommendation:
+    def recommend(
+        self,
+        *,
+        k: int = 10,
+        explain: bool = False,
+        now_ms: int | None = None,
+        rerank: str | None = None,
+        user: str | None = None,
+        query: str | None = None,
+        filters: Any = None,
+        extra_filters: Sequence[dict[str, Any]] = (),
+        **retrieve: Any,
+    ) -> Recommendation:
         """Top ``k`` for a user and/or query; other arguments go to :meth:`Recommender.candidates`.
 
         Args:
@@ -168,34 +204,77 @@ class Ranker:
         now = now_ms if now_ms is not None else int(time.time() * 1000)
         mode = self._mode(rerank, explain)
         rec = self.recommender
-        profile_path = (user is not None and (query is None or not str(query).strip())
-                        and not retrieve.get("context_items") and retrieve.get("history") is None
-                        and rec.config.max_interests == 1)
+        profile_path = (
+            user is not None
+            and (query is None or not str(query).strip())
+            and not retrieve.get("context_items")
+            and retrieve.get("history") is None
+            and rec.config.max_interests == 1
+        )
         text = str(query).strip() if query is not None else ""
-        if (text and self.search_model is not None and not retrieve.get("context_items")
-                and retrieve.get("history") is None and rec.config.max_interests == 1):
-            return self._search(text, k=k, explain=explain, started=started, now=now, user=user, filters=filters,
-                                extra_filters=extra_filters)
+        if (
+            text
+            and self.search_model is not None
+            and not retrieve.get("context_items")
+            and retrieve.get("history") is None
+            and rec.config.max_interests == 1
+        ):
+            return self._search(
+                text,
+                k=k,
+                explain=explain,
+                started=started,
+                now=now,
+                user=user,
+                filters=filters,
+                extra_filters=extra_filters,
+            )
         state = rec.user_state(user, self.config.state) if profile_path else None
         if state is None or (state.profile_vector is None and state.cf_vector is None):
-            return self._unranked(k=k, started=started, now=now, user=user, query=query, filters=filters,
-                                  extra_filters=extra_filters, **retrieve)
+            return self._unranked(
+                k=k,
+                started=started,
+                now=now,
+                user=user,
+                query=query,
+                filters=filters,
+                extra_filters=extra_filters,
+                **retrieve,
+            )
         t_state = time.perf_counter()
         spec, pool = self.model.spec, self.config.pool
         ctx = feats.RequestContext(now_ms=now, path="profile", state=state)
         if mode == "plugin":
-            section = rescore_body(model_id=self.model.model_id, version=self.model.version,
-                                   params=rescore_params(spec, ctx), window_size=max(pool.size, k),
-                                   models_index=rec.settings.index("models"))
-            hits = rec.pool_hits(state, pool=pool, size=k, filters=filters, extra_filters=extra_filters,
-                                 source=queries.shown_source(rec.config.source_fields), rescore=section)
+            section = rescore_body(
+                model_id=self.model.model_id,
+                version=self.model.version,
+                params=rescore_params(spec, ctx),
+                window_size=max(pool.size, k),
+                models_index=rec.settings.index("models"),
+            )
+            hits = rec.pool_hits(
+                state,
+                pool=pool,
+                size=k,
+                filters=filters,
+                extra_filters=extra_filters,
+                source=queries.shown_source(rec.config.source_fields),
+                rescore=section,
+            )
             t_pool = time.perf_counter()
             # The plugin returns scores, not feature rows: those stay in Elasticsearch.
             ranked = [Ranked(h["_id"], float(score_to_model(h["_score"])), _candidate_of(h)) for h in hits]
             timings = {"retrieval": round((t_pool - started) * 1000, 2), "features": 0.0, "model": 0.0}
         else:
-            hits = rec.pool_hits(state, pool=pool, size=pool.size, filters=filters, extra_filters=extra_filters,
-                                 source=list(spec.source_fields()), with_vectors=True)
+            hits = rec.pool_hits(
+                state,
+                pool=pool,
+                size=pool.size,
+                filters=filters,
+                extra_filters=extra_filters,
+                source=list(spec.source_fields()),
+                with_vectors=True,
+            )
             t_pool = time.perf_counter()
             candidates = [_candidate_of(h) for h in hits]
             matrix = feats.compute(spec, candidates, ctx)
@@ -213,19 +292,38 @@ class Ranker:
                 if contribs is not None:
                     explained = {name: round(float(v), 5) for name, v in zip([*spec.names, "bias"], contribs[row])}
                 ranked.append(Ranked(c.item_id, float(scores[i]), c, matrix[i], explained))
-            timings = {"retrieval": round((t_pool - started) * 1000, 2),
-                       "features": round((t_features - t_pool) * 1000, 2),
-                       "model": round((t_model - t_features) * 1000, 2)}
+            timings = {
+                "retrieval": round((t_pool - started) * 1000, 2),
+                "features": round((t_features - t_pool) * 1000, 2),
+                "model": round((t_model - t_features) * 1000, 2),
+            }
         timings["state"] = round((t_state - started) * 1000, 2)
         timings["total"] = round((time.perf_counter() - started) * 1000, 2)
-        result = Recommendation(request_id=uuid.uuid4().hex, ranked_by=self.version, path="profile", cold_start=False,
-                                items=ranked, timings_ms=timings, rerank=mode)
+        result = Recommendation(
+            request_id=uuid.uuid4().hex,
+            ranked_by=self.version,
+            path="profile",
+            cold_start=False,
+            items=ranked,
+            timings_ms=timings,
+            rerank=mode,
+        )
         if self.log_requests:
             self._log(result, user=user, now_ms=now)
         return result
 
-    def _search(self, text: str, *, k: int, explain: bool, started: float, now: int, user: str | None,
-                filters: Any, extra_filters: Sequence[dict[str, Any]]) -> Recommendation:
+    def _search(
+        self,
+        text: str,
+        *,
+        k: int,
+        explain: bool,
+        started: float,
+        now: int,
+        user: str | None,
+        filters: Any,
+        extra_filters: Sequence[dict[str, Any]],
+    ) -> Recommendation:
         """A request with search text, ranked by the search model (see the class docstring)."""
         rec, model = self.recommender, self.search_model
         assert model is not None and self.search_config is not None
@@ -235,14 +333,19 @@ class Ranker:
         spec = model.spec
         shown = rec.config.source_fields
         source = sorted({*shown, *spec.source_fields()}) if shown is not None else queries.shown_source(None)
-        hits, bm25 = rec.search_pool_hits(text, vector, state, size=queries.SEARCH_POOL, filters=filters,
-                                          extra_filters=extra_filters, source=source)
+        hits, bm25 = rec.search_pool_hits(
+            text, vector, state, size=queries.SEARCH_POOL, filters=filters, extra_filters=extra_filters, source=source
+        )
         t_pool = time.perf_counter()
         candidates = [_candidate_of(h) for h in hits]
         personal = state is not None and bool(state.history)
-        ctx = feats.RequestContext(now_ms=now, path="profile+query" if personal else "query",
-                                   state=state if state is not None else UserState(),
-                                   query_vector=np.asarray(vector, dtype=np.float32), bm25=bm25)
+        ctx = feats.RequestContext(
+            now_ms=now,
+            path="profile+query" if personal else "query",
+            state=state if state is not None else UserState(),
+            query_vector=np.asarray(vector, dtype=np.float32),
+            bm25=bm25,
+        )
         matrix = feats.compute(spec, candidates, ctx)
         t_features = time.perf_counter()
         scores = model.predict(matrix)
@@ -258,11 +361,22 @@ class Ranker:
             if contribs is not None:
                 explained = {name: round(float(v), 5) for name, v in zip([*spec.names, "bias"], contribs[row])}
             ranked.append(Ranked(c.item_id, float(scores[i]), c, matrix[i], explained))
-        timings = {"state": round((t_state - started) * 1000, 2), "retrieval": round((t_pool - t_state) * 1000, 2),
-                   "features": round((t_features - t_pool) * 1000, 2), "model": round((t_model - t_features) * 1000, 2),
-                   "total": round((time.perf_counter() - started) * 1000, 2)}
-        result = Recommendation(request_id=uuid.uuid4().hex, ranked_by=f"{model.model_id}@{model.version}",
-                                path=ctx.path, cold_start=not personal, items=ranked, timings_ms=timings, rerank="python")
+        timings = {
+            "state": round((t_state - started) * 1000, 2),
+            "retrieval": round((t_pool - t_state) * 1000, 2),
+            "features": round((t_features - t_pool) * 1000, 2),
+            "model": round((t_model - t_features) * 1000, 2),
+            "total": round((time.perf_counter() - started) * 1000, 2),
+        }
+        result = Recommendation(
+            request_id=uuid.uuid4().hex,
+            ranked_by=f"{model.model_id}@{model.version}",
+            path=ctx.path,
+            cold_start=not personal,
+            items=ranked,
+            timings_ms=timings,
+            rerank="python",
+        )
         if self.log_requests:
             self._log(result, user=user, now_ms=now, spec=spec)
         return result
@@ -273,15 +387,27 @@ class Ranker:
         ranked = [Ranked(c.item_id, None, c) for c in cset.candidates[:k]]
         trained = "the profile path" + (" and search text" if self.search_model is not None else "")
         result = Recommendation(
-            request_id=cset.request_id, ranked_by=None, path=cset.path, cold_start=cset.cold_start, items=ranked,
-            rerank=None, unranked_reason=f"{self.version} is trained for {trained} only, not {cset.path}",
-            timings_ms={"retrieval": round((time.perf_counter() - started) * 1000, 2), "features": 0.0, "model": 0.0,
-                        "total": round((time.perf_counter() - started) * 1000, 2)})
+            request_id=cset.request_id,
+            ranked_by=None,
+            path=cset.path,
+            cold_start=cset.cold_start,
+            items=ranked,
+            rerank=None,
+            unranked_reason=f"{self.version} is trained for {trained} only, not {cset.path}",
+            timings_ms={
+                "retrieval": round((time.perf_counter() - started) * 1000, 2),
+                "features": 0.0,
+                "model": 0.0,
+                "total": round((time.perf_counter() - started) * 1000, 2),
+            },
+        )
         if self.log_requests:
             self._log(result, user=user, now_ms=now)
         return result
 
-    def _log(self, rec: Recommendation, *, user: str | None, now_ms: int, spec: feats.FeatureSpec | None = None) -> None:
+    def _log(
+        self, rec: Recommendation, *, user: str | None, now_ms: int, spec: feats.FeatureSpec | None = None
+    ) -> None:
         from elasticsearch import helpers
 
         from vecrank.ingest.events import ensure_events_index
@@ -295,15 +421,33 @@ class Ranker:
         shown_by = rec.ranked_by or self.version  # the model that ranked them, else the serving one
         for position, r in enumerate(rec.items, 1):
             if user is not None:
-                actions.append(impression_action(events_index, user=str(user), item_id=r.item_id,
-                                                 request_id=rec.request_id, position=position,
-                                                 model_version=shown_by, now_ms=now_ms))
+                actions.append(
+                    impression_action(
+                        events_index,
+                        user=str(user),
+                        item_id=r.item_id,
+                        request_id=rec.request_id,
+                        position=position,
+                        model_version=shown_by,
+                        now_ms=now_ms,
+                    )
+                )
             if r.features is not None:  # a feature row only where the model ranked the item
-                actions.append(feature_log_action(log_index, request_id=rec.request_id, user=user, item_id=r.item_id,
-                                                  position=position, now_ms=now_ms, model_version=shown_by,
-                                                  spec=(spec or self.model.spec).fingerprint(), path=rec.path,
-                                                  score=r.score,
-                                                  features=r.features))
+                actions.append(
+                    feature_log_action(
+                        log_index,
+                        request_id=rec.request_id,
+                        user=user,
+                        item_id=r.item_id,
+                        position=position,
+                        now_ms=now_ms,
+                        model_version=shown_by,
+                        spec=(spec or self.model.spec).fingerprint(),
+                        path=rec.path,
+                        score=r.score,
+                        features=r.features,
+                    )
+                )
         if not actions:
             return
         _, errors = helpers.bulk(client, actions, raise_on_error=False)
@@ -311,37 +455,88 @@ class Ranker:
             log.warning("request log write failed: %s", error)
 
 
-def impression_action(events_index: str, *, user: str, item_id: str, request_id: str, position: int,
-                      model_version: str, now_ms: int, arm: str | None = None) -> dict[str, Any]:
+def impression_action(
+    events_index: str,
+    *,
+    user: str,
+    item_id: str,
+    request_id: str,
+    position: int,
+    model_version: str,
+    now_ms: int,
+    arm: str | None = None,
+) -> dict[str, Any]:
     """The bulk action that records one shown item as an impression event (idempotent id)."""
     from vecrank.ingest.events import event_id
 
     eid = event_id(user, item_id, "impression", now_ms, request_id, None)
-    doc = {"event_id": eid, "user_id": user, "item_id": item_id, "type": "impression", "timestamp": now_ms,
-           "request_id": request_id, "position": position, "model_version": model_version, "ingested_at": now_ms}
+    doc = {
+        "event_id": eid,
+        "user_id": user,
+        "item_id": item_id,
+        "type": "impression",
+        "timestamp": now_ms,
+        "request_id": request_id,
+        "position": position,
+        "model_version": model_version,
+        "ingested_at": now_ms,
+    }
     if arm:
         doc["arm"] = arm
     return {"_op_type": "create", "_index": events_index, "_id": eid, "_source": doc}
 
 
-def feature_log_action(log_index: str, *, request_id: str, user: str | None, item_id: str, position: int,
-                       now_ms: int, model_version: str, spec: str, path: str, score: float | None,
-                       features: np.ndarray) -> dict[str, Any]:
+def feature_log_action(
+    log_index: str,
+    *,
+    request_id: str,
+    user: str | None,
+    item_id: str,
+    position: int,
+    now_ms: int,
+    model_version: str,
+    spec: str,
+    path: str,
+    score: float | None,
+    features: np.ndarray,
+) -> dict[str, Any]:
     """The bulk action that records the feature row serving used for one shown item (see
     :func:`vecrank.rank.train.from_feature_log`); NaN is stored as null."""
-    return {"_op_type": "index", "_index": log_index, "_id": f"{request_id}:{item_id}", "_source": {
-        "request_id": request_id, "user_id": user, "item_id": item_id, "position": position, "timestamp": now_ms,
-        "model": model_version, "spec": spec, "path": path, "score": score,
-        "features": [None if not np.isfinite(x) else float(x) for x in features]}}
+    return {
+        "_op_type": "index",
+        "_index": log_index,
+        "_id": f"{request_id}:{item_id}",
+        "_source": {
+            "request_id": request_id,
+            "user_id": user,
+            "item_id": item_id,
+            "position": position,
+            "timestamp": now_ms,
+            "model": model_version,
+            "spec": spec,
+            "path": path,
+            "score": score,
+            "features": [None if not np.isfinite(x) else float(x) for x in features],
+        },
+    }
 
 
 def feature_log_mapping() -> dict[str, Any]:
-    return {"dynamic": "strict", "properties": {
-        "request_id": {"type": "keyword"}, "user_id": {"type": "keyword"}, "item_id": {"type": "keyword"},
-        "position": {"type": "integer"}, "timestamp": {"type": "date", "format": "epoch_millis"},
-        "model": {"type": "keyword"}, "spec": {"type": "keyword"}, "path": {"type": "keyword"},
-        "score": {"type": "float"},
-        "features": {"type": "float", "index": False, "doc_values": False}}}
+    return {
+        "dynamic": "strict",
+        "properties": {
+            "request_id": {"type": "keyword"},
+            "user_id": {"type": "keyword"},
+            "item_id": {"type": "keyword"},
+            "position": {"type": "integer"},
+            "timestamp": {"type": "date", "format": "epoch_millis"},
+            "model": {"type": "keyword"},
+            "spec": {"type": "keyword"},
+            "path": {"type": "keyword"},
+            "score": {"type": "float"},
+            "features": {"type": "float", "index": False, "doc_values": False},
+        },
+    }
 
 
 def rank_order(scores: np.ndarray, item_ids: Sequence[str]) -> np.ndarray:
@@ -354,7 +549,12 @@ def _candidate_of(hit: dict[str, Any]) -> Candidate:
     """A pool hit as a candidate: its stored fields, and its vectors when the search returned them."""
     f = hit.get("fields") or {}
     emb, cfv = f.get("embedding"), f.get("cf_vector")
-    return Candidate(item_id=hit["_id"], score=float(hit.get("_score") or 0.0), cosine=None,
-                     fields=hit.get("_source") or {}, vector=np.asarray(emb, dtype=np.float32) if emb else None,
-                     cf_vector=np.asarray(cfv, dtype=np.float32) if cfv else None,
-                     origin=",".join(hit.get("matched_queries") or ()) or "pool")
+    return Candidate(
+        item_id=hit["_id"],
+        score=float(hit.get("_score") or 0.0),
+        cosine=None,
+        fields=hit.get("_source") or {},
+        vector=np.asarray(emb, dtype=np.float32) if emb else None,
+        cf_vector=np.asarray(cfv, dtype=np.float32) if cfv else None,
+        origin=",".join(hit.get("matched_queries") or ()) or "pool",
+    )

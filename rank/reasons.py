@@ -39,15 +39,36 @@ import numpy as np
 LIKED, TASTE, TRENDING, POPULAR, RATED, QUERY = "liked", "taste", "trending", "popular", "rated", "query"
 #: feature -> reason code (``affinity.<facet>`` features are ``taste``, see :func:`reason_of`)
 REASON_OF: dict[str, str] = {
-    **dict.fromkeys(("cos_profile", "cos_hist_max", "cos_hist_mean", "rank_text", "cf_score", "rank_cf", "cooc",
-                     "rank_cooc", "seq", "rank_seq", "ease", "rank_ease"), LIKED),
+    **dict.fromkeys(
+        (
+            "cos_profile",
+            "cos_hist_max",
+            "cos_hist_mean",
+            "rank_text",
+            "cf_score",
+            "rank_cf",
+            "cooc",
+            "rank_cooc",
+            "seq",
+            "rank_seq",
+            "ease",
+            "rank_ease",
+        ),
+        LIKED,
+    ),
     **dict.fromkeys(("pop_1d", "pop_7d", "trend", "trending_rank"), TRENDING),
     **dict.fromkeys(("pop_30d", "pop_365d", "popular_rank", "ctr"), POPULAR),
     **dict.fromkeys(("rating_mean", "rating_count"), RATED),
     **dict.fromkeys(("cos_query", "query_present"), QUERY),
 }
-TEXTS = {LIKED: "because of what you liked", TASTE: "more of the {facet} you like", TRENDING: "popular this week",
-         POPULAR: "popular overall", RATED: "highly rated", QUERY: "matches your search"}
+TEXTS = {
+    LIKED: "because of what you liked",
+    TASTE: "more of the {facet} you like",
+    TRENDING: "popular this week",
+    POPULAR: "popular overall",
+    RATED: "highly rated",
+    QUERY: "matches your search",
+}
 _ORDER = {code: i for i, code in enumerate(TEXTS)}  # ties between equal weights
 _MAX_TITLE = 120
 
@@ -75,8 +96,11 @@ class ReasonConfig:
             raise ValueError("title_fields must name at least one field")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"max_reasons": self.max_reasons, "min_contribution": self.min_contribution,
-                "title_fields": list(self.title_fields)}
+        return {
+            "max_reasons": self.max_reasons,
+            "min_contribution": self.min_contribution,
+            "title_fields": list(self.title_fields),
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ReasonConfig:
@@ -123,9 +147,14 @@ def _says_something(feature: str, value: float | None) -> bool:
     return feature.endswith("_rank") or feature.startswith("rank_") or value > 0
 
 
-def top_reasons(names: Sequence[str], contributions: Sequence[float] | Mapping[str, float], *,
-                values: Sequence[float] | None = None, liked_title: str | None = None,
-                config: ReasonConfig = ReasonConfig()) -> list[Reason]:
+def top_reasons(
+    names: Sequence[str],
+    contributions: Sequence[float] | Mapping[str, float],
+    *,
+    values: Sequence[float] | None = None,
+    liked_title: str | None = None,
+    config: ReasonConfig = ReasonConfig(),
+) -> list[Reason]:
     """One item's reasons, strongest first.
 
     Args:
@@ -144,7 +173,7 @@ def top_reasons(names: Sequence[str], contributions: Sequence[float] | Mapping[s
     if isinstance(contributions, Mapping):
         row = [float(contributions.get(name, 0.0)) for name in names]
     else:
-        row = [float(v) for v in list(contributions)[:len(names)]]
+        row = [float(v) for v in list(contributions)[: len(names)]]
         if len(row) != len(names):
             raise ValueError(f"contributions has {len(row)} values for {len(names)} features")
     if values is not None and len(values) != len(names):
@@ -160,10 +189,12 @@ def top_reasons(names: Sequence[str], contributions: Sequence[float] | Mapping[s
         sums[code] = sums.get(code, 0.0) + contribution
         if code not in best or contribution > best[code][0]:
             best[code] = (contribution, name)
-    chosen = sorted((c for c, w in sums.items() if w >= config.min_contribution and w > 0),
-                    key=lambda c: (-sums[c], _ORDER[c]))[:config.max_reasons]
-    return [Reason(code, _text(code, best[code][1], liked_title), round(sums[code], 5), best[code][1])
-            for code in chosen]
+    chosen = sorted(
+        (c for c, w in sums.items() if w >= config.min_contribution and w > 0), key=lambda c: (-sums[c], _ORDER[c])
+    )[: config.max_reasons]
+    return [
+        Reason(code, _text(code, best[code][1], liked_title), round(sums[code], 5), best[code][1]) for code in chosen
+    ]
 
 
 def _text(code: str, feature: str, liked_title: str | None) -> str:
@@ -202,15 +233,20 @@ def title_of(doc: Mapping[str, Any] | None, item_id: str, title_fields: Sequence
             value = value[0] if value else None
         if value is not None and str(value).strip():
             text = " ".join(str(value).split())
-            return text if len(text) <= _MAX_TITLE else text[:_MAX_TITLE - 1] + "…"
+            return text if len(text) <= _MAX_TITLE else text[: _MAX_TITLE - 1] + "…"
     return str(item_id)
 
 
-def explain(names: Sequence[str], contributions: Sequence[Sequence[float] | Mapping[str, float]], *,
-            values: Sequence[Sequence[float] | None] | None = None,
-            vectors: Sequence[np.ndarray | None] | None = None, liked: Sequence[tuple[str, np.ndarray]] = (),
-            documents: Callable[[list[str]], Mapping[str, Mapping[str, Any]]] | None = None,
-            config: ReasonConfig = ReasonConfig()) -> list[list[Reason]]:
+def explain(
+    names: Sequence[str],
+    contributions: Sequence[Sequence[float] | Mapping[str, float]],
+    *,
+    values: Sequence[Sequence[float] | None] | None = None,
+    vectors: Sequence[np.ndarray | None] | None = None,
+    liked: Sequence[tuple[str, np.ndarray]] = (),
+    documents: Callable[[list[str]], Mapping[str, Mapping[str, Any]]] | None = None,
+    config: ReasonConfig = ReasonConfig(),
+) -> list[list[Reason]]:
     """The reasons of several shown items, reading the cited liked items' titles once.
 
     Args:
@@ -230,10 +266,15 @@ def explain(names: Sequence[str], contributions: Sequence[Sequence[float] | Mapp
     for label, column in (("values", values), ("vectors", vectors)):
         if column is not None and len(column) != n:
             raise ValueError(f"{label} has {len(column)} items for {n} contribution rows")
-    picked = [top_reasons(names, contributions[i], values=None if values is None else values[i], config=config)
-              for i in range(n)]
-    cited = {i: most_similar(vectors[i] if vectors is not None else None, liked)
-             for i, reasons in enumerate(picked) if any(r.code == LIKED for r in reasons)}
+    picked = [
+        top_reasons(names, contributions[i], values=None if values is None else values[i], config=config)
+        for i in range(n)
+    ]
+    cited = {
+        i: most_similar(vectors[i] if vectors is not None else None, liked)
+        for i, reasons in enumerate(picked)
+        if any(r.code == LIKED for r in reasons)
+    }
     ids = sorted({c for c in cited.values() if c is not None})
     docs = documents(ids) if documents is not None and ids else {}
     out = []

@@ -68,7 +68,9 @@ class RetrieveConfig:
             raise queries.RequestError(f"max_per_group must be at least 1, not {self.max_per_group}")
 
     def candidates_for(self, k: int) -> int:
-        return self.num_candidates if self.num_candidates is not None else min(queries.MAX_NUM_CANDIDATES, max(100, 4 * k))
+        return (
+            self.num_candidates if self.num_candidates is not None else min(queries.MAX_NUM_CANDIDATES, max(100, 4 * k))
+        )
 
 
 @dataclass
@@ -99,10 +101,25 @@ class CandidateSet:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "request_id": self.request_id, "path": self.path, "cold_start": self.cold_start, "user": self.user,
-            "query": self.query, "interests": self.interests, "excluded": self.excluded, "timings_ms": self.timings_ms,
-            "candidates": [{"item_id": c.item_id, "score": None if c.score != c.score else c.score, "cosine": c.cosine,
-                            "interest": c.interest, "origin": c.origin, "fields": c.fields} for c in self.candidates],
+            "request_id": self.request_id,
+            "path": self.path,
+            "cold_start": self.cold_start,
+            "user": self.user,
+            "query": self.query,
+            "interests": self.interests,
+            "excluded": self.excluded,
+            "timings_ms": self.timings_ms,
+            "candidates": [
+                {
+                    "item_id": c.item_id,
+                    "score": None if c.score != c.score else c.score,
+                    "cosine": c.cosine,
+                    "interest": c.interest,
+                    "origin": c.origin,
+                    "fields": c.fields,
+                }
+                for c in self.candidates
+            ],
         }
 
 
@@ -116,8 +133,14 @@ class Recommender:
         embedder: embeds search-box text; loaded on first use with the live index's model.
     """
 
-    def __init__(self, client: Elasticsearch, settings: Settings, *, config: RetrieveConfig | None = None,
-                 embedder: TextEmbedder | None = None):
+    def __init__(
+        self,
+        client: Elasticsearch,
+        settings: Settings,
+        *,
+        config: RetrieveConfig | None = None,
+        embedder: TextEmbedder | None = None,
+    ):
         self.client, self.settings = client, settings
         self.config = config or RetrieveConfig()
         self._embedder = embedder
@@ -154,10 +177,19 @@ class Recommender:
 
     # --- the public call ---------------------------------------------------------------------
 
-    def candidates(self, *, user: str | None = None, history: Sequence[Mapping[str, Any]] | None = None,
-                   query: str | None = None, context_items: Sequence[str] = (), filters: Mapping[str, Any] | None = None,
-                   extra_filters: Sequence[dict[str, Any]] = (), k: int | None = None,
-                   num_candidates: int | None = None, **overrides: Any) -> CandidateSet:
+    def candidates(
+        self,
+        *,
+        user: str | None = None,
+        history: Sequence[Mapping[str, Any]] | None = None,
+        query: str | None = None,
+        context_items: Sequence[str] = (),
+        filters: Mapping[str, Any] | None = None,
+        extra_filters: Sequence[dict[str, Any]] = (),
+        k: int | None = None,
+        num_candidates: int | None = None,
+        **overrides: Any,
+    ) -> CandidateSet:
         """Retrieve candidates in retrieval order. See the module docstring for the paths.
 
         Args:
@@ -229,13 +261,16 @@ class Recommender:
             hits = [(h, None) for h in self.client.search(index=self.settings.index("items"), **body)["hits"]["hits"]]
             query_vectors: list[np.ndarray] = []
         else:
-            query_vectors = [np.asarray(queries.check_vector(v, spec.dims, name="query vector"), dtype=np.float32)
-                             for v in vectors]
+            query_vectors = [
+                np.asarray(queries.check_vector(v, spec.dims, name="query vector"), dtype=np.float32) for v in vectors
+            ]
             hits = self._knn(query_vectors, weights, fetch, num, flt, cfg, query, source, want_vectors)
         es_ms += (time.perf_counter() - t) * 1000
 
-        cands = [_candidate(h, interest, query_vectors, spec.similarity, cfg.text_boost > 0 and query is not None)
-                 for h, interest in hits]
+        cands = [
+            _candidate(h, interest, query_vectors, spec.similarity, cfg.text_boost > 0 and query is not None)
+            for h, interest in hits
+        ]
         if cfg.mmr_lambda is not None:
             cands = mmr(cands, cfg.mmr_lambda, k)
         if cfg.max_per_group:
@@ -243,11 +278,19 @@ class Recommender:
         cands = cands[:k]
         total = (time.perf_counter() - started) * 1000
         return CandidateSet(
-            request_id=uuid.uuid4().hex, path=path, cold_start=path in {"query", "context", "popular"},
-            candidates=cands, user=user, query=query, excluded=len(exclude),
-            interests=[{"weight": round(i.weight, 4), "items": list(i.items)} for i in profile.interests] if profile else [],
+            request_id=uuid.uuid4().hex,
+            path=path,
+            cold_start=path in {"query", "context", "popular"},
+            candidates=cands,
+            user=user,
+            query=query,
+            excluded=len(exclude),
+            interests=[{"weight": round(i.weight, 4), "items": list(i.items)} for i in profile.interests]
+            if profile
+            else [],
             timings_ms={"total": round(total, 2), "elasticsearch": round(es_ms, 2), "python": round(total - es_ms, 2)},
-            history=list(used_history), query_vector=q,
+            history=list(used_history),
+            query_vector=q,
         )
 
     # --- the ranked profile path: the user's state, then one search for the pool ----------------
@@ -264,12 +307,22 @@ class Recommender:
         doc = get_user(self.client, self.settings, user)
         if doc is None:
             return None
-        return user_state(self.client, self.settings, doc, model=self._live().model, config=config,
-                          cf_meta=self.cf_meta())
+        return user_state(
+            self.client, self.settings, doc, model=self._live().model, config=config, cf_meta=self.cf_meta()
+        )
 
-    def pool_hits(self, state: UserState, *, pool: Any, size: int, filters: Mapping[str, Any] | None = None,
-                  extra_filters: Sequence[dict[str, Any]] = (), source: Sequence[str] | bool | Mapping[str, Any] = True,
-                  with_vectors: bool = False, rescore: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def pool_hits(
+        self,
+        state: UserState,
+        *,
+        pool: Any,
+        size: int,
+        filters: Mapping[str, Any] | None = None,
+        extra_filters: Sequence[dict[str, Any]] = (),
+        source: Sequence[str] | bool | Mapping[str, Any] = True,
+        with_vectors: bool = False,
+        rescore: dict[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
         """The one search for a ranked request's pool (:func:`vecrank.rank.queries.pool_body`):
         the caller's filters, availability and the user's seen items apply to every source."""
         from vecrank.rank.offline import top_scores
@@ -279,18 +332,31 @@ class Recommender:
         seen = sorted(state.seen) if self.config.exclude_seen else []
         flt = queries.candidate_filter(clauses, exclude_ids=seen)
         cf_ok = state.cf_vector is not None and "cf_vector" in (self._field_types or {})
-        body = queries.pool_body(pool=pool, size=size, filter=flt, text_vector=_listed(state.profile_vector),
-                                 cf_vector=_listed(state.cf_vector) if cf_ok else None,
-                                 listed={name: top_scores(state.scores(name), getattr(pool, name)) for name in SCORE_MAPS},
-                                 source=source, with_vectors=with_vectors)
+        body = queries.pool_body(
+            pool=pool,
+            size=size,
+            filter=flt,
+            text_vector=_listed(state.profile_vector),
+            cf_vector=_listed(state.cf_vector) if cf_ok else None,
+            listed={name: top_scores(state.scores(name), getattr(pool, name)) for name in SCORE_MAPS},
+            source=source,
+            with_vectors=with_vectors,
+        )
         if rescore is not None:
             body["rescore"] = rescore
         return self.client.search(index=self.settings.index("items"), **body)["hits"]["hits"]
 
-    def search_pool_hits(self, text: str, vector: np.ndarray, state: UserState | None, *, size: int,
-                         filters: Mapping[str, Any] | None = None, extra_filters: Sequence[dict[str, Any]] = (),
-                         source: Sequence[str] | bool | Mapping[str, Any] = True,
-                         ) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    def search_pool_hits(
+        self,
+        text: str,
+        vector: np.ndarray,
+        state: UserState | None,
+        *,
+        size: int,
+        filters: Mapping[str, Any] | None = None,
+        extra_filters: Sequence[dict[str, Any]] = (),
+        source: Sequence[str] | bool | Mapping[str, Any] = True,
+    ) -> tuple[list[dict[str, Any]], dict[str, float]]:
         """A search request's pool in one ``msearch``: the text's BM25 top ``size`` and its
         embedding's kNN top ``size``, under the caller's filters, availability and the user's seen
         items, with their vectors. Returns the hits (BM25's first, each item once) and the BM25
@@ -301,9 +367,17 @@ class Recommender:
         flt = queries.candidate_filter(clauses, exclude_ids=seen)
         vec = queries.check_vector(vector, self._live().dims, name="query vector")
         index = self.settings.index("items")
-        bodies = [queries.bm25_body(text, fields=queries.text_fields(self._field_types or {}), size=size, filter=flt,
-                                    source=source, with_vectors=True),
-                  queries.query_knn_body(vec, size=size, filter=flt, source=source, with_vectors=True)]
+        bodies = [
+            queries.bm25_body(
+                text,
+                fields=queries.text_fields(self._field_types or {}),
+                size=size,
+                filter=flt,
+                source=source,
+                with_vectors=True,
+            ),
+            queries.query_knn_body(vec, size=size, filter=flt, source=source, with_vectors=True),
+        ]
         responses = self.client.msearch(searches=[p for body in bodies for p in ({"index": index}, body)])["responses"]
         for name, resp in zip(("bm25", "query kNN"), responses):
             if "error" in resp:
@@ -326,8 +400,9 @@ class Recommender:
 
     # --- pieces ------------------------------------------------------------------------------
 
-    def _profile(self, user: str | None, history: Sequence[Mapping[str, Any]] | None, cfg: RetrieveConfig,
-                 model: str) -> tuple[Profile | None, list[str], Sequence[Mapping[str, Any]]]:
+    def _profile(
+        self, user: str | None, history: Sequence[Mapping[str, Any]] | None, cfg: RetrieveConfig, model: str
+    ) -> tuple[Profile | None, list[str], Sequence[Mapping[str, Any]]]:
         """The profile, the items to exclude as seen, and the history they came from."""
         pcfg = replace(cfg.profile, max_interests=cfg.max_interests)
         if history is None and user is not None:
@@ -343,23 +418,42 @@ class Recommender:
         vectors = fetch_vectors(self.client, self.settings.index("items"), {e["item_id"] for e in history})
         return build_profile(history, vectors, pcfg), consumed_ids(history), history
 
-    def _knn(self, vectors: list[np.ndarray], weights: list[float], size: int, num: int, flt: dict | None,
-             cfg: RetrieveConfig, query: str | None, source: Any, want_vectors: bool) -> list[tuple[dict, int | None]]:
+    def _knn(
+        self,
+        vectors: list[np.ndarray],
+        weights: list[float],
+        size: int,
+        num: int,
+        flt: dict | None,
+        cfg: RetrieveConfig,
+        query: str | None,
+        source: Any,
+        want_vectors: bool,
+    ) -> list[tuple[dict, int | None]]:
         index = self.settings.index("items")
         text = queries.text_match(query, boost=cfg.text_boost) if query is not None and cfg.text_boost > 0 else None
         with_vectors = want_vectors or text is not None
         if len(vectors) == 1:
-            knn = queries.knn_clause(vectors[0].tolist(), k=size, num_candidates=num, filter=flt,
-                                     similarity=cfg.similarity_floor)
-            query_clause = ({"bool": {"should": [text], "minimum_should_match": 1, "filter": [flt] if flt else []}}
-                            if text else None)
+            knn = queries.knn_clause(
+                vectors[0].tolist(), k=size, num_candidates=num, filter=flt, similarity=cfg.similarity_floor
+            )
+            query_clause = (
+                {"bool": {"should": [text], "minimum_should_match": 1, "filter": [flt] if flt else []}}
+                if text
+                else None
+            )
             body = queries.search_body(size=size, knn=knn, query=query_clause, source=source, with_vectors=with_vectors)
             return [(h, None) for h in self.client.search(index=index, **body)["hits"]["hits"]]
         # One kNN per interest, merged with quotas proportional to each interest's weight.
         searches: list[dict[str, Any]] = []
         for v in vectors:
-            knn = queries.knn_clause(v.tolist(), k=size, num_candidates=num, filter=flt, similarity=cfg.similarity_floor)
-            searches += [{"index": index}, queries.search_body(size=size, knn=knn, source=source, with_vectors=with_vectors)]
+            knn = queries.knn_clause(
+                v.tolist(), k=size, num_candidates=num, filter=flt, similarity=cfg.similarity_floor
+            )
+            searches += [
+                {"index": index},
+                queries.search_body(size=size, knn=knn, source=source, with_vectors=with_vectors),
+            ]
         responses = self.client.msearch(searches=searches)["responses"]
         per_interest = []
         for r in responses:
@@ -380,8 +474,9 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
 
 
-def _candidate(hit: dict[str, Any], interest: int | None, query_vectors: list[np.ndarray], similarity: str,
-               mixed_score: bool) -> Candidate:
+def _candidate(
+    hit: dict[str, Any], interest: int | None, query_vectors: list[np.ndarray], similarity: str, mixed_score: bool
+) -> Candidate:
     vector = None
     if "embedding" in hit.get("fields", {}):
         vector = np.asarray(hit["fields"]["embedding"], dtype=np.float32)
@@ -392,11 +487,19 @@ def _candidate(hit: dict[str, Any], interest: int | None, query_vectors: list[np
             cosine = float(vector @ q / max(float(np.linalg.norm(vector)), 1e-12))
         elif similarity == "cosine" and not mixed_score:
             cosine = 2.0 * float(hit["_score"]) - 1.0  # Elasticsearch scores cosine as (1 + cos) / 2
-    return Candidate(item_id=hit["_id"], score=float(hit["_score"]) if hit.get("_score") is not None else 0.0,
-                     cosine=cosine, fields=hit.get("_source") or {}, interest=interest, vector=vector)
+    return Candidate(
+        item_id=hit["_id"],
+        score=float(hit["_score"]) if hit.get("_score") is not None else 0.0,
+        cosine=cosine,
+        fields=hit.get("_source") or {},
+        interest=interest,
+        vector=vector,
+    )
 
 
-def merge_with_quotas(per_interest: list[list[dict[str, Any]]], weights: list[float], size: int) -> list[tuple[dict, int]]:
+def merge_with_quotas(
+    per_interest: list[list[dict[str, Any]]], weights: list[float], size: int
+) -> list[tuple[dict, int]]:
     """Interleave per-interest results so each interest gets about ``weight × size`` places (at least one)."""
     total = sum(weights) or 1.0
     quotas = [max(1, round(size * w / total)) for w in weights]
@@ -420,7 +523,9 @@ def merge_with_quotas(per_interest: list[list[dict[str, Any]]], weights: list[fl
                 if len(out) >= size:
                     break
         if not progressed:
-            if all(c >= q for c, q in zip(counts, quotas)) and any(cursors[i] < len(h) for i, h in enumerate(per_interest)):
+            if all(c >= q for c, q in zip(counts, quotas)) and any(
+                cursors[i] < len(h) for i, h in enumerate(per_interest)
+            ):
                 quotas = [q + 1 for q in quotas]  # every quota is met: share what is left
                 continue
             break

@@ -105,8 +105,22 @@ _SIGNAL_FIELDS = {
 }
 _POP = re.compile(r"pop_(\d+)d")
 
-_NUMERIC_TYPES = frozenset({"long", "integer", "short", "byte", "double", "float", "half_float", "scaled_float",
-                            "unsigned_long", "date", "date_nanos", "boolean"})
+_NUMERIC_TYPES = frozenset(
+    {
+        "long",
+        "integer",
+        "short",
+        "byte",
+        "double",
+        "float",
+        "half_float",
+        "scaled_float",
+        "unsigned_long",
+        "date",
+        "date_nanos",
+        "boolean",
+    }
+)
 _EPOCH_TYPES = frozenset({"date", "date_nanos", "long"})
 
 
@@ -115,6 +129,7 @@ class PluginFeatureError(VecrankError, ValueError):
 
 
 # --- the features' sources -----------------------------------------------------------------------
+
 
 def feature_source(name: str) -> dict[str, Any]:
     """Where the plugin reads feature ``name`` of a :class:`FeatureSpec` (one ``plugin_features`` entry).
@@ -129,8 +144,12 @@ def feature_source(name: str) -> dict[str, Any]:
     if name == "cos_query":
         return {"name": name, "source": "cosine", "field": "embedding", "param": QUERY_VECTOR}
     if name in ("cos_hist_max", "cos_hist_mean"):
-        return {"name": name, "source": "cosine_" + name.rsplit("_", 1)[1], "field": "embedding",
-                "param": HISTORY_VECTORS}
+        return {
+            "name": name,
+            "source": "cosine_" + name.rsplit("_", 1)[1],
+            "field": "embedding",
+            "param": HISTORY_VECTORS,
+        }
     if name == "cf_score":
         return {"name": name, "source": "dot", "field": CF_FIELD, "param": CF_VECTOR}
     if name in POOL_RANKS:
@@ -151,9 +170,11 @@ def feature_source(name: str) -> dict[str, Any]:
         return {"name": name, "source": "param"}
     if name in SCORE_MAPS:
         return {"name": name, "source": "param_map", "param": name, "key_field": KEY_FIELD}
-    raise PluginFeatureError(f"feature {name!r} has no source in the plugin; known: cos_*, cf_score, cooc, seq, ease, "
-                             "rank_*, n_sources, signals (ctr, pop_Nd, trend, ...), item.<field>, age.<field>, "
-                             "affinity.<facet>, hist_len, days_since_active, query_present, path_code")
+    raise PluginFeatureError(
+        f"feature {name!r} has no source in the plugin; known: cos_*, cf_score, cooc, seq, ease, "
+        "rank_*, n_sources, signals (ctr, pop_Nd, trend, ...), item.<field>, age.<field>, "
+        "affinity.<facet>, hist_len, days_since_active, query_present, path_code"
+    )
 
 
 def plugin_features(spec: FeatureSpec) -> list[dict[str, Any]]:
@@ -166,11 +187,16 @@ def plugin_features(spec: FeatureSpec) -> list[dict[str, Any]]:
         A list of JSON-ready dicts, for the model document.
     """
     names, sources = list(spec.names), spec.sources
-    return [{"name": n, "source": "count", "of": [r for r, _ in sources], "limits": [int(k) for _, k in sources]}
-            if n == "n_sources" else feature_source(n) for n in names]
+    return [
+        {"name": n, "source": "count", "of": [r for r, _ in sources], "limits": [int(k) for _, k in sources]}
+        if n == "n_sources"
+        else feature_source(n)
+        for n in names
+    ]
 
 
 # --- the request ---------------------------------------------------------------------------------
+
 
 def encode_vector(vector: np.ndarray | Sequence[float]) -> str:
     """A vector as base64 of little-endian float32, the compact form the plugin reads from params.
@@ -211,8 +237,14 @@ def _json_param(value: Any) -> Any:
     return value
 
 
-def rescore_body(*, model_id: str, version: int | None = None, params: Mapping[str, Any] | None = None,
-                 window_size: int = 500, models_index: str = "vecrank-models") -> dict[str, Any]:
+def rescore_body(
+    *,
+    model_id: str,
+    version: int | None = None,
+    params: Mapping[str, Any] | None = None,
+    window_size: int = 500,
+    models_index: str = "vecrank-models",
+) -> dict[str, Any]:
     """The ``rescore`` section of a search that ranks its top ``window_size`` hits with a model.
 
     Args:
@@ -269,8 +301,10 @@ def rescore_params(spec: FeatureSpec, ctx: RequestContext, *, encode: bool = Tru
         params[CF_VECTOR] = vec(state.cf_vector)
     for facet in spec.facets:
         if state.liked:
-            params[f"history_{facet}"] = {"sets": [sorted(li.facets.get(facet, ())) for li in state.liked],
-                                          "weights": [1.0] * len(state.liked)}
+            params[f"history_{facet}"] = {
+                "sets": [sorted(li.facets.get(facet, ())) for li in state.liked],
+                "weights": [1.0] * len(state.liked),
+            }
     if "hist_len" in names:
         params["hist_len"] = math.log1p(state.interactions)
     if "days_since_active" in names:
@@ -303,6 +337,7 @@ def _finite_or_none(value: float | None, name: str) -> float | None:
 
 # --- scores and explanations --------------------------------------------------------------------
 
+
 def model_to_score(x: float | np.ndarray) -> float | np.ndarray:
     """g: the Lucene score the plugin gives a model score (1 + x for x >= 0, 1 / (1 - x) below)."""
     arr = np.asarray(x, dtype=np.float64)
@@ -334,8 +369,10 @@ def _model_node(explanation: Mapping[str, Any]) -> Mapping[str, Any]:
         if str(node.get("description", "")).startswith("vecrank model ["):
             return node
         stack.extend(node.get("details", []))
-    raise ValueError("the explanation holds no vecrank rescore (was the hit past the rescore window, "
-                     "or the search made without explain?)")
+    raise ValueError(
+        "the explanation holds no vecrank rescore (was the hit past the rescore window, "
+        "or the search made without explain?)"
+    )
 
 
 def explained_model_score(explanation: Mapping[str, Any]) -> float:
@@ -386,6 +423,7 @@ def explained_features(explanation: Mapping[str, Any], names: Sequence[str] | No
 
 
 # --- validation at registration -----------------------------------------------------------------
+
 
 def _flatten(properties: Mapping[str, Any], prefix: str = "") -> dict[str, dict[str, Any]]:
     """Leaf fields with their mapping (multi-fields as ``name.sub``)."""
@@ -458,8 +496,12 @@ def validate_model_doc(client: Elasticsearch, doc: Mapping[str, Any]) -> dict[st
     from elasticsearch import ApiError
 
     try:
-        resp = client.perform_request("POST", VALIDATE_PATH, body=dict(doc),
-                                      headers={"accept": "application/json", "content-type": "application/json"})
+        resp = client.perform_request(
+            "POST",
+            VALIDATE_PATH,
+            body=dict(doc),
+            headers={"accept": "application/json", "content-type": "application/json"},
+        )
     except ApiError as exc:
         if exc.meta.status == 400:
             raise PluginRefusal(f"the vecrank plugin refuses model {doc.get('model_id')!r}: {_reason(exc)}") from exc
@@ -474,8 +516,13 @@ def _reason(exc: Any) -> str:
     return str(getattr(exc, "message", exc))
 
 
-def validate_plugin_features(client: Elasticsearch, items_index: str, features: Sequence[Mapping[str, Any]], *,
-                             model_doc: Mapping[str, Any] | None = None) -> None:
+def validate_plugin_features(
+    client: Elasticsearch,
+    items_index: str,
+    features: Sequence[Mapping[str, Any]],
+    *,
+    model_doc: Mapping[str, Any] | None = None,
+) -> None:
     """Refuse features the plugin could not read from ``items_index``, before a model is registered.
 
     Every ``field`` must be mapped in every index behind ``items_index`` with a usable type:
@@ -500,8 +547,9 @@ def validate_plugin_features(client: Elasticsearch, items_index: str, features: 
                 continue
             problem = _field_problem(feature, fields.get(field))
             if problem:
-                raise PluginFeatureError(f"feature {feature.get('name')!r} {problem} in index {index_name!r} "
-                                         f"(behind {items_index!r})")
+                raise PluginFeatureError(
+                    f"feature {feature.get('name')!r} {problem} in index {index_name!r} " f"(behind {items_index!r})"
+                )
     if model_doc is not None:
         if plugin_installed(client):
             validate_model_doc(client, model_doc)
@@ -514,8 +562,9 @@ class PluginRefusal(PluginFeatureError):
     plugin build that lacks a feature source)."""
 
 
-def attach_plugin_features(client: Elasticsearch, settings: Any, model_id: str, version: int | None = None, *,
-                           items_index: str | None = None) -> dict[str, Any]:
+def attach_plugin_features(
+    client: Elasticsearch, settings: Any, model_id: str, version: int | None = None, *, items_index: str | None = None
+) -> dict[str, Any]:
     """Make a registered model servable by the plugin: validate its features and store ``plugin_features``.
 
     Args:
@@ -536,12 +585,21 @@ def attach_plugin_features(client: Elasticsearch, settings: Any, model_id: str, 
     registry = Registry(client, settings)
     model = registry.get(model_id, version)
     features = plugin_features(model.spec)
-    validate_plugin_features(client, items_index or settings.index("items"), features,
-                             model_doc={**model.to_doc(), "plugin_features": features})
+    validate_plugin_features(
+        client,
+        items_index or settings.index("items"),
+        features,
+        model_doc={**model.to_doc(), "plugin_features": features},
+    )
     # Registries created before the field existed get it now (the mapping is strict).
-    client.indices.put_mapping(index=registry.index,
-                               properties={"plugin_features": models_mapping()["properties"]["plugin_features"]})
-    client.update(index=registry.index, id=f"{model.model_id}@{model.version}", doc={"plugin_features": features},
-                  refresh="wait_for")
+    client.indices.put_mapping(
+        index=registry.index, properties={"plugin_features": models_mapping()["properties"]["plugin_features"]}
+    )
+    client.update(
+        index=registry.index,
+        id=f"{model.model_id}@{model.version}",
+        doc={"plugin_features": features},
+        refresh="wait_for",
+    )
     log.info("Model %s v%d can be served by the plugin (%d features)", model.model_id, model.version, len(features))
     return {"model_id": model.model_id, "version": model.version, "plugin_features": features}

@@ -140,8 +140,10 @@ def read_searches(path: str | Path, *, format: str | None = None) -> list[Search
                 bad.append(f"{where}: field timestamp: {exc}")
     if bad:
         shown = "; ".join(bad[:5])
-        raise SearchLogError(f"{len(bad)} unusable row(s) in the search log: {shown}"
-                             + (f"; and {len(bad) - 5} more" if len(bad) > 5 else ""))
+        raise SearchLogError(
+            f"{len(bad)} unusable row(s) in the search log: {shown}"
+            + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+        )
     if not out:
         raise SearchLogError(f"the search log {path} has no rows")
     return out
@@ -182,16 +184,28 @@ def _first_interactions(past: Past, user: str) -> dict[str, int]:
 
 # --- the systems --------------------------------------------------------------------------------
 
-def baseline_bodies(query: str, vector: Sequence[float], *, fields: Sequence[str], exclude: Sequence[str],
-                    size: int = K_FETCH, bm25_size: int | None = None) -> dict[str, dict[str, Any]]:
+
+def baseline_bodies(
+    query: str,
+    vector: Sequence[float],
+    *,
+    fields: Sequence[str],
+    exclude: Sequence[str],
+    size: int = K_FETCH,
+    bm25_size: int | None = None,
+) -> dict[str, dict[str, Any]]:
     """The three baselines' search bodies, under the same exclusions (and availability);
     ``bm25_size``: more BM25 hits (the search ranker's pool takes them). The hybrid is the bool of
     the two that Elasticsearch scores by their sum."""
     flt = queries.candidate_filter([], exclude_ids=list(exclude))
     bm25 = queries.bm25_body(query, fields=fields, size=bm25_size or size, filter=flt)
     knn = queries.query_knn_body(vector, size=size, filter=flt)
-    hybrid = queries.search_body(size=size, knn=knn["knn"], query=queries.bm25_body(
-        query, fields=fields, size=size, filter=flt)["query"], source=False)
+    hybrid = queries.search_body(
+        size=size,
+        knn=knn["knn"],
+        query=queries.bm25_body(query, fields=fields, size=size, filter=flt)["query"],
+        source=False,
+    )
     return {"bm25": bm25, "knn": knn, "hybrid": hybrid}
 
 
@@ -207,14 +221,22 @@ class SearchReport:
     model: RankerModel | None = dataclasses.field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"task": "search", "split": self.split, "training": self.training, "systems": self.systems,
-                "candidate_recall": self.candidate_recall, "comparison": self.comparison, "slices": self.slices,
-                "seconds": self.seconds}
+        return {
+            "task": "search",
+            "split": self.split,
+            "training": self.training,
+            "systems": self.systems,
+            "candidate_recall": self.candidate_recall,
+            "comparison": self.comparison,
+            "slices": self.slices,
+            "seconds": self.seconds,
+        }
 
     def table(self, k: int = 10) -> list[dict[str, Any]]:
         keys = [f"ndcg@{k}", f"recall@{k}", "recall@50", f"mrr@{k}", f"ndcg@{k}_per_request"]
-        return [{"system": name, **{key: _fmt(values.get(key)) for key in keys}}
-                for name, values in self.systems.items()]
+        return [
+            {"system": name, **{key: _fmt(values.get(key)) for key in keys}} for name, values in self.systems.items()
+        ]
 
 
 def _fmt(value: Any) -> str:
@@ -234,7 +256,9 @@ class _Replayed:
 class _Searcher:
     """Replays search requests: the baselines' searches on Elasticsearch, the pool and its features."""
 
-    def __init__(self, recommender: Recommender, past: Past, spec: feats.FeatureSpec, vectors: Mapping[str, np.ndarray]):
+    def __init__(
+        self, recommender: Recommender, past: Past, spec: feats.FeatureSpec, vectors: Mapping[str, np.ndarray]
+    ):
         self.rec, self.past, self.spec, self.vectors = recommender, past, spec, vectors
         self.fields = queries.text_fields(recommender.field_types)
         self.index = recommender.settings.index("items")
@@ -258,8 +282,13 @@ class _Searcher:
         rows = set(top_rows(catalog.vectors @ np.asarray(qv, dtype=np.float64), eligible, queries.SEARCH_POOL))
         rows |= {n for n in (catalog.index(i) for i in bm25) if n is not None}
         batch = past.candidate_batch(np.array(sorted(rows), dtype=np.int64), req.cut_ms)
-        ctx = feats.RequestContext(now_ms=req.cut_ms, path="profile+query" if state.history else "query",
-                                   state=state, query_vector=qv, bm25=bm25)
+        ctx = feats.RequestContext(
+            now_ms=req.cut_ms,
+            path="profile+query" if state.history else "query",
+            state=state,
+            query_vector=qv,
+            bm25=bm25,
+        )
         matrix = feats.compute(self.spec, batch, ctx)
         ids = list(batch.item_ids)
         rankings = {name: [h["_id"] for h in found][:K_FETCH] for name, found in hits.items()}
@@ -270,10 +299,20 @@ class _Searcher:
         return _Replayed(ids, matrix.astype(np.float32), rankings, bool(state.history))
 
 
-def run(recommender: Recommender, past: Past, searches: Sequence[Search], *, replay_config: ReplayConfig,
-        horizon_days: float = 180.0, first_test_quantile: float = 0.5, k: int = 10,
-        train_config: TrainConfig | None = None, final_model: bool = False, model_id: str = "vecrank-search",
-        progress: bool = False) -> SearchReport:
+def run(
+    recommender: Recommender,
+    past: Past,
+    searches: Sequence[Search],
+    *,
+    replay_config: ReplayConfig,
+    horizon_days: float = 180.0,
+    first_test_quantile: float = 0.5,
+    k: int = 10,
+    train_config: TrainConfig | None = None,
+    final_model: bool = False,
+    model_id: str = "vecrank-search",
+    progress: bool = False,
+) -> SearchReport:
     """Train the search rankers, then evaluate every system on the later requests (module docstring).
 
     Args:
@@ -295,11 +334,14 @@ def run(recommender: Recommender, past: Past, searches: Sequence[Search], *, rep
     requests = search_requests(searches, past, horizon_days=horizon_days)
     tests = [r for r in requests if r.cut_ms >= first_test]
     if not instants or not tests:
-        raise VecrankError(f"no search request after the burn-in ({len(requests)} requests): lower "
-                           "--first-test-quantile")
+        raise VecrankError(
+            f"no search request after the burn-in ({len(requests)} requests): lower " "--first-test-quantile"
+        )
     texts = sorted({r.query for r in requests})
-    vectors = {t: np.asarray(v, dtype=np.float32)
-               for t, v in zip(texts, recommender.embedder.encode(texts, show_progress_bar=False))}
+    vectors = {
+        t: np.asarray(v, dtype=np.float32)
+        for t, v in zip(texts, recommender.embedder.encode(texts, show_progress_bar=False))
+    }
     config = dataclasses.replace(replay_config, spec=dataclasses.replace(replay_config.spec, search=True))
     spec = config.spec
     searcher = _Searcher(recommender, past, spec, vectors)
@@ -310,9 +352,15 @@ def run(recommender: Recommender, past: Past, searches: Sequence[Search], *, rep
         is_test = req.cut_ms >= first_test
         r = searcher.replay(req, test=is_test)
         chosen = dict(req.chosen)
-        table.add(req.request_id, req.user or req.request_id, req.cut_ms, r.item_ids,
-                  [1.0 if i in chosen else 0.0 for i in r.item_ids], r.matrix,
-                  label_ms=[float(chosen.get(i, np.inf)) for i in r.item_ids])
+        table.add(
+            req.request_id,
+            req.user or req.request_id,
+            req.cut_ms,
+            r.item_ids,
+            [1.0 if i in chosen else 0.0 for i in r.item_ids],
+            r.matrix,
+            label_ms=[float(chosen.get(i, np.inf)) for i in r.item_ids],
+        )
         if is_test:
             replayed[req.request_id] = r
     rankers, training = _fit_rankers(table, [*instants, *([None] if final_model else [])], train_config)
@@ -339,26 +387,54 @@ def run(recommender: Recommender, past: Past, searches: Sequence[Search], *, rep
     for name, keep in (("with_history", True), ("without_history", False)):
         ids = {q for q in relevant if personal[q] is keep}
         if ids:
-            sub, sub_per_user = score_systems(systems_, rankings, {q: relevant[q] for q in ids},
-                                              {q: owner[q] for q in ids}, k)
-            slices[name] = {"requests": len(ids), "users": len({owner[q] for q in ids}), "systems": sub,
-                            "comparison": compare(sub, sub_per_user, f"ndcg@{k}", others=SEARCH_BASELINES)}
-    split = {"searches": len(searches), "requests": len(requests), "first_test_ms": first_test,
-             "rankers_ms": instants, "evaluated_requests": len(relevant), "evaluated_users": len(set(owner.values())),
-             "horizon_days": horizon_days, "bm25_fields": searcher.fields, "pool_per_source": queries.SEARCH_POOL}
+            sub, sub_per_user = score_systems(
+                systems_, rankings, {q: relevant[q] for q in ids}, {q: owner[q] for q in ids}, k
+            )
+            slices[name] = {
+                "requests": len(ids),
+                "users": len({owner[q] for q in ids}),
+                "systems": sub,
+                "comparison": compare(sub, sub_per_user, f"ndcg@{k}", others=SEARCH_BASELINES),
+            }
+    split = {
+        "searches": len(searches),
+        "requests": len(requests),
+        "first_test_ms": first_test,
+        "rankers_ms": instants,
+        "evaluated_requests": len(relevant),
+        "evaluated_users": len(set(owner.values())),
+        "horizon_days": horizon_days,
+        "bm25_fields": searcher.fields,
+        "pool_per_source": queries.SEARCH_POOL,
+    }
     model = None
     if final_model and None in rankers:
         booster, chosen, info = rankers[None]
-        model = RankerModel.from_booster(model_id, spec, booster, params=chosen.to_dict(), training={
-            "task": "search", **info, "horizon_days": horizon_days, "config": config.to_dict()})
+        model = RankerModel.from_booster(
+            model_id,
+            spec,
+            booster,
+            params=chosen.to_dict(),
+            training={"task": "search", **info, "horizon_days": horizon_days, "config": config.to_dict()},
+        )
         model.metrics = {"offline_search": systems, "comparison": comparison}
-    return SearchReport(split=split, training={**training, "config": config.to_dict()}, systems=systems,
-                        candidate_recall={"pool": round(float(np.mean(pool_recall)), 4)}, comparison=comparison,
-                        slices=slices, seconds=round(time.monotonic() - started, 1), model=model)
+    return SearchReport(
+        split=split,
+        training={**training, "config": config.to_dict()},
+        systems=systems,
+        candidate_recall={"pool": round(float(np.mean(pool_recall)), 4)},
+        comparison=comparison,
+        slices=slices,
+        seconds=round(time.monotonic() - started, 1),
+        model=model,
+    )
 
 
-def _fit_rankers(table: TrainingTable, instants: Sequence[int | None], train_config: TrainConfig | None,
-                 ) -> tuple[dict[int | None, tuple[Any, TrainConfig, dict[str, Any]]], dict[str, Any]]:
+def _fit_rankers(
+    table: TrainingTable,
+    instants: Sequence[int | None],
+    train_config: TrainConfig | None,
+) -> tuple[dict[int | None, tuple[Any, TrainConfig, dict[str, Any]]], dict[str, Any]]:
     """One search ranker per instant (None: on everything), trained on the requests before it
     (labels known before it), its shape chosen and its boosting stopped on the latest 20% of them.
     Returns instant -> (booster, the chosen config, its training summary)."""
@@ -372,9 +448,14 @@ def _fit_rankers(table: TrainingTable, instants: Sequence[int | None], train_con
         train, valid = subset.split_by_time(0.2)
         booster, info, chosen = select_ranker(train, valid, train_config)
         rankers[instant] = (booster, chosen, {"train": train.summary(), "valid": valid.summary(), **info})
-        summaries.append({"instant_ms": instant, "requests": int(len(subset.groups())),
-                          "valid_ndcg": round(info["best_score"], 5),
-                          "shape": {"max_depth": chosen.max_depth, "min_child_weight": chosen.min_child_weight}})
+        summaries.append(
+            {
+                "instant_ms": instant,
+                "requests": int(len(subset.groups())),
+                "valid_ndcg": round(info["best_score"], 5),
+                "shape": {"max_depth": chosen.max_depth, "min_child_weight": chosen.min_child_weight},
+            }
+        )
     if not any(i is not None for i in rankers):
         raise VecrankError("too few search requests before the first test instant to train a search ranker")
     return rankers, {"rankers": summaries, "features": list(table.feature_names)}
@@ -386,16 +467,21 @@ def _dmatrix(matrix: np.ndarray, names: Sequence[str]) -> Any:
     return xgboost.DMatrix(matrix, missing=np.nan, feature_names=list(names))
 
 
-def score_systems(names: Sequence[str], rankings: Mapping[str, Mapping[str, list[str]]],
-                  relevant: Mapping[str, set[str]], owner: Mapping[str, str], k: int,
-                  ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, dict[str, float]]]]:
+def score_systems(
+    names: Sequence[str],
+    rankings: Mapping[str, Mapping[str, list[str]]],
+    relevant: Mapping[str, set[str]],
+    owner: Mapping[str, str],
+    k: int,
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, dict[str, float]]]]:
     """Each system's metrics with every user counting once (the mean over their requests), the
     per-request means beside them; per-user values for :func:`vecrank.rank.evaluate.compare`."""
     systems: dict[str, dict[str, Any]] = {}
     per_user: dict[str, dict[str, dict[str, float]]] = {}
     for name in names:
-        result = metrics.evaluate({q: rankings[name].get(q, []) for q in relevant}, relevant, k_values=(k, 50),
-                                  per_user=True)
+        result = metrics.evaluate(
+            {q: rankings[name].get(q, []) for q in relevant}, relevant, k_values=(k, 50), per_user=True
+        )
         by_request = result.pop("per_user")
         per_user[name] = {key: _user_means(values, owner) for key, values in by_request.items()}
         out: dict[str, Any] = {"requests": result["users"], "users": len(set(owner.values()))}
@@ -435,12 +521,19 @@ def write_outputs(report: SearchReport, out_dir: str | Path, *, k: int = 10) -> 
         values = [report.systems[n][key] for n in names]
         cis = [report.systems[n][f"{key}_ci95"] for n in names]
         err = np.array([[v - lo for (lo, _), v in zip(cis, values)], [hi - v for (_, hi), v in zip(cis, values)]])
-        ax.bar(range(len(names)), values, yerr=np.clip(err, 0, None), capsize=3,
-               color=["tab:red" if n == "vecrank" else "tab:gray" for n in names])
+        ax.bar(
+            range(len(names)),
+            values,
+            yerr=np.clip(err, 0, None),
+            capsize=3,
+            color=["tab:red" if n == "vecrank" else "tab:gray" for n in names],
+        )
         ax.set_xticks(range(len(names)), names)
         ax.set_title(key.upper().replace("@", "@"))
-    fig.suptitle(f"Search evaluation: {report.split['evaluated_requests']} requests of "
-                 f"{report.split['evaluated_users']} users; whiskers: 95% bootstrap interval over users")
+    fig.suptitle(
+        f"Search evaluation: {report.split['evaluated_requests']} requests of "
+        f"{report.split['evaluated_users']} users; whiskers: 95% bootstrap interval over users"
+    )
     fig.tight_layout()
     fig.savefig(out / "search-evaluation.png", dpi=110)
     plt.close(fig)

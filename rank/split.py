@@ -163,22 +163,37 @@ class Split:
         Returns:
             Each such user with the items they liked in test (for a cold-start report).
         """
-        return {u: items for u, items in self._test_positives(positive).items()
-                if len(self.histories.get(u, ())) < self.min_train}
+        return {
+            u: items
+            for u, items in self._test_positives(positive).items()
+            if len(self.histories.get(u, ())) < self.min_train
+        }
 
     def summary(self) -> dict[str, Any]:
         """Counts for logs and reports (plain JSON)."""
         relevant = self.test_relevant()
         return {
-            "cutoff_ms": self.cutoff_ms, "end_ms": self.end_ms, "train_events": len(self.train),
-            "test_events": len(self.test), "train_users": len(self.histories),
-            "test_users": len({str(e["user_id"]) for e in self.test}), "evaluated_users": len(relevant),
-            "cold_users": len(self.cold_users()), "relevant_items": sum(len(v) for v in relevant.values()),
+            "cutoff_ms": self.cutoff_ms,
+            "end_ms": self.end_ms,
+            "train_events": len(self.train),
+            "test_events": len(self.test),
+            "train_users": len(self.histories),
+            "test_users": len({str(e["user_id"]) for e in self.test}),
+            "evaluated_users": len(relevant),
+            "cold_users": len(self.cold_users()),
+            "relevant_items": sum(len(v) for v in relevant.values()),
         }
 
 
-def time_split(events: Iterable[Event], *, cutoff_ms: int | None = None, end_ms: int | None = None,
-               test_fraction: float = 0.2, min_train: int = 1, positive: PositiveRule | None = None) -> Split:
+def time_split(
+    events: Iterable[Event],
+    *,
+    cutoff_ms: int | None = None,
+    end_ms: int | None = None,
+    test_fraction: float = 0.2,
+    min_train: int = 1,
+    positive: PositiveRule | None = None,
+) -> Split:
     """Split ``events`` at one global time (see the module docstring for the rule).
 
     Args:
@@ -211,7 +226,9 @@ def time_split(events: Iterable[Event], *, cutoff_ms: int | None = None, end_ms:
         raise ValueError(f"end_ms ({end_ms}) is before cutoff_ms ({cutoff_ms})")
     ordered = _by_time(events)
     train = [e for e in ordered if int(e["timestamp"]) < cutoff_ms]
-    test = [e for e in ordered if int(e["timestamp"]) >= cutoff_ms and (end_ms is None or int(e["timestamp"]) <= end_ms)]
+    test = [
+        e for e in ordered if int(e["timestamp"]) >= cutoff_ms and (end_ms is None or int(e["timestamp"]) <= end_ms)
+    ]
     dropped = len(ordered) - len(train) - len(test)
     if dropped:
         log.info("%d events after end_ms=%s left out of the split", dropped, end_ms)
@@ -237,4 +254,3 @@ def validation_split(train: Iterable[Event], fraction: float = 0.1) -> tuple[lis
     cut = _quantile_cutoff([int(e["timestamp"]) for e in events], fraction)
     ordered = _by_time(events)
     return ([e for e in ordered if int(e["timestamp"]) < cut], [e for e in ordered if int(e["timestamp"]) >= cut])
-

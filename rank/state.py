@@ -91,8 +91,11 @@ class StateConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StateConfig:
-        return cls(profile=ProfileConfig.from_dict(data.get("profile", {})), history_k=int(data.get("history_k", 20)),
-                   facets=tuple(data.get("facets", ())))
+        return cls(
+            profile=ProfileConfig.from_dict(data.get("profile", {})),
+            history_k=int(data.get("history_k", 20)),
+            facets=tuple(data.get("facets", ())),
+        )
 
 
 @dataclass(frozen=True)
@@ -139,25 +142,37 @@ class UserState:
     def to_doc(self, *, model: str, config: StateConfig) -> dict[str, Any]:
         """The ``state`` object stored on the user document (read whole, not indexed)."""
         return {
-            "model": model, "config": config_fingerprint(config),
+            "model": model,
+            "config": config_fingerprint(config),
             "profile": self.profile.to_doc(config.profile, model) if self.profile is not None else None,
             "cf": None if self.cf_vector is None else {"version": self.cf_version, "vector": _b64(self.cf_vector)},
             **{name: {"version": self.cf_version, "scores": dict(self.scores(name))} for name in SCORE_MAPS},
-            "liked": [{"item_id": li.item_id, "vector": _b64(li.vector),
-                       "facets": {k: sorted(v) for k, v in li.facets.items()}} for li in self.liked],
+            "liked": [
+                {
+                    "item_id": li.item_id,
+                    "vector": _b64(li.vector),
+                    "facets": {k: sorted(v) for k, v in li.facets.items()},
+                }
+                for li in self.liked
+            ],
         }
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any], history: Sequence[Mapping[str, Any]]) -> UserState:
         cf_doc = doc.get("cf") or None
-        return cls(history=tuple(history),
-                   profile=Profile.from_doc(doc["profile"]) if doc.get("profile") else None,
-                   cf_vector=_unb64(cf_doc["vector"]) if cf_doc else None,
-                   cf_version=(cf_doc or doc.get("cooc") or {}).get("version"),
-                   **{name: _scores(doc, name) for name in SCORE_MAPS},
-                   liked=tuple(LikedItem(li["item_id"], _unb64(li["vector"]),
-                                         {k: frozenset(v) for k, v in (li.get("facets") or {}).items()})
-                               for li in doc.get("liked") or ()))
+        return cls(
+            history=tuple(history),
+            profile=Profile.from_doc(doc["profile"]) if doc.get("profile") else None,
+            cf_vector=_unb64(cf_doc["vector"]) if cf_doc else None,
+            cf_version=(cf_doc or doc.get("cooc") or {}).get("version"),
+            **{name: _scores(doc, name) for name in SCORE_MAPS},
+            liked=tuple(
+                LikedItem(
+                    li["item_id"], _unb64(li["vector"]), {k: frozenset(v) for k, v in (li.get("facets") or {}).items()}
+                )
+                for li in doc.get("liked") or ()
+            ),
+        )
 
 
 def _scores(doc: Mapping[str, Any], name: str) -> dict[str, float]:
@@ -171,8 +186,9 @@ def config_fingerprint(config: StateConfig) -> str:
     return hashlib.sha1(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
 
 
-def stored_state(doc: Mapping[str, Any] | None, *, model: str, config: StateConfig,
-                 cf_version: str | None) -> UserState | None:
+def stored_state(
+    doc: Mapping[str, Any] | None, *, model: str, config: StateConfig, cf_version: str | None
+) -> UserState | None:
     """The user's stored state if it was made with this text model, rule and factor version."""
     state = (doc or {}).get("state")
     if not state or state.get("model") != model or state.get("config") != config_fingerprint(config):
@@ -182,8 +198,9 @@ def stored_state(doc: Mapping[str, Any] | None, *, model: str, config: StateConf
     return UserState.from_doc(state, (doc or {}).get("history") or ())
 
 
-def compute_state(history: Sequence[Mapping[str, Any]], items: ItemData, *, config: StateConfig,
-                  cf_meta: CFMeta | None) -> UserState:
+def compute_state(
+    history: Sequence[Mapping[str, Any]], items: ItemData, *, config: StateConfig, cf_meta: CFMeta | None
+) -> UserState:
     """The user state of ``history`` (any order; interactions and impressions alike).
 
     Args:
@@ -209,23 +226,35 @@ def compute_state(history: Sequence[Mapping[str, Any]], items: ItemData, *, conf
         factors = items.cf_vectors(sorted(counts))
         known = [i for i in sorted(counts) if i in factors]
         if known:
-            cf_vector = cf.fold_in(cf_meta.gram, np.stack([factors[i] for i in known]),
-                                   np.array([counts[i] for i in known], dtype=np.float64),
-                                   regularization=cf_meta.config.regularization, alpha=cf_meta.config.alpha)
+            cf_vector = cf.fold_in(
+                cf_meta.gram,
+                np.stack([factors[i] for i in known]),
+                np.array([counts[i] for i in known], dtype=np.float64),
+                regularization=cf_meta.config.regularization,
+                alpha=cf_meta.config.alpha,
+            )
         seen = {str(e["item_id"]) for e in events}
         recent = likes[: cf_meta.config.recent_likes]
         cooc = cf.neighbour_scores(items.neighbours(recent), recent, exclude=seen, limit=cf_meta.config.scores_kept)
         latest = cf.recent_items(events, cf_meta.config.recent_interactions)
-        seq = cf.neighbour_scores(items.sequence(latest), latest, exclude=seen, decay=True,
-                                  limit=cf_meta.config.scores_kept)
+        seq = cf.neighbour_scores(
+            items.sequence(latest), latest, exclude=seen, decay=True, limit=cf_meta.config.scores_kept
+        )
         for_ease = newest[: cf_meta.config.ease_likes]
         ease = cf.neighbour_scores(items.ease(for_ease), for_ease, exclude=seen, limit=cf_meta.config.scores_kept)
     with_vectors = [i for i in likes if i in text][: config.history_k]
     facets = items.facets(with_vectors, config.facets) if config.facets else {}
     liked = tuple(LikedItem(i, text[i], facets.get(i, {})) for i in with_vectors)
-    return UserState(history=tuple(history), profile=profile, cf_vector=cf_vector,
-                     cf_version=cf_meta.version if cf_meta is not None else None, cooc=cooc, seq=seq, ease=ease,
-                     liked=liked)
+    return UserState(
+        history=tuple(history),
+        profile=profile,
+        cf_vector=cf_vector,
+        cf_version=cf_meta.version if cf_meta is not None else None,
+        cooc=cooc,
+        seq=seq,
+        ease=ease,
+        liked=liked,
+    )
 
 
 def _b64(vector: np.ndarray) -> str:

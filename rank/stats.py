@@ -52,9 +52,23 @@ from typing import Any
 import numpy as np
 from scipy.special import bdtr, chdtrc, ndtr, ndtri, stdtr, stdtrit
 
-__all__ = ["BOOTSTRAP_MIN_USERS", "MIN_USERS", "BootstrapResult", "ProportionResult", "SrmResult", "bootstrap_test",
-           "click_ndcg", "clustered_rate_test", "clustered_ratio_variance", "proportion_test", "ratio_variance",
-           "sign_test", "srm_test", "t_quantile", "welch_df"]
+__all__ = [
+    "BOOTSTRAP_MIN_USERS",
+    "MIN_USERS",
+    "BootstrapResult",
+    "ProportionResult",
+    "SrmResult",
+    "bootstrap_test",
+    "click_ndcg",
+    "clustered_rate_test",
+    "clustered_ratio_variance",
+    "proportion_test",
+    "ratio_variance",
+    "sign_test",
+    "srm_test",
+    "t_quantile",
+    "welch_df",
+]
 
 SRM_THRESHOLD = 0.001
 #: Fewest users per group (per arm; for interleaving, users with a decided request) before a
@@ -138,8 +152,9 @@ class ProportionResult:
         return {**asdict(self), "significant": self.significant}
 
 
-def proportion_test(x_control: int, n_control: int, x_treatment: int, n_treatment: int, *,
-                    alpha: float = 0.05, min_n: int = 1) -> ProportionResult:
+def proportion_test(
+    x_control: int, n_control: int, x_treatment: int, n_treatment: int, *, alpha: float = 0.05, min_n: int = 1
+) -> ProportionResult:
     """Compare two rates ``x / n`` whose trials are independent.
 
     Args:
@@ -171,8 +186,20 @@ def proportion_test(x_control: int, n_control: int, x_treatment: int, n_treatmen
     diff = p2 - p1
     lift = p2 / p1 - 1 if p1 > 0 else None
     if min(n_control, n_treatment) < max(1, min_n):
-        return ProportionResult(p1, p2, n_control, n_treatment, diff, None, lift, None, None, None, alpha=alpha,
-                                note=_too_few(n_control, n_treatment, min_n))
+        return ProportionResult(
+            p1,
+            p2,
+            n_control,
+            n_treatment,
+            diff,
+            None,
+            lift,
+            None,
+            None,
+            None,
+            alpha=alpha,
+            note=_too_few(n_control, n_treatment, min_n),
+        )
     z_crit = _z(alpha)
     se = math.sqrt(p1 * (1 - p1) / n_control + p2 * (1 - p2) / n_treatment)
     ci = (diff - z_crit * se, diff + z_crit * se)
@@ -191,7 +218,9 @@ def proportion_test(x_control: int, n_control: int, x_treatment: int, n_treatmen
     return ProportionResult(p1, p2, n_control, n_treatment, diff, ci, lift, lift_ci, _finite(z), p, alpha=alpha)
 
 
-def ratio_variance(numerators: Sequence[float] | np.ndarray, denominators: Sequence[float] | np.ndarray) -> tuple[float, float]:
+def ratio_variance(
+    numerators: Sequence[float] | np.ndarray, denominators: Sequence[float] | np.ndarray
+) -> tuple[float, float]:
     """``(r, var(r))`` for the ratio of sums ``r = sum(y) / sum(d)`` over independent units (users),
     by the delta method: ``var = n / (n - 1) * sum((y - r d)^2) / sum(d)^2``.
 
@@ -209,8 +238,9 @@ def ratio_variance(numerators: Sequence[float] | np.ndarray, denominators: Seque
     return r, float(n / (n - 1) * np.sum((y - r * d) ** 2) / total**2)
 
 
-def clustered_ratio_variance(numerators: Sequence[float] | np.ndarray,
-                             denominators: Sequence[float] | np.ndarray) -> tuple[float, float, float]:
+def clustered_ratio_variance(
+    numerators: Sequence[float] | np.ndarray, denominators: Sequence[float] | np.ndarray
+) -> tuple[float, float, float]:
     """``(r, var(r), n_eff)`` for the ratio of sums ``r = sum(y) / sum(d)`` over independent units,
     with the CR2 small-sample correction (Bell and McCaffrey, 2002) that the report's tests use.
 
@@ -240,9 +270,15 @@ def clustered_ratio_variance(numerators: Sequence[float] | np.ndarray,
     return r, float(np.sum((y - r * d) ** 2 / (1 - h)) / total**2), n_eff
 
 
-def clustered_rate_test(x_control: Sequence[float], n_control: Sequence[float], x_treatment: Sequence[float],
-                        n_treatment: Sequence[float], *, alpha: float = 0.05,
-                        min_users: int = MIN_USERS) -> ProportionResult:
+def clustered_rate_test(
+    x_control: Sequence[float],
+    n_control: Sequence[float],
+    x_treatment: Sequence[float],
+    n_treatment: Sequence[float],
+    *,
+    alpha: float = 0.05,
+    min_users: int = MIN_USERS,
+) -> ProportionResult:
     """Compare two rates ``sum(x) / sum(n)`` whose units (users) each hold several trials.
 
     Args:
@@ -265,22 +301,39 @@ def clustered_rate_test(x_control: Sequence[float], n_control: Sequence[float], 
         (0.2, 22.0, True)
     """
     method = "delta method over users (CR2), Welch t"
-    (p1, v1, e1), (p2, v2, e2) = (clustered_ratio_variance(x_control, n_control),
-                                  clustered_ratio_variance(x_treatment, n_treatment))
+    (p1, v1, e1), (p2, v2, e2) = (
+        clustered_ratio_variance(x_control, n_control),
+        clustered_ratio_variance(x_treatment, n_treatment),
+    )
     n1, n2 = len(x_control), len(x_treatment)
     p1, p2 = _finite(p1), _finite(p2)
     diff = p2 - p1 if p1 is not None and p2 is not None else None
     lift = p2 / p1 - 1 if diff is not None and p1 > 0 else None
     if min(n1, n2) < min_users:
-        return ProportionResult(p1, p2, n1, n2, diff, None, lift, None, None, None, method, alpha=alpha,
-                                note=_too_few(n1, n2, min_users))
+        return ProportionResult(
+            p1, p2, n1, n2, diff, None, lift, None, None, None, method, alpha=alpha, note=_too_few(n1, n2, min_users)
+        )
     if not (math.isfinite(v1) and math.isfinite(v2)):  # a group without exposures, or one user holding them all
-        return ProportionResult(p1, p2, n1, n2, diff, None, lift, None, None, None, method, alpha=alpha,
-                                note="no variance over users to test with")
+        return ProportionResult(
+            p1,
+            p2,
+            n1,
+            n2,
+            diff,
+            None,
+            lift,
+            None,
+            None,
+            None,
+            method,
+            alpha=alpha,
+            note="no variance over users to test with",
+        )
     se = math.sqrt(v1 + v2)
     if se == 0:  # every user of both groups at their group's rate exactly
-        return ProportionResult(p1, p2, n1, n2, diff, (diff, diff), lift, None, None, 1.0 if diff == 0 else 0.0,
-                                method, alpha=alpha)
+        return ProportionResult(
+            p1, p2, n1, n2, diff, (diff, diff), lift, None, None, 1.0 if diff == 0 else 0.0, method, alpha=alpha
+        )
     df = welch_df(v1, e1, v2, e2)
     t_crit = t_quantile(alpha, df)
     stat = diff / se
@@ -289,8 +342,21 @@ def clustered_rate_test(x_control: Sequence[float], n_control: Sequence[float], 
         se_log = math.sqrt(v1 / p1**2 + v2 / p2**2)
         log_ratio = math.log(p2 / p1)
         lift_ci = (math.exp(log_ratio - t_crit * se_log) - 1, math.exp(log_ratio + t_crit * se_log) - 1)
-    return ProportionResult(p1, p2, n1, n2, diff, (diff - t_crit * se, diff + t_crit * se), lift, lift_ci,
-                            stat, _p_t(stat, df), method, df=df, alpha=alpha)
+    return ProportionResult(
+        p1,
+        p2,
+        n1,
+        n2,
+        diff,
+        (diff - t_crit * se, diff + t_crit * se),
+        lift,
+        lift_ci,
+        stat,
+        _p_t(stat, df),
+        method,
+        df=df,
+        alpha=alpha,
+    )
 
 
 @dataclass(frozen=True)
@@ -341,8 +407,20 @@ def _welch(a: np.ndarray, b: np.ndarray, n_boot: int, alpha: float) -> Bootstrap
     method = f"Welch t over users (fewer than {BOOTSTRAP_MIN_USERS} users per group for the bootstrap)"
     se = math.sqrt(va + vb)
     if se == 0:  # every user of both groups at their group's mean exactly
-        return BootstrapResult(mean_a, mean_b, len(a), len(b), diff, (diff, diff), lift, None,
-                               1.0 if diff == 0 else 0.0, n_boot, method, alpha=alpha)
+        return BootstrapResult(
+            mean_a,
+            mean_b,
+            len(a),
+            len(b),
+            diff,
+            (diff, diff),
+            lift,
+            None,
+            1.0 if diff == 0 else 0.0,
+            n_boot,
+            method,
+            alpha=alpha,
+        )
     df = welch_df(va, len(a), vb, len(b))
     t_crit = t_quantile(alpha, df)
     lift_ci = None
@@ -350,13 +428,33 @@ def _welch(a: np.ndarray, b: np.ndarray, n_boot: int, alpha: float) -> Bootstrap
         se_log = math.sqrt(va / mean_a**2 + vb / mean_b**2)
         log_ratio = math.log(mean_b / mean_a)
         lift_ci = (math.exp(log_ratio - t_crit * se_log) - 1, math.exp(log_ratio + t_crit * se_log) - 1)
-    return BootstrapResult(mean_a, mean_b, len(a), len(b), diff, (diff - t_crit * se, diff + t_crit * se), lift,
-                           lift_ci, _p_t(diff / se, df), n_boot, method, df=df, alpha=alpha)
+    return BootstrapResult(
+        mean_a,
+        mean_b,
+        len(a),
+        len(b),
+        diff,
+        (diff - t_crit * se, diff + t_crit * se),
+        lift,
+        lift_ci,
+        _p_t(diff / se, df),
+        n_boot,
+        method,
+        df=df,
+        alpha=alpha,
+    )
 
 
-def bootstrap_test(control: Sequence[float] | np.ndarray, treatment: Sequence[float] | np.ndarray, *,
-                   n_boot: int = 2000, seed: int = 0, alpha: float = 0.05, min_users: int = MIN_USERS,
-                   bootstrap_min_users: int = BOOTSTRAP_MIN_USERS) -> BootstrapResult:
+def bootstrap_test(
+    control: Sequence[float] | np.ndarray,
+    treatment: Sequence[float] | np.ndarray,
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    min_users: int = MIN_USERS,
+    bootstrap_min_users: int = BOOTSTRAP_MIN_USERS,
+) -> BootstrapResult:
     """Compare the means of two groups of per-user values.
 
     Args:
@@ -385,13 +483,36 @@ def bootstrap_test(control: Sequence[float] | np.ndarray, treatment: Sequence[fl
     if n_boot < 100:
         raise ValueError(f"n_boot must be at least 100, not {n_boot}")
     if len(a) == 0 or len(b) == 0:
-        return BootstrapResult(float(a.mean()) if len(a) else None, float(b.mean()) if len(b) else None,
-                               len(a), len(b), None, None, None, None, None, n_boot, alpha=alpha)
+        return BootstrapResult(
+            float(a.mean()) if len(a) else None,
+            float(b.mean()) if len(b) else None,
+            len(a),
+            len(b),
+            None,
+            None,
+            None,
+            None,
+            None,
+            n_boot,
+            alpha=alpha,
+        )
     mean_a, mean_b = float(a.mean()), float(b.mean())
     lift = mean_b / mean_a - 1 if mean_a > 0 else None
     if min(len(a), len(b)) < max(2, min_users):
-        return BootstrapResult(mean_a, mean_b, len(a), len(b), mean_b - mean_a, None, lift, None, None, n_boot,
-                               alpha=alpha, note=_too_few(len(a), len(b), max(2, min_users)))
+        return BootstrapResult(
+            mean_a,
+            mean_b,
+            len(a),
+            len(b),
+            mean_b - mean_a,
+            None,
+            lift,
+            None,
+            None,
+            n_boot,
+            alpha=alpha,
+            note=_too_few(len(a), len(b), max(2, min_users)),
+        )
     if min(len(a), len(b)) < bootstrap_min_users:
         return _welch(a, b, n_boot, alpha)
     rng = np.random.default_rng(seed)
@@ -408,9 +529,19 @@ def bootstrap_test(control: Sequence[float] | np.ndarray, treatment: Sequence[fl
         if ok.mean() > 1 - alpha / 2:  # the ratio is defined in (nearly) every resample
             ratio = mb[ok] / ma[ok] - 1
             lift_ci = (float(np.percentile(ratio, lo)), float(np.percentile(ratio, hi)))
-    return BootstrapResult(mean_a, mean_b, len(a), len(b), mean_b - mean_a,
-                           (float(np.percentile(d, lo)), float(np.percentile(d, hi))), lift, lift_ci, p, n_boot,
-                           alpha=alpha)
+    return BootstrapResult(
+        mean_a,
+        mean_b,
+        len(a),
+        len(b),
+        mean_b - mean_a,
+        (float(np.percentile(d, lo)), float(np.percentile(d, hi))),
+        lift,
+        lift_ci,
+        p,
+        n_boot,
+        alpha=alpha,
+    )
 
 
 @dataclass(frozen=True)
@@ -436,8 +567,9 @@ class SrmResult:
         return f"{verdict}: chi2 {self.chi2:.2f}, df {self.df}, p {self.p_value:.3g}; {shares}"
 
 
-def srm_test(observed: Mapping[str, int], weights: Mapping[str, float], *,
-             threshold: float = SRM_THRESHOLD) -> SrmResult:
+def srm_test(
+    observed: Mapping[str, int], weights: Mapping[str, float], *, threshold: float = SRM_THRESHOLD
+) -> SrmResult:
     """Chi-square goodness of fit of ``observed`` counts to the shares ``weights``.
 
     Args:

@@ -21,8 +21,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def fetch_items(client: Elasticsearch, index: str, ids: Iterable[str],
-                source: Sequence[str] = ()) -> dict[str, tuple[np.ndarray | None, dict[str, Any]]]:
+def fetch_items(
+    client: Elasticsearch, index: str, ids: Iterable[str], source: Sequence[str] = ()
+) -> dict[str, tuple[np.ndarray | None, dict[str, Any]]]:
     """Stored embeddings (and the ``source`` fields) of ``ids``; missing ids are absent.
 
     Vectors are left out of ``_source`` by Elasticsearch 9, so they are asked for as ``fields``.
@@ -30,8 +31,13 @@ def fetch_items(client: Elasticsearch, index: str, ids: Iterable[str],
     wanted = sorted({str(i) for i in ids})
     if not wanted:
         return {}
-    resp = client.search(index=index, query={"ids": {"values": wanted}}, size=len(wanted),
-                         source=list(source) if source else False, fields=["embedding"])
+    resp = client.search(
+        index=index,
+        query={"ids": {"values": wanted}},
+        size=len(wanted),
+        source=list(source) if source else False,
+        fields=["embedding"],
+    )
     out = {}
     for h in resp["hits"]["hits"]:
         emb = h.get("fields", {}).get("embedding")
@@ -61,8 +67,15 @@ class FetchedItems:
         self.found = found
 
     @classmethod
-    def fetch(cls, client: Elasticsearch, index: str, ids: Iterable[str], facets: Sequence[str] = (), *,
-              lists_index: str | None = None) -> FetchedItems:
+    def fetch(
+        cls,
+        client: Elasticsearch,
+        index: str,
+        ids: Iterable[str],
+        facets: Sequence[str] = (),
+        *,
+        lists_index: str | None = None,
+    ) -> FetchedItems:
         """The items' vectors and facets from ``index``, and their neighbour lists from
         ``lists_index`` (:attr:`CFMeta.lists_index`; None: from the items, where a fit of an
         earlier vecrank wrote them)."""
@@ -70,14 +83,23 @@ class FetchedItems:
         found: dict[str, dict[str, Any]] = {}
         on_items = list(LIST_FIELDS) if lists_index is None else []
         for start in range(0, len(wanted), 1000):
-            chunk = wanted[start:start + 1000]
-            resp = client.search(index=index, query={"ids": {"values": chunk}}, size=len(chunk),
-                                 source=[*on_items, *facets], fields=["embedding", "cf_vector"])
+            chunk = wanted[start : start + 1000]
+            resp = client.search(
+                index=index,
+                query={"ids": {"values": chunk}},
+                size=len(chunk),
+                source=[*on_items, *facets],
+                fields=["embedding", "cf_vector"],
+            )
             for h in resp["hits"]["hits"]:
                 f = h.get("fields") or {}
                 source = h.get("_source") or {}
-                found[h["_id"]] = {"embedding": _array(f.get("embedding")), "cf_vector": _array(f.get("cf_vector")),
-                                   "source": source, "lists": source}
+                found[h["_id"]] = {
+                    "embedding": _array(f.get("embedding")),
+                    "cf_vector": _array(f.get("cf_vector")),
+                    "source": source,
+                    "lists": source,
+                }
             if lists_index is not None:
                 docs = client.mget(index=lists_index, ids=chunk)["docs"]
                 for d in docs:
@@ -86,10 +108,14 @@ class FetchedItems:
         return cls(found)
 
     def text_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
-        return {i: self.found[i]["embedding"] for i in ids if i in self.found and self.found[i]["embedding"] is not None}
+        return {
+            i: self.found[i]["embedding"] for i in ids if i in self.found and self.found[i]["embedding"] is not None
+        }
 
     def cf_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
-        return {i: self.found[i]["cf_vector"] for i in ids if i in self.found and self.found[i]["cf_vector"] is not None}
+        return {
+            i: self.found[i]["cf_vector"] for i in ids if i in self.found and self.found[i]["cf_vector"] is not None
+        }
 
     def neighbours(self, ids: Sequence[str]) -> dict[str, tuple[tuple[str, float], ...]]:
         return self._lists("cf_neighbours", ids)
@@ -122,8 +148,12 @@ def live_cf_meta(client: Elasticsearch, settings: Settings) -> CFMeta | None:
         return None
     from vecrank.ingest.cf import CFConfig
 
-    return CFMeta(version=str(block["version"]), gram=gram_of(block), config=CFConfig.from_dict(block["config"]),
-                  lists_index=block.get("lists_index"))
+    return CFMeta(
+        version=str(block["version"]),
+        gram=gram_of(block),
+        config=CFConfig.from_dict(block["config"]),
+        lists_index=block.get("lists_index"),
+    )
 
 
 def serving_state_config(client: Elasticsearch, settings: Settings) -> StateConfig:
@@ -139,8 +169,9 @@ def serving_state_config(client: Elasticsearch, settings: Settings) -> StateConf
     return StateConfig.from_dict(config) if config else StateConfig()
 
 
-def refresh_profiles(client: Elasticsearch, settings: Settings, user_ids: Iterable[str], *,
-                     config: StateConfig | None = None) -> int:
+def refresh_profiles(
+    client: Elasticsearch, settings: Settings, user_ids: Iterable[str], *, config: StateConfig | None = None
+) -> int:
     """Recompute and store the states of ``user_ids`` from their histories. Returns how many.
 
     Called after new events are merged into users' histories (and for every user after a
@@ -164,16 +195,27 @@ def refresh_profiles(client: Elasticsearch, settings: Settings, user_ids: Iterab
     ids = sorted({str(u) for u in user_ids})
     written = 0
     for start in range(0, len(ids), 500):
-        chunk = ids[start:start + 500]
+        chunk = ids[start : start + 500]
         docs = client.mget(index=users_index, ids=chunk, source_includes=["history"])["docs"]
         histories = {d["_id"]: d["_source"].get("history", []) for d in docs if d.get("found")}
-        items = FetchedItems.fetch(client, live, {e["item_id"] for h in histories.values() for e in h}, config.facets,
-                                   lists_index=cf_meta.lists_index if cf_meta else None)
+        items = FetchedItems.fetch(
+            client,
+            live,
+            {e["item_id"] for h in histories.values() for e in h},
+            config.facets,
+            lists_index=cf_meta.lists_index if cf_meta else None,
+        )
         actions = []
         for user_id, history in histories.items():
             state = compute_state(history, items, config=config, cf_meta=cf_meta)
-            actions.append({"_op_type": "update", "_index": users_index, "_id": user_id,
-                            "doc": {"state": state.to_doc(model=model, config=config)}})
+            actions.append(
+                {
+                    "_op_type": "update",
+                    "_index": users_index,
+                    "_id": user_id,
+                    "doc": {"state": state.to_doc(model=model, config=config)},
+                }
+            )
         ok, errors = helpers.bulk(client, actions, raise_on_error=False, max_retries=3)
         written += ok
         for error in errors[:5]:
@@ -193,8 +235,15 @@ def refresh_all_users(client: Elasticsearch, settings: Settings, *, config: Stat
     return refresh_profiles(client, settings, ids, config=config)
 
 
-def user_state(client: Elasticsearch, settings: Settings, doc: dict[str, Any] | None, *, model: str,
-               config: StateConfig, cf_meta: CFMeta | None) -> UserState:
+def user_state(
+    client: Elasticsearch,
+    settings: Settings,
+    doc: dict[str, Any] | None,
+    *,
+    model: str,
+    config: StateConfig,
+    cf_meta: CFMeta | None,
+) -> UserState:
     """The request's user state: the stored one when it is current, else computed now from the
     history (one more read: the history's items)."""
     stored = stored_state(doc, model=model, config=config, cf_version=cf_meta.version if cf_meta else None)
@@ -203,8 +252,13 @@ def user_state(client: Elasticsearch, settings: Settings, doc: dict[str, Any] | 
     history = (doc or {}).get("history") or []
     if not history:
         return UserState()
-    items = FetchedItems.fetch(client, settings.index("items"), {e["item_id"] for e in history}, config.facets,
-                               lists_index=cf_meta.lists_index if cf_meta else None)
+    items = FetchedItems.fetch(
+        client,
+        settings.index("items"),
+        {e["item_id"] for e in history},
+        config.facets,
+        lists_index=cf_meta.lists_index if cf_meta else None,
+    )
     return compute_state(history, items, config=config, cf_meta=cf_meta)
 
 

@@ -71,8 +71,16 @@ class TrainingTable:
     label_ms: list[float] = field(default_factory=list)  # when the label became known (inf: never)
     blocks: list[np.ndarray] = field(default_factory=list, repr=False)
 
-    def add(self, request_id: str, user_id: str, cut_ms: int, items: Sequence[str], labels: Sequence[float],
-            matrix: np.ndarray, label_ms: Sequence[float] | None = None) -> None:
+    def add(
+        self,
+        request_id: str,
+        user_id: str,
+        cut_ms: int,
+        items: Sequence[str],
+        labels: Sequence[float],
+        matrix: np.ndarray,
+        label_ms: Sequence[float] | None = None,
+    ) -> None:
         n = len(items)
         self.request_id += [request_id] * n
         self.user_id += [user_id] * n
@@ -108,8 +116,15 @@ class TrainingTable:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        columns = {"request_id": self.request_id, "user_id": self.user_id, "cut_ms": self.cut_ms,
-                   "item_id": self.item_id, "label": self.label, "rank": self.rank, "label_ms": self.label_ms}
+        columns = {
+            "request_id": self.request_id,
+            "user_id": self.user_id,
+            "cut_ms": self.cut_ms,
+            "item_id": self.item_id,
+            "label": self.label,
+            "rank": self.rank,
+            "label_ms": self.label_ms,
+        }
         matrix = self.features
         for j, name in enumerate(self.feature_names):
             columns[f"f:{name}"] = matrix[:, j]
@@ -121,11 +136,21 @@ class TrainingTable:
 
         table = pq.read_table(path).to_pydict()
         names = [c[2:] for c in table if c.startswith("f:")]
-        out = cls(feature_names=names, request_id=table["request_id"], user_id=table["user_id"],
-                  cut_ms=table["cut_ms"], item_id=table["item_id"], label=table["label"], rank=table["rank"],
-                  label_ms=table.get("label_ms") or [float(c) for c in table["cut_ms"]])
-        out.blocks = [np.column_stack([np.asarray(table[f"f:{n}"], dtype=np.float32) for n in names])
-                      if names else np.zeros((len(out.item_id), 0), dtype=np.float32)]
+        out = cls(
+            feature_names=names,
+            request_id=table["request_id"],
+            user_id=table["user_id"],
+            cut_ms=table["cut_ms"],
+            item_id=table["item_id"],
+            label=table["label"],
+            rank=table["rank"],
+            label_ms=table.get("label_ms") or [float(c) for c in table["cut_ms"]],
+        )
+        out.blocks = [
+            np.column_stack([np.asarray(table[f"f:{n}"], dtype=np.float32) for n in names])
+            if names
+            else np.zeros((len(out.item_id), 0), dtype=np.float32)
+        ]
         return out
 
     def requests(self) -> list[tuple[str, int, int, int]]:
@@ -146,25 +171,43 @@ class TrainingTable:
         for rid, cut, start, end in self.requests():
             if cut >= instant_ms or (keep is not None and rid not in keep):
                 continue
-            labels = [1.0 if (lab > 0 and t < instant_ms) else 0.0
-                      for lab, t in zip(self.label[start:end], self.label_ms[start:end])]
+            labels = [
+                1.0 if (lab > 0 and t < instant_ms) else 0.0
+                for lab, t in zip(self.label[start:end], self.label_ms[start:end])
+            ]
             if any(labels):
-                out.add(rid, self.user_id[start], cut, self.item_id[start:end], labels, matrix[start:end],
-                        self.label_ms[start:end])
+                out.add(
+                    rid,
+                    self.user_id[start],
+                    cut,
+                    self.item_id[start:end],
+                    labels,
+                    matrix[start:end],
+                    self.label_ms[start:end],
+                )
         return out
 
     def split_by_time(self, later_fraction: float) -> tuple[TrainingTable, TrainingTable]:
         """(earlier, later) by request time: the later requests are the early-stopping slice."""
         order = sorted({(c, r) for c, r in zip(self.cut_ms, self.request_id)})
-        later = {r for _, r in order[len(order) - int(round(len(order) * later_fraction)):]} if later_fraction else set()
+        later = (
+            {r for _, r in order[len(order) - int(round(len(order) * later_fraction)) :]} if later_fraction else set()
+        )
         parts = (TrainingTable(self.feature_names), TrainingTable(self.feature_names))
         matrix = self.features
         start = 0
         for size in self.groups():
             end = start + int(size)
             rid = self.request_id[start]
-            parts[rid in later].add(rid, self.user_id[start], self.cut_ms[start], self.item_id[start:end],
-                                    self.label[start:end], matrix[start:end], self.label_ms[start:end])
+            parts[rid in later].add(
+                rid,
+                self.user_id[start],
+                self.cut_ms[start],
+                self.item_id[start:end],
+                self.label[start:end],
+                matrix[start:end],
+                self.label_ms[start:end],
+            )
             start = end
         return parts
 
@@ -177,10 +220,16 @@ class TrainingTable:
 
     def summary(self) -> dict[str, Any]:
         labels = np.asarray(self.label)
-        return {"rows": len(self), "requests": int(len(self.groups())), "users": len(set(self.user_id)),
-                "cuts": len(set(self.cut_ms)), "first_cut_ms": min(self.cut_ms, default=None),
-                "last_cut_ms": max(self.cut_ms, default=None), "positive_rows": int((labels > 0).sum()),
-                "label_counts": {str(g): int((labels == g).sum()) for g in sorted(set(labels.tolist()))}}
+        return {
+            "rows": len(self),
+            "requests": int(len(self.groups())),
+            "users": len(set(self.user_id)),
+            "cuts": len(set(self.cut_ms)),
+            "first_cut_ms": min(self.cut_ms, default=None),
+            "last_cut_ms": max(self.cut_ms, default=None),
+            "positive_rows": int((labels > 0).sum()),
+            "label_counts": {str(g): int((labels == g).sum()) for g in sorted(set(labels.tolist()))},
+        }
 
 
 @dataclass(frozen=True)
@@ -204,8 +253,15 @@ def user_cuts(times: Sequence[int], fractions: Sequence[float]) -> list[int]:
     return sorted(set(cuts))
 
 
-def replay(past: Past, requests: Iterable[ReplayRequest], *, spec: feats.FeatureSpec, pool: PoolConfig,
-           table: TrainingTable | None = None, progress: bool = False) -> TrainingTable:
+def replay(
+    past: Past,
+    requests: Iterable[ReplayRequest],
+    *,
+    spec: feats.FeatureSpec,
+    pool: PoolConfig,
+    table: TrainingTable | None = None,
+    progress: bool = False,
+) -> TrainingTable:
     """Training rows for replayed requests (see the module docstring): each candidate of each
     request's pool with its features and the time of the user's first like of it in the label
     window (``label_ms``; infinite when none), so that a ranker trained at an earlier instant can
@@ -225,9 +281,15 @@ def replay(past: Past, requests: Iterable[ReplayRequest], *, spec: feats.Feature
             continue
         matrix = feats.compute(spec, replayed.candidates, replayed.context)
         items = replayed.item_ids
-        table.add(f"{req.user}@{req.cut_ms}", req.user, req.cut_ms, items,
-                  [1.0 if i in future else 0.0 for i in items], matrix,
-                  label_ms=[float(future.get(i, np.inf)) for i in items])
+        table.add(
+            f"{req.user}@{req.cut_ms}",
+            req.user,
+            req.cut_ms,
+            items,
+            [1.0 if i in future else 0.0 for i in items],
+            matrix,
+            label_ms=[float(future.get(i, np.inf)) for i in items],
+        )
         done += 1
         if progress and done % 500 == 0:
             log.info("replayed %d requests (%.1fs)", done, time.monotonic() - started)
@@ -260,13 +322,22 @@ class TrainConfig:
             raise ValueError(f"objective must be rank:ndcg, rank:pairwise or rank:map, not {self.objective!r}")
 
     def params(self) -> dict[str, Any]:
-        return {"objective": self.objective, "eta": self.learning_rate, "max_depth": self.max_depth,
-                "min_child_weight": self.min_child_weight, "subsample": self.subsample,
-                "colsample_bytree": self.colsample_bytree, "lambda": self.reg_lambda,
-                "eval_metric": [f"ndcg@{self.eval_at}"], "seed": self.seed, "nthread": self.nthread,
-                "lambdarank_pair_method": self.lambdarank_pair_method,
-                "lambdarank_num_pair_per_sample": self.lambdarank_num_pair_per_sample, "tree_method": "hist",
-                "num_parallel_tree": self.num_parallel_tree}
+        return {
+            "objective": self.objective,
+            "eta": self.learning_rate,
+            "max_depth": self.max_depth,
+            "min_child_weight": self.min_child_weight,
+            "subsample": self.subsample,
+            "colsample_bytree": self.colsample_bytree,
+            "lambda": self.reg_lambda,
+            "eval_metric": [f"ndcg@{self.eval_at}"],
+            "seed": self.seed,
+            "nthread": self.nthread,
+            "lambdarank_pair_method": self.lambdarank_pair_method,
+            "lambdarank_num_pair_per_sample": self.lambdarank_num_pair_per_sample,
+            "tree_method": "hist",
+            "num_parallel_tree": self.num_parallel_tree,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -274,13 +345,19 @@ class TrainConfig:
 
 # Tree shapes select_ranker tries, from shallow and heavily regularized to deep: a documented grid,
 # the choice is the validation slice's.
-SHAPES: tuple[dict[str, Any], ...] = ({"max_depth": 2, "min_child_weight": 30.0},
-                                      {"max_depth": 3, "min_child_weight": 20.0},
-                                      {"max_depth": 4, "min_child_weight": 10.0})
+SHAPES: tuple[dict[str, Any], ...] = (
+    {"max_depth": 2, "min_child_weight": 30.0},
+    {"max_depth": 3, "min_child_weight": 20.0},
+    {"max_depth": 4, "min_child_weight": 10.0},
+)
 
 
-def select_ranker(train: TrainingTable, valid: TrainingTable | None, config: TrainConfig | None = None,
-                  shapes: Sequence[Mapping[str, Any]] = SHAPES):
+def select_ranker(
+    train: TrainingTable,
+    valid: TrainingTable | None,
+    config: TrainConfig | None = None,
+    shapes: Sequence[Mapping[str, Any]] = SHAPES,
+):
     """Train one model per tree shape and keep the best on the validation slice (a later time
     slice than ``train``, never the test data). Without a validation slice, ``config`` as given.
 
@@ -300,8 +377,13 @@ def select_ranker(train: TrainingTable, valid: TrainingTable | None, config: Tra
         tried.append((info["best_score"], candidate, booster, info))
         log.info("shape %s: validation ndcg@%d %.4f", dict(shape), config.eval_at, info["best_score"])
     best = max(tried, key=lambda t: t[0])
-    info = {**best[3], "selection": [{"max_depth": c.max_depth, "min_child_weight": c.min_child_weight,
-                                      "valid_score": round(v, 5)} for v, c, _, _ in tried]}
+    info = {
+        **best[3],
+        "selection": [
+            {"max_depth": c.max_depth, "min_child_weight": c.min_child_weight, "valid_score": round(v, 5)}
+            for v, c, _, _ in tried
+        ],
+    }
     return best[2], info, best[1]
 
 
@@ -312,13 +394,21 @@ def train_ranker(train: TrainingTable, valid: TrainingTable | None, config: Trai
     config = config or TrainConfig()
     if len(train) == 0 or not any(train.label):
         raise ValueError(f"the training table has no positive label, nothing to learn: {train.summary()}")
-    dtrain = xgboost.DMatrix(train.features, label=np.asarray(train.label, dtype=np.float32), missing=np.nan,
-                             feature_names=train.feature_names)
+    dtrain = xgboost.DMatrix(
+        train.features,
+        label=np.asarray(train.label, dtype=np.float32),
+        missing=np.nan,
+        feature_names=train.feature_names,
+    )
     dtrain.set_group(train.groups())
     evals = [(dtrain, "train")]
     if valid is not None and len(valid):
-        dvalid = xgboost.DMatrix(valid.features, label=np.asarray(valid.label, dtype=np.float32), missing=np.nan,
-                                 feature_names=valid.feature_names)
+        dvalid = xgboost.DMatrix(
+            valid.features,
+            label=np.asarray(valid.label, dtype=np.float32),
+            missing=np.nan,
+            feature_names=valid.feature_names,
+        )
         dvalid.set_group(valid.groups())
         evals.append((dvalid, "valid"))
     history: dict[str, Any] = {}
@@ -326,20 +416,36 @@ def train_ranker(train: TrainingTable, valid: TrainingTable | None, config: Trai
     if config.monotone:
         wanted = dict(config.monotone)
         params["monotone_constraints"] = "(" + ",".join(str(int(wanted.get(n, 0))) for n in train.feature_names) + ")"
-    booster = xgboost.train(params, dtrain, num_boost_round=config.num_boost_round, evals=evals,
-                            early_stopping_rounds=config.early_stopping_rounds if len(evals) > 1 else None,
-                            evals_result=history, verbose_eval=False)
-    info = {"best_iteration": int(getattr(booster, "best_iteration", config.num_boost_round - 1)),
-            "best_score": float(getattr(booster, "best_score", float("nan"))),
-            "rounds": len(next(iter(history.get("train", {}).values()), [])),
-            "train_rows": len(train), "valid_rows": len(valid) if valid is not None else 0}
+    booster = xgboost.train(
+        params,
+        dtrain,
+        num_boost_round=config.num_boost_round,
+        evals=evals,
+        early_stopping_rounds=config.early_stopping_rounds if len(evals) > 1 else None,
+        evals_result=history,
+        verbose_eval=False,
+    )
+    info = {
+        "best_iteration": int(getattr(booster, "best_iteration", config.num_boost_round - 1)),
+        "best_score": float(getattr(booster, "best_score", float("nan"))),
+        "rounds": len(next(iter(history.get("train", {}).values()), [])),
+        "train_rows": len(train),
+        "valid_rows": len(valid) if valid is not None else 0,
+    }
     if len(evals) > 1:  # keep only the trees up to the best round
         booster = booster[: info["best_iteration"] + 1]
     return booster, info
 
 
-def from_feature_log(client, settings, spec: feats.FeatureSpec, *, horizon_days: float = 7.0,
-                     labels: LabelConfig | None = None, since_ms: int | None = None) -> TrainingTable:
+def from_feature_log(
+    client,
+    settings,
+    spec: feats.FeatureSpec,
+    *,
+    horizon_days: float = 7.0,
+    labels: LabelConfig | None = None,
+    since_ms: int | None = None,
+) -> TrainingTable:
     """Training rows from what serving logged: the feature rows it actually used, labelled by the
     user's later events on each shown item within ``horizon_days`` (an event that cites the
     request id counts only for that request).
@@ -366,8 +472,14 @@ def from_feature_log(client, settings, spec: feats.FeatureSpec, *, horizon_days:
     start = min(int(r[0]["timestamp"]) for r in requests.values())
     events: dict[str, list[dict[str, Any]]] = defaultdict(list)
     if users:
-        body = {"query": {"bool": {"filter": [{"terms": {"user_id": users}}, {"range": {"timestamp": {"gt": start}}}],
-                                   "must_not": [{"term": {"type": "impression"}}]}}}
+        body = {
+            "query": {
+                "bool": {
+                    "filter": [{"terms": {"user_id": users}}, {"range": {"timestamp": {"gt": start}}}],
+                    "must_not": [{"term": {"type": "impression"}}],
+                }
+            }
+        }
         for hit in helpers.scan(client, index=settings.index("events"), query=body, size=1000):
             events[hit["_source"]["user_id"]].append(hit["_source"])
     table = TrainingTable(feature_names=spec.names)
@@ -375,10 +487,19 @@ def from_feature_log(client, settings, spec: feats.FeatureSpec, *, horizon_days:
         rows = sorted(requests[request_id], key=lambda d: d["position"])
         shown_at = int(rows[0]["timestamp"])
         user = rows[0].get("user_id")
-        later = [e for e in events.get(user, ()) if shown_at < int(e["timestamp"]) <= shown_at + horizon
-                 and e.get("request_id") in (None, request_id)]
+        later = [
+            e
+            for e in events.get(user, ())
+            if shown_at < int(e["timestamp"]) <= shown_at + horizon and e.get("request_id") in (None, request_id)
+        ]
         grades = labels.labels(later)
         matrix = np.array([[np.nan if x is None else x for x in d["features"]] for d in rows], dtype=np.float32)
-        table.add(request_id, str(user), shown_at, [d["item_id"] for d in rows],
-                  [grades.get(d["item_id"], 0.0) for d in rows], matrix)
+        table.add(
+            request_id,
+            str(user),
+            shown_at,
+            [d["item_id"] for d in rows],
+            [grades.get(d["item_id"], 0.0) for d in rows],
+            matrix,
+        )
     return table

@@ -95,16 +95,25 @@ class SimUser:
 
 def _experiment(design: str) -> Experiment:
     if design == "ab":
-        return Experiment("aa", arms=(Arm("control"), Arm("treatment")), salt="aa", started_at=T0,
-                          stopped_at=T0 + 10**9)
+        return Experiment(
+            "aa", arms=(Arm("control"), Arm("treatment")), salt="aa", started_at=T0, stopped_at=T0 + 10**9
+        )
     if design == "interleaving":
-        return Experiment("aa", arms=(Arm("A"), Arm("B")), type="interleaving", salt="aa", holdout=0.5,
-                          started_at=T0, stopped_at=T0 + 10**9)
+        return Experiment(
+            "aa",
+            arms=(Arm("A"), Arm("B")),
+            type="interleaving",
+            salt="aa",
+            holdout=0.5,
+            started_at=T0,
+            stopped_at=T0 + 10**9,
+        )
     raise ValueError(f"design must be one of {', '.join(DESIGNS)}, not {design!r}")
 
 
-def simulate_users(design: str, n_users: int, rng: np.random.Generator,
-                   pop: Population = Population()) -> tuple[Experiment, list[SimUser]]:
+def simulate_users(
+    design: str, n_users: int, rng: np.random.Generator, pop: Population = Population()
+) -> tuple[Experiment, list[SimUser]]:
     """One A/A experiment of ``design``: ``n_users`` per arm (A/B) or per unit (interleaving)."""
     exp = _experiment(design)
     units = ("control", "treatment") if design == "ab" else (INTERLEAVED, HOLDOUT)
@@ -130,7 +139,7 @@ def simulate_users(design: str, n_users: int, rng: np.random.Generator,
                     shown = tuple(team_draft(lists, size, seed=rid))
                 else:  # which items does not matter to any test of one ranker's list, only how many
                     shown = tuple((item, unit) for item in CATALOG[:size])
-                clicked = tuple(i for i, c in enumerate(clicks[start:start + size]) if c)
+                clicked = tuple(i for i, c in enumerate(clicks[start : start + size]) if c)
                 requests.append(SimRequest(rid, shown, clicked))
                 n_clicks += len(clicked)
                 start += size
@@ -147,14 +156,32 @@ def to_events(exp: Experiment, users: Sequence[SimUser]) -> list[dict[str, Any]]
     for user in users:
         for req in user.requests:
             for pos, (item, team) in enumerate(req.shown, 1):
-                events.append({"user_id": user.user, "item_id": item, "type": "impression", "timestamp": ts,
-                               "request_id": req.request_id, "position": pos, "arm": exp.label(team)})
-            events += [{"user_id": user.user, "item_id": req.shown[i][0], "type": "click", "timestamp": ts + 1,
-                        "request_id": req.request_id} for i in req.clicked]
+                events.append(
+                    {
+                        "user_id": user.user,
+                        "item_id": item,
+                        "type": "impression",
+                        "timestamp": ts,
+                        "request_id": req.request_id,
+                        "position": pos,
+                        "arm": exp.label(team),
+                    }
+                )
+            events += [
+                {
+                    "user_id": user.user,
+                    "item_id": req.shown[i][0],
+                    "type": "click",
+                    "timestamp": ts + 1,
+                    "request_id": req.request_id,
+                }
+                for i in req.clicked
+            ]
             ts += 10
         if user.converted:
-            events.append({"user_id": user.user, "item_id": "i0", "type": "purchase", "timestamp": ts,
-                           "request_id": None})
+            events.append(
+                {"user_id": user.user, "item_id": "i0", "type": "purchase", "timestamp": ts, "request_id": None}
+            )
     return events
 
 
@@ -168,24 +195,32 @@ def _mean(values: list[float]) -> float:
     return values[0] if len(values) == 1 else float(np.mean(values))
 
 
-def statistics_level(exp: Experiment, users: Sequence[SimUser], *, n_boot: int, seed: int,
-                     alpha: float) -> dict[str, Any]:
+def statistics_level(
+    exp: Experiment, users: Sequence[SimUser], *, n_boot: int, seed: int, alpha: float
+) -> dict[str, Any]:
     """The same tests straight from the users' outcomes: the functions :func:`analyse` calls
     (:func:`compare`, :func:`preference`, :func:`srm_test`) on the same per-user values, without
     events and attribution (fast; ``tests/test_aa.py`` checks both levels agree)."""
     by_unit: dict[str, list[SimUser]] = {u: [] for u in exp.expected_shares()}
     for user in users:
         by_unit[user.unit].append(user)
-    values = {unit: UserValues.of(
-        clicks=[sum(len(r.clicked) for r in us.requests) for us in group],
-        exposures=[sum(len(r.shown) for r in us.requests) for us in group],
-        ndcg=[_mean([click_ndcg([i + 1 for i in r.clicked], k=exp.ndcg_k) for r in us.requests]) for us in group],
-        converted=[float(us.converted) for us in group]) for unit, group in by_unit.items()}
+    values = {
+        unit: UserValues.of(
+            clicks=[sum(len(r.clicked) for r in us.requests) for us in group],
+            exposures=[sum(len(r.shown) for r in us.requests) for us in group],
+            ndcg=[_mean([click_ndcg([i + 1 for i in r.clicked], k=exp.ndcg_k) for r in us.requests]) for us in group],
+            converted=[float(us.converted) for us in group],
+        )
+        for unit, group in by_unit.items()
+    }
     options = {"n_boot": n_boot, "seed": seed, "alpha": alpha}
     srm = srm_test({u: v.users for u, v in values.items()}, exp.expected_shares())
     if exp.type == "ab":
-        return {"comparisons": {"treatment": compare(values["control"], values["treatment"], **options)},
-                "srm": srm.to_dict(), "interleaving": None}
+        return {
+            "comparisons": {"treatment": compare(values["control"], values["treatment"], **options)},
+            "srm": srm.to_dict(),
+            "interleaving": None,
+        }
     a, b = exp.control, next(x.name for x in exp.arms if x.name != exp.control)
     wins: dict[str, list[int]] = {}
     for us in by_unit[INTERLEAVED]:
@@ -193,10 +228,14 @@ def statistics_level(exp: Experiment, users: Sequence[SimUser], *, n_boot: int, 
             result = outcome(credit(dict(r.shown), [r.shown[i][0] for i in r.clicked]), a, b)
             if result is not None:
                 wins.setdefault(us.user, [0, 0, 0])[0 if result == a else 1 if result == b else 2] += 1
-    comparisons = compare(values[HOLDOUT], values[INTERLEAVED], metrics=("ctr", "clicks_per_user", "ctr_independent"),
-                          **options)
-    return {"comparisons": {INTERLEAVED: comparisons}, "srm": srm.to_dict(),
-            "interleaving": preference(wins, a, b, alpha=alpha).to_dict()}
+    comparisons = compare(
+        values[HOLDOUT], values[INTERLEAVED], metrics=("ctr", "clicks_per_user", "ctr_independent"), **options
+    )
+    return {
+        "comparisons": {INTERLEAVED: comparisons},
+        "srm": srm.to_dict(),
+        "interleaving": preference(wins, a, b, alpha=alpha).to_dict(),
+    }
 
 
 def _called(result: Mapping[str, Any], alpha: float) -> bool:
@@ -222,7 +261,9 @@ def significant_tests(report: Mapping[str, Any], alpha: float) -> dict[str, tupl
         for metric, result in metrics.items():
             name = f"{metric} ({unit} vs control)" if unit != "interleaved" else f"{metric} (interleaved vs holdout)"
             out[name + (" [reference only]" if reference_only(result) else "")] = (
-                _called(result, alpha), result.get("p_value") is not None)
+                _called(result, alpha),
+                result.get("p_value") is not None,
+            )
     srm = report["srm"]
     out["srm"] = (bool(srm["mismatch"]), srm["p_value"] is not None)
     pref = report.get("interleaving")
@@ -230,14 +271,25 @@ def significant_tests(report: Mapping[str, Any], alpha: float) -> dict[str, tupl
         tested = pref["p_value"] is not None
         out["interleaving winner"] = (pref["winner"] is not None, tested)
         out["interleaving p_value"] = (tested and pref["p_value"] < alpha, tested)
-        out["interleaving sign_test_p"] = (pref["sign_test_p"] is not None and pref["sign_test_p"] < alpha,
-                                           pref["sign_test_p"] is not None)
+        out["interleaving sign_test_p"] = (
+            pref["sign_test_p"] is not None and pref["sign_test_p"] < alpha,
+            pref["sign_test_p"] is not None,
+        )
     return out
 
 
-def run(*, sims: int = 200, users: Sequence[int] = (3, 10, 200), designs: Sequence[str] = DESIGNS, seed: int = 0,
-        alpha: float = 0.05, n_boot: int = 2000, pop: Population = Population(), level: str = "report",
-        progress: bool = True) -> dict[str, Any]:
+def run(
+    *,
+    sims: int = 200,
+    users: Sequence[int] = (3, 10, 200),
+    designs: Sequence[str] = DESIGNS,
+    seed: int = 0,
+    alpha: float = 0.05,
+    n_boot: int = 2000,
+    pop: Population = Population(),
+    level: str = "report",
+    progress: bool = True,
+) -> dict[str, Any]:
     """Run ``sims`` A/A experiments per design and user count; the false-positive rate of each test.
 
     ``level``: ``report`` (events through :func:`analyse`) or ``statistics`` (:func:`statistics_level`).
@@ -266,57 +318,114 @@ def run(*, sims: int = 200, users: Sequence[int] = (3, 10, 200), designs: Sequen
         for test in sorted(runs, key=_order):
             k, m = hits[test], runs[test]
             ci = binomtest(k, m).proportion_ci(0.95, method="exact")
-            results.append({"design": design, "users": n, "test": test, "significant": k, "tested": tested[test],
-                            "sims": m, "rate": k / m, "ci95": [float(ci.low), float(ci.high)],
-                            "ratio_to_nominal": k / m / alpha})
+            results.append(
+                {
+                    "design": design,
+                    "users": n,
+                    "test": test,
+                    "significant": k,
+                    "tested": tested[test],
+                    "sims": m,
+                    "rate": k / m,
+                    "ci95": [float(ci.low), float(ci.high)],
+                    "ratio_to_nominal": k / m / alpha,
+                }
+            )
     bar.close()
-    return {"sims": sims, "users": list(users), "designs": list(designs), "seed": seed, "alpha": alpha,
-            "n_boot": n_boot, "level": level, "population": asdict(pop), "results": results}
+    return {
+        "sims": sims,
+        "users": list(users),
+        "designs": list(designs),
+        "seed": seed,
+        "alpha": alpha,
+        "n_boot": n_boot,
+        "level": level,
+        "population": asdict(pop),
+        "results": results,
+    }
 
 
 def _order(test: str) -> tuple[int, str]:
-    lead = ("ctr ", "ctr_independent", "conversion", "clicks_per_user", "ndcg", "interleaving winner",
-            "interleaving p_value", "interleaving sign_test_p", "srm")
+    lead = (
+        "ctr ",
+        "ctr_independent",
+        "conversion",
+        "clicks_per_user",
+        "ndcg",
+        "interleaving winner",
+        "interleaving p_value",
+        "interleaving sign_test_p",
+        "srm",
+    )
     return next((i for i, p in enumerate(lead) if test.startswith(p)), len(lead)), test
 
 
 def _rows(summary: Mapping[str, Any]) -> Iterator[str]:
-    yield (f"{'design':<13} {'users':>5}  {'test':<58} {'tested':>7} {'false pos.':>10}  {'95% CI':<16} "
-           f"{'x nominal':>9}")
+    yield (
+        f"{'design':<13} {'users':>5}  {'test':<58} {'tested':>7} {'false pos.':>10}  {'95% CI':<16} "
+        f"{'x nominal':>9}"
+    )
     for r in summary["results"]:
         lo, hi = r["ci95"]
-        yield (f"{r['design']:<13} {r['users']:>5}  {r['test']:<58} {r['tested'] / r['sims']:>7.0%} {r['rate']:>9.1%}  "
-               f"[{lo:5.1%}, {hi:5.1%}]  {r['ratio_to_nominal']:>8.2f}x")
+        yield (
+            f"{r['design']:<13} {r['users']:>5}  {r['test']:<58} {r['tested'] / r['sims']:>7.0%} {r['rate']:>9.1%}  "
+            f"[{lo:5.1%}, {hi:5.1%}]  {r['ratio_to_nominal']:>8.2f}x"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sims", type=int, default=200, help="A/A experiments per design and user count [200]")
-    parser.add_argument("--users", type=int, nargs="+", default=[3, 10, 200],
-                        help="users per arm (A/B) and per unit (interleaving) [3 10 200]")
+    parser.add_argument(
+        "--users",
+        type=int,
+        nargs="+",
+        default=[3, 10, 200],
+        help="users per arm (A/B) and per unit (interleaving) [3 10 200]",
+    )
     parser.add_argument("--design", dest="designs", choices=DESIGNS, nargs="+", default=list(DESIGNS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--alpha", type=float, default=0.05)
-    parser.add_argument("--bootstrap", dest="n_boot", type=int, default=2000,
-                        help="resamples per bootstrap, as the report's --bootstrap [2000]")
+    parser.add_argument(
+        "--bootstrap",
+        dest="n_boot",
+        type=int,
+        default=2000,
+        help="resamples per bootstrap, as the report's --bootstrap [2000]",
+    )
     parser.add_argument("--beta-a", type=float, default=Population.beta_a)
     parser.add_argument("--beta-b", type=float, default=Population.beta_b)
     parser.add_argument("--requests", type=float, default=Population.requests, help="mean requests per user [4]")
     parser.add_argument("--k", type=int, default=Population.k, help="most items per list [10]")
-    parser.add_argument("--level", choices=LEVELS, default="report",
-                        help="report: events through the report's analyse(); statistics: the same test functions "
-                             "on per-user values, faster [report]")
+    parser.add_argument(
+        "--level",
+        choices=LEVELS,
+        default="report",
+        help="report: events through the report's analyse(); statistics: the same test functions "
+        "on per-user values, faster [report]",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     pop = Population(beta_a=args.beta_a, beta_b=args.beta_b, requests=args.requests, k=args.k)
-    summary = run(sims=args.sims, users=args.users, designs=args.designs, seed=args.seed, alpha=args.alpha,
-                  n_boot=args.n_boot, pop=pop, level=args.level, progress=not args.no_progress)
+    summary = run(
+        sims=args.sims,
+        users=args.users,
+        designs=args.designs,
+        seed=args.seed,
+        alpha=args.alpha,
+        n_boot=args.n_boot,
+        pop=pop,
+        level=args.level,
+        progress=not args.no_progress,
+    )
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"{args.sims} A/A experiments per row, alpha {args.alpha}, seed {args.seed}; users per arm (A/B) "
-              f"or per unit (interleaving)")
+        print(
+            f"{args.sims} A/A experiments per row, alpha {args.alpha}, seed {args.seed}; users per arm (A/B) "
+            f"or per unit (interleaving)"
+        )
         for line in _rows(summary):
             print(line)
     return 0

@@ -59,8 +59,16 @@ def main(argv: list[str] | None = None) -> int:
 
     def docs():
         for n in range(args.items):
-            yield {"_index": live, "_id": f"i{n}", "_source": {"item_id": f"i{n}", "title": f"item {n}",
-                                                               "text": f"item {n}", "embedding": vector_value(vectors[n], packed)}}
+            yield {
+                "_index": live,
+                "_id": f"i{n}",
+                "_source": {
+                    "item_id": f"i{n}",
+                    "title": f"item {n}",
+                    "text": f"item {n}",
+                    "embedding": vector_value(vectors[n], packed),
+                },
+            }
 
     helpers.bulk(client, docs(), chunk_size=1000)
     client.indices.refresh(index=live)
@@ -68,8 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     popularity = 1.0 / np.arange(1, args.items + 1) ** 0.8
     items = rng.choice(args.items, size=args.events, p=popularity / popularity.sum())
     users = rng.integers(0, args.users, size=args.events)
-    events = [{"user_id": f"u{u}", "item_id": f"i{i}", "type": "click", "value": None, "timestamp": 1_600_000_000_000 + t}
-              for t, (u, i) in enumerate(zip(users, items))]
+    events = [
+        {"user_id": f"u{u}", "item_id": f"i{i}", "type": "click", "value": None, "timestamp": 1_600_000_000_000 + t}
+        for t, (u, i) in enumerate(zip(users, items))
+    ]
 
     class _Same:  # the live model, for a reindex that copies every vector
         similarity = "cosine"
@@ -91,10 +101,17 @@ def main(argv: list[str] | None = None) -> int:
         for name in client.indices.get(index=f"{settings.index_prefix}-*"):
             client.indices.delete(index=name)
     result = {
-        "items": args.items, "events": args.events, "users": args.users, "dims": args.dims,
-        "baseline_reindex_s": round(baseline_s, 2), "baseline_items_per_s": round(args.items / baseline_s, 1),
-        "cf_fit_s": round(cf_s, 2), "cf_fit_model_s": summary.seconds_fit, "cf_write_s": summary.seconds_write,
-        "cf_items_per_s": round(args.items / cf_s, 1), "ratio_to_baseline": round(cf_s / baseline_s, 3),
+        "items": args.items,
+        "events": args.events,
+        "users": args.users,
+        "dims": args.dims,
+        "baseline_reindex_s": round(baseline_s, 2),
+        "baseline_items_per_s": round(args.items / baseline_s, 1),
+        "cf_fit_s": round(cf_s, 2),
+        "cf_fit_model_s": summary.seconds_fit,
+        "cf_write_s": summary.seconds_write,
+        "cf_items_per_s": round(args.items / cf_s, 1),
+        "ratio_to_baseline": round(cf_s / baseline_s, 3),
         "with_vector": summary.with_vector,
         "estimated_1m_items_hours": round(cf_s / args.items * 1_000_000 / 3600, 2),
     }

@@ -122,8 +122,13 @@ class CpuMeter:
     def stop(self) -> dict[str, float | None]:
         wall = time.perf_counter() - self._t
         me, es, box = cpu_seconds(), es_cpu_seconds(self.client), machine_busy_seconds()
-        out: dict[str, float | None] = {"seconds": wall, "cpu_self_s": me - self._me,
-                                        "cpu_es_s": None, "cpu_machine_s": None, "cpu_other_s": None}
+        out: dict[str, float | None] = {
+            "seconds": wall,
+            "cpu_self_s": me - self._me,
+            "cpu_es_s": None,
+            "cpu_machine_s": None,
+            "cpu_other_s": None,
+        }
         if es is not None and self._es is not None:
             out["cpu_es_s"] = es - self._es
         if box is not None and self._box is not None:
@@ -159,6 +164,7 @@ class Timers:
                 return func(*args, **kwargs)
             finally:
                 self.add(label, time.perf_counter() - started)
+
         return wrapper
 
     def to_dict(self) -> dict[str, dict[str, float]]:
@@ -230,7 +236,7 @@ def _read_texts(catalog: Path, template: str) -> list[str]:
 
 def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 def run_child(args: argparse.Namespace) -> dict[str, Any]:
@@ -267,8 +273,16 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
             _time_prepare(timers)
         meter.start()
         # cache=None: nothing may come from an embedding cache; every changed text is embedded.
-        summary = ingest_items(use_client, settings, catalog, source, embedder=use_embedder, cache=None,
-                               batch_size=args.batch_size, progress=False)
+        summary = ingest_items(
+            use_client,
+            settings,
+            catalog,
+            source,
+            embedder=use_embedder,
+            cache=None,
+            batch_size=args.batch_size,
+            progress=False,
+        )
         result.update(meter.stop())
         result["summary"] = summary.to_dict()
         if args.child == "profile":
@@ -281,9 +295,20 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
 
 def spawn(args: argparse.Namespace, mode: str, catalog: Path, prefix: str) -> dict[str, Any]:
     """Runs this script as a child in ``mode`` and returns the JSON it prints last."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", mode, "--catalog", str(catalog),
-               "--child-prefix", prefix, "--batch-size", str(args.batch_size),
-               "--encode-batch-size", str(args.encode_batch_size)]
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        mode,
+        "--catalog",
+        str(catalog),
+        "--child-prefix",
+        prefix,
+        "--batch-size",
+        str(args.batch_size),
+        "--encode-batch-size",
+        str(args.encode_batch_size),
+    ]
     for flag, value in (("--es-url", args.es_url), ("--state-dir", args.state_dir)):
         if value:
             command += [flag, value]
@@ -331,7 +356,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             prepared = adapter.prepare(Path(args.data_dir), Path(tmp))
             lines = Path(prepared["items_path"]).read_text(encoding="utf-8").splitlines()
             if args.limit:
-                lines = lines[:args.limit]
+                lines = lines[: args.limit]
             catalog = Path(tmp) / "catalog.jsonl"
             catalog.write_text("\n".join(lines) + "\n", encoding="utf-8")
             n = len(lines)
@@ -348,8 +373,9 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 # Into the last fresh index again: every item is unchanged.
                 reingests.append(spawn(args, "ingest", catalog, f"{base}-ingest{args.repeat - 1}"))
                 _check_ingest("re-ingest", reingests[-1], written=0, skipped=n)
-            baseline, ingest, reingest = (min(runs, key=lambda r: r["seconds"])
-                                          for runs in (encodes, ingests, reingests))
+            baseline, ingest, reingest = (
+                min(runs, key=lambda r: r["seconds"]) for runs in (encodes, ingests, reingests)
+            )
             ratio = ingest["items_per_s"] / baseline["items_per_s"]
             profile = None
             if args.profile or (args.profile is None and ratio < RATIO_GOAL):
@@ -367,10 +393,15 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "template": adapter.RECOMMENDED_TEMPLATE,
         "batch_size": args.batch_size,
         "encode_batch_size": args.encode_batch_size,
-        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "device": baseline["device"], "python": platform.python_version(),
-                    "platform": platform.platform(), "elasticsearch": es_version,
-                    "load_average_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "device": baseline["device"],
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "elasticsearch": es_version,
+            "load_average_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        },
         "repeat": args.repeat,
         "baseline_encode": baseline,
         "ingest": ingest,
@@ -378,14 +409,19 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "ratio": round(ratio, 3),
         # Each ingest against the encode run just before it: a noise check on the best-of ratio.
         "pair_ratios": [round(i["items_per_s"] / e["items_per_s"], 3) for e, i in zip(encodes, ingests)],
-        "runs": {"encode": [_brief(r) for r in encodes], "ingest": [_brief(r) for r in ingests],
-                 "reingest": [_brief(r) for r in reingests]},
+        "runs": {
+            "encode": [_brief(r) for r in encodes],
+            "ingest": [_brief(r) for r in ingests],
+            "reingest": [_brief(r) for r in reingests],
+        },
         "ratio_goal": RATIO_GOAL,
         "reingest_speedup": round(ingest["seconds"] / reingest["seconds"], 1),
         "speedup_goal": SPEEDUP_GOAL,
         # The highest peak over the repeats: memory is a limit, so the worst run counts.
-        "peak_rss_mib": {"ingest": max(r["peak_rss_mib"] for r in ingests),
-                         "encode_only": max(r["peak_rss_mib"] for r in encodes)},
+        "peak_rss_mib": {
+            "ingest": max(r["peak_rss_mib"] for r in ingests),
+            "encode_only": max(r["peak_rss_mib"] for r in encodes),
+        },
         "profile": profile,
         "indices_deleted": cleaned,
     }
@@ -412,30 +448,46 @@ def print_table(report: dict[str, Any]) -> None:
     rows = [
         ("(a) encode only (baseline)", f"{b['items_per_s']:,.1f} items/s", f"{b['seconds']:.1f} s; {_cpu_note(b)}"),
         ("(b) full ingest, fresh index", f"{i['items_per_s']:,.1f} items/s", f"{i['seconds']:.1f} s; {_cpu_note(i)}"),
-        ("    ratio (b)/(a)", f"{report['ratio']:.3f}",
-         f"goal >= {RATIO_GOAL} {yes[report['ratio'] >= RATIO_GOAL]}"),
-        ("(c) re-ingest, all unchanged", f"{r['seconds']:.2f} s",
-         f"{r['items_per_s']:,.0f} items/s; {report['reingest_speedup']:.1f}x faster than (b), "
-         f"goal >= {SPEEDUP_GOAL:g}x {yes[report['reingest_speedup'] >= SPEEDUP_GOAL]}"),
-        ("(d) peak RSS, ingest child", f"{report['peak_rss_mib']['ingest']:,.0f} MiB",
-         f"ru_maxrss, highest of {report['repeat']} run(s)"),
-        ("    peak RSS, encode-only child", f"{report['peak_rss_mib']['encode_only']:,.0f} MiB",
-         f"ru_maxrss, highest of {report['repeat']} run(s)"),
+        ("    ratio (b)/(a)", f"{report['ratio']:.3f}", f"goal >= {RATIO_GOAL} {yes[report['ratio'] >= RATIO_GOAL]}"),
+        (
+            "(c) re-ingest, all unchanged",
+            f"{r['seconds']:.2f} s",
+            f"{r['items_per_s']:,.0f} items/s; {report['reingest_speedup']:.1f}x faster than (b), "
+            f"goal >= {SPEEDUP_GOAL:g}x {yes[report['reingest_speedup'] >= SPEEDUP_GOAL]}",
+        ),
+        (
+            "(d) peak RSS, ingest child",
+            f"{report['peak_rss_mib']['ingest']:,.0f} MiB",
+            f"ru_maxrss, highest of {report['repeat']} run(s)",
+        ),
+        (
+            "    peak RSS, encode-only child",
+            f"{report['peak_rss_mib']['encode_only']:,.0f} MiB",
+            f"ru_maxrss, highest of {report['repeat']} run(s)",
+        ),
     ]
-    print(f"ingest benchmark: {report['items']:,} MovieLens items, template {report['template']!r}, "
-          f"batch {report['batch_size']} rows, model batch {report['encode_batch_size']}, "
-          f"best of {report['repeat']} interleaved run(s)")
-    print(f"machine: {m['cpus']} CPUs ({m['torch_threads']} torch threads, {m['device']}), Python {m['python']}, "
-          f"Elasticsearch {m['elasticsearch']}, {m['platform']}")
+    print(
+        f"ingest benchmark: {report['items']:,} MovieLens items, template {report['template']!r}, "
+        f"batch {report['batch_size']} rows, model batch {report['encode_batch_size']}, "
+        f"best of {report['repeat']} interleaved run(s)"
+    )
+    print(
+        f"machine: {m['cpus']} CPUs ({m['torch_threads']} torch threads, {m['device']}), Python {m['python']}, "
+        f"Elasticsearch {m['elasticsearch']}, {m['platform']}"
+    )
     width = max(len(row[0]) for row in rows)
     for name, value, note in rows:
         print(f"  {name:<{width}}  {value:>18}  {note}")
     if report["repeat"] > 1:
         runs = report["runs"]
-        print("  every run, items/s (CPU-s used by other processes): "
-              + "; ".join(f"{kind} " + ", ".join(f"{r['items_per_s']:,.1f} ({r['cpu_other_s'] or 0:.0f})"
-                                               for r in runs[kind]) for kind in ("encode", "ingest"))
-              + f"; pair ratios {', '.join(f'{x:.3f}' for x in report['pair_ratios'])}")
+        print(
+            "  every run, items/s (CPU-s used by other processes): "
+            + "; ".join(
+                f"{kind} " + ", ".join(f"{r['items_per_s']:,.1f} ({r['cpu_other_s'] or 0:.0f})" for r in runs[kind])
+                for kind in ("encode", "ingest")
+            )
+            + f"; pair ratios {', '.join(f'{x:.3f}' for x in report['pair_ratios'])}"
+        )
     if report["profile"]:
         p = report["profile"]
         t = {label: data["seconds"] for label, data in p["profile"].items()}
@@ -451,9 +503,11 @@ def print_table(report: dict[str, Any]) -> None:
             ("writer thread: JSON serialisation", t.get("JSON serialisation", 0.0)),
             ("writer thread: bulk (HTTP + ES)", t.get("bulk (HTTP + Elasticsearch)", 0.0)),
         ]
-        print(f"profile of one more ingest: {p['seconds']:.1f} s wall, {p['items_per_s']:,.1f} items/s, "
-              f"{_cpu_note(p)} (the two threads overlap; the rest of the reading thread also covers waiting "
-              f"for the writer and the final refresh)")
+        print(
+            f"profile of one more ingest: {p['seconds']:.1f} s wall, {p['items_per_s']:,.1f} items/s, "
+            f"{_cpu_note(p)} (the two threads overlap; the rest of the reading thread also covers waiting "
+            f"for the writer and the final refresh)"
+        )
         for label, seconds in lines:
             print(f"  {label:<38} {seconds:>8.1f} s")
     if report["indices_deleted"]:
@@ -463,29 +517,51 @@ def print_table(report: dict[str, Any]) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Benchmark item ingest on the MovieLens + TMDB catalog: encode-only baseline, full ingest, "
-                    "unchanged re-ingest, peak memory. Data from --data-dir (shared/data next to the repository; "
-                    "elsewhere download MovieLens ml-latest-small from grouplens.org and TMDB 5000 from Kaggle, "
-                    "laid out as shared/data/SOURCES.md says). Connects like the vecrank CLI: --es-url/--state-dir, "
-                    "VECRANK_* variables, the config file, else the local node.",
+        "unchanged re-ingest, peak memory. Data from --data-dir (shared/data next to the repository; "
+        "elsewhere download MovieLens ml-latest-small from grouplens.org and TMDB 5000 from Kaggle, "
+        "laid out as shared/data/SOURCES.md says). Connects like the vecrank CLI: --es-url/--state-dir, "
+        "VECRANK_* variables, the config file, else the local node.",
     )
-    parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR),
-                        help="folder with the MovieLens and TMDB files (default: %(default)s)")
+    parser.add_argument(
+        "--data-dir",
+        default=str(DEFAULT_DATA_DIR),
+        help="folder with the MovieLens and TMDB files (default: %(default)s)",
+    )
     parser.add_argument("--limit", type=int, default=None, help="only the first N movies (default: all 9,742)")
-    parser.add_argument("--batch-size", type=int, default=256,
-                        help="rows per ingest batch, and per baseline chunk (default: %(default)s)")
-    parser.add_argument("--encode-batch-size", type=int, default=64,
-                        help="texts per model forward pass (default: %(default)s)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=256,
+        help="rows per ingest batch, and per baseline chunk (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--encode-batch-size", type=int, default=64, help="texts per model forward pass (default: %(default)s)"
+    )
     parser.add_argument("--es-url", default=None, help="Elasticsearch URL (default: as the vecrank CLI finds it)")
-    parser.add_argument("--state-dir", default=None,
-                        help="vecrank state folder whose local node to use (default: VECRANK_STATE_DIR, else "
-                             "~/.local/state/vecrank)")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="runs of each measurement, interleaved; the best is reported (default: %(default)s; "
-                             "1 for a quick look)")
-    parser.add_argument("--index-prefix", default="bench",
-                        help="prefix of the benchmark's indices; a run id is added (default: %(default)s)")
-    parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
-                        help="time encode/mget/bulk/JSON in one more ingest (default: when the ratio misses its goal)")
+    parser.add_argument(
+        "--state-dir",
+        default=None,
+        help="vecrank state folder whose local node to use (default: VECRANK_STATE_DIR, else "
+        "~/.local/state/vecrank)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs of each measurement, interleaved; the best is reported (default: %(default)s; "
+        "1 for a quick look)",
+    )
+    parser.add_argument(
+        "--index-prefix",
+        default="bench",
+        help="prefix of the benchmark's indices; a run id is added (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--profile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="time encode/mget/bulk/JSON in one more ingest (default: when the ratio misses its goal)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the benchmark's indices")
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress on stderr")
@@ -499,8 +575,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Runs the benchmark; returns 0 when every run completed and reconciled, else 1."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
     if not args.verbose:  # the client logs every retry with a traceback; our error says it once
         logging.getLogger("elastic_transport").setLevel(logging.ERROR)
     if args.limit is not None and args.limit < 1:

@@ -88,28 +88,45 @@ def main(argv: list[str] | None = None) -> int:
         baseline.append(rec.candidates(user=users[i % len(users)], query=query(i), k=args.k).timings_ms["total"])
     q = np.percentile(parts["total"], [50, 95, 99])
     b = np.percentile(baseline, [50, 99])
-    result = {"requests": args.requests, "users": len(users), "pool": ranker.config.pool.to_dict(), "k": args.k,
-              "rerank": args.rerank, "paths": paths, "round_trips_per_request": round(round_trips, 2),
-              "model": f"{model.model_id}@{model.version}",
-              "search_model": f"{search.model_id}@{search.version}" if search is not None else None,
-              "ranked_by": ranked_by, "p50_ms": round(float(q[0]), 2),
-              "p95_ms": round(float(q[1]), 2), "p99_ms": round(float(q[2]), 2),
-              "mean_split_ms": {k: round(statistics.mean(v), 2) for k, v in parts.items()},
-              "candidates_only_k_p50_ms": round(float(b[0]), 2), "candidates_only_k_p99_ms": round(float(b[1]), 2),
-              "p50_ratio": round(float(q[0] / b[0]), 2), "p99_ratio": round(float(q[2] / b[1]), 2),
-              "machine": f"{os.cpu_count()} cores"}
+    result = {
+        "requests": args.requests,
+        "users": len(users),
+        "pool": ranker.config.pool.to_dict(),
+        "k": args.k,
+        "rerank": args.rerank,
+        "paths": paths,
+        "round_trips_per_request": round(round_trips, 2),
+        "model": f"{model.model_id}@{model.version}",
+        "search_model": f"{search.model_id}@{search.version}" if search is not None else None,
+        "ranked_by": ranked_by,
+        "p50_ms": round(float(q[0]), 2),
+        "p95_ms": round(float(q[1]), 2),
+        "p99_ms": round(float(q[2]), 2),
+        "mean_split_ms": {k: round(statistics.mean(v), 2) for k, v in parts.items()},
+        "candidates_only_k_p50_ms": round(float(b[0]), 2),
+        "candidates_only_k_p99_ms": round(float(b[1]), 2),
+        "p50_ratio": round(float(q[0] / b[0]), 2),
+        "p99_ratio": round(float(q[2] / b[1]), 2),
+        "machine": f"{os.cpu_count()} cores",
+    }
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         s = result["mean_split_ms"]
-        print(f"recommend(): {args.requests} requests over {len(users)} users ({paths}), pool "
-              f"{sum(result['pool'].values())}, k {args.k}, model {result['model']}, rerank {args.rerank}, "
-              f"{result['round_trips_per_request']} round trips per request")
+        print(
+            f"recommend(): {args.requests} requests over {len(users)} users ({paths}), pool "
+            f"{sum(result['pool'].values())}, k {args.k}, model {result['model']}, rerank {args.rerank}, "
+            f"{result['round_trips_per_request']} round trips per request"
+        )
         print(f"  p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms, p99 {result['p99_ms']} ms")
-        print(f"  mean split: retrieval {s['retrieval']} ms, features {s['features']} ms, model {s['model']} ms "
-              f"(total {s['total']} ms)")
-        print(f"  baseline, candidates(k={args.k}) alone: p50 {result['candidates_only_k_p50_ms']} ms, p99 "
-              f"{result['candidates_only_k_p99_ms']} ms; ratios p50 {result['p50_ratio']}x, p99 {result['p99_ratio']}x")
+        print(
+            f"  mean split: retrieval {s['retrieval']} ms, features {s['features']} ms, model {s['model']} ms "
+            f"(total {s['total']} ms)"
+        )
+        print(
+            f"  baseline, candidates(k={args.k}) alone: p50 {result['candidates_only_k_p50_ms']} ms, p99 "
+            f"{result['candidates_only_k_p99_ms']} ms; ratios p50 {result['p50_ratio']}x, p99 {result['p99_ratio']}x"
+        )
     return 0
 
 

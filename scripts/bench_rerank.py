@@ -57,8 +57,9 @@ class WireCounter:
 def scaled_pool(pool, window: int):
     """The model's pool with every source scaled so that the sizes add up to about ``window``."""
     factor = window / max(1, pool.size)
-    return dataclasses.replace(pool, **{f.name: max(0, round(getattr(pool, f.name) * factor))
-                                        for f in dataclasses.fields(pool)})
+    return dataclasses.replace(
+        pool, **{f.name: max(0, round(getattr(pool, f.name) * factor)) for f in dataclasses.fields(pool)}
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,8 +91,11 @@ def main(argv: list[str] | None = None) -> int:
         ranker = Ranker(Recommender(client, settings), model)
         ranker.config = dataclasses.replace(ranker.config, pool=scaled_pool(ranker.config.pool, window))
         if not ranker.plugin_usable():
-            print("error: the plugin is not installed, or the model has no plugin_features "
-                  "(vecrank plugin install; vecrank plugin attach MODEL)", file=sys.stderr)
+            print(
+                "error: the plugin is not installed, or the model has no plugin_features "
+                "(vecrank plugin install; vecrank plugin attach MODEL)",
+                file=sys.stderr,
+            )
             return 1
         row: dict = {"window": window}
         for mode in ("python", "plugin"):
@@ -107,23 +111,36 @@ def main(argv: list[str] | None = None) -> int:
                 sent, received = sent + s, received + r
                 assert rec.rerank == mode or rec.path not in model.training.get("paths", [rec.path])
             q = np.percentile(times, [50, 99])
-            row[mode] = {"p50_ms": round(float(q[0]), 2), "p99_ms": round(float(q[1]), 2),
-                         "sent_kb": round(sent / args.requests / 1024, 1),
-                         "received_kb": round(received / args.requests / 1024, 1)}
+            row[mode] = {
+                "p50_ms": round(float(q[0]), 2),
+                "p99_ms": round(float(q[1]), 2),
+                "sent_kb": round(sent / args.requests / 1024, 1),
+                "received_kb": round(received / args.requests / 1024, 1),
+            }
         row["p50_ratio_plugin_vs_python"] = round(row["plugin"]["p50_ms"] / row["python"]["p50_ms"], 3)
         row["bytes_ratio_plugin_vs_python"] = round(
             (row["plugin"]["sent_kb"] + row["plugin"]["received_kb"])
-            / (row["python"]["sent_kb"] + row["python"]["received_kb"]), 3)
+            / (row["python"]["sent_kb"] + row["python"]["received_kb"]),
+            3,
+        )
         rows.append(row)
         if not args.json:
             p, e = row["python"], row["plugin"]
-            print(f"window {window}: python p50 {p['p50_ms']} ms p99 {p['p99_ms']} ms, "
-                  f"{p['sent_kb']} KiB out / {p['received_kb']} KiB in | plugin p50 {e['p50_ms']} ms "
-                  f"p99 {e['p99_ms']} ms, {e['sent_kb']} KiB out / {e['received_kb']} KiB in | "
-                  f"plugin/python p50 {row['p50_ratio_plugin_vs_python']}, bytes {row['bytes_ratio_plugin_vs_python']}",
-                  flush=True)
-    result = {"model": f"{model.model_id}@{model.version}", "requests_per_cell": args.requests, "users": len(users),
-              "k": args.k, "machine": f"{os.cpu_count()} cores", "windows": rows}
+            print(
+                f"window {window}: python p50 {p['p50_ms']} ms p99 {p['p99_ms']} ms, "
+                f"{p['sent_kb']} KiB out / {p['received_kb']} KiB in | plugin p50 {e['p50_ms']} ms "
+                f"p99 {e['p99_ms']} ms, {e['sent_kb']} KiB out / {e['received_kb']} KiB in | "
+                f"plugin/python p50 {row['p50_ratio_plugin_vs_python']}, bytes {row['bytes_ratio_plugin_vs_python']}",
+                flush=True,
+            )
+    result = {
+        "model": f"{model.model_id}@{model.version}",
+        "requests_per_cell": args.requests,
+        "users": len(users),
+        "k": args.k,
+        "machine": f"{os.cpu_count()} cores",
+        "windows": rows,
+    }
     if args.json:
         print(json.dumps(result, indent=2))
     return 0

@@ -55,15 +55,22 @@ def load(client, settings, data_dir: Path, work: Path) -> dict:
 
     adapter = _adapter()
     prepared = adapter.prepare(data_dir, work)
-    if indices.live_index(client, settings) is not None and client.count(index=settings.index("items"))["count"] == prepared["movies"]:
+    if (
+        indices.live_index(client, settings) is not None
+        and client.count(index=settings.index("items"))["count"] == prepared["movies"]
+    ):
         return prepared
     source = ItemSource(template=prepared["template"], field_types=prepared["field_types"])
     with EmbeddingCache(cache_dir() / "embeddings.sqlite") as cache:
-        items = ingest_items(client, settings, prepared["items_path"], source, embedder=Embedder(), cache=cache,
-                             progress=False)
+        items = ingest_items(
+            client, settings, prepared["items_path"], source, embedder=Embedder(), cache=cache, progress=False
+        )
     events = ingest_events(client, settings, prepared["events_path"], progress=False)
-    print(f"loaded {items.written} items ({items.embedded} embedded, {items.from_cache} from cache) and "
-          f"{events.written} events for {prepared['users']} users", file=sys.stderr)
+    print(
+        f"loaded {items.written} items ({items.embedded} embedded, {items.from_cache} from cache) and "
+        f"{events.written} events for {prepared['users']} users",
+        file=sys.stderr,
+    )
     return prepared
 
 
@@ -71,8 +78,9 @@ def all_vectors(client, index: str) -> tuple[list[str], np.ndarray]:
     from elasticsearch import helpers
 
     ids, vecs = [], []
-    for hit in helpers.scan(client, index=index, query={"query": {"match_all": {}}}, size=1000, _source=False,
-                            fields=["embedding"]):
+    for hit in helpers.scan(
+        client, index=index, query={"query": {"match_all": {}}}, size=1000, _source=False, fields=["embedding"]
+    ):
         ids.append(hit["_id"])
         vecs.append(hit["fields"]["embedding"])
     return ids, np.asarray(vecs, dtype=np.float32)
@@ -89,8 +97,9 @@ def profile_vectors(client, settings) -> list[tuple[str, np.ndarray]]:
     return sorted(out)
 
 
-def recall_table(client, settings, queries: list[tuple[str, np.ndarray]], *, k: int, candidates: list[int],
-                 types: list[str]) -> list[dict]:
+def recall_table(
+    client, settings, queries: list[tuple[str, np.ndarray]], *, k: int, candidates: list[int], types: list[str]
+) -> list[dict]:
     """Recall@k of each index type and num_candidates against exact cosine top-k."""
     from vecrank.ingest import indices
     from vecrank.ingest.embed import Embedder
@@ -116,8 +125,9 @@ def recall_table(client, settings, queries: list[tuple[str, np.ndarray]], *, k: 
         if kind in versions:
             continue
         options = indices.VectorIndexOptions(type=kind)
-        summary = reindex(client, settings, embedder=Embedder(model), index_options=options, switch=False,
-                          verify_sample=0)
+        summary = reindex(
+            client, settings, embedder=Embedder(model), index_options=options, switch=False, verify_sample=0
+        )
         versions[kind] = summary.target
     rows = []
     for kind in types:
@@ -129,14 +139,25 @@ def recall_table(client, settings, queries: list[tuple[str, np.ndarray]], *, k: 
             recalls, took = [], []
             for (_, q), want in zip(queries, truth):
                 t = time.perf_counter()
-                resp = client.search(index=index, knn={"field": "embedding", "query_vector": q.tolist(), "k": k,
-                                                       "num_candidates": num}, size=k, source=False)
+                resp = client.search(
+                    index=index,
+                    knn={"field": "embedding", "query_vector": q.tolist(), "k": k, "num_candidates": num},
+                    size=k,
+                    source=False,
+                )
                 took.append((time.perf_counter() - t) * 1000)
                 got = {h["_id"] for h in resp["hits"]["hits"]}
                 recalls.append(len(got & want) / k)
-            rows.append({"index_type": kind, "num_candidates": num, f"recall@{k}": round(statistics.mean(recalls), 4),
-                         "min_recall": round(min(recalls), 3), "p50_ms": round(statistics.median(took), 2),
-                         "exact_numpy_ms_per_query": round(exact_ms, 3)})
+            rows.append(
+                {
+                    "index_type": kind,
+                    "num_candidates": num,
+                    f"recall@{k}": round(statistics.mean(recalls), 4),
+                    "min_recall": round(min(recalls), 3),
+                    "p50_ms": round(statistics.median(took), 2),
+                    "exact_numpy_ms_per_query": round(exact_ms, 3),
+                }
+            )
     return rows
 
 
@@ -153,15 +174,24 @@ def latency(client, settings, users: list[str], requests: int) -> dict:
         es_share.append(result.timings_ms["elasticsearch"] / max(result.timings_ms["total"], 1e-9))
         paths[result.path] = paths.get(result.path, 0) + 1
     q = np.percentile(totals, [50, 95, 99])
-    return {"requests": requests, "distinct_users": len(users), "k": rec.config.k,
-            "num_candidates": rec.config.candidates_for(rec.config.k), "p50_ms": round(float(q[0]), 2),
-            "p95_ms": round(float(q[1]), 2), "p99_ms": round(float(q[2]), 2),
-            "elasticsearch_share": round(statistics.mean(es_share), 3),
-            "python_share": round(1 - statistics.mean(es_share), 3), "paths": paths}
+    return {
+        "requests": requests,
+        "distinct_users": len(users),
+        "k": rec.config.k,
+        "num_candidates": rec.config.candidates_for(rec.config.k),
+        "p50_ms": round(float(q[0]), 2),
+        "p95_ms": round(float(q[1]), 2),
+        "p99_ms": round(float(q[2]), 2),
+        "elasticsearch_share": round(statistics.mean(es_share), 3),
+        "python_share": round(1 - statistics.mean(es_share), 3),
+        "paths": paths,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--prefix", default="benchret", help="index prefix for the benchmark's indices")
     parser.add_argument("--k", type=int, default=100)
@@ -183,8 +213,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as work:
         load(client, settings, args.data_dir, Path(work))
     queries = profile_vectors(client, settings)
-    recall = recall_table(client, settings, queries, k=args.k, candidates=[int(c) for c in args.candidates.split(",")],
-                          types=args.types.split(","))
+    recall = recall_table(
+        client,
+        settings,
+        queries,
+        k=args.k,
+        candidates=[int(c) for c in args.candidates.split(",")],
+        types=args.types.split(","),
+    )
     lat = latency(client, settings, [u for u, _ in queries], args.requests)
     result = {"queries": len(queries), "recall": recall, "latency": lat, "machine": f"{os.cpu_count()} cores"}
     if not args.keep:
@@ -197,13 +233,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"kNN recall@{args.k} against exact numpy search, {len(queries)} user-profile queries")
     print(f"{'index type':<11} {'num_cand':>8} {'recall':>7} {'min':>6} {'p50 ms':>7}")
     for row in recall:
-        print(f"{row['index_type']:<11} {row['num_candidates']:>8} {row[f'recall@{args.k}']:>7.4f} "
-              f"{row['min_recall']:>6.3f} {row['p50_ms']:>7.2f}")
+        print(
+            f"{row['index_type']:<11} {row['num_candidates']:>8} {row[f'recall@{args.k}']:>7.4f} "
+            f"{row['min_recall']:>6.3f} {row['p50_ms']:>7.2f}"
+        )
     print(f"exact numpy search: {recall[0]['exact_numpy_ms_per_query']:.3f} ms/query")
-    print(f"candidates(user): {lat['requests']} requests over {lat['distinct_users']} users, k={lat['k']}, "
-          f"num_candidates={lat['num_candidates']}: p50 {lat['p50_ms']} ms, p95 {lat['p95_ms']} ms, "
-          f"p99 {lat['p99_ms']} ms; {lat['elasticsearch_share']:.0%} in Elasticsearch calls, "
-          f"{lat['python_share']:.0%} in Python; paths {lat['paths']}")
+    print(
+        f"candidates(user): {lat['requests']} requests over {lat['distinct_users']} users, k={lat['k']}, "
+        f"num_candidates={lat['num_candidates']}: p50 {lat['p50_ms']} ms, p95 {lat['p95_ms']} ms, "
+        f"p99 {lat['p99_ms']} ms; {lat['elasticsearch_share']:.0%} in Elasticsearch calls, "
+        f"{lat['python_share']:.0%} in Python; paths {lat['paths']}"
+    )
     return 0
 
 

@@ -44,8 +44,9 @@ class Connection:
     async def get(self, path: str) -> tuple[int, bytes]:
         if self.writer is None:
             await self._open()
-        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\nAccept: application/json\r\n{self.auth}\r\n"
-                          .encode())
+        self.writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\nAccept: application/json\r\n{self.auth}\r\n".encode()
+        )
         await self.writer.drain()
         status_line = await self.reader.readline()
         if not status_line:
@@ -85,8 +86,17 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[rank - 1]
 
 
-async def run_level(host: str, port: int, paths: list[str], *, concurrency: int, warmup: int, max_requests: int,
-                    max_seconds: float, api_key: str | None = None) -> dict[str, Any]:
+async def run_level(
+    host: str,
+    port: int,
+    paths: list[str],
+    *,
+    concurrency: int,
+    warmup: int,
+    max_requests: int,
+    max_seconds: float,
+    api_key: str | None = None,
+) -> dict[str, Any]:
     latencies: list[float] = []
     errors: dict[str, int] = {}
     counter = {"next": 0, "warm": 0}
@@ -129,12 +139,19 @@ async def run_level(host: str, port: int, paths: list[str], *, concurrency: int,
     for c in conns:
         await c.close()
     lat = sorted(latencies)
-    return {"concurrency": concurrency, "requests": len(lat) + sum(errors.values()), "ok": len(lat),
-            "errors": errors, "seconds": round(elapsed, 2),
-            "throughput_rps": round(len(lat) / elapsed, 1) if elapsed else None,
-            "p50_ms": round(percentile(lat, 50), 1), "p90_ms": round(percentile(lat, 90), 1),
-            "p99_ms": round(percentile(lat, 99), 1), "max_ms": round(lat[-1], 1) if lat else None,
-            "mean_ms": round(statistics.fmean(lat), 1) if lat else None}
+    return {
+        "concurrency": concurrency,
+        "requests": len(lat) + sum(errors.values()),
+        "ok": len(lat),
+        "errors": errors,
+        "seconds": round(elapsed, 2),
+        "throughput_rps": round(len(lat) / elapsed, 1) if elapsed else None,
+        "p50_ms": round(percentile(lat, 50), 1),
+        "p90_ms": round(percentile(lat, 90), 1),
+        "p99_ms": round(percentile(lat, 99), 1),
+        "max_ms": round(lat[-1], 1) if lat else None,
+        "mean_ms": round(statistics.fmean(lat), 1) if lat else None,
+    }
 
 
 def _users(args) -> list[str]:
@@ -167,9 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=2000, help="at most this many measured requests per level")
     parser.add_argument("--seconds", type=float, default=60.0, help="at most this long per level")
     parser.add_argument("--json", dest="json_out", default=None, help="also write the results here")
-    parser.add_argument("--api-key", default=os.environ.get("VECRANK_SERVE_API_KEY"),
-                        help="an API key with the recommend scope [env VECRANK_SERVE_API_KEY]; none for a service "
-                             "run with --no-auth. Serve with --rate-limit 0, or the per-key limit is what is measured")
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("VECRANK_SERVE_API_KEY"),
+        help="an API key with the recommend scope [env VECRANK_SERVE_API_KEY]; none for a service "
+        "run with --no-auth. Serve with --rate-limit 0, or the per-key limit is what is measured",
+    )
     args = parser.parse_args(argv)
 
     url = urllib.parse.urlsplit(args.api)
@@ -180,19 +200,38 @@ def main(argv: list[str] | None = None) -> int:
     if health.get("http_status") != 200:
         print(f"error: {args.api}/health answered {health.get('http_status')}: {health}", file=sys.stderr)
         return 1
-    results = {"api": args.api, "users": len(users), "k": args.k, "cpus": os.cpu_count(),
-               "default_model": health.get("default_model"), "experiment": (health.get("experiment") or {}).get("id"),
-               "levels": []}
+    results = {
+        "api": args.api,
+        "users": len(users),
+        "k": args.k,
+        "cpus": os.cpu_count(),
+        "default_model": health.get("default_model"),
+        "experiment": (health.get("experiment") or {}).get("id"),
+        "levels": [],
+    }
     for level in (int(x) for x in args.concurrency.split(",")):
         before = os.getloadavg()[0]
-        out = asyncio.run(run_level(host, port, paths, concurrency=level, warmup=args.warmup,
-                                    max_requests=args.requests, max_seconds=args.seconds, api_key=args.api_key))
+        out = asyncio.run(
+            run_level(
+                host,
+                port,
+                paths,
+                concurrency=level,
+                warmup=args.warmup,
+                max_requests=args.requests,
+                max_seconds=args.seconds,
+                api_key=args.api_key,
+            )
+        )
         out["loadavg_1m_before"], out["loadavg_1m_after"] = round(before, 2), round(os.getloadavg()[0], 2)
         results["levels"].append(out)
-        print(f"c={level:>3}  {out['ok']:>6} ok  {sum(out['errors'].values()):>4} errors  "
-              f"p50 {out['p50_ms']:>7.1f} ms  p90 {out['p90_ms']:>7.1f}  p99 {out['p99_ms']:>7.1f}  "
-              f"max {out['max_ms']:>7.1f}  {out['throughput_rps']:>6.1f} req/s  "
-              f"(load {out['loadavg_1m_before']:.2f} -> {out['loadavg_1m_after']:.2f})", flush=True)
+        print(
+            f"c={level:>3}  {out['ok']:>6} ok  {sum(out['errors'].values()):>4} errors  "
+            f"p50 {out['p50_ms']:>7.1f} ms  p90 {out['p90_ms']:>7.1f}  p99 {out['p99_ms']:>7.1f}  "
+            f"max {out['max_ms']:>7.1f}  {out['throughput_rps']:>6.1f} req/s  "
+            f"(load {out['loadavg_1m_before']:.2f} -> {out['loadavg_1m_after']:.2f})",
+            flush=True,
+        )
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(results, indent=2))
     return 0 if all(not lvl["errors"] for lvl in results["levels"]) else 1

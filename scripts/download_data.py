@@ -64,11 +64,16 @@ def download_tmdb(out: Path) -> str | None:
     folder.mkdir(parents=True, exist_ok=True)
     kaggle = shutil.which("kaggle")
     if kaggle is None:
-        return (f"TMDB 5000 needs a Kaggle account: download '{KAGGLE_DATASET}' (file {TMDB_FILE}) from "
-                f"kaggle.com, zip it as {folder / (TMDB_FILE + '.zip')}, or install and configure the kaggle "
-                "command and run this again")
-    proc = subprocess.run([kaggle, "datasets", "download", "-d", KAGGLE_DATASET, "-f", TMDB_FILE, "-p", str(folder)],
-                          capture_output=True, text=True)
+        return (
+            f"TMDB 5000 needs a Kaggle account: download '{KAGGLE_DATASET}' (file {TMDB_FILE}) from "
+            f"kaggle.com, zip it as {folder / (TMDB_FILE + '.zip')}, or install and configure the kaggle "
+            "command and run this again"
+        )
+    proc = subprocess.run(
+        [kaggle, "datasets", "download", "-d", KAGGLE_DATASET, "-f", TMDB_FILE, "-p", str(folder)],
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         return f"kaggle failed: {(proc.stderr or proc.stdout).strip()[-300:]}"
     plain = folder / TMDB_FILE
@@ -81,8 +86,12 @@ def download_tmdb(out: Path) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data",
-                        help="where movielens-latest-small/ and tmdb-5000-movies/ go")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parents[2] / "shared" / "data",
+        help="where movielens-latest-small/ and tmdb-5000-movies/ go",
+    )
     parser.add_argument("--skip-tmdb", action="store_true", help="MovieLens only")
     args = parser.parse_args(argv)
     try:

@@ -53,8 +53,16 @@ def _env(settings) -> dict[str, str]:
 
 def _rows(round_: int, events: int, users: int) -> list[dict]:
     rng = random.Random(round_)
-    return [{"user": f"k{n % users}", "item": f"m{rng.randrange(ITEMS)}", "type": "rating",
-             "value": rng.choice([2.0, 3.5, 4.0, 5.0]), "timestamp": T0 + round_ * 200_000 + n} for n in range(events)]
+    return [
+        {
+            "user": f"k{n % users}",
+            "item": f"m{rng.randrange(ITEMS)}",
+            "type": "rating",
+            "value": rng.choice([2.0, 3.5, 4.0, 5.0]),
+            "timestamp": T0 + round_ * 200_000 + n,
+        }
+        for n in range(events)
+    ]
 
 
 def _count(client, index: str) -> int:
@@ -70,17 +78,22 @@ def _mismatches(client, settings, users: int) -> list[str]:
     client.indices.refresh(index=events)
     for n in range(users):
         user = f"k{n}"
-        hits = client.search(index=events, size=200, track_total_hits=True,
-                             query={"bool": {"filter": [{"term": {"user_id": user}}],
-                                             "must_not": [{"term": {"type": "impression"}}]}},
-                             sort=[{"timestamp": "desc"}, {"event_id": "desc"}])["hits"]
+        hits = client.search(
+            index=events,
+            size=200,
+            track_total_hits=True,
+            query={"bool": {"filter": [{"term": {"user_id": user}}], "must_not": [{"term": {"type": "impression"}}]}},
+            sort=[{"timestamp": "desc"}, {"event_id": "desc"}],
+        )["hits"]
         implied = ([h["_source"]["event_id"] for h in hits["hits"]], hits["total"]["value"])
         doc = client.options(ignore_status=404).get(index=settings.index("users"), id=user)
         source = doc.body.get("_source") or {}
         stored = ([e["event_id"] for e in source.get("history") or []], source.get("n_events"))
         if implied[1] and stored != implied:
-            out.append(f"{user}: stored {len(stored[0])} entries / n_events {stored[1]}, implied {len(implied[0])} / "
-                       f"{implied[1]}")
+            out.append(
+                f"{user}: stored {len(stored[0])} entries / n_events {stored[1]}, implied {len(implied[0])} / "
+                f"{implied[1]}"
+            )
     return out
 
 
@@ -91,16 +104,23 @@ def _free_port() -> int:
 
 
 def _post(port: int, batch: list[dict], timeout: float = 30.0) -> int:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/events", data=json.dumps({"events": batch}).encode(),
-                                 headers={"Content-Type": "application/json"}, method="POST")
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/events",
+        data=json.dumps({"events": batch}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         return resp.status
 
 
 def _start_service(settings, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(_cli(settings, "serve", "--no-auth", "--port", str(port), "--no-exposures",
-                                 "--no-feature-log"), env=_env(settings), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _cli(settings, "serve", "--no-auth", "--port", str(port), "--no-exposures", "--no-feature-log"),
+        env=_env(settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
@@ -128,13 +148,19 @@ def ingest_round(client, settings, round_: int, args, tmp: Path) -> dict:
     proc.wait()
     stored_at_kill = _count(client, events) - before
     rerun = subprocess.run(cmd, env=_env(settings), capture_output=True, text=True, timeout=600)
-    return {"mode": "ingest", "round": round_, "killed": killed, "stored_at_kill": stored_at_kill,
-            "rerun_rc": rerun.returncode, "events": _count(client, events) - before}
+    return {
+        "mode": "ingest",
+        "round": round_,
+        "killed": killed,
+        "stored_at_kill": stored_at_kill,
+        "rerun_rc": rerun.returncode,
+        "events": _count(client, events) - before,
+    }
 
 
 def service_round(client, settings, round_: int, args) -> dict:
     rows = _rows(round_, args.events, args.users)
-    batches = [rows[i:i + args.batch] for i in range(0, len(rows), args.batch)]
+    batches = [rows[i : i + args.batch] for i in range(0, len(rows), args.batch)]
     events = settings.index("events")
     before = _count(client, events)
     port = _free_port()
@@ -159,8 +185,14 @@ def service_round(client, settings, round_: int, args) -> dict:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
-    return {"mode": "service", "round": round_, "killed_in_batch": victim, "stored_at_kill": stored_at_kill,
-            "retry_ok": all(s == 200 for s in statuses), "events": _count(client, events) - before}
+    return {
+        "mode": "service",
+        "round": round_,
+        "killed_in_batch": victim,
+        "stored_at_kill": stored_at_kill,
+        "retry_ok": all(s == 200 for s in statuses),
+        "events": _count(client, events) - before,
+    }
 
 
 def _try_post(port: int, batch: list[dict]) -> None:
@@ -191,14 +223,23 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         catalog = tmp / "items.jsonl"
-        catalog.write_text("".join(json.dumps({"id": f"m{n}", "title": f"film number {n}"}) + "\n" for n in range(ITEMS)))
-        subprocess.run(_cli(settings, "ingest", "items", str(catalog), "--template", "{title}"), env=_env(settings),
-                       check=True, capture_output=True)
+        catalog.write_text(
+            "".join(json.dumps({"id": f"m{n}", "title": f"film number {n}"}) + "\n" for n in range(ITEMS))
+        )
+        subprocess.run(
+            _cli(settings, "ingest", "items", str(catalog), "--template", "{title}"),
+            env=_env(settings),
+            check=True,
+            capture_output=True,
+        )
         try:
             for mode in [m.strip() for m in args.mode.split(",") if m.strip()]:
                 for round_ in range(args.points):
-                    r = (ingest_round(client, settings, round_, args, tmp) if mode == "ingest"
-                         else service_round(client, settings, 100 + round_, args))
+                    r = (
+                        ingest_round(client, settings, round_, args, tmp)
+                        if mode == "ingest"
+                        else service_round(client, settings, 100 + round_, args)
+                    )
                     bad = _mismatches(client, settings, args.users)
                     r["lost_or_duplicated"] = r["events"] - args.events
                     r["users_wrong"] = len(bad)

@@ -74,8 +74,13 @@ SEARCHES_FILE = "searches.jsonl"
 RECOMMENDED_TEMPLATE = "{title} ({year}). {genres}. {overview}"
 #: Field types to declare with ``--field``: strings would otherwise become keyword facets, and the
 #: long prose fields are for reading, not for exact matching.
-RECOMMENDED_FIELD_TYPES = {"year": "integer", "released": "date", "tmdb_id": "integer", "overview": "text",
-                           "tagline": "text"}
+RECOMMENDED_FIELD_TYPES = {
+    "year": "integer",
+    "released": "date",
+    "tmdb_id": "integer",
+    "overview": "text",
+    "tagline": "text",
+}
 
 NO_GENRES = "(no genres listed)"
 # "Toy Story (1995)", also "(2006–2007)" for series; MovieLens leaves a trailing space sometimes.
@@ -218,8 +223,13 @@ def iter_ratings(data_dir: Path) -> Iterator[dict[str, Any]]:
     """The ratings as vecrank events, streamed from ``ratings.csv``."""
     path = data_dir / MOVIELENS_DIR / "ratings.csv"
     for row in _csv_rows(path, ("userId", "movieId", "rating", "timestamp")):
-        yield {"user": int(row["userId"]), "item": int(row["movieId"]), "type": "rating",
-               "value": float(row["rating"]), "timestamp": int(row["timestamp"])}
+        yield {
+            "user": int(row["userId"]),
+            "item": int(row["movieId"]),
+            "type": "rating",
+            "value": float(row["rating"]),
+            "timestamp": int(row["timestamp"]),
+        }
 
 
 def iter_tags(data_dir: Path) -> Iterator[dict[str, Any]]:
@@ -227,8 +237,12 @@ def iter_tags(data_dir: Path) -> Iterator[dict[str, Any]]:
     path = data_dir / MOVIELENS_DIR / "tags.csv"
     for row in _csv_rows(path, ("userId", "movieId", "tag", "timestamp")):
         if row["tag"].strip():
-            yield {"user": int(row["userId"]), "query": row["tag"].strip(), "item": int(row["movieId"]),
-                   "timestamp": int(row["timestamp"])}
+            yield {
+                "user": int(row["userId"]),
+                "query": row["tag"].strip(),
+                "item": int(row["movieId"]),
+                "timestamp": int(row["timestamp"]),
+            }
 
 
 def _write_jsonl(handle: TextIO, record: dict[str, Any]) -> None:
@@ -254,9 +268,11 @@ def prepare(data_dir: Path, out_dir: Path) -> dict[str, Any]:
     """
     started = time.monotonic()
     if not (data_dir / MOVIELENS_DIR).is_dir():
-        raise DataError(f"no MovieLens data in {data_dir}: expected {MOVIELENS_DIR}/ (from ml-latest-small.zip, "
-                        f"https://grouplens.org/datasets/movielens/) and, optionally, {TMDB_ZIP} (Kaggle's TMDB "
-                        "5000 Movie Dataset); scripts/download_data.py fetches them; see --help")
+        raise DataError(
+            f"no MovieLens data in {data_dir}: expected {MOVIELENS_DIR}/ (from ml-latest-small.zip, "
+            f"https://grouplens.org/datasets/movielens/) and, optionally, {TMDB_ZIP} (Kaggle's TMDB "
+            "5000 Movie Dataset); scripts/download_data.py fetches them; see --help"
+        )
     if not (data_dir / TMDB_ZIP).is_file():
         print(f"note: no {data_dir / TMDB_ZIP}: the movies get no TMDB overview, tagline or keywords", file=sys.stderr)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -321,17 +337,26 @@ def ingest_commands(summary: dict[str, Any]) -> list[str]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Turn MovieLens ml-latest-small + TMDB 5000 into vecrank's items and events JSONL. "
-                    "The data is read from --data-dir (this project: shared/data next to the repository; "
-                    "elsewhere: download ml-latest-small.zip from https://grouplens.org/datasets/movielens/ "
-                    "and tmdb_5000_movies.csv.zip from Kaggle's 'TMDB 5000 Movie Dataset', laid out as in "
-                    "shared/data/SOURCES.md). Non-commercial use only; see the module docstring for terms.",
+        "The data is read from --data-dir (this project: shared/data next to the repository; "
+        "elsewhere: download ml-latest-small.zip from https://grouplens.org/datasets/movielens/ "
+        "and tmdb_5000_movies.csv.zip from Kaggle's 'TMDB 5000 Movie Dataset', laid out as in "
+        "shared/data/SOURCES.md). Non-commercial use only; see the module docstring for terms.",
     )
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
-                        help="folder with movielens-latest-small/ and tmdb-5000-movies/ (default: %(default)s)")
-    parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR,
-                        help="where items.jsonl and events.jsonl go; keep it out of git (default: %(default)s)")
-    parser.add_argument("--json", action="store_true",
-                        help="print the summary (counts, paths, template, field types) as JSON on stdout")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        help="folder with movielens-latest-small/ and tmdb-5000-movies/ (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=DEFAULT_OUT_DIR,
+        help="where items.jsonl and events.jsonl go; keep it out of git (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the summary (counts, paths, template, field types) as JSON on stdout"
+    )
     return parser
 
 
@@ -346,11 +371,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({**summary, "commands": ingest_commands(summary)}, indent=2))
         return 0
-    for key in ("movies", "with_year", "with_genres", "with_released", "with_tmdb_id", "with_overview",
-                "ratings", "users", "rated_movies", "searches"):
+    for key in (
+        "movies",
+        "with_year",
+        "with_genres",
+        "with_released",
+        "with_tmdb_id",
+        "with_overview",
+        "ratings",
+        "users",
+        "rated_movies",
+        "searches",
+    ):
         print(f"{key.replace('_', ' '):>14}  {summary[key]:>7,}")
-    print(f"wrote {summary['items_path']}, {summary['events_path']} and {summary['searches_path']} "
-          f"in {summary['seconds']}s")
+    print(
+        f"wrote {summary['items_path']}, {summary['events_path']} and {summary['searches_path']} "
+        f"in {summary['seconds']}s"
+    )
     print(f'template: "{summary["template"]}"')
     print("next:")
     for command in ingest_commands(summary):

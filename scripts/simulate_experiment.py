@@ -64,8 +64,10 @@ GRID = (10, 20, 30, 40, 60, 80, 100, 150, 200, 300, 400, 600, 800, 1200, 1600, 2
 
 # --- 1. split -----------------------------------------------------------------------------------------------
 
-def split_events(events_path: str | Path, out_dir: str | Path, *, holdout_fraction: float = 0.2,
-                 min_train: int = 5) -> dict[str, Any]:
+
+def split_events(
+    events_path: str | Path, out_dir: str | Path, *, holdout_fraction: float = 0.2, min_train: int = 5
+) -> dict[str, Any]:
     """Per user, the latest ``holdout_fraction`` of events (at least one) to ``heldout.jsonl``, the rest
     to ``train.jsonl``; users with fewer than ``min_train`` training events keep everything in train."""
     if not 0 < holdout_fraction < 1:
@@ -79,8 +81,10 @@ def split_events(events_path: str | Path, out_dir: str | Path, *, holdout_fracti
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     n_train = n_held = held_users = 0
-    with open(out / "train.jsonl", "w", encoding="utf-8") as train, open(out / "heldout.jsonl", "w",
-                                                                         encoding="utf-8") as held:
+    with (
+        open(out / "train.jsonl", "w", encoding="utf-8") as train,
+        open(out / "heldout.jsonl", "w", encoding="utf-8") as held,
+    ):
         for user in sorted(by_user):
             events = sorted(by_user[user], key=lambda e: (float(e["timestamp"]), str(e["item"])))
             n_out = max(1, math.ceil(holdout_fraction * len(events)))
@@ -88,13 +92,19 @@ def split_events(events_path: str | Path, out_dir: str | Path, *, holdout_fracti
                 n_out = 0
             for e in events[: len(events) - n_out]:
                 train.write(json.dumps(e) + "\n")
-            for e in events[len(events) - n_out:]:
+            for e in events[len(events) - n_out :]:
                 held.write(json.dumps(e) + "\n")
             n_train += len(events) - n_out
             n_held += n_out
             held_users += n_out > 0
-    return {"users": len(by_user), "users_with_heldout": held_users, "train_events": n_train,
-            "heldout_events": n_held, "train": str(out / "train.jsonl"), "heldout": str(out / "heldout.jsonl")}
+    return {
+        "users": len(by_user),
+        "users_with_heldout": held_users,
+        "train_events": n_train,
+        "heldout_events": n_held,
+        "train": str(out / "train.jsonl"),
+        "heldout": str(out / "heldout.jsonl"),
+    }
 
 
 def load_heldout(path: str | Path) -> dict[str, dict[str, tuple[str, float | None]]]:
@@ -118,6 +128,7 @@ def load_heldout(path: str | Path) -> dict[str, dict[str, tuple[str, float | Non
 
 # --- 2. the click model --------------------------------------------------------------------------------------
 
+
 @dataclass
 class ClickModel:
     """Position-based clicks from held-out interactions (see the module docstring)."""
@@ -132,7 +143,7 @@ class ClickModel:
         if self.activity_sigma <= 0:
             return 1.0
         rng = random.Random(f"{self.seed}:activity:{user}")
-        return math.exp(rng.gauss(-self.activity_sigma**2 / 2, self.activity_sigma))
+        return math.exp(rng.gauss(-(self.activity_sigma**2) / 2, self.activity_sigma))
 
     def attractiveness(self, user: str, item: str) -> float:
         found = self.heldout.get(user, {}).get(item)
@@ -154,7 +165,7 @@ class ClickModel:
         activity = self.activity(user)
         out = []
         for position, item in enumerate(items, 1):
-            if rng.random() < min(1.0, activity * position ** -self.eta * self.attractiveness(user, item)):
+            if rng.random() < min(1.0, activity * position**-self.eta * self.attractiveness(user, item)):
                 out.append((item, position, "click"))
                 if self.converts(user, item):
                     out.append((item, position, "purchase"))
@@ -162,6 +173,7 @@ class ClickModel:
 
 
 # --- 3. talking to the API -----------------------------------------------------------------------------------
+
 
 class ApiClient:
     """Keep-alive HTTP/1.1 to the service, one connection per thread."""
@@ -216,8 +228,16 @@ class ReplayStats:
         return dict(self.__dict__)
 
 
-def replay(api: ApiClient, users: Sequence[str], clicks: ClickModel, *, sessions: int = 2, k: int = 10,
-           concurrency: int = 4, max_503_retries: int = 5) -> ReplayStats:
+def replay(
+    api: ApiClient,
+    users: Sequence[str],
+    clicks: ClickModel,
+    *,
+    sessions: int = 2,
+    k: int = 10,
+    concurrency: int = 4,
+    max_503_retries: int = 5,
+) -> ReplayStats:
     """Each user makes ``sessions`` requests; their simulated clicks are posted citing the request."""
     stats = ReplayStats(users=len(users))
     lock = threading.Lock()
@@ -233,7 +253,7 @@ def replay(api: ApiClient, users: Sequence[str], clicks: ClickModel, *, sessions
 
     def one_user(user: str) -> None:
         for session in range(sessions):
-            for attempt in range(max_503_retries + 1):
+            for _attempt in range(max_503_retries + 1):
                 status, headers, body = api.recommend(user, k)
                 if status != 503:
                     break
@@ -244,8 +264,10 @@ def replay(api: ApiClient, users: Sequence[str], clicks: ClickModel, *, sessions
                 continue
             count("requests")
             shown = [it["item_id"] for it in body["items"]]
-            events = [{"user": user, "item": item, "type": kind, "request_id": body["request_id"], "position": pos}
-                      for item, pos, kind in clicks.simulate(user, shown, request_key=str(session))]
+            events = [
+                {"user": user, "item": item, "type": kind, "request_id": body["request_id"], "position": pos}
+                for item, pos, kind in clicks.simulate(user, shown, request_key=str(session))
+            ]
             if not events:
                 continue
             status, _, out = api.post_events(events)
@@ -275,10 +297,11 @@ def wait_for_experiment(api: ApiClient, experiment_id: str | None, timeout: floa
 
 # --- users' documents ----------------------------------------------------------------------------------------
 
+
 def snapshot_users(client, settings, users: Sequence[str]) -> dict[str, dict[str, Any]]:
     docs = {}
     for start in range(0, len(users), 1000):
-        for d in client.mget(index=settings.index("users"), ids=list(users[start:start + 1000]))["docs"]:
+        for d in client.mget(index=settings.index("users"), ids=list(users[start : start + 1000]))["docs"]:
             if d.get("found"):
                 docs[d["_id"]] = d["_source"]
     return docs
@@ -287,15 +310,23 @@ def snapshot_users(client, settings, users: Sequence[str]) -> dict[str, dict[str
 def restore_users(client, settings, docs: Mapping[str, Mapping[str, Any]]) -> int:
     from elasticsearch import helpers
 
-    ok, _ = helpers.bulk(client, ({"_op_type": "index", "_index": settings.index("users"), "_id": uid, "_source": doc}
-                                  for uid, doc in docs.items()), refresh="wait_for")
+    ok, _ = helpers.bulk(
+        client,
+        (
+            {"_op_type": "index", "_index": settings.index("users"), "_id": uid, "_source": doc}
+            for uid, doc in docs.items()
+        ),
+        refresh="wait_for",
+    )
     return ok
 
 
 # --- how many users a test needs -----------------------------------------------------------------------------
 
-def ab_significant(rows: Sequence[Mapping[str, Any]], idx: np.ndarray, winner: str, loser: str, *,
-                   clustered: bool = False) -> np.ndarray:
+
+def ab_significant(
+    rows: Sequence[Mapping[str, Any]], idx: np.ndarray, winner: str, loser: str, *, clustered: bool = False
+) -> np.ndarray:
     """Per resample (rows of ``idx``): the CTR test finds ``winner`` ahead at p < 0.05 — the
     two-proportion test over exposures, or with ``clustered`` the delta-method test over users."""
     from scipy.stats import norm
@@ -338,8 +369,15 @@ def interleaving_significant(rows: Sequence[Mapping[str, Any]], idx: np.ndarray,
     return (z > 0) & (2 * norm.sf(np.abs(z)) < 0.05)
 
 
-def power_curve(rows: Sequence[Mapping[str, Any]], significant, *, grid: Sequence[int] = GRID, reps: int = 1000,
-                seed: int = 0, max_factor: int = 8) -> list[dict[str, Any]]:
+def power_curve(
+    rows: Sequence[Mapping[str, Any]],
+    significant,
+    *,
+    grid: Sequence[int] = GRID,
+    reps: int = 1000,
+    seed: int = 0,
+    max_factor: int = 8,
+) -> list[dict[str, Any]]:
     """Power (share of ``reps`` resamples of n users, with replacement, found significant) per n."""
     rng = np.random.default_rng(seed)
     out = []
@@ -360,9 +398,18 @@ def users_needed(curve: Sequence[Mapping[str, Any]], target: float = 0.8) -> int
 
 # --- offline comparison --------------------------------------------------------------------------------------
 
-def offline(client, settings, heldout: Mapping[str, Mapping[str, tuple[str, float | None]]], models: Sequence[str], *,
-            k: int = 10, users: Sequence[str] | None = None, min_rating: float = 4.0,
-            n_boot: int = 2000) -> dict[str, Any]:
+
+def offline(
+    client,
+    settings,
+    heldout: Mapping[str, Mapping[str, tuple[str, float | None]]],
+    models: Sequence[str],
+    *,
+    k: int = 10,
+    users: Sequence[str] | None = None,
+    min_rating: float = 4.0,
+    n_boot: int = 2000,
+) -> dict[str, Any]:
     """NDCG@k of each model on the users' held-out positives (rating >= ``min_rating`` or any non-rating
     interaction), ranked by the serving ``Ranker``; paired bootstrap of the difference to the first."""
     from vecrank.rank.metrics import ndcg_at_k, paired_bootstrap_diff
@@ -370,8 +417,10 @@ def offline(client, settings, heldout: Mapping[str, Mapping[str, tuple[str, floa
     from vecrank.rank.ranker import Ranker
     from vecrank.rank.recommender import Recommender
 
-    relevant = {u: {i for i, (kind, v) in items.items() if kind != "rating" or (v or 0) >= min_rating}
-                for u, items in heldout.items()}
+    relevant = {
+        u: {i for i, (kind, v) in items.items() if kind != "rating" or (v or 0) >= min_rating}
+        for u, items in heldout.items()
+    }
     relevant = {u: r for u, r in relevant.items() if r and (users is None or u in users)}
     registry = Registry(client, settings)
     per_model: dict[str, dict[str, float]] = {}
@@ -386,8 +435,11 @@ def offline(client, settings, heldout: Mapping[str, Mapping[str, tuple[str, floa
             scores[user] = ndcg_at_k([r.item_id for r in rec.items], relevant[user], k)
         per_model[f"{model.model_id}@{model.version}"] = scores
     names = list(per_model)
-    out: dict[str, Any] = {"users": len(relevant), "k": k,
-                           "ndcg": {m: float(np.mean(list(s.values()))) for m, s in per_model.items()}}
+    out: dict[str, Any] = {
+        "users": len(relevant),
+        "k": k,
+        "ndcg": {m: float(np.mean(list(s.values()))) for m, s in per_model.items()},
+    }
     for other in names[1:]:
         diff = paired_bootstrap_diff(per_model[other], per_model[names[0]], n=n_boot)
         out.setdefault("vs_first", {})[other] = {"diff": diff.mean, "ci95": [diff.low, diff.high]}
@@ -397,11 +449,28 @@ def offline(client, settings, heldout: Mapping[str, Mapping[str, tuple[str, floa
 
 # --- 3. the whole run ----------------------------------------------------------------------------------------
 
-def run_experiment(client, settings, api: ApiClient, heldout, *, experiment_id: str, arms: Sequence[Mapping[str, Any]],
-                   type_: str = "ab", expected_winner: str | None = None, sessions: int = 2, k: int = 10,
-                   concurrency: int = 4, users: Sequence[str] | None = None, seed: int = 0, restore: bool = True,
-                   out_dir: str | Path | None = None, reps: int = 1000, n_boot: int = 2000,
-                   click_model: ClickModel | None = None) -> dict[str, Any]:
+
+def run_experiment(
+    client,
+    settings,
+    api: ApiClient,
+    heldout,
+    *,
+    experiment_id: str,
+    arms: Sequence[Mapping[str, Any]],
+    type_: str = "ab",
+    expected_winner: str | None = None,
+    sessions: int = 2,
+    k: int = 10,
+    concurrency: int = 4,
+    users: Sequence[str] | None = None,
+    seed: int = 0,
+    restore: bool = True,
+    out_dir: str | Path | None = None,
+    reps: int = 1000,
+    n_boot: int = 2000,
+    click_model: ClickModel | None = None,
+) -> dict[str, Any]:
     """Create, start, replay, stop, then :func:`analyse_experiment`; see the module docstring."""
     from vecrank.rank.experiments import Experiment, ExperimentStore
 
@@ -413,27 +482,49 @@ def run_experiment(client, settings, api: ApiClient, heldout, *, experiment_id: 
     store.start(experiment_id)
     try:
         wait_for_experiment(api, experiment_id)
-        stats = replay(api, chosen, click_model or ClickModel(heldout, seed=seed), sessions=sessions, k=k,
-                       concurrency=concurrency)
+        stats = replay(
+            api, chosen, click_model or ClickModel(heldout, seed=seed), sessions=sessions, k=k, concurrency=concurrency
+        )
     finally:
         store.stop(experiment_id)
         if restore:
             restore_users(client, settings, snapshot)
     time.sleep(1.5)  # let the service's background writer flush the last exposures
-    result = analyse_experiment(client, settings, experiment_id, expected_winner=expected_winner, seed=seed,
-                                out_dir=out_dir, reps=reps, n_boot=n_boot)
+    result = analyse_experiment(
+        client,
+        settings,
+        experiment_id,
+        expected_winner=expected_winner,
+        seed=seed,
+        out_dir=out_dir,
+        reps=reps,
+        n_boot=n_boot,
+    )
     result["replay"] = stats.to_dict()
     result["sessions_per_user"] = sessions
     model = click_model or ClickModel(heldout, seed=seed)
-    result["click_model"] = {"eta": model.eta, "noise": model.noise, "activity_sigma": model.activity_sigma,
-                             "seed": model.seed}
+    result["click_model"] = {
+        "eta": model.eta,
+        "noise": model.noise,
+        "activity_sigma": model.activity_sigma,
+        "seed": model.seed,
+    }
     if out_dir is not None:
         (Path(out_dir) / f"{experiment_id}.json").write_text(json.dumps(result, indent=2, default=str))
     return result
 
 
-def analyse_experiment(client, settings, experiment_id: str, *, expected_winner: str | None = None, seed: int = 0,
-                       out_dir: str | Path | None = None, reps: int = 1000, n_boot: int = 2000) -> dict[str, Any]:
+def analyse_experiment(
+    client,
+    settings,
+    experiment_id: str,
+    *,
+    expected_winner: str | None = None,
+    seed: int = 0,
+    out_dir: str | Path | None = None,
+    reps: int = 1000,
+    n_boot: int = 2000,
+) -> dict[str, Any]:
     """Report a finished experiment from its stored events, and how many users its test needed."""
     from vecrank.rank.experiments import INTERLEAVED, ExperimentStore, analyse, collect_events, user_outcomes
 
@@ -446,25 +537,44 @@ def analyse_experiment(client, settings, experiment_id: str, *, expected_winner:
     loser = next(n for n in names if n != winner)
     result: dict[str, Any] = {"experiment": experiment_id, "type": exp.type, "expected_winner": winner}
     if exp.type == "ab":
-        power = {"ctr_two_proportion": power_curve(rows, lambda r, i: ab_significant(r, i, winner, loser),
-                                                   reps=reps, seed=seed),
-                 "ctr_clustered": power_curve(rows, lambda r, i: ab_significant(r, i, winner, loser, clustered=True),
-                                              reps=reps, seed=seed)}
+        power = {
+            "ctr_two_proportion": power_curve(
+                rows, lambda r, i: ab_significant(r, i, winner, loser), reps=reps, seed=seed
+            ),
+            "ctr_clustered": power_curve(
+                rows, lambda r, i: ab_significant(r, i, winner, loser, clustered=True), reps=reps, seed=seed
+            ),
+        }
     else:
         rows = [r for r in rows if r["unit"] == INTERLEAVED]
         winner_is_b = winner != exp.control
-        power = {"preference": power_curve(rows, lambda r, i: interleaving_significant(r, i, winner_is_b),
-                                           reps=reps, seed=seed)}
-    result.update({"report": report.to_dict(), "power": power,
-                   "users_needed_80pct": {test: users_needed(curve) for test, curve in power.items()},
-                   "users_observed": len(rows)})
+        power = {
+            "preference": power_curve(
+                rows, lambda r, i: interleaving_significant(r, i, winner_is_b), reps=reps, seed=seed
+            )
+        }
+    result.update(
+        {
+            "report": report.to_dict(),
+            "power": power,
+            "users_needed_80pct": {test: users_needed(curve) for test, curve in power.items()},
+            "users_observed": len(rows),
+        }
+    )
     if out_dir is not None:
         result["plots"] = report.plot(out_dir)
     return result
 
 
-def pooled_power(client, settings, experiment_ids: Sequence[str], *, expected_winner: str | None = None,
-                 seed: int = 0, reps: int = 1000) -> dict[str, Any]:
+def pooled_power(
+    client,
+    settings,
+    experiment_ids: Sequence[str],
+    *,
+    expected_winner: str | None = None,
+    seed: int = 0,
+    reps: int = 1000,
+) -> dict[str, Any]:
     """Users needed, estimated from the users of several runs of the same design together (a steadier
     estimate than one run's: each run is an independent sample of users)."""
     from vecrank.rank.experiments import INTERLEAVED, ExperimentStore, collect_events, user_outcomes
@@ -484,18 +594,36 @@ def pooled_power(client, settings, experiment_ids: Sequence[str], *, expected_wi
     winner = expected_winner or arms[-1]
     loser = next(n for n in arms if n != winner)
     if kind == "ab":
-        power = {"ctr_two_proportion": power_curve(rows, lambda r, i: ab_significant(r, i, winner, loser),
-                                                   reps=reps, seed=seed, max_factor=3),
-                 "ctr_clustered": power_curve(rows, lambda r, i: ab_significant(r, i, winner, loser, clustered=True),
-                                              reps=reps, seed=seed, max_factor=3)}
+        power = {
+            "ctr_two_proportion": power_curve(
+                rows, lambda r, i: ab_significant(r, i, winner, loser), reps=reps, seed=seed, max_factor=3
+            ),
+            "ctr_clustered": power_curve(
+                rows,
+                lambda r, i: ab_significant(r, i, winner, loser, clustered=True),
+                reps=reps,
+                seed=seed,
+                max_factor=3,
+            ),
+        }
     else:
-        power = {"preference": power_curve(rows, lambda r, i: interleaving_significant(r, i, winner != control),
-                                           reps=reps, seed=seed, max_factor=3)}
-    return {"experiments": list(experiment_ids), "type": kind, "expected_winner": winner, "user_runs": len(rows),
-            "power": power, "users_needed_80pct": {t: users_needed(c) for t, c in power.items()}}
+        power = {
+            "preference": power_curve(
+                rows, lambda r, i: interleaving_significant(r, i, winner != control), reps=reps, seed=seed, max_factor=3
+            )
+        }
+    return {
+        "experiments": list(experiment_ids),
+        "type": kind,
+        "expected_winner": winner,
+        "user_runs": len(rows),
+        "power": power,
+        "users_needed_80pct": {t: users_needed(c) for t, c in power.items()},
+    }
 
 
 # --- command line --------------------------------------------------------------------------------------------
+
 
 def _settings(args):
     from vecrank.client import make_client
@@ -513,8 +641,9 @@ def _arm(text: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--index-prefix", default=None)
     parser.add_argument("--es-url", default=None)
     parser.add_argument("--state-dir", default=None)
@@ -548,8 +677,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--noise", type=float, default=0.02, help="click probability of an examined item not held out")
     p.add_argument("--activity-sigma", type=float, default=0.0, help="log-sd of the users' click propensity")
     p = sub.add_parser("analyse", help="report a finished experiment again, with the users each test needed")
-    p.add_argument("--experiment", required=True, action="append",
-                   help="repeat to pool several runs of one design for the users-needed estimate")
+    p.add_argument(
+        "--experiment",
+        required=True,
+        action="append",
+        help="repeat to pool several runs of one design for the users-needed estimate",
+    )
     p.add_argument("--expected-winner", default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--reps", type=int, default=1000)
@@ -558,17 +691,39 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
 
     if args.command == "split":
-        print(json.dumps(split_events(args.events, args.out, holdout_fraction=args.holdout_fraction,
-                                      min_train=args.min_train), indent=2))
+        print(
+            json.dumps(
+                split_events(args.events, args.out, holdout_fraction=args.holdout_fraction, min_train=args.min_train),
+                indent=2,
+            )
+        )
         return 0
     client, settings = _settings(args)
     if args.command == "analyse" and len(args.experiment) > 1:
-        print(json.dumps(pooled_power(client, settings, args.experiment, expected_winner=args.expected_winner,
-                                      seed=args.seed, reps=args.reps), indent=2))
+        print(
+            json.dumps(
+                pooled_power(
+                    client,
+                    settings,
+                    args.experiment,
+                    expected_winner=args.expected_winner,
+                    seed=args.seed,
+                    reps=args.reps,
+                ),
+                indent=2,
+            )
+        )
         return 0
     if args.command == "analyse":
-        result = analyse_experiment(client, settings, args.experiment[0], expected_winner=args.expected_winner,
-                                    seed=args.seed, reps=args.reps, out_dir=args.out)
+        result = analyse_experiment(
+            client,
+            settings,
+            args.experiment[0],
+            expected_winner=args.expected_winner,
+            seed=args.seed,
+            reps=args.reps,
+            out_dir=args.out,
+        )
         print(json.dumps(_summary(result), indent=2, default=str))
         return 0
     heldout = load_heldout(args.heldout)
@@ -578,12 +733,27 @@ def main(argv: list[str] | None = None) -> int:
     users = sorted(heldout)
     if args.max_users:
         users = random.Random(args.seed).sample(users, min(args.max_users, len(users)))
-    result = run_experiment(client, settings, ApiClient(args.api), heldout, experiment_id=args.experiment,
-                            arms=args.arm, type_=args.type, expected_winner=args.expected_winner,
-                            sessions=args.sessions, k=args.k, concurrency=args.concurrency, users=users,
-                            seed=args.seed, restore=not args.no_restore, out_dir=args.out, reps=args.reps,
-                            click_model=ClickModel(heldout, eta=args.eta, noise=args.noise, seed=args.seed,
-                                                   activity_sigma=args.activity_sigma))
+    result = run_experiment(
+        client,
+        settings,
+        ApiClient(args.api),
+        heldout,
+        experiment_id=args.experiment,
+        arms=args.arm,
+        type_=args.type,
+        expected_winner=args.expected_winner,
+        sessions=args.sessions,
+        k=args.k,
+        concurrency=args.concurrency,
+        users=users,
+        seed=args.seed,
+        restore=not args.no_restore,
+        out_dir=args.out,
+        reps=args.reps,
+        click_model=ClickModel(
+            heldout, eta=args.eta, noise=args.noise, seed=args.seed, activity_sigma=args.activity_sigma
+        ),
+    )
     print(json.dumps(_summary(result), indent=2, default=str))
     return 0
 

@@ -6,6 +6,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/bootstrap.sh
+bash scripts/lint.sh
 # tests/test_page.py drives the search page in Debian's chromium (through chromium-driver): install
 # both where this script can (root with apt-get); VECRANK_TEST_NO_BROWSER=1 skips that test instead.
 if [ "${VECRANK_TEST_NO_BROWSER:-}" != 1 ] && ! { command -v chromium && command -v chromedriver; } >/dev/null; then

@@ -57,8 +57,9 @@ def es_settings(request: pytest.FixtureRequest):
         services = request.getfixturevalue("docker_services")
         ip = request.getfixturevalue("docker_ip")
         url = f"http://{ip}:{services.port_for('elasticsearch', 9200)}"
-        settings = Settings.load({"es_url": url, "es_user": "elastic", "es_password": password},
-                                 env={}, config_path=no_config)
+        settings = Settings.load(
+            {"es_url": url, "es_user": "elastic", "es_password": password}, env={}, config_path=no_config
+        )
         from vecrank.client import make_client
 
         client = make_client(settings)

@@ -30,13 +30,21 @@ class FlakyBulkClient:
         i = 0
         while i < len(lines):
             op, meta = next(iter(json.loads(lines[i]).items()))
-            chunk = lines[i:i + (1 if op == "delete" else 2)]
+            chunk = lines[i : i + (1 if op == "delete" else 2)]
             i += len(chunk)
             if self.remaining.get(meta["_id"], 0) > 0:
                 self.remaining[meta["_id"]] -= 1
                 self.rejected += 1
-                answers.append({op: {"_index": meta["_index"], "_id": meta["_id"], "status": self._status,
-                                     "error": {"type": "es_rejected_execution_exception", "reason": "injected by the test"}}})
+                answers.append(
+                    {
+                        op: {
+                            "_index": meta["_index"],
+                            "_id": meta["_id"],
+                            "status": self._status,
+                            "error": {"type": "es_rejected_execution_exception", "reason": "injected by the test"},
+                        }
+                    }
+                )
             else:
                 sent += chunk
                 answers.append(None)

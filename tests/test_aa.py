@@ -83,8 +83,9 @@ def test_without_user_heterogeneity_the_two_proportion_test_is_fine():
     """The control for the test above: when every user clicks alike (a narrow Beta) and sees one
     short list, impressions are nearly independent and the two-proportion test holds its level."""
     alike = aa.Population(beta_a=400.0, beta_b=3600.0, requests=1.0, k=5)
-    got = aa.run(sims=600, users=(50,), designs=("ab",), seed=0, n_boot=100, pop=alike, level="statistics",
-                 progress=False)
+    got = aa.run(
+        sims=600, users=(50,), designs=("ab",), seed=0, n_boot=100, pop=alike, level="statistics", progress=False
+    )
     naive = next(r for r in got["results"] if r["test"].startswith("ctr_independent"))
     assert naive["rate"] <= LIMIT and naive["ci95"][0] < 0.05, naive
 
@@ -104,13 +105,35 @@ def test_the_statistics_level_is_the_report(design):
 
 
 def test_the_script_prints_rates_with_intervals_and_json(capsys):
-    assert aa.main(["--sims", "4", "--users", "3", "12", "--design", "ab", "--level", "statistics",
-                    "--bootstrap", "100", "--seed", "1"]) == 0
+    assert (
+        aa.main(
+            [
+                "--sims",
+                "4",
+                "--users",
+                "3",
+                "12",
+                "--design",
+                "ab",
+                "--level",
+                "statistics",
+                "--bootstrap",
+                "100",
+                "--seed",
+                "1",
+            ]
+        )
+        == 0
+    )
     out, err = capsys.readouterr()
     assert "A/A experiments" in err  # the progress bar, on stderr
     assert "ctr (treatment vs control)" in out and "x nominal" in out and "[reference only]" in out
-    assert aa.main(["--sims", "4", "--users", "3", "--json", "--no-progress", "--level", "statistics",
-                    "--bootstrap", "100"]) == 0
+    assert (
+        aa.main(
+            ["--sims", "4", "--users", "3", "--json", "--no-progress", "--level", "statistics", "--bootstrap", "100"]
+        )
+        == 0
+    )
     data = json.loads(capsys.readouterr().out)
     assert data["sims"] == 4 and data["users"] == [3] and data["alpha"] == 0.05
     row = data["results"][0]

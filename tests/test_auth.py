@@ -21,9 +21,13 @@ from vecrank.serve.auth import SCOPES, ApiKeyStore, KeyCache, RateLimiter, diges
 
 KEY_CACHE_S = 0.3
 TITLES = ["dogs", "cats", "rockets", "bread", "ghosts", "tennis", "storms", "pirates"]
-PROTECTED = [("GET", "/recommendations?query=dogs&k=2", None), ("POST", "/recommendations", {"query": "dogs", "k": 2}),
-             ("POST", "/events", {"events": [{"user": "u1", "item": "i0", "type": "click"}]}),
-             ("GET", "/no-such-path", None), ("DELETE", "/recommendations", None)]
+PROTECTED = [
+    ("GET", "/recommendations?query=dogs&k=2", None),
+    ("POST", "/recommendations", {"query": "dogs", "k": 2}),
+    ("POST", "/events", {"events": [{"user": "u1", "item": "i0", "type": "click"}]}),
+    ("GET", "/no-such-path", None),
+    ("DELETE", "/recommendations", None),
+]
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +39,18 @@ def world(es, es_settings, tmp_path_factory):
     prefix = f"vra-{uuid.uuid4().hex[:10]}"
     settings = dataclasses.replace(es_settings, index_prefix=prefix)
     tmp = tmp_path_factory.mktemp("auth-world")
-    (tmp / "items.jsonl").write_text("".join(json.dumps({"id": f"i{n}", "title": f"A story about {w}"}) + "\n"
-                                             for n, w in enumerate(TITLES)))
-    assert ingest_items(es, settings, tmp / "items.jsonl", ItemSource(template="{title}"), embedder=Embedder()).written == 8
-    events = [{"user": u, "item": f"i{i}", "type": "rating", "value": 5, "timestamp": 1_600_000_000 + i}
-              for u, items in (("u1", (0, 1)), ("u2", (4, 6))) for i in items]
+    (tmp / "items.jsonl").write_text(
+        "".join(json.dumps({"id": f"i{n}", "title": f"A story about {w}"}) + "\n" for n, w in enumerate(TITLES))
+    )
+    assert (
+        ingest_items(es, settings, tmp / "items.jsonl", ItemSource(template="{title}"), embedder=Embedder()).written
+        == 8
+    )
+    events = [
+        {"user": u, "item": f"i{i}", "type": "rating", "value": 5, "timestamp": 1_600_000_000 + i}
+        for u, items in (("u1", (0, 1)), ("u2", (4, 6)))
+        for i in items
+    ]
     (tmp / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
     ingest_events(es, settings, tmp / "events.jsonl", progress=False)
     yield settings
@@ -56,16 +67,24 @@ def store(es, world):
 @pytest.fixture(scope="module")
 def keys(store):
     """One key per scope set the tests need: name -> full key."""
-    return {name: store.create(name, scopes)[1] for name, scopes in (
-        ("recommend", ["recommend"]), ("events", ["events"]), ("both", ["recommend", "events"]), ("admin", ["admin"]))}
+    return {
+        name: store.create(name, scopes)[1]
+        for name, scopes in (
+            ("recommend", ["recommend"]),
+            ("events", ["events"]),
+            ("both", ["recommend", "events"]),
+            ("admin", ["admin"]),
+        )
+    }
 
 
 @pytest.fixture(scope="module")
 def service(world):
     from vecrank.serve import RecommendService, ServeConfig
 
-    svc = RecommendService(world, ServeConfig(key_cache_s=KEY_CACHE_S, experiment_refresh_s=60, model_refresh_s=60,
-                                              log_features=False))
+    svc = RecommendService(
+        world, ServeConfig(key_cache_s=KEY_CACHE_S, experiment_refresh_s=60, model_refresh_s=60, log_features=False)
+    )
     yield svc
     svc.close()
 
@@ -102,6 +121,7 @@ def _error(response, code: int, fragment: str) -> dict:
 
 
 # --- the store -----------------------------------------------------------------------------------------
+
 
 def test_keys_are_hashed_at_rest(es, store, world):
     key, token = store.create("backend", ["events", "recommend", "events"])
@@ -154,7 +174,9 @@ def test_serve_config_round_trips():
     config = ServeConfig(key_cache_s=2.5, rate_limit_rps=7.0, rate_limit_burst=9, item_fields=("title",))
     assert ServeConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     assert ServeConfig().key_cache_s == 30.0 and (ServeConfig().rate_limit_rps, ServeConfig().rate_limit_burst) == (
-        50.0, 100)
+        50.0,
+        100,
+    )
     for bad in ({"key_cache_s": -1}, {"rate_limit_rps": -1}, {"rate_limit_burst": 0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             ServeConfig(**bad)
@@ -162,10 +184,12 @@ def test_serve_config_round_trips():
 
 # --- the CLI -------------------------------------------------------------------------------------------
 
+
 def test_cli_create_list_revoke(capsys, caplog, es, world):
     args = [*connection_args(world), "--index-prefix", world.index_prefix]
-    result = run_cli(capsys, *args, "apikey", "create", "--name", "cli-page", "--scope", "recommend",
-                     "--scope", "events")
+    result = run_cli(
+        capsys, *args, "apikey", "create", "--name", "cli-page", "--scope", "recommend", "--scope", "events"
+    )
     assert result.code == 0, result.err
     token = result.out.strip()  # stdout is the key alone, for `KEY=$(vecrank apikey create ...)`
     key_id, secret = parse_key(token)
@@ -191,8 +215,10 @@ def test_cli_create_list_revoke(capsys, caplog, es, world):
     assert {k["id"]: k for k in json.loads(result.out)}[key_id]["revoked"] is True
 
     result = run_cli(capsys, *args, "apikey", "revoke", "0123456789abcdef", "--yes")
-    assert result.code == 1 and result.err.strip() == "Error: no API key '0123456789abcdef'; `vecrank apikey list` " \
-                                                      "shows them"
+    assert (
+        result.code == 1
+        and result.err.strip() == "Error: no API key '0123456789abcdef'; `vecrank apikey list` " "shows them"
+    )
     result = run_cli(capsys, *args, "apikey", "create", "--name", "x", "--scope", "everything")
     assert result.code == 2 and "'everything' is not one of 'recommend', 'events', 'admin'" in result.err
     result = run_cli(capsys, *args, "apikey", "create", "--name", "x")
@@ -217,6 +243,7 @@ def test_no_auth_is_refused_beyond_loopback(capsys, tmp_path):
 
 # --- the service ---------------------------------------------------------------------------------------
 
+
 def test_public_paths_need_no_key(api):
     assert api.call("GET", "/health")[0] == 200
     for path in ("/", "/static/page.js", "/openapi.json", "/docs"):
@@ -228,8 +255,9 @@ def test_public_paths_need_no_key(api):
 def test_every_other_endpoint_needs_a_key(api, method, path, body):
     headers = _error(api.call(method, path, body), 401, "an API key is required")
     assert headers["www-authenticate"] == 'Bearer realm="vecrank"'
-    headers = _error(api.call(method, path, body, headers=_bearer("vrk_0123456789abcdef_" + "x" * 43)), 401,
-                     "invalid API key")
+    headers = _error(
+        api.call(method, path, body, headers=_bearer("vrk_0123456789abcdef_" + "x" * 43)), 401, "invalid API key"
+    )
     assert headers["www-authenticate"] == 'Bearer realm="vecrank", error="invalid_token"'
     for wrong in ({"Authorization": "Bearer garbage"}, {"Authorization": "Basic dTpw"}, {"X-API-Key": "nope"}):
         assert api.call(method, path, body, headers=wrong)[0] == 401
@@ -250,13 +278,21 @@ def test_scopes(api, keys, caplog):
     click = {"events": [{"user": "u1", "item": "i3", "type": "click"}]}
     status, headers, body = api.call("GET", "/recommendations?user=u1&k=3", headers=_bearer(keys["recommend"]))
     assert status == 200 and len(body["items"]) == 3, body
-    assert api.call("POST", "/recommendations", {"query": "cats", "k": 2},
-                    headers={"X-API-Key": keys["recommend"]})[0] == 200
-    headers = _error(api.call("POST", "/events", click, headers=_bearer(keys["recommend"])), 403,
-                     "lacks the 'events' scope that /events needs (it has recommend)")
+    assert (
+        api.call("POST", "/recommendations", {"query": "cats", "k": 2}, headers={"X-API-Key": keys["recommend"]})[0]
+        == 200
+    )
+    headers = _error(
+        api.call("POST", "/events", click, headers=_bearer(keys["recommend"])),
+        403,
+        "lacks the 'events' scope that /events needs (it has recommend)",
+    )
     assert headers["www-authenticate"] == 'Bearer realm="vecrank", error="insufficient_scope", scope="events"'
-    _error(api.call("GET", "/recommendations?query=dogs", headers=_bearer(keys["events"])), 403,
-           "lacks the 'recommend' scope")
+    _error(
+        api.call("GET", "/recommendations?query=dogs", headers=_bearer(keys["events"])),
+        403,
+        "lacks the 'recommend' scope",
+    )
     status, _, out = api.call("POST", "/events", click, headers=_bearer(keys["events"]))
     assert status == 200 and out["accepted"] + out["duplicates"] == 1, out
     for name in ("both", "admin"):
@@ -280,14 +316,18 @@ def test_a_revoked_key_is_refused_after_the_cache_time(api, store):
 def test_rate_limit_per_key(world, keys):
     from vecrank.serve import RecommendService, ServeConfig, create_app
 
-    svc = RecommendService(world, ServeConfig(rate_limit_rps=0.5, rate_limit_burst=3, log_exposures=False,
-                                              log_features=False))
+    svc = RecommendService(
+        world, ServeConfig(rate_limit_rps=0.5, rate_limit_burst=3, log_exposures=False, log_features=False)
+    )
     try:
         with Server(create_app(svc, threads=2, warm_up=False)) as limited:
             got = [limited.call("GET", "/no-such-path", headers=_bearer(keys["recommend"]))[0] for _ in range(3)]
             assert got == [404] * 3  # past the guard: each took a token
-            headers = _error(limited.call("GET", "/recommendations?query=dogs", headers=_bearer(keys["recommend"])),
-                             429, "rate limit of API key")
+            headers = _error(
+                limited.call("GET", "/recommendations?query=dogs", headers=_bearer(keys["recommend"])),
+                429,
+                "rate limit of API key",
+            )
             assert 1 <= int(headers["retry-after"]) <= 2
             assert limited.call("GET", "/no-such-path", headers=_bearer(keys["both"]))[0] == 404  # its own bucket
             assert limited.call("GET", "/health")[0] == 200  # public paths are not counted
@@ -303,12 +343,14 @@ def test_unreachable_key_store_is_503(world, keys):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     down = dataclasses.replace(world, es_url=f"https://127.0.0.1:{port}")
-    svc = RecommendService(down, ServeConfig(log_exposures=False, log_features=False),
-                           client=make_client(down).options(max_retries=0))
+    svc = RecommendService(
+        down, ServeConfig(log_exposures=False, log_features=False), client=make_client(down).options(max_retries=0)
+    )
     try:
         with Server(create_app(svc, threads=2, warm_up=False)) as api:
-            headers = _error(api.call("GET", "/recommendations?query=dogs", headers=_bearer(keys["both"])), 503,
-                             "retry later")
+            headers = _error(
+                api.call("GET", "/recommendations?query=dogs", headers=_bearer(keys["both"])), 503, "retry later"
+            )
             assert headers["retry-after"] == "5"
     finally:
         svc.close()
@@ -318,12 +360,24 @@ def test_openapi_declares_the_keys(api):
     status, _, spec = api.call("GET", "/openapi.json")
     assert status == 200
     assert spec["components"]["securitySchemes"] == {
-        "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "vrk_<id>_<secret>",
-                   "description": "an API key from `vecrank apikey create`, as 'Authorization: Bearer <key>'"},
-        "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key",
-                   "description": "the same key in the X-API-Key header"}}
-    for method, path, scope in (("get", "/recommendations", "recommend"), ("post", "/recommendations", "recommend"),
-                                ("post", "/events", "events")):
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "vrk_<id>_<secret>",
+            "description": "an API key from `vecrank apikey create`, as 'Authorization: Bearer <key>'",
+        },
+        "apiKey": {
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-API-Key",
+            "description": "the same key in the X-API-Key header",
+        },
+    }
+    for method, path, scope in (
+        ("get", "/recommendations", "recommend"),
+        ("post", "/recommendations", "recommend"),
+        ("post", "/events", "events"),
+    ):
         op = spec["paths"][path][method]
         assert op["security"] == [{"bearer": [scope]}, {"apiKey": [scope]}]
         assert {"401", "403", "429"} <= set(op["responses"])
@@ -342,7 +396,8 @@ def test_the_page_key_goes_into_the_page(service, keys):
     assert '<meta name="vecrank-api-key" content="">' in page_html(None)
     crafted = 'vrk_"><script>alert(1)</script>'  # create_app refuses it; the page escapes whatever it gets
     assert f'content="{html.escape(crafted, quote=True)}"' in page_html(crafted) and "<script>alert" not in page_html(
-        crafted)
+        crafted
+    )
     with pytest.raises(ValueError, match="page_key is not an API key") as refused:
         create_app(service, page_key="vrk_short")
     assert "vrk_short" not in str(refused.value)
@@ -354,10 +409,19 @@ def test_the_page_key_goes_into_the_page(service, keys):
 
 # --- attribution ---------------------------------------------------------------------------------------
 
+
 def _stored_events(es, world, user: str, item: str, kind: str) -> list[dict]:
     es.indices.refresh(index=world.index("events"))
-    return [h["_source"] for h in es.search(index=world.index("events"), size=20, query={"bool": {"filter": [
-        {"term": {"user_id": user}}, {"term": {"item_id": item}}, {"term": {"type": kind}}]}})["hits"]["hits"]]
+    return [
+        h["_source"]
+        for h in es.search(
+            index=world.index("events"),
+            size=20,
+            query={
+                "bool": {"filter": [{"term": {"user_id": user}}, {"term": {"item_id": item}}, {"term": {"type": kind}}]}
+            },
+        )["hits"]["hits"]
+    ]
 
 
 def test_events_are_attributed_only_to_their_own_users_requests(api, keys, es, world):
@@ -366,23 +430,39 @@ def test_events_are_attributed_only_to_their_own_users_requests(api, keys, es, w
     assert status == 200, served
     rid, first, second = served["request_id"], served["items"][0], served["items"][1]
     # another user citing u1's request: stored, without attribution, and said so
-    status, _, out = api.call("POST", "/events", {"events": [
-        {"user": "u2", "item": first["item_id"], "type": "purchase", "request_id": rid, "position": 1}]}, headers=auth)
+    status, _, out = api.call(
+        "POST",
+        "/events",
+        {"events": [{"user": "u2", "item": first["item_id"], "type": "purchase", "request_id": rid, "position": 1}]},
+        headers=auth,
+    )
     assert status == 200 and (out["accepted"], out["attributed"]) == (1, 0), out
     assert out["warnings"] == [f"event 0: request {rid!r} was not served to user 'u2'; stored without attribution"]
     [forged] = _stored_events(es, world, "u2", first["item_id"], "purchase")
     assert not {"request_id", "position", "arm", "model_version"} & set(forged)
     # u1 with a position the request did not show the item at: the same
-    status, _, out = api.call("POST", "/events", {"events": [
-        {"user": "u1", "item": second["item_id"], "type": "click", "request_id": rid, "position": 4}]}, headers=auth)
+    status, _, out = api.call(
+        "POST",
+        "/events",
+        {"events": [{"user": "u1", "item": second["item_id"], "type": "click", "request_id": rid, "position": 4}]},
+        headers=auth,
+    )
     assert status == 200 and (out["accepted"], out["attributed"]) == (1, 0), out
     assert "position 4 is not where request" in out["warnings"][0] and "(2)" in out["warnings"][0]
     [moved] = _stored_events(es, world, "u1", second["item_id"], "click")
     assert "request_id" not in moved and "position" not in moved
     # u1, the item where it was shown (and one with no position): attributed
-    status, _, out = api.call("POST", "/events", {"events": [
-        {"user": "u1", "item": first["item_id"], "type": "click", "request_id": rid, "position": 1},
-        {"user": "u1", "item": served["items"][2]["item_id"], "type": "cart", "request_id": rid}]}, headers=auth)
+    status, _, out = api.call(
+        "POST",
+        "/events",
+        {
+            "events": [
+                {"user": "u1", "item": first["item_id"], "type": "click", "request_id": rid, "position": 1},
+                {"user": "u1", "item": served["items"][2]["item_id"], "type": "cart", "request_id": rid},
+            ]
+        },
+        headers=auth,
+    )
     assert status == 200 and (out["accepted"], out["attributed"], out["warnings"]) == (2, 2, []), out
     [clicked] = _stored_events(es, world, "u1", first["item_id"], "click")
     assert (clicked["request_id"], clicked["position"], clicked["model_version"]) == (rid, 1, "none")

@@ -148,8 +148,12 @@ def test_the_rankers_ease_lists_are_the_rows_positive_weights():
         return ease_lists(cf.positive_counts(log_), log_.item_ids, l2=2.0, **{"max_items": 100, "listed": 10, **kw})
 
     got = lists(ease_events())
-    assert {i: [j for j, _ in row] for i, row in got.items()} == {"a": ["b", "c"], "b": ["a", "d"], "c": ["a", "d"],
-                                                                  "d": ["b", "c"]}  # e: all zeros, no list
+    assert {i: [j for j, _ in row] for i, row in got.items()} == {
+        "a": ["b", "c"],
+        "b": ["a", "d"],
+        "c": ["a", "d"],
+        "d": ["b", "c"],
+    }  # e: all zeros, no list
     assert dict(got["b"]) == pytest.approx({"a": 12 / 23, "d": 2 / 9}, abs=1e-6)  # float32, as stored
     assert dict(got["d"]) == pytest.approx({"b": 1 / 4, "c": 6 / 125}, abs=1e-6)
     assert lists(ease_events() + [ev("u1", "a", 95), ev("u1", "a", 96, "purchase")]) == got
@@ -205,10 +209,21 @@ def test_item_knn_similarities_are_cosines_of_distinct_users():
     assert model.items == ["a", "b", "c", "d", "e"] and model.name == "item-knn-100"
     sims = {(model.items[i], model.items[j]): v for (i, j), v in model.similarities.todok().items()}
     # ab = 2/√(4·3): with u7's clicks counted three times it would not be.
-    assert sims == pytest.approx({
-        ("a", "b"): 2 / math.sqrt(12), ("a", "c"): 1 / 4, ("b", "a"): 2 / math.sqrt(12), ("b", "c"): 1 / math.sqrt(12),
-        ("c", "a"): 1 / 4, ("c", "b"): 1 / math.sqrt(12), ("c", "d"): 1 / math.sqrt(8), ("c", "e"): 1 / math.sqrt(8),
-        ("d", "c"): 1 / math.sqrt(8), ("e", "c"): 1 / math.sqrt(8)}, abs=1e-12)
+    assert sims == pytest.approx(
+        {
+            ("a", "b"): 2 / math.sqrt(12),
+            ("a", "c"): 1 / 4,
+            ("b", "a"): 2 / math.sqrt(12),
+            ("b", "c"): 1 / math.sqrt(12),
+            ("c", "a"): 1 / 4,
+            ("c", "b"): 1 / math.sqrt(12),
+            ("c", "d"): 1 / math.sqrt(8),
+            ("c", "e"): 1 / math.sqrt(8),
+            ("d", "c"): 1 / math.sqrt(8),
+            ("e", "c"): 1 / math.sqrt(8),
+        },
+        abs=1e-12,
+    )
 
 
 def test_item_knn_lists_on_a_handcrafted_set():
@@ -290,8 +305,10 @@ def test_item_knn_guards():
 def test_item_baselines_are_fast_enough():
     rng = np.random.default_rng(0)
     n = 100_000
-    events = [{"user_id": str(u), "item_id": str(i), "type": "click", "value": None, "timestamp": int(t)}
-              for u, i, t in zip(rng.integers(0, 600, n), rng.zipf(1.3, n) % 6_000, rng.integers(0, 10**9, n))]
+    events = [
+        {"user_id": str(u), "item_id": str(i), "type": "click", "value": None, "timestamp": int(t)}
+        for u, i, t in zip(rng.integers(0, 600, n), rng.zipf(1.3, n) % 6_000, rng.integers(0, 10**9, n))
+    ]
     for cls in (EASE, ItemKNN):
         started = time.perf_counter()
         recs = cls().fit(events).recommend_all([str(u) for u in range(600)], 50)
@@ -305,8 +322,10 @@ def test_item_baselines_on_movielens_latest_small():
     if not ratings.is_file():
         pytest.skip(f"no {ratings}")
     with ratings.open(encoding="utf-8", newline="") as f:
-        events = [ev(r["userId"], r["movieId"], int(r["timestamp"]) * 1000, "rating", float(r["rating"]))
-                  for r in csv.DictReader(f)]
+        events = [
+            ev(r["userId"], r["movieId"], int(r["timestamp"]) * 1000, "rating", float(r["rating"]))
+            for r in csv.DictReader(f)
+        ]
     for model in (EASE(), ItemKNN()):
         started = time.perf_counter()
         model.fit(events)

@@ -14,8 +14,10 @@ def _events(rows):
 
 def _random_log(seed=0, users=40, items=30, n=400):
     rng = np.random.default_rng(seed)
-    rows = [(f"u{rng.integers(users)}", f"i{rng.integers(items):02d}", "click", None, int(t))
-            for t in rng.integers(0, 10_000, n)]
+    rows = [
+        (f"u{rng.integers(users)}", f"i{rng.integers(items):02d}", "click", None, int(t))
+        for t in rng.integers(0, 10_000, n)
+    ]
     return Interactions.from_events(_events(rows))
 
 
@@ -31,18 +33,29 @@ def test_fold_in_equals_implicit_recalculate_user():
     als.user_factors = np.zeros((1, 8), dtype=np.float32)
     history = {model.item_ids[3]: 2, model.item_ids[7]: 1, model.item_ids[11]: 4}
     cols = [model.item_ids.index(i) for i in history]
-    user_items = sparse.csr_matrix((np.array(list(history.values()), dtype=np.float32), ([0] * 3, cols)),
-                                   shape=(1, len(model.item_ids)))
+    user_items = sparse.csr_matrix(
+        (np.array(list(history.values()), dtype=np.float32), ([0] * 3, cols)), shape=(1, len(model.item_ids))
+    )
     expected = np.asarray(als.recalculate_user(0, user_items)).ravel()
-    got = cf.fold_in(model.gram, np.stack([model.vector(i) for i in history]), np.array(list(history.values())),
-                     regularization=0.1, alpha=2.0)
+    got = cf.fold_in(
+        model.gram,
+        np.stack([model.vector(i) for i in history]),
+        np.array(list(history.values())),
+        regularization=0.1,
+        alpha=2.0,
+    )
     np.testing.assert_allclose(got, expected, rtol=2e-4, atol=2e-5)
     assert cf.fold_in(model.gram, np.zeros((0, 8)), np.zeros(0), regularization=0.1) is None
 
 
 def test_fit_gives_vectors_only_to_liked_items_and_is_deterministic():
-    rows = [("a", "x", "rating", 5.0, 1), ("a", "y", "rating", 2.0, 2), ("b", "x", "click", None, 3),
-            ("b", "z", "purchase", None, 4), ("c", "w", "impression", None, 5)]
+    rows = [
+        ("a", "x", "rating", 5.0, 1),
+        ("a", "y", "rating", 2.0, 2),
+        ("b", "x", "click", None, 3),
+        ("b", "z", "purchase", None, 4),
+        ("c", "w", "impression", None, 5),
+    ]
     log_ = Interactions.from_events(_events(rows))
     first = cf.fit(log_, cf.CFConfig(factors=4))
     again = cf.fit(log_, cf.CFConfig(factors=4))
@@ -65,9 +78,17 @@ def test_fit_before_an_instant_sees_only_earlier_events():
 
 def test_cooccurrence_counts_distinct_users():
     # u1 clicks x three times and y once; u2 likes x and z; u3 likes y and z.
-    rows = [("u1", "x", "click", None, 1), ("u1", "x", "click", None, 2), ("u1", "x", "click", None, 3),
-            ("u1", "y", "click", None, 4), ("u2", "x", "rating", 4.0, 5), ("u2", "z", "rating", 5.0, 6),
-            ("u3", "y", "purchase", None, 7), ("u3", "z", "cart", None, 8), ("u3", "q", "rating", 3.0, 9)]
+    rows = [
+        ("u1", "x", "click", None, 1),
+        ("u1", "x", "click", None, 2),
+        ("u1", "x", "click", None, 3),
+        ("u1", "y", "click", None, 4),
+        ("u2", "x", "rating", 4.0, 5),
+        ("u2", "z", "rating", 5.0, 6),
+        ("u3", "y", "purchase", None, 7),
+        ("u3", "z", "cart", None, 8),
+        ("u3", "q", "rating", 3.0, 9),
+    ]
     model = cf.fit(Interactions.from_events(_events(rows)), cf.CFConfig(factors=2, neighbours=5))
     # n_x = 2 (u1, u2), n_y = 2 (u1, u3), n_z = 2 (u2, u3); every pair shares one user: 1 / sqrt(2 * 2).
     assert model.neighbours["x"] == (("y", 0.5), ("z", 0.5))
@@ -84,8 +105,12 @@ def test_neighbour_scores_sum_weights_over_recent_likes():
     neighbours = {"a": (("c", 0.5), ("d", 0.25)), "b": (("c", 0.125), ("e", 0.75))}
     assert cf.neighbour_scores(neighbours, ["a", "b"]) == {"e": 0.75, "c": 0.625, "d": 0.25}
     assert cf.neighbour_scores(neighbours, ["a", "b"], exclude={"e"}, limit=1) == {"c": 0.625}
-    history = [{"item_id": "a", "type": "click", "timestamp": 5}, {"item_id": "b", "type": "click", "timestamp": 9},
-               {"item_id": "a", "type": "click", "timestamp": 7}, {"item_id": "z", "type": "impression", "timestamp": 10}]
+    history = [
+        {"item_id": "a", "type": "click", "timestamp": 5},
+        {"item_id": "b", "type": "click", "timestamp": 9},
+        {"item_id": "a", "type": "click", "timestamp": 7},
+        {"item_id": "z", "type": "impression", "timestamp": 10},
+    ]
     from vecrank.interactions import is_positive
 
     assert cf.recent_likes(history, is_positive, 5) == ["b", "a"]
@@ -101,24 +126,38 @@ def test_config_round_trips():
 
 def test_sequence_neighbours_count_each_user_once_at_the_closest_distance():
     # u1: a b c ; u2: a c ; u3: a a b (a repeated: the pair a->b once, at distance 1)
-    rows = [("u1", "a", "click", None, 1), ("u1", "b", "click", None, 2), ("u1", "c", "rating", 2.0, 3),
-            ("u2", "a", "click", None, 4), ("u2", "c", "click", None, 5), ("u2", "z", "impression", None, 6),
-            ("u3", "a", "click", None, 7), ("u3", "a", "click", None, 8), ("u3", "b", "click", None, 9)]
+    rows = [
+        ("u1", "a", "click", None, 1),
+        ("u1", "b", "click", None, 2),
+        ("u1", "c", "rating", 2.0, 3),
+        ("u2", "a", "click", None, 4),
+        ("u2", "c", "click", None, 5),
+        ("u2", "z", "impression", None, 6),
+        ("u3", "a", "click", None, 7),
+        ("u3", "a", "click", None, 8),
+        ("u3", "b", "click", None, 9),
+    ]
     log_ = Interactions.from_events(_events(rows))
     seq = cf.sequence_neighbours(log_, end=len(log_), window=2, k=5)
     # m_a = 3, m_b = 2, m_c = 2. a->b: u1 at 1, u3 at 1 (twice: distance 1 and 2, counted once) = 2 / sqrt(6)
     # a->c: u1 at distance 2 (1/2), u2 at 1 = 1.5 / sqrt(6); b->c: u1 at 1 = 1 / sqrt(4)
-    assert seq["a"] == (("b", float(np.float32(2 / 6 ** 0.5))), ("c", float(np.float32(1.5 / 6 ** 0.5))))
+    assert seq["a"] == (("b", float(np.float32(2 / 6**0.5))), ("c", float(np.float32(1.5 / 6**0.5))))
     assert seq["b"] == (("c", 0.5),)
     assert "c" not in seq and "z" not in seq  # nothing follows c; an impression is no interaction
-    assert cf.recent_items([{"item_id": "x", "type": "click", "timestamp": 1},
-                            {"item_id": "y", "type": "impression", "timestamp": 2},
-                            {"item_id": "w", "type": "rating", "value": 1.0, "timestamp": 3}], 5) == ["w", "x"]
+    assert cf.recent_items(
+        [
+            {"item_id": "x", "type": "click", "timestamp": 1},
+            {"item_id": "y", "type": "impression", "timestamp": 2},
+            {"item_id": "w", "type": "rating", "value": 1.0, "timestamp": 3},
+        ],
+        5,
+    ) == ["w", "x"]
     decayed = cf.neighbour_scores({"a": (("q", 1.0),), "b": (("q", 1.0), ("r", 0.5))}, ["a", "b"], decay=True)
     assert decayed == {"q": 1.5, "r": 0.25}
 
 
 # --- on a real node: `cf fit` writes the next version; events move the stored user state -----------
+
 
 def test_fit_index_writes_the_next_version_and_events_move_the_user_state(es, settings_for, tmp_path):
     import json
@@ -135,8 +174,16 @@ def test_fit_index_writes_the_next_version_and_events_move_the_user_state(es, se
     ingest_items(es, settings_for, tmp_path / "items.jsonl", ItemSource(template="{title}"), embedder=Embedder())
     # Two taste groups over i0-i4 and i5-i9, each user clicking 4 of their group's 5; i10 and i11
     # are never touched.
-    events = [{"user": f"u{u}", "item": f"i{(u % 2) * 5 + (u + j) % 5}", "type": "click",
-               "timestamp": 1_000_000 + 1000 * (u + j)} for u in range(10) for j in range(4)]
+    events = [
+        {
+            "user": f"u{u}",
+            "item": f"i{(u % 2) * 5 + (u + j) % 5}",
+            "type": "click",
+            "timestamp": 1_000_000 + 1000 * (u + j),
+        }
+        for u in range(10)
+        for j in range(4)
+    ]
     (tmp_path / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
     assert ingest_events(es, settings_for, tmp_path / "events.jsonl", progress=False).failed == 0
     before = indices.live_index(es, settings_for)

@@ -24,7 +24,9 @@ def test_help_does_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "Usage: vecrank" in out and re.search(r"^  es +Install, start, stop and inspect", out, re.M)
-    assert re.search(r"^  apikey +API keys for `vecrank serve`", out, re.M) and "--scope [recommend|events|admin]" in out
+    assert (
+        re.search(r"^  apikey +API keys for `vecrank serve`", out, re.M) and "--scope [recommend|events|admin]" in out
+    )
     assert out.strip().endswith("0 []")
 
 
@@ -54,8 +56,19 @@ def test_status_of_an_unreachable_url(capsys, tmp_path):
     with socket.socket() as s:  # a port that nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    result = run_cli(capsys, "--state-dir", str(tmp_path), "--es-url", f"https://127.0.0.1:{port}",
-                     "--es-user", "u", "--es-password", "pw-not-shown", "es", "status")
+    result = run_cli(
+        capsys,
+        "--state-dir",
+        str(tmp_path),
+        "--es-url",
+        f"https://127.0.0.1:{port}",
+        "--es-user",
+        "u",
+        "--es-password",
+        "pw-not-shown",
+        "es",
+        "status",
+    )
     assert result.code == 1
     lines = result.err.strip().splitlines()
     assert lines == [f"error: cannot reach https://127.0.0.1:{port}: Connection refused"]

@@ -6,7 +6,6 @@ import json
 import re
 
 import pytest
-
 from clihelp import connection_args, run_cli
 
 
@@ -103,7 +102,9 @@ def test_api_key_authentication(capsys, es, es_settings):
 
 def test_client_writes_and_reads_under_the_test_prefix(es, index_prefix):
     name = f"{index_prefix}-probe"
-    es.indices.create(index=name, mappings={"properties": {"title": {"type": "text"}, "v": {"type": "dense_vector", "dims": 3}}})
+    es.indices.create(
+        index=name, mappings={"properties": {"title": {"type": "text"}, "v": {"type": "dense_vector", "dims": 3}}}
+    )
     es.index(index=name, id="1", document={"title": "hello vectors", "v": [0.1, 0.2, 0.3]}, refresh=True)
     hits = es.search(index=name, knn={"field": "v", "query_vector": [0.1, 0.2, 0.3], "k": 1, "num_candidates": 10})
     assert [h["_id"] for h in hits["hits"]["hits"]] == ["1"]

@@ -11,14 +11,14 @@ import pytest
 from scipy.stats import chi2_contingency
 
 from vecrank.rank import stats
-from vecrank.rank.experiments import (HOLDOUT, Arm, Experiment, ExperimentError, ExperimentStore, analyse, assign,
-                                      bucket)
+from vecrank.rank.experiments import HOLDOUT, Arm, Experiment, ExperimentError, ExperimentStore, analyse, assign, bucket
 
 T0 = 1_700_000_000_000
 USERS = [f"user-{i}" for i in range(100_000)]
 
 
 # --- assignment ------------------------------------------------------------------------------------------
+
 
 def test_assignment_is_sticky_and_survives_a_restart():
     exp = Experiment("sticky", arms=(Arm("a"), Arm("b")), salt="fixed-salt", holdout=0.1)
@@ -28,8 +28,9 @@ def test_assignment_is_sticky_and_survives_a_restart():
     assert {u: exp.assign(u) for u in reversed(USERS[:2000])} == first  # no order or state dependence
     assert set(first.values()) == {"a", "b", HOLDOUT}
     # a literal value: the hash rule itself must not change between versions, or live users would move
-    assert bucket("user-1", "fixed-salt") == pytest.approx(int.from_bytes(
-        __import__("hashlib").sha256(b"fixed-salt:user-1").digest()[:8], "big") / 2**64)
+    assert bucket("user-1", "fixed-salt") == pytest.approx(
+        int.from_bytes(__import__("hashlib").sha256(b"fixed-salt:user-1").digest()[:8], "big") / 2**64
+    )
 
 
 def test_split_of_100000_users_is_uniform_within_tolerance():
@@ -96,6 +97,7 @@ def test_definitions_are_validated():
 
 # --- statistics against hand-computed values -------------------------------------------------------------
 
+
 def test_two_proportion_test_matches_hand_computation():
     # p1 = 0.10, p2 = 0.13 with n = 1000 each.
     # Wald: se = sqrt(.1*.9/1000 + .13*.87/1000) = 0.0142513; 0.03 -/+ 1.959964 * se
@@ -148,7 +150,8 @@ def test_cr2_variance_corrects_for_heavy_users_by_hand():
     assert plain == pytest.approx(0.001152) and plain < var
     # equal exposures: the two agree
     assert stats.clustered_ratio_variance([1, 0, 2, 1], [10] * 4)[1] == pytest.approx(
-        stats.ratio_variance([1, 0, 2, 1], [10] * 4)[1])
+        stats.ratio_variance([1, 0, 2, 1], [10] * 4)[1]
+    )
     assert math.isnan(stats.clustered_ratio_variance([3, 0], [10, 0])[1])  # one user holds every exposure
 
 
@@ -215,10 +218,21 @@ def test_conversion_needs_ten_users_per_arm():
 
 # --- the report on known events --------------------------------------------------------------------------
 
+
 def _impressions(exp, request_id, user, arm, items, ts, team=None):
-    return [{"user_id": user, "item_id": item, "type": "impression", "timestamp": ts, "request_id": request_id,
-             "position": pos, "arm": exp.label(team or arm), "model_version": "m@1"}
-            for pos, item in enumerate(items, 1)]
+    return [
+        {
+            "user_id": user,
+            "item_id": item,
+            "type": "impression",
+            "timestamp": ts,
+            "request_id": request_id,
+            "position": pos,
+            "arm": exp.label(team or arm),
+            "model_version": "m@1",
+        }
+        for pos, item in enumerate(items, 1)
+    ]
 
 
 def _event(user, item, kind, ts, request_id=None, arm=None):
@@ -234,17 +248,19 @@ def test_report_on_hand_built_events():
     ev += _impressions(exp, "r3", "u3", "treat", items, T0 + 3)
     ev += _impressions(exp, "r4", "u4", "treat", items, T0 + 4)
     ev += _impressions(exp, "r5", "u4", "treat", items, T0 + 5)
-    ev += [_event("u1", "i1", "click", T0 + 100, "r1", exp.label("control")),  # ndcg 1
-           _event("u2", "i3", "click", T0 + 100, "r2"),  # stored without its arm: attributed by request id
-           _event("u2", "i9", "purchase", T0 + 200),  # a conversion of an exposed user
-           _event("u3", "i1", "click", T0 + 100, "r3"), _event("u3", "i2", "click", T0 + 100, "r3"),
-           _event("u3", "i2", "click", T0 + 101, "r3"),  # the same item again counts once
-           _event("u4", "i2", "click", T0 + 100, "r5"),
-           _event("u4", "i7", "click", T0 + 100, "r5"),  # not shown in r5: not counted
-           _event("u4", "i1", "click", T0 + 100, "zz"),  # unknown request
-           _event("u3", "i1", "purchase", T0 - 5),  # before the user's first exposure
-           _event("u4", "i1", "purchase", T0 + 300, "other-experiments-request"),  # not this experiment's
-           ]
+    ev += [
+        _event("u1", "i1", "click", T0 + 100, "r1", exp.label("control")),  # ndcg 1
+        _event("u2", "i3", "click", T0 + 100, "r2"),  # stored without its arm: attributed by request id
+        _event("u2", "i9", "purchase", T0 + 200),  # a conversion of an exposed user
+        _event("u3", "i1", "click", T0 + 100, "r3"),
+        _event("u3", "i2", "click", T0 + 100, "r3"),
+        _event("u3", "i2", "click", T0 + 101, "r3"),  # the same item again counts once
+        _event("u4", "i2", "click", T0 + 100, "r5"),
+        _event("u4", "i7", "click", T0 + 100, "r5"),  # not shown in r5: not counted
+        _event("u4", "i1", "click", T0 + 100, "zz"),  # unknown request
+        _event("u3", "i1", "purchase", T0 - 5),  # before the user's first exposure
+        _event("u4", "i1", "purchase", T0 + 300, "other-experiments-request"),  # not this experiment's
+    ]
     ev += _impressions(exp, "r6", "u5", "control", items, T0 + 20_000)  # after the end: outside the window
     rep = analyse(exp, ev, n_boot=500)
     c, t = rep.arms["control"], rep.arms["treat"]
@@ -321,13 +337,18 @@ def test_report_plots_one_png_per_metric(tmp_path):
         if n % 3 == 0:
             events.append(_event(f"u{n}", "b", "click", T0 + n * 1000 + 5, f"r{n}"))
     files = analyse(exp, events, n_boot=200).plot(tmp_path)
-    assert sorted(p.rsplit("-", 1)[1] for p in files) == ["clicks_per_user.png", "conversion.png", "ctr.png",
-                                                          "ndcg.png"]
+    assert sorted(p.rsplit("-", 1)[1] for p in files) == [
+        "clicks_per_user.png",
+        "conversion.png",
+        "ctr.png",
+        "ndcg.png",
+    ]
     for f in files:
         assert open(f, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 # --- definitions in Elasticsearch and the CLI -----------------------------------------------------------
+
 
 def test_store_lifecycle(es, settings_for):
     store = ExperimentStore(es, settings_for)
@@ -364,8 +385,22 @@ def test_cli_create_start_report_stop(es, settings_for, capsys, tmp_path):
     assert bad.code == 1 and "model 'vecrank' has no version 7" in bad.err
     usage = run_cli(capsys, *base, "experiment", "create", "e1", "--arm", "a=none")
     assert usage.code == 2 and "at least two arms" in usage.err
-    created = run_cli(capsys, *base, "experiment", "create", "e1", "--arm", "a=none", "--arm", "b=none,pool=50,weight=3",
-                      "--holdout", "0.1", "--salt", "salty", "--json")
+    created = run_cli(
+        capsys,
+        *base,
+        "experiment",
+        "create",
+        "e1",
+        "--arm",
+        "a=none",
+        "--arm",
+        "b=none,pool=50,weight=3",
+        "--holdout",
+        "0.1",
+        "--salt",
+        "salty",
+        "--json",
+    )
     assert created.code == 0, created.err
     summary = json.loads(created.out)
     assert summary["arms"][1] == {"name": "b", "weight": 3.0, "model": "none", "retrieval": {"pool": 50}}
@@ -376,7 +411,9 @@ def test_cli_create_start_report_stop(es, settings_for, capsys, tmp_path):
     assert run_cli(capsys, *base, "experiment", "start", "e1").code == 0
     shown = json.loads(run_cli(capsys, *base, "experiment", "show", "e1", "--json").out)
     assert shown["status"] == "running"
-    report = run_cli(capsys, *base, "experiment", "report", "e1", "--json", "--out", str(tmp_path), "--bootstrap", "200")
+    report = run_cli(
+        capsys, *base, "experiment", "report", "e1", "--json", "--out", str(tmp_path), "--bootstrap", "200"
+    )
     assert report.code == 0, report.err
     data = json.loads(report.out)
     assert data["arms"]["a"]["users"] == 0 and data["srm"]["p_value"] is None

@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-
 from clihelp import connection_args, run_cli
+
 from vecrank.errors import VecrankError
 from vecrank.ingest import indices
 from vecrank.ingest.deadletter import DeadLetters
@@ -56,14 +56,20 @@ def test_integer_signs_and_the_limits_of_each_type():
     assert convert_value("integer", -(2**31)) == -(2**31)
     assert convert_value("long", "2147483648") == 2**31
     assert convert_value("long", -(2**63)) == -(2**63)
-    for kind, value in [("integer", 2**31), ("integer", "-2147483649"), ("integer", 3e9),
-                        ("long", 2**63), ("long", 1e19)]:
+    for kind, value in [
+        ("integer", 2**31),
+        ("integer", "-2147483649"),
+        ("integer", 3e9),
+        ("long", 2**63),
+        ("long", 1e19),
+    ]:
         err = refused(kind, value)
         assert err.reason == f"out of range for {kind}", value
 
 
-@pytest.mark.parametrize("value", ["19.5", 19.5, "abc", "1e3", "1_000", "0x10", "١٩٩٥", "12 3",
-                                   True, False, math.nan, math.inf, {"y": 1}])
+@pytest.mark.parametrize(
+    "value", ["19.5", 19.5, "abc", "1e3", "1_000", "0x10", "١٩٩٥", "12 3", True, False, math.nan, math.inf, {"y": 1}]
+)
 def test_integer_refuses_fractions_words_booleans_and_non_finite(value):
     err = refused("integer", value)
     assert err.reason == "not an integer"
@@ -76,17 +82,27 @@ def test_integer_detail_names_the_value():
     assert refused("integer", {"a": 1}).detail == "got an object"
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    (9.99, 9.99), ("9.99", 9.99), (" -1e3 ", -1000.0), (".5", 0.5), ("10", 10.0), (10, 10.0), ("+2.", 2.0),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (9.99, 9.99),
+        ("9.99", 9.99),
+        (" -1e3 ", -1000.0),
+        (".5", 0.5),
+        ("10", 10.0),
+        (10, 10.0),
+        ("+2.", 2.0),
+    ],
+)
 def test_float_accepts_numbers_and_numeric_text_as_floats(value, expected):
     out = convert_value("float", value)
     assert out == expected and type(out) is float
     assert type(convert_value("double", value)) is float
 
 
-@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-Infinity", math.nan, math.inf, -math.inf, "abc",
-                                   "1,5", "1_0", True, [[1]]])
+@pytest.mark.parametrize(
+    "value", ["nan", "NaN", "inf", "-Infinity", math.nan, math.inf, -math.inf, "abc", "1,5", "1_0", True, [[1]]]
+)
 def test_float_refuses_non_finite_words_and_booleans(value):
     with pytest.raises(FieldTypeError) as info:
         convert_value("double", value)
@@ -100,10 +116,21 @@ def test_float_range_is_the_elasticsearch_types():
     assert refused("double", 10**400).reason == "out of range for double"
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    (True, True), (False, False), ("true", True), ("FALSE", False), (" True ", True), (1, True), (0, False),
-    ("1", True), ("0", False), (1.0, True),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (True, True),
+        (False, False),
+        ("true", True),
+        ("FALSE", False),
+        (" True ", True),
+        (1, True),
+        (0, False),
+        ("1", True),
+        ("0", False),
+        (1.0, True),
+    ],
+)
 def test_boolean_accepts_true_false_and_one_zero(value, expected):
     assert convert_value("boolean", value) is expected
 
@@ -114,8 +141,18 @@ def test_boolean_refuses_anything_else(value):
     assert err.reason == "not a boolean"
 
 
-@pytest.mark.parametrize("value", ["1995-11-22", "1995-11-22T00:00:00Z", "1995-11-22T01:00:00+01:00",
-                                   816998400, "816998400", 816998400000, 816998400.0])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "1995-11-22",
+        "1995-11-22T00:00:00Z",
+        "1995-11-22T01:00:00+01:00",
+        816998400,
+        "816998400",
+        816998400000,
+        816998400.0,
+    ],
+)
 def test_date_accepts_iso_and_epoch_seconds_or_millis_and_stores_millis(value):
     out = convert_value("date", value)
     assert out == TOY_STORY_MS and type(out) is int
@@ -170,8 +207,9 @@ def test_apply_field_types_converts_only_declared_fields_and_leaves_the_input_al
 
 
 def test_template_view_shows_dates_as_iso():
-    typed = apply_field_types({"d": "1995-11-22", "t": "1995-11-22T12:30:00.250Z", "l": [816998400]},
-                              {"d": "date", "t": "date", "l": "date"})
+    typed = apply_field_types(
+        {"d": "1995-11-22", "t": "1995-11-22T12:30:00.250Z", "l": [816998400]}, {"d": "date", "t": "date", "l": "date"}
+    )
     view = template_view(typed, {"d": "date", "t": "date", "l": "date"})
     assert view == {"d": "1995-11-22", "t": "1995-11-22T12:30:00.250Z", "l": ["1995-11-22"]}
     assert typed["d"] == TOY_STORY_MS  # the stored value stays millis
@@ -186,11 +224,26 @@ def item(data: dict, line: int = 2, source: str = "catalog.csv", **kwargs) -> It
 
 
 def test_validated_item_holds_typed_fields_and_renders_them():
-    row = item({"id": "1", "title": "Toy Story", "year": "1995", "price": "9.99", "released": "1995-11-22",
-                "in_stock": "TRUE", "sku": 862.0})
+    row = item(
+        {
+            "id": "1",
+            "title": "Toy Story",
+            "year": "1995",
+            "price": "9.99",
+            "released": "1995-11-22",
+            "in_stock": "TRUE",
+            "sku": 862.0,
+        }
+    )
     assert isinstance(row, ItemRow)
-    assert row.fields == {"title": "Toy Story", "year": 1995, "price": 9.99, "released": TOY_STORY_MS,
-                          "in_stock": True, "sku": "862"}
+    assert row.fields == {
+        "title": "Toy Story",
+        "year": 1995,
+        "price": 9.99,
+        "released": TOY_STORY_MS,
+        "in_stock": True,
+        "sku": "862",
+    }
     assert row.text == "Toy Story (1995), released 1995-11-22"
 
 
@@ -199,8 +252,14 @@ def test_the_hash_does_not_depend_on_how_a_value_was_spelled():
         {"id": "1", "title": "Heat", "year": "1995", "price": "12", "released": "1995-11-22", "in_stock": "true"},
         {"id": 1, "title": "Heat", "year": 1995, "price": 12, "released": 816998400, "in_stock": True},
         {"id": 1.0, "title": "Heat", "year": 1995.0, "price": 12.0, "released": 816998400000, "in_stock": 1},
-        {"id": " 1 ", "title": "Heat", "year": " +1995 ", "price": "1.2e1", "released": "1995-11-22T00:00:00Z",
-         "in_stock": "1"},
+        {
+            "id": " 1 ",
+            "title": "Heat",
+            "year": " +1995 ",
+            "price": "1.2e1",
+            "released": "1995-11-22T00:00:00Z",
+            "in_stock": "1",
+        },
     ]
     rows = [item(s) for s in spellings]
     assert all(isinstance(r, ItemRow) for r in rows)
@@ -213,8 +272,9 @@ def test_typed_jsonl_items_keep_their_stored_hash():
     # (or converting) types, so re-ingesting it after this change writes nothing.
     data = {"id": 1, "title": "Alien", "year": 1979, "genres": ["Horror"]}
     t = TextTemplate("{title} ({year})")
-    typed = validate_item(Record("c.jsonl", 1, data), id_field="id", template=t,
-                          field_types={"year": "integer", "genres": "keyword"})
+    typed = validate_item(
+        Record("c.jsonl", 1, data), id_field="id", template=t, field_types={"year": "integer", "genres": "keyword"}
+    )
     untyped = validate_item(Record("c.jsonl", 1, data), id_field="id", template=t)
     assert typed.content_hash == untyped.content_hash and typed.fields == untyped.fields
 
@@ -225,16 +285,19 @@ def test_empty_cells_of_typed_fields_are_dropped_and_other_empty_cells_kept():
     assert row.text == "No year"
 
 
-@pytest.mark.parametrize(("field", "value", "reason"), [
-    ("year", "abc", "not an integer"),
-    ("year", "19.5", "not an integer"),
-    ("year", True, "not an integer"),
-    ("year", 2**40, "out of range for integer"),
-    ("price", "nan", "not a number"),
-    ("price", "cheap", "not a number"),
-    ("released", "yesterday", "not a date"),
-    ("in_stock", "yes", "not a boolean"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("year", "abc", "not an integer"),
+        ("year", "19.5", "not an integer"),
+        ("year", True, "not an integer"),
+        ("year", 2**40, "out of range for integer"),
+        ("price", "nan", "not a number"),
+        ("price", "cheap", "not a number"),
+        ("released", "yesterday", "not a date"),
+        ("in_stock", "yes", "not a boolean"),
+    ],
+)
 def test_a_value_that_does_not_convert_is_a_bad_record_naming_the_field(field, value, reason):
     data = {"id": "3", "title": "Bad", "year": "2001", field: value}
     bad = item(data, line=4)
@@ -247,19 +310,33 @@ def test_a_value_that_does_not_convert_is_a_bad_record_naming_the_field(field, v
 def test_id_vector_and_tombstone_fields_are_not_converted():
     t = TextTemplate("{title}")
     types = {"id": "integer", "gone": "integer", "vec": "float"}
-    row = validate_item(Record("c.csv", 2, {"id": "a1", "title": "x", "gone": "no", "vec": "[1, 2]"}), id_field="id",
-                        template=t, field_types=types, tombstone_field="gone", vector_field="vec", dims=2)
+    row = validate_item(
+        Record("c.csv", 2, {"id": "a1", "title": "x", "gone": "no", "vec": "[1, 2]"}),
+        id_field="id",
+        template=t,
+        field_types=types,
+        tombstone_field="gone",
+        vector_field="vec",
+        dims=2,
+    )
     assert isinstance(row, ItemRow) and row.id == "a1" and row.vector.tolist() == [1.0, 2.0]
     # A deletion needs no valid fields, as it needs no text.
-    gone = validate_item(Record("c.csv", 3, {"id": "a2", "gone": "yes", "year": "abc"}), id_field="id",
-                         template=t, field_types={"year": "integer"}, tombstone_field="gone")
+    gone = validate_item(
+        Record("c.csv", 3, {"id": "a2", "gone": "yes", "year": "abc"}),
+        id_field="id",
+        template=t,
+        field_types={"year": "integer"},
+        tombstone_field="gone",
+    )
     assert isinstance(gone, ItemRow) and gone.deleted
 
 
 def test_csv_rows_that_do_not_convert_become_dead_letters_with_file_line_and_field(tmp_path):
     path = tmp_path / "catalog.csv"
-    path.write_text("id,title,year,price,released\n1,Toy Story,1995,9.99,1995-11-22\n"
-                    '2,"Heat\nthe film",1995,12,\n3,Bad,abc,5,2001-01-01\n')
+    path.write_text(
+        "id,title,year,price,released\n1,Toy Story,1995,9.99,1995-11-22\n"
+        '2,"Heat\nthe film",1995,12,\n3,Bad,abc,5,2001-01-01\n'
+    )
     dead_path = tmp_path / "dead.jsonl"
     rows = []
     with DeadLetters(dead_path) as dead:
@@ -273,13 +350,18 @@ def test_csv_rows_that_do_not_convert_become_dead_letters_with_file_line_and_fie
     assert "released" not in rows[1].fields
     (letter,) = [json.loads(line) for line in dead_path.read_text().splitlines()]
     assert (letter["source"], letter["line"], letter["field"], letter["reason"]) == (
-        str(path), 5, "year", "not an integer")
+        str(path),
+        5,
+        "year",
+        "not an integer",
+    )
     assert letter["record"]["year"] == "abc" and "'abc'" in letter["detail"]
 
 
 def test_items_mapping_reads_declared_dates_as_epoch_millis():
-    spec = indices.IndexSpec(model="m", dims=4, template="{title}",
-                             field_types={"released": "date", "year": "integer", "text": "date"})
+    spec = indices.IndexSpec(
+        model="m", dims=4, template="{title}", field_types={"released": "date", "year": "integer", "text": "date"}
+    )
     props = indices.items_mapping(spec)["properties"]
     assert props["released"] == {"type": "date", "format": DATE_FORMAT}
     assert DATE_FORMAT.split("||")[0] == "epoch_millis"
@@ -291,11 +373,13 @@ def test_items_mapping_reads_declared_dates_as_epoch_millis():
 # Against the real node
 # ---------------------------------------------------------------------------------------------
 
-CSV = ("id,title,year,price,released\r\n"
-       "1,Toy Story,1995,9.99,1995-11-22\r\n"
-       "2,Heat,1995,12,1995-12-15T00:00:00Z\r\n"
-       "3,Bad Year,abc,5,2001-01-01\r\n"
-       "4,No Year,,7.5,\r\n")
+CSV = (
+    "id,title,year,price,released\r\n"
+    "1,Toy Story,1995,9.99,1995-11-22\r\n"
+    "2,Heat,1995,12,1995-12-15T00:00:00Z\r\n"
+    "3,Bad Year,abc,5,2001-01-01\r\n"
+    "4,No Year,,7.5,\r\n"
+)
 # The same catalog as JSON Lines, spelled the way JSON spells it (and without the bad row).
 JSONL = [
     {"id": 1, "title": "Toy Story", "year": 1995, "price": 9.99, "released": 816998400},
@@ -306,9 +390,23 @@ FIELDS = ["--field", "year=integer", "--field", "price=float", "--field", "relea
 
 
 def ingest_cli(capsys, settings, path: Path, dead: Path, *extra: str):
-    result = run_cli(capsys, *connection_args(settings), "--index-prefix", settings.index_prefix, "ingest", "items",
-                     str(path), "--template", "{title} ({year})", *FIELDS, "--no-cache", "--dead-letter", str(dead),
-                     "--json", *extra)
+    result = run_cli(
+        capsys,
+        *connection_args(settings),
+        "--index-prefix",
+        settings.index_prefix,
+        "ingest",
+        "items",
+        str(path),
+        "--template",
+        "{title} ({year})",
+        *FIELDS,
+        "--no-cache",
+        "--dead-letter",
+        str(dead),
+        "--json",
+        *extra,
+    )
     return result, (json.loads(result.out) if result.out.strip() else None)
 
 
@@ -322,12 +420,21 @@ def test_csv_catalog_with_declared_types_stores_typed_source(es, settings_for, t
     assert out["failures"] == {"not an integer": 1}
     (letter,) = [json.loads(line) for line in dead.read_text().splitlines()]
     assert (letter["source"], letter["line"], letter["field"], letter["reason"]) == (
-        str(catalog), 4, "year", "not an integer")
+        str(catalog),
+        4,
+        "year",
+        "not an integer",
+    )
     assert letter["record"]["year"] == "abc"
 
     alias = settings_for.index("items")
-    hits = es.search(index=alias, size=10, query={"match_all": {}}, source=["year", "price", "released", "text"],
-                     docvalue_fields=["year", "price", {"field": "released", "format": "epoch_millis"}])["hits"]["hits"]
+    hits = es.search(
+        index=alias,
+        size=10,
+        query={"match_all": {}},
+        source=["year", "price", "released", "text"],
+        docvalue_fields=["year", "price", {"field": "released", "format": "epoch_millis"}],
+    )["hits"]["hits"]
     by_id = {h["_id"]: h for h in hits}
     assert sorted(by_id) == ["1", "2", "4"]
     toy = by_id["1"]["_source"]
@@ -367,8 +474,9 @@ def test_strict_stops_at_a_value_that_does_not_convert(es, settings_for, tmp_pat
 
     catalog = tmp_path / "catalog.csv"
     catalog.write_text(CSV)
-    source = ItemSource(template="{title} ({year})",
-                        field_types={"year": "integer", "price": "float", "released": "date"})
+    source = ItemSource(
+        template="{title} ({year})", field_types={"year": "integer", "price": "float", "released": "date"}
+    )
     with pytest.raises(VecrankError, match=r"catalog\.csv:4 field 'year': not an integer \('abc' is not an integer\)"):
         ingest_items(es, settings_for, catalog, source, embedder=HashEmbedder(384), strict=True)
 
@@ -382,8 +490,9 @@ def test_reindex_renders_and_hashes_typed_fields_as_ingest_does(es, settings_for
     catalog = tmp_path / "catalog.csv"
     catalog.write_text(CSV)
     types = {"year": "integer", "price": "float", "released": "date"}
-    first = ingest_items(es, settings_for, catalog, ItemSource(template="{title}", field_types=types),
-                         embedder=embedder)
+    first = ingest_items(
+        es, settings_for, catalog, ItemSource(template="{title}", field_types=types), embedder=embedder
+    )
     assert (first.written, first.failed) == (3, 1)
 
     # A new template that shows the date: the text has the date, not its epoch milliseconds.
@@ -394,6 +503,7 @@ def test_reindex_renders_and_hashes_typed_fields_as_ingest_does(es, settings_for
     assert toy["text"] == "Toy Story, released 1995-11-22"
     assert (toy["year"], toy["released"]) == (1995, TOY_STORY_MS)
     # Ingesting the catalog with that template now finds every item unchanged.
-    again = ingest_items(es, settings_for, catalog, ItemSource(template=new_template, field_types=types),
-                         embedder=embedder)
+    again = ingest_items(
+        es, settings_for, catalog, ItemSource(template=new_template, field_types=types), embedder=embedder
+    )
     assert (again.written, again.skipped_unchanged) == (0, 3)

@@ -60,20 +60,26 @@ def record(data: dict, line: int = 1) -> Record:
 
 
 def test_jsonl_bad_lines_are_reported_with_line_numbers_and_reading_continues(tmp_path):
-    path = write(tmp_path / "cat.jsonl", (
-        '{"id": 1, "title": "A"}\n'
-        "\n"                              # 2: blank, skipped
-        '{"id": 2, "title": \n'           # 3: malformed
-        "[1, 2]\n"                        # 4: not an object
-        "   \n"                           # 5: blank, skipped
-        '"just a string"\n'               # 6: not an object
-        '{"id": 3, "title": "C"}\r\n'     # 7: CRLF is fine
-        '{"id": 4, "title": "D"}'         # 8: no final newline
-    ))
+    path = write(
+        tmp_path / "cat.jsonl",
+        (
+            '{"id": 1, "title": "A"}\n'
+            "\n"  # 2: blank, skipped
+            '{"id": 2, "title": \n'  # 3: malformed
+            "[1, 2]\n"  # 4: not an object
+            "   \n"  # 5: blank, skipped
+            '"just a string"\n'  # 6: not an object
+            '{"id": 3, "title": "C"}\r\n'  # 7: CRLF is fine
+            '{"id": 4, "title": "D"}'  # 8: no final newline
+        ),
+    )
     good, bad = split(read_records(path))
     assert [(r.line, r.data["id"]) for r in good] == [(1, 1), (7, 3), (8, 4)]
     assert [(b.line, b.reason) for b in bad] == [
-        (3, "malformed JSON"), (4, "not a JSON object"), (6, "not a JSON object")]
+        (3, "malformed JSON"),
+        (4, "not a JSON object"),
+        (6, "not a JSON object"),
+    ]
     assert all(b.source == str(path) for b in bad)
     assert bad[0].raw == '{"id": 2, "title": '
     assert "column" in bad[0].detail
@@ -81,10 +87,12 @@ def test_jsonl_bad_lines_are_reported_with_line_numbers_and_reading_continues(tm
 
 
 def test_jsonl_invalid_utf8_costs_only_that_line(tmp_path):
-    path = write(tmp_path / "cat.ndjson",
-                 b'{"id": "a", "title": "caf\xc3\xa9"}\n'
-                 b'{"id": "b", "title": "bad \xff\xfe byte"}\n'
-                 b'{"id": "c", "title": "after"}\n')
+    path = write(
+        tmp_path / "cat.ndjson",
+        b'{"id": "a", "title": "caf\xc3\xa9"}\n'
+        b'{"id": "b", "title": "bad \xff\xfe byte"}\n'
+        b'{"id": "c", "title": "after"}\n',
+    )
     good, bad = split(read_records(path))
     assert [(r.line, r.data["id"]) for r in good] == [(1, "a"), (3, "c")]
     assert good[0].data["title"] == "café"
@@ -103,11 +111,14 @@ def test_jsonl_bom_is_ignored_and_json_array_file_is_one_clear_error(tmp_path):
 
 
 def test_stdin_is_read_as_jsonl(tmp_path):
-    script = ("import json, sys\n"
-              "from vecrank.ingest.records import read_records\n"
-              "print(json.dumps([[type(r).__name__, r.line] for r in read_records('-')]))\n")
-    result = subprocess.run([sys.executable, "-c", script], input=b'{"id": 1}\nnope\n',
-                            capture_output=True, check=True, timeout=60)
+    script = (
+        "import json, sys\n"
+        "from vecrank.ingest.records import read_records\n"
+        "print(json.dumps([[type(r).__name__, r.line] for r in read_records('-')]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], input=b'{"id": 1}\nnope\n', capture_output=True, check=True, timeout=60
+    )
     assert json.loads(result.stdout) == [["Record", 1], ["BadRecord", 2]]
 
 
@@ -162,15 +173,18 @@ def test_format_and_path_are_checked_before_reading(tmp_path):
 
 
 def test_csv_crlf_and_embedded_newlines_keep_start_line_numbers(tmp_path):
-    path = write(tmp_path / "cat.csv", (
-        "id,title,overview\r\n"                               # 1
-        '1,Alien,"In space\r\nno one\r\ncan hear"\r\n'       # 2-4
-        "\r\n"                                                # 5: blank
-        "2,Heat,LA crime\r\n"                                 # 6
-        '3,"Quote ""inside""",\r\n'                           # 7: empty overview
-        '4,"Multi\nline title",x\n'                           # 8-9, LF inside CRLF file
-        "5,Last,end"                                          # 10, no final newline
-    ))
+    path = write(
+        tmp_path / "cat.csv",
+        (
+            "id,title,overview\r\n"  # 1
+            '1,Alien,"In space\r\nno one\r\ncan hear"\r\n'  # 2-4
+            "\r\n"  # 5: blank
+            "2,Heat,LA crime\r\n"  # 6
+            '3,"Quote ""inside""",\r\n'  # 7: empty overview
+            '4,"Multi\nline title",x\n'  # 8-9, LF inside CRLF file
+            "5,Last,end"  # 10, no final newline
+        ),
+    )
     good, bad = split(read_records(path))
     assert not bad
     assert [(r.line, r.data["id"]) for r in good] == [(2, "1"), (6, "2"), (7, "3"), (8, "4"), (10, "5")]
@@ -180,14 +194,17 @@ def test_csv_crlf_and_embedded_newlines_keep_start_line_numbers(tmp_path):
 
 
 def test_csv_wrong_field_counts_name_line_and_field(tmp_path):
-    path = write(tmp_path / "cat.csv", (
-        "id, title ,overview\n"  # header names are stripped
-        "1,A,ok\n"
-        "2,B\n"                  # 3: too few -> names the first missing column
-        "3,C,x,extra\n"          # 4: too many
-        '4,"bad"quote,x\n'       # 5: malformed quoting
-        "5,E,fine\n"
-    ))
+    path = write(
+        tmp_path / "cat.csv",
+        (
+            "id, title ,overview\n"  # header names are stripped
+            "1,A,ok\n"
+            "2,B\n"  # 3: too few -> names the first missing column
+            "3,C,x,extra\n"  # 4: too many
+            '4,"bad"quote,x\n'  # 5: malformed quoting
+            "5,E,fine\n"
+        ),
+    )
     good, bad = split(read_records(path))
     assert [r.data["id"] for r in good] == ["1", "5"]
     assert good[0].data == {"id": "1", "title": "A", "overview": "ok"}
@@ -201,8 +218,7 @@ def test_csv_wrong_field_counts_name_line_and_field(tmp_path):
 
 
 def test_csv_invalid_utf8_row_is_reported_and_later_rows_read(tmp_path):
-    path = write(tmp_path / "cat.csv",
-                 b'id,title\n1,ok\n2,"two\nbad \xff"\n3,fine\n')
+    path = write(tmp_path / "cat.csv", b'id,title\n1,ok\n2,"two\nbad \xff"\n3,fine\n')
     good, bad = split(read_records(path))
     assert [(r.line, r.data["id"]) for r in good] == [(2, "1"), (5, "3")]
     assert len(bad) == 1
@@ -253,19 +269,24 @@ def test_parquet_without_pyarrow_says_how_to_install(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("data", "expected"), [
-    ({"title": "Alien", "genres": ["Horror", "Sci-Fi"], "overview": "Crew meets thing."},
-     "Alien. Horror, Sci-Fi. Crew meets thing."),
-    ({"title": "Title", "genres": None, "overview": ""}, "Title."),
-    ({"title": "Title"}, "Title."),
-    ({"title": "Heat", "overview": "LA."}, "Heat. LA."),
-    ({"genres": ["Drama", None, " "], "overview": "Only this."}, "Drama. Only this."),
-    ({"title": "  spaced  ", "genres": [], "overview": None}, "spaced."),
-    ({"title": "Why?"}, "Why?"),
-    ({"title": 1984, "genres": [1, 2.5]}, "1984. 1, 2.5."),
-    ({"title": float("nan")}, ""),
-    ({}, ""),
-])
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            {"title": "Alien", "genres": ["Horror", "Sci-Fi"], "overview": "Crew meets thing."},
+            "Alien. Horror, Sci-Fi. Crew meets thing.",
+        ),
+        ({"title": "Title", "genres": None, "overview": ""}, "Title."),
+        ({"title": "Title"}, "Title."),
+        ({"title": "Heat", "overview": "LA."}, "Heat. LA."),
+        ({"genres": ["Drama", None, " "], "overview": "Only this."}, "Drama. Only this."),
+        ({"title": "  spaced  ", "genres": [], "overview": None}, "spaced."),
+        ({"title": "Why?"}, "Why?"),
+        ({"title": 1984, "genres": [1, 2.5]}, "1984. 1, 2.5."),
+        ({"title": float("nan")}, ""),
+        ({}, ""),
+    ],
+)
 def test_template_rendering_drops_separators_of_empty_fields(data, expected):
     assert TEMPLATE.render(data) == expected
 
@@ -293,16 +314,19 @@ def test_template_fields_and_round_trip():
         TextTemplate.from_dict({})
 
 
-@pytest.mark.parametrize(("pattern", "message"), [
-    ("{title", "expected '}'"),
-    ("title}", "Single '}'"),
-    ("{}", "positional field"),
-    ("{0}", "positional field"),
-    ("{title!r}", "conversion '!r' in field 'title'"),
-    ("{price:.2f}", "format spec ':.2f' in field 'price'"),
-    ("{tags[0]}", "indexing in field"),
-    ("no fields here", "references no field"),
-])
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [
+        ("{title", "expected '}'"),
+        ("title}", "Single '}'"),
+        ("{}", "positional field"),
+        ("{0}", "positional field"),
+        ("{title!r}", "conversion '!r' in field 'title'"),
+        ("{price:.2f}", "format spec ':.2f' in field 'price'"),
+        ("{tags[0]}", "indexing in field"),
+        ("no fields here", "references no field"),
+    ],
+)
 def test_invalid_templates_name_the_problem(pattern, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("[", r"\[")):
         TextTemplate(pattern)
@@ -314,9 +338,13 @@ def test_invalid_templates_name_the_problem(pattern, message):
 
 
 def test_valid_item_normalises_id_and_keeps_other_fields():
-    row = validate_item(record({"id": 42, "title": "Alien", "year": 1979, "vec": [0.6, 0.8]}, 7),
-                        id_field="id", template=TextTemplate("{title} ({year})"),
-                        vector_field="vec", dims=2)
+    row = validate_item(
+        record({"id": 42, "title": "Alien", "year": 1979, "vec": [0.6, 0.8]}, 7),
+        id_field="id",
+        template=TextTemplate("{title} ({year})"),
+        vector_field="vec",
+        dims=2,
+    )
     assert isinstance(row, ItemRow)
     assert (row.id, row.text, row.deleted, row.line) == ("42", "Alien (1979)", False, 7)
     assert row.fields == {"title": "Alien", "year": 1979}
@@ -328,43 +356,63 @@ def test_valid_item_normalises_id_and_keeps_other_fields():
     assert validate_item(record({"id": " a1 ", "title": "x"}), id_field="id", template=t).id == "a1"
 
 
-@pytest.mark.parametrize(("data", "field", "reason"), [
-    ({"title": "x"}, "id", "missing id"),
-    ({"id": None, "title": "x"}, "id", "missing id"),
-    ({"id": "  ", "title": "x"}, "id", "empty id"),
-    ({"id": True, "title": "x"}, "id", "invalid id"),
-    ({"id": {"a": 1}, "title": "x"}, "id", "invalid id"),
-    ({"id": 1, "title": "", "overview": None}, None, "empty text"),
-    ({"id": 1, "title": "x", "vec": "not json"}, "vec", "invalid vector"),
-    ({"id": 1, "title": "x", "vec": {"a": 1}}, "vec", "invalid vector"),
-    ({"id": 1, "title": "x", "vec": [1, "2", 3]}, "vec", "invalid vector"),
-    ({"id": 1, "title": "x", "vec": [True, 1, 0]}, "vec", "invalid vector"),
-    ({"id": 1, "title": "x", "vec": []}, "vec", "invalid vector"),
-    ({"id": 1, "title": "x", "vec": [1.0, float("nan"), 0.0]}, "vec", "non-finite vector"),
-    ({"id": 1, "title": "x", "vec": [1.0, float("inf"), 0.0]}, "vec", "non-finite vector"),
-    ({"id": 1, "title": "x", "vec": [1e39, 0.0, 0.0]}, "vec", "non-finite vector"),
-    ({"id": 1, "title": "x", "vec": [1.0, 0.0]}, "vec", "wrong vector dimensions"),
-    ({"id": 1, "title": "x", "vec": [0, 0, 0]}, "vec", "zero vector"),
-    ({"id": 1, "title": "x", "gone": "maybe"}, "gone", "invalid tombstone"),
-])
+@pytest.mark.parametrize(
+    ("data", "field", "reason"),
+    [
+        ({"title": "x"}, "id", "missing id"),
+        ({"id": None, "title": "x"}, "id", "missing id"),
+        ({"id": "  ", "title": "x"}, "id", "empty id"),
+        ({"id": True, "title": "x"}, "id", "invalid id"),
+        ({"id": {"a": 1}, "title": "x"}, "id", "invalid id"),
+        ({"id": 1, "title": "", "overview": None}, None, "empty text"),
+        ({"id": 1, "title": "x", "vec": "not json"}, "vec", "invalid vector"),
+        ({"id": 1, "title": "x", "vec": {"a": 1}}, "vec", "invalid vector"),
+        ({"id": 1, "title": "x", "vec": [1, "2", 3]}, "vec", "invalid vector"),
+        ({"id": 1, "title": "x", "vec": [True, 1, 0]}, "vec", "invalid vector"),
+        ({"id": 1, "title": "x", "vec": []}, "vec", "invalid vector"),
+        ({"id": 1, "title": "x", "vec": [1.0, float("nan"), 0.0]}, "vec", "non-finite vector"),
+        ({"id": 1, "title": "x", "vec": [1.0, float("inf"), 0.0]}, "vec", "non-finite vector"),
+        ({"id": 1, "title": "x", "vec": [1e39, 0.0, 0.0]}, "vec", "non-finite vector"),
+        ({"id": 1, "title": "x", "vec": [1.0, 0.0]}, "vec", "wrong vector dimensions"),
+        ({"id": 1, "title": "x", "vec": [0, 0, 0]}, "vec", "zero vector"),
+        ({"id": 1, "title": "x", "gone": "maybe"}, "gone", "invalid tombstone"),
+    ],
+)
 def test_invalid_items_name_field_and_reason(data, field, reason):
-    bad = validate_item(record(data, 5), id_field="id", template=TextTemplate("{title} {overview}"),
-                        vector_field="vec", dims=3, tombstone_field="gone")
+    bad = validate_item(
+        record(data, 5),
+        id_field="id",
+        template=TextTemplate("{title} {overview}"),
+        vector_field="vec",
+        dims=3,
+        tombstone_field="gone",
+    )
     assert isinstance(bad, BadRecord)
     assert (bad.source, bad.line, bad.field, bad.reason) == ("cat.jsonl", 5, field, reason)
     assert bad.raw == data
 
 
 def test_vector_detail_and_csv_json_string_vector():
-    bad = validate_item(record({"id": 1, "t": "x", "v": [1.0, 2.0]}), id_field="id",
-                        template=TextTemplate("{t}"), vector_field="v", dims=3)
+    bad = validate_item(
+        record({"id": 1, "t": "x", "v": [1.0, 2.0]}),
+        id_field="id",
+        template=TextTemplate("{t}"),
+        vector_field="v",
+        dims=3,
+    )
     assert bad.detail == "expected 3, got 2"
-    row = validate_item(record({"id": 1, "t": "x", "v": "[1, 2, 3]"}), id_field="id",
-                        template=TextTemplate("{t}"), vector_field="v", dims=3)
+    row = validate_item(
+        record({"id": 1, "t": "x", "v": "[1, 2, 3]"}),
+        id_field="id",
+        template=TextTemplate("{t}"),
+        vector_field="v",
+        dims=3,
+    )
     assert row.vector.tolist() == [1.0, 2.0, 3.0]
     # A vector field that is absent or null is simply "no precomputed vector".
-    row = validate_item(record({"id": 1, "t": "x", "v": None}), id_field="id",
-                        template=TextTemplate("{t}"), vector_field="v", dims=3)
+    row = validate_item(
+        record({"id": 1, "t": "x", "v": None}), id_field="id", template=TextTemplate("{t}"), vector_field="v", dims=3
+    )
     assert row.vector is None and "v" not in row.fields
 
 
@@ -375,16 +423,16 @@ def test_empty_text_names_the_only_template_field():
 
 @pytest.mark.parametrize("flag", [True, "true", "TRUE", 1, "1", "yes", " Yes "])
 def test_tombstones_need_no_text(flag):
-    row = validate_item(record({"id": 9, "deleted": flag}), id_field="id", template=TEMPLATE,
-                        tombstone_field="deleted")
+    row = validate_item(record({"id": 9, "deleted": flag}), id_field="id", template=TEMPLATE, tombstone_field="deleted")
     assert isinstance(row, ItemRow)
     assert (row.id, row.deleted, row.text, row.vector) == ("9", True, "", None)
 
 
 @pytest.mark.parametrize("flag", [False, "false", 0, "0", "no", "", None])
 def test_false_tombstone_values_index_normally(flag):
-    row = validate_item(record({"id": 9, "title": "T", "deleted": flag}), id_field="id",
-                        template=TEMPLATE, tombstone_field="deleted")
+    row = validate_item(
+        record({"id": 9, "title": "T", "deleted": flag}), id_field="id", template=TEMPLATE, tombstone_field="deleted"
+    )
     assert (row.deleted, row.text) == (False, "T.")
     assert "deleted" not in row.fields
 
@@ -438,18 +486,19 @@ def embedder():
 
 def test_importing_embed_does_not_import_torch():
     script = "import sys, vecrank.ingest.embed, vecrank.ingest.records; print('torch' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            check=True, timeout=60)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60)
     assert result.stdout.strip() == "False"
 
 
 def test_real_embedder_vectors(embedder):
     assert embedder.model_name == DEFAULT_MODEL_NAME
-    vectors = embedder.encode([
-        "A cat sits on the mat.",
-        "A kitten is sitting on a rug.",
-        "Quarterly tax filing deadlines for corporations.",
-    ])
+    vectors = embedder.encode(
+        [
+            "A cat sits on the mat.",
+            "A kitten is sitting on a rug.",
+            "Quarterly tax filing deadlines for corporations.",
+        ]
+    )
     assert embedder.dimensions == 384 and embedder.similarity == "cosine"
     assert embedder.max_seq_length == 256
     assert vectors.dtype == np.float32 and vectors.shape == (3, 384)
@@ -514,10 +563,11 @@ def test_hash_embedder_is_deterministic_and_word_sensitive():
     assert HashEmbedder(dims=4, max_seq_length=3).count_truncated(["a b c", "a b c d"]) == 1
     assert isinstance(fake, TextEmbedder)
     # Fixed by the algorithm, not by the process: the same vector in every run.
-    script = ("from vecrank.ingest.embed import HashEmbedder;"
-              "print(HashEmbedder(dims=16).encode(['red running shoes'])[0].tolist())")
-    other = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                           check=True, timeout=60)
+    script = (
+        "from vecrank.ingest.embed import HashEmbedder;"
+        "print(HashEmbedder(dims=16).encode(['red running shoes'])[0].tolist())"
+    )
+    other = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60)
     assert json.loads(other.stdout) == a[0].tolist()
 
 
@@ -566,11 +616,13 @@ def test_cache_ignores_dims_mismatch_and_corrupt_rows(tmp_path):
 
 def test_cache_commits_survive_a_killed_process(tmp_path):
     path = tmp_path / "emb.sqlite"
-    script = ("import os, numpy as np\n"
-              "from vecrank.ingest.cache import EmbeddingCache\n"
-              f"c = EmbeddingCache({str(path)!r})\n"
-              "c.put_many('m', {'h': np.array([1, 2], dtype=np.float32)})\n"
-              "os._exit(9)\n")  # no close, no cleanup: what a kill leaves behind
+    script = (
+        "import os, numpy as np\n"
+        "from vecrank.ingest.cache import EmbeddingCache\n"
+        f"c = EmbeddingCache({str(path)!r})\n"
+        "c.put_many('m', {'h': np.array([1, 2], dtype=np.float32)})\n"
+        "os._exit(9)\n"
+    )  # no close, no cleanup: what a kill leaves behind
     assert subprocess.run([sys.executable, "-c", script], timeout=60).returncode == 9
     with EmbeddingCache(path) as cache:
         assert cache.get_many("m", ["h"])["h"].tolist() == [1.0, 2.0]
@@ -596,8 +648,11 @@ def test_dead_letters_file_contents_and_counts(tmp_path):
         assert dead.total == 4
     entries = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert [(e["line"], e["field"], e["reason"]) for e in entries] == [
-        (3, None, "malformed JSON"), (4, "id", "missing id"), (9, None, "bulk rejected"),
-        (11, "id", "missing id")]
+        (3, None, "malformed JSON"),
+        (4, "id", "missing id"),
+        (9, None, "bulk rejected"),
+        (11, "id", "missing id"),
+    ]
     assert entries[0]["record"] == '{"id": ' and entries[0]["detail"] == "Expecting value"
     assert entries[1]["record"] == {"title": "x", "at": "2024-05-01 00:00:00"}
     assert entries[2]["record"] is None
@@ -619,13 +674,19 @@ def test_dead_letters_file_contents_and_counts(tmp_path):
 
 def test_read_validate_dead_letter_pipeline(tmp_path):
     """The pieces together, as the ingest command will chain them."""
-    path = write(tmp_path / "cat.jsonl", "\n".join([
-        json.dumps({"id": 1, "title": "A", "genres": ["x"]}),
-        "{broken",
-        json.dumps({"id": 2, "title": ""}),
-        json.dumps({"id": 1, "title": "A again"}),
-        json.dumps({"id": 3, "deleted": "yes"}),
-    ]) + "\n")
+    path = write(
+        tmp_path / "cat.jsonl",
+        "\n".join(
+            [
+                json.dumps({"id": 1, "title": "A", "genres": ["x"]}),
+                "{broken",
+                json.dumps({"id": 2, "title": ""}),
+                json.dumps({"id": 1, "title": "A again"}),
+                json.dumps({"id": 3, "deleted": "yes"}),
+            ]
+        )
+        + "\n",
+    )
     dedup, rows = Deduplicator(), []
     with DeadLetters(tmp_path / "dead.jsonl") as dead:
         for item in read_records(path):
@@ -637,17 +698,23 @@ def test_read_validate_dead_letter_pipeline(tmp_path):
             dedup.add(item.id, item.line)
             rows.append(item)
     assert [(r.id, r.text, r.deleted) for r in rows] == [
-        ("1", "A. x.", False), ("1", "A again.", False), ("3", "", True)]
+        ("1", "A. x.", False),
+        ("1", "A again.", False),
+        ("3", "", True),
+    ]
     assert dead.counts == {"malformed JSON": 1, "empty text": 1}
     assert dedup.samples == [("1", 1, 4)]
 
 
-@pytest.mark.parametrize("data,expected", [
-    ({"title": "La cravate", "year": 1957}, "La cravate (1957)."),
-    ({"title": "La cravate", "year": 1957, "overview": "A man."}, "La cravate (1957). A man."),
-    ({"title": "Heat", "genres": ["Crime"]}, "Heat. Crime."),
-    ({"title": "Heat", "year": 1995, "genres": ["Crime"], "overview": "LA."}, "Heat (1995). Crime. LA."),
-])
+@pytest.mark.parametrize(
+    "data,expected",
+    [
+        ({"title": "La cravate", "year": 1957}, "La cravate (1957)."),
+        ({"title": "La cravate", "year": 1957, "overview": "A man."}, "La cravate (1957). A man."),
+        ({"title": "Heat", "genres": ["Crime"]}, "Heat. Crime."),
+        ({"title": "Heat", "year": 1995, "genres": ["Crime"], "overview": "LA."}, "Heat (1995). Crime. LA."),
+    ],
+)
 def test_template_keeps_brackets_closed_when_later_fields_are_empty(data, expected):
     from vecrank.ingest.template import TextTemplate
 

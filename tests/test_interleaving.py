@@ -32,7 +32,8 @@ def test_team_draft_invariants():
     same = team_draft({"A": ["x", "y"], "B": ["x", "y"]}, 2, seed="s")
     assert [i for i, _ in same] == ["x", "y"] and {t for _, t in same} == {"A", "B"}
     assert team_draft({"A": list("abc"), "B": list("de")}, 5, seed="r") == team_draft(
-        {"A": list("abc"), "B": list("de")}, 5, seed="r")  # reproducible from the request id
+        {"A": list("abc"), "B": list("de")}, 5, seed="r"
+    )  # reproducible from the request id
     with pytest.raises(ValueError, match="exactly two"):
         team_draft({"A": ["x"]}, 1)
 
@@ -95,8 +96,15 @@ def test_no_winner_from_a_handful_of_users():
 
 def test_interleaving_report_finds_the_better_ranker():
     """Simulated users click items by relevance; ranker B puts relevant items higher than A."""
-    exp = Experiment("tdi", arms=(Arm("A"), Arm("B")), type="interleaving", salt="s", holdout=0.2,
-                     started_at=T0, stopped_at=T0 + 10**8)
+    exp = Experiment(
+        "tdi",
+        arms=(Arm("A"), Arm("B")),
+        type="interleaving",
+        salt="s",
+        holdout=0.2,
+        started_at=T0,
+        stopped_at=T0 + 10**8,
+    )
     rng = random.Random(7)
     events = []
     for n in range(400):
@@ -111,11 +119,21 @@ def test_interleaving_report_finds_the_better_ranker():
         else:
             merged = [(i, "holdout") for i in ranked_a[:10]]
         for pos, (item, team) in enumerate(merged, 1):
-            events.append({"user_id": user, "item_id": item, "type": "impression", "timestamp": T0 + n,
-                           "request_id": rid, "position": pos, "arm": exp.label(team)})
-            if item in relevant and rng.random() < 0.7 / pos ** 0.5:
-                events.append({"user_id": user, "item_id": item, "type": "click", "timestamp": T0 + n + 1,
-                               "request_id": rid})
+            events.append(
+                {
+                    "user_id": user,
+                    "item_id": item,
+                    "type": "impression",
+                    "timestamp": T0 + n,
+                    "request_id": rid,
+                    "position": pos,
+                    "arm": exp.label(team),
+                }
+            )
+            if item in relevant and rng.random() < 0.7 / pos**0.5:
+                events.append(
+                    {"user_id": user, "item_id": item, "type": "click", "timestamp": T0 + n + 1, "request_id": rid}
+                )
     rep = analyse(exp, events, n_boot=500)
     assert rep.interleaving.winner == "B" and rep.interleaving.p_value < 0.001
     assert rep.interleaving.sign_test_p < 0.001

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from clihelp import run_cli
 from conftest import REPO
 
@@ -56,8 +55,9 @@ def test_down_leaves_other_nodes_alone(capsys, es_settings, tmp_path):
 
 def test_a_node_that_fails_to_start_shows_why_and_its_log(capsys, tmp_path_factory):
     state = Path(tmp_path_factory.mktemp("bad-node"))
-    result = run_cli(capsys, "--state-dir", str(state), "es", "up", "--port", "9270",
-                     "--setting", "vecrank.no.such.setting=1")
+    result = run_cli(
+        capsys, "--state-dir", str(state), "es", "up", "--port", "9270", "--setting", "vecrank.no.such.setting=1"
+    )
     assert result.code == 1
     first, *rest = result.err.strip().splitlines()
     assert first.startswith("error: node vecrank-1 failed to start: unknown setting [vecrank.no.such.setting]")
@@ -70,7 +70,11 @@ def test_scripts_work_without_the_package(tmp_path):
     import subprocess
 
     env = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "VECRANK_STATE_DIR": str(tmp_path)}
-    proc = subprocess.run(["bash", str(REPO / "scripts" / "es-local"), "status"], capture_output=True, text=True,
-                          env={**env, "PYTHON": "python3" if Path("/usr/bin/python3").exists() else "python3"})
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts" / "es-local"), "status"],
+        capture_output=True,
+        text=True,
+        env={**env, "PYTHON": "python3" if Path("/usr/bin/python3").exists() else "python3"},
+    )
     assert proc.returncode == 1  # nothing set up in this state folder
     assert json.loads(proc.stdout)["state"] == "not set up"

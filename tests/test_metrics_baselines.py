@@ -136,11 +136,17 @@ def test_positive_rule():
 
 def split_events():
     return [
-        ev("u1", "a", 1), ev("u1", "b", 2), ev("u2", "a", 3), ev("u2", "x", 4, "impression"),
+        ev("u1", "a", 1),
+        ev("u1", "b", 2),
+        ev("u2", "a", 3),
+        ev("u2", "x", 4, "impression"),
         ev("u3", "x", 5, "impression"),
-        ev("u1", "c", 7), ev("u1", "a", 8, "purchase"), ev("u1", "d", 8, "rating", 2.0),
+        ev("u1", "c", 7),
+        ev("u1", "a", 8, "purchase"),
+        ev("u1", "d", 8, "rating", 2.0),
         ev("u2", "a", 9, "cart"),  # u2 liked only an item already seen in train
-        ev("u3", "e", 9), ev("u4", "f", 10, "rating", 5.0),  # cold: u3 saw only an impression, u4 new
+        ev("u3", "e", 9),
+        ev("u4", "f", 10, "rating", 5.0),  # cold: u3 saw only an impression, u4 new
     ]
 
 
@@ -224,8 +230,10 @@ def test_co_occurrence_recommends_the_co_occurring_item():
 def test_co_occurrence_is_fast_enough():
     rng = np.random.default_rng(0)
     n = 100_000
-    events = [{"user_id": str(u), "item_id": str(i), "type": "click", "value": None, "timestamp": int(t)}
-              for u, i, t in zip(rng.integers(0, 600, n), rng.zipf(1.3, n) % 10_000, rng.integers(0, 10**9, n))]
+    events = [
+        {"user_id": str(u), "item_id": str(i), "type": "click", "value": None, "timestamp": int(t)}
+        for u, i, t in zip(rng.integers(0, 600, n), rng.zipf(1.3, n) % 10_000, rng.integers(0, 10**9, n))
+    ]
     import time
 
     started = time.perf_counter()
@@ -266,7 +274,8 @@ def test_als_recovers_planted_blocks():
     assert ALS(factors=2, iterations=20, seed=0).fit(events).recommend("A-user0", 3) == recs["A-user0"]
     # Asking for more than is left: every unseen item once, seen ones never.
     assert sorted(model.recommend("A-user0", 100)) == sorted(
-        {f"{b}{j}" for b in "AB" for j in range(10)} - {e["item_id"] for e in events if e["user_id"] == "A-user0"})
+        {f"{b}{j}" for b in "AB" for j in range(10)} - {e["item_id"] for e in events if e["user_id"] == "A-user0"}
+    )
     assert len(model.recommend("A-user0", 30, exclude_seen=False)) == 20
 
 

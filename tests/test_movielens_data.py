@@ -22,8 +22,10 @@ REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO.parent / "shared" / "data"
 
 if not DATA_DIR.is_dir():
-    pytest.skip(f"the public MovieLens/TMDB data is not at {DATA_DIR} (see shared/data/SOURCES.md for "
-                "where to download it)", allow_module_level=True)
+    pytest.skip(
+        f"the public MovieLens/TMDB data is not at {DATA_DIR} (see shared/data/SOURCES.md for " "where to download it)",
+        allow_module_level=True,
+    )
 
 pytestmark = pytest.mark.realdata
 
@@ -129,14 +131,14 @@ def test_recommended_template_renders_clean_text(prepared):
     _, items = prepared
     template = TextTemplate(adapter.RECOMMENDED_TEMPLATE)
     assert template.render(items["1"]).startswith(
-        "Toy Story (1995). Adventure, Animation, Children, Comedy, Fantasy. Led by Woody,")
+        "Toy Story (1995). Adventure, Animation, Children, Comedy, Fantasy. Led by Woody,"
+    )
     assert template.render(items["4"]) == "Waiting to Exhale (1995). Comedy, Drama, Romance."  # no TMDB
     babylon = next(i for i in items.values() if i["title"] == "Babylon 5")
     assert template.render(babylon) == "Babylon 5. Sci-Fi."  # no year: no "()" left behind
     # The ")" after the year stays when the fields after it are empty (26 movies: a year, no genres).
     assert template.render(items["114335"]) == "La cravate (1957)."
-    wrong = {key: template.render(item) for key, item in items.items()
-             if template.render(item) != _expected_text(item)}
+    wrong = {key: template.render(item) for key, item in items.items() if template.render(item) != _expected_text(item)}
     assert not wrong
 
 
@@ -180,8 +182,11 @@ def test_subset_ingests_and_knn_finds_toy_story(es, subset, embedder):
     assert es.count(index=settings.index("items"))["count"] == 300
 
     query = embedder.encode(["animated toys come to life"])[0].tolist()
-    hits = es.search(index=settings.index("items"), source=["title"],
-                     knn={"field": "embedding", "query_vector": query, "k": 3, "num_candidates": 300})["hits"]["hits"]
+    hits = es.search(
+        index=settings.index("items"),
+        source=["title"],
+        knn={"field": "embedding", "query_vector": query, "k": 3, "num_candidates": 300},
+    )["hits"]["hits"]
     assert TOY_STORY in [h["_id"] for h in hits], [(h["_id"], h["_source"]["title"]) for h in hits]
 
 
@@ -196,8 +201,10 @@ def test_subset_ratings_become_events_and_rating_signals(es, subset):
     ratings_csv = folder / "ratings.csv"
     toy_story: list[float] = []
     kept = 0
-    with (DATA_DIR / "movielens-latest-small" / "ratings.csv").open(encoding="utf-8", newline="") as src, \
-            ratings_csv.open("w", encoding="utf-8", newline="") as out:
+    with (
+        (DATA_DIR / "movielens-latest-small" / "ratings.csv").open(encoding="utf-8", newline="") as src,
+        ratings_csv.open("w", encoding="utf-8", newline="") as out,
+    ):
         reader, writer = csv.reader(src), csv.writer(out)
         writer.writerow(next(reader))
         for row in reader:
@@ -208,10 +215,14 @@ def test_subset_ratings_become_events_and_rating_signals(es, subset):
                     toy_story.append(float(row[2]))
     assert kept == 9_444 and len(toy_story) == 215
 
-    summary = ingest_events(es, settings, ratings_csv, default_type="rating",
-                            columns={"user": "userId", "item": "movieId", "value": "rating",
-                                     "timestamp": "timestamp"},
-                            dead_letter_path=folder / "events-dead.jsonl")
+    summary = ingest_events(
+        es,
+        settings,
+        ratings_csv,
+        default_type="rating",
+        columns={"user": "userId", "item": "movieId", "value": "rating", "timestamp": "timestamp"},
+        dead_letter_path=folder / "events-dead.jsonl",
+    )
     assert summary.reconciles()
     assert (summary.read, summary.written, summary.failed, summary.unknown_items) == (kept, kept, 0, 0)
     assert dict(summary.by_type) == {"rating": kept}

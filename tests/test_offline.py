@@ -36,7 +36,10 @@ def world(seed: int = 3, users: int = 60, items: int = 40):
     for n in range(items):
         topic = n % 4
         v = axes[topic] + 0.3 * rng.normal(size=8)
-        catalog[f"i{n:02d}"] = (v / np.linalg.norm(v), {"topic": f"t{topic}", "year": 1990 + n, "released": T0 - n * DAY_MS})
+        catalog[f"i{n:02d}"] = (
+            v / np.linalg.norm(v),
+            {"topic": f"t{topic}", "year": 1990 + n, "released": T0 - n * DAY_MS},
+        )
         topic_of[f"i{n:02d}"] = topic
     events = []
     for u in range(users):
@@ -90,17 +93,23 @@ def test_user_state_is_the_fold_in_cooccurrence_sequence_and_ease_of_the_history
     np.testing.assert_allclose(state.profile_vector, expected_profile.vector)
     counts = cf.like_counts(interactions, is_positive)
     known = [i for i in sorted(counts) if model.vector(i) is not None]
-    expected_cf = cf.fold_in(model.gram, np.stack([model.vector(i) for i in known]),
-                             np.array([counts[i] for i in known], dtype=float), regularization=0.05)
+    expected_cf = cf.fold_in(
+        model.gram,
+        np.stack([model.vector(i) for i in known]),
+        np.array([counts[i] for i in known], dtype=float),
+        regularization=0.05,
+    )
     np.testing.assert_allclose(state.cf_vector, expected_cf)
     likes = cf.recent_likes(interactions, is_positive, 3)
     assert dict(state.cooc) == cf.neighbour_scores(items.neighbours(likes), likes, exclude=state.seen, limit=300)
     latest = cf.recent_items(interactions, 2)
-    assert dict(state.seq) == cf.neighbour_scores(items.sequence(latest), latest, exclude=state.seen, decay=True,
-                                                  limit=300)
+    assert dict(state.seq) == cf.neighbour_scores(
+        items.sequence(latest), latest, exclude=state.seen, decay=True, limit=300
+    )
     newest = cf.recent_likes(interactions, is_positive, 4)
-    assert state.ease and dict(state.ease) == cf.neighbour_scores(items.ease(newest), newest, exclude=state.seen,
-                                                                  limit=300)
+    assert state.ease and dict(state.ease) == cf.neighbour_scores(
+        items.ease(newest), newest, exclude=state.seen, limit=300
+    )
     assert [li.item_id for li in state.liked] == likes[:2] and state.liked[0].facets == {"topic": frozenset({"x"})}
 
     doc = state.to_doc(model="m", config=config)
@@ -118,10 +127,18 @@ def test_user_state_is_the_fold_in_cooccurrence_sequence_and_ease_of_the_history
 
 def _past(catalog, events, refits=None, **kwargs):
     log_ = Interactions.from_events(events)
-    spec = feats.FeatureSpec.for_fields(["year", "released"], ["topic"], {"year": "integer", "released": "date"},
-                                        pool=PoolConfig().to_dict())
-    return Past(log_, catalog, refits=refits or ev.refit_instants(log_, 5), cf_config=cf.CFConfig(factors=4),
-                state_config=StateConfig(facets=("topic",)), spec=spec, **kwargs), spec
+    spec = feats.FeatureSpec.for_fields(
+        ["year", "released"], ["topic"], {"year": "integer", "released": "date"}, pool=PoolConfig().to_dict()
+    )
+    return Past(
+        log_,
+        catalog,
+        refits=refits or ev.refit_instants(log_, 5),
+        cf_config=cf.CFConfig(factors=4),
+        state_config=StateConfig(facets=("topic",)),
+        spec=spec,
+        **kwargs,
+    ), spec
 
 
 def test_a_replayed_request_sees_only_what_existed_before_it():
@@ -186,9 +203,16 @@ def test_features_from_candidates_and_from_columns_agree():
     for n, item in enumerate(batch.item_ids):
         fields = dict(catalog.fields[catalog.index(item)])
         fields["signals"] = {k: (None if np.isnan(v[n]) else float(v[n])) for k, v in batch.signals.items()}
-        candidates.append(Candidate(item_id=item, score=0.0, cosine=None, fields=fields,
-                                    vector=batch.vectors[n] if batch.has_vector[n] else None,
-                                    cf_vector=batch.cf_vectors[n] if batch.has_cf[n] else None))
+        candidates.append(
+            Candidate(
+                item_id=item,
+                score=0.0,
+                cosine=None,
+                fields=fields,
+                vector=batch.vectors[n] if batch.has_vector[n] else None,
+                cf_vector=batch.cf_vectors[n] if batch.has_cf[n] else None,
+            )
+        )
     from_columns = feats.compute(spec, batch, replayed.context)
     from_candidates = feats.compute(spec, candidates, replayed.context)
     np.testing.assert_array_equal(from_columns, from_candidates)
@@ -224,8 +248,9 @@ def test_two_evaluations_agree_and_training_never_sees_later_labels():
     catalog, events = world(users=80)
     config = ev.EvalConfig(refits=5, first_test_quantile=0.3, horizon_days=60)
     past, spec = _past(catalog, events, refits=ev.refit_instants(Interactions.from_events(events), 5))
-    replay = ev.ReplayConfig(pool=PoolConfig(), state=StateConfig(facets=("topic",)), cf=cf.CFConfig(factors=4),
-                             spec=spec)
+    replay = ev.ReplayConfig(
+        pool=PoolConfig(), state=StateConfig(facets=("topic",)), cf=cf.CFConfig(factors=4), spec=spec
+    )
     quick = TrainConfig(num_boost_round=30, num_parallel_tree=1)
     first = ev.run(past, replay_config=replay, config=config, train_config=quick)
     past_again, _ = _past(catalog, events, refits=past.refits)
@@ -246,9 +271,12 @@ def test_two_evaluations_agree_and_training_never_sees_later_labels():
 
 
 def test_configs_round_trip():
-    replay = ev.ReplayConfig(pool=PoolConfig(text=7, seq=3), state=StateConfig(history_k=5, facets=("g",)),
-                             cf=cf.CFConfig(factors=8), spec=feats.FeatureSpec(item_numeric=("year",),
-                                                                               sources=(("rank_cf", 10),)))
+    replay = ev.ReplayConfig(
+        pool=PoolConfig(text=7, seq=3),
+        state=StateConfig(history_k=5, facets=("g",)),
+        cf=cf.CFConfig(factors=8),
+        spec=feats.FeatureSpec(item_numeric=("year",), sources=(("rank_cf", 10),)),
+    )
     assert ev.ReplayConfig.from_dict(replay.to_dict()) == replay
     with pytest.raises(ValueError):
         PoolConfig(text=-1)

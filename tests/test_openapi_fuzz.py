@@ -21,8 +21,9 @@ def served(world):  # noqa: F811
     from vecrank.serve import RecommendService, ServeConfig, create_app
 
     # No rate limit: the fuzzer sends hundreds of requests with one key; exposures logged as in production.
-    service = RecommendService(world, ServeConfig(experiment_refresh_s=60, model_refresh_s=60, log_features=False,
-                                                  rate_limit_rps=0))
+    service = RecommendService(
+        world, ServeConfig(experiment_refresh_s=60, model_refresh_s=60, log_features=False, rate_limit_rps=0)
+    )
     with Server(create_app(service, threads=4)) as server:
         yield server
     service.close()
@@ -44,12 +45,21 @@ def test_no_5xx_and_every_answer_as_the_spec_says(served, admin_key):
     headers = {"Authorization": f"Bearer {admin_key}"}
     operations = [result.ok() for result in api.get_all_operations()]
     assert {f"{op.method.upper()} {op.path}" for op in operations} >= {
-        "GET /recommendations", "POST /recommendations", "POST /events", "GET /health"}
+        "GET /recommendations",
+        "POST /recommendations",
+        "POST /events",
+        "GET /health",
+    }
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+        @settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        )
         def run(case):
             case.call_and_validate(headers=headers, excluded_checks=[ignored_auth, positive_data_acceptance])
 

@@ -40,6 +40,7 @@ WAIT_S = 60
 
 # --- the world ------------------------------------------------------------------------------------------
 
+
 def _booster(spec):
     """A ranker that only reads cos_profile, higher first, trained on the values this world's users
     see (0.35 to 0.75), as a model trained on its own traffic is: contributions are relative to
@@ -71,25 +72,37 @@ def world(es, es_settings, tmp_path_factory):
     prefix = f"vrp-{uuid.uuid4().hex[:10]}"
     settings = dataclasses.replace(es_settings, index_prefix=prefix)
     tmp = tmp_path_factory.mktemp("page-world")
-    items = [{"id": f"{topic}-{i}", "title": f"A film about {subjects[i]}, part {i}", "topic": topic, "year": 1990 + i}
-             for topic, subjects in SUBJECTS.items() for i in range(8)]
+    items = [
+        {"id": f"{topic}-{i}", "title": f"A film about {subjects[i]}, part {i}", "topic": topic, "year": 1990 + i}
+        for topic, subjects in SUBJECTS.items()
+        for i in range(8)
+    ]
     (tmp / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in items))
-    assert ingest_items(es, settings, tmp / "items.jsonl", ItemSource(template="{title}", field_types={"year": "integer"}),
-                        embedder=Embedder()).written == 32
+    assert (
+        ingest_items(
+            es,
+            settings,
+            tmp / "items.jsonl",
+            ItemSource(template="{title}", field_types={"year": "integer"}),
+            embedder=Embedder(),
+        ).written
+        == 32
+    )
     events, liked = [], {}
     for n in range(12):
         user, topic = f"u{n}", list(SUBJECTS)[n % 4]
         picks = [(n + j) % 8 for j in range(6)]
         liked[user] = {f"{topic}-{i}" for i in picks}
-        events += [{"user": user, "item": f"{topic}-{i}", "type": "rating", "value": 5.0, "timestamp": T0 + j * DAY}
-                   for j, i in enumerate(picks)]
+        events += [
+            {"user": user, "item": f"{topic}-{i}", "type": "rating", "value": 5.0, "timestamp": T0 + j * DAY}
+            for j, i in enumerate(picks)
+        ]
     (tmp / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
     assert ingest_events(es, settings, tmp / "events.jsonl", progress=False).written == len(events)
     spec = feats.FeatureSpec()
     config = ReplayConfig(pool=PoolConfig(text=32, cf=0, cooc=0, seq=0, popular=0, trending=0), spec=spec)
     registry = Registry(es, settings)
-    registry.register(RankerModel.from_booster("page", spec, _booster(spec),
-                                               training={"config": config.to_dict()}))
+    registry.register(RankerModel.from_booster("page", spec, _booster(spec), training={"config": config.to_dict()}))
     registry.set_status("page", 1, "active")
     titles = {r["id"]: r["title"] for r in items}
     yield settings, liked, titles
@@ -125,8 +138,9 @@ def api(world, page_keys):
     from vecrank.serve import RecommendService, ServeConfig, create_app
 
     settings, _, _ = world
-    service = RecommendService(settings, ServeConfig(model_id="page", max_k=50, experiment_refresh_s=60,
-                                                     model_refresh_s=60))
+    service = RecommendService(
+        settings, ServeConfig(model_id="page", max_k=50, experiment_refresh_s=60, model_refresh_s=60)
+    )
     recorder = Recorder(create_app(service, threads=4, page_key=page_keys[0]))
     with Server(recorder, headers={"Authorization": f"Bearer {page_keys[0]}"}) as server:
         server.recorder = recorder
@@ -140,6 +154,7 @@ def _topic(item_id: str) -> str:
 
 # --- the API: reasons, and the page's files -------------------------------------------------------------
 
+
 def test_reasons_only_where_asked_and_the_model_ranked(api, world):
     _, liked, titles = world
     status, _, plain = api.call("GET", "/recommendations?user=u1&k=6")
@@ -152,7 +167,7 @@ def test_reasons_only_where_asked_and_the_model_ranked(api, world):
     assert [it["item_id"] for it in body["items"]] == [it["item_id"] for it in plain["items"]]
     cited_titles = {titles[i] for i in liked["u1"]}
     own_topic = [it for it in body["items"] if _topic(it["item_id"]) == "cooking"]  # u1's topic
-    assert own_topic and own_topic == body["items"][:len(own_topic)]
+    assert own_topic and own_topic == body["items"][: len(own_topic)]
     for it in body["items"]:
         assert isinstance(it["reasons"], list) and len(it["reasons"]) <= 2
         assert all(set(r) == {"code", "text"} and r["code"] in TEXTS for r in it["reasons"])
@@ -165,8 +180,10 @@ def test_reasons_only_where_asked_and_the_model_ranked(api, world):
 
 
 def test_no_reasons_where_the_model_did_not_rank(api):
-    for path in ("/recommendations?user=u1&query=rocket%20launch&k=4&reasons=true",
-                 "/recommendations?query=rocket%20launch&k=4&reasons=true"):
+    for path in (
+        "/recommendations?user=u1&query=rocket%20launch&k=4&reasons=true",
+        "/recommendations?query=rocket%20launch&k=4&reasons=true",
+    ):
         status, _, body = api.call("GET", path)
         assert status == 200, body
         assert body["ranked_by"] is None and body["items"], body
@@ -179,8 +196,11 @@ def test_reasons_parameter_is_validated_and_documented(api):
     status, _, body = api.call("POST", "/recommendations", {"user": "u1", "reasons": "yes"})
     assert status == 422 and body["error"]["message"].startswith("reasons:"), body
     status, _, body = api.call("GET", "/recommendations?user=u1&reason=true")
-    assert status == 422 and "unknown parameter(s) reason;" in body["error"]["message"] \
-        and "reasons" in body["error"]["message"], body
+    assert (
+        status == 422
+        and "unknown parameter(s) reason;" in body["error"]["message"]
+        and "reasons" in body["error"]["message"]
+    ), body
     status, _, spec = api.call("GET", "/openapi.json")
     schemas = spec["components"]["schemas"]
     assert "reasons" in schemas["RecommendRequest"]["properties"] and "ItemReason" in schemas
@@ -212,6 +232,7 @@ def test_the_page_and_its_files_are_served(api, page_keys):
 
 # --- the page in a real browser -------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     if os.environ.get("VECRANK_TEST_NO_BROWSER") == "1":
@@ -219,25 +240,43 @@ def browser(tmp_path_factory):
     chromium = os.environ.get("VECRANK_TEST_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     driver = os.environ.get("VECRANK_TEST_CHROMEDRIVER") or shutil.which("chromedriver")
     if not (chromium and driver):
-        pytest.fail(f"the search page test needs Debian's chromium and chromium-driver (chromium: {chromium or 'missing'}, "
-                    f"chromedriver: {driver or 'missing'}): apt-get install -y chromium chromium-driver "
-                    "(scripts/test.sh does it when run as root), or set VECRANK_TEST_NO_BROWSER=1 to skip these tests",
-                    pytrace=False)
+        pytest.fail(
+            f"the search page test needs Debian's chromium and chromium-driver (chromium: {chromium or 'missing'}, "
+            f"chromedriver: {driver or 'missing'}): apt-get install -y chromium chromium-driver "
+            "(scripts/test.sh does it when run as root), or set VECRANK_TEST_NO_BROWSER=1 to skip these tests",
+            pytrace=False,
+        )
     tmp = tmp_path_factory.mktemp("chromium")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--no-first-run",
-                "--no-default-browser-check", "--disable-background-networking", "--disable-component-update",
-                "--disable-default-apps", "--disable-extensions", "--disable-sync", "--window-size=1200,1000",
-                f"--user-data-dir={tmp / 'profile'}",
-                # nothing but loopback: any other host name resolves nowhere
-                "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-default-apps",
+        "--disable-extensions",
+        "--disable-sync",
+        "--window-size=1200,1000",
+        f"--user-data-dir={tmp / 'profile'}",
+        # nothing but loopback: any other host name resolves nowhere
+        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+    ):
         options.add_argument(arg)
     try:
-        drv = webdriver.Chrome(options=options, service=ChromeService(executable_path=driver,
-                                                                      log_output=str(tmp / "chromedriver.log")))
+        drv = webdriver.Chrome(
+            options=options, service=ChromeService(executable_path=driver, log_output=str(tmp / "chromedriver.log"))
+        )
     except Exception as exc:
-        log = (tmp / "chromedriver.log").read_text(errors="replace")[-2000:] if (tmp / "chromedriver.log").exists() else ""
+        log = (
+            (tmp / "chromedriver.log").read_text(errors="replace")[-2000:]
+            if (tmp / "chromedriver.log").exists()
+            else ""
+        )
         pytest.fail(f"chromium ({chromium}) did not start under {driver}: {exc}\n{log}", pytrace=False)
     drv.set_page_load_timeout(WAIT_S)
     yield drv
@@ -284,8 +323,12 @@ def test_search_reasons_and_a_recorded_click(browser, api, world, es):
     rid = _search(browser, user="u1", query="astronauts on a rocket launch")
     shown = _results(browser)
     assert len(shown) == 10 and _text(browser, "status") == "10 results"
-    assert (_text(browser, "meta-arm"), _text(browser, "meta-model"), _text(browser, "meta-ranked"),
-            _text(browser, "meta-path")) == ("none", "page@1", "retrieval order", "profile+query")
+    assert (
+        _text(browser, "meta-arm"),
+        _text(browser, "meta-model"),
+        _text(browser, "meta-ranked"),
+        _text(browser, "meta-path"),
+    ) == ("none", "page@1", "retrieval order", "profile+query")
     assert len(rid) == 32 and browser.find_element(By.ID, "meta").is_displayed()
     top = shown[0]
     assert _topic(top.get_attribute("data-item-id")) == "space"
@@ -296,7 +339,10 @@ def test_search_reasons_and_a_recorded_click(browser, api, world, es):
     # the user alone: the model ranks, and says why
     rid = _search(browser, query="", previous=rid)
     assert (_text(browser, "meta-model"), _text(browser, "meta-ranked"), _text(browser, "meta-path")) == (
-        "page@1", "page@1", "profile")
+        "page@1",
+        "page@1",
+        "profile",
+    )
     shown = _results(browser)
     assert len(shown) == 10 and "score " in shown[0].find_element(By.CSS_SELECTOR, ".score").text
     first = shown[0]
@@ -314,12 +360,17 @@ def test_search_reasons_and_a_recorded_click(browser, api, world, es):
     assert first.find_element(By.CSS_SELECTOR, "button.pick").get_attribute("aria-pressed") == "true"
     events = settings.index("events")
     es.indices.refresh(index=events)
-    hits = es.search(index=events, query={"bool": {"filter": [{"term": {"request_id": rid}},
-                                                              {"term": {"type": "click"}}]}})["hits"]["hits"]
+    hits = es.search(
+        index=events, query={"bool": {"filter": [{"term": {"request_id": rid}}, {"term": {"type": "click"}}]}}
+    )["hits"]["hits"]
     assert len(hits) == 1, hits
     click = hits[0]["_source"]
     assert (click["user_id"], click["item_id"], click["position"], click["model_version"]) == (
-        "u1", item_id, 1, "page@1")
+        "u1",
+        item_id,
+        1,
+        "page@1",
+    )
     posted = sum(path == "/events" for path, _ in api.recorder.seen)
     first.find_element(By.CSS_SELECTOR, "button.pick").click()  # a second click on it posts nothing more
     assert browser.execute_script("return 1") == 1 and sum(path == "/events" for path, _ in api.recorder.seen) == posted
@@ -336,10 +387,12 @@ def test_no_user_no_click_event_and_the_key_setting(browser, api, world, es, pag
     first = _results(browser)[0]
     first.find_element(By.CSS_SELECTOR, "button.pick").click()
     WebDriverWait(browser, WAIT_S, poll_frequency=0.1).until(
-        lambda d: first.find_element(By.CSS_SELECTOR, ".note").text == "pick a user to record clicks")
+        lambda d: first.find_element(By.CSS_SELECTOR, ".note").text == "pick a user to record clicks"
+    )
     assert "clicked" not in first.get_attribute("class")
     assert {auth for path, auth in seen if path in ("/recommendations", "/events")} == {
-        f"Bearer {page_key}".encode()}  # the page's own key, from its meta tag
+        f"Bearer {page_key}".encode()
+    }  # the page's own key, from its meta tag
     es.indices.refresh(index=settings.index("events"))
     assert es.count(index=settings.index("events"), query={"term": {"request_id": rid}})["count"] == 0
 

@@ -18,9 +18,9 @@ import uuid
 import numpy as np
 import pytest
 import xgboost as xgb
+from clihelp import connection_args, run_cli
 from elasticsearch import ApiError, NotFoundError
 
-from clihelp import connection_args, run_cli
 from vecrank.ingest.embed import Embedder
 from vecrank.ingest.items import ItemSource, ingest_items
 from vecrank.rank import features as F
@@ -43,22 +43,53 @@ NAMES = SPEC.names
 CF_DIMS = 3
 TOL = 1e-5
 #: features computed from float32 vectors or logarithms: the plugin and numpy may round the last bit apart
-ROUNDED = ("cos_profile", "cos_query", "cos_hist_max", "cos_hist_mean", "cf_score", "pop_1d", "pop_7d", "pop_30d",
-           "pop_365d", "rating_count", "hist_len")
+ROUNDED = (
+    "cos_profile",
+    "cos_query",
+    "cos_hist_max",
+    "cos_hist_mean",
+    "cf_score",
+    "pop_1d",
+    "pop_7d",
+    "pop_30d",
+    "pop_365d",
+    "rating_count",
+    "hist_len",
+)
 
 TEXTS = {
-    "Horror": ["A haunted house hides a ghost in the attic", "Zombies overrun a small town at night",
-               "A cursed doll terrifies a family", "Vampires hunt in a foggy city",
-               "A possessed child and an exorcism", "Werewolves under the full moon"],
-    "Space": ["Astronauts repair a space station in orbit", "A rover explores the surface of Mars",
-              "Rockets launch a telescope into deep space", "Landing on the Moon: the Apollo missions",
-              "The life and death of stars and black holes", "Comets that pass near the Earth"],
-    "Cooking": ["A chef teaches how to bake sourdough bread", "Street food tour tasting tacos",
-                "The perfect Italian pasta from scratch", "A baker shares secrets of croissants",
-                "Grilling steaks over charcoal", "Vegan desserts for every season"],
-    "Romance": ["Two strangers fall in love in Paris", "A wedding planner falls for the groom",
-                "Letters between lovers during the war", "A summer romance on the beach",
-                "Old flames meet again at a reunion", "A royal prince marries a commoner"],
+    "Horror": [
+        "A haunted house hides a ghost in the attic",
+        "Zombies overrun a small town at night",
+        "A cursed doll terrifies a family",
+        "Vampires hunt in a foggy city",
+        "A possessed child and an exorcism",
+        "Werewolves under the full moon",
+    ],
+    "Space": [
+        "Astronauts repair a space station in orbit",
+        "A rover explores the surface of Mars",
+        "Rockets launch a telescope into deep space",
+        "Landing on the Moon: the Apollo missions",
+        "The life and death of stars and black holes",
+        "Comets that pass near the Earth",
+    ],
+    "Cooking": [
+        "A chef teaches how to bake sourdough bread",
+        "Street food tour tasting tacos",
+        "The perfect Italian pasta from scratch",
+        "A baker shares secrets of croissants",
+        "Grilling steaks over charcoal",
+        "Vegan desserts for every season",
+    ],
+    "Romance": [
+        "Two strangers fall in love in Paris",
+        "A wedding planner falls for the groom",
+        "Letters between lovers during the war",
+        "A summer romance on the beach",
+        "Old flames meet again at a reunion",
+        "A royal prince marries a commoner",
+    ],
 }
 
 
@@ -120,15 +151,25 @@ def world(plugin_es, es_settings, embedder, tmp_path_factory):
     path = tmp_path_factory.mktemp("plugin") / "items.jsonl"
     rows = catalog()
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    summary = ingest_items(es, settings, path, ItemSource(template="{title}", field_types=FIELD_TYPES),
-                           embedder=embedder)
+    summary = ingest_items(
+        es, settings, path, ItemSource(template="{title}", field_types=FIELD_TYPES), embedder=embedder
+    )
     assert summary.written == len(rows)
     rng = np.random.default_rng(11)
     items = settings.index("items")
     # What `vecrank cf fit` maps (ingest.indices.items_mapping with cf_dims): a max_inner_product float vector.
-    es.indices.put_mapping(index=items, properties={"cf_vector": {
-        "type": "dense_vector", "dims": CF_DIMS, "index": True, "similarity": "max_inner_product",
-        "index_options": {"type": "hnsw"}}})
+    es.indices.put_mapping(
+        index=items,
+        properties={
+            "cf_vector": {
+                "type": "dense_vector",
+                "dims": CF_DIMS,
+                "index": True,
+                "similarity": "max_inner_product",
+                "index_options": {"type": "hnsw"},
+            }
+        },
+    )
     for i, row in enumerate(rows):
         doc = {"signals": signals_for(i, rng)}
         if i % 7 != 3:  # some items have no collaborative vector
@@ -143,16 +184,53 @@ def world(plugin_es, es_settings, embedder, tmp_path_factory):
 
 # --- models ------------------------------------------------------------------------------------
 
-RANGES = {"cos_profile": (-0.1, 0.8), "cos_query": (-0.1, 0.8), "cos_hist_max": (-0.1, 0.9),
-          "cos_hist_mean": (-0.1, 0.6), "cf_score": (-3, 3), "cooc": (0, 1), "seq": (0, 1), "ease": (-0.1, 1), "ctr": (0, 0.3),
-          "pop_1d": (0, 4.2), "pop_7d": (0, 4.2), "pop_30d": (0, 4.2), "pop_365d": (0, 4.2), "trend": (-2, 2),
-          "popular_rank": (1, 12), "trending_rank": (1, 8), "days_since_interaction": (0, 60), "item_age": (60, 400),
-          "rating_mean": (1, 5), "rating_count": (0, 5.7), "rank_cf": (1, 24), "rank_text": (1, 24),
-          "rank_cooc": (1, 5), "rank_seq": (1, 3), "rank_ease": (1, 3), "n_sources": (0, 6), "item.year": (2000, 2008),
-          "age.released": (-800, 4000), "hist_len": (0, 3), "days_since_active": (0, 10), "affinity.genres": (0, 1),
-          "query_present": (0, 1), "path_code": (0, 5)}
-WHOLE = ("popular_rank", "trending_rank", "rank_cf", "rank_text", "rank_cooc", "rank_seq", "rank_ease", "n_sources",
-         "query_present", "path_code")
+RANGES = {
+    "cos_profile": (-0.1, 0.8),
+    "cos_query": (-0.1, 0.8),
+    "cos_hist_max": (-0.1, 0.9),
+    "cos_hist_mean": (-0.1, 0.6),
+    "cf_score": (-3, 3),
+    "cooc": (0, 1),
+    "seq": (0, 1),
+    "ease": (-0.1, 1),
+    "ctr": (0, 0.3),
+    "pop_1d": (0, 4.2),
+    "pop_7d": (0, 4.2),
+    "pop_30d": (0, 4.2),
+    "pop_365d": (0, 4.2),
+    "trend": (-2, 2),
+    "popular_rank": (1, 12),
+    "trending_rank": (1, 8),
+    "days_since_interaction": (0, 60),
+    "item_age": (60, 400),
+    "rating_mean": (1, 5),
+    "rating_count": (0, 5.7),
+    "rank_cf": (1, 24),
+    "rank_text": (1, 24),
+    "rank_cooc": (1, 5),
+    "rank_seq": (1, 3),
+    "rank_ease": (1, 3),
+    "n_sources": (0, 6),
+    "item.year": (2000, 2008),
+    "age.released": (-800, 4000),
+    "hist_len": (0, 3),
+    "days_since_active": (0, 10),
+    "affinity.genres": (0, 1),
+    "query_present": (0, 1),
+    "path_code": (0, 5),
+}
+WHOLE = (
+    "popular_rank",
+    "trending_rank",
+    "rank_cf",
+    "rank_text",
+    "rank_cooc",
+    "rank_seq",
+    "rank_ease",
+    "n_sources",
+    "query_present",
+    "path_code",
+)
 
 
 def synthetic_rows(n: int, seed: int, names: list[str] = NAMES) -> np.ndarray:
@@ -171,10 +249,22 @@ def train(objective: str, depth: int, seed: int, rounds: int = 25) -> xgb.Booste
     rng = np.random.default_rng(seed + 100)
     z = np.nan_to_num(X, nan=0.0)
     col = {n: z[:, i] for i, n in enumerate(NAMES)}
-    signal = (3 * col["cos_profile"] + 2 * col["affinity.genres"] + 5 * col["ctr"] - 0.03 * col["days_since_interaction"]
-              + 0.3 * col["pop_7d"] + 0.2 * (col["item.year"] - 2004) + 0.5 * col["cos_hist_max"]
-              + 0.5 * col["cf_score"] + 3 * col["cooc"] + 2 * col["seq"] - 0.05 * col["rank_text"]
-              + 0.4 * col["n_sources"] - 0.001 * col["age.released"] + rng.normal(0, 0.3, len(X)))
+    signal = (
+        3 * col["cos_profile"]
+        + 2 * col["affinity.genres"]
+        + 5 * col["ctr"]
+        - 0.03 * col["days_since_interaction"]
+        + 0.3 * col["pop_7d"]
+        + 0.2 * (col["item.year"] - 2004)
+        + 0.5 * col["cos_hist_max"]
+        + 0.5 * col["cf_score"]
+        + 3 * col["cooc"]
+        + 2 * col["seq"]
+        - 0.05 * col["rank_text"]
+        + 0.4 * col["n_sources"]
+        - 0.001 * col["age.released"]
+        + rng.normal(0, 0.3, len(X))
+    )
     params = {"objective": objective, "max_depth": depth, "eta": 0.3, "seed": seed, "nthread": 1}
     if objective.startswith("rank:"):
         y = np.digitize(signal, np.quantile(signal, [0.5, 0.8, 0.95]))
@@ -186,18 +276,29 @@ def train(objective: str, depth: int, seed: int, rounds: int = 25) -> xgb.Booste
     return xgb.train(params, dm, rounds)
 
 
-MODELS = [("ndcg-d1", "rank:ndcg", 1), ("ndcg-d2", "rank:ndcg", 2), ("ndcg-d4", "rank:ndcg", 4),
-          ("ndcg-d6", "rank:ndcg", 6), ("pairwise-d3", "rank:pairwise", 3), ("logistic-d3", "binary:logistic", 3),
-          ("logistic-d5", "binary:logistic", 5), ("squared-d3", "reg:squarederror", 3)]
+MODELS = [
+    ("ndcg-d1", "rank:ndcg", 1),
+    ("ndcg-d2", "rank:ndcg", 2),
+    ("ndcg-d4", "rank:ndcg", 4),
+    ("ndcg-d6", "rank:ndcg", 6),
+    ("pairwise-d3", "rank:pairwise", 3),
+    ("logistic-d3", "binary:logistic", 3),
+    ("logistic-d5", "binary:logistic", 5),
+    ("squared-d3", "reg:squarederror", 3),
+]
 
 
-def register(es, settings, model_id: str, booster: xgb.Booster, *, status: str = "active",
-             features: list[dict] | None = None) -> RankerModel:
+def register(
+    es, settings, model_id: str, booster: xgb.Booster, *, status: str = "active", features: list[dict] | None = None
+) -> RankerModel:
     registry = Registry(es, settings)
     model = registry.register(RankerModel.from_booster(model_id, SPEC, booster), status=status)
-    es.update(index=settings.index("models"), id=f"{model_id}@{model.version}",
-              doc={"plugin_features": features if features is not None else R.plugin_features(SPEC)},
-              refresh="wait_for")
+    es.update(
+        index=settings.index("models"),
+        id=f"{model_id}@{model.version}",
+        doc={"plugin_features": features if features is not None else R.plugin_features(SPEC)},
+        refresh="wait_for",
+    )
     return model
 
 
@@ -213,9 +314,11 @@ def models(plugin_es, world):
 
 # --- requests ----------------------------------------------------------------------------------
 
+
 def item_vectors(es, settings, ids: list[str]) -> dict[str, np.ndarray]:
-    hits = es.search(index=settings.index("items"), query={"ids": {"values": ids}}, size=len(ids),
-                     fields=["embedding"], source=False)["hits"]["hits"]
+    hits = es.search(
+        index=settings.index("items"), query={"ids": {"values": ids}}, size=len(ids), fields=["embedding"], source=False
+    )["hits"]["hits"]
     return {h["_id"]: np.asarray(h["fields"]["embedding"], dtype=np.float32) for h in hits}
 
 
@@ -224,8 +327,12 @@ def _genres(item: str) -> frozenset[str]:
 
 
 def _profile(vector: np.ndarray) -> Profile:
-    return Profile(interests=(Interest(np.asarray(vector, dtype=np.float32), 1.0),), n_events=1, positive_weight=1.0,
-                   negative_weight=0.0)
+    return Profile(
+        interests=(Interest(np.asarray(vector, dtype=np.float32), 1.0),),
+        n_events=1,
+        positive_weight=1.0,
+        negative_weight=0.0,
+    )
 
 
 def requests(es, settings, embedder) -> list[dict]:
@@ -235,40 +342,81 @@ def requests(es, settings, embedder) -> list[dict]:
     hv = item_vectors(es, settings, ["ho0", "ho1", "ho3", "sp1"])
     encode = embedder.encode
     fan = UserState(
-        history=({"item_id": "ro0", "type": "rating", "value": 1.0, "timestamp": NOW - 2 * DAY},
-                 {"item_id": "ho3", "type": "click", "timestamp": NOW - 3 * DAY},
-                 {"item_id": "ho1", "type": "purchase", "timestamp": NOW - 4 * DAY},
-                 {"item_id": "ho0", "type": "click", "timestamp": NOW - 9 * DAY}),
+        history=(
+            {"item_id": "ro0", "type": "rating", "value": 1.0, "timestamp": NOW - 2 * DAY},
+            {"item_id": "ho3", "type": "click", "timestamp": NOW - 3 * DAY},
+            {"item_id": "ho1", "type": "purchase", "timestamp": NOW - 4 * DAY},
+            {"item_id": "ho0", "type": "click", "timestamp": NOW - 9 * DAY},
+        ),
         profile=_profile(encode(["ghosts and monsters at night"])[0]),
-        cf_vector=np.array([0.8, -0.3, 1.1], dtype=np.float32), cf_version="cf1",
+        cf_vector=np.array([0.8, -0.3, 1.1], dtype=np.float32),
+        cf_version="cf1",
         cooc={"ho2": 0.625, "ho4": 0.25, "sp0": 0.25, "co3": 0.125, "ro2": 0.0625, "no-such-item": 0.9},
-        seq={"ho5": 0.5, "ho2": 0.375, "sp3": 0.125}, ease={"ho4": 0.75, "ho5": 0.5, "sp3": 0.015625},
-        liked=tuple(LikedItem(i, hv[i], {"genres": _genres(i)}) for i in ("ho3", "ho1", "ho0")))
+        seq={"ho5": 0.5, "ho2": 0.375, "sp3": 0.125},
+        ease={"ho4": 0.75, "ho5": 0.5, "sp3": 0.015625},
+        liked=tuple(LikedItem(i, hv[i], {"genres": _genres(i)}) for i in ("ho3", "ho1", "ho0")),
+    )
     searcher = UserState(profile=_profile(encode(["rockets and planets"])[0]))
     mixed = UserState(
-        history=({"item_id": "sp1", "type": "click", "timestamp": NOW - 37 * DAY},
-                 {"item_id": "ho0", "type": "click", "timestamp": NOW - 50 * DAY}),
-        profile=_profile(hv["sp1"]), cf_vector=np.array([-0.5, 1.5, 0.25], dtype=np.float32), cf_version="cf1",
-        cooc={"sp2": 0.5, "sp4": 0.5, "ho1": 0.25}, seq={"sp2": 1.0},
-        liked=tuple(LikedItem(i, hv[i], {"genres": _genres(i)}) for i in ("sp1", "ho0")))
-    contexts = [(RequestContext(now_ms=NOW, path="profile", state=fan), False),
-                (RequestContext(now_ms=NOW, path="profile+query", state=searcher,
-                                query_vector=encode(["the moon landing"])[0]), False),
-                (RequestContext(now_ms=NOW + 3 * DAY, path="multi_interest", state=mixed), True)]
-    return [{"profile": ctx.state.profile_vector, "ctx": ctx, "params": R.rescore_params(SPEC, ctx, encode=encode_)}
-            for ctx, encode_ in contexts]
+        history=(
+            {"item_id": "sp1", "type": "click", "timestamp": NOW - 37 * DAY},
+            {"item_id": "ho0", "type": "click", "timestamp": NOW - 50 * DAY},
+        ),
+        profile=_profile(hv["sp1"]),
+        cf_vector=np.array([-0.5, 1.5, 0.25], dtype=np.float32),
+        cf_version="cf1",
+        cooc={"sp2": 0.5, "sp4": 0.5, "ho1": 0.25},
+        seq={"sp2": 1.0},
+        liked=tuple(LikedItem(i, hv[i], {"genres": _genres(i)}) for i in ("sp1", "ho0")),
+    )
+    contexts = [
+        (RequestContext(now_ms=NOW, path="profile", state=fan), False),
+        (
+            RequestContext(
+                now_ms=NOW, path="profile+query", state=searcher, query_vector=encode(["the moon landing"])[0]
+            ),
+            False,
+        ),
+        (RequestContext(now_ms=NOW + 3 * DAY, path="multi_interest", state=mixed), True),
+    ]
+    return [
+        {"profile": ctx.state.profile_vector, "ctx": ctx, "params": R.rescore_params(SPEC, ctx, encode=encode_)}
+        for ctx, encode_ in contexts
+    ]
 
 
-def search(es, settings, req: dict, *, model_id: str | None, version: int | None = None, size: int = 24,
-           window: int = 24, models_index: str | None = None, params: dict | None = None) -> list[dict]:
-    body = {"knn": {"field": "embedding", "query_vector": np.asarray(req["profile"]).tolist(), "k": size,
-                    "num_candidates": 50},
-            "size": size, "_source": ["item_id", "year", "released", "genres", "signals"],
-            "fields": ["embedding", "cf_vector"]}
+def search(
+    es,
+    settings,
+    req: dict,
+    *,
+    model_id: str | None,
+    version: int | None = None,
+    size: int = 24,
+    window: int = 24,
+    models_index: str | None = None,
+    params: dict | None = None,
+) -> list[dict]:
+    body = {
+        "knn": {
+            "field": "embedding",
+            "query_vector": np.asarray(req["profile"]).tolist(),
+            "k": size,
+            "num_candidates": 50,
+        },
+        "size": size,
+        "_source": ["item_id", "year", "released", "genres", "signals"],
+        "fields": ["embedding", "cf_vector"],
+    }
     if model_id is not None:
         body["explain"] = True
-        body["rescore"] = R.rescore_body(model_id=model_id, version=version, params=params or req["params"],
-                                         window_size=window, models_index=models_index or settings.index("models"))
+        body["rescore"] = R.rescore_body(
+            model_id=model_id,
+            version=version,
+            params=params or req["params"],
+            window_size=window,
+            models_index=models_index or settings.index("models"),
+        )
     return es.search(index=settings.index("items"), body=body)["hits"]["hits"]
 
 
@@ -277,9 +425,16 @@ def candidates_of(hits: list[dict]) -> list[Candidate]:
     out = []
     for h in hits:
         cf = h.get("fields", {}).get("cf_vector")
-        out.append(Candidate(h["_source"]["item_id"], h["_score"], None, h["_source"],
-                             vector=np.asarray(h["fields"]["embedding"], dtype=np.float32),
-                             cf_vector=None if cf is None else np.asarray(cf, dtype=np.float32)))
+        out.append(
+            Candidate(
+                h["_source"]["item_id"],
+                h["_score"],
+                None,
+                h["_source"],
+                vector=np.asarray(h["fields"]["embedding"], dtype=np.float32),
+                cf_vector=None if cf is None else np.asarray(cf, dtype=np.float32),
+            )
+        )
     return out
 
 
@@ -296,6 +451,7 @@ def assert_same_features(got: np.ndarray, want: np.ndarray, names: list[str], wh
 
 
 # --- parity ------------------------------------------------------------------------------------
+
 
 def test_plugin_scores_equal_xgboost_predictions(plugin_es, world, models, embedder):
     es = plugin_es
@@ -349,8 +505,9 @@ def test_plugin_features_equal_features_compute(plugin_es, world, models, embedd
         if state.cf_vector is not None:
             for i, c in enumerate(candidates_of(hits)):
                 dot = np.nan if c.cf_vector is None else float(c.cf_vector.astype(np.float64) @ state.cf_vector)
-                assert (np.isnan(dot) and np.isnan(col["cf_score"][i])) or col["cf_score"][i] == pytest.approx(dot,
-                                                                                                          abs=2e-6)
+                assert (np.isnan(dot) and np.isnan(col["cf_score"][i])) or col["cf_score"][i] == pytest.approx(
+                    dot, abs=2e-6
+                )
             assert np.isnan(col["cf_score"]).sum() == sum(c.cf_vector is None for c in candidates_of(hits)) > 0
         else:
             assert np.isnan(col["cf_score"]).all() and np.isnan(col["rank_cf"]).all()
@@ -391,6 +548,7 @@ def test_hits_past_the_window_follow_in_first_pass_order(plugin_es, world, model
 
 # --- per-document params (param_map) -------------------------------------------------------------
 
+
 def test_cooc_values_given_with_the_request_are_looked_up_by_item_id(plugin_es, world, models, embedder):
     """``cooc`` (source param_map): the plugin reads params["cooc"]["values"][item_id], else the
     default, scores as Booster.predict on those features, and reports them; rank_cooc ranks them."""
@@ -407,9 +565,12 @@ def test_cooc_values_given_with_the_request_are_looked_up_by_item_id(plugin_es, 
     for default in (0.0, None, "absent"):
         ctx = req["ctx"]
         if default is None:  # as rescore_params sends a user's scores
-            ctx = RequestContext(now_ms=ctx.now_ms, path=ctx.path, state=UserState(profile=ctx.state.profile,
-                                                                                  cooc=values),
-                                 query_vector=ctx.query_vector)
+            ctx = RequestContext(
+                now_ms=ctx.now_ms,
+                path=ctx.path,
+                state=UserState(profile=ctx.state.profile, cooc=values),
+                query_vector=ctx.query_vector,
+            )
         params = R.rescore_params(SPEC, ctx, encode=False)
         if default == 0.0:
             params["cooc"] = {"values": values, "default": 0.0}
@@ -460,6 +621,7 @@ def test_cooc_values_given_with_the_request_are_looked_up_by_item_id(plugin_es, 
 
 # --- versions ----------------------------------------------------------------------------------
 
+
 def test_the_active_version_is_served_and_a_new_activation_is_picked_up(plugin_es, world, embedder):
     es = plugin_es
     req = requests(es, world, embedder)[1]
@@ -485,6 +647,7 @@ def test_the_active_version_is_served_and_a_new_activation_is_picked_up(plugin_e
 
 
 # --- errors ------------------------------------------------------------------------------------
+
 
 def error_of(call) -> ApiError:
     with pytest.raises(ApiError) as info:
@@ -533,12 +696,20 @@ def test_models_the_plugin_cannot_serve_are_refused_with_the_reason(plugin_es, w
         R.validate_model_doc(es, doc)
     good = dict(doc, plugin_features=R.plugin_features(SPEC))
     answer = R.validate_model_doc(es, good)
-    assert answer == {"valid": True, "model_id": "swapped", "version": 1, "objective": "rank:ndcg", "features": len(NAMES),
-                      "trees": 25}
+    assert answer == {
+        "valid": True,
+        "model_id": "swapped",
+        "version": 1,
+        "objective": "rank:ndcg",
+        "features": len(NAMES),
+        "trees": 25,
+    }
 
-    softmax = xgb.train({"objective": "multi:softmax", "num_class": 3, "max_depth": 2},
-                        xgb.DMatrix(synthetic_rows(90, 1), label=np.arange(90) % 3, missing=np.nan,
-                                    feature_names=NAMES), 3)
+    softmax = xgb.train(
+        {"objective": "multi:softmax", "num_class": 3, "max_depth": 2},
+        xgb.DMatrix(synthetic_rows(90, 1), label=np.arange(90) % 3, missing=np.nan, feature_names=NAMES),
+        3,
+    )
     with pytest.raises(R.PluginFeatureError, match=r"objective \[multi:softmax\] is not supported"):
         R.validate_model_doc(es, dict(good, booster=bytes(softmax.save_raw("json")).decode(), objective=None))
     with pytest.raises(R.PluginFeatureError, match="not valid JSON"):
@@ -552,8 +723,10 @@ def test_registration_refuses_features_that_map_to_no_usable_field(plugin_es, wo
     R.validate_plugin_features(es, items, good)
     with pytest.raises(R.PluginFeatureError, match=r"feature 'item.rating' reads field 'rating', which is not mapped"):
         R.validate_plugin_features(es, items, R.plugin_features(FeatureSpec(item_numeric=("rating",))))
-    with pytest.raises(R.PluginFeatureError, match=r"'affinity.text' matches facet values of field 'text', which is a "
-                                                   r"text field, not keyword"):
+    with pytest.raises(
+        R.PluginFeatureError,
+        match=r"'affinity.text' matches facet values of field 'text', which is a " r"text field, not keyword",
+    ):
         R.validate_plugin_features(es, items, R.plugin_features(FeatureSpec(facets=("text",))))
     days_on_int = [{"name": "age", "source": "field", "field": "year", "transform": "days_since"}]
     with pytest.raises(R.PluginFeatureError, match="needs a date or long field, not integer"):
@@ -565,10 +738,11 @@ def test_registration_refuses_features_that_map_to_no_usable_field(plugin_es, wo
 
 # --- installation ------------------------------------------------------------------------------
 
+
 def test_install_again_changes_nothing_and_status_reports_the_plugin(plugin_es, es_settings, capsys):
     from conftest import TEST_STATE
-    from vecrank.localnode import LocalCluster
-    from vecrank.localnode import plugin
+
+    from vecrank.localnode import LocalCluster, plugin
 
     local = LocalCluster.load(TEST_STATE)
     if local is None or local.url != es_settings.es_url:
@@ -588,44 +762,75 @@ def test_install_again_changes_nothing_and_status_reports_the_plugin(plugin_es, 
 
 def test_two_nodes_each_load_the_model_for_their_shards(plugin_es, tmp_path_factory):
     """Shards on a second node get the rescorer over the wire and fetch the model themselves."""
+    from conftest import REPO
+
     from vecrank.client import make_client
     from vecrank.localnode import node, plugin
     from vecrank.settings import Settings
-
-    from conftest import REPO
 
     state = tmp_path_factory.mktemp("plugin-two-nodes")
     plugin.install(base=state)  # no node yet: recorded for the next start
     node.up(nodes=2, port=9281, heap="256m", base=state)
     try:
-        es = make_client(Settings.load(env={}, config_path=REPO / "tests" / "data" / "empty-config.toml",
-                                       state_dir=state))
-        es.indices.create(index="two-items", settings={"number_of_shards": 4, "number_of_replicas": 0},
-                          mappings={"properties": {"embedding": {"type": "dense_vector", "dims": 3, "similarity": "cosine"},
-                                                   "signals": {"properties": {"ctr": {"type": "float"}}}}})
+        es = make_client(
+            Settings.load(env={}, config_path=REPO / "tests" / "data" / "empty-config.toml", state_dir=state)
+        )
+        es.indices.create(
+            index="two-items",
+            settings={"number_of_shards": 4, "number_of_replicas": 0},
+            mappings={
+                "properties": {
+                    "embedding": {"type": "dense_vector", "dims": 3, "similarity": "cosine"},
+                    "signals": {"properties": {"ctr": {"type": "float"}}},
+                }
+            },
+        )
         rng = np.random.default_rng(5)
         ops = []
         for i in range(200):
-            ops += [{"index": {"_index": "two-items", "_id": str(i)}},
-                    {"embedding": rng.normal(size=3).tolist(), "signals": {"ctr": float(rng.uniform(0, 0.3))}}]
+            ops += [
+                {"index": {"_index": "two-items", "_id": str(i)}},
+                {"embedding": rng.normal(size=3).tolist(), "signals": {"ctr": float(rng.uniform(0, 0.3))}},
+            ]
         es.bulk(operations=ops, refresh=True)
         # the first-pass score (source `score`, which no spec feature uses any more) and two spec features
         names = ["first_pass", "cos_profile", "ctr"]
         features = [{"name": "first_pass", "source": "score"}, *(R.feature_source(n) for n in names[1:])]
-        X = np.column_stack([rng.uniform(0.5, 1, 300), rng.uniform(-1, 1, 300), rng.uniform(0, 0.3, 300)]).astype(np.float32)
-        booster = xgb.train({"objective": "reg:squarederror", "max_depth": 4},
-                            xgb.DMatrix(X, label=X[:, 0] + X[:, 1] + 3 * X[:, 2], feature_names=names), 20)
-        es.index(index="two-models", id="m@1", refresh=True, document={
-            "model_id": "m", "version": 1, "status": "active", "spec": {"names": names},
-            "booster": bytes(booster.save_raw("json")).decode(), "plugin_features": features})
+        X = np.column_stack([rng.uniform(0.5, 1, 300), rng.uniform(-1, 1, 300), rng.uniform(0, 0.3, 300)]).astype(
+            np.float32
+        )
+        booster = xgb.train(
+            {"objective": "reg:squarederror", "max_depth": 4},
+            xgb.DMatrix(X, label=X[:, 0] + X[:, 1] + 3 * X[:, 2], feature_names=names),
+            20,
+        )
+        es.index(
+            index="two-models",
+            id="m@1",
+            refresh=True,
+            document={
+                "model_id": "m",
+                "version": 1,
+                "status": "active",
+                "spec": {"names": names},
+                "booster": bytes(booster.save_raw("json")).decode(),
+                "plugin_features": features,
+            },
+        )
         profile = [0.3, -1.0, 0.5]
 
         def knn(model_id):
-            return es.search(index="two-items", body={
-                "knn": {"field": "embedding", "query_vector": profile, "k": 60, "num_candidates": 200},
-                "size": 60, "explain": True,
-                "rescore": R.rescore_body(model_id=model_id, params={"profile_vector": profile}, window_size=60,
-                                          models_index="two-models")})["hits"]["hits"]
+            return es.search(
+                index="two-items",
+                body={
+                    "knn": {"field": "embedding", "query_vector": profile, "k": 60, "num_candidates": 200},
+                    "size": 60,
+                    "explain": True,
+                    "rescore": R.rescore_body(
+                        model_id=model_id, params={"profile_vector": profile}, window_size=60, models_index="two-models"
+                    ),
+                },
+            )["hits"]["hits"]
 
         hits = knn("m")
         assert len({h["_node"] for h in hits}) == 2, "the hits come from shards on both nodes"
@@ -636,16 +841,31 @@ def test_two_nodes_each_load_the_model_for_their_shards(plugin_es, tmp_path_fact
 
         # A pool rank is within one shard's window: a model with one refuses an index of 4 shards.
         ranked = ["cos_profile", "rank_text"]
-        ranked_booster = xgb.train({"objective": "reg:squarederror", "max_depth": 2},
-                                   xgb.DMatrix(X[:, 1:3], label=X[:, 1], feature_names=ranked), 3)
+        ranked_booster = xgb.train(
+            {"objective": "reg:squarederror", "max_depth": 2},
+            xgb.DMatrix(X[:, 1:3], label=X[:, 1], feature_names=ranked),
+            3,
+        )
         assert R.feature_source(ranked[1]) == {"name": "rank_text", "source": "rank", "of": "cos_profile"}
-        es.index(index="two-models", id="r@1", refresh=True, document={
-            "model_id": "r", "version": 1, "status": "active", "spec": {"names": ranked},
-            "booster": bytes(ranked_booster.save_raw("json")).decode(), "plugin_features": [R.feature_source(n) for n in ranked]})
+        es.index(
+            index="two-models",
+            id="r@1",
+            refresh=True,
+            document={
+                "model_id": "r",
+                "version": 1,
+                "status": "active",
+                "spec": {"names": ranked},
+                "booster": bytes(ranked_booster.save_raw("json")).decode(),
+                "plugin_features": [R.feature_source(n) for n in ranked],
+            },
+        )
         exc = error_of(lambda: knn("r"))
         assert exc.meta.status == 400
-        assert ("has feature [rank_text] of source [rank], which ranks within one shard's rescore window: it "
-                "rescores indices of one shard only, and index [two-items] has 4 shards") in reason(exc)
+        assert (
+            "has feature [rank_text] of source [rank], which ranks within one shard's rescore window: it "
+            "rescores indices of one shard only, and index [two-items] has 4 shards"
+        ) in reason(exc)
     finally:
         node.down(base=state)
 
@@ -653,8 +873,9 @@ def test_two_nodes_each_load_the_model_for_their_shards(plugin_es, tmp_path_fact
 def test_attach_makes_a_registered_model_servable(plugin_es, world, embedder, es_settings, capsys):
     es = plugin_es
     req = requests(es, world, embedder)[0]
-    model = Registry(es, world).register(RankerModel.from_booster("plain", SPEC, train("rank:ndcg", 3, seed=9)),
-                                         status="active")
+    model = Registry(es, world).register(
+        RankerModel.from_booster("plain", SPEC, train("rank:ndcg", 3, seed=9)), status="active"
+    )
     assert model.plugin_features == R.plugin_features(SPEC)  # registration attaches them
     # A model registered before the plugin was there has none: the plugin says so, attach fixes it.
     es.update(index=world.index("models"), id="plain@1", doc={"plugin_features": None}, refresh="wait_for")
@@ -671,9 +892,22 @@ def test_attach_makes_a_registered_model_servable(plugin_es, world, embedder, es
     # A feature that maps to no field is refused when the model is registered, not at query time.
     other = FeatureSpec(item_numeric=("runtime",))
     with pytest.raises(R.PluginFeatureError, match="feature 'item.runtime' reads field 'runtime', which is not mapped"):
-        Registry(es, world).register(RankerModel.from_booster("runtime", other, xgb.train(
-            {"objective": "rank:ndcg"}, xgb.DMatrix(np.zeros((4, len(other.names)), np.float32), label=[0, 1, 0, 1],
-                                                    qid=[0, 0, 1, 1], feature_names=other.names), 2)))
+        Registry(es, world).register(
+            RankerModel.from_booster(
+                "runtime",
+                other,
+                xgb.train(
+                    {"objective": "rank:ndcg"},
+                    xgb.DMatrix(
+                        np.zeros((4, len(other.names)), np.float32),
+                        label=[0, 1, 0, 1],
+                        qid=[0, 0, 1, 1],
+                        feature_names=other.names,
+                    ),
+                    2,
+                ),
+            )
+        )
     assert Registry(es, world).list("runtime") == []
     out = run_cli(capsys, *args, "plugin", "attach", "missing-model")
     assert out.code == 1 and "missing-model" in out.err

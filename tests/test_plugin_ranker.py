@@ -16,6 +16,7 @@ import uuid
 
 import numpy as np
 import pytest
+from test_rank import synthetic_world  # noqa: E402  (tests/ is on the path, as for clihelp)
 
 from vecrank.ingest.cf import fit_index
 from vecrank.ingest.embed import Embedder
@@ -34,8 +35,6 @@ from vecrank.rank.recommender import Recommender
 from vecrank.rank.state import StateConfig
 from vecrank.rank.store import refresh_all_users
 from vecrank.rank.train import TrainConfig
-
-from test_rank import synthetic_world  # noqa: E402  (tests/ is on the path, as for clihelp)
 
 pytestmark = pytest.mark.slow
 
@@ -73,8 +72,9 @@ def served(plugin_es, es_settings, embedder, tmp_path_factory):
     (tmp / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
     now = max(e["timestamp"] for e in events) + DAY_MS
     try:
-        assert ingest_items(plugin_es, settings, tmp / "items.jsonl", ItemSource(template="{title}"),
-                            embedder=embedder).written == len(items)
+        assert ingest_items(
+            plugin_es, settings, tmp / "items.jsonl", ItemSource(template="{title}"), embedder=embedder
+        ).written == len(items)
         assert ingest_events(plugin_es, settings, tmp / "events.jsonl", progress=False).failed == 0
         refresh_signals(plugin_es, settings, as_of=now)
         replay = _replay_config(plugin_es, settings, facets=("topic",), item_fields=("year",))
@@ -82,8 +82,13 @@ def served(plugin_es, es_settings, embedder, tmp_path_factory):
         assert refresh_all_users(plugin_es, settings, config=replay.state) == 64
         config = EvalConfig(refits=2, horizon_days=120, train_cuts=2, max_train_requests=300)
         past = load_past(plugin_es, settings, replay_config=replay, config=config)
-        models, _ = fit_rankers(past, [None], replay_config=replay, config=config,
-                                train_config=TrainConfig(num_boost_round=60, early_stopping_rounds=20))
+        models, _ = fit_rankers(
+            past,
+            [None],
+            replay_config=replay,
+            config=config,
+            train_config=TrainConfig(num_boost_round=60, early_stopping_rounds=20),
+        )
         registry = Registry(plugin_es, settings)
         model = registry.set_status("vecrank", registry.register(models[None]).version, "active")
         rec = Recommender(plugin_es, settings, embedder=embedder)
@@ -92,8 +97,9 @@ def served(plugin_es, es_settings, embedder, tmp_path_factory):
             seen.setdefault(e["user"], set()).add(e["item"])
         yield {"settings": settings, "rec": rec, "model": model, "now": now, "items": items, "seen": seen}
     finally:
-        names = list(plugin_es.indices.get(index=f"{settings.index_prefix}-*", expand_wildcards="all",
-                                           ignore_unavailable=True))
+        names = list(
+            plugin_es.indices.get(index=f"{settings.index_prefix}-*", expand_wildcards="all", ignore_unavailable=True)
+        )
         if names:
             plugin_es.indices.delete(index=",".join(names))
 
@@ -130,8 +136,9 @@ def _assert_same_ranking(in_python, in_es, what) -> None:
     then Lucene doc id, which gives the same order on this index)."""
     py_ids, es_ids = [r.item_id for r in in_python.items], [r.item_id for r in in_es.items]
     assert py_ids and es_ids == py_ids, (what, py_ids, es_ids)
-    np.testing.assert_allclose([r.score for r in in_es.items], [r.score for r in in_python.items], rtol=0,
-                               atol=SCORE_TOL, err_msg=str(what))
+    np.testing.assert_allclose(
+        [r.score for r in in_es.items], [r.score for r in in_python.items], rtol=0, atol=SCORE_TOL, err_msg=str(what)
+    )
 
 
 def test_plugin_and_python_rank_the_same(plugin_es, served, monkeypatch):
@@ -167,12 +174,22 @@ def test_plugin_and_python_rank_the_same(plugin_es, served, monkeypatch):
         for hit, ranked in zip(hits, in_es.items):
             explained = R.explained_features(hit["_explanation"], model.spec.names)
             expected = python_rows[hit["_id"]]
-            assert np.array_equal(np.isnan(explained), np.isnan(expected)), (user, hit["_id"], [
-                n for n, a, b in zip(model.spec.names, explained, expected) if np.isnan(a) != np.isnan(b)])
-            np.testing.assert_allclose(explained, expected, rtol=1e-5, atol=1e-5, equal_nan=True,
-                                       err_msg=f"{user} {hit['_id']}: {model.spec.names}")
-            assert R.explained_model_score(hit["_explanation"]) == pytest.approx(python_scores[hit["_id"]],
-                                                                                 abs=SCORE_TOL)
+            assert np.array_equal(np.isnan(explained), np.isnan(expected)), (
+                user,
+                hit["_id"],
+                [n for n, a, b in zip(model.spec.names, explained, expected) if np.isnan(a) != np.isnan(b)],
+            )
+            np.testing.assert_allclose(
+                explained,
+                expected,
+                rtol=1e-5,
+                atol=1e-5,
+                equal_nan=True,
+                err_msg=f"{user} {hit['_id']}: {model.spec.names}",
+            )
+            assert R.explained_model_score(hit["_explanation"]) == pytest.approx(
+                python_scores[hit["_id"]], abs=SCORE_TOL
+            )
             assert ranked.score == pytest.approx(R.explained_model_score(hit["_explanation"]), abs=1e-5)
             rows.append(explained)
             worst = max(worst, abs(ranked.score - python_scores[hit["_id"]]))
@@ -213,8 +230,11 @@ def test_the_profile_path_takes_two_round_trips_with_the_plugin(plugin_es, serve
     assert out.rerank == "python" and len(out.items) == K
     # In Python: the user document, the pool's search (with its vectors), then the shown
     # documents (the pool was fetched with only the fields the features read).
-    assert requests.sent == [f"GET /{users_index}/_doc/u5", f"POST /{items_index}/_search",
-                             f"POST /{items_index}/_mget"], requests.sent
+    assert requests.sent == [
+        f"GET /{users_index}/_doc/u5",
+        f"POST /{items_index}/_search",
+        f"POST /{items_index}/_mget",
+    ], requests.sent
 
 
 def test_filters_and_exclusions_hold_on_the_plugin_path(served):
@@ -235,12 +255,14 @@ def test_filters_and_exclusions_hold_on_the_plugin_path(served):
             assert {r.candidate.fields["topic"] for r in got.items} == {topic}
             assert not {r.item_id for r in got.items} & seen, (user, topic)
             # The filtered request ranks the filtered pool as Python does.
-            in_python = ranker.recommend(user=user, k=K, filters={"topic": topic}, rerank="python",
-                                         now_ms=served["now"])
+            in_python = ranker.recommend(
+                user=user, k=K, filters={"topic": topic}, rerank="python", now_ms=served["now"]
+            )
             _assert_same_ranking(in_python, got, (user, topic))
         # The caller's own clauses apply as well.
-        year = ranker.recommend(user=user, k=K, extra_filters=[{"range": {"year": {"gte": 1995}}}],
-                                now_ms=served["now"])
+        year = ranker.recommend(
+            user=user, k=K, extra_filters=[{"range": {"year": {"gte": 1995}}}], now_ms=served["now"]
+        )
         assert year.items and all(r.candidate.fields["year"] >= 1995 for r in year.items), user
 
 

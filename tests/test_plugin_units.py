@@ -12,8 +12,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
 from clihelp import run_cli
+
 from vecrank.localnode import distribution
 from vecrank.localnode import plugin as lplugin
 from vecrank.localnode.errors import LocalNodeError
@@ -36,8 +36,9 @@ POOL = PoolConfig(text=8, cf=2, cooc=4, seq=3, ease=2, popular=5, trending=0)
 
 
 def test_every_spec_feature_has_its_contract_source():
-    spec = FeatureSpec.for_fields(["year", "released"], ["genres"], {"year": "integer", "released": "date"},
-                                  pool=POOL.to_dict())
+    spec = FeatureSpec.for_fields(
+        ["year", "released"], ["genres"], {"year": "integer", "released": "date"}, pool=POOL.to_dict()
+    )
     got = {f["name"]: {k: v for k, v in f.items() if k != "name"} for f in R.plugin_features(spec)}
     assert list(got) == spec.names
     assert got == {
@@ -67,8 +68,11 @@ def test_every_spec_feature_has_its_contract_source():
         "rank_seq": {"source": "rank", "of": "seq"},
         "rank_ease": {"source": "rank", "of": "ease"},
         # a source of size 0 (trending here) finds nothing and is not counted
-        "n_sources": {"source": "count", "of": ["rank_text", "rank_cf", "rank_cooc", "rank_seq", "rank_ease",
-                                                "popular_rank"], "limits": [8, 2, 4, 3, 2, 5]},
+        "n_sources": {
+            "source": "count",
+            "of": ["rank_text", "rank_cf", "rank_cooc", "rank_seq", "rank_ease", "popular_rank"],
+            "limits": [8, 2, 4, 3, 2, 5],
+        },
         "item.year": {"source": "field", "field": "year", "transform": "identity"},
         "age.released": {"source": "field", "field": "released", "transform": "days_since"},
         "hist_len": {"source": "param"},
@@ -93,17 +97,38 @@ def test_a_name_without_a_source_is_refused():
 
 # --- request bodies ------------------------------------------------------------------------------
 
+
 def test_rescore_body_is_exactly_the_search_json():
     vec = np.array([1.0, -2.0], dtype=np.float32)
-    body = R.rescore_body(model_id="default", params={"profile_vector": vec, "history_vectors": np.stack([vec, vec]),
-                                                      "hist_len": np.float64(1.5), "days_since_active": float("nan")},
-                          window_size=50, models_index="shop-models")
-    assert body == {"window_size": 50, "vecrank": {"model": "default", "models_index": "shop-models", "params": {
-        "profile_vector": "AACAPwAAAMA=", "history_vectors": ["AACAPwAAAMA=", "AACAPwAAAMA="], "hist_len": 1.5,
-        "days_since_active": None}}}
+    body = R.rescore_body(
+        model_id="default",
+        params={
+            "profile_vector": vec,
+            "history_vectors": np.stack([vec, vec]),
+            "hist_len": np.float64(1.5),
+            "days_since_active": float("nan"),
+        },
+        window_size=50,
+        models_index="shop-models",
+    )
+    assert body == {
+        "window_size": 50,
+        "vecrank": {
+            "model": "default",
+            "models_index": "shop-models",
+            "params": {
+                "profile_vector": "AACAPwAAAMA=",
+                "history_vectors": ["AACAPwAAAMA=", "AACAPwAAAMA="],
+                "hist_len": 1.5,
+                "days_since_active": None,
+            },
+        },
+    }
     json.dumps(body)  # JSON-ready
     assert R.rescore_body(model_id="m", version=2, window_size=10, models_index="x") == {
-        "window_size": 10, "vecrank": {"model": "m", "version": 2, "models_index": "x"}}
+        "window_size": 10,
+        "vecrank": {"model": "m", "version": 2, "models_index": "x"},
+    }
     for bad in ({"version": 0}, {"version": 1.5}, {"window_size": 0}, {"model_id": ""}):
         with pytest.raises(ValueError):
             R.rescore_body(**{"model_id": "m", **bad})
@@ -133,13 +158,23 @@ def _explanation(pairs, model_score):
     def bits(x):
         return f"(float32 0x{np.array([x], dtype=np.float32).view(np.uint32)[0]:08x})"
 
-    feats = [{"value": 0.0 if math.isnan(v) else v,
-              "description": f"feature [{n}] = {'NaN (missing)' if math.isnan(v) else v} {bits(v)}", "details": []}
-             for n, v in pairs]
-    return {"value": 1.0, "description": "vecrank model [m] version [1] (rank:ndcg): score = g(model score)", "details": [
-        {"value": model_score, "description": f"model score {bits(model_score)}", "details": []},
-        {"value": len(pairs), "description": "features (2, in the model's order)", "details": feats},
-        {"value": 0.9, "description": "first pass score", "details": []}]}
+    feats = [
+        {
+            "value": 0.0 if math.isnan(v) else v,
+            "description": f"feature [{n}] = {'NaN (missing)' if math.isnan(v) else v} {bits(v)}",
+            "details": [],
+        }
+        for n, v in pairs
+    ]
+    return {
+        "value": 1.0,
+        "description": "vecrank model [m] version [1] (rank:ndcg): score = g(model score)",
+        "details": [
+            {"value": model_score, "description": f"model score {bits(model_score)}", "details": []},
+            {"value": len(pairs), "description": "features (2, in the model's order)", "details": feats},
+            {"value": 0.9, "description": "first pass score", "details": []},
+        ],
+    }
 
 
 def test_explanations_read_back_exact_float32_values():
@@ -160,9 +195,15 @@ def test_explanations_read_back_exact_float32_values():
 # --- params agree with the Python features -------------------------------------------------------
 # What the plugin does with each source, written out here from plugin/README.md's contract.
 
+
 def _plugin_cosine(doc: np.ndarray, queries: list[np.ndarray], mode: str) -> float:
-    cos = [float(np.dot(doc.astype(np.float64), q.astype(np.float64))
-                 / (np.linalg.norm(doc.astype(np.float64)) * np.linalg.norm(q.astype(np.float64)))) for q in queries]
+    cos = [
+        float(
+            np.dot(doc.astype(np.float64), q.astype(np.float64))
+            / (np.linalg.norm(doc.astype(np.float64)) * np.linalg.norm(q.astype(np.float64)))
+        )
+        for q in queries
+    ]
     return max(cos) if mode == "max" else sum(cos) / len(cos)
 
 
@@ -191,8 +232,9 @@ def _plugin_param_map(key: str, param: dict | None) -> float:
 
 def _plugin_rank(values: list[float], keys: list[str]) -> list[float]:
     """1-based rank by float32 value, highest first, ties by key; NaN takes no place."""
-    order = sorted((i for i, v in enumerate(values) if not math.isnan(v)),
-                   key=lambda i: (-float(np.float32(values[i])), keys[i]))
+    order = sorted(
+        (i for i, v in enumerate(values) if not math.isnan(v)), key=lambda i: (-float(np.float32(values[i])), keys[i])
+    )
     out = [math.nan] * len(values)
     for r, i in enumerate(order, 1):
         out[i] = float(r)
@@ -200,8 +242,10 @@ def _plugin_rank(values: list[float], keys: list[str]) -> list[float]:
 
 
 def _plugin_count(rows: list[dict[str, float]], of: list[str], limits: list[float]) -> list[float]:
-    return [float(sum(not math.isnan(row[n]) and float(np.float32(row[n])) <= lim for n, lim in zip(of, limits)))
-            for row in rows]
+    return [
+        float(sum(not math.isnan(row[n]) and float(np.float32(row[n])) <= lim for n, lim in zip(of, limits)))
+        for row in rows
+    ]
 
 
 def _same(got: float, want: float, what) -> None:
@@ -218,35 +262,80 @@ def _state() -> UserState:
         {"item_id": "h3", "type": "click", "timestamp": NOW - 3 * DAY},
         {"item_id": "h0", "type": "click", "timestamp": NOW - 5 * DAY},
     )
-    profile = Profile(interests=(Interest(rng.normal(size=8).astype(np.float32), 1.0, ("h1",)),), n_events=4,
-                      positive_weight=3.0, negative_weight=1.0)
-    liked = (LikedItem("h1", rng.normal(size=8).astype(np.float32), {"genres": frozenset({"Comedy", "Drama"})}),
-             LikedItem("h3", rng.normal(size=8).astype(np.float32), {"genres": frozenset({"Horror"})}),
-             LikedItem("h0", rng.normal(size=8).astype(np.float32), {"genres": frozenset({"Drama"})}))
-    return UserState(history=history, profile=profile, cf_vector=np.array([0.5, -1.25, 2.0], dtype=np.float32),
-                     cf_version="cf1", cooc={"a": 0.75, "c": 0.25, "d": 0.25, "gone": 0.5},
-                     seq={"b": 0.4, "c": 0.1}, ease={"c": 0.0625, "a": 0.03125, "e": -0.5}, liked=liked)
+    profile = Profile(
+        interests=(Interest(rng.normal(size=8).astype(np.float32), 1.0, ("h1",)),),
+        n_events=4,
+        positive_weight=3.0,
+        negative_weight=1.0,
+    )
+    liked = (
+        LikedItem("h1", rng.normal(size=8).astype(np.float32), {"genres": frozenset({"Comedy", "Drama"})}),
+        LikedItem("h3", rng.normal(size=8).astype(np.float32), {"genres": frozenset({"Horror"})}),
+        LikedItem("h0", rng.normal(size=8).astype(np.float32), {"genres": frozenset({"Drama"})}),
+    )
+    return UserState(
+        history=history,
+        profile=profile,
+        cf_vector=np.array([0.5, -1.25, 2.0], dtype=np.float32),
+        cf_version="cf1",
+        cooc={"a": 0.75, "c": 0.25, "d": 0.25, "gone": 0.5},
+        seq={"b": 0.4, "c": 0.1},
+        ease={"c": 0.0625, "a": 0.03125, "e": -0.5},
+        liked=liked,
+    )
 
 
 def test_rescore_params_reproduce_what_features_compute():
     """What the plugin computes from rescore_params, source by source, equals features.compute's columns."""
     rng = np.random.default_rng(4)
-    spec = FeatureSpec.for_fields(["year", "released"], ["genres"], {"year": "integer", "released": "date"},
-                                  pool=POOL.to_dict())
+    spec = FeatureSpec.for_fields(
+        ["year", "released"], ["genres"], {"year": "integer", "released": "date"}, pool=POOL.to_dict()
+    )
     state = _state()
     query = rng.normal(size=8).astype(np.float32)
     ctx = RequestContext(now_ms=NOW, path="profile+query", state=state, query_vector=query)
-    signals = [{"ctr": 0.125, "popularity_7d": 3.0, "popularity_365d": -1.0, "popular_rank": 4, "trend": -0.5,
-                "last_interaction": NOW - 3 * DAY, "first_interaction": NOW - 30 * DAY, "rating_count": 7},
-               {"popular_rank": 9, "trending_rank": 1}, {}, {"ctr": 0.0, "rating_mean": 3.5}, {"popular_rank": 1}]
-    fields = [{"genres": ["Drama"], "year": 1999, "released": NOW - 400 * DAY}, {"genres": ["Horror", "Sci-Fi"]},
-              {"year": 2005}, {"genres": "Sci-Fi", "released": NOW - 2 * DAY}, {"genres": []}]
-    cf = [np.array([1.0, 0.0, 1.0]), None, np.array([0.0, -1.0, 0.5]), np.array([2.0, 2.0, 2.0]),
-          np.array([0.25, 0.0, 0.0])]
+    signals = [
+        {
+            "ctr": 0.125,
+            "popularity_7d": 3.0,
+            "popularity_365d": -1.0,
+            "popular_rank": 4,
+            "trend": -0.5,
+            "last_interaction": NOW - 3 * DAY,
+            "first_interaction": NOW - 30 * DAY,
+            "rating_count": 7,
+        },
+        {"popular_rank": 9, "trending_rank": 1},
+        {},
+        {"ctr": 0.0, "rating_mean": 3.5},
+        {"popular_rank": 1},
+    ]
+    fields = [
+        {"genres": ["Drama"], "year": 1999, "released": NOW - 400 * DAY},
+        {"genres": ["Horror", "Sci-Fi"]},
+        {"year": 2005},
+        {"genres": "Sci-Fi", "released": NOW - 2 * DAY},
+        {"genres": []},
+    ]
+    cf = [
+        np.array([1.0, 0.0, 1.0]),
+        None,
+        np.array([0.0, -1.0, 0.5]),
+        np.array([2.0, 2.0, 2.0]),
+        np.array([0.25, 0.0, 0.0]),
+    ]
     ids = ["a", "b", "c", "d", "e"]
-    candidates = [Candidate(i, 0.8, None, {**f, "signals": s}, vector=rng.normal(size=8).astype(np.float32),
-                            cf_vector=None if v is None else v.astype(np.float32))
-                  for i, f, s, v in zip(ids, fields, signals, cf)]
+    candidates = [
+        Candidate(
+            i,
+            0.8,
+            None,
+            {**f, "signals": s},
+            vector=rng.normal(size=8).astype(np.float32),
+            cf_vector=None if v is None else v.astype(np.float32),
+        )
+        for i, f, s, v in zip(ids, fields, signals, cf)
+    ]
     candidates[4].vector = None  # no text vector: the cosines and rank_text are missing
     expected = F.compute(spec, candidates, ctx)
     col = {n: expected[:, i] for i, n in enumerate(spec.names)}
@@ -261,8 +350,10 @@ def test_rescore_params_reproduce_what_features_compute():
     assert params["cooc"] == {"values": {"a": 0.75, "c": 0.25, "d": 0.25, "gone": 0.5}, "default": None}
     assert params["seq"] == {"values": {"b": 0.4, "c": 0.1}, "default": None}
     assert params["ease"] == {"values": {"c": 0.0625, "a": 0.03125, "e": -0.5}, "default": None}
-    assert params["history_genres"] == {"sets": [["Comedy", "Drama"], ["Horror"], ["Drama"]],
-                                        "weights": [1.0, 1.0, 1.0]}
+    assert params["history_genres"] == {
+        "sets": [["Comedy", "Drama"], ["Horror"], ["Drama"]],
+        "weights": [1.0, 1.0, 1.0],
+    }
     profile = np.asarray(params["profile_vector"], dtype=np.float32)
     query_param = np.asarray(params["query_vector"], dtype=np.float32)
     hist = [np.asarray(v, dtype=np.float32) for v in params["history_vectors"]]
@@ -313,8 +404,14 @@ def test_rescore_params_reproduce_what_features_compute():
     # n_sources: text (rank <= 8), cf (<= 2), cooc (<= 4), seq (<= 3), ease (<= 2), popular (<= 5); a NaN
     # rank never counts
     within = lambda name, limit: np.nan_to_num(col[name], nan=np.inf) <= limit  # noqa: E731
-    want_sources = (within("rank_text", 8).astype(int) + within("rank_cf", 2) + within("rank_cooc", 4)
-                    + within("rank_seq", 3) + within("rank_ease", 2) + within("popular_rank", 5))
+    want_sources = (
+        within("rank_text", 8).astype(int)
+        + within("rank_cf", 2)
+        + within("rank_cooc", 4)
+        + within("rank_seq", 3)
+        + within("rank_ease", 2)
+        + within("popular_rank", 5)
+    )
     # a: text, cf 1, cooc, ease 2, popular 4; b: text, seq; c: text, cooc, seq, ease 1 (cf 3 > 2);
     # d: text, cf 2, cooc; e: popular 1 (cf 4 > 2, ease 3 > 2)
     assert list(col["n_sources"]) == list(want_sources) == [5, 2, 4, 3, 1]
@@ -325,8 +422,7 @@ def test_rescore_params_reproduce_what_features_compute():
     np.testing.assert_array_equal(R.decode_vector(encoded["query_vector"]), query)
     np.testing.assert_array_equal(R.decode_vector(encoded["cf_vector"]), state.cf_vector)
     empty = R.rescore_params(spec, RequestContext(now_ms=NOW, path="query"))
-    assert empty == {"now_ms": NOW, "hist_len": 0.0, "days_since_active": None, "query_present": 0.0,
-                     "path_code": 3.0}
+    assert empty == {"now_ms": NOW, "hist_len": 0.0, "days_since_active": None, "query_present": 0.0, "path_code": 3.0}
     bare = F.compute(spec, candidates, RequestContext(now_ms=NOW, path="query"))
     for name in ("cos_profile", "cos_hist_max", "cf_score", "cooc", "seq", "affinity.genres", "days_since_active"):
         assert np.isnan(bare[:, spec.names.index(name)]).all(), name
@@ -342,8 +438,11 @@ def test_cooc_seq_and_ease_are_param_maps_keyed_by_item_id():
     features = R.plugin_features(spec)
     assert [f["name"] for f in features] == spec.names
     for name in ("cooc", "seq", "ease"):
-        assert features[spec.names.index(name)] == R.feature_source(name) == {
-            "name": name, "source": "param_map", "param": name, "key_field": "item_id"}
+        assert (
+            features[spec.names.index(name)]
+            == R.feature_source(name)
+            == {"name": name, "source": "param_map", "param": name, "key_field": "item_id"}
+        )
 
     # What the plugin looks up (values[item_id], else default: null, missing) equals compute's column.
     ids = ["a", "b", "c", "d"]
@@ -359,8 +458,12 @@ def test_cooc_seq_and_ease_are_param_maps_keyed_by_item_id():
     np.testing.assert_array_equal(m[:, spec.names.index("cooc")], np.array([0.75, np.nan, 0.25, np.nan], np.float32))
 
     # No scores: the param is left out and every hit's value is missing, as compute's NaN.
-    assert "cooc" not in R.rescore_params(spec, RequestContext(now_ms=NOW, path="profile", state=UserState(seq={"a": 1})))
-    assert "seq" not in R.rescore_params(spec, RequestContext(now_ms=NOW, path="profile", state=UserState(cooc={"a": 1})))
+    assert "cooc" not in R.rescore_params(
+        spec, RequestContext(now_ms=NOW, path="profile", state=UserState(seq={"a": 1}))
+    )
+    assert "seq" not in R.rescore_params(
+        spec, RequestContext(now_ms=NOW, path="profile", state=UserState(cooc={"a": 1}))
+    )
     # numpy values become JSON numbers, NaN becomes null (missing), keys become strings
     odd = UserState(cooc={"a": np.float32(0.5), "b": float("nan"), 7: np.int64(1)})
     numpy_values = R.rescore_params(spec, RequestContext(now_ms=NOW, path="profile", state=odd))
@@ -374,15 +477,27 @@ def test_cooc_seq_and_ease_are_param_maps_keyed_by_item_id():
 
 
 def test_a_param_map_key_field_must_be_a_keyword_with_doc_values():
-    mapping = {"properties": {"item_id": {"type": "keyword"}, "title": {"type": "text"},
-                              "sku": {"type": "keyword", "doc_values": False}, "year": {"type": "integer"}}}
+    mapping = {
+        "properties": {
+            "item_id": {"type": "keyword"},
+            "title": {"type": "text"},
+            "sku": {"type": "keyword", "doc_values": False},
+            "year": {"type": "integer"},
+        }
+    }
     client = SimpleNamespace(indices=SimpleNamespace(get_mapping=lambda index: {"items-1": {"mappings": mapping}}))
     cooc = R.feature_source("cooc")
     R.validate_plugin_features(client, "items", [R.feature_source("item.year"), cooc, R.feature_source("seq")])
-    for field, problem in (("title", "which is a text field, not keyword"), ("year", "which is a integer field"),
-                           ("sku", "which has doc_values: false"), ("missing", "which is not mapped")):
-        with pytest.raises(R.PluginFeatureError, match=f"feature 'cooc' looks up its values by key field '{field}', "
-                                                       f"{problem}.* in index 'items-1'"):
+    for field, problem in (
+        ("title", "which is a text field, not keyword"),
+        ("year", "which is a integer field"),
+        ("sku", "which has doc_values: false"),
+        ("missing", "which is not mapped"),
+    ):
+        with pytest.raises(
+            R.PluginFeatureError,
+            match=f"feature 'cooc' looks up its values by key field '{field}', " f"{problem}.* in index 'items-1'",
+        ):
             R.validate_plugin_features(client, "items", [dict(cooc, key_field=field)])
     with pytest.raises(R.PluginFeatureError, match="has no key_field"):
         R.validate_plugin_features(client, "items", [{"name": "cooc", "source": "param_map", "param": "cooc"}])
@@ -391,26 +506,38 @@ def test_a_param_map_key_field_must_be_a_keyword_with_doc_values():
 def test_cf_score_needs_a_float_vector_only_once_it_is_mapped():
     """Before any collaborative fit the items have no cf_vector: cf_score is just missing (as in
     Python); a cf_vector that is not a float dense_vector is refused."""
+
     def client(props):
-        return SimpleNamespace(indices=SimpleNamespace(
-            get_mapping=lambda index: {"items-1": {"mappings": {"properties": props}}}))
+        return SimpleNamespace(
+            indices=SimpleNamespace(get_mapping=lambda index: {"items-1": {"mappings": {"properties": props}}})
+        )
 
     dot = R.feature_source("cf_score")
     spec = FeatureSpec.for_fields([], [], {}, pool=POOL.to_dict())
     rank_and_count = [f for f in R.plugin_features(spec) if f["source"] in ("rank", "count")]
-    assert [f["name"] for f in rank_and_count] == ["rank_cf", "rank_text", "rank_cooc", "rank_seq", "rank_ease",
-                                                   "n_sources"]
+    assert [f["name"] for f in rank_and_count] == [
+        "rank_cf",
+        "rank_text",
+        "rank_cooc",
+        "rank_seq",
+        "rank_ease",
+        "n_sources",
+    ]
     R.validate_plugin_features(client({"item_id": {"type": "keyword"}}), "items", [dot, *rank_and_count])
     R.validate_plugin_features(client({"cf_vector": {"type": "dense_vector", "dims": 3}}), "items", [dot])
-    with pytest.raises(R.PluginFeatureError, match="feature 'cf_score' computes a dot on field 'cf_vector', which is "
-                                                   "a float field, not a dense_vector"):
+    with pytest.raises(
+        R.PluginFeatureError,
+        match="feature 'cf_score' computes a dot on field 'cf_vector', which is " "a float field, not a dense_vector",
+    ):
         R.validate_plugin_features(client({"cf_vector": {"type": "float"}}), "items", [dot])
     with pytest.raises(R.PluginFeatureError, match="whose element_type is byte"):
-        R.validate_plugin_features(client({"cf_vector": {"type": "dense_vector", "element_type": "byte"}}), "items",
-                                   [dot])
+        R.validate_plugin_features(
+            client({"cf_vector": {"type": "dense_vector", "element_type": "byte"}}), "items", [dot]
+        )
 
 
 # --- the local node's plugin homes ----------------------------------------------------------------
+
 
 def test_pom_builds_for_the_pinned_version_by_default():
     pom = (REPO / "plugin" / "pom.xml").read_text()
@@ -434,8 +561,10 @@ def test_zips_are_checked_before_installing(tmp_path):
         lplugin.read_zip(tmp_path / "c.zip")
     old = lplugin.read_zip(_fake_zip(tmp_path / "d.zip", es="9.4.0"))
     dist = distribution.Distribution("9.5.2", tmp_path)
-    with pytest.raises(LocalNodeError, match=r"built for Elasticsearch 9\.4\.0, but the local node runs 9\.5\.2.*"
-                                             r"--es-version 9\.5\.2"):
+    with pytest.raises(
+        LocalNodeError,
+        match=r"built for Elasticsearch 9\.4\.0, but the local node runs 9\.5\.2.*" r"--es-version 9\.5\.2",
+    ):
         lplugin.check_versions(dist, old)
 
 
@@ -502,8 +631,11 @@ def test_a_restart_keeps_the_settings_the_node_was_started_with(tmp_path):
 
     nodes = [node.NodeState(name="vecrank-1", dir=str(tmp_path / "node-1"), http_port=9299, transport_port=9399)]
     (tmp_path / "node-1" / "config").mkdir(parents=True)
-    extra = {"indices.query.bool.max_clause_count": "2048", "http.max_content_length": "200mb",
-             "xpack.security.http.ssl.enabled": False}
+    extra = {
+        "indices.query.bool.max_clause_count": "2048",
+        "http.max_content_length": "200mb",
+        "xpack.security.http.ssl.enabled": False,
+    }
     (tmp_path / "node-1" / "config" / "elasticsearch.yml").write_text(node._node_yaml(nodes[0], nodes, True, extra))
     cluster = SimpleNamespace(nodes=nodes, tls=True)
     assert lplugin._extra_settings(cluster) == extra

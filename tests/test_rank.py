@@ -9,6 +9,7 @@ import random
 
 import numpy as np
 import pytest
+import xgboost
 
 from vecrank.ingest.cf import CFConfig, fit_index
 from vecrank.ingest.embed import Embedder
@@ -31,6 +32,7 @@ T0 = 1_600_000_000_000
 
 # --- features on fixtures ------------------------------------------------------------------------
 
+
 def _fixture_state() -> UserState:
     """A user who clicked a (Horror) and c (Drama), disliked b and was shown x."""
     history = (
@@ -39,29 +41,65 @@ def _fixture_state() -> UserState:
         {"item_id": "c", "type": "click", "timestamp": T0 - 3 * DAY_MS},
         {"item_id": "a", "type": "click", "timestamp": T0 - 10 * DAY_MS},
     )
-    profile = Profile(interests=(Interest(np.array([1.0, 0.0, 0.0], dtype=np.float32), 1.0, ("a",)),), n_events=3,
-                      positive_weight=2.0, negative_weight=1.0)
-    liked = (LikedItem("c", np.array([0.0, 2.0, 0.0], dtype=np.float32), {"genre": frozenset({"Drama"})}),
-             LikedItem("a", np.array([1.0, 0.0, 0.0], dtype=np.float32), {"genre": frozenset({"Horror"})}))
-    return UserState(history=history, profile=profile, cf_vector=np.array([1.0, 2.0], dtype=np.float32),
-                     cf_version="cf1", cooc={"x": 0.5, "z": 0.25}, seq={"y": 0.3}, liked=liked)
+    profile = Profile(
+        interests=(Interest(np.array([1.0, 0.0, 0.0], dtype=np.float32), 1.0, ("a",)),),
+        n_events=3,
+        positive_weight=2.0,
+        negative_weight=1.0,
+    )
+    liked = (
+        LikedItem("c", np.array([0.0, 2.0, 0.0], dtype=np.float32), {"genre": frozenset({"Drama"})}),
+        LikedItem("a", np.array([1.0, 0.0, 0.0], dtype=np.float32), {"genre": frozenset({"Horror"})}),
+    )
+    return UserState(
+        history=history,
+        profile=profile,
+        cf_vector=np.array([1.0, 2.0], dtype=np.float32),
+        cf_version="cf1",
+        cooc={"x": 0.5, "z": 0.25},
+        seq={"y": 0.3},
+        liked=liked,
+    )
 
 
 def test_features_on_a_fixture():
     pool = PoolConfig(text=1, cf=1, cooc=1, seq=1, popular=2, trending=1)
-    spec = feats.FeatureSpec.for_fields(["year", "released"], ["genre"], {"year": "integer", "released": "date"},
-                                        pool=pool.to_dict())
+    spec = feats.FeatureSpec.for_fields(
+        ["year", "released"], ["genre"], {"year": "integer", "released": "date"}, pool=pool.to_dict()
+    )
     assert (spec.item_numeric, spec.item_dates, spec.facets) == (("year",), ("released",), ("genre",))
-    signals = {"ctr": 0.1, "popularity_1d": 0, "popularity_7d": np.e - 1, "popularity_30d": np.e ** 2 - 1,
-               "popularity_365d": 5.0, "trend": 0.5, "popular_rank": 1, "trending_rank": 3,
-               "last_interaction": T0 - 2 * DAY_MS, "first_interaction": T0 - 50 * DAY_MS, "rating_mean": 4.5,
-               "rating_count": 3}
+    signals = {
+        "ctr": 0.1,
+        "popularity_1d": 0,
+        "popularity_7d": np.e - 1,
+        "popularity_30d": np.e**2 - 1,
+        "popularity_365d": 5.0,
+        "trend": 0.5,
+        "popular_rank": 1,
+        "trending_rank": 3,
+        "last_interaction": T0 - 2 * DAY_MS,
+        "first_interaction": T0 - 50 * DAY_MS,
+        "rating_mean": 4.5,
+        "rating_count": 3,
+    }
     cands = [
-        Candidate("x", 0.9, None, {"year": 1999, "released": T0 - 100 * DAY_MS, "genre": "Horror", "signals": signals},
-                  vector=np.array([1.0, 1.0, 0.0]), cf_vector=np.array([1.0, 0.0])),
+        Candidate(
+            "x",
+            0.9,
+            None,
+            {"year": 1999, "released": T0 - 100 * DAY_MS, "genre": "Horror", "signals": signals},
+            vector=np.array([1.0, 1.0, 0.0]),
+            cf_vector=np.array([1.0, 0.0]),
+        ),
         Candidate("y", 0.5, None, {"genre": ["Comedy"]}, vector=None, cf_vector=np.array([0.0, 1.0])),
-        Candidate("z", 0.4, None, {"genre": ["Drama", "Horror"], "year": 2005, "signals": {"popular_rank": 2}},
-                  vector=np.array([0.0, 3.0, 0.0]), cf_vector=None),
+        Candidate(
+            "z",
+            0.4,
+            None,
+            {"genre": ["Drama", "Horror"], "year": 2005, "signals": {"popular_rank": 2}},
+            vector=np.array([0.0, 3.0, 0.0]),
+            cf_vector=None,
+        ),
     ]
     ctx = feats.RequestContext(now_ms=T0, path="profile", state=_fixture_state(), query_vector=np.array([0, 0, 2.0]))
     m = feats.compute(spec, cands, ctx)
@@ -79,7 +117,8 @@ def test_features_on_a_fixture():
     assert np.isnan(y["cooc"]) and np.isnan(x["seq"]) and np.isnan(z["seq"])
     # behavioural, from the signals
     assert (x["ctr"], x["pop_1d"], x["pop_7d"], x["pop_30d"], x["pop_365d"]) == pytest.approx(
-        (0.1, 0.0, 1.0, 2.0, math.log1p(5.0)))
+        (0.1, 0.0, 1.0, 2.0, math.log1p(5.0))
+    )
     assert (x["trend"], x["popular_rank"], x["trending_rank"], z["popular_rank"]) == (0.5, 1.0, 3.0, 2.0)
     assert (x["days_since_interaction"], x["item_age"]) == pytest.approx((2.0, 50.0))
     assert (x["rating_mean"], x["rating_count"]) == pytest.approx((4.5, math.log1p(3)))
@@ -104,17 +143,32 @@ def test_features_on_a_fixture():
     # Without a collaborative model, a query or liked items, those features are missing.
     bare = feats.compute(spec, cands, feats.RequestContext(now_ms=T0, path="query", state=UserState()))
     col = dict(zip(spec.names, bare.T))
-    for name in ("cf_score", "cooc", "seq", "cos_profile", "cos_hist_max", "affinity.genre", "rank_cf", "rank_text",
-                 "days_since_active"):
+    for name in (
+        "cf_score",
+        "cooc",
+        "seq",
+        "cos_profile",
+        "cos_hist_max",
+        "affinity.genre",
+        "rank_cf",
+        "rank_text",
+        "days_since_active",
+    ):
         assert np.isnan(col[name]).all(), name
     assert (col["hist_len"] == 0).all() and (col["path_code"] == 3).all() and (col["query_present"] == 0).all()
 
 
 def test_labels_take_the_best_later_event():
-    events = [{"item_id": "a", "type": "rating", "value": 4.0}, {"item_id": "a", "type": "rating", "value": 5.0},
-              {"item_id": "b", "type": "rating", "value": 3.5}, {"item_id": "c", "type": "click"},
-              {"item_id": "d", "type": "impression"}, {"item_id": "e", "type": "purchase"},
-              {"item_id": "f", "type": "cart"}, {"item_id": "g", "type": "rating", "value": None}]
+    events = [
+        {"item_id": "a", "type": "rating", "value": 4.0},
+        {"item_id": "a", "type": "rating", "value": 5.0},
+        {"item_id": "b", "type": "rating", "value": 3.5},
+        {"item_id": "c", "type": "click"},
+        {"item_id": "d", "type": "impression"},
+        {"item_id": "e", "type": "purchase"},
+        {"item_id": "f", "type": "cart"},
+        {"item_id": "g", "type": "rating", "value": None},
+    ]
     # The default is the evaluation's rule: 1 for what is_positive calls a like, else nothing.
     assert LabelConfig().labels(events) == {"a": 1.0, "c": 1.0, "e": 1.0, "f": 1.0}
     assert all((LabelConfig().grade(e) > 0) == is_positive(e) for e in events)
@@ -132,10 +186,18 @@ def test_the_cli_pool_options_are_the_pool_configs_sources_and_defaults():
 
 
 def test_spec_round_trip_and_mismatch_refusal():
-    spec = feats.FeatureSpec.for_fields(["year", "released"], ["genre"], {"year": "integer", "released": "date"},
-                                        pool=PoolConfig().to_dict())
-    assert spec.sources == (("rank_text", 100), ("rank_cf", 100), ("rank_cooc", 50), ("rank_seq", 50),
-                            ("rank_ease", 50), ("popular_rank", 50), ("trending_rank", 50))
+    spec = feats.FeatureSpec.for_fields(
+        ["year", "released"], ["genre"], {"year": "integer", "released": "date"}, pool=PoolConfig().to_dict()
+    )
+    assert spec.sources == (
+        ("rank_text", 100),
+        ("rank_cf", 100),
+        ("rank_cooc", 50),
+        ("rank_seq", 50),
+        ("rank_ease", 50),
+        ("popular_rank", 50),
+        ("trending_rank", 50),
+    )
     assert {"item.year", "age.released", "affinity.genre", "n_sources"} <= set(spec.names)
     assert feats.FeatureSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
     assert "n_sources" not in feats.FeatureSpec().names  # no pool, no source count
@@ -149,7 +211,9 @@ def test_spec_round_trip_and_mismatch_refusal():
     table = TrainingTable(feature_names=other.names)
     rng = np.random.default_rng(0)
     for g in range(6):
-        table.add(f"r{g}", "u", 0, [f"i{j}" for j in range(5)], [1.0, 0, 0, 0, 0], rng.normal(size=(5, len(other.names))))
+        table.add(
+            f"r{g}", "u", 0, [f"i{j}" for j in range(5)], [1.0, 0, 0, 0, 0], rng.normal(size=(5, len(other.names)))
+        )
     booster, _ = train_ranker(table, None, TrainConfig(num_boost_round=3))
     with pytest.raises(feats.FeatureSpecMismatch):
         RankerModel.from_booster("m", spec, booster)
@@ -178,10 +242,38 @@ def test_training_table_parquet_round_trip(tmp_path):
 # --- a synthetic world: topics (semantics) and quality (behaviour) ---------------------------
 
 TOPICS = {
-    "space": ["astronauts", "rocket launch", "distant planets", "the space station", "black holes", "a mission to Mars"],
-    "cooking": ["baking bread", "pasta recipes", "a pastry contest", "grilled vegetables", "ramen broth", "street food"],
-    "horror": ["a haunted house", "a masked killer", "zombie outbreak", "a cursed doll", "a demon possession", "vampires"],
-    "sport": ["a football final", "marathon runners", "a boxing champion", "tennis rivals", "a cycling race", "basketball"],
+    "space": [
+        "astronauts",
+        "rocket launch",
+        "distant planets",
+        "the space station",
+        "black holes",
+        "a mission to Mars",
+    ],
+    "cooking": [
+        "baking bread",
+        "pasta recipes",
+        "a pastry contest",
+        "grilled vegetables",
+        "ramen broth",
+        "street food",
+    ],
+    "horror": [
+        "a haunted house",
+        "a masked killer",
+        "zombie outbreak",
+        "a cursed doll",
+        "a demon possession",
+        "vampires",
+    ],
+    "sport": [
+        "a football final",
+        "marathon runners",
+        "a boxing champion",
+        "tennis rivals",
+        "a cycling race",
+        "basketball",
+    ],
 }
 
 
@@ -204,8 +296,15 @@ def synthetic_world(seed: int = 7):
             events.append({"user": user, "item": item_id, "type": "rating", "value": rating, "timestamp": ts})
         other = rng.choice([t for t in TOPICS if t != topic])
         for j in range(2):  # a little cross-topic noise
-            events.append({"user": user, "item": f"{other}-{3 * j}", "type": "rating", "value": 4.0,
-                           "timestamp": T0 + int(rng.random() * 400 * DAY_MS)})
+            events.append(
+                {
+                    "user": user,
+                    "item": f"{other}-{3 * j}",
+                    "type": "rating",
+                    "value": 4.0,
+                    "timestamp": T0 + int(rng.random() * 400 * DAY_MS),
+                }
+            )
     return items, events
 
 
@@ -234,8 +333,9 @@ def indexing_total(es, index: str) -> int:
 def _replay_config(facets=("topic",)) -> ReplayConfig:
     pool = PoolConfig(text=30, cf=30, cooc=15, seq=15, ease=15, popular=10, trending=10)
     spec = feats.FeatureSpec.for_fields([], facets, {f: "keyword" for f in facets}, pool=pool.to_dict())
-    return ReplayConfig(pool=pool, state=StateConfig(facets=tuple(facets)), cf=CFConfig(factors=8, iterations=10),
-                        spec=spec)
+    return ReplayConfig(
+        pool=pool, state=StateConfig(facets=tuple(facets)), cf=CFConfig(factors=8, iterations=10), spec=spec
+    )
 
 
 @pytest.mark.slow
@@ -245,8 +345,13 @@ def test_trained_model_beats_popularity_and_text_only(es, settings_for, embedder
     writes_before = indexing_total(es, settings_for.index("items"))
     past = load_past(es, settings_for, replay_config=replay_config, config=config)
     assert past.refits == refit_instants(past.log, 4) and len(past.refits) == 3
-    report = run(past, replay_config=replay_config, config=config, final_model=True,
-                 train_config=TrainConfig(num_boost_round=200, early_stopping_rounds=30))
+    report = run(
+        past,
+        replay_config=replay_config,
+        config=config,
+        final_model=True,
+        train_config=TrainConfig(num_boost_round=200, early_stopping_rounds=30),
+    )
     ndcg = {name: s["ndcg@10"] for name, s in report.systems.items()}
     assert set(ndcg) == {"popular", "cooccurrence", "itemknn", "als", "ease", "text", "vecrank"}
     assert report.split["evaluated_users"] >= 30
@@ -292,11 +397,13 @@ def test_trained_model_beats_popularity_and_text_only(es, settings_for, embedder
     shown = cold.to_dict()
     assert shown["ranked_by"] is None and not any("score" in item for item in shown["items"])
     es.indices.refresh(index=settings_for.index("feature-log"))
-    logged = es.search(index=settings_for.index("feature-log"), query={"term": {"request_id": rec_out.request_id}},
-                       size=10)["hits"]["hits"]
+    logged = es.search(
+        index=settings_for.index("feature-log"), query={"term": {"request_id": rec_out.request_id}}, size=10
+    )["hits"]["hits"]
     assert len(logged) == 5 and len(logged[0]["_source"]["features"]) == len(replay_config.spec.names)
     assert [h["_source"]["score"] for h in sorted(logged, key=lambda h: h["_source"]["position"])] == pytest.approx(
-        [r.score for r in rec_out.items])
+        [r.score for r in rec_out.items]
+    )
     unlogged = es.count(index=settings_for.index("feature-log"), query={"term": {"request_id": cold.request_id}})
     assert unlogged["count"] == 0  # nothing ranked, no feature rows
     again = Registry(es, settings_for).register(report.model)
@@ -309,7 +416,7 @@ def test_registry_refuses_a_malformed_booster(es, settings_for):
     from vecrank.errors import VecrankError
 
     model = RankerModel(model_id="bad", spec=feats.FeatureSpec(), booster_json='{"learner": "nope"}')
-    with pytest.raises(Exception):
+    with pytest.raises(xgboost.core.XGBoostError):
         Registry(es, settings_for).register(model)
     with pytest.raises(VecrankError, match="model .bad. has no active version; versions: none"):
         Registry(es, settings_for).get("bad")
@@ -320,7 +427,9 @@ def test_a_model_of_an_older_spec_keeps_its_version_number_and_is_archived(es, s
     rng = np.random.default_rng(2)
     table = TrainingTable(feature_names=spec.names)
     for g in range(4):
-        table.add(f"g{g}", "u", 0, [f"i{j}" for j in range(5)], [1.0] + [0.0] * 4, rng.normal(size=(5, len(spec.names))))
+        table.add(
+            f"g{g}", "u", 0, [f"i{j}" for j in range(5)], [1.0] + [0.0] * 4, rng.normal(size=(5, len(spec.names)))
+        )
     booster, _ = train_ranker(table, None, TrainConfig(num_boost_round=3))
     registry = Registry(es, settings_for)
     first = registry.register(RankerModel.from_booster("old", spec, booster))
@@ -345,17 +454,55 @@ def test_cli_evaluate_model_and_ranked_recommend(es, settings_for, world, tmp_pa
     fitted = run_cli(capsys, *base, "cf", "fit", "--factors", "8", "--json")
     assert fitted.code == 0, fitted.err
     assert json.loads(fitted.out)["users_refreshed"] == 64
-    small = ["--pool-text", "30", "--pool-cf", "30", "--pool-cooc", "15", "--pool-seq", "15", "--pool-ease", "15", "--pool-popular", "10",
-             "--pool-trending", "10"]
-    result = run_cli(capsys, *base, "evaluate", "--facet", "topic", "--horizon-days", "60", "--train-cuts", "2",
-                     "--refits", "4", "--test-fraction", "0.25", *small, "--activate", "--out", str(tmp_path / "eval"),
-                     "--json")
+    small = [
+        "--pool-text",
+        "30",
+        "--pool-cf",
+        "30",
+        "--pool-cooc",
+        "15",
+        "--pool-seq",
+        "15",
+        "--pool-ease",
+        "15",
+        "--pool-popular",
+        "10",
+        "--pool-trending",
+        "10",
+    ]
+    result = run_cli(
+        capsys,
+        *base,
+        "evaluate",
+        "--facet",
+        "topic",
+        "--horizon-days",
+        "60",
+        "--train-cuts",
+        "2",
+        "--refits",
+        "4",
+        "--test-fraction",
+        "0.25",
+        *small,
+        "--activate",
+        "--out",
+        str(tmp_path / "eval"),
+        "--json",
+    )
     assert result.code == 0, result.err
     out = json.loads(result.out)
     assert out["model"] == {"id": "vecrank", "version": 1, "status": "active"}
     assert set(out["systems"]) == {"popular", "cooccurrence", "itemknn", "als", "ease", "text", "vecrank"}
-    assert out["training"]["config"]["pool"] == {"text": 30, "cf": 30, "cooc": 15, "seq": 15, "ease": 15,
-                                                 "popular": 10, "trending": 10}
+    assert out["training"]["config"]["pool"] == {
+        "text": 30,
+        "cf": 30,
+        "cooc": 15,
+        "seq": 15,
+        "ease": 15,
+        "popular": 10,
+        "trending": 10,
+    }
     assert (tmp_path / "eval" / "evaluation.png").is_file()
     listed = json.loads(run_cli(capsys, *base, "model", "list", "--json").out)
     assert [(m["model"], m["version"], m["status"]) for m in listed] == [("vecrank", 1, "active")]
@@ -397,20 +544,29 @@ def test_training_rows_from_the_serving_feature_log(es, settings_for, embedder, 
     rng = np.random.default_rng(1)
     seed_table = TrainingTable(feature_names=spec.names)
     for g in range(8):
-        seed_table.add(f"s{g}", "u", 0, [f"i{j}" for j in range(6)], [1.0] + [0.0] * 5,
-                       rng.normal(size=(6, len(spec.names))))
+        seed_table.add(
+            f"s{g}", "u", 0, [f"i{j}" for j in range(6)], [1.0] + [0.0] * 5, rng.normal(size=(6, len(spec.names)))
+        )
     booster, _ = train_ranker(seed_table, None, TrainConfig(num_boost_round=5))
-    model = Registry(es, settings_for).register(RankerModel.from_booster(
-        "logged", spec, booster, training={"config": replay_config.to_dict()}))
+    model = Registry(es, settings_for).register(
+        RankerModel.from_booster("logged", spec, booster, training={"config": replay_config.to_dict()})
+    )
     ranker = Ranker(Recommender(es, settings_for, embedder=embedder), model, log_requests=True)
     now = max(e["timestamp"] for e in world[1]) + DAY_MS
     served = {u: ranker.recommend(user=u, k=5, now_ms=now) for u in ("u1", "u2", "u3")}
 
     first, second = served["u1"].items[0].item_id, served["u2"].items[3].item_id
-    clicks = [{"user": "u1", "item": first, "type": "click", "timestamp": now + 3_600_000,
-               "request_id": served["u1"].request_id},
-              {"user": "u2", "item": second, "type": "purchase", "timestamp": now + 7_200_000},
-              {"user": "u3", "item": served["u3"].items[0].item_id, "type": "click", "timestamp": now + 30 * DAY_MS}]
+    clicks = [
+        {
+            "user": "u1",
+            "item": first,
+            "type": "click",
+            "timestamp": now + 3_600_000,
+            "request_id": served["u1"].request_id,
+        },
+        {"user": "u2", "item": second, "type": "purchase", "timestamp": now + 7_200_000},
+        {"user": "u3", "item": served["u3"].items[0].item_id, "type": "click", "timestamp": now + 30 * DAY_MS},
+    ]
     path = tmp_path / "clicks.jsonl"
     path.write_text("".join(json.dumps(c) + "\n" for c in clicks))
     ingest_events(es, settings_for, path, progress=False)
@@ -432,11 +588,39 @@ def test_training_rows_from_the_serving_feature_log(es, settings_for, embedder, 
 
     from clihelp import connection_args, run_cli
 
-    small = ["--pool-text", "30", "--pool-cf", "30", "--pool-cooc", "15", "--pool-seq", "15", "--pool-ease", "15", "--pool-popular", "10",
-             "--pool-trending", "10"]
-    result = run_cli(capsys, *connection_args(settings_for), "--index-prefix", settings_for.index_prefix,
-                     "train", "--from-log", "--skip-cf-fit", "--facet", "topic", *small, "--horizon-days", "7",
-                     "--model-id", "fromlog", "--json")
+    small = [
+        "--pool-text",
+        "30",
+        "--pool-cf",
+        "30",
+        "--pool-cooc",
+        "15",
+        "--pool-seq",
+        "15",
+        "--pool-ease",
+        "15",
+        "--pool-popular",
+        "10",
+        "--pool-trending",
+        "10",
+    ]
+    result = run_cli(
+        capsys,
+        *connection_args(settings_for),
+        "--index-prefix",
+        settings_for.index_prefix,
+        "train",
+        "--from-log",
+        "--skip-cf-fit",
+        "--facet",
+        "topic",
+        *small,
+        "--horizon-days",
+        "7",
+        "--model-id",
+        "fromlog",
+        "--json",
+    )
     assert result.code == 0, result.err
     out = json.loads(result.out)
     assert (out["id"], out["version"], out["training"]["source"]) == ("fromlog", 1, "feature-log")
@@ -444,9 +628,25 @@ def test_training_rows_from_the_serving_feature_log(es, settings_for, embedder, 
     # Serving gathers the pool the model was trained on; without a cf fit the live factors' settings are recorded.
     assert out["training"]["config"] == {**replay_config.to_dict(), "cf": CFConfig().to_dict()}
     fit_index(es, settings_for, replay_config.cf)
-    again = json.loads(run_cli(capsys, *connection_args(settings_for), "--index-prefix", settings_for.index_prefix,
-                               "train", "--from-log", "--skip-cf-fit", "--facet", "topic", "--model-id", "fromlog",
-                               *small, "--horizon-days", "7", "--json").out)
+    again = json.loads(
+        run_cli(
+            capsys,
+            *connection_args(settings_for),
+            "--index-prefix",
+            settings_for.index_prefix,
+            "train",
+            "--from-log",
+            "--skip-cf-fit",
+            "--facet",
+            "topic",
+            "--model-id",
+            "fromlog",
+            *small,
+            "--horizon-days",
+            "7",
+            "--json",
+        ).out
+    )
     assert again["training"]["config"]["cf"] == replay_config.cf.to_dict()
 
 
@@ -473,10 +673,14 @@ def test_tree_shape_is_chosen_on_the_validation_slice():
 
 
 def test_the_refit_instants_ignore_impressions_logged_by_serving():
-    ratings = [{"user_id": "u", "item_id": f"i{n}", "type": "rating", "value": 4.0, "timestamp": n * 1000}
-               for n in range(1, 101)]
-    served = [{"user_id": "u", "item_id": "i1", "type": "impression", "value": None, "timestamp": 10**9 + n}
-              for n in range(500)]  # a load test last week: many impressions, all recent
+    ratings = [
+        {"user_id": "u", "item_id": f"i{n}", "type": "rating", "value": 4.0, "timestamp": n * 1000}
+        for n in range(1, 101)
+    ]
+    served = [
+        {"user_id": "u", "item_id": "i1", "type": "impression", "value": None, "timestamp": 10**9 + n}
+        for n in range(500)
+    ]  # a load test last week: many impressions, all recent
     both = Interactions.from_events(ratings + served)
     assert both.quantile(0.8) == Interactions.from_events(ratings).quantile(0.8) == 80_200
     assert refit_instants(both, 4) == [25_750, 50_500, 75_250]

@@ -12,8 +12,22 @@ from vecrank.rank import features as feats
 from vecrank.rank import reasons as rs
 from vecrank.rank.reasons import Reason, ReasonConfig, explain, most_similar, reason_of, title_of, top_reasons
 
-NAMES = ["cos_profile", "cos_query", "cf_score", "cooc", "rank_cooc", "pop_7d", "pop_30d", "trend", "trending_rank",
-         "rating_mean", "item_age", "affinity.genres", "query_present", "path_code"]
+NAMES = [
+    "cos_profile",
+    "cos_query",
+    "cf_score",
+    "cooc",
+    "rank_cooc",
+    "pop_7d",
+    "pop_30d",
+    "trend",
+    "trending_rank",
+    "rating_mean",
+    "item_age",
+    "affinity.genres",
+    "query_present",
+    "path_code",
+]
 
 
 def _row(**contributions: float) -> list[float]:
@@ -21,9 +35,22 @@ def _row(**contributions: float) -> list[float]:
 
 
 def _values(**overrides: float) -> list[float]:
-    base = dict(cos_profile=0.6, cos_query=math.nan, cf_score=0.4, cooc=2.0, rank_cooc=3.0, pop_7d=1.2, pop_30d=2.5,
-                trend=0.3, trending_rank=12.0, rating_mean=4.1, item_age=300.0, affinity_genres=0.5, query_present=0.0,
-                path_code=0.0)
+    base = dict(
+        cos_profile=0.6,
+        cos_query=math.nan,
+        cf_score=0.4,
+        cooc=2.0,
+        rank_cooc=3.0,
+        pop_7d=1.2,
+        pop_30d=2.5,
+        trend=0.3,
+        trending_rank=12.0,
+        rating_mean=4.1,
+        item_age=300.0,
+        affinity_genres=0.5,
+        query_present=0.0,
+        path_code=0.0,
+    )
     base.update(overrides)
     return [base[name.replace(".", "_")] for name in NAMES]
 
@@ -33,28 +60,54 @@ def test_the_module_examples_run():
 
 
 def test_every_feature_maps_to_a_known_reason_or_none():
-    spec = feats.FeatureSpec(item_numeric=("year",), facets=("genres",), item_dates=("released",),
-                             sources=(("rank_text", 50),))
+    spec = feats.FeatureSpec(
+        item_numeric=("year",), facets=("genres",), item_dates=("released",), sources=(("rank_text", 50),)
+    )
     codes = {name: reason_of(name) for name in spec.names}
     assert set(codes.values()) <= {*rs.TEXTS, None}
     assert {n for n, c in codes.items() if c == "liked"} == {
-        "cos_profile", "cos_hist_max", "cos_hist_mean", "rank_text", "cf_score", "rank_cf", "cooc", "rank_cooc", "seq",
-        "rank_seq", "ease", "rank_ease"}
+        "cos_profile",
+        "cos_hist_max",
+        "cos_hist_mean",
+        "rank_text",
+        "cf_score",
+        "rank_cf",
+        "cooc",
+        "rank_cooc",
+        "seq",
+        "rank_seq",
+        "ease",
+        "rank_ease",
+    }
     assert {n for n, c in codes.items() if c == "trending"} == {"pop_1d", "pop_7d", "trend", "trending_rank"}
     assert {n for n, c in codes.items() if c == "query"} == {"cos_query", "query_present"}
     assert codes["affinity.genres"] == "taste"
-    for silent in ("item_age", "days_since_interaction", "item.year", "age.released", "hist_len", "path_code",
-                   "n_sources"):
+    for silent in (
+        "item_age",
+        "days_since_interaction",
+        "item.year",
+        "age.released",
+        "hist_len",
+        "path_code",
+        "n_sources",
+    ):
         assert codes[silent] is None, silent
 
 
 def test_groups_sum_and_the_strongest_come_first():
-    out = top_reasons(NAMES, _row(cos_profile=0.3, cf_score=0.2, cooc=0.15, rank_cooc=-0.05, pop_7d=0.4, trend=0.1,
-                                  pop_30d=0.02, item_age=0.9), values=_values())
+    out = top_reasons(
+        NAMES,
+        _row(
+            cos_profile=0.3, cf_score=0.2, cooc=0.15, rank_cooc=-0.05, pop_7d=0.4, trend=0.1, pop_30d=0.02, item_age=0.9
+        ),
+        values=_values(),
+    )
     # liked: 0.3 + 0.2 + 0.15 - 0.05; trending: 0.4 + 0.1; item_age gives no reason; bias ignored
     assert [(r.code, r.weight, r.feature) for r in out] == [("liked", 0.6, "cos_profile"), ("trending", 0.5, "pop_7d")]
-    assert [r.to_dict() for r in out] == [{"code": "liked", "text": "because of what you liked"},
-                                          {"code": "trending", "text": "popular this week"}]
+    assert [r.to_dict() for r in out] == [
+        {"code": "liked", "text": "because of what you liked"},
+        {"code": "trending", "text": "popular this week"},
+    ]
 
 
 def test_only_positive_sums_above_the_floor_and_at_most_max():
@@ -74,8 +127,10 @@ def test_values_gate_what_counts_as_evidence():
     # (NaN) only routed a split; zero popularity is no reason to call it popular
     assert top_reasons(NAMES, row, values=_values(cooc=math.nan, pop_7d=0.0)) == []
     out = top_reasons(NAMES, row, values=_values(cos_query=0.7, query_present=1.0))
-    assert [(r.code, r.weight, r.text) for r in out] == [("query", 0.8, "matches your search"), ("liked", 0.4,
-                                                                                                 "because of what you liked")]
+    assert [(r.code, r.weight, r.text) for r in out] == [
+        ("query", 0.8, "matches your search"),
+        ("liked", 0.4, "because of what you liked"),
+    ]
     # ranks count whatever their value (a rank is present or NaN); without values, everything counts
     assert [r.code for r in top_reasons(NAMES, _row(rank_cooc=0.3), values=_values(rank_cooc=1.0))] == ["liked"]
     assert [r.code for r in top_reasons(NAMES, row)] == ["query", "liked"]
@@ -104,8 +159,10 @@ def test_most_similar_and_titles():
     liked = [("a", np.array([0.0, 1.0, 0.0])), ("b", np.array([3.0, 0.2, 0.0])), ("c", np.array([1.0, 0.0, 0.0]))]
     assert most_similar(np.array([1.0, 0.1, 0.0]), liked) == "b"
     assert most_similar(np.array([1.0, 0.0, 0.0]), liked) == "c"
-    assert most_similar(np.array([2.0, 0.0, 0.0]), [("x", np.array([1.0, 0.0, 0.0])), ("y", np.array([5.0, 0.0, 0.0]))]) \
-        == "x"  # ties: the first (the newest like)
+    assert (
+        most_similar(np.array([2.0, 0.0, 0.0]), [("x", np.array([1.0, 0.0, 0.0])), ("y", np.array([5.0, 0.0, 0.0]))])
+        == "x"
+    )  # ties: the first (the newest like)
     assert most_similar(None, liked) is None and most_similar(np.array([1.0, 0.0, 0.0]), []) is None
     assert most_similar(np.zeros(3), liked) is None
     assert title_of({"title": "  Heat\n (1995) "}, "9") == "Heat (1995)"
@@ -137,7 +194,8 @@ def test_explain_cites_the_closest_liked_item_with_one_read():
     assert [r.liked_item for item in out for r in item] == ["m1", None, None, "m2", None]
     assert out[0][0] == Reason("liked", "because you liked Alien", 0.6, "cos_hist_max", "m1")
     assert explain(names, [[0.0, 0.5]], liked=liked, documents=documents) == [
-        [Reason("trending", "popular this week", 0.5, "pop_7d")]]
+        [Reason("trending", "popular this week", 0.5, "pop_7d")]
+    ]
     assert len(reads) == 1  # nothing cited, nothing read
     with pytest.raises(ValueError, match="vectors has 1 items for 2"):
         explain(names, [[0.1, 0.1], [0.1, 0.1]], vectors=[None])

@@ -7,8 +7,8 @@ import json
 import threading
 
 import pytest
-
 from clihelp import connection_args, run_cli
+
 from vecrank.errors import VecrankError
 from vecrank.ingest import indices
 from vecrank.ingest.embed import Embedder, HashEmbedder
@@ -74,8 +74,12 @@ def test_versions_switch_rollback_delete(es, settings_for, loaded, capsys):
 
 
 def test_reindex_with_new_index_options_copies_every_vector(es, settings_for, loaded, embedder):
-    summary = reindex(es, settings_for, embedder=embedder,
-                      index_options=indices.VectorIndexOptions(type="hnsw", m=24, ef_construction=200))
+    summary = reindex(
+        es,
+        settings_for,
+        embedder=embedder,
+        index_options=indices.VectorIndexOptions(type="hnsw", m=24, ef_construction=200),
+    )
     assert (summary.docs, summary.copied_vectors, summary.embedded, summary.switched) == (60, 60, 0, True)
     live = indices.live_index(es, settings_for)
     assert live.endswith("-v2") and summary.source.endswith("-v1")
@@ -143,8 +147,11 @@ def test_searches_see_no_errors_during_a_reindex(es, settings_for, embedder, tmp
         client = make_client(settings_for)
         while not stop.is_set():
             try:
-                resp = client.search(index=alias, knn={"field": "embedding", "query_vector": query, "k": 10,
-                                                       "num_candidates": 50}, source=["item_id"])
+                resp = client.search(
+                    index=alias,
+                    knn={"field": "embedding", "query_vector": query, "k": 10, "num_candidates": 50},
+                    source=["item_id"],
+                )
                 outcomes.append("ok" if len(resp["hits"]["hits"]) == 10 else "short")
             except Exception as exc:  # any error is what this test exists to catch
                 outcomes.append(f"error: {exc}")

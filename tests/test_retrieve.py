@@ -41,14 +41,18 @@ def test_half_life_decay():
 
 
 def test_low_ratings_push_away_and_dislikes_alone_make_no_profile():
-    p = build_profile([ev("a", "rating", value=5.0), ev("b", "rating", value=1.0), ev("c", "rating", value=3.0)],
-                      E, ProfileConfig())
+    p = build_profile(
+        [ev("a", "rating", value=5.0), ev("b", "rating", value=1.0), ev("c", "rating", value=3.0)], E, ProfileConfig()
+    )
     assert np.allclose(p.vector, np.array([1.0, -1.0, 0]) / np.sqrt(2), atol=1e-6)
     assert (p.positive_weight, p.negative_weight) == (1.0, 1.0)
     cold = build_profile([ev("a", "rating", value=1.0), ev("b", "impression")], E, ProfileConfig())
     assert cold.vector is None and cold.n_events == 2
-    neg = build_profile([ev("a", "click"), ev("b", "dislike")], E,
-                        ProfileConfig(type_weights={"click": 1.0, "dislike": 2.0}, negative_types=frozenset({"dislike"})))
+    neg = build_profile(
+        [ev("a", "click"), ev("b", "dislike")],
+        E,
+        ProfileConfig(type_weights={"click": 1.0, "dislike": 2.0}, negative_types=frozenset({"dislike"})),
+    )
     assert np.allclose(neg.vector, np.array([1.0, -2.0, 0]) / np.sqrt(5), atol=1e-6)
 
 
@@ -58,8 +62,13 @@ def test_items_without_vectors_are_ignored():
 
 
 def test_multi_interest_finds_both_groups():
-    vecs = {"h1": np.array([1.0, 0.1, 0]), "h2": np.array([0.9, 0, 0.1]), "h3": np.array([1.0, 0, 0]),
-            "k1": np.array([0, 1.0, 0.1]), "k2": np.array([0.1, 1.0, 0])}
+    vecs = {
+        "h1": np.array([1.0, 0.1, 0]),
+        "h2": np.array([0.9, 0, 0.1]),
+        "h3": np.array([1.0, 0, 0]),
+        "k1": np.array([0, 1.0, 0.1]),
+        "k2": np.array([0.1, 1.0, 0]),
+    }
     history = [ev(i) for i in vecs]
     p = build_profile(history, vecs, ProfileConfig(max_interests=2))
     assert len(p.interests) == 2
@@ -69,8 +78,12 @@ def test_multi_interest_finds_both_groups():
 
 
 def test_profile_config_round_trip():
-    cfg = ProfileConfig(half_life_days=7, negative_types=frozenset({"dislike"}), max_interests=3,
-                        type_weights={"click": 1, "dislike": 1})
+    cfg = ProfileConfig(
+        half_life_days=7,
+        negative_types=frozenset({"dislike"}),
+        max_interests=3,
+        type_weights={"click": 1, "dislike": 1},
+    )
     assert ProfileConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     with pytest.raises(ValueError, match="half_life_days"):
         ProfileConfig(half_life_days=0)
@@ -78,16 +91,28 @@ def test_profile_config_round_trip():
 
 # --- request bodies -----------------------------------------------------------------------------
 
+
 def test_candidate_filter_and_knn_bodies():
     flt = queries.candidate_filter([{"term": {"genres": "Horror"}}], exclude_ids=["1", "2"])
-    assert flt == {"bool": {"filter": [{"term": {"genres": "Horror"}}],
-                            "must_not": [{"ids": {"values": ["1", "2"]}}, {"term": {"available": False}}]}}
+    assert flt == {
+        "bool": {
+            "filter": [{"term": {"genres": "Horror"}}],
+            "must_not": [{"ids": {"values": ["1", "2"]}}, {"term": {"available": False}}],
+        }
+    }
     assert queries.knn_clause([0.5, 0.5], k=10, num_candidates=100, filter=flt, similarity=0.3) == {
-        "field": "embedding", "query_vector": [0.5, 0.5], "k": 10, "num_candidates": 100, "filter": flt,
-        "similarity": 0.3}
+        "field": "embedding",
+        "query_vector": [0.5, 0.5],
+        "k": 10,
+        "num_candidates": 100,
+        "filter": flt,
+        "similarity": 0.3,
+    }
     body = queries.popular_body(size=5, filter=None, source=["title"])
     assert body["query"] == {"match_all": {}} and body["_source"] == ["title"] and body["size"] == 5
-    assert body["sort"][0] == {"signals.popularity_30d": {"order": "desc", "missing": "_last", "unmapped_type": "float"}}
+    assert body["sort"][0] == {
+        "signals.popularity_30d": {"order": "desc", "missing": "_last", "unmapped_type": "float"}
+    }
 
 
 def test_filter_values_are_structured_never_query_strings():
@@ -103,15 +128,24 @@ def test_filter_values_are_structured_never_query_strings():
         queries.filter_clauses({"genres": {"$ne": 1}.keys()}, types)
 
 
-@pytest.mark.parametrize("k,num,message", [(0, 10, "k must be"), (10, 5, "num_candidates must be between k"),
-                                           (10, 20000, "num_candidates must be between"), (20000, 20000, "k must be")])
+@pytest.mark.parametrize(
+    "k,num,message",
+    [
+        (0, 10, "k must be"),
+        (10, 5, "num_candidates must be between k"),
+        (10, 20000, "num_candidates must be between"),
+        (20000, 20000, "k must be"),
+    ],
+)
 def test_knn_size_limits(k, num, message):
     with pytest.raises(queries.RequestError, match=message):
         queries.check_knn_size(k, num)
 
 
-@pytest.mark.parametrize("vec,message", [([1.0, float("nan")], "NaN"), ([1.0], "2 dimensions"), ([0.0, 0.0], "all zeros"),
-                                         (["a", "b"], "list of numbers")])
+@pytest.mark.parametrize(
+    "vec,message",
+    [([1.0, float("nan")], "NaN"), ([1.0], "2 dimensions"), ([0.0, 0.0], "all zeros"), (["a", "b"], "list of numbers")],
+)
 def test_malformed_vectors(vec, message):
     with pytest.raises(queries.RequestError, match=message):
         queries.check_vector(vec, 2)
@@ -130,26 +164,52 @@ def test_merge_with_quotas_and_group_caps():
 
 # --- against the real node --------------------------------------------------------------------
 
-HORROR = ["A haunted house terrifies a family at night", "A masked killer stalks teenagers at a summer camp",
-          "Zombies overrun a small town and survivors hide", "A demon possesses a young girl and priests fight it",
-          "A cursed videotape kills whoever watches it", "Vampires hunt travellers in a remote village",
-          "A ghost ship drifts with a murderous spirit aboard", "A creepy doll brings death to its owners"]
-COOKING = ["A chef teaches how to bake sourdough bread at home", "Quick pasta recipes with fresh tomatoes and basil",
-           "A pastry competition for the best chocolate cake", "Grilling steaks and vegetables on a barbecue",
-           "Traditional Japanese ramen broth made from scratch", "Easy vegan curry recipes for weeknights",
-           "A baker shares secrets of French croissants", "Street food tour tasting tacos and dumplings"]
-SPACE = ["Astronauts repair a space station in orbit", "A documentary about the planets of the solar system",
-         "A rover explores the surface of Mars", "The life and death of stars and black holes",
-         "Rockets launch a telescope into deep space", "Scientists search for life on distant exoplanets",
-         "Landing on the Moon: the Apollo missions", "Comets and asteroids that pass near the Earth"]
+HORROR = [
+    "A haunted house terrifies a family at night",
+    "A masked killer stalks teenagers at a summer camp",
+    "Zombies overrun a small town and survivors hide",
+    "A demon possesses a young girl and priests fight it",
+    "A cursed videotape kills whoever watches it",
+    "Vampires hunt travellers in a remote village",
+    "A ghost ship drifts with a murderous spirit aboard",
+    "A creepy doll brings death to its owners",
+]
+COOKING = [
+    "A chef teaches how to bake sourdough bread at home",
+    "Quick pasta recipes with fresh tomatoes and basil",
+    "A pastry competition for the best chocolate cake",
+    "Grilling steaks and vegetables on a barbecue",
+    "Traditional Japanese ramen broth made from scratch",
+    "Easy vegan curry recipes for weeknights",
+    "A baker shares secrets of French croissants",
+    "Street food tour tasting tacos and dumplings",
+]
+SPACE = [
+    "Astronauts repair a space station in orbit",
+    "A documentary about the planets of the solar system",
+    "A rover explores the surface of Mars",
+    "The life and death of stars and black holes",
+    "Rockets launch a telescope into deep space",
+    "Scientists search for life on distant exoplanets",
+    "Landing on the Moon: the Apollo missions",
+    "Comets and asteroids that pass near the Earth",
+]
 
 
 def catalog() -> list[dict]:
     rows = []
     for genre, texts in (("Horror", HORROR), ("Cooking", COOKING), ("Space", SPACE)):
         for i, text in enumerate(texts):
-            rows.append({"id": f"{genre[0].lower()}{i}", "title": text, "genre": genre, "series": f"{genre}-{i % 2}",
-                         "year": 2000 + i, "available": not (genre == "Space" and i == 7)})
+            rows.append(
+                {
+                    "id": f"{genre[0].lower()}{i}",
+                    "title": text,
+                    "genre": genre,
+                    "series": f"{genre}-{i % 2}",
+                    "year": 2000 + i,
+                    "available": not (genre == "Space" and i == 7),
+                }
+            )
     return rows
 
 
@@ -162,8 +222,9 @@ def embedder():
 def items(es, settings_for, embedder, tmp_path):
     path = tmp_path / "items.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in catalog()))
-    summary = ingest_items(es, settings_for, path, ItemSource(template="{title}", field_types={"year": "integer"}),
-                           embedder=embedder)
+    summary = ingest_items(
+        es, settings_for, path, ItemSource(template="{title}", field_types={"year": "integer"}), embedder=embedder
+    )
     assert summary.written == 24
     return catalog()
 
@@ -194,7 +255,7 @@ def test_filters_and_unavailable_items(es, settings_for, items, embedder):
 
 def test_bad_arguments_fail_before_any_search(es, settings_for, items, embedder):
     rec = Recommender(es, settings_for, embedder=embedder)
-    rec.field_types  # the mapping is read once; after that a bad request sends nothing
+    _ = rec.field_types  # the mapping is read once; after that a bad request sends nothing
 
     class NoSearch:
         def __getattr__(self, name):
@@ -286,8 +347,19 @@ def test_cli_recommend(es, settings_for, items, capsys):
     from clihelp import connection_args, run_cli
 
     base = [*connection_args(settings_for), "--index-prefix", settings_for.index_prefix, "recommend"]
-    result = run_cli(capsys, *base, "--query", "bread and pastry", "--filter", "genre=Cooking", "--filter",
-                     "year>=2001", "-k", "3", "--json")
+    result = run_cli(
+        capsys,
+        *base,
+        "--query",
+        "bread and pastry",
+        "--filter",
+        "genre=Cooking",
+        "--filter",
+        "year>=2001",
+        "-k",
+        "3",
+        "--json",
+    )
     assert result.code == 0, result.err
     out = json.loads(result.out)
     assert out["path"] == "query" and out["cold_start"] is True
@@ -306,26 +378,51 @@ def test_pool_body_names_every_source_under_one_filter():
     from vecrank.rank.offline import PoolConfig
 
     flt = queries.candidate_filter([{"term": {"genre": "Horror"}}], exclude_ids=["h0"])
-    body = queries.pool_body(pool=PoolConfig(text=3, cf=4, cooc=2, seq=1, ease=1, popular=5, trending=6), size=7,
-                             filter=flt, text_vector=[1.0, 0.0], cf_vector=[0.5, 0.5],
-                             listed={"cooc": ["a", "b", "c"], "seq": ["d"], "ease": ["e", "f"]},
-                             source=["genre"], with_vectors=True)
+    body = queries.pool_body(
+        pool=PoolConfig(text=3, cf=4, cooc=2, seq=1, ease=1, popular=5, trending=6),
+        size=7,
+        filter=flt,
+        text_vector=[1.0, 0.0],
+        cf_vector=[0.5, 0.5],
+        listed={"cooc": ["a", "b", "c"], "seq": ["d"], "ease": ["e", "f"]},
+        source=["genre"],
+        with_vectors=True,
+    )
     assert [(c["_name"], c["field"], c["k"], c["filter"]) for c in body["knn"]] == [
-        ("text", "embedding", 3, flt), ("cf", "cf_vector", 4, flt)]
+        ("text", "embedding", 3, flt),
+        ("cf", "cf_vector", 4, flt),
+    ]
     should = body["query"]["bool"]["should"]
-    assert should == [{"ids": {"values": ["a", "b"], "_name": "cooc"}}, {"ids": {"values": ["d"], "_name": "seq"}},
-                      {"ids": {"values": ["e"], "_name": "ease"}},
-                      {"range": {"signals.popular_rank": {"lte": 5, "_name": "popular"}}},
-                      {"range": {"signals.trending_rank": {"lte": 6, "_name": "trending"}}}]
+    assert should == [
+        {"ids": {"values": ["a", "b"], "_name": "cooc"}},
+        {"ids": {"values": ["d"], "_name": "seq"}},
+        {"ids": {"values": ["e"], "_name": "ease"}},
+        {"range": {"signals.popular_rank": {"lte": 5, "_name": "popular"}}},
+        {"range": {"signals.trending_rank": {"lte": 6, "_name": "trending"}}},
+    ]
     assert body["query"]["bool"]["filter"] == [flt] and body["query"]["bool"]["minimum_should_match"] == 1
     assert (body["size"], body["_source"], body["fields"]) == (7, ["genre"], ["embedding", "cf_vector"])
     # No vector and no list: only the sizes that have something to ask for make clauses.
-    bare = queries.pool_body(pool=PoolConfig(text=3, cf=4, cooc=2, seq=0, popular=0, trending=0), size=2, filter=None,
-                             text_vector=None, cf_vector=None, listed={"cooc": ["a"]}, source=False)
+    bare = queries.pool_body(
+        pool=PoolConfig(text=3, cf=4, cooc=2, seq=0, popular=0, trending=0),
+        size=2,
+        filter=None,
+        text_vector=None,
+        cf_vector=None,
+        listed={"cooc": ["a"]},
+        source=False,
+    )
     assert "knn" not in bare and bare["query"]["bool"]["should"] == [{"ids": {"values": ["a"], "_name": "cooc"}}]
     with pytest.raises(queries.RequestError, match="the pool has no source"):
-        queries.pool_body(pool=PoolConfig(text=3, cf=0, cooc=0, seq=0, popular=0, trending=0), size=2, filter=None,
-                          text_vector=None, cf_vector=None, listed={"cooc": []}, source=False)
+        queries.pool_body(
+            pool=PoolConfig(text=3, cf=0, cooc=0, seq=0, popular=0, trending=0),
+            size=2,
+            filter=None,
+            text_vector=None,
+            cf_vector=None,
+            listed={"cooc": []},
+            source=False,
+        )
 
 
 def test_pool_search_gathers_each_source_under_the_filters(es, settings_for, items, embedder):
@@ -334,7 +431,9 @@ def test_pool_search_gathers_each_source_under_the_filters(es, settings_for, ite
     from vecrank.rank.store import fetch_vectors
 
     history = (ev("h0", days_ago=2), ev("h1", days_ago=1))
-    profile = build_profile(list(history), fetch_vectors(es, settings_for.index("items"), ["h0", "h1"]), ProfileConfig())
+    profile = build_profile(
+        list(history), fetch_vectors(es, settings_for.index("items"), ["h0", "h1"]), ProfileConfig()
+    )
     state = UserState(history=history, profile=profile, cooc={"c5": 1.0, "s2": 0.5, "c1": 0.1}, seq={"s3": 0.2})
     rec = Recommender(es, settings_for, embedder=embedder)
     pool = PoolConfig(text=3, cf=5, cooc=2, seq=1, popular=4, trending=0)
@@ -358,8 +457,12 @@ def test_the_stored_profile_is_read_from_the_user_state():
     from vecrank.rank.store import stored_profile
 
     config = StateConfig()
-    profile = Profile(interests=(Interest(np.array([0.6, 0.8], dtype=np.float32), 1.0, ("a",)),), n_events=1,
-                      positive_weight=1.0, negative_weight=0.0)
+    profile = Profile(
+        interests=(Interest(np.array([0.6, 0.8], dtype=np.float32), 1.0, ("a",)),),
+        n_events=1,
+        positive_weight=1.0,
+        negative_weight=0.0,
+    )
     doc = {"state": UserState(history=(ev("a"),), profile=profile).to_doc(model="m", config=config)}
     got = stored_profile(doc, config.profile, "m")
     assert got is not None and np.allclose(got.vector, [0.6, 0.8])

@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from test_offline import _past
+from test_rank import TOPICS, _replay_config, embedder, synthetic_world, world  # noqa: F401 - fixtures
 
 from vecrank.interactions import DAY_MS, Interactions
 from vecrank.rank import features as feats
@@ -18,9 +20,6 @@ from vecrank.rank.recommender import Recommender
 from vecrank.rank.store import refresh_all_users
 from vecrank.rank.train import TrainConfig, TrainingTable, train_ranker
 
-from test_offline import _past
-from test_rank import TOPICS, _replay_config, embedder, synthetic_world, world  # noqa: F401 - fixtures
-
 T0 = 1_600_000_000_000
 
 
@@ -30,15 +29,21 @@ def _day(d: float) -> int:
 
 def test_the_search_log_is_read_with_every_bad_row_named(tmp_path):
     good = tmp_path / "searches.jsonl"
-    good.write_text('{"user": 7, "query": " Dark  Comedy", "item": 12.0, "timestamp": 1600000000}\n'
-                    '{"query": "space", "item": "a", "timestamp": "2020-09-13T12:26:40Z"}\n')
-    assert se.read_searches(good) == [se.Search("7", " Dark  Comedy", "12", 1_600_000_000_000),
-                                      se.Search(None, "space", "a", 1_600_000_000_000)]
+    good.write_text(
+        '{"user": 7, "query": " Dark  Comedy", "item": 12.0, "timestamp": 1600000000}\n'
+        '{"query": "space", "item": "a", "timestamp": "2020-09-13T12:26:40Z"}\n'
+    )
+    assert se.read_searches(good) == [
+        se.Search("7", " Dark  Comedy", "12", 1_600_000_000_000),
+        se.Search(None, "space", "a", 1_600_000_000_000),
+    ]
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"user": 1, "query": "", "item": 1, "timestamp": 1}\n'
-                   '{"user": 1, "query": "x", "timestamp": 1}\n'
-                   '{"user": 1, "query": "x", "item": 2, "timestamp": "soon"}\n'
-                   'not json\n')
+    bad.write_text(
+        '{"user": 1, "query": "", "item": 1, "timestamp": 1}\n'
+        '{"user": 1, "query": "x", "timestamp": 1}\n'
+        '{"user": 1, "query": "x", "item": 2, "timestamp": "soon"}\n'
+        "not json\n"
+    )
     with pytest.raises(se.SearchLogError) as err:
         se.read_searches(bad)
     message = str(err.value)
@@ -49,20 +54,31 @@ def test_the_search_log_is_read_with_every_bad_row_named(tmp_path):
 
 def test_a_request_is_made_before_the_first_touch_of_what_it_chose():
     catalog = Catalog.build({i: (np.eye(4)[n], {}) for n, i in enumerate("abcd")})
-    events = [{"user_id": "u", "item_id": "a", "type": "rating", "value": 5.0, "timestamp": _day(10)},
-              {"user_id": "u", "item_id": "b", "type": "rating", "value": 4.0, "timestamp": _day(30)},
-              {"user_id": "u", "item_id": "d", "type": "rating", "value": 4.0, "timestamp": _day(1)}]
+    events = [
+        {"user_id": "u", "item_id": "a", "type": "rating", "value": 5.0, "timestamp": _day(10)},
+        {"user_id": "u", "item_id": "b", "type": "rating", "value": 4.0, "timestamp": _day(30)},
+        {"user_id": "u", "item_id": "d", "type": "rating", "value": 4.0, "timestamp": _day(1)},
+    ]
     like, _ = _past(catalog, events)
-    past = Past(Interactions.from_events(events), catalog, refits=[_day(5)], cf_config=like.cf_config,
-                state_config=like.state_config, spec=like.spec)
-    searches = [se.Search("u", "Dark Comedy", "a", _day(20)),  # tagged after rating it: made before the rating
-                se.Search("u", "dark  comedy ", "b", _day(12)),  # the same query; chosen before its rating
-                se.Search("u", "dark comedy", "c", _day(400)),  # past the horizon of the request
-                se.Search(None, "space", "c", _day(3))]  # anonymous: a request of its own
+    past = Past(
+        Interactions.from_events(events),
+        catalog,
+        refits=[_day(5)],
+        cf_config=like.cf_config,
+        state_config=like.state_config,
+        spec=like.spec,
+    )
+    searches = [
+        se.Search("u", "Dark Comedy", "a", _day(20)),  # tagged after rating it: made before the rating
+        se.Search("u", "dark  comedy ", "b", _day(12)),  # the same query; chosen before its rating
+        se.Search("u", "dark comedy", "c", _day(400)),  # past the horizon of the request
+        se.Search(None, "space", "c", _day(3)),
+    ]  # anonymous: a request of its own
     requests = se.search_requests(searches, past, horizon_days=180)
     assert [(r.user, r.query, r.cut_ms, r.chosen) for r in requests] == [
         (None, "space", _day(3), (("c", _day(3)),)),
-        ("u", "dark comedy", _day(10), (("a", _day(10)), ("b", _day(12))))]
+        ("u", "dark comedy", _day(10), (("a", _day(10)), ("b", _day(12)))),
+    ]
     # What the request sees: the history before its instant, so never what it chose.
     state = past.state("u", requests[1].cut_ms)
     assert [e["item_id"] for e in state.history] == ["d"] and not state.seen & requests[1].relevant
@@ -72,8 +88,11 @@ def _synthetic_searches(events, items):
     """A user who rated a good film searched its subject just before: the query names the subject
     (BM25 and the text find four films of it), the behaviour says which of them is good."""
     subject = {it["id"]: it["title"].split("A film about ", 1)[1].split(",")[0] for it in items}
-    return [se.Search(e["user"], subject[e["item"]], e["item"], e["timestamp"] - 60_000)
-            for e in events if e["value"] == 5.0 and e["item"].split("-")[0] in TOPICS]
+    return [
+        se.Search(e["user"], subject[e["item"]], e["item"], e["timestamp"] - 60_000)
+        for e in events
+        if e["value"] == 5.0 and e["item"].split("-")[0] in TOPICS
+    ]
 
 
 def test_search_evaluation_on_a_real_node_is_leak_free(es, settings_for, world, monkeypatch):  # noqa: F811
@@ -91,8 +110,15 @@ def test_search_evaluation_on_a_real_node_is_leak_free(es, settings_for, world, 
         return state
 
     monkeypatch.setattr(past, "state", spy)
-    report = se.run(Recommender(es, settings_for), past, searches, replay_config=replay, horizon_days=30,
-                    first_test_quantile=0.5, train_config=TrainConfig(num_boost_round=60, early_stopping_rounds=20))
+    report = se.run(
+        Recommender(es, settings_for),
+        past,
+        searches,
+        replay_config=replay,
+        horizon_days=30,
+        first_test_quantile=0.5,
+        train_config=TrainConfig(num_boost_round=60, early_stopping_rounds=20),
+    )
     out = report.to_dict()
     # Leak-free: every replayed state holds only events before its request's instant ...
     assert seen_cuts and all(all(t < cut for t in times) for cut, times in seen_cuts)
@@ -101,7 +127,9 @@ def test_search_evaluation_on_a_real_node_is_leak_free(es, settings_for, world, 
         earlier = [r for r in se.search_requests(searches, past, horizon_days=30) if r.cut_ms < ranker["instant_ms"]]
         assert 0 < ranker["requests"] <= len(earlier)
     assert set(out["systems"]) == {"bm25", "knn", "hybrid", "vecrank", "blend"}
-    assert out["split"]["evaluated_users"] >= 10 and out["split"]["evaluated_requests"] >= out["split"]["evaluated_users"]
+    assert (
+        out["split"]["evaluated_users"] >= 10 and out["split"]["evaluated_requests"] >= out["split"]["evaluated_users"]
+    )
     for key in ("best_other", "ratio", "difference", "ci95"):
         assert key in out["comparison"]
     assert out["comparison"]["best_other"] in se.SEARCH_BASELINES
@@ -119,8 +147,14 @@ def _profile_model(spec, config):
     rng = np.random.default_rng(0)
     table = TrainingTable(feature_names=spec.names)
     for g in range(20):
-        table.add(f"g{g}", "u", 0, [f"i{j}" for j in range(10)], [1.0] + [0.0] * 9,
-                  rng.normal(size=(10, len(spec.names))).astype(np.float32))
+        table.add(
+            f"g{g}",
+            "u",
+            0,
+            [f"i{j}" for j in range(10)],
+            [1.0] + [0.0] * 9,
+            rng.normal(size=(10, len(spec.names))).astype(np.float32),
+        )
     booster, _ = train_ranker(table, None, TrainConfig(num_boost_round=5))
     return RankerModel.from_booster("vecrank", spec, booster, training={"config": config.to_dict()})
 
@@ -131,8 +165,15 @@ def test_requests_with_search_text_are_ranked_by_the_search_model_in_two_round_t
     config = EvalConfig(refits=4, horizon_days=30)
     rec = Recommender(es, settings_for)
     past = load_past(es, settings_for, replay_config=replay, config=config)
-    report = se.run(rec, past, _synthetic_searches(events, items), replay_config=replay, horizon_days=30,
-                    train_config=TrainConfig(num_boost_round=60, early_stopping_rounds=20), final_model=True)
+    report = se.run(
+        rec,
+        past,
+        _synthetic_searches(events, items),
+        replay_config=replay,
+        horizon_days=30,
+        train_config=TrainConfig(num_boost_round=60, early_stopping_rounds=20),
+        final_model=True,
+    )
     registry = Registry(es, settings_for)
     assert report.model.spec.names[-3:] == list(feats.SEARCH)
     assert report.training["rankers"][-1]["instant_ms"] is None  # trained on every request

@@ -29,18 +29,51 @@ T0 = 1_600_000_000_000
 DAY = 86_400_000
 REPO = Path(__file__).resolve().parents[1]
 SUBJECTS = {
-    "space": ["astronauts", "rocket launch", "distant planets", "the space station", "black holes", "a mission to Mars",
-              "alien contact", "a lunar base"],
-    "cooking": ["baking bread", "pasta recipes", "a pastry contest", "grilled vegetables", "ramen broth", "street food",
-                "a chef's kitchen", "chocolate desserts"],
-    "horror": ["a haunted house", "a masked killer", "zombie outbreak", "a cursed doll", "a demon possession",
-               "vampires", "a ghost ship", "werewolves"],
-    "sport": ["a football final", "marathon runners", "a boxing champion", "tennis rivals", "a cycling race",
-              "basketball", "an Olympic swimmer", "a rugby team"],
+    "space": [
+        "astronauts",
+        "rocket launch",
+        "distant planets",
+        "the space station",
+        "black holes",
+        "a mission to Mars",
+        "alien contact",
+        "a lunar base",
+    ],
+    "cooking": [
+        "baking bread",
+        "pasta recipes",
+        "a pastry contest",
+        "grilled vegetables",
+        "ramen broth",
+        "street food",
+        "a chef's kitchen",
+        "chocolate desserts",
+    ],
+    "horror": [
+        "a haunted house",
+        "a masked killer",
+        "zombie outbreak",
+        "a cursed doll",
+        "a demon possession",
+        "vampires",
+        "a ghost ship",
+        "werewolves",
+    ],
+    "sport": [
+        "a football final",
+        "marathon runners",
+        "a boxing champion",
+        "tennis rivals",
+        "a cycling race",
+        "basketball",
+        "an Olympic swimmer",
+        "a rugby team",
+    ],
 }
 
 
 # --- the world ------------------------------------------------------------------------------------------
+
 
 def _booster(spec, *, prefer_similar: bool):
     """A ranker that only reads cos_profile: up (prefer_similar) or down."""
@@ -72,18 +105,30 @@ def world(es, es_settings, tmp_path_factory):
     settings = dataclasses.replace(es_settings, index_prefix=prefix)
     tmp = tmp_path_factory.mktemp("serve-world")
     rng = random.Random(3)
-    items = [{"id": f"{topic}-{i}", "title": f"A film about {subjects[i % 8]}, part {i}", "topic": topic,
-              "year": 1990 + i} for topic, subjects in SUBJECTS.items() for i in range(16)]
+    items = [
+        {"id": f"{topic}-{i}", "title": f"A film about {subjects[i % 8]}, part {i}", "topic": topic, "year": 1990 + i}
+        for topic, subjects in SUBJECTS.items()
+        for i in range(16)
+    ]
     (tmp / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in items))
-    assert ingest_items(es, settings, tmp / "items.jsonl", ItemSource(template="{title}", field_types={"year": "integer"}),
-                        embedder=Embedder()).written == 64
+    assert (
+        ingest_items(
+            es,
+            settings,
+            tmp / "items.jsonl",
+            ItemSource(template="{title}", field_types={"year": "integer"}),
+            embedder=Embedder(),
+        ).written
+        == 64
+    )
     train, heldout = [], {}
     for n in range(40):
         user, topic = f"u{n}", list(SUBJECTS)[n % 4]
         picks = rng.sample(range(16), 12)
         for j, i in enumerate(picks[:8]):
-            train.append({"user": user, "item": f"{topic}-{i}", "type": "rating", "value": 5.0,
-                          "timestamp": T0 + j * DAY})
+            train.append(
+                {"user": user, "item": f"{topic}-{i}", "type": "rating", "value": 5.0, "timestamp": T0 + j * DAY}
+            )
         heldout[user] = {f"{topic}-{i}": ("rating", 5.0) for i in picks[8:]}
     (tmp / "train.jsonl").write_text("".join(json.dumps(e) + "\n" for e in train))
     assert ingest_events(es, settings, tmp / "train.jsonl", progress=False).written == len(train)
@@ -92,8 +137,11 @@ def world(es, es_settings, tmp_path_factory):
     config = ReplayConfig(pool=PoolConfig(text=64, cf=0, cooc=0, seq=0, popular=0, trending=0), spec=spec)
     registry = Registry(es, settings)
     for prefer in (False, True):  # sim@1 the worse, sim@2 the better
-        registry.register(RankerModel.from_booster("sim", spec, _booster(spec, prefer_similar=prefer),
-                                                   training={"config": config.to_dict()}))
+        registry.register(
+            RankerModel.from_booster(
+                "sim", spec, _booster(spec, prefer_similar=prefer), training={"config": config.to_dict()}
+            )
+        )
     registry.set_status("sim", 2, "active")
     yield settings, heldout
     names = list(es.indices.get(index=f"{prefix}-*", expand_wildcards="all", ignore_unavailable=True))
@@ -112,8 +160,9 @@ class Server:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    lifespan="on"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self):
@@ -150,8 +199,7 @@ def service(world):
     from vecrank.serve import RecommendService, ServeConfig
 
     settings, _ = world
-    svc = RecommendService(settings, ServeConfig(model_id="sim", max_k=50, experiment_refresh_s=60,
-                                                 model_refresh_s=60))
+    svc = RecommendService(settings, ServeConfig(model_id="sim", max_k=50, experiment_refresh_s=60, model_refresh_s=60))
     yield svc
     svc.close()
 
@@ -176,6 +224,7 @@ def _assert_error(status, headers, body, code, fragment):
 
 
 # --- contract ---------------------------------------------------------------------------------------------
+
 
 def test_health_and_openapi(api):
     status, headers, body = api.call("GET", "/health")
@@ -202,13 +251,15 @@ def test_recommendations_outside_experiments(api, service, world, es):
     # sim@2 ranks the user's own topic first
     assert [it["fields"]["topic"] for it in body["items"][:3]] == [_topic_of("u1")] * 3
     assert "embedding" not in body["items"][0]["fields"]
-    status, headers, post = api.call("POST", "/recommendations", {"user": "u1", "k": 3, "filters": {"topic": "space"},
-                                                                  "context_items": []})
+    status, headers, post = api.call(
+        "POST", "/recommendations", {"user": "u1", "k": 3, "filters": {"topic": "space"}, "context_items": []}
+    )
     assert status == 200 and post["request_id"] != body["request_id"]
     assert [it["fields"]["topic"] for it in post["items"]] == ["space"] * 3
     status, _, ranged = api.call("GET", "/recommendations?user=u1&k=4&filter=year>=2000&filter=topic=horror")
-    assert status == 200 and all(it["fields"]["year"] >= 2000 and it["fields"]["topic"] == "horror"
-                                 for it in ranged["items"])
+    assert status == 200 and all(
+        it["fields"]["year"] >= 2000 and it["fields"]["topic"] == "horror" for it in ranged["items"]
+    )
     status, _, cold = api.call("POST", "/recommendations", {"query": "rockets and astronauts", "k": 3})
     assert status == 200 and cold["path"] == "query" and cold["arm"] is None
     # The model was trained for the profile path: the query path is retrieval's order and says so.
@@ -216,16 +267,28 @@ def test_recommendations_outside_experiments(api, service, world, es):
     # every response's exposures were recorded with its request id, position and model version
     assert service.writer.flush(10)
     es.indices.refresh(index=settings.index("events"))
-    hits = es.search(index=settings.index("events"), query={"term": {"request_id": body["request_id"]}},
-                     size=10)["hits"]["hits"]
-    got = sorted((h["_source"]["position"], h["_source"]["item_id"], h["_source"]["type"],
-                  h["_source"]["model_version"], "arm" in h["_source"]) for h in hits)
+    hits = es.search(index=settings.index("events"), query={"term": {"request_id": body["request_id"]}}, size=10)[
+        "hits"
+    ]["hits"]
+    got = sorted(
+        (
+            h["_source"]["position"],
+            h["_source"]["item_id"],
+            h["_source"]["type"],
+            h["_source"]["model_version"],
+            "arm" in h["_source"],
+        )
+        for h in hits
+    )
     assert got == [(it["position"], it["item_id"], "impression", "sim@2", False) for it in body["items"]]
     es.indices.refresh(index=settings.index("feature-log"))
-    logged = es.search(index=settings.index("feature-log"), query={"term": {"request_id": body["request_id"]}},
-                       size=10)["hits"]["total"]["value"]
+    logged = es.search(
+        index=settings.index("feature-log"), query={"term": {"request_id": body["request_id"]}}, size=10
+    )["hits"]["total"]["value"]
     assert logged == 5
-    assert es.count(index=settings.index("feature-log"), query={"term": {"request_id": cold["request_id"]}})["count"] == 0
+    assert (
+        es.count(index=settings.index("feature-log"), query={"term": {"request_id": cold["request_id"]}})["count"] == 0
+    )
 
 
 def test_a_repeated_search_text_is_embedded_once(api, service):
@@ -246,36 +309,54 @@ def test_a_repeated_search_text_is_embedded_once(api, service):
     assert list(small._cache) == ["a", "c"] and (small.hits, small.misses) == (1, 3)
 
 
-@pytest.mark.parametrize("method,path,body,code,fragment", [
-    ("GET", "/recommendations?user=u1&k=0", None, 422, "k must be an integer between 1 and 50"),
-    ("GET", "/recommendations?user=u1&k=100000", None, 422, "k must be an integer between 1 and 50"),
-    ("GET", "/recommendations?user=u1&k=ten", None, 422, "k: Input should be a valid integer"),
-    ("GET", "/recommendations?user=u1&filter=colour=red", None, 422, "unknown filter field 'colour'"),
-    ("GET", "/recommendations?user=u1&filter=garbage", None, 422, "is not FIELD=VALUE"),
-    ("GET", "/recommendations?user=u1&sort=asc", None, 422, "unknown parameter(s) sort"),
-    ("POST", "/recommendations", {"user": "u1", "k": 51}, 422, "k must be an integer between 1 and 50"),
-    ("POST", "/recommendations", {"user": "u1", "k": "10"}, 422, "k: Input should be a valid integer"),
-    ("POST", "/recommendations", {"user": "u1", "k": 2.5}, 422, "k: Input should be a valid integer"),
-    ("POST", "/recommendations", {"user": ["u1"]}, 422, "user"),
-    ("POST", "/recommendations", {"user": "u1", "colour": "red"}, 422, "unknown field 'colour'"),
-    ("POST", "/recommendations", {"user": "u1", "filters": {"nope": "x"}}, 422, "unknown filter field 'nope'"),
-    ("POST", "/recommendations", {"user": "u1", "filters": {"year": {"between": 1}}}, 422, "filters.year"),
-    ("POST", "/recommendations", {"user": "u1", "filters": {"text": "x"}}, 422, "cannot be filtered exactly"),
-    ("POST", "/recommendations", {"user": "u1", "context_items": ["x"] * 51}, 422, "context_items"),
-    ("POST", "/recommendations", None, 422, "a JSON body is required"),
-    ("POST", "/events", {"events": []}, 422, "events"),
-    ("POST", "/events", {"events": [{"user": "u1"}]}, 422, "events.0.item: Field required"),
-    ("POST", "/events", {"events": [{"user": "u1", "item": "space-1", "type": "teleport"}]}, 422,
-     "unknown event type"),
-    ("POST", "/events", {"events": [{"user": "u1", "item": "no-such-item", "type": "click"}]}, 422, "unknown item"),
-    ("POST", "/events", {"events": [{"user": "u1", "item": "space-1", "type": "rating"}]}, 422, "missing value"),
-    ("POST", "/events", {"events": [{"user": "u1", "item": "space-1", "type": "click", "timestamp": "yesterday"}]},
-     422, "bad timestamp"),
-    ("POST", "/events", {"events": [{"user": "u1", "item": "space-1", "type": "click"}] * 1001}, 413,
-     "at most 1000 events"),
-    ("DELETE", "/recommendations", None, 405, "Method Not Allowed"),
-    ("GET", "/no-such-path", None, 404, "Not Found"),
-])
+@pytest.mark.parametrize(
+    "method,path,body,code,fragment",
+    [
+        ("GET", "/recommendations?user=u1&k=0", None, 422, "k must be an integer between 1 and 50"),
+        ("GET", "/recommendations?user=u1&k=100000", None, 422, "k must be an integer between 1 and 50"),
+        ("GET", "/recommendations?user=u1&k=ten", None, 422, "k: Input should be a valid integer"),
+        ("GET", "/recommendations?user=u1&filter=colour=red", None, 422, "unknown filter field 'colour'"),
+        ("GET", "/recommendations?user=u1&filter=garbage", None, 422, "is not FIELD=VALUE"),
+        ("GET", "/recommendations?user=u1&sort=asc", None, 422, "unknown parameter(s) sort"),
+        ("POST", "/recommendations", {"user": "u1", "k": 51}, 422, "k must be an integer between 1 and 50"),
+        ("POST", "/recommendations", {"user": "u1", "k": "10"}, 422, "k: Input should be a valid integer"),
+        ("POST", "/recommendations", {"user": "u1", "k": 2.5}, 422, "k: Input should be a valid integer"),
+        ("POST", "/recommendations", {"user": ["u1"]}, 422, "user"),
+        ("POST", "/recommendations", {"user": "u1", "colour": "red"}, 422, "unknown field 'colour'"),
+        ("POST", "/recommendations", {"user": "u1", "filters": {"nope": "x"}}, 422, "unknown filter field 'nope'"),
+        ("POST", "/recommendations", {"user": "u1", "filters": {"year": {"between": 1}}}, 422, "filters.year"),
+        ("POST", "/recommendations", {"user": "u1", "filters": {"text": "x"}}, 422, "cannot be filtered exactly"),
+        ("POST", "/recommendations", {"user": "u1", "context_items": ["x"] * 51}, 422, "context_items"),
+        ("POST", "/recommendations", None, 422, "a JSON body is required"),
+        ("POST", "/events", {"events": []}, 422, "events"),
+        ("POST", "/events", {"events": [{"user": "u1"}]}, 422, "events.0.item: Field required"),
+        (
+            "POST",
+            "/events",
+            {"events": [{"user": "u1", "item": "space-1", "type": "teleport"}]},
+            422,
+            "unknown event type",
+        ),
+        ("POST", "/events", {"events": [{"user": "u1", "item": "no-such-item", "type": "click"}]}, 422, "unknown item"),
+        ("POST", "/events", {"events": [{"user": "u1", "item": "space-1", "type": "rating"}]}, 422, "missing value"),
+        (
+            "POST",
+            "/events",
+            {"events": [{"user": "u1", "item": "space-1", "type": "click", "timestamp": "yesterday"}]},
+            422,
+            "bad timestamp",
+        ),
+        (
+            "POST",
+            "/events",
+            {"events": [{"user": "u1", "item": "space-1", "type": "click"}] * 1001},
+            413,
+            "at most 1000 events",
+        ),
+        ("DELETE", "/recommendations", None, 405, "Method Not Allowed"),
+        ("GET", "/no-such-path", None, 404, "Not Found"),
+    ],
+)
 def test_bad_requests_get_a_4xx_with_a_message(api, method, path, body, code, fragment):
     _assert_error(*api.call(method, path, body), code, fragment)
 
@@ -290,10 +371,17 @@ def test_malformed_and_oversized_bodies(api):
 
 # --- experiments through the API ---------------------------------------------------------------------------
 
+
 def _events_of(es, settings, request_id, kind):
     es.indices.refresh(index=settings.index("events"))
-    return [h["_source"] for h in es.search(index=settings.index("events"), size=50, query={"bool": {"filter": [
-        {"term": {"request_id": request_id}}, {"term": {"type": kind}}]}})["hits"]["hits"]]
+    return [
+        h["_source"]
+        for h in es.search(
+            index=settings.index("events"),
+            size=50,
+            query={"bool": {"filter": [{"term": {"request_id": request_id}}, {"term": {"type": kind}}]}},
+        )["hits"]["hits"]
+    ]
 
 
 def test_ab_arms_and_event_attribution(api, service, world, es):
@@ -301,8 +389,14 @@ def test_ab_arms_and_event_attribution(api, service, world, es):
 
     settings, _ = world
     store = ExperimentStore(es, settings)
-    exp = store.create(Experiment("api-ab", arms=(Arm("control", model="sim@1"), Arm("treatment", model="sim@2")),
-                                  holdout=0.2, salt="api-ab-salt"))
+    exp = store.create(
+        Experiment(
+            "api-ab",
+            arms=(Arm("control", model="sim@1"), Arm("treatment", model="sim@2")),
+            holdout=0.2,
+            salt="api-ab-salt",
+        )
+    )
     store.start("api-ab")
     service.refresh()
     try:
@@ -318,24 +412,44 @@ def test_ab_arms_and_event_attribution(api, service, world, es):
         assert {b["arm"] for b in served.values()} == {"control", "treatment", HOLDOUT}
         user, body = next((u, b) for u, b in served.items() if b["arm"] == "control")
         clicked = body["items"][2]
-        click = {"user": user, "item": clicked["item_id"], "type": "click", "request_id": body["request_id"],
-                 "timestamp": int(time.time() * 1000)}
+        click = {
+            "user": user,
+            "item": clicked["item_id"],
+            "type": "click",
+            "request_id": body["request_id"],
+            "timestamp": int(time.time() * 1000),
+        }
         status, _, out = api.call("POST", "/events", {"events": [click]})
         assert status == 200 and (out["accepted"], out["attributed"], out["duplicates"]) == (1, 1, 0), out
         stored = _events_of(es, settings, body["request_id"], "click")
         assert [(e["arm"], e["model_version"], e["position"]) for e in stored] == [("api-ab/control", "sim@1", 3)]
         again = api.call("POST", "/events", {"events": [click]})[2]
         assert (again["accepted"], again["duplicates"]) == (0, 1)
-        stray = api.call("POST", "/events", {"events": [{"user": user, "item": "space-2", "type": "click",
-                                                          "request_id": "not-a-served-request"}]})[2]
+        stray = api.call(
+            "POST",
+            "/events",
+            {"events": [{"user": user, "item": "space-2", "type": "click", "request_id": "not-a-served-request"}]},
+        )[2]
         assert (stray["accepted"], stray["attributed"]) == (1, 0)
         # a request this process no longer remembers is found among the stored impressions
         assert service.writer.flush(10)
         es.indices.refresh(index=settings.index("events"))
         other_user, other = next((u, b) for u, b in served.items() if b["arm"] == "treatment")
         service._requests.pop(other["request_id"])
-        out = api.call("POST", "/events", {"events": [{"user": other_user, "item": other["items"][0]["item_id"],
-                                                        "type": "purchase", "request_id": other["request_id"]}]})[2]
+        out = api.call(
+            "POST",
+            "/events",
+            {
+                "events": [
+                    {
+                        "user": other_user,
+                        "item": other["items"][0]["item_id"],
+                        "type": "purchase",
+                        "request_id": other["request_id"],
+                    }
+                ]
+            },
+        )[2]
         assert out["attributed"] == 1
         assert _events_of(es, settings, other["request_id"], "purchase")[0]["arm"] == "api-ab/treatment"
         rep = report(es, settings, "api-ab", n_boot=200)
@@ -353,8 +467,14 @@ def test_ab_arms_and_event_attribution(api, service, world, es):
 def test_interleaving_serves_merged_lists_with_teams(api, service, world, es):
     settings, _ = world
     store = ExperimentStore(es, settings)
-    exp = store.create(Experiment("api-tdi", arms=(Arm("control", model="sim@1"), Arm("treatment", model="sim@2")),
-                                  type="interleaving", salt="api-tdi-salt"))
+    exp = store.create(
+        Experiment(
+            "api-tdi",
+            arms=(Arm("control", model="sim@1"), Arm("treatment", model="sim@2")),
+            type="interleaving",
+            salt="api-tdi-salt",
+        )
+    )
     store.start("api-tdi")
     service.refresh()
     try:
@@ -363,14 +483,22 @@ def test_interleaving_serves_merged_lists_with_teams(api, service, world, es):
         assert body["arm"] == INTERLEAVED and body["model_version"] == "sim@1+sim@2"
         teams = [it["team"] for it in body["items"]]
         assert len(body["items"]) == 6 and abs(teams.count("control") - teams.count("treatment")) <= 1
-        assert all(it["model_version"] == {"control": "sim@1", "treatment": "sim@2"}[it["team"]] for it in body["items"])
+        assert all(
+            it["model_version"] == {"control": "sim@1", "treatment": "sim@2"}[it["team"]] for it in body["items"]
+        )
         pick = next(it for it in body["items"] if it["team"] == "treatment")
-        out = api.call("POST", "/events", {"events": [{"user": "u5", "item": pick["item_id"], "type": "click",
-                                                        "request_id": body["request_id"]}]})[2]
+        out = api.call(
+            "POST",
+            "/events",
+            {"events": [{"user": "u5", "item": pick["item_id"], "type": "click", "request_id": body["request_id"]}]},
+        )[2]
         assert out["attributed"] == 1
         stored = _events_of(es, settings, body["request_id"], "click")
         assert (stored[0]["arm"], stored[0]["model_version"], stored[0]["position"]) == (
-            "api-tdi/treatment", "sim@2", pick["position"])
+            "api-tdi/treatment",
+            "sim@2",
+            pick["position"],
+        )
         assert service.writer.flush(10)
         shown = _events_of(es, settings, body["request_id"], "impression")
         assert sorted(e["arm"] for e in shown) == sorted(f"api-tdi/{t}" for t in teams)
@@ -399,10 +527,34 @@ def test_small_simulated_experiment_end_to_end(api, service, world, es, tmp_path
     arms = [{"name": "control", "model": "sim@1"}, {"name": "treatment", "model": "sim@2"}]
     service.config = dataclasses.replace(service.config, experiment_refresh_s=0.2)
     try:
-        ab = sim.run_experiment(es, settings, api_client, heldout, experiment_id="sim-ab", arms=arms, sessions=2, k=5,
-                                concurrency=2, reps=300, n_boot=500, out_dir=tmp_path)
-        tdi = sim.run_experiment(es, settings, api_client, heldout, experiment_id="sim-tdi", arms=arms,
-                                 type_="interleaving", sessions=3, k=5, concurrency=2, reps=300, n_boot=500)
+        ab = sim.run_experiment(
+            es,
+            settings,
+            api_client,
+            heldout,
+            experiment_id="sim-ab",
+            arms=arms,
+            sessions=2,
+            k=5,
+            concurrency=2,
+            reps=300,
+            n_boot=500,
+            out_dir=tmp_path,
+        )
+        tdi = sim.run_experiment(
+            es,
+            settings,
+            api_client,
+            heldout,
+            experiment_id="sim-tdi",
+            arms=arms,
+            type_="interleaving",
+            sessions=3,
+            k=5,
+            concurrency=2,
+            reps=300,
+            n_boot=500,
+        )
     finally:
         service.config = dataclasses.replace(service.config, experiment_refresh_s=60)
         service.refresh()
@@ -417,6 +569,8 @@ def test_small_simulated_experiment_end_to_end(api, service, world, es, tmp_path
     assert tdi["report"]["interleaving"]["winner"] == "treatment"
     # The team-draft coin is seeded by each request's random id: 3 sessions leave room for that.
     assert tdi["users_needed_80pct"]["preference"] is not None and tdi["report"]["interleaving"]["p_value"] < 0.05, (
-        tdi["report"]["interleaving"], tdi["users_needed_80pct"])
+        tdi["report"]["interleaving"],
+        tdi["users_needed_80pct"],
+    )
     # the users' histories were put back: the simulated clicks do not leak into the next test
     assert sim.snapshot_users(es, settings, sorted(heldout)) == before

@@ -18,11 +18,10 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 from test_serve import Server
 
 T0 = 1_600_000_000  # epoch seconds, 2020
-EMOJI_USER = "\U0001F600" * 256  # 256 characters, 1,024 UTF-8 bytes
+EMOJI_USER = "\U0001f600" * 256  # 256 characters, 1,024 UTF-8 bytes
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +35,23 @@ def world(es, es_settings, tmp_path_factory):
     settings = dataclasses.replace(es_settings, index_prefix=prefix)
     tmp = tmp_path_factory.mktemp("bounds-world")
     words = ["dogs", "cats", "rockets", "bread", "ghosts", "tennis", "storms", "pirates"]
-    items = [{"id": f"i{n}", "title": f"A story about {w}", "genre": "a" if n % 2 else "b", "year": 1990 + n,
-              "added": f"2020-01-0{n + 1}", "free": n % 2 == 0} for n, w in enumerate(words)]
+    items = [
+        {
+            "id": f"i{n}",
+            "title": f"A story about {w}",
+            "genre": "a" if n % 2 else "b",
+            "year": 1990 + n,
+            "added": f"2020-01-0{n + 1}",
+            "free": n % 2 == 0,
+        }
+        for n, w in enumerate(words)
+    ]
     (tmp / "items.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
     source = ItemSource(template="{title}", field_types={"year": "integer", "added": "date", "free": "boolean"})
     assert ingest_items(es, settings, tmp / "items.jsonl", source, embedder=Embedder()).written == 8
-    (tmp / "events.jsonl").write_text(json.dumps({"user": "u1", "item": "i0", "type": "rating", "value": 5,
-                                                  "timestamp": T0}) + "\n")
+    (tmp / "events.jsonl").write_text(
+        json.dumps({"user": "u1", "item": "i0", "type": "rating", "value": 5, "timestamp": T0}) + "\n"
+    )
     assert ingest_events(es, settings, tmp / "events.jsonl", progress=False).written == 1
     yield settings, tmp
     names = list(es.indices.get(index=f"{prefix}-*", expand_wildcards="all", ignore_unavailable=True))
@@ -78,29 +87,48 @@ def _error(result, code, *fragments):
 
 # --- every former 500 is a 4xx naming what is wrong ---------------------------------------------
 
-@pytest.mark.parametrize("method,path,body,fragments", [
-    ("GET", "/recommendations?k=1&context=", None, ["context", "empty"]),
-    ("GET", "/recommendations?k=1&filter=year>=abc", None, ["'year'", "'abc'", "whole number"]),
-    ("GET", "/recommendations?k=1&filter=free=maybe", None, ["'free'", "true or false"]),
-    ("GET", "/recommendations?k=1&filter=added>=yesterday", None, ["'added'", "not a date"]),
-    ("GET", "/recommendations?k=1&filter=year=99999999999", None, ["'year'", "outside the range of integer"]),
-    ("GET", f"/recommendations?k=1&user={urllib.parse.quote(EMOJI_USER)}", None, ["user", "1024 bytes"]),
-    ("POST", "/recommendations", {"k": 1, "filters": {"year": "abc"}}, ["'year'", "whole number"]),
-    ("POST", "/recommendations", {"k": 1, "filters": {"year": True}}, ["'year'", "whole number"]),
-    ("POST", "/recommendations", {"k": 1, "filters": {"year": {"gte": "now"}}}, ["'year'", "'now'"]),
-    ("POST", "/recommendations", {"k": 1, "filters": {"indexed_at": {"gte": "01/01/2020"}}},
-     ["'indexed_at'", "not a date"]),
-    ("POST", "/recommendations", {"k": 1, "filters": {"genre": True}}, ["'genre'", "not text"]),
-    ("POST", "/recommendations", {"k": 1, "user": EMOJI_USER}, ["user", "1024 bytes"]),
-    ("POST", "/recommendations", {"k": 1, "context_items": ["i1", "x" * 600]}, ["context_items.1", "600 bytes"]),
-])
+
+@pytest.mark.parametrize(
+    "method,path,body,fragments",
+    [
+        ("GET", "/recommendations?k=1&context=", None, ["context", "empty"]),
+        ("GET", "/recommendations?k=1&filter=year>=abc", None, ["'year'", "'abc'", "whole number"]),
+        ("GET", "/recommendations?k=1&filter=free=maybe", None, ["'free'", "true or false"]),
+        ("GET", "/recommendations?k=1&filter=added>=yesterday", None, ["'added'", "not a date"]),
+        ("GET", "/recommendations?k=1&filter=year=99999999999", None, ["'year'", "outside the range of integer"]),
+        ("GET", f"/recommendations?k=1&user={urllib.parse.quote(EMOJI_USER)}", None, ["user", "1024 bytes"]),
+        ("POST", "/recommendations", {"k": 1, "filters": {"year": "abc"}}, ["'year'", "whole number"]),
+        ("POST", "/recommendations", {"k": 1, "filters": {"year": True}}, ["'year'", "whole number"]),
+        ("POST", "/recommendations", {"k": 1, "filters": {"year": {"gte": "now"}}}, ["'year'", "'now'"]),
+        (
+            "POST",
+            "/recommendations",
+            {"k": 1, "filters": {"indexed_at": {"gte": "01/01/2020"}}},
+            ["'indexed_at'", "not a date"],
+        ),
+        ("POST", "/recommendations", {"k": 1, "filters": {"genre": True}}, ["'genre'", "not text"]),
+        ("POST", "/recommendations", {"k": 1, "user": EMOJI_USER}, ["user", "1024 bytes"]),
+        ("POST", "/recommendations", {"k": 1, "context_items": ["i1", "x" * 600]}, ["context_items.1", "600 bytes"]),
+    ],
+)
 def test_former_500s_are_422_naming_the_field(api, method, path, body, fragments):
     _error(api.call(method, path, body), 422, *fragments)
 
 
 def test_filters_that_fit_their_types_still_work(api):
-    status, _, body = api.call("POST", "/recommendations", {"query": "a story", "k": 8, "filters": {
-        "year": {"gte": "1992", "lt": 1996.0}, "added": {"gte": "2020-01-02T00:00:00Z"}, "free": "true"}})
+    status, _, body = api.call(
+        "POST",
+        "/recommendations",
+        {
+            "query": "a story",
+            "k": 8,
+            "filters": {
+                "year": {"gte": "1992", "lt": 1996.0},
+                "added": {"gte": "2020-01-02T00:00:00Z"},
+                "free": "true",
+            },
+        },
+    )
     assert status == 200, body
     assert sorted(it["item_id"] for it in body["items"]) == ["i2", "i4"]
     status, _, body = api.call("GET", "/recommendations?query=story&k=8&filter=free=false&filter=year<1994")
@@ -119,21 +147,32 @@ def _stored_for(es, settings, user):
 def test_long_ids_are_refused_before_anything_is_stored(api, world, es):
     settings, _ = world
     for user in (EMOJI_USER, "u" * 600):
-        _, body = _error(api.call("POST", "/events", {"events": [{"user": user, "item": "i1", "type": "click"}]}),
-                         422, "events.0.user", "bytes in UTF-8; at most 512")
+        _, body = _error(
+            api.call("POST", "/events", {"events": [{"user": user, "item": "i1", "type": "click"}]}),
+            422,
+            "events.0.user",
+            "bytes in UTF-8; at most 512",
+        )
         assert _stored_for(es, settings, user) == 0 and not _users_doc(es, settings, user)
-    _error(api.call("POST", "/events", {"events": [{"user": "u1", "item": "i" * 513, "type": "click"}]}),
-           422, "events.0.item", "513 bytes")
+    _error(
+        api.call("POST", "/events", {"events": [{"user": "u1", "item": "i" * 513, "type": "click"}]}),
+        422,
+        "events.0.item",
+        "513 bytes",
+    )
 
 
-@pytest.mark.parametrize("event,reason", [
-    ({"timestamp": "9999-12-31T00:00:00Z"}, "implausible timestamp"),
-    ({"timestamp": 253_402_000_000_000}, "implausible timestamp"),  # epoch ms in the year 9999
-    ({"timestamp": "0001-01-01"}, "implausible timestamp"),
-    ({"timestamp": -86_400}, "implausible timestamp"),
-    ({"type": "rating", "value": 1000}, "implausible rating"),
-    ({"type": "rating", "value": -5}, "implausible rating"),
-])
+@pytest.mark.parametrize(
+    "event,reason",
+    [
+        ({"timestamp": "9999-12-31T00:00:00Z"}, "implausible timestamp"),
+        ({"timestamp": 253_402_000_000_000}, "implausible timestamp"),  # epoch ms in the year 9999
+        ({"timestamp": "0001-01-01"}, "implausible timestamp"),
+        ({"timestamp": -86_400}, "implausible timestamp"),
+        ({"type": "rating", "value": 1000}, "implausible rating"),
+        ({"type": "rating", "value": -5}, "implausible rating"),
+    ],
+)
 def test_implausible_events_are_rejected_with_reasons(api, world, es, event, reason):
     settings, _ = world
     user = f"p-{uuid.uuid4().hex[:8]}"
@@ -150,10 +189,17 @@ def test_plausible_events_are_stored_and_bounds_round_trip(api, world, es):
     settings, _ = world
     user = f"ok-{uuid.uuid4().hex[:8]}"
     now = int(time.time())
-    status, _, body = api.call("POST", "/events", {"events": [
-        {"user": user, "item": "i1", "type": "rating", "value": 0.5, "timestamp": now - 10},
-        {"user": user, "item": "i2", "type": "rating", "value": 5, "timestamp": now + 3600},  # clocks drift
-        {"user": user, "item": "i3", "type": "click", "timestamp": now + 3 * 86_400}]})
+    status, _, body = api.call(
+        "POST",
+        "/events",
+        {
+            "events": [
+                {"user": user, "item": "i1", "type": "rating", "value": 0.5, "timestamp": now - 10},
+                {"user": user, "item": "i2", "type": "rating", "value": 5, "timestamp": now + 3600},  # clocks drift
+                {"user": user, "item": "i3", "type": "click", "timestamp": now + 3 * 86_400},
+            ]
+        },
+    )
     assert status == 200 and body["accepted"] == 2, body
     assert [r["reason"] for r in body["rejected"]] == ["implausible timestamp"]
     assert _stored_for(es, settings, user) == 2
@@ -168,12 +214,14 @@ def test_ingest_refuses_the_same_rows(world, es, tmp_path):
     from vecrank.ingest.events import ingest_events
 
     settings, _ = world
-    rows = [{"user": "v1", "item": "i1", "type": "rating", "value": 4.5, "timestamp": T0},
-            {"user": "v1", "item": "i2", "type": "rating", "value": 1000, "timestamp": T0},
-            {"user": "v1", "item": "i3", "type": "rating", "value": -5, "timestamp": T0},
-            {"user": "v1", "item": "i4", "type": "click", "timestamp": "9999-01-01"},
-            {"user": "v1", "item": "i5", "type": "click", "timestamp": "0001-01-01"},
-            {"user": EMOJI_USER, "item": "i6", "type": "click", "timestamp": T0}]
+    rows = [
+        {"user": "v1", "item": "i1", "type": "rating", "value": 4.5, "timestamp": T0},
+        {"user": "v1", "item": "i2", "type": "rating", "value": 1000, "timestamp": T0},
+        {"user": "v1", "item": "i3", "type": "rating", "value": -5, "timestamp": T0},
+        {"user": "v1", "item": "i4", "type": "click", "timestamp": "9999-01-01"},
+        {"user": "v1", "item": "i5", "type": "click", "timestamp": "0001-01-01"},
+        {"user": EMOJI_USER, "item": "i6", "type": "click", "timestamp": T0},
+    ]
     path = tmp_path / "events.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     dead = tmp_path / "dead.jsonl"
@@ -186,6 +234,7 @@ def test_ingest_refuses_the_same_rows(world, es, tmp_path):
 
 # --- bodies --------------------------------------------------------------------------------------
 
+
 def _chunked(port: int, total: int, *, finish: bool, chunk: int = 64 * 1024) -> tuple[int | None, int, float]:
     """POST ``total`` bytes of a JSON-ish body in chunks; returns (status, bytes sent, seconds to
     the answer). Without ``finish`` the body never ends: only a server that stops reading at its
@@ -194,8 +243,10 @@ def _chunked(port: int, total: int, *, finish: bool, chunk: int = 64 * 1024) -> 
     sock = socket.create_connection(("127.0.0.1", port), timeout=15)
     sent = 0
     try:
-        sock.sendall(b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n")
+        sock.sendall(
+            b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
         piece = b'{"events": [' + b" " * (chunk - 12)
         try:
             while sent < total:
@@ -236,8 +287,10 @@ def test_chunked_bodies_are_limited_while_read(api):
 
 # --- errors ------------------------------------------------------------------------------------
 
-def test_unexpected_errors_are_logged_once_and_permanent_ones_are_500(api, service, world, es_settings, caplog,
-                                                                       monkeypatch):
+
+def test_unexpected_errors_are_logged_once_and_permanent_ones_are_500(
+    api, service, world, es_settings, caplog, monkeypatch
+):
     from vecrank.serve import RecommendService, ServeConfig, create_app
 
     def broken(**kwargs):
@@ -251,8 +304,10 @@ def test_unexpected_errors_are_logged_once_and_permanent_ones_are_500(api, servi
     assert len(tracebacks) == 1 and "boom" in str(tracebacks[0].exc_info[1]), [r.getMessage() for r in caplog.records]
     monkeypatch.undo()
     # No items index is not something a retry mends: 500 with a message that says what is missing.
-    empty = RecommendService(dataclasses.replace(es_settings, index_prefix=f"vrb-none-{uuid.uuid4().hex[:6]}"),
-                             ServeConfig(log_exposures=False, log_features=False))
+    empty = RecommendService(
+        dataclasses.replace(es_settings, index_prefix=f"vrb-none-{uuid.uuid4().hex[:6]}"),
+        ServeConfig(log_exposures=False, log_features=False),
+    )
     try:
         with Server(create_app(empty, threads=2, auth=False, warm_up=False)) as bare:
             headers, body = _error(bare.call("GET", "/recommendations?query=dogs&k=1"), 500, "items")
@@ -273,6 +328,7 @@ def test_openapi_lists_every_status(api):
 
 # --- a slow Elasticsearch ------------------------------------------------------------------------
 
+
 class SlowProxy:
     """A TCP proxy on loopback to the test node that holds each answer ``delay`` seconds before
     passing it on (TLS goes through untouched: it only moves bytes)."""
@@ -284,7 +340,8 @@ class SlowProxy:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._handle, "127.0.0.1", 0), self.loop).result(10)
+            asyncio.start_server(self._handle, "127.0.0.1", 0), self.loop
+        ).result(10)
         self.port = self.server.sockets[0].getsockname()[1]
 
     async def _handle(self, reader, writer):
@@ -346,8 +403,17 @@ def test_a_slow_elasticsearch_costs_requests_their_budget_not_the_health(world, 
     url = urllib.parse.urlsplit(settings.es_url)
     proxy = SlowProxy(url.hostname, url.port)
     slow = dataclasses.replace(settings, es_url=f"{url.scheme}://127.0.0.1:{proxy.port}")
-    service = RecommendService(slow, ServeConfig(request_budget_s=1.0, max_in_flight=3, log_exposures=False,
-                                                 log_features=False, experiment_refresh_s=0.2, model_refresh_s=0.2))
+    service = RecommendService(
+        slow,
+        ServeConfig(
+            request_budget_s=1.0,
+            max_in_flight=3,
+            log_exposures=False,
+            log_features=False,
+            experiment_refresh_s=0.2,
+            model_refresh_s=0.2,
+        ),
+    )
     try:
         with Server(create_app(service, threads=2, auth=False)) as api:
             status, _, body, _ = _timed(api, "/recommendations?query=dogs&k=3")

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from test_serve import Server
 
 PORT = int(os.environ.get("VECRANK_TEST_RECOVERY_PORT", "9276"))
@@ -32,15 +31,19 @@ def test_service_recovers_after_the_node_restarts(tmp_path, es_settings):
     base = tmp_path / "state"
     localnode.up(port=PORT, base=base, heap="256m")
     try:
-        settings = Settings.load({"index_prefix": "recovery"}, env={}, config_path=REPO / "tests/data/empty-config.toml",
-                                 state_dir=base)
+        settings = Settings.load(
+            {"index_prefix": "recovery"}, env={}, config_path=REPO / "tests/data/empty-config.toml", state_dir=base
+        )
         client = make_client(settings)
-        items = [{"id": f"i{n}", "title": f"A story about {w}"} for n, w in
-                 enumerate(["dogs", "cats", "rockets", "bread", "ghosts", "tennis", "storms", "pirates"])]
+        items = [
+            {"id": f"i{n}", "title": f"A story about {w}"}
+            for n, w in enumerate(["dogs", "cats", "rockets", "bread", "ghosts", "tennis", "storms", "pirates"])
+        ]
         (tmp_path / "items.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
         ingest_items(client, settings, tmp_path / "items.jsonl", ItemSource(template="{title}"), embedder=Embedder())
-        (tmp_path / "events.jsonl").write_text(json.dumps(
-            {"user": "u1", "item": "i0", "type": "rating", "value": 5, "timestamp": 1_600_000_000}) + "\n")
+        (tmp_path / "events.jsonl").write_text(
+            json.dumps({"user": "u1", "item": "i0", "type": "rating", "value": 5, "timestamp": 1_600_000_000}) + "\n"
+        )
         ingest_events(client, settings, tmp_path / "events.jsonl", progress=False)
 
         service = RecommendService(settings, ServeConfig(experiment_refresh_s=0.5, model_refresh_s=0.5))
@@ -71,8 +74,11 @@ def test_service_recovers_after_the_node_restarts(tmp_path, es_settings):
                 time.sleep(1)
             assert status == 200 and len(body["items"]) == 3
             assert api.call("GET", "/health")[0] == 200
-            status, _, out = api.call("POST", "/events", {"events": [{"user": "u1", "item": "i1", "type": "click",
-                                                                       "request_id": body["request_id"]}]})
+            status, _, out = api.call(
+                "POST",
+                "/events",
+                {"events": [{"user": "u1", "item": "i1", "type": "click", "request_id": body["request_id"]}]},
+            )
             assert status == 200 and out["attributed"] == 1
             assert service.writer.flush(30)  # exposures written after the restart
             client.indices.refresh(index=settings.index("events"))

@@ -18,8 +18,13 @@ def test_writes_in_batches_and_counts_duplicates_as_written(es, settings_for):
         writer.put(_action(index, n) for n in range(20))
         assert writer.flush(30)
         # a duplicate (409: already stored), a document the mapping refuses (400), a good one
-        writer.put([_action(index, 3), {"_op_type": "index", "_index": index, "_id": "x", "_source": {"n": "nan?"}},
-                    {"_op_type": "index", "_index": index, "_id": "y", "_source": {"n": 99}}])
+        writer.put(
+            [
+                _action(index, 3),
+                {"_op_type": "index", "_index": index, "_id": "x", "_source": {"n": "nan?"}},
+                {"_op_type": "index", "_index": index, "_id": "y", "_source": {"n": 99}},
+            ]
+        )
         assert writer.flush(30)
     finally:
         writer.close()

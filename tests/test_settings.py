@@ -18,11 +18,22 @@ def local_state(tmp_path: Path) -> Path:
     es_dir.mkdir(parents=True)
     (es_dir / "elastic.password").write_text("local-secret\n")
     (es_dir / "ca.crt").write_text("not read by Settings\n")
-    (es_dir / "node.json").write_text(json.dumps({
-        "url": "https://127.0.0.1:9333", "version": "9.5.2", "es_home": "/x", "java_home": "/y", "tls": True,
-        "user": "elastic", "password_file": str(es_dir / "elastic.password"), "ca_certs": str(es_dir / "ca.crt"),
-        "heap": "512m", "nodes": [],
-    }))
+    (es_dir / "node.json").write_text(
+        json.dumps(
+            {
+                "url": "https://127.0.0.1:9333",
+                "version": "9.5.2",
+                "es_home": "/x",
+                "java_home": "/y",
+                "tls": True,
+                "user": "elastic",
+                "password_file": str(es_dir / "elastic.password"),
+                "ca_certs": str(es_dir / "ca.crt"),
+                "heap": "512m",
+                "nodes": [],
+            }
+        )
+    )
     return tmp_path / "state"
 
 

@@ -18,8 +18,10 @@ from vecrank.ingest.events import ingest_events
 from vecrank.ingest.items import ItemSource, ingest_items
 
 T0 = 1_700_000_000  # epoch seconds
-ITEMS = [{"id": f"m{n}", "title": f"A film about {w}"} for n, w in enumerate(
-    "space cooking horror sport music history war love crime school".split())]
+ITEMS = [
+    {"id": f"m{n}", "title": f"A film about {w}"}
+    for n, w in enumerate("space cooking horror sport music history war love crime school".split())
+]
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +48,13 @@ def _rating(user, n, t, value=4.5):
 def _implied(es, settings, user):
     """What the events index says the user's document holds (computed here, independently)."""
     es.indices.refresh(index=settings.index("events"))
-    hits = es.search(index=settings.index("events"), size=200, track_total_hits=True,
-                     query={"bool": {"filter": [{"term": {"user_id": user}}],
-                                     "must_not": [{"term": {"type": "impression"}}]}},
-                     sort=[{"timestamp": "desc"}, {"event_id": "desc"}])["hits"]
+    hits = es.search(
+        index=settings.index("events"),
+        size=200,
+        track_total_hits=True,
+        query={"bool": {"filter": [{"term": {"user_id": user}}], "must_not": [{"term": {"type": "impression"}}]}},
+        sort=[{"timestamp": "desc"}, {"event_id": "desc"}],
+    )["hits"]
     return [h["_source"]["event_id"] for h in hits["hits"]], hits["total"]["value"]
 
 
@@ -79,8 +84,9 @@ def test_a_batch_stopped_before_its_users_is_repaired_by_the_retry(es, settings_
 
 
 def test_impressions_never_evict_interactions(es, settings_for, catalog, tmp_path):
-    ingest_events(es, settings_for, _events(tmp_path / "a.jsonl", [_rating("u1", n, n) for n in range(3)]),
-                  progress=False)
+    ingest_events(
+        es, settings_for, _events(tmp_path / "a.jsonl", [_rating("u1", n, n) for n in range(3)]), progress=False
+    )
     shown = [{"user": "u1", "item": f"m{n % 10}", "type": "impression", "timestamp": T0 + 100 + n} for n in range(250)]
     ingest_events(es, settings_for, _events(tmp_path / "i.jsonl", shown), progress=False, max_history=200)
     history, n_events, doc = _stored(es, settings_for, "u1")
@@ -88,8 +94,12 @@ def test_impressions_never_evict_interactions(es, settings_for, catalog, tmp_pat
 
 
 def test_users_rebuild_restores_a_lost_or_damaged_user(es, settings_for, catalog, tmp_path, capsys):
-    ingest_events(es, settings_for, _events(tmp_path / "a.jsonl", [_rating(u, n, n * 10) for u in ("u1", "u2")
-                                                                    for n in range(5)]), progress=False)
+    ingest_events(
+        es,
+        settings_for,
+        _events(tmp_path / "a.jsonl", [_rating(u, n, n * 10) for u in ("u1", "u2") for n in range(5)]),
+        progress=False,
+    )
     expected = {u: _stored(es, settings_for, u)[:2] for u in ("u1", "u2")}
     es.delete(index=settings_for.index("users"), id="u1", refresh=True)
     es.update(index=settings_for.index("users"), id="u2", doc={"history": [], "n_events": 0}, refresh=True)
@@ -111,8 +121,20 @@ def test_ingest_killed_at_any_point_then_rerun_loses_and_duplicates_nothing(es, 
     for round_, kill_at in enumerate((150, 700, 1300, 1900)):
         rows = [_rating(users[n % 40], n, round_ * 100_000 + n, value=4.0 + (n % 2)) for n in range(2000)]
         path = _events(tmp_path / f"r{round_}.jsonl", rows)
-        cmd = [sys.executable, "-m", "vecrank", *connection_args(settings_for), "--index-prefix",
-               settings_for.index_prefix, "ingest", "events", str(path), "--batch-size", "50", "--json"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "vecrank",
+            *connection_args(settings_for),
+            "--index-prefix",
+            settings_for.index_prefix,
+            "ingest",
+            "events",
+            str(path),
+            "--batch-size",
+            "50",
+            "--json",
+        ]
         stored_before = es.count(index=events_index)["count"] if es.indices.exists(index=events_index) else 0
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 120
@@ -154,17 +176,23 @@ def test_the_services_retry_of_a_stored_batch_reaches_the_users(es, settings_for
 
 
 def test_the_service_and_ingest_name_the_same_event_alike(es, settings_for, catalog, tmp_path):
-    from vecrank.serve import create_app
-    from vecrank.serve.service import RecommendService, ServeConfig
     from test_serve import Server
 
-    ingest_events(es, settings_for, _events(tmp_path / "f.jsonl", [
-        {"user": 7, "item": "m1", "type": "click", "timestamp": T0}]), progress=False)
+    from vecrank.serve import create_app
+    from vecrank.serve.service import RecommendService, ServeConfig
+
+    ingest_events(
+        es,
+        settings_for,
+        _events(tmp_path / "f.jsonl", [{"user": 7, "item": "m1", "type": "click", "timestamp": T0}]),
+        progress=False,
+    )
     service = RecommendService(settings_for, ServeConfig(log_exposures=False, log_features=False))
     try:
         with Server(create_app(service, threads=2, auth=False)) as api:
-            status, _, body = api.call("POST", "/events", {"events": [
-                {"user": 7.0, "item": " m1 ", "type": "click", "timestamp": T0}]})
+            status, _, body = api.call(
+                "POST", "/events", {"events": [{"user": 7.0, "item": " m1 ", "type": "click", "timestamp": T0}]}
+            )
     finally:
         service.close()
     assert status == 200 and (body["accepted"], body["duplicates"]) == (0, 1), body  # the same event id

@@ -55,7 +55,13 @@ def explain_error(exc: BaseException, settings: Settings) -> ElasticsearchUnavai
 
     url = settings.display_url
     if isinstance(exc, AuthenticationException):
-        who = "with the API key" if settings.es_api_key else f"as user {settings.es_user!r}" if settings.es_user else "without credentials"
+        who = (
+            "with the API key"
+            if settings.es_api_key
+            else f"as user {settings.es_user!r}"
+            if settings.es_user
+            else "without credentials"
+        )
         return ElasticsearchUnavailable(
             f"authentication failed at {url} {who} (HTTP 401); check VECRANK_ES_PASSWORD / VECRANK_ES_API_KEY"
         )

@@ -89,10 +89,19 @@ class Interactions:
             try:
                 ts = int(e["timestamp"])
             except (TypeError, ValueError):
-                raise ValueError(f"event {n} has a timestamp that is not epoch milliseconds: {e['timestamp']!r}") from None
+                raise ValueError(
+                    f"event {n} has a timestamp that is not epoch milliseconds: {e['timestamp']!r}"
+                ) from None
             value = e.get("value")
-            rows.append((ts, str(e["user_id"]), str(e["item_id"]), str(e.get("type")),
-                         float("nan") if value is None else float(value)))
+            rows.append(
+                (
+                    ts,
+                    str(e["user_id"]),
+                    str(e["item_id"]),
+                    str(e.get("type")),
+                    float("nan") if value is None else float(value),
+                )
+            )
         rows.sort(key=lambda r: r[:4])
         user_ids = tuple(sorted({r[1] for r in rows}))
         item_ids = tuple(sorted({r[2] for r in rows}))
@@ -101,11 +110,17 @@ class Interactions:
         kind = np.array([r[3] for r in rows], dtype=object)
         value = np.array([r[4] for r in rows], dtype=np.float64)
         positive = np.isin(kind, list(POSITIVE_TYPES)) | ((kind == RATING_TYPE) & (value >= POSITIVE_MIN_RATING))
-        return cls(user_ids=user_ids, item_ids=item_ids,
-                   user=np.fromiter((users[r[1]] for r in rows), dtype=np.int32, count=len(rows)),
-                   item=np.fromiter((items[r[2]] for r in rows), dtype=np.int32, count=len(rows)),
-                   kind=kind, value=value, timestamp=np.array([r[0] for r in rows], dtype=np.int64),
-                   positive=positive, interaction=kind != IMPRESSION)
+        return cls(
+            user_ids=user_ids,
+            item_ids=item_ids,
+            user=np.fromiter((users[r[1]] for r in rows), dtype=np.int32, count=len(rows)),
+            item=np.fromiter((items[r[2]] for r in rows), dtype=np.int32, count=len(rows)),
+            kind=kind,
+            value=value,
+            timestamp=np.array([r[0] for r in rows], dtype=np.int64),
+            positive=positive,
+            interaction=kind != IMPRESSION,
+        )
 
     def __len__(self) -> int:
         return len(self.timestamp)
@@ -127,15 +142,19 @@ class Interactions:
     def event(self, n: int) -> dict[str, Any]:
         """Event ``n`` as a dict, as the rest of vecrank reads events."""
         value = self.value[n]
-        return {"user_id": self.user_ids[self.user[n]], "item_id": self.item_ids[self.item[n]],
-                "type": self.kind[n], "value": None if np.isnan(value) else float(value),
-                "timestamp": int(self.timestamp[n])}
+        return {
+            "user_id": self.user_ids[self.user[n]],
+            "item_id": self.item_ids[self.item[n]],
+            "type": self.kind[n],
+            "value": None if np.isnan(value) else float(value),
+            "timestamp": int(self.timestamp[n]),
+        }
 
     def by_user(self) -> dict[str, np.ndarray]:
         """User id -> the indices of their events, in time order."""
         order = np.argsort(self.user, kind="stable")
         bounds = np.searchsorted(self.user[order], np.arange(len(self.user_ids) + 1))
-        return {u: order[bounds[n]:bounds[n + 1]] for n, u in enumerate(self.user_ids)}
+        return {u: order[bounds[n] : bounds[n + 1]] for n, u in enumerate(self.user_ids)}
 
 
 def time_index(times: Sequence[int], t_ms: int) -> int:

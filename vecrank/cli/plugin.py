@@ -28,8 +28,12 @@ def plugin_command() -> None:
 
 
 @plugin_command.command("build", short_help="Compile and package the plugin with Maven.")
-@click.option("--es-version", default=None, metavar="9.X.Y",
-              help="Elasticsearch version to build for [default: the local node's, VECRANK_ES_VERSION or the pinned one].")
+@click.option(
+    "--es-version",
+    default=None,
+    metavar="9.X.Y",
+    help="Elasticsearch version to build for [default: the local node's, VECRANK_ES_VERSION or the pinned one].",
+)
 @click.option("--skip-tests", is_flag=True, help="Do not run the Java unit tests.")
 @click.option("--jdk", default=None, help="JDK (21+) home for Maven [default: found like the node's].")
 @json_option
@@ -45,11 +49,20 @@ def build_command(es_version: str | None, skip_tests: bool, jdk: str | None, as_
 
 
 @plugin_command.command("install", short_help="Install the plugin into the local node (restarts it if running).")
-@click.option("--zip", "zip_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="A plugin zip [default: the build for the node's version, rebuilt when older than the sources].")
-@click.option("--no-restart", is_flag=True, help="Leave a running node as it is; it loads the plugin at its next start.")
+@click.option(
+    "--zip",
+    "zip_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A plugin zip [default: the build for the node's version, rebuilt when older than the sources].",
+)
+@click.option(
+    "--no-restart", is_flag=True, help="Leave a running node as it is; it loads the plugin at its next start."
+)
 @click.option("--no-build", is_flag=True, help="Fail instead of building when no up-to-date zip exists.")
-@click.option("--jdk", default=None, help="JDK (21+) home for Maven and the plugin tool [default: found like the node's].")
+@click.option(
+    "--jdk", default=None, help="JDK (21+) home for Maven and the plugin tool [default: found like the node's]."
+)
 @json_option
 def install_command(zip_path: Path | None, no_restart: bool, no_build: bool, jdk: str | None, as_json: bool) -> None:
     """Make a copy of the local node's Elasticsearch with the plugin installed, keyed by version and
@@ -60,8 +73,10 @@ def install_command(zip_path: Path | None, no_restart: bool, no_build: bool, jdk
     if as_json:
         echo_json(result.to_dict())
         return
-    click.echo(f"Plugin {result.zip.version} for Elasticsearch {result.zip.es_version} installed in {result.es_home}"
-               f"{'' if result.created else ' (already there)'}.")
+    click.echo(
+        f"Plugin {result.zip.version} for Elasticsearch {result.zip.es_version} installed in {result.es_home}"
+        f"{'' if result.created else ' (already there)'}."
+    )
     if result.restarted:
         click.echo("The local node was restarted and runs with the plugin.")
     elif result.running:
@@ -96,10 +111,21 @@ def attach_command(model_id: str, version: int | None, as_json: bool) -> None:
     if as_json:
         echo_json(result)
         return
-    click.echo(f"Model {result['model_id']} v{result['version']} can be ranked by the plugin "
-               f"(\"rescore\": {{\"vecrank\": {{\"model\": \"{result['model_id']}\"}}}}):")
-    echo_table([{"feature": f["name"], "source": f["source"], "field": f.get("field", ""),
-                 "transform / param": f.get("transform") or f.get("param", "")} for f in result["plugin_features"]])
+    click.echo(
+        f"Model {result['model_id']} v{result['version']} can be ranked by the plugin "
+        f"(\"rescore\": {{\"vecrank\": {{\"model\": \"{result['model_id']}\"}}}}):"
+    )
+    echo_table(
+        [
+            {
+                "feature": f["name"],
+                "source": f["source"],
+                "field": f.get("field", ""),
+                "transform / param": f.get("transform") or f.get("param", ""),
+            }
+            for f in result["plugin_features"]
+        ]
+    )
 
 
 def _cluster_plugins(ctx) -> dict[str, Any]:
@@ -114,8 +140,10 @@ def _cluster_plugins(ctx) -> dict[str, Any]:
     out = {}
     for info in nodes.values():
         found = [p for p in info.get("plugins", []) if p.get("name") == plugin.PLUGIN_NAME]
-        out[info.get("name", "?")] = {"es_version": info.get("version"),
-                                      "plugin_version": found[0].get("version") if found else None}
+        out[info.get("name", "?")] = {
+            "es_version": info.get("version"),
+            "plugin_version": found[0].get("version") if found else None,
+        }
     return {"nodes": out, "loaded_everywhere": bool(out) and all(n["plugin_version"] for n in out.values())}
 
 
@@ -140,23 +168,42 @@ def status_command(local_only: bool, as_json: bool) -> None:
         built = info["built"]
         installed = info["installed"]
         local = info["local_node"]
+        if built is None:
+            build = "none; run `vecrank plugin build`"
+        else:
+            stale = " (stale: sources changed since)" if built["stale"] else ""
+            other = "" if built["installed"] else " (not the installed build: `vecrank plugin install`)"
+            build = f"{built['path']} for {built['es_version']}{stale}{other}"
+        if installed is None:
+            installed_text = "no"
+        else:
+            versions = f"plugin {installed['plugin_version']}, Elasticsearch {installed['es_version']}"
+            installed_text = f"{installed['es_home']} ({versions})"
+        if local is None:
+            local_text = "not set up"
+        else:
+            running = "running" if local["running"] else "stopped"
+            local_text = f"{running}, {'with' if local['with_plugin'] else 'without'} the plugin"
         rows = [
-            {"what": "sources", "value": f"{info['source']} (plugin {info['source_version']})" if info["source"] else "none (not a checkout)"},
-            {"what": "build", "value": "none; run `vecrank plugin build`" if built is None else
-                f"{built['path']} for {built['es_version']}{' (stale: sources changed since)' if built['stale'] else ''}"
-                f"{'' if built['installed'] else ' (not the installed build: `vecrank plugin install`)'}"},
-            {"what": "installed for local node", "value": "no" if installed is None else
-                f"{installed['es_home']} (plugin {installed['plugin_version']}, Elasticsearch {installed['es_version']})"},
-            {"what": "local node", "value": "not set up" if local is None else
-                f"{'running' if local['running'] else 'stopped'}, {'with' if local['with_plugin'] else 'without'} the plugin"},
+            {
+                "what": "sources",
+                "value": f"{info['source']} (plugin {info['source_version']})"
+                if info["source"]
+                else "none (not a checkout)",
+            },
+            {"what": "build", "value": build},
+            {"what": "installed for local node", "value": installed_text},
+            {"what": "local node", "value": local_text},
         ]
         cluster = info.get("cluster")
         if cluster is not None:
             if "error" in cluster:
                 value = f"unreachable: {cluster['error']}"
             else:
-                value = ", ".join(f"{name}: {n['plugin_version'] or 'missing'} (Elasticsearch {n['es_version']})"
-                                  for name, n in cluster["nodes"].items())
+                value = ", ".join(
+                    f"{name}: {n['plugin_version'] or 'missing'} (Elasticsearch {n['es_version']})"
+                    for name, n in cluster["nodes"].items()
+                )
             rows.append({"what": f"cluster {cluster['url']}", "value": value})
         echo_table(rows)
     cluster = info.get("cluster")

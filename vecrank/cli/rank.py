@@ -13,22 +13,24 @@ from vecrank.cli._common import app, json_option
 def _replay_config(ctx, facets: tuple[str, ...], item_fields: tuple[str, ...], pool: dict[str, int]):
     """The typed pool, state, collaborative and feature settings a model is trained and served with."""
     from vecrank.ingest import indices
-    from vecrank.rank.offline import ReplayConfig
     from vecrank.rank.features import FeatureSpec
-    from vecrank.rank.offline import PoolConfig
+    from vecrank.rank.offline import PoolConfig, ReplayConfig
     from vecrank.rank.state import StateConfig
 
     live = indices.live_index(ctx.client, ctx.settings)
     if live is None:
-        raise click.ClickException(f"no items index behind {indices.alias_name(ctx.settings)}; "
-                                   "run `vecrank ingest items` first")
+        raise click.ClickException(
+            f"no items index behind {indices.alias_name(ctx.settings)}; " "run `vecrank ingest items` first"
+        )
     from vecrank.rank.queries import flatten_mapping
 
     types = flatten_mapping(ctx.client.indices.get_mapping(index=live)[live]["mappings"]["properties"])
     unknown = [f for f in (*facets, *item_fields) if f not in types]
     if unknown:
-        raise click.UsageError(f"no field {', '.join(unknown)} in {live}; its fields: "
-                               f"{', '.join(sorted(k for k in types if '.' not in k))}")
+        raise click.UsageError(
+            f"no field {', '.join(unknown)} in {live}; its fields: "
+            f"{', '.join(sorted(k for k in types if '.' not in k))}"
+        )
     pool_config = PoolConfig(**pool)
     spec = FeatureSpec.for_fields(item_fields, facets, types, pool=pool_config.to_dict())
     return ReplayConfig(pool=pool_config, state=StateConfig(facets=tuple(facets)), spec=spec)
@@ -48,32 +50,81 @@ POOL_OPTIONS = {
 
 
 def _shared(fn):
-    for decorator in reversed([
-        click.option("--facet", "facets", multiple=True, metavar="FIELD",
-                     help="Item facet for the user-item affinity feature (e.g. genres). Repeatable."),
-        click.option("--item-field", "item_fields", multiple=True, metavar="FIELD",
-                     help="Numeric item field as a feature (item.F), or a date field as the item's age at the "
-                          "request (age.F). Repeatable."),
-        click.option("--horizon-days", type=click.FloatRange(1), default=180.0, show_default=True,
-                     help="Label window after each cut: the user's likes in [cut, cut + H]."),
-        click.option("--train-cuts", type=click.IntRange(1, 20), default=3, show_default=True,
-                     help="Training cuts per user, from 50%% to 1 - test-fraction of their interactions before "
-                          "each ranker's instant; the latest 20%% of requests choose the tree shape and stop it."),
-        click.option("--max-train-requests", type=click.IntRange(10), default=50_000, show_default=True,
-                     help="At most this many training requests per ranker (the latest)."),
-        click.option("--bucket-days", type=click.FloatRange(min=0.001), default=1.0, show_default=True,
-                     help="Replayed requests read the signals as of the start of their bucket (a daily refresh)."),
-        click.option("--refits", type=click.IntRange(2, 100), default=10, show_default=True,
-                     help="Refit instants at the i/refits quantiles of the interactions' times: the collaborative "
-                          "model, its neighbours, the ranker and the baselines are refitted at each."),
-        *(click.option(f"--pool-{name}", type=click.IntRange(0, 1000), default=default, show_default=True,
-                       help=f"Pool: {what}") for name, (default, what) in POOL_OPTIONS.items()),
-        click.option("--objective", type=click.Choice(["rank:ndcg", "rank:pairwise", "rank:map"]),
-                     default="rank:ndcg", show_default=True),
-        click.option("--model-id", default="vecrank", show_default=True, help="Registry id of the model."),
-        click.option("--activate", is_flag=True, help="Make the new version the active one."),
-        click.option("--seed", type=int, default=0, show_default=True),
-    ]):
+    for decorator in reversed(
+        [
+            click.option(
+                "--facet",
+                "facets",
+                multiple=True,
+                metavar="FIELD",
+                help="Item facet for the user-item affinity feature (e.g. genres). Repeatable.",
+            ),
+            click.option(
+                "--item-field",
+                "item_fields",
+                multiple=True,
+                metavar="FIELD",
+                help="Numeric item field as a feature (item.F), or a date field as the item's age at the "
+                "request (age.F). Repeatable.",
+            ),
+            click.option(
+                "--horizon-days",
+                type=click.FloatRange(1),
+                default=180.0,
+                show_default=True,
+                help="Label window after each cut: the user's likes in [cut, cut + H].",
+            ),
+            click.option(
+                "--train-cuts",
+                type=click.IntRange(1, 20),
+                default=3,
+                show_default=True,
+                help="Training cuts per user, from 50%% to 1 - test-fraction of their interactions before "
+                "each ranker's instant; the latest 20%% of requests choose the tree shape and stop it.",
+            ),
+            click.option(
+                "--max-train-requests",
+                type=click.IntRange(10),
+                default=50_000,
+                show_default=True,
+                help="At most this many training requests per ranker (the latest).",
+            ),
+            click.option(
+                "--bucket-days",
+                type=click.FloatRange(min=0.001),
+                default=1.0,
+                show_default=True,
+                help="Replayed requests read the signals as of the start of their bucket (a daily refresh).",
+            ),
+            click.option(
+                "--refits",
+                type=click.IntRange(2, 100),
+                default=10,
+                show_default=True,
+                help="Refit instants at the i/refits quantiles of the interactions' times: the collaborative "
+                "model, its neighbours, the ranker and the baselines are refitted at each.",
+            ),
+            *(
+                click.option(
+                    f"--pool-{name}",
+                    type=click.IntRange(0, 1000),
+                    default=default,
+                    show_default=True,
+                    help=f"Pool: {what}",
+                )
+                for name, (default, what) in POOL_OPTIONS.items()
+            ),
+            click.option(
+                "--objective",
+                type=click.Choice(["rank:ndcg", "rank:pairwise", "rank:map"]),
+                default="rank:ndcg",
+                show_default=True,
+            ),
+            click.option("--model-id", default="vecrank", show_default=True, help="Registry id of the model."),
+            click.option("--activate", is_flag=True, help="Make the new version the active one."),
+            click.option("--seed", type=int, default=0, show_default=True),
+        ]
+    ):
         fn = decorator(fn)
     return fn
 
@@ -104,6 +155,7 @@ def _register(ctx, model, activate: bool):
 
 # --- cf -------------------------------------------------------------------------------------------
 
+
 @click.group("cf", short_help="Collaborative item vectors and neighbours from the events.")
 def cf_command() -> None:
     """Implicit ALS item factors, co-occurrence and sequence neighbours, fitted from the events
@@ -113,11 +165,21 @@ def cf_command() -> None:
 @cf_command.command("fit", short_help="Fit from every event; write the next items version; refresh users.")
 @click.option("--factors", type=click.IntRange(1, 1024), default=64, show_default=True, help="Latent dimensions.")
 @click.option("--regularization", type=click.FloatRange(0), default=0.05, show_default=True)
-@click.option("--alpha", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
-              help="Confidence of a positive event.")
+@click.option(
+    "--alpha",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Confidence of a positive event.",
+)
 @click.option("--iterations", type=click.IntRange(1, 200), default=15, show_default=True)
-@click.option("--neighbours", type=click.IntRange(1, 1000), default=50, show_default=True,
-              help="Co-liked items that count per item (and sequence followers kept).")
+@click.option(
+    "--neighbours",
+    type=click.IntRange(1, 1000),
+    default=50,
+    show_default=True,
+    help="Co-liked items that count per item (and sequence followers kept).",
+)
 @click.option("--no-switch", is_flag=True, help="Build and verify the new version but leave the alias.")
 @click.option("--skip-users", is_flag=True, help="Do not refresh the users' stored vectors and scores.")
 @json_option
@@ -131,8 +193,9 @@ def cf_fit_command(factors, regularization, alpha, iterations, neighbours, no_sw
     from vecrank.rank.store import refresh_all_users
 
     ctx = app()
-    config = CFConfig(factors=factors, regularization=regularization, alpha=alpha, iterations=iterations,
-                      neighbours=neighbours)
+    config = CFConfig(
+        factors=factors, regularization=regularization, alpha=alpha, iterations=iterations, neighbours=neighbours
+    )
     try:
         summary = fit_index(ctx.client, ctx.settings, config, switch=not no_switch).to_dict()
         if summary["switched"] and not skip_users:
@@ -147,28 +210,76 @@ def cf_fit_command(factors, regularization, alpha, iterations, neighbours, no_sw
 
 # --- evaluate / train -------------------------------------------------------------------------------
 
+
 @click.command("evaluate", short_help="Rolling refits: every system fitted on the past, tested on what came next.")
-@click.option("--test-fraction", type=click.FloatRange(0.01, 0.9), default=0.2, show_default=True,
-              help="Each user's held-out share of interactions.")
-@click.option("--first-test-quantile", type=click.FloatRange(0.01, 0.9), default=None,
-              help="Test cuts come after this quantile of the interactions' times (the burn-in before it); "
-                   "default 0.2 for the recommendation task, 0.5 for search (its rankers learn from the "
-                   "searches before).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="vecrank-eval", show_default=True,
-              help="Folder for evaluation.json and evaluation.png.")
-@click.option("--register/--no-register", default=True, show_default=True,
-              help="Also train the serving model on everything and register it (recommendation task).")
-@click.option("--task", type=click.Choice(["recommend", "search"]), default="recommend", show_default=True,
-              help="recommend: the profile path against the collaborative baselines; search: requests from a "
-                   "search log (--searches) against BM25, the query kNN and their hybrid.")
-@click.option("--searches", "searches_path", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
-              help="The search log for --task search: rows with user, query, item (chosen) and timestamp "
-                   "(JSONL, CSV or Parquet).")
+@click.option(
+    "--test-fraction",
+    type=click.FloatRange(0.01, 0.9),
+    default=0.2,
+    show_default=True,
+    help="Each user's held-out share of interactions.",
+)
+@click.option(
+    "--first-test-quantile",
+    type=click.FloatRange(0.01, 0.9),
+    default=None,
+    help="Test cuts come after this quantile of the interactions' times (the burn-in before it); "
+    "default 0.2 for the recommendation task, 0.5 for search (its rankers learn from the "
+    "searches before).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default="vecrank-eval",
+    show_default=True,
+    help="Folder for evaluation.json and evaluation.png.",
+)
+@click.option(
+    "--register/--no-register",
+    default=True,
+    show_default=True,
+    help="Also train the serving model on everything and register it (recommendation task).",
+)
+@click.option(
+    "--task",
+    type=click.Choice(["recommend", "search"]),
+    default="recommend",
+    show_default=True,
+    help="recommend: the profile path against the collaborative baselines; search: requests from a "
+    "search log (--searches) against BM25, the query kNN and their hybrid.",
+)
+@click.option(
+    "--searches",
+    "searches_path",
+    type=click.Path(dir_okay=False, exists=True),
+    metavar="FILE",
+    help="The search log for --task search: rows with user, query, item (chosen) and timestamp "
+    "(JSONL, CSV or Parquet).",
+)
 @_shared
 @json_option
-def evaluate_command(test_fraction, first_test_quantile, out_dir, register, task, searches_path, facets, item_fields,
-                     horizon_days, train_cuts, max_train_requests, bucket_days, refits, objective, model_id, activate,
-                     seed, as_json, **pool) -> None:
+def evaluate_command(
+    test_fraction,
+    first_test_quantile,
+    out_dir,
+    register,
+    task,
+    searches_path,
+    facets,
+    item_fields,
+    horizon_days,
+    train_cuts,
+    max_train_requests,
+    bucket_days,
+    refits,
+    objective,
+    model_id,
+    activate,
+    seed,
+    as_json,
+    **pool,
+) -> None:
     """At each refit instant, vecrank (collaborative model, neighbours, ranker) and the baselines
     (popular, co-occurrence, item-kNN, ALS, EASE, text kNN) are fitted on the events before it;
     each user whose last test-fraction of interactions starts after the burn-in is tested once,
@@ -184,19 +295,42 @@ def evaluate_command(test_fraction, first_test_quantile, out_dir, register, task
     replay = _replay_config(ctx, facets, item_fields, _pool(pool))
     if first_test_quantile is None:
         first_test_quantile = 0.5 if task == "search" else 0.2
-    config = EvalConfig(test_fraction=test_fraction, first_test_quantile=first_test_quantile, refits=refits,
-                        horizon_days=horizon_days, train_cuts=train_cuts, max_train_requests=max_train_requests,
-                        bucket_days=bucket_days)
+    config = EvalConfig(
+        test_fraction=test_fraction,
+        first_test_quantile=first_test_quantile,
+        refits=refits,
+        horizon_days=horizon_days,
+        train_cuts=train_cuts,
+        max_train_requests=max_train_requests,
+        bucket_days=bucket_days,
+    )
     if task == "search":
         if searches_path is None:
             raise click.UsageError("--task search needs --searches FILE (a search log)")
-        _evaluate_search(ctx, replay, config, searches_path, out_dir, objective, seed, as_json,
-                         register=register, model_id=model_id, activate=activate)
+        _evaluate_search(
+            ctx,
+            replay,
+            config,
+            searches_path,
+            out_dir,
+            objective,
+            seed,
+            as_json,
+            register=register,
+            model_id=model_id,
+            activate=activate,
+        )
         return
     try:
         past = load_past(ctx.client, ctx.settings, replay_config=replay, config=config)
-        report = run(past, replay_config=replay, config=config, model_id=model_id, final_model=register,
-                     train_config=TrainConfig(objective=objective, seed=seed))
+        report = run(
+            past,
+            replay_config=replay,
+            config=config,
+            model_id=model_id,
+            final_model=register,
+            train_config=TrainConfig(objective=objective, seed=seed),
+        )
     except VecrankError as exc:
         raise click.ClickException(str(exc)) from None
     files = write_outputs(report, out_dir)
@@ -206,21 +340,39 @@ def evaluate_command(test_fraction, first_test_quantile, out_dir, register, task
         return
     echo_table(report.table())
     c, cold = report.comparison, report.slices["cold_items"].get("comparison") or {}
-    click.echo(f"\npool recall: {report.candidate_recall.get('pool', 0):.4f}; users: {report.split['evaluated_users']}"
-               f" ({report.slices['cold_items']['users']} with cold items); {report.seconds:.0f} s")
-    click.echo(f"vecrank NDCG@10 {c['ndcg@10_vecrank']:.4f} vs best other ({c['best_other']}) "
-               f"{c['ndcg@10_best_other']:.4f}: ratio {c['ratio']}, difference {c['difference']:+.4f} "
-               f"(95% CI {c['ci95'][0]:+.4f} .. {c['ci95'][1]:+.4f})")
+    click.echo(
+        f"\npool recall: {report.candidate_recall.get('pool', 0):.4f}; users: {report.split['evaluated_users']}"
+        f" ({report.slices['cold_items']['users']} with cold items); {report.seconds:.0f} s"
+    )
+    click.echo(
+        f"vecrank NDCG@10 {c['ndcg@10_vecrank']:.4f} vs best other ({c['best_other']}) "
+        f"{c['ndcg@10_best_other']:.4f}: ratio {c['ratio']}, difference {c['difference']:+.4f} "
+        f"(95% CI {c['ci95'][0]:+.4f} .. {c['ci95'][1]:+.4f})"
+    )
     if cold:
-        click.echo(f"cold items: vecrank Recall@50 {cold['recall@50_vecrank']:.4f} vs best collaborative "
-                   f"({cold['best_other']}) {cold['recall@50_best_other']:.4f}: ratio {cold['ratio']}")
+        click.echo(
+            f"cold items: vecrank Recall@50 {cold['recall@50_vecrank']:.4f} vs best collaborative "
+            f"({cold['best_other']}) {cold['recall@50_best_other']:.4f}: ratio {cold['ratio']}"
+        )
     click.echo(f"wrote {files['json']} and {files['png']}")
     if "model" in result:
         click.echo(f"registered {result['model']['id']} v{result['model']['version']} ({result['model']['status']})")
 
 
-def _evaluate_search(ctx, replay, config, searches_path: str, out_dir: str, objective: str, seed: int,
-                     as_json: bool, *, register: bool, model_id: str, activate: bool) -> None:
+def _evaluate_search(
+    ctx,
+    replay,
+    config,
+    searches_path: str,
+    out_dir: str,
+    objective: str,
+    seed: int,
+    as_json: bool,
+    *,
+    register: bool,
+    model_id: str,
+    activate: bool,
+) -> None:
     """``evaluate --task search``: the search rankers and the baselines on the search log's
     requests; with ``register``, the search model trained on every request (``<model_id>-search``)."""
     from vecrank.cli import echo_json, echo_table
@@ -234,10 +386,18 @@ def _evaluate_search(ctx, replay, config, searches_path: str, out_dir: str, obje
     try:
         searches = search_eval.read_searches(searches_path)
         past = load_past(ctx.client, ctx.settings, replay_config=replay, config=config)
-        report = search_eval.run(Recommender(ctx.client, ctx.settings), past, searches, replay_config=replay,
-                                 horizon_days=config.horizon_days, first_test_quantile=config.first_test_quantile,
-                                 train_config=TrainConfig(objective=objective, seed=seed), final_model=register,
-                                 model_id=search_model_id(model_id), progress=not as_json)
+        report = search_eval.run(
+            Recommender(ctx.client, ctx.settings),
+            past,
+            searches,
+            replay_config=replay,
+            horizon_days=config.horizon_days,
+            first_test_quantile=config.first_test_quantile,
+            train_config=TrainConfig(objective=objective, seed=seed),
+            final_model=register,
+            model_id=search_model_id(model_id),
+            progress=not as_json,
+        )
     except VecrankError as exc:
         raise click.ClickException(str(exc)) from None
     files = search_eval.write_outputs(report, out_dir)
@@ -247,28 +407,52 @@ def _evaluate_search(ctx, replay, config, searches_path: str, out_dir: str, obje
         return
     echo_table(report.table())
     c = report.comparison
-    click.echo(f"\npool recall: {report.candidate_recall['pool']:.4f}; {report.split['evaluated_requests']} requests "
-               f"of {report.split['evaluated_users']} users; {report.seconds:.0f} s")
-    click.echo(f"vecrank NDCG@10 {c['ndcg@10_vecrank']:.4f} vs best other ({c['best_other']}) "
-               f"{c['ndcg@10_best_other']:.4f}: ratio {c['ratio']}, difference {c['difference']:+.4f} "
-               f"(95% CI {c['ci95'][0]:+.4f} .. {c['ci95'][1]:+.4f})")
+    click.echo(
+        f"\npool recall: {report.candidate_recall['pool']:.4f}; {report.split['evaluated_requests']} requests "
+        f"of {report.split['evaluated_users']} users; {report.seconds:.0f} s"
+    )
+    click.echo(
+        f"vecrank NDCG@10 {c['ndcg@10_vecrank']:.4f} vs best other ({c['best_other']}) "
+        f"{c['ndcg@10_best_other']:.4f}: ratio {c['ratio']}, difference {c['difference']:+.4f} "
+        f"(95% CI {c['ci95'][0]:+.4f} .. {c['ci95'][1]:+.4f})"
+    )
     click.echo(f"wrote {files['json']} and {files['png']}")
     if "model" in result:
-        click.echo(f"registered {result['model']['id']} v{result['model']['version']} ({result['model']['status']}): "
-                   "requests with search text are ranked by it")
+        click.echo(
+            f"registered {result['model']['id']} v{result['model']['version']} ({result['model']['status']}): "
+            "requests with search text are ranked by it"
+        )
 
 
 @click.command("train", short_help="Fit the collaborative vectors, train the ranker on replays (or the log), register.")
-@click.option("--from-log", is_flag=True,
-              help="Train on the feature rows serving logged (same spec), labelled by later likes within "
-                   "--horizon-days, the latest 20%% of requests choosing the shape and stopping it. The replay "
-                   "options (--train-cuts, --max-train-requests, --bucket-days, --refits) do not apply; the "
-                   "pool options are recorded with the model, which serving then uses.")
+@click.option(
+    "--from-log",
+    is_flag=True,
+    help="Train on the feature rows serving logged (same spec), labelled by later likes within "
+    "--horizon-days, the latest 20%% of requests choosing the shape and stopping it. The replay "
+    "options (--train-cuts, --max-train-requests, --bucket-days, --refits) do not apply; the "
+    "pool options are recorded with the model, which serving then uses.",
+)
 @click.option("--skip-cf-fit", is_flag=True, help="Keep the live collaborative vectors (no `vecrank cf fit` first).")
 @_shared
 @json_option
-def train_command(from_log, skip_cf_fit, facets, item_fields, horizon_days, train_cuts, max_train_requests,
-                  bucket_days, refits, objective, model_id, activate, seed, as_json, **pool) -> None:
+def train_command(
+    from_log,
+    skip_cf_fit,
+    facets,
+    item_fields,
+    horizon_days,
+    train_cuts,
+    max_train_requests,
+    bucket_days,
+    refits,
+    objective,
+    model_id,
+    activate,
+    seed,
+    as_json,
+    **pool,
+) -> None:
     """Replay the whole history (per-user cuts, each request seeing only what existed before it),
     or use the serving feature log; train and register a version. The model records its pool,
     user-state and collaborative settings, and serving uses them."""
@@ -291,19 +475,38 @@ def train_command(from_log, skip_cf_fit, facets, item_fields, horizon_days, trai
         if from_log:
             table = from_feature_log(ctx.client, ctx.settings, replay.spec, horizon_days=horizon_days)
             if not any(table.label):
-                raise click.ClickException(f"no labelled rows in {ctx.settings.index('feature-log')} for this "
-                                           f"feature spec ({table.summary()['requests']} requests logged)")
+                raise click.ClickException(
+                    f"no labelled rows in {ctx.settings.index('feature-log')} for this "
+                    f"feature spec ({table.summary()['requests']} requests logged)"
+                )
             train, valid = table.split_by_time(0.2)
             booster, info, chosen = select_ranker(train, valid, train_config)
-            model = RankerModel.from_booster(model_id, replay.spec, booster, params=chosen.to_dict(), training={
-                "source": "feature-log", "train": train.summary(), "valid": valid.summary(), **info,
-                "horizon_days": horizon_days, "config": replay.to_dict()})
+            model = RankerModel.from_booster(
+                model_id,
+                replay.spec,
+                booster,
+                params=chosen.to_dict(),
+                training={
+                    "source": "feature-log",
+                    "train": train.summary(),
+                    "valid": valid.summary(),
+                    **info,
+                    "horizon_days": horizon_days,
+                    "config": replay.to_dict(),
+                },
+            )
         else:
-            config = EvalConfig(refits=refits, horizon_days=horizon_days, train_cuts=train_cuts,
-                                max_train_requests=max_train_requests, bucket_days=bucket_days)
+            config = EvalConfig(
+                refits=refits,
+                horizon_days=horizon_days,
+                train_cuts=train_cuts,
+                max_train_requests=max_train_requests,
+                bucket_days=bucket_days,
+            )
             past = load_past(ctx.client, ctx.settings, replay_config=replay, config=config)
-            models, _ = fit_rankers(past, [None], replay_config=replay, config=config, train_config=train_config,
-                                    model_id=model_id)
+            models, _ = fit_rankers(
+                past, [None], replay_config=replay, config=config, train_config=train_config, model_id=model_id
+            )
             if None not in models:
                 raise click.ClickException("no training request has a later like: nothing to learn from")
             model = models[None]
@@ -319,8 +522,10 @@ def _echo_trained(model, as_json: bool) -> None:
     if as_json:
         echo_json(info)
     else:
-        click.echo(f"registered {model.model_id} v{model.version} ({model.status}); "
-                   f"{model.training['train']['rows']} training rows, best iteration {model.training['best_iteration']}")
+        click.echo(
+            f"registered {model.model_id} v{model.version} ({model.status}); "
+            f"{model.training['train']['rows']} training rows, best iteration {model.training['best_iteration']}"
+        )
 
 
 @click.group("model", short_help="List, show, activate and archive registered rankers.")
@@ -336,9 +541,18 @@ def model_list_command(as_json: bool) -> None:
 
     ctx = app()
     models = Registry(ctx.client, ctx.settings).list()
-    rows = [{"model": m.model_id, "version": m.version, "status": m.status, "objective": m.objective,
-             "features": len(m.spec.names), "created_at": m.created_at,
-             "ndcg@10": (m.metrics.get("comparison") or {}).get("ndcg@10_vecrank", "")} for m in models]
+    rows = [
+        {
+            "model": m.model_id,
+            "version": m.version,
+            "status": m.status,
+            "objective": m.objective,
+            "features": len(m.spec.names),
+            "created_at": m.created_at,
+            "ndcg@10": (m.metrics.get("comparison") or {}).get("ndcg@10_vecrank", ""),
+        }
+        for m in models
+    ]
     if as_json:
         echo_json(rows)
     elif rows:
@@ -362,8 +576,12 @@ def model_show_command(model_id: str, version: int | None) -> None:
 @model_command.command("activate", short_help="Serve this version (the active one is archived).")
 @click.argument("model_id")
 @click.argument("version", type=int)
-@click.option("--skip-users", is_flag=True, help="Do not recompute the users' stored states for this model's rule "
-                                                 "(requests then compute stale ones on the fly, one read more).")
+@click.option(
+    "--skip-users",
+    is_flag=True,
+    help="Do not recompute the users' stored states for this model's rule "
+    "(requests then compute stale ones on the fly, one read more).",
+)
 def model_activate_command(model_id: str, version: int, skip_users: bool) -> None:
     """Every user's stored state is recomputed with the activated model's state rule, so that its
     requests read them with the user document alone."""

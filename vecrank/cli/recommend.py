@@ -38,36 +38,95 @@ def parse_filters(ctx: click.Context, param: click.Parameter, values: tuple[str,
 @click.command("recommend", short_help="Candidates for a user and/or search text (kNN on the profile).")
 @click.option("--user", default=None, help="User id (its profile and history come from the users index).")
 @click.option("--query", default=None, help="Search-box text.")
-@click.option("--context", "context_items", multiple=True, metavar="ITEM_ID",
-              help="Item(s) on screen, used when the user has no history. Repeatable.")
-@click.option("--filter", "filters", multiple=True, callback=parse_filters, metavar="FIELD=VALUE",
-              help="genres=Comedy (repeat for any of several), year>=1990, year<2000. Repeatable.")
+@click.option(
+    "--context",
+    "context_items",
+    multiple=True,
+    metavar="ITEM_ID",
+    help="Item(s) on screen, used when the user has no history. Repeatable.",
+)
+@click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    callback=parse_filters,
+    metavar="FIELD=VALUE",
+    help="genres=Comedy (repeat for any of several), year>=1990, year<2000. Repeatable.",
+)
 @click.option("-k", "k", type=int, default=10, show_default=True, help="How many items.")
 @click.option("--num-candidates", type=int, default=None, help="HNSW candidates [default: max(100, 4k)].")
 @click.option("--include-seen", is_flag=True, help="Do not exclude items the user already consumed.")
-@click.option("--interests", type=click.IntRange(1, 16), default=1, show_default=True,
-              help="Interests to search separately (multi-interest).")
-@click.option("--query-weight", type=click.FloatRange(0, 1), default=0.5, show_default=True,
-              help="Share of the query text when blended with the profile.")
-@click.option("--text-boost", type=click.FloatRange(0), default=0.0, show_default=True,
-              help="Add a BM25 match on the text with this boost.")
-@click.option("--mmr", "mmr_lambda", type=click.FloatRange(0, 1), default=None,
-              help="Diversify with MMR (1 = relevance only).")
+@click.option(
+    "--interests",
+    type=click.IntRange(1, 16),
+    default=1,
+    show_default=True,
+    help="Interests to search separately (multi-interest).",
+)
+@click.option(
+    "--query-weight",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="Share of the query text when blended with the profile.",
+)
+@click.option(
+    "--text-boost",
+    type=click.FloatRange(0),
+    default=0.0,
+    show_default=True,
+    help="Add a BM25 match on the text with this boost.",
+)
+@click.option(
+    "--mmr", "mmr_lambda", type=click.FloatRange(0, 1), default=None, help="Diversify with MMR (1 = relevance only)."
+)
 @click.option("--group-field", default=None, help="At most --max-per-group items per value of this field.")
 @click.option("--max-per-group", type=click.IntRange(1), default=None)
-@click.option("--model", "model_id", default="vecrank", show_default=True,
-              help="Rank with this model's active version; without one, candidates keep their kNN order.")
+@click.option(
+    "--model",
+    "model_id",
+    default="vecrank",
+    show_default=True,
+    help="Rank with this model's active version; without one, candidates keep their kNN order.",
+)
 @click.option("--no-rank", is_flag=True, help="Candidates in kNN order, no ranker.")
-@click.option("--rerank", type=click.Choice(["auto", "python", "plugin"]), default="auto", show_default=True,
-              help="Where the model runs: in Python, inside Elasticsearch (the vecrank plugin), or the plugin "
-                   "when it is installed and the model has its plugin features.")
+@click.option(
+    "--rerank",
+    type=click.Choice(["auto", "python", "plugin"]),
+    default="auto",
+    show_default=True,
+    help="Where the model runs: in Python, inside Elasticsearch (the vecrank plugin), or the plugin "
+    "when it is installed and the model has its plugin features.",
+)
 @click.option("--explain", is_flag=True, help="Each item's top feature contributions (XGBoost pred_contribs).")
-@click.option("--show", default=None, metavar="FIELDS",
-              help="Comma-separated fields to print [default: title or the first text-like field].")
+@click.option(
+    "--show",
+    default=None,
+    metavar="FIELDS",
+    help="Comma-separated fields to print [default: title or the first text-like field].",
+)
 @json_option
-def recommend_command(user, query, context_items, filters, k, num_candidates, include_seen, interests, query_weight,
-                      text_boost, mmr_lambda, group_field, max_per_group, model_id, no_rank, rerank, explain,
-                      show, as_json) -> None:
+def recommend_command(
+    user,
+    query,
+    context_items,
+    filters,
+    k,
+    num_candidates,
+    include_seen,
+    interests,
+    query_weight,
+    text_boost,
+    mmr_lambda,
+    group_field,
+    max_per_group,
+    model_id,
+    no_rank,
+    rerank,
+    explain,
+    show,
+    as_json,
+) -> None:
     """Retrieve candidates for a user and/or a search query, and say which path was taken
     (profile, multi_interest, profile+query, query, context or popular)."""
     from vecrank.cli import echo_json, echo_table
@@ -76,20 +135,32 @@ def recommend_command(user, query, context_items, filters, k, num_candidates, in
 
     ctx = app()
     try:
-        config = RetrieveConfig(exclude_seen=not include_seen, max_interests=interests, query_weight=query_weight,
-                                text_boost=text_boost, mmr_lambda=mmr_lambda, group_field=group_field,
-                                max_per_group=max_per_group)
+        config = RetrieveConfig(
+            exclude_seen=not include_seen,
+            max_interests=interests,
+            query_weight=query_weight,
+            text_boost=text_boost,
+            mmr_lambda=mmr_lambda,
+            group_field=group_field,
+            max_per_group=max_per_group,
+        )
         recommender = Recommender(ctx.client, ctx.settings, config=config)
         model = None if no_rank else _active_model(ctx, model_id)
-        args = {"user": user, "query": query, "context_items": context_items, "filters": filters,
-                "num_candidates": num_candidates}
+        args = {
+            "user": user,
+            "query": query,
+            "context_items": context_items,
+            "filters": filters,
+            "num_candidates": num_candidates,
+        }
         if model is not None:
             from vecrank.rank.model import search_model_id
             from vecrank.rank.ranker import Ranker
 
             search = _active_model(ctx, search_model_id(model_id)) if query else None
-            ranked = Ranker(recommender, model, rerank=rerank, search_model=search).recommend(k=k, explain=explain,
-                                                                                             **args)
+            ranked = Ranker(recommender, model, rerank=rerank, search_model=search).recommend(
+                k=k, explain=explain, **args
+            )
             _print_ranked(ranked, show, as_json)
             return
         result = recommender.candidates(k=k, **args)
@@ -101,18 +172,28 @@ def recommend_command(user, query, context_items, filters, k, num_candidates, in
         echo_json(result.to_dict())
         return
     rows = [_row(rank, c, c.score, show) for rank, c in enumerate(result.candidates, 1)]
-    click.echo(f"path: {result.path}{' (cold start)' if result.cold_start else ''}; no ranker (kNN order); "
-               f"{len(result.candidates)} items; excluded {result.excluded} seen; "
-               f"{result.timings_ms['total']:.1f} ms ({result.timings_ms['elasticsearch']:.1f} in Elasticsearch)")
+    click.echo(
+        f"path: {result.path}{' (cold start)' if result.cold_start else ''}; no ranker (kNN order); "
+        f"{len(result.candidates)} items; excluded {result.excluded} seen; "
+        f"{result.timings_ms['total']:.1f} ms ({result.timings_ms['elasticsearch']:.1f} in Elasticsearch)"
+    )
     echo_table(rows)
 
 
 def _row(rank: int, candidate, score: float | None, show: str | None) -> dict[str, Any]:
     """One table row: rank, id, the --show fields (default: title, name or text), score, cosine."""
-    fields = [c.strip() for c in show.split(",")] if show else (
-        [f for f in ("title", "name") if f in candidate.fields][:1] or ["text"])
-    return {"#": rank, "item": candidate.item_id, **{f: _short(candidate.fields.get(f)) for f in fields},
-            "score": "" if score is None else f"{score:.4f}", "cosine": "" if candidate.cosine is None else f"{candidate.cosine:.4f}"}
+    fields = (
+        [c.strip() for c in show.split(",")]
+        if show
+        else ([f for f in ("title", "name") if f in candidate.fields][:1] or ["text"])
+    )
+    return {
+        "#": rank,
+        "item": candidate.item_id,
+        **{f: _short(candidate.fields.get(f)) for f in fields},
+        "score": "" if score is None else f"{score:.4f}",
+        "cosine": "" if candidate.cosine is None else f"{candidate.cosine:.4f}",
+    }
 
 
 def _short(value: Any, width: int = 60) -> str:
@@ -146,7 +227,9 @@ def _print_ranked(ranked, show: str | None, as_json: bool) -> None:
     t = ranked.timings_ms
     where = " inside Elasticsearch" if ranked.rerank == "plugin" else ""
     by = ranked.ranked_by if ranked.ranked_by is not None else f"nothing, retrieval order ({ranked.unranked_reason})"
-    click.echo(f"path: {ranked.path}{' (cold start)' if ranked.cold_start else ''}; ranked by {by}{where}; "
-               f"{len(ranked.items)} items; {t['total']:.1f} ms (retrieval {t['retrieval']:.1f}, features "
-               f"{t['features']:.1f}, model {t['model']:.1f}); request {ranked.request_id}")
+    click.echo(
+        f"path: {ranked.path}{' (cold start)' if ranked.cold_start else ''}; ranked by {by}{where}; "
+        f"{len(ranked.items)} items; {t['total']:.1f} ms (retrieval {t['retrieval']:.1f}, features "
+        f"{t['features']:.1f}, model {t['model']:.1f}); request {ranked.request_id}"
+    )
     echo_table(rows)

@@ -25,13 +25,27 @@ def _windows(ctx: click.Context, param: click.Parameter, value: str | None) -> t
 
 
 @signals_command.command("refresh", short_help="Recompute every item's signals (optionally as of a past time).")
-@click.option("--as-of", default=None, metavar="TIME",
-              help="Use only events up to this time (ISO 8601 or epoch seconds/ms) [default: now]. "
-                   "Offline evaluation uses it so that nothing from after the cut leaks into a feature.")
-@click.option("--windows", default=None, callback=_windows, metavar="DAYS,..",
-              help="Popularity windows in days [default: 1,7,30,365, the windows the ranker's features read].")
-@click.option("--prior-strength", type=click.FloatRange(0), default=20.0, show_default=True,
-              help="Pseudo-impressions pulling each item's CTR toward the global rate.")
+@click.option(
+    "--as-of",
+    default=None,
+    metavar="TIME",
+    help="Use only events up to this time (ISO 8601 or epoch seconds/ms) [default: now]. "
+    "Offline evaluation uses it so that nothing from after the cut leaks into a feature.",
+)
+@click.option(
+    "--windows",
+    default=None,
+    callback=_windows,
+    metavar="DAYS,..",
+    help="Popularity windows in days [default: 1,7,30,365, the windows the ranker's features read].",
+)
+@click.option(
+    "--prior-strength",
+    type=click.FloatRange(0),
+    default=20.0,
+    show_default=True,
+    help="Pseudo-impressions pulling each item's CTR toward the global rate.",
+)
 @json_option
 def refresh_command(as_of: str | None, windows: tuple[int, ...], prior_strength: float, as_json: bool) -> None:
     """Aggregate the events index into signals.* on each item of the live items index."""
@@ -40,8 +54,13 @@ def refresh_command(as_of: str | None, windows: tuple[int, ...], prior_strength:
 
     ctx = app()
     try:
-        summary = refresh_signals(ctx.client, ctx.settings, as_of=as_of, prior_strength=prior_strength,
-                                  **({"windows": windows} if windows else {}))
+        summary = refresh_signals(
+            ctx.client,
+            ctx.settings,
+            as_of=as_of,
+            prior_strength=prior_strength,
+            **({"windows": windows} if windows else {}),
+        )
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--as-of") from None
     data = summary.to_dict()

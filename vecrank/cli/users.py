@@ -19,8 +19,9 @@ def users_command() -> None:
 
 @users_command.command("rebuild", short_help="Set users' histories and states to what the events imply.")
 @click.option("--user", "users", multiple=True, metavar="ID", help="Only this user (repeatable); default: every user.")
-@click.option("--max-history", type=click.IntRange(1, 10_000), default=200, show_default=True,
-              help="Interactions kept per user.")
+@click.option(
+    "--max-history", type=click.IntRange(1, 10_000), default=200, show_default=True, help="Interactions kept per user."
+)
 @json_option
 def rebuild_command(users: tuple[str, ...], max_history: int, as_json: bool) -> None:
     """Whatever interrupted an earlier events batch (a timeout after the bulk, a killed process),
@@ -36,10 +37,11 @@ def rebuild_command(users: tuple[str, ...], max_history: int, as_json: bool) -> 
     try:
         ids = sorted(set(users)) if users else event_users(ctx.client, ctx.settings)
         rebuilt = 0
-        with click.progressbar(length=len(ids), label="rebuilding users", file=sys.stderr,
-                               hidden=as_json or len(ids) <= _CHUNK) as bar:
+        with click.progressbar(
+            length=len(ids), label="rebuilding users", file=sys.stderr, hidden=as_json or len(ids) <= _CHUNK
+        ) as bar:
             for start in range(0, len(ids), _CHUNK):
-                chunk = ids[start:start + _CHUNK]
+                chunk = ids[start : start + _CHUNK]
                 rebuilt += rebuild(ctx.client, ctx.settings, chunk, max_history=max_history)
                 bar.update(len(chunk))
     except VecrankError as exc:

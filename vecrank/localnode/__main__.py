@@ -39,11 +39,19 @@ def main(argv: list[str] | None = None) -> int:
             dist = node.install()
             print(f"Elasticsearch {dist.version} at {dist.home}")
         elif args.command == "up":
-            result = node.up(nodes=args.nodes, port=args.port, heap=args.heap, timeout=args.timeout,
-                             jdk=args.jdk, tls=not args.no_tls)
+            result = node.up(
+                nodes=args.nodes,
+                port=args.port,
+                heap=args.heap,
+                timeout=args.timeout,
+                jdk=args.jdk,
+                tls=not args.no_tls,
+            )
             verb = "started" if result.started else "already running"
-            print(f"{verb}: {result.cluster.url} ({len(result.cluster.nodes)} node(s)); "
-                  f"user elastic, password in {result.cluster.password_file}")
+            print(
+                f"{verb}: {result.cluster.url} ({len(result.cluster.nodes)} node(s)); "
+                f"user elastic, password in {result.cluster.password_file}"
+            )
         elif args.command == "down":
             stopped = node.down(purge=args.purge)
             print("stopped " + ", ".join(stopped) if stopped else "no running node to stop")

@@ -132,7 +132,9 @@ def install(version: str | None = None, *, sha512: str | None = None) -> Distrib
     if expected is None:
         log.warning(
             "No pinned checksum for Elasticsearch %s; using it unverified (sha512 %s). "
-            "Set VECRANK_ES_SHA512 to verify.", version, actual,
+            "Set VECRANK_ES_SHA512 to verify.",
+            version,
+            actual,
         )
     elif actual != expected.lower():
         archive.unlink()

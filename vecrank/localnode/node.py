@@ -28,7 +28,7 @@ import urllib.request
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from vecrank.localnode import distribution, plugin
@@ -114,6 +114,7 @@ class UpResult:
 
 # --- process helpers ---------------------------------------------------------------------------
 
+
 def _cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -153,6 +154,7 @@ def _root_wrapper() -> list[str]:
 
 
 # --- preflight ---------------------------------------------------------------------------------
+
 
 def parse_size(text: str) -> int:
     """'512m' -> bytes. Accepts k, m, g (any case); a bare number is bytes."""
@@ -209,8 +211,16 @@ def check_disk(path: Path, total: int | None = None, free: int | None = None) ->
 
 # --- preparing the node folders ---------------------------------------------------------------
 
-def _run_tool(dist: distribution.Distribution, jdk: Jdk, tool: str, args: list[str], *,
-              conf: Path | None = None, stdin: str | None = None) -> str:
+
+def _run_tool(
+    dist: distribution.Distribution,
+    jdk: Jdk,
+    tool: str,
+    args: list[str],
+    *,
+    conf: Path | None = None,
+    stdin: str | None = None,
+) -> str:
     env = {**os.environ, "ES_JAVA_HOME": str(jdk.home)}
     env.pop("ES_JAVA_OPTS", None)
     if conf is not None:
@@ -233,10 +243,28 @@ def _ensure_certs(es_dir: Path, dist: distribution.Distribution, jdk: Jdk) -> Pa
         _run_tool(dist, jdk, "elasticsearch-certutil", ["ca", "--pem", "--silent", "--out", str(ca_zip)])
         with zipfile.ZipFile(ca_zip) as zf:
             zf.extractall(tmp)
-        _run_tool(dist, jdk, "elasticsearch-certutil", [
-            "cert", "--pem", "--silent", "--name", "node", "--ip", "127.0.0.1", "--dns", "localhost",
-            "--ca-cert", f"{tmp}/ca/ca.crt", "--ca-key", f"{tmp}/ca/ca.key", "--out", str(node_zip),
-        ])
+        _run_tool(
+            dist,
+            jdk,
+            "elasticsearch-certutil",
+            [
+                "cert",
+                "--pem",
+                "--silent",
+                "--name",
+                "node",
+                "--ip",
+                "127.0.0.1",
+                "--dns",
+                "localhost",
+                "--ca-cert",
+                f"{tmp}/ca/ca.crt",
+                "--ca-key",
+                f"{tmp}/ca/ca.key",
+                "--out",
+                str(node_zip),
+            ],
+        )
         with zipfile.ZipFile(node_zip) as zf:
             zf.extractall(tmp)
         for src in ("ca/ca.crt", "ca/ca.key", "node/node.crt", "node/node.key"):
@@ -277,11 +305,13 @@ def _node_yaml(node: NodeState, peers: list[NodeState], tls: bool, extra: dict[s
         "xpack.security.http.ssl.enabled": tls,
     }
     if tls:
-        settings.update({
-            "xpack.security.http.ssl.key": "certs/node.key",
-            "xpack.security.http.ssl.certificate": "certs/node.crt",
-            "xpack.security.http.ssl.certificate_authorities": ["certs/ca.crt"],
-        })
+        settings.update(
+            {
+                "xpack.security.http.ssl.key": "certs/node.key",
+                "xpack.security.http.ssl.certificate": "certs/node.crt",
+                "xpack.security.http.ssl.certificate_authorities": ["certs/ca.crt"],
+            }
+        )
     if len(peers) == 1:
         settings["discovery.type"] = "single-node"
     else:
@@ -293,15 +323,29 @@ def _node_yaml(node: NodeState, peers: list[NodeState], tls: bool, extra: dict[s
     return "# Written by vecrank on every `es up`; edit extra settings with --setting.\n" + "\n".join(lines) + "\n"
 
 
-def _prepare_node(node: NodeState, peers: list[NodeState], dist: distribution.Distribution, jdk: Jdk,
-                  certs: Path, password: Path, tls: bool, extra: dict[str, object]) -> Path:
+def _prepare_node(
+    node: NodeState,
+    peers: list[NodeState],
+    dist: distribution.Distribution,
+    jdk: Jdk,
+    certs: Path,
+    password: Path,
+    tls: bool,
+    extra: dict[str, object],
+) -> Path:
     conf = Path(node.dir) / "config"
     if not (conf / "elasticsearch.keystore").is_file():
         shutil.rmtree(conf, ignore_errors=True)
         shutil.copytree(dist.home / "config", conf)
         _run_tool(dist, jdk, "elasticsearch-keystore", ["create"], conf=conf)
-        _run_tool(dist, jdk, "elasticsearch-keystore", ["add", "-x", "bootstrap.password"],
-                  conf=conf, stdin=password.read_text().strip())
+        _run_tool(
+            dist,
+            jdk,
+            "elasticsearch-keystore",
+            ["add", "-x", "bootstrap.password"],
+            conf=conf,
+            stdin=password.read_text().strip(),
+        )
     shutil.copytree(certs, conf / "certs", dirs_exist_ok=True)
     (conf / "elasticsearch.yml").write_text(_node_yaml(node, peers, tls, extra))
     _fit_jvm_options(conf, dist, jdk)
@@ -319,9 +363,13 @@ def _fit_jvm_options(conf: Path, dist: distribution.Distribution, jdk: Jdk) -> N
     kept = []
     for line in lines:
         m = re.search(r"--add-modules=([\w.,]+)", line)
-        missing = [mod for mod in m.group(1).split(",") if jdk.modules is not None and mod not in jdk.modules] if m else []
+        missing = (
+            [mod for mod in m.group(1).split(",") if jdk.modules is not None and mod not in jdk.modules] if m else []
+        )
         if missing:
-            log.warning("JDK at %s lacks %s; Elasticsearch runs without it (slower vector math)", jdk.home, ", ".join(missing))
+            log.warning(
+                "JDK at %s lacks %s; Elasticsearch runs without it (slower vector math)", jdk.home, ", ".join(missing)
+            )
             kept.append("# vecrank: this JDK lacks " + ", ".join(missing) + ": " + line)
         else:
             kept.append(line)
@@ -329,6 +377,7 @@ def _fit_jvm_options(conf: Path, dist: distribution.Distribution, jdk: Jdk) -> N
 
 
 # --- talking to the node (standard library only) ---------------------------------------------
+
 
 def http_json(cluster: LocalCluster, path: str, timeout: float = 10.0) -> dict:
     """GET ``path`` from the local cluster as the ``elastic`` user."""
@@ -348,8 +397,9 @@ def _wait_healthy(cluster: LocalCluster, timeout: float) -> dict:
         dead = [n for n in cluster.nodes if n.pid is None or not _is_our_node(n.pid, n.dir)]
         if dead:
             node = dead[0]
-            raise LocalNodeError(f"node {node.name} exited while starting: {_failure_reason(node)}",
-                                 log_tail=_tail_for(node))
+            raise LocalNodeError(
+                f"node {node.name} exited while starting: {_failure_reason(node)}", log_tail=_tail_for(node)
+            )
         try:
             health = http_json(cluster, f"/_cluster/health?wait_for_status=yellow&wait_for_nodes={want}&timeout=5s")
             if not health.get("timed_out") and health.get("number_of_nodes") == want:
@@ -392,13 +442,22 @@ def _tail_for(node: NodeState, lines: int = 30) -> str:
 
 # --- the commands -----------------------------------------------------------------------------
 
+
 def install(version: str | None = None) -> distribution.Distribution:
     return distribution.install(version)
 
 
-def up(*, nodes: int = 1, port: int = DEFAULT_PORT, heap: str = DEFAULT_HEAP, timeout: float = 180,
-       jdk: str | None = None, tls: bool = True, extra_settings: dict[str, object] | None = None,
-       base: Path | None = None) -> UpResult:
+def up(
+    *,
+    nodes: int = 1,
+    port: int = DEFAULT_PORT,
+    heap: str = DEFAULT_HEAP,
+    timeout: float = 180,
+    jdk: str | None = None,
+    tls: bool = True,
+    extra_settings: dict[str, object] | None = None,
+    base: Path | None = None,
+) -> UpResult:
     """Start ``nodes`` nodes on 127.0.0.1 (HTTP ports ``port``, ``port+1``...) and wait for yellow.
 
     Idempotent: when the nodes recorded in the state folder are running, returns them untouched.
@@ -416,12 +475,21 @@ def up(*, nodes: int = 1, port: int = DEFAULT_PORT, heap: str = DEFAULT_HEAP, ti
             return UpResult(existing, started=False)
         if running:
             names = ", ".join(n.name for n in running)
-            raise LocalNodeError(f"only {len(running)} of {len(existing.nodes)} nodes are running ({names}); "
-                                 "run `vecrank es down` first")
+            raise LocalNodeError(
+                f"only {len(running)} of {len(existing.nodes)} nodes are running ({names}); "
+                "run `vecrank es down` first"
+            )
 
     heap_bytes = parse_size(heap)
-    specs = [NodeState(name=f"vecrank-{i + 1}", dir=str(es_dir / f"node-{i + 1}"),
-                       http_port=port + i, transport_port=port + TRANSPORT_OFFSET + i) for i in range(nodes)]
+    specs = [
+        NodeState(
+            name=f"vecrank-{i + 1}",
+            dir=str(es_dir / f"node-{i + 1}"),
+            http_port=port + i,
+            transport_port=port + TRANSPORT_OFFSET + i,
+        )
+        for i in range(nodes)
+    ]
     java = find_jdk(jdk)
     for spec in specs:
         check_port_free(spec.http_port)
@@ -437,31 +505,47 @@ def up(*, nodes: int = 1, port: int = DEFAULT_PORT, heap: str = DEFAULT_HEAP, ti
     password = _ensure_password(es_dir)
     confs = [_prepare_node(s, specs, dist, java, certs, password, tls, extra_settings or {}) for s in specs]
     cluster = LocalCluster(
-        url=f"{'https' if tls else 'http'}://127.0.0.1:{port}", version=dist.version, es_home=str(dist.home),
-        java_home=str(java.home), tls=tls, user="elastic", password_file=str(password),
-        ca_certs=str(certs / "ca.crt") if tls else None, heap=heap, nodes=specs,
-        started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        url=f"{'https' if tls else 'http'}://127.0.0.1:{port}",
+        version=dist.version,
+        es_home=str(dist.home),
+        java_home=str(java.home),
+        tls=tls,
+        user="elastic",
+        password_file=str(password),
+        ca_certs=str(certs / "ca.crt") if tls else None,
+        heap=heap,
+        nodes=specs,
+        started_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
 
     def start(item: tuple[NodeState, Path]) -> None:
         spec, conf = item
         pidfile = Path(spec.dir) / "es.pid"
         pidfile.unlink(missing_ok=True)
-        env = {**os.environ, "ES_JAVA_HOME": str(java.home), "ES_PATH_CONF": str(conf),
-               "ES_JAVA_OPTS": f"-Xms{heap} -Xmx{heap} {_NODE_MARKER}{spec.dir}"}
+        env = {
+            **os.environ,
+            "ES_JAVA_HOME": str(java.home),
+            "ES_PATH_CONF": str(conf),
+            "ES_JAVA_OPTS": f"-Xms{heap} -Xmx{heap} {_NODE_MARKER}{spec.dir}",
+        }
         with spec.startup_file.open("w") as out:
             try:
-                proc = subprocess.run([*wrapper, str(dist.bin / "elasticsearch"), "-d", "-p", str(pidfile)],
-                                      env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                      timeout=timeout)
+                proc = subprocess.run(
+                    [*wrapper, str(dist.bin / "elasticsearch"), "-d", "-p", str(pidfile)],
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    timeout=timeout,
+                )
             except subprocess.TimeoutExpired:
-                raise LocalNodeError(f"node {spec.name} did not start within {timeout:.0f}s",
-                                     log_tail=_tail_for(spec)) from None
+                raise LocalNodeError(
+                    f"node {spec.name} did not start within {timeout:.0f}s", log_tail=_tail_for(spec)
+                ) from None
         if pidfile.is_file():
             spec.pid = int(pidfile.read_text().strip())
         if proc.returncode != 0:
-            raise LocalNodeError(f"node {spec.name} failed to start: {_failure_reason(spec)}",
-                                 log_tail=_tail_for(spec))
+            raise LocalNodeError(f"node {spec.name} failed to start: {_failure_reason(spec)}", log_tail=_tail_for(spec))
 
     log.info("Starting %d node(s) of Elasticsearch %s with Java %d (%s)", nodes, dist.version, java.major, java.source)
     try:
@@ -515,9 +599,14 @@ def local_status(base: Path | None = None) -> dict:
     if cluster is None:
         return {"state": "not set up", "state_dir": str(base or state_dir())}
     running = cluster.running_nodes()
-    info: dict = {"state": "running" if running else "stopped", "url": cluster.url, "version": cluster.version,
-                  "nodes": [{"name": n.name, "pid": n.pid if n in running else None, "http_port": n.http_port}
-                            for n in cluster.nodes]}
+    info: dict = {
+        "state": "running" if running else "stopped",
+        "url": cluster.url,
+        "version": cluster.version,
+        "nodes": [
+            {"name": n.name, "pid": n.pid if n in running else None, "http_port": n.http_port} for n in cluster.nodes
+        ],
+    }
     if running:
         try:
             info["health"] = http_json(cluster, "/_cluster/health")

@@ -24,7 +24,7 @@ import subprocess
 import tempfile
 import zipfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from vecrank.localnode import distribution
@@ -61,11 +61,17 @@ class InstallResult:
     running: bool  # the local node runs with the plugin now
 
     def to_dict(self) -> dict:
-        return {"zip": self.zip.to_dict(), "es_home": str(self.es_home), "created": self.created,
-                "restarted": self.restarted, "running": self.running}
+        return {
+            "zip": self.zip.to_dict(),
+            "es_home": str(self.es_home),
+            "created": self.created,
+            "restarted": self.restarted,
+            "running": self.running,
+        }
 
 
 # --- sources and builds ------------------------------------------------------------------------
+
 
 def source_dir() -> Path | None:
     """``plugin/`` of the checkout vecrank runs from, or None (an installed wheel has no Java sources)."""
@@ -78,7 +84,9 @@ def source_version(src: Path | None = None) -> str | None:
     src = src or source_dir()
     if src is None:
         return None
-    m = re.search(r"<artifactId>vecrank-rescorer</artifactId>\s*<version>([^<]+)</version>", (src / "pom.xml").read_text())
+    m = re.search(
+        r"<artifactId>vecrank-rescorer</artifactId>\s*<version>([^<]+)</version>", (src / "pom.xml").read_text()
+    )
     return m.group(1).strip() if m else None
 
 
@@ -130,8 +138,9 @@ def is_stale(built: PluginZip, src: Path | None = None) -> bool:
     return src is not None and _newest_source_mtime(src) > built.path.stat().st_mtime
 
 
-def build(es_version: str | None = None, *, skip_tests: bool = False, jdk: str | None = None,
-          src: Path | None = None) -> PluginZip:
+def build(
+    es_version: str | None = None, *, skip_tests: bool = False, jdk: str | None = None, src: Path | None = None
+) -> PluginZip:
     """``mvn package`` the plugin for ``es_version`` (default: the local node's) and return the zip.
 
     Maven runs with a JDK that Elasticsearch 9 accepts (Java 21+, found like the node's), so the
@@ -144,8 +153,10 @@ def build(es_version: str | None = None, *, skip_tests: bool = False, jdk: str |
         raise LocalNodeError(f"the plugin builds for Elasticsearch 9.x versions like 9.5.2, not {es_version!r}")
     src = src or source_dir()
     if src is None:
-        raise LocalNodeError("the plugin's sources (plugin/pom.xml) are not here: build from a vecrank checkout, "
-                             "or install a zip with --zip")
+        raise LocalNodeError(
+            "the plugin's sources (plugin/pom.xml) are not here: build from a vecrank checkout, "
+            "or install a zip with --zip"
+        )
     mvn = shutil.which("mvn")
     if mvn is None:
         raise LocalNodeError("Maven (mvn) is not on PATH; the plugin is built with it")
@@ -166,11 +177,14 @@ def build(es_version: str | None = None, *, skip_tests: bool = False, jdk: str |
         raise LocalNodeError(f"mvn package failed for Elasticsearch {es_version}:\n{detail}")
     built = built_zip(es_version, src=src)
     if built is None:
-        raise LocalNodeError(f"mvn succeeded but no {PLUGIN_NAME} zip for {es_version} is in {src / 'target' / 'releases'}")
+        raise LocalNodeError(
+            f"mvn succeeded but no {PLUGIN_NAME} zip for {es_version} is in {src / 'target' / 'releases'}"
+        )
     return built
 
 
 # --- plugin homes ------------------------------------------------------------------------------
+
 
 def _link_tree(src: Path, dst: Path) -> None:
     """Recreate ``src`` at ``dst``: directories made, files hard-linked (copied across devices), config copied."""
@@ -210,7 +224,8 @@ def check_versions(dist: distribution.Distribution, plugin_zip: PluginZip) -> No
         raise LocalNodeError(
             f"{plugin_zip.path.name} was built for Elasticsearch {plugin_zip.es_version}, but the local node runs "
             f"{dist.version}; a plugin loads only into the exact version it was built for. Rebuild it with "
-            f"`vecrank plugin build --es-version {dist.version}` (mvn package -Des.version={dist.version})")
+            f"`vecrank plugin build --es-version {dist.version}` (mvn package -Des.version={dist.version})"
+        )
 
 
 def ensure_home(dist: distribution.Distribution, plugin_zip: PluginZip, *, jdk: str | None = None) -> tuple[Path, bool]:
@@ -231,13 +246,19 @@ def ensure_home(dist: distribution.Distribution, plugin_zip: PluginZip, *, jdk: 
         env = {**os.environ, "ES_JAVA_HOME": str(java.home), "ES_PATH_CONF": str(home / "config")}
         env.pop("ES_JAVA_OPTS", None)
         log.info("Installing %s into a copy of Elasticsearch %s at %s", plugin_zip.path.name, dist.version, target)
-        proc = subprocess.run([str(home / "bin" / "elasticsearch-plugin"), "install", "--batch", plugin_zip.path.as_uri()],
-                              env=env, capture_output=True, text=True)
+        proc = subprocess.run(
+            [str(home / "bin" / "elasticsearch-plugin"), "install", "--batch", plugin_zip.path.as_uri()],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode != 0:
             out = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
             errors = [ln for ln in out if "ERROR" in ln or "Exception" in ln] or out[-3:]
             raise LocalNodeError(f"elasticsearch-plugin install failed: {' | '.join(errors[:3]) or 'no output'}")
-        (home / HOME_MARKER).write_text(json.dumps({"es_version": dist.version, **plugin_zip.to_dict()}, indent=2) + "\n")
+        (home / HOME_MARKER).write_text(
+            json.dumps({"es_version": dist.version, **plugin_zip.to_dict()}, indent=2) + "\n"
+        )
         try:
             home.rename(target)
         except OSError:
@@ -269,12 +290,19 @@ def home_for_node(dist: distribution.Distribution, base: Path | None = None) -> 
         return dist
     home = Path(record["es_home"])
     if record.get("es_version") != dist.version:
-        log.warning("The vecrank plugin was installed for Elasticsearch %s, the node starts %s without it; "
-                    "run `vecrank plugin install`", record.get("es_version"), dist.version)
+        log.warning(
+            "The vecrank plugin was installed for Elasticsearch %s, the node starts %s without it; "
+            "run `vecrank plugin install`",
+            record.get("es_version"),
+            dist.version,
+        )
         return dist
     if not (home / HOME_MARKER).is_file():
-        log.warning("The plugin home %s is gone (cache cleared?); starting without the plugin. "
-                    "Run `vecrank plugin install` again", home)
+        log.warning(
+            "The plugin home %s is gone (cache cleared?); starting without the plugin. "
+            "Run `vecrank plugin install` again",
+            home,
+        )
         return dist
     return distribution.Distribution(dist.version, home)
 
@@ -305,8 +333,14 @@ def _extra_settings(cluster) -> dict[str, object]:
     return {k: v for k, v in current.items() if standard.get(k, object()) != v}
 
 
-def install(zip_path: Path | None = None, *, base: Path | None = None, restart: bool = True, jdk: str | None = None,
-            build_if_needed: bool = True) -> InstallResult:
+def install(
+    zip_path: Path | None = None,
+    *,
+    base: Path | None = None,
+    restart: bool = True,
+    jdk: str | None = None,
+    build_if_needed: bool = True,
+) -> InstallResult:
     """Install the plugin for the local node of ``base`` (restarting it when it runs).
 
     Args:
@@ -328,16 +362,22 @@ def install(zip_path: Path | None = None, *, base: Path | None = None, restart: 
         if plugin_zip is None or is_stale(plugin_zip):
             if not build_if_needed:
                 why = "none is built" if plugin_zip is None else f"{plugin_zip.path.name} is older than the sources"
-                raise LocalNodeError(f"no up-to-date plugin zip for Elasticsearch {dist.version} ({why}); "
-                                     "run `vecrank plugin build`")
+                raise LocalNodeError(
+                    f"no up-to-date plugin zip for Elasticsearch {dist.version} ({why}); " "run `vecrank plugin build`"
+                )
             plugin_zip = build(dist.version, jdk=jdk)
     home, created = ensure_home(dist, plugin_zip, jdk=jdk)
 
     record_path = _record_path(base)
     record_path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"es_home": str(home), "es_version": dist.version, "zip": str(plugin_zip.path),
-              "sha256": plugin_zip.sha256, "plugin_version": plugin_zip.version,
-              "installed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    record = {
+        "es_home": str(home),
+        "es_version": dist.version,
+        "zip": str(plugin_zip.path),
+        "sha256": plugin_zip.sha256,
+        "plugin_version": plugin_zip.version,
+        "installed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
     previous = recorded(base)
     if previous is None or previous.get("es_home") != str(home):
         tmp = record_path.with_suffix(".tmp")
@@ -357,13 +397,23 @@ def install(zip_path: Path | None = None, *, base: Path | None = None, restart: 
     extra = _extra_settings(cluster)
     log.info("Restarting the local node (%d node(s)) with the plugin", len(cluster.nodes))
     node.down(base=base)
-    node.up(nodes=len(cluster.nodes), port=cluster.nodes[0].http_port, heap=cluster.heap, jdk=cluster.java_home,
-            tls=cluster.tls, extra_settings=extra, base=base)
+    node.up(
+        nodes=len(cluster.nodes),
+        port=cluster.nodes[0].http_port,
+        heap=cluster.heap,
+        jdk=cluster.java_home,
+        tls=cluster.tls,
+        extra_settings=extra,
+        base=base,
+    )
     return InstallResult(plugin_zip, home, created, restarted=True, running=True)
 
 
 def remove(*, base: Path | None = None, restart: bool = True) -> bool:
-    """Forget the plugin home for ``base``; a running node restarts on the plain distribution. True if one was recorded."""
+    """Forget the plugin home for ``base``; a running node restarts on the plain distribution.
+
+    Returns True if one was recorded.
+    """
     from vecrank.localnode import node
 
     base = base or state_dir()
@@ -375,8 +425,15 @@ def remove(*, base: Path | None = None, restart: bool = True) -> bool:
     if restart and cluster and cluster.running_nodes():
         extra = _extra_settings(cluster)
         node.down(base=base)
-        node.up(nodes=len(cluster.nodes), port=cluster.nodes[0].http_port, heap=cluster.heap, jdk=cluster.java_home,
-                tls=cluster.tls, extra_settings=extra, base=base)
+        node.up(
+            nodes=len(cluster.nodes),
+            port=cluster.nodes[0].http_port,
+            heap=cluster.heap,
+            jdk=cluster.java_home,
+            tls=cluster.tls,
+            extra_settings=extra,
+            base=base,
+        )
     return True
 
 
@@ -395,10 +452,17 @@ def local_status(base: Path | None = None) -> dict:
         "source": str(src) if src else None,
         "source_version": source_version(src),
         "es_version": es_version,
-        "built": None if built is None else {**built.to_dict(), "stale": is_stale(built, src),
-                                             "installed": bool(record and record.get("sha256") == built.sha256)},
+        "built": None
+        if built is None
+        else {
+            **built.to_dict(),
+            "stale": is_stale(built, src),
+            "installed": bool(record and record.get("sha256") == built.sha256),
+        },
         "installed": record,
-        "local_node": None if cluster is None else {
+        "local_node": None
+        if cluster is None
+        else {
             "running": running,
             "es_home": cluster.es_home,
             "with_plugin": bool(record and cluster.es_home == record.get("es_home")),

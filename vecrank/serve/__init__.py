@@ -19,8 +19,12 @@ if TYPE_CHECKING:
     from vecrank.serve.service import RecommendService, ServeConfig, Unavailable
 
 __all__ = ["RecommendService", "ServeConfig", "Unavailable", "create_app"]
-_WHERE = {"create_app": "vecrank.serve.app", "RecommendService": "vecrank.serve.service",
-          "ServeConfig": "vecrank.serve.service", "Unavailable": "vecrank.serve.service"}
+_WHERE = {
+    "create_app": "vecrank.serve.app",
+    "RecommendService": "vecrank.serve.service",
+    "ServeConfig": "vecrank.serve.service",
+    "Unavailable": "vecrank.serve.service",
+}
 
 
 def __getattr__(name: str) -> Any:

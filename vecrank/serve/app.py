@@ -45,7 +45,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Union
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio.to_thread
 import orjson
@@ -53,7 +53,17 @@ from fastapi import Body, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+)
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vecrank.errors import VecrankError
@@ -77,23 +87,27 @@ _FILTER = re.compile(r"^\s*([\w.]+)\s*(>=|<=|>|<|=)\s*(.*)$")
 _RANGE_OPS = {">=": "gte", ">": "gt", "<=": "lte", "<": "lt"}
 STATIC_DIR = Path(__file__).with_name("static")
 # The page loads only its own script and style and talks only to this origin.
-_PAGE_HEADERS = {"Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
-                 "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; "
-                 "frame-ancestors 'none'", "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
 _GET_PARAMS = {"user", "query", "k", "filter", "context", "reasons"}
 # The scope each protected path needs; any other protected path takes a key of any scope.
 SCOPE_OF_PATH = {"/recommendations": "recommend", "/events": "events"}
 _PAGE_KEY_META = '<meta name="vecrank-api-key" content="">'
 _REALM = 'Bearer realm="vecrank"'
 
-Scalar = Union[StrictStr, StrictInt, StrictFloat, StrictBool]
+Scalar = StrictStr | StrictInt | StrictFloat | StrictBool
 
 
 def id_problem(text: str) -> str | None:
     """Why ``text`` cannot be a user or item id (empty, over :data:`MAX_ID_BYTES` in UTF-8), else None.
 
     Example:
-        >>> id_problem("42") is None, id_problem("\U0001F600" * 129)
+        >>> id_problem("42") is None, id_problem("\U0001f600" * 129)
         (True, 'the id is 516 bytes in UTF-8; at most 512')
     """
     if not text.strip():
@@ -111,6 +125,8 @@ def _check_id(text: str) -> str:
 
 #: A user or item id: 1 to 512 UTF-8 bytes (Elasticsearch's limit on document ids).
 Id = Annotated[str, Field(min_length=1), AfterValidator(_check_id)]
+
+
 def _number_as_id(value: Any) -> Any:
     """A JSON number as ingest's id rule writes it (``12.0`` -> ``"12"``); anything else as it is."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -137,23 +153,35 @@ class RangeFilter(BaseModel):
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
-FilterValue = Union[Scalar, Annotated[list[Scalar], Field(min_length=1, max_length=100)], RangeFilter]
+FilterValue = Scalar | Annotated[list[Scalar], Field(min_length=1, max_length=100)] | RangeFilter
 
 
 class RecommendRequest(BaseModel):
     """What ``POST /recommendations`` takes."""
 
-    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True,
-                              json_schema_extra={"examples": [{"user": "42", "query": "space adventure", "k": 10,
-                                                               "filters": {"genres": ["Comedy", "Drama"],
-                                                                           "year": {"gte": 1990}}}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        coerce_numbers_to_str=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "user": "42",
+                    "query": "space adventure",
+                    "k": 10,
+                    "filters": {"genres": ["Comedy", "Drama"], "year": {"gte": 1990}},
+                }
+            ]
+        },
+    )
     user: Id | None = None
     query: Annotated[str, Field(max_length=1000)] | None = None
     filters: Annotated[dict[str, FilterValue], Field(max_length=32)] = Field(default_factory=dict)
     k: StrictInt = 10
     context_items: Annotated[list[Id], Field(max_length=50)] = Field(default_factory=list)
-    reasons: StrictBool = Field(False, description="each item the model ranked gets its top reasons "
-                                                   "(ranks in Python, where the contributions are)")
+    reasons: StrictBool = Field(
+        False,
+        description="each item the model ranked gets its top reasons " "(ranks in Python, where the contributions are)",
+    )
 
 
 class ItemReason(BaseModel):
@@ -168,8 +196,9 @@ class RecommendedItem(BaseModel):
     fields: dict[str, Any]
     team: str | None = Field(None, description="interleaving: the arm whose ranking contributed this item")
     model_version: str | None = Field(None, description="interleaving: the model version of the item's team")
-    reasons: list[ItemReason] | None = Field(None, description="with reasons=true, where the model ranked the item: "
-                                                               "its top reasons, strongest first")
+    reasons: list[ItemReason] | None = Field(
+        None, description="with reasons=true, where the model ranked the item: " "its top reasons, strongest first"
+    )
 
 
 class RecommendResponse(BaseModel):
@@ -177,8 +206,10 @@ class RecommendResponse(BaseModel):
     experiment: str | None
     arm: str | None = Field(description="the user's arm, 'holdout', 'interleaved', or null outside experiments")
     model_version: str = Field(description="the model this request's engine serves, 'none' without one")
-    ranked_by: str | None = Field(description="the model version(s) that ordered the items; null: retrieval order "
-                                              "(a path the model was not trained for), and no scores")
+    ranked_by: str | None = Field(
+        description="the model version(s) that ordered the items; null: retrieval order "
+        "(a path the model was not trained for), and no scores"
+    )
     path: str
     cold_start: bool
     items: list[RecommendedItem]
@@ -194,16 +225,19 @@ class EventIn(BaseModel):
     user: EventId
     item: EventId
     type: Annotated[str, Field(min_length=1, max_length=64)]
-    timestamp: Union[StrictInt, StrictFloat, Annotated[str, Field(max_length=64)]] | None = None
-    value: Union[StrictInt, StrictFloat] | None = None
+    timestamp: StrictInt | StrictFloat | Annotated[str, Field(max_length=64)] | None = None
+    value: StrictInt | StrictFloat | None = None
     request_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     position: Annotated[StrictInt, Field(ge=0, le=2**31 - 1)] | None = None
 
 
 class EventsRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid",
-                              json_schema_extra={"examples": [{"events": [
-                                  {"user": "42", "item": "318", "type": "click", "request_id": "…"}]}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"events": [{"user": "42", "item": "318", "type": "click", "request_id": "…"}]}]
+        },
+    )
     events: Annotated[list[EventIn], Field(min_length=1)]
 
 
@@ -247,16 +281,21 @@ def parse_filter_expressions(values: list[str]) -> dict[str, Any]:
 
 
 def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status,
-                    media_type="application/json", headers=dict(headers or {}))
+    return Response(
+        orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
+        status_code=status,
+        media_type="application/json",
+        headers=dict(headers or {}),
+    )
 
 
 def _request_id(request: Request) -> str:
     return request.scope.setdefault("state", {}).setdefault("request_id", uuid.uuid4().hex)
 
 
-def _error(request: Request, status: int, message: str, details: Any = None,
-           headers: Mapping[str, str] | None = None) -> Response:
+def _error(
+    request: Request, status: int, message: str, details: Any = None, headers: Mapping[str, str] | None = None
+) -> Response:
     rid = _request_id(request)
     body = {"error": {"status": status, "message": message, "details": details}, "request_id": rid}
     return _json(body, status, {"X-Request-Id": rid, **(headers or {})})
@@ -313,13 +352,15 @@ class _RequestIds:
         except Exception as exc:
             if started:  # too late for an answer of ours; the server logs it
                 raise
-            status, message, headers = error_answer(exc, self.retry_after, where=f"{scope.get('method')} "
-                                                    f"{scope.get('path')}")
+            status, message, headers = error_answer(
+                exc, self.retry_after, where=f"{scope.get('method')} " f"{scope.get('path')}"
+            )
             await _send_error(send, rid, status, message, headers)
 
 
-def error_answer(exc: BaseException, retry_after: Callable[[], dict[str, str]], *,
-                 where: str = "request") -> tuple[int, str, dict[str, str] | None]:
+def error_answer(
+    exc: BaseException, retry_after: Callable[[], dict[str, str]], *, where: str = "request"
+) -> tuple[int, str, dict[str, str] | None]:
     """(status, message, headers) for an exception that reached the top, logged at most once.
 
     422 for a bad argument; 503 with ``Retry-After`` for what passes (Elasticsearch down, busy,
@@ -347,8 +388,7 @@ class _Admission:
     The count lives on the event loop, which alone touches it: no lock.
     """
 
-    def __init__(self, app: Any, *, paths: frozenset[str], limit: Callable[[], int],
-                 budget: Callable[[str], float]):
+    def __init__(self, app: Any, *, paths: frozenset[str], limit: Callable[[], int], budget: Callable[[str], float]):
         self.app, self.paths, self.limit, self.budget = app, paths, limit, budget
         self.in_flight = 0
 
@@ -359,9 +399,13 @@ class _Admission:
         state = scope.setdefault("state", {})
         limit = self.limit()
         if self.in_flight >= limit:
-            await _send_error(send, state.setdefault("request_id", uuid.uuid4().hex), 503,
-                              f"the service is at its limit of {limit} requests in progress; retry later",
-                              {"Retry-After": "1"})
+            await _send_error(
+                send,
+                state.setdefault("request_id", uuid.uuid4().hex),
+                503,
+                f"the service is at its limit of {limit} requests in progress; retry later",
+                {"Retry-After": "1"},
+            )
             return
         state["deadline"] = time.monotonic() + self.budget(scope["path"])
         self.in_flight += 1
@@ -375,9 +419,18 @@ async def _send_error(send: Any, rid: str, status: int, message: str, headers: M
     """An error response in the API's shape, straight from ASGI middleware."""
     body = orjson.dumps({"error": {"status": status, "message": message, "details": None}, "request_id": rid})
     extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"x-request-id", rid.encode()),
-                            (b"content-length", str(len(body)).encode()), *extra]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"x-request-id", rid.encode()),
+                (b"content-length", str(len(body)).encode()),
+                *extra,
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -399,9 +452,17 @@ class _Guard:
     ``<prefix>-apikeys`` in a worker thread. Nothing here logs a presented key.
     """
 
-    def __init__(self, app: Any, *, public: Callable[[str], bool], keys: Callable[[], KeyCache],
-                 limiter: Callable[[], RateLimiter], retry_after: Callable[[], dict[str, str]],
-                 lookup_budget: Callable[[], float] = lambda: 1.0, within: Callable[..., Any] | None = None):
+    def __init__(
+        self,
+        app: Any,
+        *,
+        public: Callable[[str], bool],
+        keys: Callable[[], KeyCache],
+        limiter: Callable[[], RateLimiter],
+        retry_after: Callable[[], dict[str, str]],
+        lookup_budget: Callable[[], float] = lambda: 1.0,
+        within: Callable[..., Any] | None = None,
+    ):
         self.app, self.public, self.keys, self.limiter, self.retry_after = app, public, keys, limiter, retry_after
         self.lookup_budget, self.within = lookup_budget, within
         # Key reads have threads of their own: they never wait behind recommendations.
@@ -415,42 +476,68 @@ class _Guard:
         rid = state.setdefault("request_id", uuid.uuid4().hex)
         token = presented_key(dict(scope.get("headers") or []))
         if token is None:
-            await _send_error(send, rid, 401, "an API key is required: send 'Authorization: Bearer <key>' (or "
-                              "'X-API-Key: <key>'); `vecrank apikey create` makes one", {"WWW-Authenticate": _REALM})
+            await _send_error(
+                send,
+                rid,
+                401,
+                "an API key is required: send 'Authorization: Bearer <key>' (or "
+                "'X-API-Key: <key>'); `vecrank apikey create` makes one",
+                {"WWW-Authenticate": _REALM},
+            )
             return
         try:
             cache = self.keys()
             key = cache.cached(token)
             if key is KeyCache.MISS:
                 budget = self.lookup_budget()
-                read = (cache.authenticate if self.within is None else
-                        lambda t: self.within(None, budget, cache.authenticate, t))
+                read = (
+                    cache.authenticate
+                    if self.within is None
+                    else lambda t: self.within(None, budget, cache.authenticate, t)
+                )
                 with anyio.fail_after(budget + 0.1):
                     key = await anyio.to_thread.run_sync(read, token, limiter=self.threads, abandon_on_cancel=True)
         except TimeoutError:
-            await _send_error(send, rid, 503, "the API key store did not answer in time; retry later",
-                              self.retry_after())
+            await _send_error(
+                send, rid, 503, "the API key store did not answer in time; retry later", self.retry_after()
+            )
             return
         except Exception as exc:
             status, message, headers = error_answer(exc, self.retry_after, where="the API key check")
             await _send_error(send, rid, status, message, headers)
             return
         if key is None:
-            await _send_error(send, rid, 401, "invalid API key: unknown, wrong or revoked",
-                              {"WWW-Authenticate": f'{_REALM}, error="invalid_token"'})
+            await _send_error(
+                send,
+                rid,
+                401,
+                "invalid API key: unknown, wrong or revoked",
+                {"WWW-Authenticate": f'{_REALM}, error="invalid_token"'},
+            )
             return
         needed = SCOPE_OF_PATH.get(scope["path"])
         if needed is not None and not key.allows(needed):
-            await _send_error(send, rid, 403, f"API key {key.key_id} lacks the {needed!r} scope that {scope['path']} "
-                              f"needs (it has {', '.join(key.scopes)})",
-                              {"WWW-Authenticate": f'{_REALM}, error="insufficient_scope", scope="{needed}"'})
+            await _send_error(
+                send,
+                rid,
+                403,
+                f"API key {key.key_id} lacks the {needed!r} scope that {scope['path']} "
+                f"needs (it has {', '.join(key.scopes)})",
+                {"WWW-Authenticate": f'{_REALM}, error="insufficient_scope", scope="{needed}"'},
+            )
             return
         limiter = self.limiter()
         wait = limiter.take(key.key_id)
         if wait > 0:
             after = RateLimiter.retry_after(wait)
-            await _send_error(send, rid, 429, f"rate limit of API key {key.key_id}: {limiter.rate:g} requests per "
-                              f"second, bursts of {limiter.burst}; retry in {after} s", {"Retry-After": after})
+            await _send_error(
+                send,
+                rid,
+                429,
+                f"rate limit of API key {key.key_id}: {limiter.rate:g} requests per "
+                f"second, bursts of {limiter.burst}; retry in {after} s",
+                {"Retry-After": after},
+            )
             return
         state["api_key_id"] = key.key_id
         await self.app(scope, receive, send)
@@ -480,9 +567,16 @@ def _validation_message(errors: list[dict[str, Any]]) -> tuple[int, str]:
     return 422, f"{loc}: {first.get('msg')}"
 
 
-def create_app(service: RecommendService | None = None, *, settings: Settings | None = None,
-               config: ServeConfig | None = None, threads: int = 8, warm_up: bool = True, auth: bool = True,
-               page_key: str | None = None) -> FastAPI:
+def create_app(
+    service: RecommendService | None = None,
+    *,
+    settings: Settings | None = None,
+    config: ServeConfig | None = None,
+    threads: int = 8,
+    warm_up: bool = True,
+    auth: bool = True,
+    page_key: str | None = None,
+) -> FastAPI:
     """The FastAPI application over ``service`` (or a new one for ``settings`` and ``config``).
 
     Args:
@@ -523,8 +617,10 @@ def create_app(service: RecommendService | None = None, *, settings: Settings | 
         if page_key is not None:
             await anyio.to_thread.run_sync(check_page_key)
         if not auth:
-            log.warning("API keys are off (--no-auth): anyone who reaches the port can read recommendations "
-                        "and post events for any user")
+            log.warning(
+                "API keys are off (--no-auth): anyone who reaches the port can read recommendations "
+                "and post events for any user"
+            )
         log.info("vecrank serve ready")
         try:
             yield
@@ -532,8 +628,13 @@ def create_app(service: RecommendService | None = None, *, settings: Settings | 
             if owned:
                 await anyio.to_thread.run_sync(holder["service"].close)
 
-    app = FastAPI(title="vecrank", summary="Personalized recommendations on Elasticsearch, with A/B and "
-                  "interleaving experiments.", version=_version(), lifespan=lifespan, responses=_ERROR_RESPONSES)
+    app = FastAPI(
+        title="vecrank",
+        summary="Personalized recommendations on Elasticsearch, with A/B and " "interleaving experiments.",
+        version=_version(),
+        lifespan=lifespan,
+        responses=_ERROR_RESPONSES,
+    )
 
     def svc() -> RecommendService:
         return holder["service"]
@@ -561,16 +662,19 @@ def create_app(service: RecommendService | None = None, *, settings: Settings | 
         if key is None:
             log.warning("the page key is not a live API key: the page's calls will get 401")
         elif key.allows("admin"):
-            log.warning("the page key %s has the admin scope, and anyone who loads the page can read it: give the "
-                        "page a key of its own (`vecrank apikey create --name page --scope recommend --scope events`)",
-                        key.key_id)
+            log.warning(
+                "the page key %s has the admin scope, and anyone who loads the page can read it: give the "
+                "page a key of its own (`vecrank apikey create --name page --scope recommend --scope events`)",
+                key.key_id,
+            )
         elif not key.allows("recommend"):
             log.warning("the page key %s lacks the recommend scope: the page's searches will get 403", key.key_id)
         elif not key.allows("events"):
             log.info("the page key %s lacks the events scope: clicks on the page will get 403", key.key_id)
         else:
-            log.info("the page key %s can post events: anyone who loads the page can post events for any user",
-                     key.key_id)
+            log.info(
+                "the page key %s can post events: anyone who loads the page can post events for any user", key.key_id
+            )
 
     def budget(path: str) -> float:
         return svc().config.events_budget_s if path == "/events" else svc().config.request_budget_s
@@ -582,10 +686,15 @@ def create_app(service: RecommendService | None = None, *, settings: Settings | 
     # The innermost first: admission after the key check, so a flood without keys takes no slot.
     app.add_middleware(_Admission, paths=frozenset(SCOPE_OF_PATH), limit=in_flight_limit, budget=budget)
     if auth:
-        app.add_middleware(_Guard, public=lambda path: path in public or path.startswith("/static/"), keys=keys,
-                           limiter=limiter, retry_after=retry_after,
-                           lookup_budget=lambda: svc().config.request_budget_s,
-                           within=lambda *a: svc().within(*a))
+        app.add_middleware(
+            _Guard,
+            public=lambda path: path in public or path.startswith("/static/"),
+            keys=keys,
+            limiter=limiter,
+            retry_after=retry_after,
+            lookup_budget=lambda: svc().config.request_budget_s,
+            within=lambda *a: svc().within(*a),
+        )
     # The outermost: every answer, the guard's too, has a request id.
     app.add_middleware(_RequestIds, retry_after=retry_after)
     if auth:
@@ -595,8 +704,9 @@ def create_app(service: RecommendService | None = None, *, settings: Settings | 
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         errors = list(exc.errors())
         status, message = _validation_message(errors)
-        details = [{"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg"), "type": e.get("type")}
-                   for e in errors[:20]]
+        details = [
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg"), "type": e.get("type")} for e in errors[:20]
+        ]
         return _error(request, status, message, details)
 
     @app.exception_handler(StarletteHTTPException)
@@ -613,23 +723,36 @@ def create_app(service: RecommendService | None = None, *, settings: Settings | 
             body = svc().recommend(request_id=_request_id(request), deadline_at=deadline_of(request), **kwargs)
         except RequestError as exc:
             return _error(request, 422, str(exc))
-        headers = {"X-Vecrank-Arm": body["arm"] or "none", "X-Vecrank-Model": body["model_version"],
-                   "X-Request-Id": body["request_id"]}
+        headers = {
+            "X-Vecrank-Arm": body["arm"] or "none",
+            "X-Vecrank-Model": body["model_version"],
+            "X-Request-Id": body["request_id"],
+        }
         return _json(body, 200, headers)
 
-    @app.get("/recommendations", response_model=RecommendResponse, summary="Recommendations for a user and/or query",
-              **_security("recommend", auth))
-    def get_recommendations(request: Request, user: Annotated[str | None, Query(min_length=1)] = None,
-                            query: Annotated[str | None, Query(max_length=1000)] = None,
-                            k: Annotated[int, Query(description="how many items")] = 10,
-                            filter: Annotated[list[str], Query(max_length=32, description=(
-                                "FIELD=VALUE (repeat for any of several values), FIELD>=V, FIELD<V..."))] = [],  # noqa: B006
-                            context: Annotated[list[str], Query(max_length=50, description="item ids on screen")] = [],  # noqa: B006
-                            reasons: Annotated[bool, Query(description="each ranked item's top reasons")] = False,
-                            ) -> Response:
+    @app.get(
+        "/recommendations",
+        response_model=RecommendResponse,
+        summary="Recommendations for a user and/or query",
+        **_security("recommend", auth),
+    )
+    def get_recommendations(
+        request: Request,
+        user: Annotated[str | None, Query(min_length=1)] = None,
+        query: Annotated[str | None, Query(max_length=1000)] = None,
+        k: Annotated[int, Query(description="how many items")] = 10,
+        filter: Annotated[
+            list[str],
+            Query(max_length=32, description=("FIELD=VALUE (repeat for any of several values), FIELD>=V, FIELD<V...")),
+        ] = [],  # noqa: B006
+        context: Annotated[list[str], Query(max_length=50, description="item ids on screen")] = [],  # noqa: B006
+        reasons: Annotated[bool, Query(description="each ranked item's top reasons")] = False,
+    ) -> Response:
         unknown = sorted(set(request.query_params) - _GET_PARAMS)
         if unknown:
-            return _error(request, 422, f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(_GET_PARAMS))}")
+            return _error(
+                request, 422, f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(_GET_PARAMS))}"
+            )
         for name, values in (("user", [user] if user is not None else []), ("context", context)):
             for value in values:
                 problem = id_problem(value)
@@ -639,18 +762,27 @@ def create_app(service: RecommendService | None = None, *, settings: Settings | 
             filters = parse_filter_expressions(filter)
         except RequestError as exc:
             return _error(request, 422, str(exc))
-        return recommend(request, user=user, query=query, filters=filters, k=k, context_items=context,
-                         reasons=reasons)
+        return recommend(request, user=user, query=query, filters=filters, k=k, context_items=context, reasons=reasons)
 
-    @app.post("/recommendations", response_model=RecommendResponse, summary="Recommendations (JSON body)",
-              **_security("recommend", auth))
+    @app.post(
+        "/recommendations",
+        response_model=RecommendResponse,
+        summary="Recommendations (JSON body)",
+        **_security("recommend", auth),
+    )
     def post_recommendations(request: Request, body: Annotated[RecommendRequest, Body()]) -> Response:
         filters = {name: v.to_filter() if isinstance(v, RangeFilter) else v for name, v in body.filters.items()}
-        return recommend(request, user=body.user, query=body.query, filters=filters, k=body.k,
-                         context_items=body.context_items, reasons=body.reasons)
+        return recommend(
+            request,
+            user=body.user,
+            query=body.query,
+            filters=filters,
+            k=body.k,
+            context_items=body.context_items,
+            reasons=body.reasons,
+        )
 
-    @app.post("/events", response_model=EventsResponse, summary="Record a batch of events",
-              **_security("events", auth))
+    @app.post("/events", response_model=EventsResponse, summary="Record a batch of events", **_security("events", auth))
     def post_events(request: Request, body: Annotated[EventsRequest, Body()]) -> Response:
         limit = svc().config.max_events
         if len(body.events) > limit:
@@ -660,8 +792,13 @@ def create_app(service: RecommendService | None = None, *, settings: Settings | 
         status = 422 if result["rejected"] and not (result["accepted"] or result["duplicates"]) else 200
         if status == 422:
             first = result["rejected"][0]
-            return _error(request, 422, f"no event stored; event {first['index']}: {first['reason']}"
-                          + (f" ({first['detail']})" if first.get("detail") else ""), result["rejected"])
+            return _error(
+                request,
+                422,
+                f"no event stored; event {first['index']}: {first['reason']}"
+                + (f" ({first['detail']})" if first.get("detail") else ""),
+                result["rejected"],
+            )
         return _json(result, status)
 
     page_headers = {**_PAGE_HEADERS, "Cache-Control": "no-store"} if page_key is not None else _PAGE_HEADERS
@@ -674,19 +811,31 @@ def create_app(service: RecommendService | None = None, *, settings: Settings | 
 
     health_threads = anyio.CapacityLimiter(_HEALTH_THREADS)
 
-    @app.get("/health", summary="Liveness and readiness: Elasticsearch, the experiment, the default model",
-             responses={503: {"description": "not ready: Elasticsearch unreachable, red or slow (see Retry-After)"}})
+    @app.get(
+        "/health",
+        summary="Liveness and readiness: Elasticsearch, the experiment, the default model",
+        responses={503: {"description": "not ready: Elasticsearch unreachable, red or slow (see Retry-After)"}},
+    )
     async def health(request: Request) -> Response:
         # Async, on threads of its own: it never queues behind recommendations, and it answers
         # within HEALTH_TIMEOUT_S even when its check does not (the thread is left to finish
         # by its own deadline).
         try:
             with anyio.fail_after(HEALTH_TIMEOUT_S):
-                ok, body = await anyio.to_thread.run_sync(svc().health, HEALTH_TIMEOUT_S - 0.15,
-                                                          limiter=health_threads, abandon_on_cancel=True)
+                ok, body = await anyio.to_thread.run_sync(
+                    svc().health, HEALTH_TIMEOUT_S - 0.15, limiter=health_threads, abandon_on_cancel=True
+                )
         except TimeoutError:
-            ok, body = False, {"status": "unavailable", "elasticsearch": {
-                "status": "unknown", "error": f"the health check did not finish within {HEALTH_TIMEOUT_S:g} s"}}
+            ok, body = (
+                False,
+                {
+                    "status": "unavailable",
+                    "elasticsearch": {
+                        "status": "unknown",
+                        "error": f"the health check did not finish within {HEALTH_TIMEOUT_S:g} s",
+                    },
+                },
+            )
         body["request_id"] = _request_id(request)
         return _json(body, 200 if ok else 503, None if ok else retry_after())
 
@@ -697,14 +846,22 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "malformed JSON body"},
     413: {"model": ErrorResponse, "description": f"request body over {MAX_BODY_BYTES} bytes, or too many events"},
     422: {"model": ErrorResponse, "description": "invalid request: the message names the field or parameter"},
-    500: {"model": ErrorResponse, "description": "the service is not set up for this (the message says what is "
-                                                 "missing), or an unexpected error"},
-    503: {"model": ErrorResponse, "description": "Elasticsearch unavailable or slower than the request's budget, or "
-                                                 "the worker at its limit of requests in progress; see Retry-After"},
+    500: {
+        "model": ErrorResponse,
+        "description": "the service is not set up for this (the message says what is "
+        "missing), or an unexpected error",
+    },
+    503: {
+        "model": ErrorResponse,
+        "description": "Elasticsearch unavailable or slower than the request's budget, or "
+        "the worker at its limit of requests in progress; see Retry-After",
+    },
 }
 _AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorResponse, "description": "no API key, or an unknown, wrong or revoked one "
-                                                 "(`WWW-Authenticate: Bearer`)"},
+    401: {
+        "model": ErrorResponse,
+        "description": "no API key, or an unknown, wrong or revoked one " "(`WWW-Authenticate: Bearer`)",
+    },
     403: {"model": ErrorResponse, "description": "the API key lacks the scope this path needs"},
     429: {"model": ErrorResponse, "description": "the API key's rate limit; see Retry-After"},
 }
@@ -715,8 +872,7 @@ def _security(scope: str, auth: bool) -> dict[str, Any]:
     ``X-API-Key`` with ``scope`` (OpenAPI 3.1 lets non-OAuth schemes list such roles)."""
     if not auth:
         return {}
-    return {"responses": _AUTH_RESPONSES,
-            "openapi_extra": {"security": [{"bearer": [scope]}, {"apiKey": [scope]}]}}
+    return {"responses": _AUTH_RESPONSES, "openapi_extra": {"security": [{"bearer": [scope]}, {"apiKey": [scope]}]}}
 
 
 def _declare_security(app: FastAPI) -> None:
@@ -727,10 +883,18 @@ def _declare_security(app: FastAPI) -> None:
         if app.openapi_schema is None:
             schema = build()
             schema.setdefault("components", {})["securitySchemes"] = {
-                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "vrk_<id>_<secret>",
-                           "description": "an API key from `vecrank apikey create`, as 'Authorization: Bearer <key>'"},
-                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key",
-                           "description": "the same key in the X-API-Key header"},
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "vrk_<id>_<secret>",
+                    "description": "an API key from `vecrank apikey create`, as 'Authorization: Bearer <key>'",
+                },
+                "apiKey": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-API-Key",
+                    "description": "the same key in the X-API-Key header",
+                },
             }
         return app.openapi_schema
 
@@ -753,5 +917,10 @@ def app_from_env() -> FastAPI:
 
     spec = json.loads(os.environ["VECRANK_SERVE_JSON"])
     settings = Settings.load(spec["overrides"])
-    return create_app(settings=settings, config=ServeConfig.from_dict(spec["config"]), threads=spec["threads"],
-                      auth=spec.get("auth", True), page_key=spec.get("page_key"))
+    return create_app(
+        settings=settings,
+        config=ServeConfig.from_dict(spec["config"]),
+        threads=spec["threads"],
+        auth=spec.get("auth", True),
+        page_key=spec.get("page_key"),
+    )

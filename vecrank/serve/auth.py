@@ -83,15 +83,25 @@ class ApiKey:
 
     def to_dict(self) -> dict[str, Any]:
         """The listing's JSON (``vecrank apikey list --json``): no secret, no hash."""
-        return {"id": self.key_id, "name": self.name, "scopes": list(self.scopes),
-                "created_at": _iso(self.created_at), "revoked": self.revoked,
-                "revoked_at": _iso(self.revoked_at) if self.revoked_at is not None else None}
+        return {
+            "id": self.key_id,
+            "name": self.name,
+            "scopes": list(self.scopes),
+            "created_at": _iso(self.created_at),
+            "revoked": self.revoked,
+            "revoked_at": _iso(self.revoked_at) if self.revoked_at is not None else None,
+        }
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> ApiKey:
-        return cls(key_id=doc["key_id"], name=doc["name"], scopes=tuple(doc.get("scopes") or ()),
-                   created_at=int(doc["created_at"]), revoked=bool(doc.get("revoked")),
-                   revoked_at=int(doc["revoked_at"]) if doc.get("revoked_at") is not None else None)
+        return cls(
+            key_id=doc["key_id"],
+            name=doc["name"],
+            scopes=tuple(doc.get("scopes") or ()),
+            created_at=int(doc["created_at"]),
+            revoked=bool(doc.get("revoked")),
+            revoked_at=int(doc["revoked_at"]) if doc.get("revoked_at") is not None else None,
+        )
 
 
 def _iso(ms: int) -> str:
@@ -101,12 +111,20 @@ def _iso(ms: int) -> str:
 def apikeys_mapping() -> dict[str, Any]:
     """The ``<prefix>-apikeys`` mapping: the salt and the digest are stored, not searchable."""
     stored = {"type": "keyword", "index": False, "doc_values": False}
-    return {"dynamic": "strict", "properties": {
-        "key_id": {"type": "keyword"}, "name": {"type": "keyword"}, "scopes": {"type": "keyword"},
-        "created_at": {"type": "date", "format": "epoch_millis"}, "revoked": {"type": "boolean"},
-        "revoked_at": {"type": "date", "format": "epoch_millis"}, "hash_alg": {"type": "keyword"},
-        "salt": stored, "hash": stored,
-    }}
+    return {
+        "dynamic": "strict",
+        "properties": {
+            "key_id": {"type": "keyword"},
+            "name": {"type": "keyword"},
+            "scopes": {"type": "keyword"},
+            "created_at": {"type": "date", "format": "epoch_millis"},
+            "revoked": {"type": "boolean"},
+            "revoked_at": {"type": "date", "format": "epoch_millis"},
+            "hash_alg": {"type": "keyword"},
+            "salt": stored,
+            "hash": stored,
+        },
+    }
 
 
 def parse_key(token: str) -> tuple[str, str] | None:
@@ -161,11 +179,22 @@ class ApiKeyStore:
         scopes = validate_scopes(scopes)
         self._ensure()
         for _ in range(3):  # an id collision (one in 2**64 per pair of keys) gets a new id
-            key_id, secret, salt = secrets.token_hex(_ID_HEX // 2), secrets.token_urlsafe(_SECRET_BYTES), \
-                secrets.token_hex(16)
+            key_id, secret, salt = (
+                secrets.token_hex(_ID_HEX // 2),
+                secrets.token_urlsafe(_SECRET_BYTES),
+                secrets.token_hex(16),
+            )
             key = ApiKey(key_id=key_id, name=name, scopes=scopes, created_at=int(time.time() * 1000))
-            doc = {"key_id": key_id, "name": name, "scopes": list(scopes), "created_at": key.created_at,
-                   "revoked": False, "hash_alg": HASH_ALG, "salt": salt, "hash": digest(key_id, secret, salt)}
+            doc = {
+                "key_id": key_id,
+                "name": name,
+                "scopes": list(scopes),
+                "created_at": key.created_at,
+                "revoked": False,
+                "hash_alg": HASH_ALG,
+                "salt": salt,
+                "hash": digest(key_id, secret, salt),
+            }
             try:
                 self.client.create(index=self.index, id=key_id, document=doc, refresh="wait_for")
             except ConflictError:
@@ -194,9 +223,13 @@ class ApiKeyStore:
         """Every key, oldest first (revoked ones too), without salts or digests."""
         if not self.client.indices.exists(index=self.index):
             return []
-        hits = self.client.search(index=self.index, query={"match_all": {}}, size=10_000,
-                                  sort=[{"created_at": "asc"}, {"key_id": "asc"}],
-                                  source_excludes=["salt", "hash"])["hits"]["hits"]
+        hits = self.client.search(
+            index=self.index,
+            query={"match_all": {}},
+            size=10_000,
+            sort=[{"created_at": "asc"}, {"key_id": "asc"}],
+            source_excludes=["salt", "hash"],
+        )["hits"]["hits"]
         return [ApiKey.from_doc(h["_source"]) for h in hits]
 
     def revoke(self, key_id: str) -> tuple[ApiKey, bool]:

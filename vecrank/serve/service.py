@@ -282,9 +282,17 @@ class EngineResult:
 class Engine:
     """One ranker: a model version (or none: retrieval order) over retrieval settings."""
 
-    def __init__(self, client: Elasticsearch, settings: Settings, embedder: _SharedEmbedder,
-                 model: RankerModel | None, *, retrieval: Mapping[str, Any] | None = None,
-                 rerank: str = "auto", search_model: RankerModel | None = None):
+    def __init__(
+        self,
+        client: Elasticsearch,
+        settings: Settings,
+        embedder: _SharedEmbedder,
+        model: RankerModel | None,
+        *,
+        retrieval: Mapping[str, Any] | None = None,
+        rerank: str = "auto",
+        search_model: RankerModel | None = None,
+    ):
         from vecrank.rank.recommender import Recommender, RetrieveConfig
 
         self.model = model
@@ -312,11 +320,25 @@ class Engine:
                 for s, why in zip(served, self._reasons(rec, retrieve.get("user")), strict=True):
                     s.reasons = [r.to_dict() for r in why]
                 rec.timings_ms["reasons"] = round((time.perf_counter() - started) * 1000, 2)
-            return EngineResult(self.version, rec.ranked_by, rec.path, rec.cold_start, served,
-                                self.model.spec.fingerprint(), dict(rec.timings_ms))
+            return EngineResult(
+                self.version,
+                rec.ranked_by,
+                rec.path,
+                rec.cold_start,
+                served,
+                self.model.spec.fingerprint(),
+                dict(rec.timings_ms),
+            )
         cset = self.recommender.candidates(k=k, **retrieve)
-        return EngineResult(self.version, None, cset.path, cset.cold_start,
-                            [Served(c.item_id, None, c.fields) for c in cset.candidates], None, dict(cset.timings_ms))
+        return EngineResult(
+            self.version,
+            None,
+            cset.path,
+            cset.cold_start,
+            [Served(c.item_id, None, c.fields) for c in cset.candidates],
+            None,
+            dict(cset.timings_ms),
+        )
 
     def _reasons(self, rec: Recommendation, user: str | None) -> list[list[Reason]]:
         """Reasons from the contributions; the liked items come from the user's state (one more
@@ -326,10 +348,15 @@ class Engine:
         config = ReasonConfig()
         state = self.recommender.user_state(str(user), self.ranker.config.state) if user is not None else None
         liked = [(li.item_id, li.vector) for li in state.liked] if state is not None else []
-        return explain(self.model.spec.names, [r.contributions or {} for r in rec.items],
-                       values=[r.features for r in rec.items], vectors=[r.candidate.vector for r in rec.items],
-                       liked=liked, documents=lambda ids: self.recommender.documents(ids, list(config.title_fields)),
-                       config=config)
+        return explain(
+            self.model.spec.names,
+            [r.contributions or {} for r in rec.items],
+            values=[r.features for r in rec.items],
+            vectors=[r.candidate.vector for r in rec.items],
+            liked=liked,
+            documents=lambda ids: self.recommender.documents(ids, list(config.title_fields)),
+            config=config,
+        )
 
 
 @dataclass
@@ -406,8 +433,11 @@ class RecommendService:
             if cached is not None and unavailable_cause(exc) is None:
                 raise
             if cached is not None:  # keep serving the last known assignment while the cluster blips
-                log.warning("cannot re-read the running experiment (%s); keeping %s", unavailable_cause(exc),
-                            cached[0].experiment_id if cached[0] else "none")
+                log.warning(
+                    "cannot re-read the running experiment (%s); keeping %s",
+                    unavailable_cause(exc),
+                    cached[0].experiment_id if cached[0] else "none",
+                )
                 self._experiment = (cached[0], now + 1.0)
                 return cached[0]
             raise
@@ -429,18 +459,29 @@ class RecommendService:
             self._models[key] = Registry(self.client, self.settings).get(model_id, version)
         return self._models[key]
 
-    def _engine(self, model: RankerModel | None, retrieval: Mapping[str, Any],
-                search_model: RankerModel | None = None) -> Engine:
-        key = (None if model is None else (model.model_id, model.version), tuple(sorted(retrieval.items())),
-               None if search_model is None else (search_model.model_id, search_model.version))
+    def _engine(
+        self, model: RankerModel | None, retrieval: Mapping[str, Any], search_model: RankerModel | None = None
+    ) -> Engine:
+        key = (
+            None if model is None else (model.model_id, model.version),
+            tuple(sorted(retrieval.items())),
+            None if search_model is None else (search_model.model_id, search_model.version),
+        )
         with self._lock:
             engine = self._engines.get(key)
             if engine is None:
                 # The feature log needs the rows, which only ranking in Python computes; without
                 # it the plugin ranks inside Elasticsearch where it is installed. The pool is the
                 # model's own (the one it was trained with).
-                engine = Engine(self.client, self.settings, self.embedder, model, retrieval=retrieval,
-                                rerank="python" if self.config.log_features else "auto", search_model=search_model)
+                engine = Engine(
+                    self.client,
+                    self.settings,
+                    self.embedder,
+                    model,
+                    retrieval=retrieval,
+                    rerank="python" if self.config.log_features else "auto",
+                    search_model=search_model,
+                )
                 self._engines[key] = engine
             return engine
 
@@ -498,13 +539,24 @@ class RecommendService:
                 raise
             except Exception as exc:
                 if time.monotonic() >= at - _MIN_CALL_S and unavailable_cause(exc) is not None:
-                    raise BudgetExceeded(f"Elasticsearch did not answer within the request's budget of "
-                                         f"{budget_s:g} s ({unavailable_cause(exc)})") from exc
+                    raise BudgetExceeded(
+                        f"Elasticsearch did not answer within the request's budget of "
+                        f"{budget_s:g} s ({unavailable_cause(exc)})"
+                    ) from exc
                 raise
 
-    def recommend(self, *, user: str | None = None, query: str | None = None, filters: Mapping[str, Any] | None = None,
-                  k: int = 10, context_items: Sequence[str] = (), request_id: str | None = None,
-                  reasons: bool = False, deadline_at: float | None = None) -> dict[str, Any]:
+    def recommend(
+        self,
+        *,
+        user: str | None = None,
+        query: str | None = None,
+        filters: Mapping[str, Any] | None = None,
+        k: int = 10,
+        context_items: Sequence[str] = (),
+        request_id: str | None = None,
+        reasons: bool = False,
+        deadline_at: float | None = None,
+    ) -> dict[str, Any]:
         """The ranked items for one request, with its request id, arm and model version; with
         ``reasons``, each item the model ranked carries its top reasons (``[{code, text}]``).
 
@@ -517,12 +569,30 @@ class RecommendService:
             Unavailable: Elasticsearch is down or busy (HTTP 503); :class:`BudgetExceeded` when
                 the budget ran out.
         """
-        return self.within(deadline_at, self.config.request_budget_s, self._recommend, user=user, query=query,
-                           filters=filters, k=k, context_items=context_items, request_id=request_id,
-                           reasons=reasons)
+        return self.within(
+            deadline_at,
+            self.config.request_budget_s,
+            self._recommend,
+            user=user,
+            query=query,
+            filters=filters,
+            k=k,
+            context_items=context_items,
+            request_id=request_id,
+            reasons=reasons,
+        )
 
-    def _recommend(self, *, user: str | None, query: str | None, filters: Mapping[str, Any] | None, k: int,
-                   context_items: Sequence[str], request_id: str | None, reasons: bool) -> dict[str, Any]:
+    def _recommend(
+        self,
+        *,
+        user: str | None,
+        query: str | None,
+        filters: Mapping[str, Any] | None,
+        k: int,
+        context_items: Sequence[str],
+        request_id: str | None,
+        reasons: bool,
+    ) -> dict[str, Any]:
         from vecrank.rank.experiments import HOLDOUT, INTERLEAVED
         from vecrank.rank.queries import RequestError
 
@@ -533,7 +603,12 @@ class RecommendService:
         try:
             exp = self.experiment()
             unit = exp.assign(user) if exp is not None and user is not None else None
-            retrieve = {"user": user, "query": query, "filters": dict(filters or {}), "context_items": list(context_items)}
+            retrieve = {
+                "user": user,
+                "query": query,
+                "filters": dict(filters or {}),
+                "context_items": list(context_items),
+            }
             teams: dict[str, str] | None = None
             if unit is None or unit == HOLDOUT:
                 engine = self.default_engine()
@@ -558,28 +633,49 @@ class RecommendService:
         now_ms = int(time.time() * 1000)
         items = []
         for position, s in enumerate(result.items, 1):
-            entry = {"item_id": s.item_id, "position": position, **({"score": s.score} if s.score is not None else {}),
-                     "fields": self._fields(s.fields), **({"reasons": s.reasons} if s.reasons is not None else {})}
+            entry = {
+                "item_id": s.item_id,
+                "position": position,
+                **({"score": s.score} if s.score is not None else {}),
+                "fields": self._fields(s.fields),
+                **({"reasons": s.reasons} if s.reasons is not None else {}),
+            }
             if teams is not None:
                 entry["team"] = teams[s.item_id]
                 entry["model_version"] = versions[s.item_id]
             items.append(entry)
-        model_version = (result.model_version if teams is None else
-                         "+".join(results[a.name].model_version for a in exp.arms))
+        model_version = (
+            result.model_version if teams is None else "+".join(results[a.name].model_version for a in exp.arms)
+        )
         arm_label = exp.label(unit) if unit is not None else None
-        self._remember(request_id, _Remembered(
-            user, exp.experiment_id if unit is not None else None,
-            {s.item_id: (p, labels[s.item_id], versions[s.item_id]) for p, s in enumerate(result.items, 1)},
-            arm_label, model_version))
+        self._remember(
+            request_id,
+            _Remembered(
+                user,
+                exp.experiment_id if unit is not None else None,
+                {s.item_id: (p, labels[s.item_id], versions[s.item_id]) for p, s in enumerate(result.items, 1)},
+                arm_label,
+                model_version,
+            ),
+        )
         if user is not None and self.writer is not None:
             self._log(request_id, str(user), result, labels, versions, results, teams, now_ms)
-        ranked_by = (result.ranked_by if teams is None else
-                     "+".join(r for r in (results[a.name].ranked_by for a in exp.arms) if r) or None)
-        return {"request_id": request_id, "experiment": exp.experiment_id if unit is not None else None,
-                "arm": unit, "model_version": model_version, "ranked_by": ranked_by, "path": result.path,
-                "cold_start": result.cold_start,
-                "items": items,
-                "timings_ms": {**result.timings_ms, "total": round((time.perf_counter() - started) * 1000, 2)}}
+        ranked_by = (
+            result.ranked_by
+            if teams is None
+            else "+".join(r for r in (results[a.name].ranked_by for a in exp.arms) if r) or None
+        )
+        return {
+            "request_id": request_id,
+            "experiment": exp.experiment_id if unit is not None else None,
+            "arm": unit,
+            "model_version": model_version,
+            "ranked_by": ranked_by,
+            "path": result.path,
+            "cold_start": result.cold_start,
+            "items": items,
+            "timings_ms": {**result.timings_ms, "total": round((time.perf_counter() - started) * 1000, 2)},
+        }
 
     def _interleave(self, exp: Experiment, k: int, retrieve: dict[str, Any], request_id: str, reasons: bool = False):
         from vecrank.rank.interleaving import team_draft
@@ -587,16 +683,24 @@ class RecommendService:
         a, b = exp.arms
         engines = {a.name: self.arm_engine(a), b.name: self.arm_engine(b)}
         # The copied context carries the request's deadline into the pool's thread.
-        future = self._pool.submit(contextvars.copy_context().run, engines[b.name].run, k=k, reasons=reasons,
-                                   **retrieve)
+        future = self._pool.submit(
+            contextvars.copy_context().run, engines[b.name].run, k=k, reasons=reasons, **retrieve
+        )
         results = {a.name: engines[a.name].run(k=k, reasons=reasons, **retrieve)}
         results[b.name] = future.result()
         merged = team_draft({name: [s.item_id for s in r.items] for name, r in results.items()}, k, seed=request_id)
         by_id = {s.item_id: s for r in reversed(list(results.values())) for s in r.items}
         first = results[a.name]
         timings = {f"{name}.{key}": v for name, r in results.items() for key, v in r.timings_ms.items()}
-        combined = EngineResult(first.model_version, first.ranked_by, first.path, first.cold_start,
-                                [by_id[i] for i, _ in merged], None, timings)
+        combined = EngineResult(
+            first.model_version,
+            first.ranked_by,
+            first.path,
+            first.cold_start,
+            [by_id[i] for i, _ in merged],
+            None,
+            timings,
+        )
         return combined, dict(merged), results
 
     def _fields(self, source: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -611,24 +715,52 @@ class RecommendService:
             while len(self._requests) > self.config.remember_requests:
                 self._requests.popitem(last=False)
 
-    def _log(self, request_id: str, user: str, result: EngineResult, labels: Mapping[str, str | None],
-             versions: Mapping[str, str], results: Mapping[str | None, EngineResult], teams: Mapping[str, str] | None,
-             now_ms: int) -> None:
+    def _log(
+        self,
+        request_id: str,
+        user: str,
+        result: EngineResult,
+        labels: Mapping[str, str | None],
+        versions: Mapping[str, str],
+        results: Mapping[str | None, EngineResult],
+        teams: Mapping[str, str] | None,
+        now_ms: int,
+    ) -> None:
         from vecrank.rank.ranker import feature_log_action, impression_action
 
         actions: list[dict[str, Any]] = []
         events_index, log_index = self.settings.index("events"), self.settings.index("feature-log")
         for position, s in enumerate(result.items, 1):
             if self.config.log_exposures:
-                actions.append(impression_action(events_index, user=user, item_id=s.item_id, request_id=request_id,
-                                                 position=position, model_version=versions[s.item_id], now_ms=now_ms,
-                                                 arm=labels.get(s.item_id)))
+                actions.append(
+                    impression_action(
+                        events_index,
+                        user=user,
+                        item_id=s.item_id,
+                        request_id=request_id,
+                        position=position,
+                        model_version=versions[s.item_id],
+                        now_ms=now_ms,
+                        arm=labels.get(s.item_id),
+                    )
+                )
             source = results[teams[s.item_id]] if teams is not None else result
             if self.config.log_features and s.features is not None and source.spec is not None:
-                actions.append(feature_log_action(log_index, request_id=request_id, user=user, item_id=s.item_id,
-                                                  position=position, now_ms=now_ms,
-                                                  model_version=source.model_version, spec=source.spec,
-                                                  path=source.path, score=s.score, features=s.features))
+                actions.append(
+                    feature_log_action(
+                        log_index,
+                        request_id=request_id,
+                        user=user,
+                        item_id=s.item_id,
+                        position=position,
+                        now_ms=now_ms,
+                        model_version=source.model_version,
+                        spec=source.spec,
+                        path=source.path,
+                        score=s.score,
+                        features=s.features,
+                    )
+                )
         if actions:
             self.writer.put(actions)
 
@@ -676,10 +808,13 @@ class RecommendService:
         for index, raw in enumerate(events):
             data = {k: v for k, v in raw.items() if v is not None}
             data.setdefault("timestamp", now_ms)
-            parsed = parse_event(Record("request", index, data), event_types=types, bounds=self.config.event_bounds,
-                                 now_ms=now_ms)
+            parsed = parse_event(
+                Record("request", index, data), event_types=types, bounds=self.config.event_bounds, now_ms=now_ms
+            )
             if isinstance(parsed, BadRecord):
-                rejected.append({"index": index, "field": parsed.field, "reason": parsed.reason, "detail": parsed.detail})
+                rejected.append(
+                    {"index": index, "field": parsed.field, "reason": parsed.reason, "detail": parsed.detail}
+                )
             else:
                 docs.append((index, parsed))
         attributed, warnings = self._attribute(docs)
@@ -687,8 +822,14 @@ class RecommendService:
         kept = []
         for index, doc in docs:
             if doc["item_id"] in unknown:
-                rejected.append({"index": index, "field": "item", "reason": "unknown item",
-                                 "detail": f"item {doc['item_id']!r} is not in {self.settings.index('items')}"})
+                rejected.append(
+                    {
+                        "index": index,
+                        "field": "item",
+                        "reason": "unknown item",
+                        "detail": f"item {doc['item_id']!r} is not in {self.settings.index('items')}",
+                    }
+                )
             else:
                 kept.append((index, doc))
         accepted = duplicates = 0
@@ -696,8 +837,18 @@ class RecommendService:
         repeated: list[dict[str, Any]] = []
         if kept:
             events_index = ensure_events_index(self.client, self.settings)
-            actions = [({"_op_type": "create", "_index": events_index, "_id": d["event_id"],
-                         "_source": {**d, "ingested_at": now_ms}}, (i, d)) for i, d in kept]
+            actions = [
+                (
+                    {
+                        "_op_type": "create",
+                        "_index": events_index,
+                        "_id": d["event_id"],
+                        "_source": {**d, "ingested_at": now_ms},
+                    },
+                    (i, d),
+                )
+                for i, d in kept
+            ]
             for outcome in bulk_with_retries(self.client, actions, max_retries=1, initial_backoff=0.2, max_backoff=1.0):
                 i, d = outcome.origin
                 if outcome.ok:
@@ -723,9 +874,13 @@ class RecommendService:
                 warnings.append(f"events stored, but users not updated: {exc}")
                 log.warning("events stored, but users not updated: %s", exc)
         rejected.sort(key=lambda r: r["index"])
-        return {"accepted": accepted, "duplicates": duplicates,
-                "attributed": sum(1 for d in created if d.get("event_id") in attributed),
-                "rejected": rejected, "warnings": warnings}
+        return {
+            "accepted": accepted,
+            "duplicates": duplicates,
+            "attributed": sum(1 for d in created if d.get("event_id") in attributed),
+            "rejected": rejected,
+            "warnings": warnings,
+        }
 
     def _attribute(self, docs: list[tuple[int, dict[str, Any]]]) -> tuple[set[str], list[str]]:
         """Stamp events citing a served request with its arm, model version and position.
@@ -760,8 +915,10 @@ class RecommendService:
             elif d.get("position") is not None and shown is None:
                 problem = f"request {rid!r} did not show item {d['item_id']!r}, so position {d['position']} is not its"
             elif d.get("position") is not None and shown[0] != d["position"]:
-                problem = (f"position {d['position']} is not where request {rid!r} showed item {d['item_id']!r} "
-                           f"({shown[0]})")
+                problem = (
+                    f"position {d['position']} is not where request {rid!r} showed item {d['item_id']!r} "
+                    f"({shown[0]})"
+                )
             if problem is not None:
                 for name in ("request_id", "position", "arm", "model_version"):
                     d.pop(name, None)
@@ -784,15 +941,19 @@ class RecommendService:
         index = self.settings.index("events")
         if not self.client.indices.exists(index=index):
             return {}
-        hits = self.client.search(index=index, size=min(10_000, 100 * len(request_ids)),
-                                  query={"bool": {"filter": [{"terms": {"request_id": request_ids}},
-                                                             {"term": {"type": "impression"}}]}},
-                                  source=["request_id", "user_id", "item_id", "position", "arm", "model_version"])
+        hits = self.client.search(
+            index=index,
+            size=min(10_000, 100 * len(request_ids)),
+            query={"bool": {"filter": [{"terms": {"request_id": request_ids}}, {"term": {"type": "impression"}}]}},
+            source=["request_id", "user_id", "item_id", "position", "arm", "model_version"],
+        )
         out: dict[str, _Remembered] = {}
         labels: dict[str, set[str | None]] = {}
         for h in hits["hits"]["hits"]:
             s = h["_source"]
-            entry = out.setdefault(s["request_id"], _Remembered(s.get("user_id"), None, {}, None, s.get("model_version")))
+            entry = out.setdefault(
+                s["request_id"], _Remembered(s.get("user_id"), None, {}, None, s.get("model_version"))
+            )
             entry.items[s["item_id"]] = (s.get("position"), s.get("arm"), s.get("model_version"))
             labels.setdefault(s["request_id"], set()).add(s.get("arm"))
         for rid, entry in out.items():  # one arm for the whole request (A/B), else per item only
@@ -857,8 +1018,10 @@ class RecommendService:
                 for arm in exp.arms:
                     self.arm_engine(arm)
             engine = self.default_engine()
-            engine.recommender.field_types  # the live index's mapping
+            _ = engine.recommender.field_types  # the live index's mapping
             self.embedder.encode(["warm up"], show_progress_bar=False)
         except Exception as exc:
-            log.warning("warm-up incomplete (%s); the first requests will load what is missing",
-                        unavailable_cause(exc) or f"{type(exc).__name__}: {exc}")
+            log.warning(
+                "warm-up incomplete (%s); the first requests will load what is missing",
+                unavailable_cause(exc) or f"{type(exc).__name__}: {exc}",
+            )

@@ -34,11 +34,24 @@ class BackgroundWriter:
         max_pending: actions kept while writes fail; older ones are dropped beyond it.
     """
 
-    def __init__(self, client: Elasticsearch, *, prepare: Callable[[], None] | None = None, interval: float = 0.25,
-                 batch_size: int = 1000, max_pending: int = 200_000, max_backoff: float = 10.0):
+    def __init__(
+        self,
+        client: Elasticsearch,
+        *,
+        prepare: Callable[[], None] | None = None,
+        interval: float = 0.25,
+        batch_size: int = 1000,
+        max_pending: int = 200_000,
+        max_backoff: float = 10.0,
+    ):
         self.client = client
         self.prepare = prepare
-        self.interval, self.batch_size, self.max_pending, self.max_backoff = interval, batch_size, max_pending, max_backoff
+        self.interval, self.batch_size, self.max_pending, self.max_backoff = (
+            interval,
+            batch_size,
+            max_pending,
+            max_backoff,
+        )
         self._pending: deque[dict[str, Any]] = deque()
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -89,8 +102,13 @@ class BackgroundWriter:
         self._thread.join(timeout)
 
     def stats(self) -> dict[str, Any]:
-        return {"pending": self.pending, "written": self.written, "failed": self.failed, "dropped": self.dropped,
-                "last_error": self.last_error}
+        return {
+            "pending": self.pending,
+            "written": self.written,
+            "failed": self.failed,
+            "dropped": self.dropped,
+            "last_error": self.last_error,
+        }
 
     def _run(self) -> None:
         backoff = 0.0
@@ -125,8 +143,15 @@ class BackgroundWriter:
             if not self._prepared and self.prepare is not None:
                 self.prepare()
             self._prepared = True
-            _, errors = helpers.bulk(self.client, batch, raise_on_error=False, raise_on_exception=False,
-                                     max_retries=2, initial_backoff=0.2, max_backoff=2.0)
+            _, errors = helpers.bulk(
+                self.client,
+                batch,
+                raise_on_error=False,
+                raise_on_exception=False,
+                max_retries=2,
+                initial_backoff=0.2,
+                max_backoff=2.0,
+            )
         except Exception as exc:  # connection refused, timeout, cluster red...
             self._prepared = False
             self.last_error = f"{type(exc).__name__}: {exc}"[:300]
