@@ -586,6 +586,7 @@ def ingest_events(
     columns: Mapping[str, str] | None = None,
     default_type: str | None = None,
     event_types: EventTypes | None = None,
+    bounds: EventBounds | None = None,
     dead_letter_path: str | Path | None = None,
     allow_unknown_items: bool = False,
     update_users: bool = True,
@@ -613,6 +614,8 @@ def ingest_events(
             :data:`EVENT_FIELDS`.
         default_type: The type of rows without one, e.g. ``"rating"`` for a ratings file.
         event_types: Accepted types and weights (default :class:`EventTypes()`).
+        bounds: The plausible timestamps and ratings (default :class:`EventBounds()`); rows
+            outside are dead-lettered (``POST /events`` applies ``ServeConfig.event_bounds``).
         dead_letter_path: JSONL file the bad rows are appended to; ``None`` only counts them.
         allow_unknown_items: Write events whose item is not in the items index instead of
             dead-lettering them (then the items index need not exist).
@@ -688,7 +691,9 @@ def ingest_events(
             parsed = (
                 record
                 if isinstance(record, BadRecord)
-                else parse_event(record, event_types=event_types, columns=columns, default_type=default_type)
+                else parse_event(
+                    record, event_types=event_types, columns=columns, default_type=default_type, bounds=bounds
+                )
             )
             if isinstance(parsed, BadRecord):
                 summary.failed += 1

@@ -17,7 +17,8 @@ whose salts differ (every experiment gets a random salt unless one is given).
 **Events.** The service stores each exposure (an ``impression`` carrying the request id, position,
 model version and the arm label ``<experiment>/<arm>``; for interleaving the label names the
 item's team) and stamps later events that cite a request id with that request's arm. The report
-re-attributes by request id as well, so an event stored without its arm still counts.
+re-attributes by request id and user as well, so an event stored without its arm still counts,
+and a click citing a request served to another user does not.
 
 **Report** (per arm, over users exposed between start and stop): users, requests, exposures,
 clicks, CTR (clicks / exposures), clicks per user, conversion (share of exposed users with a
@@ -593,8 +594,8 @@ class _Attributed:
 def _attribute(
     exp: Experiment, events: Sequence[Mapping[str, Any]], *, start: int, end: int, attribution_ms: int
 ) -> _Attributed:
-    """Requests from the experiment's impressions, then clicks joined by request id and
-    conversions by user (see the module docstring)."""
+    """Requests from the experiment's impressions, then clicks joined by request id and user
+    (a click citing another user's request does not count) and conversions by user (see the module docstring)."""
     prefix = f"{exp.experiment_id}/"
     arm_names = {a.name for a in exp.arms} | {HOLDOUT}
     warnings: list[str] = []
@@ -643,6 +644,9 @@ def _attribute(
             req = requests.get(rid) if rid else None
             if req is None:
                 continue
+            if str(e["user_id"]) != req.user:  # the request was served to someone else
+                counts["clicks_citing_another_users_request"] += 1
+                continue
             item = str(e["item_id"])
             if item in req.shown:
                 req.clicked.add(item)
@@ -655,6 +659,11 @@ def _attribute(
                 continue
             if user in first_seen and ts >= first_seen[user]:
                 converted[user] = min(converted.get(user, ts), ts)
+    if counts.get("clicks_citing_another_users_request"):
+        warnings.append(
+            f"{counts['clicks_citing_another_users_request']} clicks cite a request served to another "
+            "user; they are not counted"
+        )
     if counts.get("requests_of_users_in_another_arm"):
         warnings.append(
             f"{counts['requests_of_users_in_another_arm']} requests came from users already seen in "

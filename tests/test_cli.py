@@ -96,3 +96,46 @@ def test_install_reports_the_pinned_version(capsys):
     result = run_cli(capsys, "es", "install", "--json")
     assert result.code == 0
     assert json.loads(result.out)["version"] == ES_VERSION
+
+
+def test_verbose_counts_show_the_traceback(capsys, caplog, monkeypatch, tmp_path):
+    """One line without -v; -v, -vv, -vvv (and -v -v) log the unexpected error's traceback; from
+    -vv a vecrank error's traceback is logged too, after its one line."""
+    import logging
+
+    import vecrank.cli
+    from vecrank.cli import verbosity
+    from vecrank.errors import VecrankError
+
+    assert [verbosity(a) for a in (["es", "status"], ["-vvv", "es", "status"], ["-v", "-v", "x"], ["--verbose"])] == [
+        0,
+        3,
+        2,
+        1,
+    ]
+
+    def broken(self):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(vecrank.cli.AppContext, "client", property(broken))
+    base = ["--state-dir", str(tmp_path), "index", "list"]
+    for flags, traceback in (([], False), (["-v"], True), (["-vv"], True), (["-vvv"], True)):
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG):
+            result = run_cli(capsys, *flags, *base)
+        assert result.code == 1
+        logged = [r for r in caplog.records if r.exc_info and "boom" in str(r.exc_info[1])]
+        assert bool(logged) == traceback, (flags, [r.getMessage() for r in caplog.records])
+        if not traceback:
+            assert "RuntimeError: boom (run with -v for the traceback)" in result.err
+
+    def failing(self):
+        raise VecrankError("the cluster said no")
+
+    monkeypatch.setattr(vecrank.cli.AppContext, "client", property(failing))
+    for flags, traceback in (([], False), (["-v"], False), (["-vvv"], True)):
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG):
+            result = run_cli(capsys, *flags, *base)
+        assert result.code == 1 and result.err.strip().splitlines()[-1] == "error: the cluster said no", result.err
+        assert any(r.exc_info for r in caplog.records) == traceback, flags

@@ -11,7 +11,17 @@ import pytest
 from scipy.stats import chi2_contingency
 
 from vecrank.rank import stats
-from vecrank.rank.experiments import HOLDOUT, Arm, Experiment, ExperimentError, ExperimentStore, analyse, assign, bucket
+from vecrank.rank.experiments import (
+    HOLDOUT,
+    Arm,
+    Experiment,
+    ExperimentError,
+    ExperimentStore,
+    analyse,
+    assign,
+    bucket,
+    user_outcomes,
+)
 
 T0 = 1_700_000_000_000
 USERS = [f"user-{i}" for i in range(100_000)]
@@ -285,6 +295,24 @@ def test_report_on_hand_built_events():
     assert rep.srm.observed == {"control": 2, "treat": 2} and not rep.srm.mismatch
     assert set(rep.series) == {"ctr", "clicks_per_user", "conversion", "ndcg"}
     assert rep.series["ctr"]["treat"][-1][1] == pytest.approx(0.25)
+
+
+def test_a_click_citing_another_users_request_does_not_count():
+    """Clicks join requests by request id AND user: citing a request served to someone else is
+    no click of that request's arm (nor of the clicker, who was never shown it)."""
+    exp = Experiment("join", arms=(Arm("control"), Arm("treat")), salt="s", started_at=T0, stopped_at=T0 + 10_000)
+    items = ["i1", "i2", "i3", "i4"]
+    ev = _impressions(exp, "r1", "u1", "control", items, T0 + 1) + _impressions(exp, "r2", "u2", "treat", items, T0 + 2)
+    ev += [
+        _event("u1", "i1", "click", T0 + 100, "r1"),  # u1's own request: counts
+        _event("u9", "i2", "click", T0 + 100, "r1"),  # r1 was u1's: must not count
+        _event("u1", "i3", "click", T0 + 100, "r2"),  # r2 was u2's: must not count
+    ]
+    rep = analyse(exp, ev, n_boot=200)
+    assert (rep.arms["control"].clicks, rep.arms["treat"].clicks) == (1, 0)
+    assert rep.counts["clicks_citing_another_users_request"] == 2
+    assert any("another user" in w for w in rep.warnings)
+    assert user_outcomes(exp, ev)[0]["clicks"] == 1
 
 
 def test_report_calls_a_real_ctr_difference_with_users_as_clusters():

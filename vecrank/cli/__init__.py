@@ -1,6 +1,8 @@
 """The ``vecrank`` command: a root group that reads settings and connects only when a command asks.
 
-Exit codes: 0 success, 1 a failure the message explains, 2 a usage error.
+Exit codes: 0 success, 1 a failure the message explains, 2 a usage error. An error prints one
+line; with ``-v`` (any count) an unexpected one is logged with its traceback, and from ``-vv`` a
+vecrank error's traceback (with what caused it) is logged too.
 """
 
 from __future__ import annotations
@@ -113,7 +115,13 @@ class VecrankGroup(click.Group):
     "TOML config file [env VECRANK_CONFIG; default ~/.config/vecrank/config.toml].",
     type=click.Path(dir_okay=False),
 )
-@click.option("-v", "--verbose", count=True, allow_from_autoenv=False, help="More logging (-vv for debug).")
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    allow_from_autoenv=False,
+    help="More logging and the traceback of an unexpected error; -vv: debug, and every error's traceback.",
+)
 @click.option("-q", "--quiet", is_flag=True, allow_from_autoenv=False, help="Only warnings and errors.")
 @click.version_option(__version__, prog_name="vecrank")
 @click.pass_context
@@ -152,8 +160,18 @@ for _command in (
     cli.add_command(_command)
 
 
+def verbosity(args: list[str]) -> int:
+    """How many ``-v`` the root options of ``args`` hold (``-vvv``, ``-v -v``, ``--verbose``...),
+    as click itself parses them; 0 when they do not parse."""
+    try:
+        ctx = cli.make_context("vecrank", list(args), resilient_parsing=True)
+    except Exception:
+        return 0
+    return int(ctx.params.get("verbose") or 0)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: map errors to one line on stderr and an exit code."""
+    """Entry point: map errors to one line on stderr and an exit code (tracebacks under ``-v``)."""
     args = sys.argv[1:] if argv is None else argv
     try:
         code = cli.main(args=args, prog_name="vecrank", standalone_mode=False)
@@ -168,12 +186,16 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(f"error: {exc}", err=True)
         if exc.log_tail:
             click.echo(f"--- last lines of the Elasticsearch log ---\n{exc.log_tail}", err=True)
+        if verbosity(args) > 1:
+            log.debug("the error's traceback:", exc_info=exc)
         return 1
     except VecrankError as exc:
         click.echo(f"error: {exc}", err=True)
+        if verbosity(args) > 1:
+            log.debug("the error's traceback:", exc_info=exc)
         return 1
     except Exception as exc:
-        if any(a in ("-v", "-vv", "--verbose") for a in args):
+        if verbosity(args) > 0:
             log.exception("unexpected error")
         else:
             click.echo(f"error: {type(exc).__name__}: {exc} (run with -v for the traceback)", err=True)

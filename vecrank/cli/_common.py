@@ -136,3 +136,122 @@ def live_model(client, settings) -> str | None:
 
     live = indices.live_index(client, settings)
     return indices.spec_of(client, live).model if live else None
+
+
+def event_types_options(fn: Callable) -> Callable:
+    """--event-type NAME=WEIGHT (repeatable), --negative NAME: the event types a site accepts.
+
+    One definition for ``vecrank ingest events`` and ``vecrank serve`` (``POST /events``), so the
+    file and the HTTP path accept the same types. The command receives ``event_types``, an
+    :class:`~vecrank.ingest.events.EventTypes` (the built-in types when neither option is given).
+    """
+
+    @click.option(
+        "--event-type",
+        "event_type_pairs",
+        multiple=True,
+        callback=parse_pairs,
+        metavar="NAME=WEIGHT",
+        help="Accepted event types and their popularity weights [default: impression=0 click=1 "
+        "cart=2 purchase=3 rating=1]. Repeatable; replaces the defaults.",
+    )
+    @click.option("--negative", multiple=True, metavar="NAME", help="An event type that counts against an item.")
+    @functools.wraps(fn)
+    def wrapper(*args: Any, event_type_pairs: dict[str, str], negative: tuple[str, ...], **kwargs: Any):
+        kwargs["event_types"] = event_types_from(event_type_pairs, negative)
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def event_types_from(pairs: dict[str, str], negative: tuple[str, ...] = ()):
+    """The :class:`~vecrank.ingest.events.EventTypes` of ``--event-type`` pairs and ``--negative``
+    names (the built-in weights when no pair is given); a usage error naming the option."""
+    from vecrank.ingest.events import EventTypes
+
+    try:
+        weights = {k: float(v) for k, v in pairs.items()} if pairs else EventTypes().weights
+        return EventTypes(weights=weights, negative=frozenset(negative))
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError and names the field
+        raise click.BadParameter(str(exc), param_hint="--event-type") from None
+
+
+def event_bounds_options(fn: Callable) -> Callable:
+    """--min-timestamp, --max-future, --rating-range: the plausibility bounds of events.
+
+    The options mirror :class:`~vecrank.ingest.events.EventBounds` (``min_timestamp_ms``,
+    ``max_future_s``, ``rating_range``), which ``vecrank ingest events`` and ``vecrank serve``
+    (``ServeConfig.event_bounds``) both apply through ``parse_event``. The command receives
+    ``event_bounds``.
+    """
+    from vecrank.ingest.events import EventBounds
+
+    defaults = EventBounds()
+
+    @click.option(
+        "--min-timestamp",
+        default=None,
+        metavar="WHEN",
+        help="The earliest plausible event time, ISO 8601 or epoch seconds/ms [default: 1970-01-01T00:00:00Z].",
+    )
+    @click.option(
+        "--max-future",
+        type=click.FloatRange(0),
+        default=defaults.max_future_s,
+        show_default=True,
+        help="Seconds an event may lie past the present (clock drift); later ones are refused.",
+    )
+    @click.option(
+        "--rating-range",
+        type=(float, float),
+        default=defaults.rating_range,
+        show_default=True,
+        metavar="LOW HIGH",
+        help="The smallest and largest plausible rating (the value of rating events), both included.",
+    )
+    @functools.wraps(fn)
+    def wrapper(
+        *args: Any,
+        min_timestamp: str | None,
+        max_future: float,
+        rating_range: tuple[float, float],
+        **kwargs: Any,
+    ):
+        from vecrank.ingest.events import parse_timestamp
+
+        try:
+            earliest = defaults.min_timestamp_ms if min_timestamp is None else parse_timestamp(min_timestamp)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--min-timestamp") from None
+        try:
+            kwargs["event_bounds"] = EventBounds(
+                min_timestamp_ms=earliest, max_future_s=max_future, rating_range=tuple(rating_range)
+            )
+        except ValueError as exc:
+            hint = "--rating-range" if "rating_range" in str(exc) else "--min-timestamp"
+            raise click.BadParameter(str(exc), param_hint=hint) from None
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def confirm_on_terminal(message: str, *, tty: str = "/dev/tty") -> None:
+    """Ask ``message`` on the terminal itself, for a command whose standard input carries data
+    (``--ids -``): reading the answer from stdin would read the data instead.
+
+    Raises:
+        click.Abort: the answer is not yes.
+        click.UsageError: there is no terminal to ask on (a pipeline, cron, CI): pass ``--yes``.
+    """
+    try:
+        # Two text streams: "r+" would want a seekable file, which a terminal is not.
+        with open(tty, "w", encoding="utf-8") as prompt, open(tty, encoding="utf-8") as reply:
+            prompt.write(f"{message} [y/N]: ")
+            prompt.flush()
+            answer = reply.readline().strip().lower()
+    except OSError:
+        raise click.UsageError(
+            "standard input holds the data, and there is no terminal to ask for confirmation on: pass --yes"
+        ) from None
+    if answer not in ("y", "yes"):
+        raise click.Abort

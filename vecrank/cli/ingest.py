@@ -8,8 +8,11 @@ import click
 
 from vecrank.cli._common import (
     app,
+    confirm_on_terminal,
     default_dead_letter_path,
     embedding_cache,
+    event_bounds_options,
+    event_types_options,
     index_options_options,
     json_option,
     live_model,
@@ -166,27 +169,23 @@ def items_command(
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @json_option
 def delete_command(ids_path: str, yes: bool, as_json: bool) -> None:
-    """Delete the listed items from the live items index. Ids that are not there are counted as missing."""
+    """Delete the listed items from the live items index. Ids that are not there are counted as missing.
+
+    With --ids - the confirmation is asked on the terminal (stdin holds the ids); without a
+    terminal the command refuses unless --yes is given.
+    """
     from vecrank.ingest.items import delete_items, iter_ids
 
     ids = list(iter_ids(ids_path))
     ctx = app()
     if not yes:
-        click.confirm(f"Delete {len(ids)} item(s) from {ctx.settings.index('items')}?", abort=True)
+        question = f"Delete {len(ids)} item(s) from {ctx.settings.index('items')}?"
+        if ids_path == "-":  # stdin held the ids: ask on the terminal, or refuse without one
+            confirm_on_terminal(question)
+        else:
+            click.confirm(question, abort=True)
     counts = delete_items(ctx.client, ctx.settings, ids)
     _print_summary("deleted items", {"requested": len(ids), **counts}, as_json)
-
-
-def _event_types(pairs: dict[str, str], negative: tuple[str, ...]):
-    from vecrank.ingest.events import EventTypes
-
-    if not pairs and not negative:
-        return None
-    try:
-        weights = {k: float(v) for k, v in pairs.items()} if pairs else EventTypes().weights
-        return EventTypes(weights=weights, negative=frozenset(negative))
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError and names the field
-        raise click.BadParameter(str(exc), param_hint="--event-type") from None
 
 
 @ingest_command.command("events", short_help="Append interaction events (JSONL or CSV) and update users.")
@@ -202,16 +201,8 @@ def _event_types(pairs: dict[str, str], negative: tuple[str, ...]):
     "model_version. Repeatable.",
 )
 @click.option("--type", "default_type", default=None, help="Type of rows without a type column (e.g. rating).")
-@click.option(
-    "--event-type",
-    "event_types",
-    multiple=True,
-    callback=parse_pairs,
-    metavar="NAME=WEIGHT",
-    help="Accepted event types and their popularity weights [default: impression=0 click=1 "
-    "cart=2 purchase=3 rating=1]. Repeatable; replaces the defaults.",
-)
-@click.option("--negative", multiple=True, metavar="NAME", help="An event type that counts against an item.")
+@event_types_options
+@event_bounds_options
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default=None)
 @click.option("--allow-unknown-items", is_flag=True, help="Keep events of items not in the items index.")
 @click.option("--no-users", is_flag=True, help="Do not update the users' recent histories.")
@@ -231,8 +222,8 @@ def events_command(
     path: str,
     columns: dict[str, str],
     default_type: str | None,
-    event_types: dict[str, str],
-    negative: tuple[str, ...],
+    event_types,
+    event_bounds,
     fmt: str | None,
     allow_unknown_items: bool,
     no_users: bool,
@@ -244,8 +235,10 @@ def events_command(
 ) -> None:
     """Append the events in PATH to the events index; the same event twice is stored once.
 
-    Malformed rows and events of unknown items are counted and go to the dead-letter file; they
-    never stop the run. Exit 1 if any row failed.
+    Malformed rows, implausible ones (see --min-timestamp, --max-future, --rating-range) and
+    events of unknown items are counted and go to the dead-letter file; they never stop the run.
+    Exit 1 if any row failed. `vecrank serve` takes the same --event-type, --negative and bounds
+    options for POST /events: give both the same.
     """
     from vecrank.ingest.events import ingest_events
 
@@ -258,7 +251,8 @@ def events_command(
             path,
             columns=columns or None,
             default_type=default_type,
-            event_types=_event_types(event_types, negative),
+            event_types=event_types,
+            bounds=event_bounds,
             dead_letter_path=dead,
             allow_unknown_items=allow_unknown_items,
             update_users=not no_users,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from vecrank.cli._common import app
+from vecrank.cli._common import app, event_bounds_options, event_types_options
 from vecrank.serve.auth import is_loopback, parse_key
 
 
@@ -130,6 +130,8 @@ def exposure_warning(host: str, *, behind_tls: bool = False) -> str | None:
 @click.option(
     "--behind-tls", is_flag=True, help="A TLS-terminating proxy is in front: no warning when --host is beyond loopback."
 )
+@event_types_options
+@event_bounds_options
 def serve_command(
     host,
     port,
@@ -152,6 +154,8 @@ def serve_command(
     events_budget,
     max_in_flight,
     behind_tls,
+    event_types,
+    event_bounds,
 ) -> None:
     """Serve GET/POST /recommendations, POST /events and GET /health over HTTP.
 
@@ -165,6 +169,10 @@ def serve_command(
     API keys (`vecrank apikey create`) are required on /recommendations (scope recommend) and
     /events (scope events), as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'; /health,
     the page at / and the OpenAPI docs are open. --no-auth turns keys off on a loopback host only.
+
+    POST /events accepts the --event-type types (and --negative) and refuses events outside
+    --min-timestamp, --max-future and --rating-range, as `vecrank ingest events` does with the
+    same options: give both the same.
     """
     import json
     import logging
@@ -201,6 +209,8 @@ def serve_command(
             request_budget_s=budget,
             events_budget_s=events_budget,
             max_in_flight=max_in_flight,
+            event_types=event_types,
+            event_bounds=event_bounds,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

@@ -3,7 +3,8 @@
 * ``GET /recommendations?user=42&query=space&k=10&filter=genres=Comedy&filter=year>=1990&context=31``
   and ``POST /recommendations`` with ``{"user", "query", "filters", "k", "context_items"}``;
 * ``POST /events`` with ``{"events": [{"user", "item", "type", "timestamp"?, "value"?, "request_id"?,
-  "position"?}, ...]}``;
+  "position"?}, ...]}``, of the event types the service was given (``ServeConfig.event_types``,
+  ``vecrank serve --event-type``, as ``vecrank ingest events`` takes them; the spec lists them);
 * ``GET /health``;
 * ``GET /``: the search page (``static/index.html``, its script and style under ``/static/``),
   which calls the API above.
@@ -63,11 +64,12 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StrictStr,
+    create_model,
 )
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vecrank.errors import VecrankError
-from vecrank.ingest.events import MAX_ID_BYTES
+from vecrank.ingest.events import MAX_ID_BYTES, EventTypes
 from vecrank.ingest.records import normalise_id
 from vecrank.rank.queries import RequestError
 from vecrank.serve.auth import ApiKeyStore, KeyCache, RateLimiter, parse_key
@@ -239,6 +241,31 @@ class EventsRequest(BaseModel):
         },
     )
     events: Annotated[list[EventIn], Field(min_length=1)]
+
+
+def events_request_model(event_types: EventTypes) -> type[EventsRequest]:
+    """The ``POST /events`` body of a service accepting ``event_types``: :class:`EventsRequest`
+    whose ``type`` lists those names in the OpenAPI spec (``enum``).
+
+    The spec only describes them: :func:`vecrank.ingest.events.parse_event` decides, as it does for
+    ``vecrank ingest events``, so an event of another type is rejected on its own (``rejected``,
+    reason "unknown event type") and the batch's other events are stored.
+    """
+    names = event_types.names
+    described = Field(
+        min_length=1,
+        max_length=64,
+        description=f"one of the event types this service accepts: {', '.join(names)}",
+        json_schema_extra={"enum": names},
+    )
+
+    event = create_model("EventIn", __base__=EventIn, __doc__=EventIn.__doc__, type=(Annotated[str, described], ...))
+    return create_model(
+        "EventsRequest",
+        __base__=EventsRequest,
+        __doc__=EventsRequest.__doc__,
+        events=(Annotated[list[event], Field(min_length=1)], ...),
+    )
 
 
 class EventsResponse(BaseModel):
@@ -782,8 +809,7 @@ def create_app(
             reasons=body.reasons,
         )
 
-    @app.post("/events", response_model=EventsResponse, summary="Record a batch of events", **_security("events", auth))
-    def post_events(request: Request, body: Annotated[EventsRequest, Body()]) -> Response:
+    def post_events(request: Request, body: EventsRequest) -> Response:
         limit = svc().config.max_events
         if len(body.events) > limit:
             return _error(request, 413, f"at most {limit} events per request, not {len(body.events)}")
@@ -800,6 +826,13 @@ def create_app(
                 result["rejected"],
             )
         return _json(result, status)
+
+    # The body model lists this service's event types; FastAPI reads it from the annotation.
+    served = service.config if isinstance(service, RecommendService) else config or ServeConfig()
+    post_events.__annotations__["body"] = Annotated[events_request_model(served.event_types), Body()]
+    app.post("/events", response_model=EventsResponse, summary="Record a batch of events", **_security("events", auth))(
+        post_events
+    )
 
     page_headers = {**_PAGE_HEADERS, "Cache-Control": "no-store"} if page_key is not None else _PAGE_HEADERS
 

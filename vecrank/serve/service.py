@@ -5,7 +5,9 @@ One :class:`RecommendService` per process. It holds one *engine* per ranker it s
 version plus retrieval settings, each over its own :class:`~vecrank.rank.recommender.Recommender`
 that shares one query embedder), the running experiment (re-read every few seconds, so
 ``vecrank experiment start|stop`` takes effect without a restart), the active default model
-(re-read likewise), a bounded memory of recent requests (request id → arm, model version, shown
+and the items index behind the alias (re-read likewise, and at once when Elasticsearch refuses a
+search as it does after the alias moved: a reindex to another text model needs no restart, see
+:meth:`RecommendService.live_items`), a bounded memory of recent requests (request id → arm, model version, shown
 positions) for attributing events, and a :class:`~vecrank.serve.writer.BackgroundWriter` for
 exposures and feature rows.
 
@@ -38,7 +40,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vecrank.errors import ElasticsearchUnavailable, VecrankError
-from vecrank.ingest.events import EventBounds
+from vecrank.ingest import indices
+from vecrank.ingest.embed import Embedder
+from vecrank.ingest.events import EventBounds, EventTypes
 from vecrank.ingest.records import normalise_id
 
 if TYPE_CHECKING:
@@ -153,6 +157,8 @@ class ServeConfig:
             the request threads.
         event_bounds: the plausible timestamps and ratings of posted events (the rule
             ``vecrank ingest events`` applies too).
+        event_types: the event types ``POST /events`` accepts (the site's ``--event-type`` and
+            ``--negative``, as ``vecrank ingest events`` takes them); the OpenAPI spec lists them.
     """
 
     model_id: str = "vecrank"
@@ -174,6 +180,7 @@ class ServeConfig:
     events_budget_s: float = 5.0
     max_in_flight: int | None = None
     event_bounds: EventBounds = field(default_factory=EventBounds)
+    event_types: EventTypes = field(default_factory=EventTypes)
 
     def __post_init__(self) -> None:
         for name in ("request_budget_s", "events_budget_s"):
@@ -201,6 +208,7 @@ class ServeConfig:
         out = asdict(self)
         out["item_fields"] = list(self.item_fields) if self.item_fields is not None else None
         out["event_bounds"] = self.event_bounds.to_dict()
+        out["event_types"] = self.event_types.to_dict()
         return out
 
     @classmethod
@@ -210,19 +218,26 @@ class ServeConfig:
             data["item_fields"] = tuple(data["item_fields"])
         if isinstance(data.get("event_bounds"), Mapping):
             data["event_bounds"] = EventBounds.from_dict(data["event_bounds"])
+        if isinstance(data.get("event_types"), Mapping):
+            data["event_types"] = EventTypes.from_dict(data["event_types"])
         return cls(**data)
 
 
 class _SharedEmbedder:
-    """One query embedder for every engine, loaded on first use with the live index's model.
+    """One query embedder for every engine, loaded on first use with ``model`` (None: the live
+    index's model). The service makes a new one when the items alias moves to an index of
+    another model.
 
     A single text's vector (a search box's query) is kept in a bounded LRU of ``cache_size``
     entries, so a repeated query costs a dictionary lookup instead of a model call; the cached
     arrays are read-only.
     """
 
-    def __init__(self, client: Elasticsearch, settings: Settings, *, cache_size: int = 10_000):
+    def __init__(
+        self, client: Elasticsearch, settings: Settings, *, cache_size: int = 10_000, model: str | None = None
+    ):
         self._client, self._settings = client, settings
+        self.model = model
         self._embedder = None
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -253,9 +268,12 @@ class _SharedEmbedder:
         if self._embedder is None:
             with self._lock:
                 if self._embedder is None:
-                    from vecrank.rank.recommender import Recommender
+                    if self.model is not None:
+                        self._embedder = Embedder(self.model)
+                    else:
+                        from vecrank.rank.recommender import Recommender
 
-                    self._embedder = Recommender(self._client, self._settings).embedder
+                        self._embedder = Recommender(self._client, self._settings).embedder
         return self._embedder.encode(texts, **kwargs)
 
 
@@ -359,6 +377,27 @@ class Engine:
         )
 
 
+@dataclass(frozen=True)
+class LiveItems:
+    """What the items alias points at: the index and the text model its vectors come from."""
+
+    index: str | None
+    model: str | None = None
+    dims: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "model": self.model, "dims": self.dims}
+
+
+def _wrong_index(exc: BaseException) -> bool:
+    """Whether Elasticsearch refused a search the way it does when the items alias moved under
+    the service: a 400 (a query vector of the old model's dimensions, a field the new index
+    lacks...)."""
+    from elasticsearch import ApiError
+
+    return isinstance(exc, ApiError) and exc.meta.status == 400
+
+
 @dataclass
 class _Remembered:
     user: str | None
@@ -395,6 +434,7 @@ class RecommendService:
         self._experiment: tuple[Experiment | None, float] | None = None
         self._requests: OrderedDict[str, _Remembered] = OrderedDict()
         self._known_items: OrderedDict[str, None] = OrderedDict()
+        self._items: tuple[LiveItems, float] | None = None  # (what the alias points at, re-read after)
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="vecrank-interleave")
         self.started = time.time()
         self.writer = None
@@ -451,6 +491,66 @@ class RecommendService:
         self._experiment = None
         self._default = None
 
+    def live_items(self, *, force: bool = False) -> LiveItems:
+        """The items index behind the alias and its text model, re-read every ``model_refresh_s``
+        (at once with ``force``).
+
+        When the alias has moved (``vecrank index reindex``, ``index switch``, ``rollback``,
+        ``cf fit``), every engine is dropped, to be rebuilt over the new index's spec, mapping
+        and collaborative model by the next request; when the new index holds vectors of another
+        text model, the query embedder is replaced by one of that model (loaded on first use).
+        """
+        now = time.monotonic()
+        cached = self._items
+        if cached is not None and not force and cached[1] > now:
+            return cached[0]
+        try:
+            name = indices.live_index(self.client, self.settings)
+            if cached is not None and cached[0].index == name:
+                found = cached[0]
+            elif name is None:
+                found = LiveItems(None)
+            else:
+                spec = indices.spec_of(self.client, name)
+                found = LiveItems(name, spec.model, spec.dims)
+        except Exception as exc:
+            if cached is not None and unavailable_cause(exc) is not None:
+                self._items = (cached[0], now + 1.0)  # keep serving what we know while the cluster blips
+                return cached[0]
+            raise
+        with self._lock:
+            before = self._items[0] if self._items is not None else None
+            if before is not None and before != found:
+                self._engines.clear()
+                self._known_items.clear()
+                self._default = None
+                if (before.model, before.dims) != (found.model, found.dims):
+                    self.embedder = _SharedEmbedder(
+                        self.client, self.settings, cache_size=self.config.query_cache, model=found.model
+                    )
+                    # Loaded beside the requests, so that few of them wait for it.
+                    self._pool.submit(self._load_quietly, self.embedder)
+                log.info(
+                    "the items alias moved from %s (%s, %s dims) to %s (%s, %s dims): serving the new index",
+                    before.index,
+                    before.model,
+                    before.dims,
+                    found.index,
+                    found.model,
+                    found.dims,
+                )
+            elif before is None and found.model is not None and self.embedder.model is None:
+                self.embedder.model = found.model
+            self._items = (found, now + self.config.model_refresh_s)
+        return found
+
+    @staticmethod
+    def _load_quietly(embedder: _SharedEmbedder) -> None:
+        try:
+            embedder.encode(["warm up"], show_progress_bar=False)
+        except Exception as exc:  # the first request that needs it says why
+            log.warning("cannot load the query embedder of model %s: %s", embedder.model, exc)
+
     def _model(self, model_id: str, version: int) -> RankerModel:
         key = (model_id, version)
         if key not in self._models:
@@ -489,6 +589,7 @@ class RecommendService:
         """The active version of ``config.model_id`` (retrieval order when none is active), with
         the active search model (``<model_id>-search``) ranking requests with search text."""
         now = time.monotonic()
+        self.live_items()  # may drop the engines (and the cached default) when the alias moved
         cached = self._default
         if cached is not None and cached[1] > now:
             return cached[0]
@@ -572,7 +673,7 @@ class RecommendService:
         return self.within(
             deadline_at,
             self.config.request_budget_s,
-            self._recommend,
+            self._recommend_current,
             user=user,
             query=query,
             filters=filters,
@@ -581,6 +682,18 @@ class RecommendService:
             request_id=request_id,
             reasons=reasons,
         )
+
+    def _recommend_current(self, **kwargs: Any) -> dict[str, Any]:
+        """:meth:`_recommend`; when Elasticsearch refuses the search as it does once the items
+        alias moved under the service (a 400), the alias is re-read at once and, if it moved,
+        the request runs once more over the new index."""
+        seen = self._items[0] if self._items is not None else None
+        try:
+            return self._recommend(**kwargs)
+        except Exception as exc:
+            if not _wrong_index(exc) or self.live_items(force=True) == seen:
+                raise
+        return self._recommend(**kwargs)
 
     def _recommend(
         self,
@@ -798,10 +911,10 @@ class RecommendService:
 
     def _record_events(self, events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         from vecrank.ingest.bulk import bulk_with_retries
-        from vecrank.ingest.events import EventTypes, ensure_events_index, parse_event
+        from vecrank.ingest.events import ensure_events_index, parse_event
         from vecrank.ingest.records import BadRecord, Record
 
-        types = EventTypes()
+        types = self.config.event_types
         now_ms = int(time.time() * 1000)
         rejected: list[dict[str, Any]] = []
         docs: list[tuple[int, dict[str, Any]]] = []
@@ -978,8 +1091,9 @@ class RecommendService:
     # --- health ------------------------------------------------------------------------------
 
     def health(self, budget_s: float = 0.8) -> tuple[bool, dict[str, Any]]:
-        """(healthy, body): the cluster's answer, the running experiment, the default ranker;
-        every Elasticsearch call of it within ``budget_s`` together."""
+        """(healthy, body): the cluster's answer, the running experiment, the default ranker, the
+        items index served and its text model; every Elasticsearch call of it within ``budget_s``
+        together."""
         with deadline(time.monotonic() + budget_s):
             return self._health()
 
@@ -1001,6 +1115,7 @@ class RecommendService:
                 exp = self.experiment()
                 body["experiment"] = exp.summary() if exp else None
                 body["default_model"] = self.default_engine().version
+                body["items"] = self.live_items().to_dict()
             except Exception as exc:
                 body["error"] = unavailable_cause(exc) or f"{type(exc).__name__}: {exc}"[:300]
                 ok = False
