@@ -78,6 +78,7 @@ def bulk_with_retries(
         initial_backoff: first wait in seconds; doubled per attempt, capped at ``max_backoff``.
         on_retry: called with the number of documents about to be retried.
     """
+    # lazy: elasticsearch takes 0.7 s to import; only the calls to the cluster need it
     from elasticsearch import helpers
 
     todo = list(items)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
@@ -42,9 +43,14 @@ from typing import Any
 
 import numpy as np
 from scipy import sparse
+from threadpoolctl import threadpool_limits
 
+from vecrank.errors import VecrankError
+from vecrank.ingest import indices
 from vecrank.ingest.ease import ease_lists
+from vecrank.ingest.events import iter_events
 from vecrank.ingest.indices import CF_FIELDS, LIST_FIELDS
+from vecrank.ingest.items import packs_vectors, vector_value
 from vecrank.interactions import Interactions
 
 log = logging.getLogger(__name__)
@@ -207,7 +213,6 @@ def fit_als(counts: sparse.csr_matrix, config: CFConfig) -> tuple[np.ndarray, np
     only oversubscribes the cores (``implicit`` warns about exactly this).
     """
     from implicit.cpu.als import AlternatingLeastSquares  # heavy optional dependency, loaded on first fit
-    from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1, "blas"):
         model = AlternatingLeastSquares(
@@ -500,7 +505,6 @@ def gram_of(block: Mapping[str, Any]) -> np.ndarray:
 
 def live_block(client: Any, settings: Any) -> dict[str, Any] | None:
     """The live items index's collaborative block, or None before any ``cf fit``."""
-    from vecrank.ingest import indices
 
     live = indices.live_index(client, settings)
     if live is None:
@@ -551,14 +555,9 @@ def fit_index(
         VecrankError: no items index, no positive events, or verification failed (the alias did
             not move; the new version is left for inspection).
     """
-    import time
 
+    # lazy: elasticsearch takes 0.7 s to import; only the calls to the cluster need it
     from elasticsearch import helpers
-
-    from vecrank.errors import VecrankError
-    from vecrank.ingest import indices
-    from vecrank.ingest.events import iter_events
-    from vecrank.ingest.items import packs_vectors, vector_value
 
     config = config or CFConfig()
     started = time.monotonic()

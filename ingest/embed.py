@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import importlib.util
 import logging
 import re
 from collections.abc import Sequence
@@ -66,8 +67,6 @@ class TextEmbedder(Protocol):
 
 
 def _packaged_installed() -> bool:
-    import importlib.util
-
     return importlib.util.find_spec(_PACKAGED_MODULE) is not None
 
 

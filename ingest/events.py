@@ -19,23 +19,23 @@ import hashlib
 import json
 import logging
 import math
-import re
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from tqdm.auto import tqdm
 
 from vecrank.errors import VecrankError
 from vecrank.ingest.bulk import bulk_with_retries
 from vecrank.ingest.deadletter import DeadLetters
+from vecrank.ingest.eventspec import DATE_FORMAT, NUMBER, EventBounds, EventTypes, ms_to_datetime, parse_timestamp
 from vecrank.ingest.indices import create_index_if_missing
 from vecrank.ingest.records import BadRecord, Record, normalise_id, read_records
+from vecrank.ingest.users import RefreshStates, rebuild_users, update_users
 from vecrank.interactions import is_interaction
 from vecrank.settings import Settings
 
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
 
 __all__ = [
+    "DATE_FORMAT",
     "EVENT_FIELDS",
     "MAX_ID_BYTES",
     "EventBounds",
@@ -63,151 +64,12 @@ logger = logging.getLogger(__name__)
 #: The logical fields of an input row; ``columns`` maps them onto a file's own column names.
 EVENT_FIELDS = ("user", "item", "type", "value", "timestamp", "request_id", "position", "arm", "model_version")
 
-# Below this a number is read as epoch seconds, above it as epoch milliseconds: 1e11 seconds is
-# the year 5138, while 1e11 milliseconds is March 1973, earlier than any interaction log.
-_SECONDS_LIMIT = 1e11
-_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MIN_MS = (datetime(1, 1, 1, tzinfo=UTC) - _EPOCH) // timedelta(milliseconds=1)
-_MAX_MS = (datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC) - _EPOCH) // timedelta(milliseconds=1)
 _MAX_POSITION = 2**31 - 1  # the events mapping stores position as an ES integer
 #: The longest user or item id, in UTF-8 bytes: both become Elasticsearch document ids (users,
 #: items), which cannot be longer.
 MAX_ID_BYTES = 512
 _MGET_CHUNK = 1000
-#: Date fields hold epoch milliseconds. Elasticsearch's default format tries ISO first, which
-#: reads a small number such as 5000 as the year 5000; epoch_millis first reads it as intended.
-DATE_FORMAT = "epoch_millis||strict_date_optional_time"
 _KNOWN_ITEMS_LIMIT = 2_000_000  # ids kept in memory; the cache starts over past this
-
-
-# --------------------------------------------------------------------------------------------
-# Configuration
-# --------------------------------------------------------------------------------------------
-
-
-def _default_weights() -> dict[str, float]:
-    return {"impression": 0.0, "click": 1.0, "cart": 2.0, "purchase": 3.0, "rating": 1.0}
-
-
-class EventTypes(BaseModel):
-    """The event types vecrank accepts and how much each counts in popularity.
-
-    A weight is the contribution of one event of that type to the windowed popularity signals;
-    types in ``negative`` (say ``"dislike"``) contribute minus their weight. For ratings the
-    event's ``value`` carries the rating itself; the weight only says how much *having rated*
-    counts. ``impression``, ``click`` and ``rating`` name the types that the CTR and rating
-    signals read.
-
-    Example:
-        >>> types = EventTypes(weights={"view": 1, "like": 2, "dislike": 1}, negative={"dislike"})
-        >>> EventTypes.from_dict(types.to_dict()) == types
-        True
-        >>> types.weight("dislike")
-        -1.0
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    weights: dict[str, float] = Field(default_factory=_default_weights)
-    negative: frozenset[str] = frozenset()
-    impression: str = "impression"
-    click: str = "click"
-    rating: str | None = "rating"
-
-    @field_validator("weights")
-    @classmethod
-    def _check_weights(cls, weights: dict[str, float]) -> dict[str, float]:
-        if not weights:
-            raise ValueError("weights: at least one event type is needed")
-        for name, weight in weights.items():
-            if not name or name != name.strip():
-                raise ValueError(f"weights: event type {name!r} must be non-empty without spaces around it")
-            if not math.isfinite(weight) or weight < 0:
-                raise ValueError(
-                    f"weights[{name!r}] must be a finite number >= 0 (use `negative` "
-                    f"for types that count against an item), not {weight!r}"
-                )
-        return weights
-
-    @model_validator(mode="after")
-    def _check_negative(self) -> EventTypes:
-        unknown = self.negative - set(self.weights)
-        if unknown:
-            raise ValueError(f"negative: {', '.join(sorted(unknown))} not in weights")
-        return self
-
-    @property
-    def names(self) -> list[str]:
-        """The accepted type names, sorted."""
-        return sorted(self.weights)
-
-    def weight(self, event_type: str) -> float:
-        """The signed popularity weight of ``event_type`` (0 for unknown types)."""
-        weight = float(self.weights.get(event_type, 0.0))
-        return -weight if event_type in self.negative else weight
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready data that :meth:`from_dict` turns back into an equal object."""
-        data = self.model_dump(mode="json")
-        data["negative"] = sorted(self.negative)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> EventTypes:
-        """Builds the configuration from :meth:`to_dict` output (or hand-written JSON/TOML).
-
-        Raises:
-            pydantic.ValidationError: (a ``ValueError``) naming the offending field.
-        """
-        return cls.model_validate(dict(data))
-
-
-@dataclass(frozen=True)
-class EventBounds:
-    """What an event may plausibly say; rows outside are refused with a reason, never stored.
-
-    ``vecrank ingest events`` and ``POST /events`` apply the same bounds (:func:`parse_event`).
-
-    Args:
-        min_timestamp_ms: the earliest instant, epoch milliseconds (default 1970-01-01T00:00Z).
-        max_future_s: how far past the present an event may lie (default one day: clocks drift,
-            time zones get mislabelled; a year-9999 timestamp is a bug, not a plan).
-        rating_range: the smallest and largest rating (the ``value`` of the rating type), both
-            included; the default 0 to 10 holds 0.5..5 stars and 1..10 scores.
-
-    Example:
-        >>> EventBounds.from_dict(EventBounds(rating_range=(1, 5)).to_dict()) == EventBounds(rating_range=(1.0, 5.0))
-        True
-    """
-
-    min_timestamp_ms: int = 0
-    max_future_s: float = 86_400.0
-    rating_range: tuple[float, float] = (0.0, 10.0)
-
-    def __post_init__(self) -> None:
-        low, high = self.rating_range
-        if not (math.isfinite(low) and math.isfinite(high) and low <= high):
-            raise ValueError(f"rating_range must be two finite numbers, the smaller first, not {self.rating_range!r}")
-        if not math.isfinite(self.max_future_s) or self.max_future_s < 0:
-            raise ValueError(f"max_future_s must be a finite number >= 0, not {self.max_future_s!r}")
-        if not _MIN_MS <= self.min_timestamp_ms <= _MAX_MS:
-            raise ValueError(f"min_timestamp_ms must lie in the years 1 to 9999, not {self.min_timestamp_ms!r}")
-        object.__setattr__(self, "rating_range", (float(low), float(high)))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "min_timestamp_ms": self.min_timestamp_ms,
-            "max_future_s": self.max_future_s,
-            "rating_range": list(self.rating_range),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> EventBounds:
-        data = dict(data)
-        if "rating_range" in data:
-            data["rating_range"] = tuple(data["rating_range"])
-        return cls(**data)
 
 
 # --------------------------------------------------------------------------------------------
@@ -260,67 +122,8 @@ def ensure_events_index(client: Elasticsearch, settings: Settings) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def parse_timestamp(value: Any) -> int:
-    """The instant ``value`` names, in epoch milliseconds (UTC).
-
-    Accepts ISO 8601 text (``2024-06-01``, ``2024-06-01T12:00:00Z``, with any UTC offset; no
-    offset means UTC) and epoch numbers or numeric text: below 1e11 they are seconds (fractions
-    allowed), otherwise milliseconds.
-
-    Args:
-        value: The raw timestamp from the input row.
-
-    Returns:
-        Epoch milliseconds.
-
-    Raises:
-        ValueError: The value is empty, not a number or ISO 8601 date, or not finite.
-
-    Example:
-        >>> parse_timestamp("1970-01-01T00:00:01Z"), parse_timestamp(1), parse_timestamp("1000")
-        (1000, 1000, 1000000)
-    """
-    if isinstance(value, bool) or value is None:
-        raise ValueError(f"{value!r} is not a timestamp")
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            raise ValueError("empty timestamp")
-        if _NUMBER.fullmatch(text):
-            return _epoch_number(float(text) if any(c in text for c in ".eE") else int(text))
-        try:
-            moment = datetime.fromisoformat(text)
-        except ValueError:
-            raise ValueError(f"{text!r} is neither ISO 8601 nor epoch seconds/milliseconds") from None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        # Integer arithmetic on timedeltas: float timestamps would round some milliseconds.
-        return (moment - _EPOCH) // timedelta(milliseconds=1)
-    if isinstance(value, (int, float)):
-        return _epoch_number(value)
-    raise ValueError(f"expected ISO 8601 text or an epoch number, got {type(value).__name__}")
-
-
-def _epoch_number(number: int | float) -> int:
-    if isinstance(number, float) and not math.isfinite(number):
-        raise ValueError(f"{number!r} is not a timestamp")
-    if abs(number) < _SECONDS_LIMIT:
-        millis = round(number * 1000) if isinstance(number, float) else number * 1000
-    else:
-        millis = round(number)
-    # Checked here rather than left to Elasticsearch, so the row is reported as a bad timestamp.
-    if not _MIN_MS <= millis <= _MAX_MS:
-        raise ValueError(f"{number!r} is outside the years 1 to 9999")
-    return millis
-
-
 def _iso(millis: int) -> str:
     return ms_to_datetime(millis).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def ms_to_datetime(millis: int) -> datetime:
-    """Epoch milliseconds as an aware UTC datetime."""
-    return _EPOCH + timedelta(milliseconds=millis)
 
 
 def event_id(
@@ -360,7 +163,7 @@ def _number(value: Any) -> float | None:
         return None
     if isinstance(value, (int, float)):
         number = float(value)
-    elif isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+    elif isinstance(value, str) and NUMBER.fullmatch(value.strip()):
         number = float(value.strip())
     else:
         return None
@@ -590,6 +393,7 @@ def ingest_events(
     dead_letter_path: str | Path | None = None,
     allow_unknown_items: bool = False,
     update_users: bool = True,
+    refresh_states: RefreshStates | None = None,
     max_history: int = 200,
     batch_size: int = 1000,
     format: str | None = None,
@@ -621,6 +425,9 @@ def ingest_events(
             dead-lettering them (then the items index need not exist).
         update_users: Merge written events into the users index (see
             :func:`vecrank.ingest.users.update_users`).
+        refresh_states: Called with each batch's touched users once their histories are merged,
+            to recompute their stored states (the CLI and the service pass
+            :func:`vecrank.rank.store.refresh_profiles`); None leaves the states as they are.
         max_history: History length kept per user.
         batch_size: Rows per batch and per bulk request.
         format: ``"jsonl"`` or ``"csv"``; inferred from the suffix when omitted.
@@ -680,6 +487,7 @@ def ingest_events(
                 summary,
                 item_column=columns.get("item", "item"),
                 update_users=update_users,
+                refresh_states=refresh_states,
                 max_history=max_history,
                 bulk_options=bulk_options,
             )
@@ -725,8 +533,6 @@ def ingest_events(
 
 
 def _progress_bar(show: bool) -> Any:
-    from tqdm.auto import tqdm
-
     return tqdm(unit=" events", disable=not show, desc="events")
 
 
@@ -741,6 +547,7 @@ def _flush(
     *,
     item_column: str,
     update_users: bool,
+    refresh_states: RefreshStates | None,
     max_history: int,
     bulk_options: dict[str, Any],
 ) -> None:
@@ -802,7 +609,9 @@ def _flush(
                 record=pending.doc,
             )
     if update_users:
-        written, rebuilt = apply_to_users(client, settings, created, repeated, max_history=max_history)
+        written, rebuilt = apply_to_users(
+            client, settings, created, repeated, max_history=max_history, refresh_states=refresh_states
+        )
         summary.users_updated += written
         summary.users_rebuilt += rebuilt
 
@@ -814,36 +623,41 @@ def apply_to_users(
     repeated: Sequence[Mapping[str, Any]] = (),
     *,
     max_history: int = 200,
+    refresh_states: RefreshStates | None = None,
 ) -> tuple[int, int]:
     """Bring the users of a stored batch up to date: the interactions just ``created`` are merged
     into their histories (idempotent by event id); the users of ``repeated`` interactions (events
     that were already stored: a retry or a rerun, whose first attempt may have stopped before its
     users) are rebuilt from the events index (:func:`vecrank.ingest.users.rebuild_users`); then
-    every touched user's state is recomputed, so the next recommendation sees these events.
-    Impressions are not history and touch no user. Returns (users merged, users rebuilt)."""
-    from vecrank.ingest.users import rebuild_users, update_users
-    from vecrank.rank.store import refresh_profiles
-
+    every touched user's state is recomputed with ``refresh_states`` (rank's
+    :func:`vecrank.rank.store.refresh_profiles`, passed in by the caller: ingest does not import
+    rank), so the next recommendation sees these events. Impressions are not history and touch
+    no user. Returns (users merged, users rebuilt)."""
     fresh = [dict(d) for d in created if is_interaction(d)]
     again = {str(d["user_id"]) for d in repeated if is_interaction(d)}
     merged = update_users(client, settings, fresh, max_history=max_history) if fresh else 0
     rebuilt = rebuild_users(client, settings, again, max_history=max_history) if again else 0
     touched = {str(d["user_id"]) for d in fresh} | again
-    if touched:
-        refresh_profiles(client, settings, touched)
+    if touched and refresh_states is not None:
+        refresh_states(client, settings, touched)
     return merged, rebuilt
 
 
-def rebuild(client: Elasticsearch, settings: Settings, user_ids: Iterable[str], *, max_history: int = 200) -> int:
+def rebuild(
+    client: Elasticsearch,
+    settings: Settings,
+    user_ids: Iterable[str],
+    *,
+    max_history: int = 200,
+    refresh_states: RefreshStates | None = None,
+) -> int:
     """``vecrank users rebuild``: each user's history from the events index, then their state
-    (:func:`apply_to_users`'s repair path for any users). Returns how many were rebuilt."""
-    from vecrank.ingest.users import rebuild_users
-    from vecrank.rank.store import refresh_profiles
-
+    with ``refresh_states`` (:func:`apply_to_users`'s repair path for any users). Returns how many
+    were rebuilt."""
     ids = sorted({str(u) for u in user_ids})
     rebuilt = rebuild_users(client, settings, ids, max_history=max_history)
-    if ids:
-        refresh_profiles(client, settings, ids)
+    if ids and refresh_states is not None:
+        refresh_states(client, settings, ids)
     return rebuilt
 
 
@@ -861,7 +675,7 @@ def iter_events(
     Returns:
         An iterator of event documents.
     """
-    from elasticsearch.helpers import scan
+    from elasticsearch.helpers import scan  # elasticsearch takes 0.7 s to import; parsing events needs none of it
 
     body = {"query": dict(query) if query else {"match_all": {}}}
     for hit in scan(client, index=settings.index("events"), query=body, size=size):

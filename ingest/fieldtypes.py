@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from vecrank.ingest.eventspec import ms_to_datetime, parse_timestamp
+
 __all__ = ["FieldTypeError", "apply_field_types", "convert_value", "template_view"]
 
 _ABSENT = object()
@@ -229,9 +231,6 @@ def _boolean(value: Any) -> Any:
 
 
 def _date(value: Any) -> Any:
-    # Imported here: events imports records, which imports this module.
-    from vecrank.ingest.events import parse_timestamp
-
     if _is_absent(value):
         return _ABSENT
     try:
@@ -268,7 +267,6 @@ def _iso_dates(value: Any) -> Any:
         return [_iso_dates(v) for v in value]
     if isinstance(value, bool) or not isinstance(value, int):
         return value
-    from vecrank.ingest.events import ms_to_datetime
 
     moment = ms_to_datetime(value)
     if moment.time() == time(0):

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from vecrank import __version__
 from vecrank.errors import VecrankError
+from vecrank.ingest.eventspec import DATE_FORMAT
+from vecrank.ingest.signals import signals_mapping
 
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
@@ -130,8 +132,6 @@ class IndexSpec:
 
 def items_mapping(spec: IndexSpec) -> dict[str, Any]:
     """The full mapping of an items index (properties, dynamic templates and ``_meta``)."""
-    from vecrank.ingest.events import DATE_FORMAT  # not at the top: events imports this module
-    from vecrank.ingest.signals import signals_mapping
 
     properties: dict[str, Any] = {
         "item_id": {"type": "keyword"},
@@ -251,6 +251,7 @@ def create_index_if_missing(client: Elasticsearch, name: str, mappings: dict[str
         name: The index.
         mappings: Its ``mappings`` body.
     """
+    # lazy: elasticsearch takes 0.7 s to import; only the calls to the cluster need it
     from elasticsearch import BadRequestError
 
     if client.indices.exists(index=name):
@@ -346,6 +347,7 @@ class Written:
 def write_version(client: Elasticsearch, target: str, actions: Any) -> Written:
     """Bulk-write a new version's documents (429s retried), never raising on a failed document:
     failures are counted and the first 20 kept; then ``target`` is refreshed."""
+    # lazy: elasticsearch takes 0.7 s to import; only the calls to the cluster need it
     from elasticsearch import helpers
 
     out = Written()

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from tqdm import tqdm
 
 from vecrank.errors import VecrankError
 from vecrank.ingest import indices
@@ -277,6 +278,7 @@ def packs_vectors(client: Elasticsearch) -> bool:
 
 def vector_value(vector: np.ndarray, packed: bool) -> str | list[float]:
     if packed:
+        # lazy: elasticsearch takes 0.7 s to import; only the calls to the cluster need it
         from elasticsearch.helpers import pack_dense_vector
 
         return pack_dense_vector(np.asarray(vector, dtype=np.float32))
@@ -299,7 +301,6 @@ def _progress_bar(progress: bool | None, path: str | Path):
         progress = sys.stderr.isatty() and log.isEnabledFor(logging.INFO)
     if not progress:
         return None
-    from tqdm import tqdm
 
     return tqdm(desc=f"ingest {Path(str(path)).name}", unit=" items", unit_scale=True, file=sys.stderr)
 
@@ -478,6 +479,7 @@ class _Writer:
 
 def delete_items(client: Elasticsearch, settings: Settings, ids: Iterable[str]) -> dict[str, int]:
     """Delete items by id from the live index. Ids that are not there count as ``missing``."""
+    # lazy: elasticsearch takes 0.7 s to import; only the calls to the cluster need it
     from elasticsearch import helpers
 
     live = indices.live_index(client, settings)

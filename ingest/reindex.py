@@ -109,6 +109,7 @@ def reindex(
         VecrankError: nothing is live, or verification failed (the alias did not move; the new
             version is left for inspection and can be deleted with ``vecrank index delete``).
     """
+    # lazy: elasticsearch takes 0.7 s to import; only the calls to the cluster need it
     from elasticsearch import helpers
 
     started = time.monotonic()

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vecrank.errors import VecrankError
-from vecrank.ingest.events import DATE_FORMAT, EventTypes, ms_to_datetime, parse_timestamp
+from vecrank.ingest.eventspec import DATE_FORMAT, EventTypes, ms_to_datetime, parse_timestamp
 from vecrank.interactions import DAY_MS
 from vecrank.settings import Settings
 
@@ -751,6 +751,7 @@ def _write_signals(
     page_size: int,
 ) -> None:
     """Updates the items with events (``collected``), then resets every other item."""
+    # lazy: elasticsearch takes 0.7 s to import; only the calls to the cluster need it
     from elasticsearch.helpers import scan, streaming_bulk
 
     def item_updates() -> Iterator[dict[str, Any]]:

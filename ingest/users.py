@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from vecrank.errors import VecrankError
-from vecrank.ingest.events import DATE_FORMAT
+from vecrank.ingest.eventspec import DATE_FORMAT
 from vecrank.ingest.indices import create_index_if_missing
 from vecrank.interactions import IMPRESSION
 from vecrank.settings import Settings
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
 
 __all__ = [
+    "RefreshStates",
     "ensure_users_index",
     "event_users",
     "get_history",
@@ -44,6 +45,11 @@ _HISTORY_KEYS = ("event_id", "item_id", "type", "value", "timestamp")
 _CONFLICT_ATTEMPTS = 5
 _MGET_CHUNK = 1000
 _REBUILD_CHUNK = 100  # users per msearch when rebuilding
+
+#: Recomputes and stores the states of the named users from their histories; returns how many
+#: (:func:`vecrank.rank.store.refresh_profiles`). Ingest keeps the histories and rank owns what is
+#: computed from them, so the caller that imports both (the CLI, the service) passes it in.
+RefreshStates = Callable[["Elasticsearch", Settings, Iterable[str]], int]
 
 
 def users_mapping() -> dict[str, Any]:
@@ -312,6 +318,7 @@ def event_users(client: Elasticsearch, settings: Settings) -> list[str]:
 
 def _write(client: Elasticsearch, actions: list[dict[str, Any]]) -> tuple[int, list[str], list[str]]:
     """Conditional user writes: (how many were written, the ids that conflicted, the errors)."""
+    # lazy: elasticsearch takes 0.7 s to import; only the calls to the cluster need it
     from elasticsearch.helpers import streaming_bulk
 
     written, conflicts, errors = 0, [], []
@@ -352,6 +359,7 @@ def get_history(client: Elasticsearch, settings: Settings, user_id: str) -> list
         ``[{event_id, item_id, type, value, timestamp}, ...]`` (timestamp in epoch ms); empty
         for an unknown user or when the users index does not exist yet.
     """
+    # lazy: elasticsearch takes 0.7 s to import; only the calls to the cluster need it
     from elasticsearch import NotFoundError
 
     try:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import sparse
+from threadpoolctl import threadpool_limits
 
 from vecrank.interactions import DAY_MS
 from vecrank.rank.split import PositiveRule, check_events, is_interaction, is_positive
@@ -306,6 +307,7 @@ class CoOccurrence(Baseline):
 
 def _load_implicit_als() -> type[AlternatingLeastSquares]:
     try:
+        # lazy: implicit's ALS takes 0.6 s to import; only a fit needs it
         from implicit.cpu.als import AlternatingLeastSquares
     except ImportError as exc:
         raise ImportError(
@@ -352,8 +354,6 @@ class ALS(Baseline):
         self.model: AlternatingLeastSquares | None = None
 
     def _fit(self, events: list[Mapping[str, Any]]) -> None:
-        from threadpoolctl import threadpool_limits
-
         als_class = _load_implicit_als()
         self._index = _UserItemIndex(
             ((str(e["user_id"]), str(e["item_id"])) for e in events if self.positive(e)), counts=True
@@ -424,7 +424,6 @@ class ALS(Baseline):
         n = min(k, len(self._index.items) - len(skip))
         if n <= 0:
             return []
-        from threadpoolctl import threadpool_limits
 
         with threadpool_limits(1, "blas"):
             ids, scores = self.model.recommend(

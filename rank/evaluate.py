@@ -43,9 +43,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vecrank.errors import VecrankError
+from vecrank.ingest.events import iter_events
 from vecrank.interactions import DAY_MS, Interactions
 from vecrank.rank import features as feats
 from vecrank.rank import metrics
+from vecrank.rank.baselines import CoOccurrence
+from vecrank.rank.baselines_item import EASE, ItemKNN
 from vecrank.rank.model import RankerModel
 from vecrank.rank.offline import Catalog, Past, ReplayConfig  # ReplayConfig: re-exported, where it was
 from vecrank.rank.ranker import rank_order
@@ -293,8 +296,6 @@ def run(
         past: the events and the catalog (:func:`load_past`).
         final_model: also train the model that serves afterwards, on everything (``report.model``).
     """
-    from vecrank.rank.baselines import CoOccurrence
-    from vecrank.rank.baselines_item import EASE, ItemKNN
 
     started = time.monotonic()
     replay_config = replay_config or ReplayConfig()
@@ -499,6 +500,7 @@ def write_outputs(report: EvalReport, out_dir: str | Path, *, k: int = 10) -> di
     import matplotlib  # heavy optional dependency, only for the plot
 
     matplotlib.use("Agg")
+    # lazy: matplotlib takes 0.8 s to import; only the plots need it
     import matplotlib.pyplot as plt
 
     out = Path(out_dir)
@@ -533,7 +535,6 @@ def write_outputs(report: EvalReport, out_dir: str | Path, *, k: int = 10) -> di
 
 def load_events(client: Elasticsearch, settings: Settings) -> list[dict[str, Any]]:
     """Every event in the events index, as plain dicts."""
-    from vecrank.ingest.events import iter_events
 
     return [
         {k: e.get(k) for k in ("user_id", "item_id", "type", "value", "timestamp")}

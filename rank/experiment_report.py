@@ -42,15 +42,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from vecrank.rank import stats
 from vecrank.rank.interleaving import PreferenceResult
-
-if TYPE_CHECKING:
-    from vecrank.rank.experiments import Experiment
 
 __all__ = ["COMPARISONS", "LABELS", "ArmStats", "ExperimentReport", "UserValues", "compare", "interval_half_width"]
 
@@ -197,9 +194,20 @@ def _headline(metric: str, result: dict[str, Any]) -> str:
     )
 
 
+class ReportedExperiment(Protocol):
+    """What a report reads of its :class:`vecrank.rank.experiments.Experiment` (which imports this
+    module, so this one names only the attributes it uses)."""
+
+    experiment_id: str
+    control: str | None
+    ndcg_k: int
+
+    def summary(self) -> dict[str, Any]: ...
+
+
 @dataclass(frozen=True)
 class ExperimentReport:
-    experiment: Experiment
+    experiment: ReportedExperiment
     window: tuple[int, int]
     arms: dict[str, ArmStats]
     comparisons: dict[str, dict[str, dict[str, Any]]]
@@ -235,9 +243,11 @@ class ExperimentReport:
         """One PNG per metric: its cumulative value per arm over time with a 95% band (users as
         clusters for the rates and the preference); under the title, each arm's test against the
         control (for CTR the clustered one, the one the report leads with)."""
+        # lazy: matplotlib takes 0.8 s to import; only the plots need it
         import matplotlib
 
         matplotlib.use("Agg")
+        # lazy: matplotlib takes 0.8 s to import; only the plots need it
         import matplotlib.pyplot as plt
 
         out = Path(out_dir)

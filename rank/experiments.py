@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vecrank.errors import VecrankError
+from vecrank.ingest.indices import create_index_if_missing
 from vecrank.interactions import DAY_MS
 from vecrank.rank import stats
 from vecrank.rank.experiment_report import (
@@ -69,6 +70,8 @@ from vecrank.rank.experiment_report import (
     iso_utc,
 )
 from vecrank.rank.interleaving import credit, outcome, preference
+from vecrank.rank.model import Registry
+from vecrank.rank.recommender import RetrieveConfig
 
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
@@ -183,8 +186,6 @@ class Arm:
             raise ExperimentError(f"arm {self.name!r}: pool must be between 1 and 1000")
         overrides = {k: v for k, v in coerced.items() if k != "pool"}
         if overrides:
-            from vecrank.rank.recommender import RetrieveConfig
-
             try:
                 RetrieveConfig(**{k: v for k, v in overrides.items() if k != "num_candidates"})
             except ValueError as exc:
@@ -409,7 +410,6 @@ def resolve_model(client: Elasticsearch, settings: Settings, ref: str | None) ->
     checked to exist. Raises :class:`VecrankError` naming the known versions otherwise."""
     if ref is None or ref.lower() == "none":
         return None
-    from vecrank.rank.model import Registry
 
     model_id, _, version = ref.partition("@")
     if version and not version.isdigit():
@@ -426,12 +426,11 @@ class ExperimentStore:
         self.index = settings.index("experiments")
 
     def _ensure(self) -> None:
-        from vecrank.ingest.indices import create_index_if_missing
-
         create_index_if_missing(self.client, self.index, experiments_mapping())
 
     def create(self, experiment: Experiment) -> Experiment:
         """Store a new draft; refuses an id that exists."""
+        # lazy: elasticsearch takes 0.7 s to import; only the calls to the cluster need it
         from elasticsearch import ConflictError
 
         self._ensure()
@@ -484,6 +483,7 @@ class ExperimentStore:
         return found[0] if found else None
 
     def _write(self, experiment: Experiment, seq_no: int, primary_term: int) -> None:
+        # lazy: elasticsearch takes 0.7 s to import; only the calls to the cluster need it
         from elasticsearch import ConflictError
 
         try:
@@ -570,6 +570,7 @@ def collect_events(
     client: Elasticsearch, settings: Settings, experiment: Experiment, *, end_ms: int, attribution_ms: int = DAY_MS
 ) -> list[dict[str, Any]]:
     """The stored events a report of ``experiment`` needs (see :func:`events_query`)."""
+    # lazy: elasticsearch takes 0.7 s to import; only the calls to the cluster need it
     from elasticsearch.helpers import scan
 
     index = settings.index("events")

@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vecrank.errors import VecrankError
+from vecrank.ingest.indices import create_index_if_missing
 from vecrank.rank.features import FeatureSpec, FeatureSpecMismatch
+from vecrank.rank.rescore import PluginFeatureError, PluginRefusal, plugin_features, validate_plugin_features
 
 if TYPE_CHECKING:
     import xgboost
@@ -56,6 +58,7 @@ class RankerModel:
     @property
     def booster(self) -> xgboost.Booster:
         if self._booster is None:
+            # lazy: xgboost takes 2 s to import; only training and scoring need it
             import xgboost
 
             booster = xgboost.Booster()
@@ -72,6 +75,7 @@ class RankerModel:
         return json.loads(self.booster_json)["learner"]["objective"]["name"]
 
     def _matrix(self, features: np.ndarray):
+        # lazy: xgboost takes 2 s to import; only training and scoring need it
         import xgboost
 
         if features.ndim != 2 or features.shape[1] != len(self.spec.names):
@@ -170,8 +174,6 @@ class Registry:
         self.folder = Path(settings.state_dir) / "models" / settings.index_prefix
 
     def _ensure(self) -> None:
-        from vecrank.ingest.indices import create_index_if_missing
-
         create_index_if_missing(self.client, self.index, models_mapping())
 
     def register(self, model: RankerModel, *, status: str = "candidate") -> RankerModel:
@@ -199,8 +201,6 @@ class Registry:
         """Where the plugin reads each feature, checked against the items mapping (and by the
         plugin itself when it is installed) so that a model the plugin could not serve is refused
         now, not at query time. None when the spec has a feature the plugin has no source for."""
-        from vecrank.rank.rescore import PluginFeatureError, PluginRefusal, plugin_features, validate_plugin_features
-
         try:
             features = plugin_features(model.spec)
         except PluginFeatureError as exc:
@@ -278,3 +278,46 @@ class Registry:
             data = json.loads(meta.read_text())
             data["status"] = status
             meta.write_text(json.dumps(data, indent=2))
+
+
+# Here, not in rescore: it reads and updates the registry, and the registry already uses rescore
+# to check a model's plugin features when it registers one.
+def attach_plugin_features(
+    client: Elasticsearch, settings: Any, model_id: str, version: int | None = None, *, items_index: str | None = None
+) -> dict[str, Any]:
+    """Make a registered model servable by the plugin: validate its features and store ``plugin_features``.
+
+    Args:
+        client: Elasticsearch client.
+        settings: Names the models and items indices.
+        model_id: The registered model.
+        version: Its version; None for the active one.
+        items_index: The index the model ranks (default ``settings.index("items")``).
+
+    Returns:
+        ``{"model_id", "version", "plugin_features"}``.
+
+    Raises:
+        PluginFeatureError: when a feature maps to no usable field, or the plugin refuses the model.
+    """
+    registry = Registry(client, settings)
+    model = registry.get(model_id, version)
+    features = plugin_features(model.spec)
+    validate_plugin_features(
+        client,
+        items_index or settings.index("items"),
+        features,
+        model_doc={**model.to_doc(), "plugin_features": features},
+    )
+    # Registries created before the field existed get it now (the mapping is strict).
+    client.indices.put_mapping(
+        index=registry.index, properties={"plugin_features": models_mapping()["properties"]["plugin_features"]}
+    )
+    client.update(
+        index=registry.index,
+        id=f"{model.model_id}@{model.version}",
+        doc={"plugin_features": features},
+        refresh="wait_for",
+    )
+    log.info("Model %s v%d can be served by the plugin (%d features)", model.model_id, model.version, len(features))
+    return {"model_id": model.model_id, "version": model.version, "plugin_features": features}

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from vecrank.ingest import cf
 from vecrank.ingest.cf import CFConfig
@@ -174,6 +175,7 @@ class Catalog:
     @classmethod
     def from_index(cls, client: Elasticsearch, settings: Settings, spec: FeatureSpec) -> Catalog:
         """Every item of the live index: its embedding and the fields ``spec`` reads (one scroll)."""
+        # lazy: elasticsearch takes 0.7 s to import; only the calls to the cluster need it
         from elasticsearch import helpers
 
         wanted = sorted({*spec.facets, *spec.item_numeric, *spec.item_dates, "available"})
@@ -369,7 +371,6 @@ class Past:
 
     def replay(self, user: str, cut_ms: int, pool: PoolConfig) -> Replayed | None:
         """The request ``user`` would have made at ``cut_ms`` (profile path); None without history."""
-        from threadpoolctl import threadpool_limits
 
         # Thousands of small products: one BLAS thread each is faster than two that contend.
         with threadpool_limits(1, "blas"):

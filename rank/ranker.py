@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vecrank.errors import VecrankError
+from vecrank.ingest.events import ensure_events_index, event_id
+from vecrank.ingest.indices import create_index_if_missing
 from vecrank.rank import features as feats
 from vecrank.rank import queries
 from vecrank.rank.model import RankerModel
@@ -408,10 +410,8 @@ class Ranker:
     def _log(
         self, rec: Recommendation, *, user: str | None, now_ms: int, spec: feats.FeatureSpec | None = None
     ) -> None:
+        # lazy: elasticsearch takes 0.7 s to import; only the calls to the cluster need it
         from elasticsearch import helpers
-
-        from vecrank.ingest.events import ensure_events_index
-        from vecrank.ingest.indices import create_index_if_missing
 
         settings, client = self.recommender.settings, self.recommender.client
         events_index = ensure_events_index(client, settings)
@@ -467,7 +467,6 @@ def impression_action(
     arm: str | None = None,
 ) -> dict[str, Any]:
     """The bulk action that records one shown item as an impression event (idempotent id)."""
-    from vecrank.ingest.events import event_id
 
     eid = event_id(user, item_id, "impression", now_ms, request_id, None)
     doc = {

@@ -25,7 +25,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vecrank.errors import VecrankError
+from vecrank.ingest import indices
+from vecrank.ingest.embed import Embedder
 from vecrank.rank import queries
+from vecrank.rank.offline import top_scores
 from vecrank.rank.profiles import Profile, ProfileConfig, build_profile
 from vecrank.rank.state import SCORE_MAPS, CFMeta, StateConfig, UserState
 from vecrank.rank.store import consumed_ids, fetch_vectors, get_user, live_cf_meta, stored_profile, user_state
@@ -152,8 +155,6 @@ class Recommender:
 
     def _live(self):
         if self._spec is None:
-            from vecrank.ingest import indices
-
             live = indices.live_index(self.client, self.settings)
             if live is None:
                 raise VecrankError(f"no items index behind {indices.alias_name(self.settings)}; ingest a catalog first")
@@ -170,8 +171,6 @@ class Recommender:
     @property
     def embedder(self) -> TextEmbedder:
         if self._embedder is None:
-            from vecrank.ingest.embed import Embedder
-
             self._embedder = Embedder(self._live().model)
         return self._embedder
 
@@ -325,7 +324,6 @@ class Recommender:
     ) -> list[dict[str, Any]]:
         """The one search for a ranked request's pool (:func:`vecrank.rank.queries.pool_body`):
         the caller's filters, availability and the user's seen items apply to every source."""
-        from vecrank.rank.offline import top_scores
 
         self._live()
         clauses = queries.filter_clauses(filters, self._field_types or {}) + list(extra_filters)

@@ -49,19 +49,17 @@ import numpy as np
 
 from vecrank.errors import VecrankError
 from vecrank.interactions import DAY_MS
+from vecrank.rank.features import PATH_CODES, POOL_RANKS, FeatureSpec, RequestContext
 from vecrank.rank.state import SCORE_MAPS
 
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
-
-    from vecrank.rank.features import FeatureSpec, RequestContext
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "PLUGIN_NAME",
     "PluginFeatureError",
-    "attach_plugin_features",
     "decode_vector",
     "encode_vector",
     "explained_feature_names",
@@ -137,7 +135,6 @@ def feature_source(name: str) -> dict[str, Any]:
     Raises:
         PluginFeatureError: for a name the spec does not define.
     """
-    from vecrank.rank.features import POOL_RANKS
 
     if name == "cos_profile":
         return {"name": name, "source": "cosine", "field": "embedding", "param": PROFILE_VECTOR}
@@ -285,7 +282,6 @@ def rescore_params(spec: FeatureSpec, ctx: RequestContext, *, encode: bool = Tru
         A JSON-ready dict for :func:`rescore_body`. An input the request lacks is left out, and
         the features that need it are missing (NaN) in the plugin, as in Python.
     """
-    from vecrank.rank.features import PATH_CODES
 
     names = set(spec.names)
     state = ctx.state
@@ -493,6 +489,7 @@ def validate_model_doc(client: Elasticsearch, doc: Mapping[str, Any]) -> dict[st
     Raises:
         PluginFeatureError: with the plugin's reason when it refuses the document.
     """
+    # lazy: elasticsearch takes 0.7 s to import; only the calls to the cluster need it
     from elasticsearch import ApiError
 
     try:
@@ -560,46 +557,3 @@ def validate_plugin_features(
 class PluginRefusal(PluginFeatureError):
     """The installed plugin cannot serve a model that the mapping allows (for example an older
     plugin build that lacks a feature source)."""
-
-
-def attach_plugin_features(
-    client: Elasticsearch, settings: Any, model_id: str, version: int | None = None, *, items_index: str | None = None
-) -> dict[str, Any]:
-    """Make a registered model servable by the plugin: validate its features and store ``plugin_features``.
-
-    Args:
-        client: Elasticsearch client.
-        settings: Names the models and items indices.
-        model_id: The registered model.
-        version: Its version; None for the active one.
-        items_index: The index the model ranks (default ``settings.index("items")``).
-
-    Returns:
-        ``{"model_id", "version", "plugin_features"}``.
-
-    Raises:
-        PluginFeatureError: when a feature maps to no usable field, or the plugin refuses the model.
-    """
-    from vecrank.rank.model import Registry, models_mapping
-
-    registry = Registry(client, settings)
-    model = registry.get(model_id, version)
-    features = plugin_features(model.spec)
-    validate_plugin_features(
-        client,
-        items_index or settings.index("items"),
-        features,
-        model_doc={**model.to_doc(), "plugin_features": features},
-    )
-    # Registries created before the field existed get it now (the mapping is strict).
-    client.indices.put_mapping(
-        index=registry.index, properties={"plugin_features": models_mapping()["properties"]["plugin_features"]}
-    )
-    client.update(
-        index=registry.index,
-        id=f"{model.model_id}@{model.version}",
-        doc={"plugin_features": features},
-        refresh="wait_for",
-    )
-    log.info("Model %s v%d can be served by the plugin (%d features)", model.model_id, model.version, len(features))
-    return {"model_id": model.model_id, "version": model.version, "plugin_features": features}

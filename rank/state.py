@@ -24,6 +24,8 @@ the past (:mod:`vecrank.rank.offline`), so that training, evaluation and serving
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -180,9 +182,6 @@ def _scores(doc: Mapping[str, Any], name: str) -> dict[str, float]:
 
 
 def config_fingerprint(config: StateConfig) -> str:
-    import hashlib
-    import json
-
     return hashlib.sha1(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
 
 

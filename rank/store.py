@@ -8,8 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vecrank.ingest.cf import neighbours_from_doc
+from vecrank.errors import VecrankError
+from vecrank.ingest import indices
+from vecrank.ingest.cf import CFConfig, gram_of, live_block, neighbours_from_doc
 from vecrank.ingest.indices import LIST_FIELDS
+from vecrank.rank.features import facet_values
+from vecrank.rank.model import Registry
 from vecrank.rank.profiles import Profile, ProfileConfig
 from vecrank.rank.state import CFMeta, StateConfig, UserState, compute_state, stored_state
 
@@ -130,8 +134,6 @@ class FetchedItems:
         return {i: neighbours_from_doc(self.found[i]["lists"].get(name)) for i in ids if i in self.found}
 
     def facets(self, ids: Sequence[str], names: Sequence[str]) -> dict[str, dict[str, frozenset[str]]]:
-        from vecrank.rank.features import facet_values
-
         return {i: {f: facet_values(self.found[i]["source"].get(f)) for f in names} for i in ids if i in self.found}
 
 
@@ -141,12 +143,10 @@ def _array(values: Any) -> np.ndarray | None:
 
 def live_cf_meta(client: Elasticsearch, settings: Settings) -> CFMeta | None:
     """The live collaborative model's fold-in inputs, or None before any ``vecrank cf fit``."""
-    from vecrank.ingest.cf import gram_of, live_block
 
     block = live_block(client, settings)
     if not block:
         return None
-    from vecrank.ingest.cf import CFConfig
 
     return CFMeta(
         version=str(block["version"]),
@@ -158,8 +158,6 @@ def live_cf_meta(client: Elasticsearch, settings: Settings) -> CFMeta | None:
 
 def serving_state_config(client: Elasticsearch, settings: Settings) -> StateConfig:
     """The state rule of the active default model (what its requests will read), else the default."""
-    from vecrank.errors import VecrankError
-    from vecrank.rank.model import Registry
 
     try:
         model = Registry(client, settings).get("vecrank")
@@ -178,9 +176,8 @@ def refresh_profiles(
     ``vecrank cf fit``), so the next recommendation for those users already reflects them with a
     single read of the user document. One fetch reads every history item of the batch.
     """
+    # lazy: elasticsearch takes 0.7 s to import; only the calls to the cluster need it
     from elasticsearch import helpers
-
-    from vecrank.ingest import indices
 
     live = indices.live_index(client, settings)
     if live is None:
@@ -225,6 +222,7 @@ def refresh_profiles(
 
 def refresh_all_users(client: Elasticsearch, settings: Settings, *, config: StateConfig | None = None) -> int:
     """:func:`refresh_profiles` for every user (after a ``vecrank cf fit``). Returns how many."""
+    # lazy: elasticsearch takes 0.7 s to import; only the calls to the cluster need it
     from elasticsearch import helpers
 
     index = settings.index("users")

@@ -18,7 +18,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +113,7 @@ class TrainingTable:
         return np.asarray(sizes, dtype=np.uint32)
 
     def to_parquet(self, path: str | Path) -> None:
+        # lazy: pyarrow takes 0.4 s to import; only Parquet files need it
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -132,6 +133,7 @@ class TrainingTable:
 
     @classmethod
     def from_parquet(cls, path: str | Path) -> TrainingTable:
+        # lazy: pyarrow takes 0.4 s to import; only Parquet files need it
         import pyarrow.parquet as pq
 
         table = pq.read_table(path).to_pydict()
@@ -364,7 +366,6 @@ def select_ranker(
     Returns:
         (booster, info, the chosen config); ``info["selection"]`` lists every shape's validation score.
     """
-    from dataclasses import replace
 
     config = config or TrainConfig()
     if valid is None or not len(valid) or not shapes:
@@ -389,6 +390,7 @@ def select_ranker(
 
 def train_ranker(train: TrainingTable, valid: TrainingTable | None, config: TrainConfig | None = None):
     """Train on ``train``; early-stop on ``valid`` (a later time slice). Returns (booster, info)."""
+    # lazy: xgboost takes 2 s to import; only training and scoring need it
     import xgboost
 
     config = config or TrainConfig()
@@ -453,6 +455,7 @@ def from_feature_log(
     Only requests logged with this feature spec are used, so training sees exactly the features
     serving computed.
     """
+    # lazy: elasticsearch takes 0.7 s to import; only the calls to the cluster need it
     from elasticsearch import helpers
 
     labels = labels or LabelConfig()

@@ -183,6 +183,7 @@ def _make_world(client, settings, items: int, users: int) -> list[str]:
     from vecrank.ingest.embed import Embedder
     from vecrank.ingest.events import ingest_events
     from vecrank.ingest.items import ItemSource, ingest_items
+    from vecrank.rank.store import refresh_profiles
 
     words = ["space", "love", "war", "crime", "ghost", "dog", "music", "sport", "sea", "city", "robot", "magic"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -199,7 +200,7 @@ def _make_world(client, settings, items: int, users: int) -> list[str]:
                 for j in range(10):
                     row = {"user": f"u{u}", "item": f"i{(u * 13 + j * 31) % items}", "type": "rating"}
                     f.write(json.dumps({**row, "value": 1 + (u + j) % 5, "timestamp": t0 + u * 60 + j}) + "\n")
-        ingest_events(client, settings, events, progress=False)
+        ingest_events(client, settings, events, progress=False, refresh_states=refresh_profiles)
     return [f"u{u}" for u in range(users)]
 
 

@@ -52,6 +52,7 @@ def load(client, settings, data_dir: Path, work: Path) -> dict:
     from vecrank.ingest.events import ingest_events
     from vecrank.ingest.items import ItemSource, ingest_items
     from vecrank.localnode.paths import cache_dir
+    from vecrank.rank.store import refresh_profiles
 
     adapter = _adapter()
     prepared = adapter.prepare(data_dir, work)
@@ -65,7 +66,7 @@ def load(client, settings, data_dir: Path, work: Path) -> dict:
         items = ingest_items(
             client, settings, prepared["items_path"], source, embedder=Embedder(), cache=cache, progress=False
         )
-    events = ingest_events(client, settings, prepared["events_path"], progress=False)
+    events = ingest_events(client, settings, prepared["events_path"], progress=False, refresh_states=refresh_profiles)
     print(
         f"loaded {items.written} items ({items.embedded} embedded, {items.from_cache} from cache) and "
         f"{events.written} events for {prepared['users']} users",

@@ -35,6 +35,7 @@ def world(es, es_settings, tmp_path_factory):
     from vecrank.ingest.embed import Embedder
     from vecrank.ingest.events import ingest_events
     from vecrank.ingest.items import ItemSource, ingest_items
+    from vecrank.rank.store import refresh_profiles
 
     prefix = f"vra-{uuid.uuid4().hex[:10]}"
     settings = dataclasses.replace(es_settings, index_prefix=prefix)
@@ -52,7 +53,7 @@ def world(es, es_settings, tmp_path_factory):
         for i in items
     ]
     (tmp / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
-    ingest_events(es, settings, tmp / "events.jsonl", progress=False)
+    ingest_events(es, settings, tmp / "events.jsonl", progress=False, refresh_states=refresh_profiles)
     yield settings
     names = list(es.indices.get(index=f"{prefix}-*", expand_wildcards="all", ignore_unavailable=True))
     if names:

@@ -167,7 +167,7 @@ def test_fit_index_writes_the_next_version_and_events_move_the_user_state(es, se
     from vecrank.ingest.events import ingest_events
     from vecrank.ingest.items import ItemSource, ingest_items
     from vecrank.rank.state import StateConfig, stored_state
-    from vecrank.rank.store import get_user, live_cf_meta, refresh_all_users
+    from vecrank.rank.store import get_user, live_cf_meta, refresh_all_users, refresh_profiles
 
     items = [{"id": f"i{n}", "title": f"item number {n}"} for n in range(12)]
     (tmp_path / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in items))
@@ -185,7 +185,12 @@ def test_fit_index_writes_the_next_version_and_events_move_the_user_state(es, se
         for j in range(4)
     ]
     (tmp_path / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
-    assert ingest_events(es, settings_for, tmp_path / "events.jsonl", progress=False).failed == 0
+    assert (
+        ingest_events(
+            es, settings_for, tmp_path / "events.jsonl", progress=False, refresh_states=refresh_profiles
+        ).failed
+        == 0
+    )
     before = indices.live_index(es, settings_for)
     assert live_cf_meta(es, settings_for) is None  # no fit yet
 
@@ -222,7 +227,7 @@ def test_fit_index_writes_the_next_version_and_events_move_the_user_state(es, se
     assert set(old.ease) <= {"i1", "i2", "i3", "i4"} - old.seen and old.ease
     new = [{"user": "u0", "item": "i7", "type": "click", "timestamp": 2_000_000}]
     (tmp_path / "new.jsonl").write_text(json.dumps(new[0]) + "\n")
-    ingest_events(es, settings_for, tmp_path / "new.jsonl", progress=False)
+    ingest_events(es, settings_for, tmp_path / "new.jsonl", progress=False, refresh_states=refresh_profiles)
     now = state("u0")  # stored by the events batch: the next request reads it with the user document
     assert now is not None and "i7" in now.seen
     assert not np.allclose(now.cf_vector, old.cf_vector) and "i7" not in now.cooc

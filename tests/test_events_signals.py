@@ -30,6 +30,7 @@ from vecrank.ingest.signals import (
     smoothed_ctr,
 )
 from vecrank.ingest.users import get_history, merge_history
+from vecrank.rank.store import refresh_profiles
 
 T = 1_717_200_000_000  # 2024-06-01T00:00:00Z in epoch ms: the main as_of
 HOUR_MS = 3_600_000
@@ -226,7 +227,9 @@ def test_malformed_rows_unknown_items_and_replays(es, settings_for, tmp_path):
     )
     dead = tmp_path / "dead.jsonl"
 
-    first = ingest_events(es, settings_for, path, dead_letter_path=dead, progress=False)
+    first = ingest_events(
+        es, settings_for, path, dead_letter_path=dead, progress=False, refresh_states=refresh_profiles
+    )
     assert (first.read, first.written, first.duplicates_skipped, first.unknown_items, first.failed) == (9, 2, 0, 1, 6)
     assert first.reconciles()
     assert dict(first.by_type) == {"click": 1, "rating": 1}
@@ -248,7 +251,9 @@ def test_malformed_rows_unknown_items_and_replays(es, settings_for, tmp_path):
     assert "nope" in letters[7]["detail"]
     assert letters[9]["detail"] == "the id is 40000 bytes in UTF-8; at most 512"
 
-    again = ingest_events(es, settings_for, path, dead_letter_path=dead, progress=False)
+    again = ingest_events(
+        es, settings_for, path, dead_letter_path=dead, progress=False, refresh_states=refresh_profiles
+    )
     assert (again.written, again.duplicates_skipped, again.unknown_items, again.failed) == (0, first.written, 1, 6)
     assert again.reconciles()
     assert count_events(es, settings_for) == 2
@@ -261,7 +266,9 @@ def test_every_timestamp_form_is_one_event_and_stored_as_epoch_ms(es, settings_f
     path = write_jsonl(
         tmp_path / "e.jsonl", [{"user": "u1", "item": "i1", "type": "click", "timestamp": f} for f in forms]
     )
-    summary = ingest_events(es, settings_for, path, progress=True)  # the bar goes to stderr
+    summary = ingest_events(
+        es, settings_for, path, progress=True, refresh_states=refresh_profiles
+    )  # the bar goes to stderr
     assert (summary.written, summary.duplicates_skipped) == (1, 4) and summary.reconciles()
     es.indices.refresh(index=settings_for.index("events"))
     hit = es.search(index=settings_for.index("events"), query={"match_all": {}})["hits"]["hits"][0]
@@ -287,6 +294,7 @@ def test_ratings_csv_with_column_mapping_and_default_type(es, settings_for, tmp_
         default_type="rating",
         dead_letter_path=dead,
         progress=False,
+        refresh_states=refresh_profiles,
     )
     assert (summary.read, summary.written, summary.failed) == (3, 2, 1) and summary.reconciles()
     letter = json.loads(dead.read_text())
@@ -315,7 +323,9 @@ def test_user_history_is_newest_first_and_capped(es, settings_for, tmp_path):
         [{"user": "u1", "item": item, "type": "click", "timestamp": ts} for item, ts in stamps.items()]
         + [{"user": "u2", "item": "a", "type": "purchase", "timestamp": iso(T)}],
     )
-    summary = ingest_events(es, settings_for, path, batch_size=2, max_history=3, progress=False)
+    summary = ingest_events(
+        es, settings_for, path, batch_size=2, max_history=3, progress=False, refresh_states=refresh_profiles
+    )
     assert summary.written == 6
     history = get_history(es, settings_for, "u1")
     assert [h["item_id"] for h in history] == ["b", "d", "e"]
@@ -330,7 +340,7 @@ def test_user_history_is_newest_first_and_capped(es, settings_for, tmp_path):
 def test_unknown_items_need_the_items_index_unless_allowed(es, settings_for, tmp_path):
     path = write_jsonl(tmp_path / "e.jsonl", [{"user": "u", "item": "zz", "type": "click", "timestamp": T}])
     with pytest.raises(VecrankError, match="does not exist"):
-        ingest_events(es, settings_for, path, progress=False)
+        ingest_events(es, settings_for, path, progress=False, refresh_states=refresh_profiles)
     summary = ingest_events(es, settings_for, path, allow_unknown_items=True, update_users=False, progress=False)
     assert summary.written == 1 and summary.unknown_items == 0
     assert not es.indices.exists(index=settings_for.index("users"))
@@ -350,6 +360,7 @@ def test_bulk_429s_are_retried_then_dead_lettered(es, settings_for, tmp_path):
         max_retries=3,
         initial_backoff=0.01,
         max_backoff=0.02,
+        refresh_states=refresh_profiles,
     )
     assert (flaky.rejected, summary.written, summary.failed) == (3, 4, 0) and summary.reconciles()
 
@@ -365,6 +376,7 @@ def test_bulk_429s_are_retried_then_dead_lettered(es, settings_for, tmp_path):
         max_retries=1,
         initial_backoff=0.01,
         max_backoff=0.02,
+        refresh_states=refresh_profiles,
     )
     assert (flaky.rejected, summary.written, summary.failed) == (2, 0, 1) and summary.reconciles()
     letter = json.loads(dead.read_text())
@@ -411,7 +423,13 @@ def _signal_events() -> list[dict]:
 
 def test_signals_as_of(es, settings_for, tmp_path):
     make_items(es, settings_for, ["i1", "i2", "i3", "i4", "i5"])
-    ingested = ingest_events(es, settings_for, write_jsonl(tmp_path / "e.jsonl", _signal_events()), progress=False)
+    ingested = ingest_events(
+        es,
+        settings_for,
+        write_jsonl(tmp_path / "e.jsonl", _signal_events()),
+        progress=False,
+        refresh_states=refresh_profiles,
+    )
     assert ingested.written == 53 and ingested.reconciles()
     # An event for an item the catalog does not have: refresh must skip and count it.
     ghost = ingest_events(
@@ -420,6 +438,7 @@ def test_signals_as_of(es, settings_for, tmp_path):
         write_jsonl(tmp_path / "g.jsonl", [{"user": "u1", "item": "ghost", "type": "cart", "timestamp": T - DAY_MS}]),
         allow_unknown_items=True,
         progress=False,
+        refresh_states=refresh_profiles,
     )
     assert ghost.written == 1
     es.indices.refresh(index=settings_for.index("events"))

@@ -119,7 +119,7 @@ def test_failure_reason_is_the_exception_message(tmp_path):
 
 
 def test_a_pid_without_our_marker_is_not_ours(tmp_path):
-    assert not node._is_our_node(os.getpid(), str(tmp_path))
+    assert not node.is_our_node(os.getpid(), str(tmp_path))
 
 
 def test_down_without_state_stops_nothing(tmp_path):

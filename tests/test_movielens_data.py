@@ -194,6 +194,7 @@ def test_subset_ingests_and_knn_finds_toy_story(es, subset, embedder):
 def test_subset_ratings_become_events_and_rating_signals(es, subset):
     from vecrank.ingest.events import ingest_events
     from vecrank.ingest.signals import refresh_signals
+    from vecrank.rank.store import refresh_profiles
 
     settings, ids, _, folder = subset
     # The raw ratings.csv rows of the subset's movies, header and all: the CSV path with a
@@ -222,6 +223,7 @@ def test_subset_ratings_become_events_and_rating_signals(es, subset):
         default_type="rating",
         columns={"user": "userId", "item": "movieId", "value": "rating", "timestamp": "timestamp"},
         dead_letter_path=folder / "events-dead.jsonl",
+        refresh_states=refresh_profiles,
     )
     assert summary.reconciles()
     assert (summary.read, summary.written, summary.failed, summary.unknown_items) == (kept, kept, 0, 0)

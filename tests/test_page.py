@@ -68,6 +68,7 @@ def world(es, es_settings, tmp_path_factory):
     from vecrank.rank.evaluate import ReplayConfig
     from vecrank.rank.model import RankerModel, Registry
     from vecrank.rank.offline import PoolConfig
+    from vecrank.rank.store import refresh_profiles
 
     prefix = f"vrp-{uuid.uuid4().hex[:10]}"
     settings = dataclasses.replace(es_settings, index_prefix=prefix)
@@ -98,7 +99,9 @@ def world(es, es_settings, tmp_path_factory):
             for j, i in enumerate(picks)
         ]
     (tmp / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
-    assert ingest_events(es, settings, tmp / "events.jsonl", progress=False).written == len(events)
+    assert ingest_events(
+        es, settings, tmp / "events.jsonl", progress=False, refresh_states=refresh_profiles
+    ).written == len(events)
     spec = feats.FeatureSpec()
     config = ReplayConfig(pool=PoolConfig(text=32, cf=0, cooc=0, seq=0, popular=0, trending=0), spec=spec)
     registry = Registry(es, settings)

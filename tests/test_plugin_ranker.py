@@ -33,7 +33,7 @@ from vecrank.rank.queries import flatten_mapping
 from vecrank.rank.ranker import Ranker
 from vecrank.rank.recommender import Recommender
 from vecrank.rank.state import StateConfig
-from vecrank.rank.store import refresh_all_users
+from vecrank.rank.store import refresh_all_users, refresh_profiles
 from vecrank.rank.train import TrainConfig
 
 pytestmark = pytest.mark.slow
@@ -75,7 +75,12 @@ def served(plugin_es, es_settings, embedder, tmp_path_factory):
         assert ingest_items(
             plugin_es, settings, tmp / "items.jsonl", ItemSource(template="{title}"), embedder=embedder
         ).written == len(items)
-        assert ingest_events(plugin_es, settings, tmp / "events.jsonl", progress=False).failed == 0
+        assert (
+            ingest_events(
+                plugin_es, settings, tmp / "events.jsonl", progress=False, refresh_states=refresh_profiles
+            ).failed
+            == 0
+        )
         refresh_signals(plugin_es, settings, as_of=now)
         replay = _replay_config(plugin_es, settings, facets=("topic",), item_fields=("year",))
         assert fit_index(plugin_es, settings, replay.cf).switched

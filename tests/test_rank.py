@@ -24,7 +24,7 @@ from vecrank.rank.profiles import Interest, Profile
 from vecrank.rank.ranker import Ranker
 from vecrank.rank.recommender import Candidate, Recommender
 from vecrank.rank.state import LikedItem, StateConfig, UserState
-from vecrank.rank.store import refresh_all_users
+from vecrank.rank.store import refresh_all_users, refresh_profiles
 from vecrank.rank.train import LabelConfig, TrainConfig, TrainingTable, train_ranker
 
 T0 = 1_600_000_000_000
@@ -321,7 +321,7 @@ def world(es, settings_for, embedder, tmp_path):
     assert ingest_items(es, settings_for, path, ItemSource(template="{title}"), embedder=embedder).written == len(items)
     epath = tmp_path / "events.jsonl"
     epath.write_text("".join(json.dumps(e) + "\n" for e in events))
-    assert ingest_events(es, settings_for, epath, progress=False).failed == 0
+    assert ingest_events(es, settings_for, epath, progress=False, refresh_states=refresh_profiles).failed == 0
     return items, events
 
 
@@ -569,7 +569,7 @@ def test_training_rows_from_the_serving_feature_log(es, settings_for, embedder, 
     ]
     path = tmp_path / "clicks.jsonl"
     path.write_text("".join(json.dumps(c) + "\n" for c in clicks))
-    ingest_events(es, settings_for, path, progress=False)
+    ingest_events(es, settings_for, path, progress=False, refresh_states=refresh_profiles)
     es.indices.refresh(index=settings_for.index("feature-log"))
 
     table = from_feature_log(es, settings_for, spec, horizon_days=7)

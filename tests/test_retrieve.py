@@ -297,19 +297,20 @@ def test_profile_blended_with_query_text(es, settings_for, items, embedder):
 
 def test_real_time_shift_after_new_events(es, settings_for, items, embedder, tmp_path):
     from vecrank.ingest.events import ingest_events
+    from vecrank.rank.store import refresh_profiles
 
     rec = Recommender(es, settings_for, embedder=embedder)
     first = [{"user": "u1", "item": f"h{i}", "type": "click", "timestamp": T0 - 10 * DAY_MS + i} for i in range(3)]
     path = tmp_path / "e1.jsonl"
     path.write_text("".join(json.dumps(e) + "\n" for e in first))
-    ingest_events(es, settings_for, path, progress=False)
+    ingest_events(es, settings_for, path, progress=False, refresh_states=refresh_profiles)
     before = rec.candidates(user="u1", k=6)
     assert before.path == "profile" and genres(before).count("Horror") >= 5
 
     later = [{"user": "u1", "item": f"c{i}", "type": "purchase", "timestamp": T0 + i} for i in range(4)]
     path2 = tmp_path / "e2.jsonl"
     path2.write_text("".join(json.dumps(e) + "\n" for e in later))
-    ingest_events(es, settings_for, path2, progress=False)
+    ingest_events(es, settings_for, path2, progress=False, refresh_states=refresh_profiles)
     after = rec.candidates(user="u1", k=6)
     assert genres(after).count("Cooking") > genres(before).count("Cooking")
     assert genres(after).count("Cooking") >= 3

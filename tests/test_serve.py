@@ -100,6 +100,7 @@ def world(es, es_settings, tmp_path_factory):
     from vecrank.rank.evaluate import ReplayConfig
     from vecrank.rank.model import RankerModel, Registry
     from vecrank.rank.offline import PoolConfig
+    from vecrank.rank.store import refresh_profiles
 
     prefix = f"vrs-{uuid.uuid4().hex[:10]}"
     settings = dataclasses.replace(es_settings, index_prefix=prefix)
@@ -131,7 +132,9 @@ def world(es, es_settings, tmp_path_factory):
             )
         heldout[user] = {f"{topic}-{i}": ("rating", 5.0) for i in picks[8:]}
     (tmp / "train.jsonl").write_text("".join(json.dumps(e) + "\n" for e in train))
-    assert ingest_events(es, settings, tmp / "train.jsonl", progress=False).written == len(train)
+    assert ingest_events(
+        es, settings, tmp / "train.jsonl", progress=False, refresh_states=refresh_profiles
+    ).written == len(train)
     spec = feats.FeatureSpec()
     # The pool the service gathers for these models: the 64 nearest items to the text profile.
     config = ReplayConfig(pool=PoolConfig(text=64, cf=0, cooc=0, seq=0, popular=0, trending=0), spec=spec)

@@ -34,6 +34,7 @@ def world(es, es_settings, tmp_path_factory):
     from vecrank.ingest.embed import Embedder
     from vecrank.ingest.events import ingest_events
     from vecrank.ingest.items import ItemSource, ingest_items
+    from vecrank.rank.store import refresh_profiles
 
     prefix = f"vrb-{uuid.uuid4().hex[:10]}"
     settings = dataclasses.replace(es_settings, index_prefix=prefix)
@@ -56,7 +57,9 @@ def world(es, es_settings, tmp_path_factory):
     (tmp / "events.jsonl").write_text(
         json.dumps({"user": "u1", "item": "i0", "type": "rating", "value": 5, "timestamp": T0}) + "\n"
     )
-    assert ingest_events(es, settings, tmp / "events.jsonl", progress=False).written == 1
+    assert (
+        ingest_events(es, settings, tmp / "events.jsonl", progress=False, refresh_states=refresh_profiles).written == 1
+    )
     yield settings, tmp
     names = list(es.indices.get(index=f"{prefix}-*", expand_wildcards="all", ignore_unavailable=True))
     if names:
@@ -216,6 +219,7 @@ def test_plausible_events_are_stored_and_bounds_round_trip(api, world, es):
 def test_ingest_refuses_the_same_rows(world, es, tmp_path):
     """`vecrank ingest events` and the service share parse_event's rule."""
     from vecrank.ingest.events import ingest_events
+    from vecrank.rank.store import refresh_profiles
 
     settings, _ = world
     rows = [
@@ -229,7 +233,7 @@ def test_ingest_refuses_the_same_rows(world, es, tmp_path):
     path = tmp_path / "events.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     dead = tmp_path / "dead.jsonl"
-    summary = ingest_events(es, settings, path, dead_letter_path=dead, progress=False)
+    summary = ingest_events(es, settings, path, dead_letter_path=dead, progress=False, refresh_states=refresh_profiles)
     assert (summary.written, summary.failed) == (1, 5) and summary.reconciles()
     assert dict(summary.reasons) == {"implausible rating": 2, "implausible timestamp": 2, "bad user": 1}
     letters = [json.loads(line) for line in dead.read_text().splitlines()]

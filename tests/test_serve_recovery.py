@@ -25,6 +25,7 @@ def test_service_recovers_after_the_node_restarts(tmp_path, es_settings):
     from vecrank.ingest.embed import Embedder
     from vecrank.ingest.events import ingest_events
     from vecrank.ingest.items import ItemSource, ingest_items
+    from vecrank.rank.store import refresh_profiles
     from vecrank.serve import RecommendService, ServeConfig, create_app
     from vecrank.settings import Settings
 
@@ -44,7 +45,7 @@ def test_service_recovers_after_the_node_restarts(tmp_path, es_settings):
         (tmp_path / "events.jsonl").write_text(
             json.dumps({"user": "u1", "item": "i0", "type": "rating", "value": 5, "timestamp": 1_600_000_000}) + "\n"
         )
-        ingest_events(client, settings, tmp_path / "events.jsonl", progress=False)
+        ingest_events(client, settings, tmp_path / "events.jsonl", progress=False, refresh_states=refresh_profiles)
 
         service = RecommendService(settings, ServeConfig(experiment_refresh_s=0.5, model_refresh_s=0.5))
         with Server(create_app(service, threads=4, auth=False)) as api:  # about outages, not API keys

@@ -16,6 +16,7 @@ from clihelp import connection_args, run_cli
 from vecrank.ingest.embed import Embedder
 from vecrank.ingest.events import ingest_events
 from vecrank.ingest.items import ItemSource, ingest_items
+from vecrank.rank.store import refresh_profiles
 
 T0 = 1_700_000_000  # epoch seconds
 ITEMS = [
@@ -65,12 +66,12 @@ def _stored(es, settings, user):
 
 def test_a_batch_stopped_before_its_users_is_repaired_by_the_retry(es, settings_for, catalog, tmp_path):
     first = _events(tmp_path / "a.jsonl", [_rating("u1", n, n * 60) for n in range(4)])
-    assert ingest_events(es, settings_for, first, progress=False).users_updated == 1
+    assert ingest_events(es, settings_for, first, progress=False, refresh_states=refresh_profiles).users_updated == 1
     # The batch that "died" after its bulk: its events are stored, its users never saw them.
     later = _events(tmp_path / "b.jsonl", [_rating("u1", 7, 1000), _rating("u1", 8, 1060), _rating("u3", 2, 1000)])
     stopped = ingest_events(es, settings_for, later, update_users=False, progress=False)
     assert stopped.written == 3 and len(_stored(es, settings_for, "u1")[0]) == 4
-    retry = ingest_events(es, settings_for, later, progress=False)
+    retry = ingest_events(es, settings_for, later, progress=False, refresh_states=refresh_profiles)
     assert (retry.written, retry.duplicates_skipped, retry.users_rebuilt) == (0, 3, 2)
     for user in ("u1", "u3"):
         history, n_events, doc = _stored(es, settings_for, user)
@@ -79,16 +80,27 @@ def test_a_batch_stopped_before_its_users_is_repaired_by_the_retry(es, settings_
     assert len(_stored(es, settings_for, "u1")[0]) == 6
     # Idempotent: again, nothing changes.
     before = _stored(es, settings_for, "u1")[:2]
-    ingest_events(es, settings_for, later, progress=False)
+    ingest_events(es, settings_for, later, progress=False, refresh_states=refresh_profiles)
     assert _stored(es, settings_for, "u1")[:2] == before
 
 
 def test_impressions_never_evict_interactions(es, settings_for, catalog, tmp_path):
     ingest_events(
-        es, settings_for, _events(tmp_path / "a.jsonl", [_rating("u1", n, n) for n in range(3)]), progress=False
+        es,
+        settings_for,
+        _events(tmp_path / "a.jsonl", [_rating("u1", n, n) for n in range(3)]),
+        progress=False,
+        refresh_states=refresh_profiles,
     )
     shown = [{"user": "u1", "item": f"m{n % 10}", "type": "impression", "timestamp": T0 + 100 + n} for n in range(250)]
-    ingest_events(es, settings_for, _events(tmp_path / "i.jsonl", shown), progress=False, max_history=200)
+    ingest_events(
+        es,
+        settings_for,
+        _events(tmp_path / "i.jsonl", shown),
+        progress=False,
+        max_history=200,
+        refresh_states=refresh_profiles,
+    )
     history, n_events, doc = _stored(es, settings_for, "u1")
     assert n_events == 3 and len(history) == 3 and {e["type"] for e in doc["history"]} == {"rating"}
 
@@ -99,6 +111,7 @@ def test_users_rebuild_restores_a_lost_or_damaged_user(es, settings_for, catalog
         settings_for,
         _events(tmp_path / "a.jsonl", [_rating(u, n, n * 10) for u in ("u1", "u2") for n in range(5)]),
         progress=False,
+        refresh_states=refresh_profiles,
     )
     expected = {u: _stored(es, settings_for, u)[:2] for u in ("u1", "u2")}
     es.delete(index=settings_for.index("users"), id="u1", refresh=True)
@@ -186,6 +199,7 @@ def test_the_service_and_ingest_name_the_same_event_alike(es, settings_for, cata
         settings_for,
         _events(tmp_path / "f.jsonl", [{"user": 7, "item": "m1", "type": "click", "timestamp": T0}]),
         progress=False,
+        refresh_states=refresh_profiles,
     )
     service = RecommendService(settings_for, ServeConfig(log_exposures=False, log_features=False))
     try:

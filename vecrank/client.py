@@ -5,6 +5,7 @@ where transport and HTTP errors become vecrank errors.
 from __future__ import annotations
 
 import logging
+import ssl
 from typing import TYPE_CHECKING, Any
 
 from vecrank.errors import ElasticsearchUnavailable
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 
 def make_client(settings: Settings) -> Elasticsearch:
     """A client for ``settings.es_url`` with API key or basic auth, and the CA file if any."""
+    # lazy: elasticsearch takes 0.7 s to import; only the calls to the cluster need it
     from elasticsearch import Elasticsearch
 
     kwargs: dict[str, Any] = {
@@ -35,6 +37,7 @@ def make_client(settings: Settings) -> Elasticsearch:
     if not settings.es_verify_certs:
         kwargs["ssl_show_warn"] = False
     try:  # responses carry hundreds of vectors: orjson parses them several times faster
+        # lazy: elasticsearch takes 0.7 s to import; only the calls to the cluster need it
         from elasticsearch.serializer import OrjsonSerializer
 
         kwargs["serializer"] = OrjsonSerializer()
@@ -50,6 +53,7 @@ def explain_error(exc: BaseException, settings: Settings) -> ElasticsearchUnavai
     The message never contains the password or API key: it is built from our own words and the
     exception's reason, and the URL is shown with any ``user:password@`` masked.
     """
+    # lazy: elasticsearch's transport (0.7 s to import); only error handling needs it
     import elastic_transport
     from elasticsearch import ApiError, AuthenticationException, AuthorizationException
 
@@ -85,7 +89,6 @@ def explain_error(exc: BaseException, settings: Settings) -> ElasticsearchUnavai
 
 def _reason(exc: BaseException) -> str:
     """The innermost cause in a few words: urllib3 and ssl wrap it several layers deep."""
-    import ssl
 
     body = getattr(exc, "body", None)
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
@@ -119,6 +122,7 @@ def cluster_summary(client: Elasticsearch) -> dict[str, Any]:
     health = client.cluster.health()
     nodes = client.nodes.info(filter_path="nodes.*.version,nodes.*.name")["nodes"]
     versions = sorted({n["version"] for n in nodes.values()})
+    # lazy: elasticsearch takes 0.7 s to import; only the calls to the cluster need it
     from elasticsearch import ApiError, AuthenticationException, AuthorizationException
 
     try:

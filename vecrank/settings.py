@@ -24,8 +24,8 @@ from typing import Any
 
 from vecrank.errors import ConfigError
 from vecrank.localnode import paths
+from vecrank.localnode.cluster import DEFAULT_PORT, LocalCluster
 from vecrank.localnode.errors import LocalNodeError
-from vecrank.localnode.node import DEFAULT_PORT, LocalCluster
 
 SECRETS = frozenset({"es_api_key", "es_password"})
 _INDEX_PREFIX = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")

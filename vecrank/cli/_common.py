@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,11 +11,53 @@ from typing import Any
 
 import click
 
+from vecrank.client import make_client
+from vecrank.ingest import indices
+from vecrank.ingest.eventspec import EventBounds, EventTypes, parse_timestamp
+from vecrank.ingest.indices import VectorIndexOptions
+from vecrank.localnode.paths import cache_dir
+from vecrank.settings import Settings
+
+
+class AppContext:
+    """Built once per invocation; the settings and the client are made on first use."""
+
+    def __init__(self, overrides: dict[str, Any], verbosity: int):
+        self.overrides = overrides
+        self.verbosity = verbosity
+        self._settings = None
+        self._client = None
+
+    @property
+    def settings(self):
+        if self._settings is None:
+            self._settings = Settings.load(self.overrides)
+        return self._settings
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = make_client(self.settings)
+        return self._client
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def echo_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
+    """Aligned columns for people; ``--json`` is there for scripts."""
+    if not rows:
+        return
+    columns = columns or list(rows[0])
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
+    click.echo("  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip())
+    for row in rows:
+        click.echo("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns).rstrip())
+
 
 def app():
-    """The invocation's :class:`vecrank.cli.AppContext`."""
-    from vecrank.cli import AppContext
-
+    """The invocation's :class:`AppContext`."""
     return click.get_current_context().find_object(AppContext)
 
 
@@ -59,6 +102,7 @@ def model_options(fn: Callable) -> Callable:
     def wrapper(*args: Any, model: str | None, device: str | None, encode_batch_size: int, **kwargs: Any):
         def make_embedder(default: str | None = None):
             """The --model embedder, else ``default`` (the live index's model), else the packaged one."""
+            # lazy: the command's implementation loads when it runs, so `vecrank --help` stays fast
             from vecrank.ingest.embed import Embedder
 
             return Embedder(model or default, device=device, batch_size=encode_batch_size)
@@ -95,8 +139,6 @@ def index_options_options(fn: Callable) -> Callable:
         oversample: float | None,
         **kwargs: Any,
     ):
-        from vecrank.ingest.indices import VectorIndexOptions
-
         options = None
         if index_type or hnsw_m or ef_construction or oversample:
             defaults = VectorIndexOptions()
@@ -124,15 +166,14 @@ def embedding_cache(enabled: bool):
     """The per-user embedding cache (``<cache>/embeddings.sqlite``), or None."""
     if not enabled:
         return None
+    # lazy: the command's implementation loads when it runs, so `vecrank --help` stays fast
     from vecrank.ingest.cache import EmbeddingCache
-    from vecrank.localnode.paths import cache_dir
 
     return EmbeddingCache(cache_dir() / "embeddings.sqlite")
 
 
 def live_model(client, settings) -> str | None:
     """The model recorded in the live items index's ``_meta``, or None without an index."""
-    from vecrank.ingest import indices
 
     live = indices.live_index(client, settings)
     return indices.spec_of(client, live).model if live else None
@@ -167,8 +208,6 @@ def event_types_options(fn: Callable) -> Callable:
 def event_types_from(pairs: dict[str, str], negative: tuple[str, ...] = ()):
     """The :class:`~vecrank.ingest.events.EventTypes` of ``--event-type`` pairs and ``--negative``
     names (the built-in weights when no pair is given); a usage error naming the option."""
-    from vecrank.ingest.events import EventTypes
-
     try:
         weights = {k: float(v) for k, v in pairs.items()} if pairs else EventTypes().weights
         return EventTypes(weights=weights, negative=frozenset(negative))
@@ -184,8 +223,6 @@ def event_bounds_options(fn: Callable) -> Callable:
     (``ServeConfig.event_bounds``) both apply through ``parse_event``. The command receives
     ``event_bounds``.
     """
-    from vecrank.ingest.events import EventBounds
-
     defaults = EventBounds()
 
     @click.option(
@@ -217,8 +254,6 @@ def event_bounds_options(fn: Callable) -> Callable:
         rating_range: tuple[float, float],
         **kwargs: Any,
     ):
-        from vecrank.ingest.events import parse_timestamp
-
         try:
             earliest = defaults.min_timestamp_ms if min_timestamp is None else parse_timestamp(min_timestamp)
         except ValueError as exc:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import click
 
-from vecrank.cli._common import app, json_option
-from vecrank.serve.auth import SCOPES
+from vecrank.cli._common import app, echo_json, echo_table, json_option
+from vecrank.serve.auth import SCOPES, ApiKeyError, ApiKeyStore
 
 
 def _store():
-    from vecrank.serve.auth import ApiKeyStore
-
     ctx = app()
     return ApiKeyStore(ctx.client, ctx.settings)
 
@@ -40,8 +38,6 @@ def apikey_create_command(name: str, scopes: tuple[str, ...], as_json: bool) -> 
     \b
         vecrank apikey create --name page --scope recommend --scope events
     """
-    from vecrank.cli import echo_json
-    from vecrank.serve.auth import ApiKeyError
 
     try:
         key, token = _store().create(name, scopes)
@@ -61,8 +57,6 @@ def apikey_create_command(name: str, scopes: tuple[str, ...], as_json: bool) -> 
 @apikey_command.command("list", short_help="Every key: id, name, scopes, created, revoked (never the secrets).")
 @json_option
 def apikey_list_command(as_json: bool) -> None:
-    from vecrank.cli import echo_json, echo_table
-
     keys = _store().list()
     if as_json:
         echo_json([k.to_dict() for k in keys])
@@ -90,8 +84,6 @@ def apikey_list_command(as_json: bool) -> None:
 def apikey_revoke_command(key_id: str, as_json: bool) -> None:
     """Revoke KEY_ID (the id `vecrank apikey list` shows). Running services refuse it once their
     cached copy expires: within `vecrank serve --key-cache` seconds (30 by default)."""
-    from vecrank.cli import echo_json
-    from vecrank.serve.auth import ApiKeyError
 
     try:
         key, now = _store().revoke(key_id.strip())

@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from vecrank.cli._common import app, parse_pairs
+from vecrank.cli._common import app, echo_json, echo_table, parse_pairs
+from vecrank.client import cluster_summary
 from vecrank.localnode import node
 
 
@@ -30,7 +31,6 @@ def es_command() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def install_command(as_json: bool) -> None:
     """Fetch Elasticsearch (VECRANK_ES_VERSION, default the pinned one) and unpack it into the cache."""
-    from vecrank.cli import echo_json
 
     dist = node.install()
     if as_json:
@@ -72,7 +72,6 @@ def up_command(
     as_json: bool,
 ) -> None:
     """Start Elasticsearch on 127.0.0.1. Running it again while it runs says so and changes nothing."""
-    from vecrank.cli import echo_json
 
     started = time.monotonic()
     result = node.up(
@@ -118,8 +117,6 @@ def down_command(purge: bool, yes: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def status_command(as_json: bool) -> None:
     """Connect to the configured cluster and report on it. Exit 1 if it cannot be reached."""
-    from vecrank.cli import echo_json, echo_table
-    from vecrank.client import cluster_summary
 
     ctx = app()
     settings = ctx.settings

@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from vecrank.cli._common import app, json_option
+from vecrank.cli._common import app, echo_json, echo_table, json_option
+from vecrank.errors import VecrankError
 
 
 def parse_arm(text: str) -> dict[str, Any]:
@@ -46,6 +47,7 @@ def _arms(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -
 
 
 def _store():
+    # lazy: the command's implementation loads when it runs, so `vecrank --help` stays fast
     from vecrank.rank.experiments import ExperimentStore
 
     ctx = app()
@@ -111,7 +113,7 @@ def experiment_create_command(
 
     vecrank experiment create rerank-v2 --arm control=vecrank@1 --arm treatment=vecrank@2 --holdout 0.05
     """
-    from vecrank.errors import VecrankError
+    # lazy: the command's implementation loads when it runs, so `vecrank --help` stays fast
     from vecrank.rank.experiments import Experiment, resolve_model
 
     ctx = app()
@@ -167,8 +169,6 @@ def experiment_create_command(
 
 
 def _echo(exp, as_json: bool, line: str | None = None) -> None:
-    from vecrank.cli import echo_json
-
     if as_json:
         echo_json(exp.summary())
         return
@@ -178,8 +178,6 @@ def _echo(exp, as_json: bool, line: str | None = None) -> None:
 
 
 def _describe(exp) -> None:
-    from vecrank.cli import echo_table
-
     shares = exp.expected_shares()
     click.echo(
         f"{exp.experiment_id}: {exp.type}, {exp.status}; control {exp.control}; holdout {exp.holdout:.1%}; "
@@ -203,8 +201,6 @@ def _describe(exp) -> None:
 @experiment_command.command("list", short_help="Every experiment and its status.")
 @json_option
 def experiment_list_command(as_json: bool) -> None:
-    from vecrank.cli import echo_json, echo_table
-
     exps = _store().list()
     if as_json:
         echo_json([e.summary() for e in exps])
@@ -231,8 +227,6 @@ def experiment_list_command(as_json: bool) -> None:
 @click.argument("experiment_id")
 @json_option
 def experiment_show_command(experiment_id: str, as_json: bool) -> None:
-    from vecrank.errors import VecrankError
-
     try:
         exp = _store().get(experiment_id)
     except VecrankError as exc:
@@ -244,8 +238,6 @@ def experiment_show_command(experiment_id: str, as_json: bool) -> None:
 @click.argument("experiment_id")
 @json_option
 def experiment_start_command(experiment_id: str, as_json: bool) -> None:
-    from vecrank.errors import VecrankError
-
     try:
         exp = _store().start(experiment_id)
     except VecrankError as exc:
@@ -258,8 +250,6 @@ def experiment_start_command(experiment_id: str, as_json: bool) -> None:
 @click.confirmation_option("--yes", prompt="Stop this experiment? It cannot be started again")
 @json_option
 def experiment_stop_command(experiment_id: str, as_json: bool) -> None:
-    from vecrank.errors import VecrankError
-
     try:
         exp = _store().stop(experiment_id)
     except VecrankError as exc:
@@ -271,8 +261,6 @@ def experiment_stop_command(experiment_id: str, as_json: bool) -> None:
 @click.argument("experiment_id")
 @click.confirmation_option("--yes", prompt="Delete this experiment's definition?")
 def experiment_delete_command(experiment_id: str) -> None:
-    from vecrank.errors import VecrankError
-
     try:
         _store().delete(experiment_id)
     except VecrankError as exc:
@@ -338,8 +326,7 @@ def experiment_report_command(
     assumes independent impressions, is shown for reference and never called. No test is called
     with fewer than 10 users per arm. A chi-square sample-ratio check; for interleaving, the
     preference with its interval, exact sign test and winner."""
-    from vecrank.cli import echo_json, echo_table
-    from vecrank.errors import VecrankError
+    # lazy: the command's implementation loads when it runs, so `vecrank --help` stays fast
     from vecrank.rank.experiments import report
 
     ctx = app()

@@ -6,6 +6,8 @@ import click
 
 from vecrank.cli._common import (
     app,
+    echo_json,
+    echo_table,
     embedding_cache,
     index_options_options,
     json_option,
@@ -13,6 +15,7 @@ from vecrank.cli._common import (
     model_options,
     parse_pairs,
 )
+from vecrank.ingest import indices
 
 
 @click.group("index", short_help="Create, list, reindex, switch, roll back and delete item index versions.")
@@ -25,8 +28,6 @@ def index_command() -> None:
 
 
 def _echo(data, as_json: bool, text: str) -> None:
-    from vecrank.cli import echo_json
-
     if as_json:
         echo_json(data)
     else:
@@ -60,7 +61,6 @@ def create_command(
     as_json: bool,
 ) -> None:
     """Create <prefix>-items-v<N+1>. The alias points at it only if there was no alias yet."""
-    from vecrank.ingest import indices
 
     ctx = app()
     embedder = make_embedder(live_model(ctx.client, ctx.settings))
@@ -88,9 +88,6 @@ def create_command(
 @index_command.command("list", short_help="List versions with docs, size, model and which is live.")
 @json_option
 def list_command(as_json: bool) -> None:
-    from vecrank.cli import echo_json, echo_table
-    from vecrank.ingest import indices
-
     ctx = app()
     rows = indices.describe_versions(ctx.client, ctx.settings)
     if as_json:
@@ -140,6 +137,7 @@ def reindex_command(
 
     Without --model the new version keeps the live one's model.
     """
+    # lazy: the command's implementation loads when it runs, so `vecrank --help` stays fast
     from vecrank.ingest.reindex import reindex
 
     ctx = app()
@@ -174,8 +172,6 @@ def reindex_command(
 @click.argument("version", type=click.IntRange(1))
 @json_option
 def switch_command(version: int, as_json: bool) -> None:
-    from vecrank.ingest import indices
-
     ctx = app()
     name = indices.switch(ctx.client, ctx.settings, version)
     _echo({"live": name}, as_json, f"{ctx.settings.index('items')} -> {name}")
@@ -184,8 +180,6 @@ def switch_command(version: int, as_json: bool) -> None:
 @index_command.command("rollback", short_help="Point the alias back at the previous version.")
 @json_option
 def rollback_command(as_json: bool) -> None:
-    from vecrank.ingest import indices
-
     ctx = app()
     name = indices.rollback(ctx.client, ctx.settings)
     _echo({"live": name}, as_json, f"{ctx.settings.index('items')} -> {name}")
@@ -196,8 +190,6 @@ def rollback_command(as_json: bool) -> None:
 @click.confirmation_option("--yes", prompt="Delete this index version and its documents?")
 @json_option
 def delete_command(version: int, as_json: bool) -> None:
-    from vecrank.ingest import indices
-
     ctx = app()
     name = indices.delete_version(ctx.client, ctx.settings, version)
     _echo({"deleted": name}, as_json, f"Deleted {name}")

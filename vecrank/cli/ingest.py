@@ -10,6 +10,8 @@ from vecrank.cli._common import (
     app,
     confirm_on_terminal,
     default_dead_letter_path,
+    echo_json,
+    echo_table,
     embedding_cache,
     event_bounds_options,
     event_types_options,
@@ -19,6 +21,7 @@ from vecrank.cli._common import (
     model_options,
     parse_pairs,
 )
+from vecrank.ingest.indices import IndexSpec
 
 
 @click.group("ingest", short_help="Load item catalogs and interaction events into Elasticsearch.")
@@ -27,8 +30,6 @@ def ingest_command() -> None:
 
 
 def _print_summary(title: str, data: dict, as_json: bool) -> None:
-    from vecrank.cli import echo_json, echo_table
-
     if as_json:
         echo_json(data)
         return
@@ -110,6 +111,7 @@ def items_command(
     come from the embedding cache. Bad rows go to the dead-letter file and the run goes on. The
     summary reconciles: read = written + skipped + deleted + failed. Exit 1 if any row failed.
     """
+    # lazy: the command's implementation loads when it runs, so `vecrank --help` stays fast
     from vecrank.ingest.items import ItemSource, ingest_items
 
     ctx = app()
@@ -122,7 +124,6 @@ def items_command(
             format=fmt,
             field_types=field_types,
         )
-        from vecrank.ingest.indices import IndexSpec
 
         IndexSpec(model="-", dims=1, template=template, field_types=field_types)  # validates types early
     except ValueError as exc:
@@ -174,6 +175,7 @@ def delete_command(ids_path: str, yes: bool, as_json: bool) -> None:
     With --ids - the confirmation is asked on the terminal (stdin holds the ids); without a
     terminal the command refuses unless --yes is given.
     """
+    # lazy: the command's implementation loads when it runs, so `vecrank --help` stays fast
     from vecrank.ingest.items import delete_items, iter_ids
 
     ids = list(iter_ids(ids_path))
@@ -240,7 +242,9 @@ def events_command(
     Exit 1 if any row failed. `vecrank serve` takes the same --event-type, --negative and bounds
     options for POST /events: give both the same.
     """
+    # lazy: the command's implementation loads when it runs, so `vecrank --help` stays fast
     from vecrank.ingest.events import ingest_events
+    from vecrank.rank.store import refresh_profiles
 
     ctx = app()
     dead = Path(dead_letter) if dead_letter else default_dead_letter_path("events")
@@ -256,6 +260,7 @@ def events_command(
             dead_letter_path=dead,
             allow_unknown_items=allow_unknown_items,
             update_users=not no_users,
+            refresh_states=refresh_profiles,
             max_history=max_history,
             batch_size=batch_size,
             format=fmt,

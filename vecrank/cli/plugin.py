@@ -7,7 +7,8 @@ from typing import Any
 
 import click
 
-from vecrank.cli._common import app, json_option
+from vecrank.cli._common import app, echo_json, echo_table, json_option
+from vecrank.client import explain_error
 from vecrank.localnode import plugin
 
 
@@ -39,7 +40,6 @@ def plugin_command() -> None:
 @json_option
 def build_command(es_version: str | None, skip_tests: bool, jdk: str | None, as_json: bool) -> None:
     """Run `mvn package` in plugin/ (needs Maven and a JDK 21+); the zip lands in plugin/target/releases."""
-    from vecrank.cli import echo_json
 
     built = plugin.build(es_version, skip_tests=skip_tests, jdk=jdk)
     if as_json:
@@ -67,7 +67,6 @@ def build_command(es_version: str | None, skip_tests: bool, jdk: str | None, as_
 def install_command(zip_path: Path | None, no_restart: bool, no_build: bool, jdk: str | None, as_json: bool) -> None:
     """Make a copy of the local node's Elasticsearch with the plugin installed, keyed by version and
     zip hash (the shared distribution is never modified), and start the local node from it."""
-    from vecrank.cli import echo_json
 
     result = plugin.install(zip_path, base=_state_dir(), restart=not no_restart, jdk=jdk, build_if_needed=not no_build)
     if as_json:
@@ -103,8 +102,8 @@ def attach_command(model_id: str, version: int | None, as_json: bool) -> None:
     """Derive where the plugin reads each feature of MODEL_ID, check every field against the items
     index mapping (and with the plugin itself when the cluster has it), and store the result in
     the model's registry document. Exit 1 with the reason when a feature maps to no usable field."""
-    from vecrank.cli import echo_json, echo_table
-    from vecrank.rank.rescore import attach_plugin_features
+    # lazy: the command's implementation loads when it runs, so `vecrank --help` stays fast
+    from vecrank.rank.model import attach_plugin_features
 
     ctx = app()
     result = attach_plugin_features(ctx.client, ctx.settings, model_id, version)
@@ -130,7 +129,6 @@ def attach_command(model_id: str, version: int | None, as_json: bool) -> None:
 
 def _cluster_plugins(ctx) -> dict[str, Any]:
     """The plugin on each node of the configured cluster, or why that could not be read."""
-    from vecrank.client import explain_error
 
     try:
         nodes = ctx.client.nodes.info(metric="plugins")["nodes"]
@@ -156,7 +154,6 @@ def status_command(local_only: bool, as_json: bool) -> None:
 
     Exit status 1 when the configured cluster answers and does not have the plugin on every node.
     """
-    from vecrank.cli import echo_json, echo_table
 
     ctx = app()
     info = plugin.local_status(_state_dir())

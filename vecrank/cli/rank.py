@@ -7,12 +7,14 @@ import dataclasses
 
 import click
 
-from vecrank.cli._common import app, json_option
+from vecrank.cli._common import app, echo_json, echo_table, json_option
+from vecrank.errors import VecrankError
+from vecrank.ingest import indices
 
 
 def _replay_config(ctx, facets: tuple[str, ...], item_fields: tuple[str, ...], pool: dict[str, int]):
     """The typed pool, state, collaborative and feature settings a model is trained and served with."""
-    from vecrank.ingest import indices
+    # lazy: the command's implementation loads when it runs, so `vecrank --help` stays fast
     from vecrank.rank.features import FeatureSpec
     from vecrank.rank.offline import PoolConfig, ReplayConfig
     from vecrank.rank.state import StateConfig
@@ -22,6 +24,7 @@ def _replay_config(ctx, facets: tuple[str, ...], item_fields: tuple[str, ...], p
         raise click.ClickException(
             f"no items index behind {indices.alias_name(ctx.settings)}; " "run `vecrank ingest items` first"
         )
+    # lazy: the command's implementation loads when it runs, so `vecrank --help` stays fast
     from vecrank.rank.queries import flatten_mapping
 
     types = flatten_mapping(ctx.client.indices.get_mapping(index=live)[live]["mappings"]["properties"])
@@ -144,6 +147,7 @@ def _registered(ctx, report, files: dict[str, str], *, register: bool, activate:
 
 
 def _register(ctx, model, activate: bool):
+    # lazy: the command's implementation loads when it runs, so `vecrank --help` stays fast
     from vecrank.rank.model import Registry
 
     registry = Registry(ctx.client, ctx.settings)
@@ -187,8 +191,7 @@ def cf_fit_command(factors, regularization, alpha, iterations, neighbours, no_sw
     """Readers keep the live version until the alias moves in one atomic request; the old version
     stays for `vecrank index rollback`. Then every user's stored state (their fold-in vector,
     co-occurrence and sequence scores) is recomputed against the new model."""
-    from vecrank.cli import echo_json, echo_table
-    from vecrank.errors import VecrankError
+    # lazy: the command's implementation loads when it runs, so `vecrank --help` stays fast
     from vecrank.ingest.cf import CFConfig, fit_index
     from vecrank.rank.store import refresh_all_users
 
@@ -286,8 +289,7 @@ def evaluate_command(
     by the systems of the last refit before their cut. NDCG@10, Recall@10/50, MRR, coverage and
     diversity with bootstrap intervals, the paired difference to every baseline, and a cold-item
     slice. Read-only: the past is computed from the events, the index is not rewritten."""
-    from vecrank.cli import echo_json, echo_table
-    from vecrank.errors import VecrankError
+    # lazy: the command's implementation loads when it runs, so `vecrank --help` stays fast
     from vecrank.rank.evaluate import EvalConfig, load_past, run, write_outputs
     from vecrank.rank.train import TrainConfig
 
@@ -375,8 +377,7 @@ def _evaluate_search(
 ) -> None:
     """``evaluate --task search``: the search rankers and the baselines on the search log's
     requests; with ``register``, the search model trained on every request (``<model_id>-search``)."""
-    from vecrank.cli import echo_json, echo_table
-    from vecrank.errors import VecrankError
+    # lazy: the command's implementation loads when it runs, so `vecrank --help` stays fast
     from vecrank.rank import search_eval
     from vecrank.rank.evaluate import load_past
     from vecrank.rank.model import search_model_id
@@ -456,7 +457,7 @@ def train_command(
     """Replay the whole history (per-user cuts, each request seeing only what existed before it),
     or use the serving feature log; train and register a version. The model records its pool,
     user-state and collaborative settings, and serving uses them."""
-    from vecrank.errors import VecrankError
+    # lazy: the command's implementation loads when it runs, so `vecrank --help` stays fast
     from vecrank.ingest.cf import fit_index
     from vecrank.rank.evaluate import EvalConfig, fit_rankers, load_past
     from vecrank.rank.model import RankerModel
@@ -516,8 +517,6 @@ def train_command(
 
 
 def _echo_trained(model, as_json: bool) -> None:
-    from vecrank.cli import echo_json
-
     info = {"id": model.model_id, "version": model.version, "status": model.status, "training": model.training}
     if as_json:
         echo_json(info)
@@ -536,7 +535,7 @@ def model_command() -> None:
 @model_command.command("list", short_help="Every registered version.")
 @json_option
 def model_list_command(as_json: bool) -> None:
-    from vecrank.cli import echo_json, echo_table
+    # lazy: the command's implementation loads when it runs, so `vecrank --help` stays fast
     from vecrank.rank.model import Registry
 
     ctx = app()
@@ -565,7 +564,7 @@ def model_list_command(as_json: bool) -> None:
 @click.argument("model_id")
 @click.argument("version", type=int, required=False)
 def model_show_command(model_id: str, version: int | None) -> None:
-    from vecrank.cli import echo_json
+    # lazy: the command's implementation loads when it runs, so `vecrank --help` stays fast
     from vecrank.rank.model import Registry
 
     ctx = app()
@@ -585,6 +584,7 @@ def model_show_command(model_id: str, version: int | None) -> None:
 def model_activate_command(model_id: str, version: int, skip_users: bool) -> None:
     """Every user's stored state is recomputed with the activated model's state rule, so that its
     requests read them with the user document alone."""
+    # lazy: the command's implementation loads when it runs, so `vecrank --help` stays fast
     from vecrank.rank.model import Registry
     from vecrank.rank.offline import ReplayConfig
     from vecrank.rank.store import refresh_all_users
@@ -602,6 +602,7 @@ def model_activate_command(model_id: str, version: int, skip_users: bool) -> Non
 @click.argument("model_id")
 @click.argument("version", type=int)
 def model_archive_command(model_id: str, version: int) -> None:
+    # lazy: the command's implementation loads when it runs, so `vecrank --help` stays fast
     from vecrank.rank.model import Registry
 
     ctx = app()

@@ -7,13 +7,15 @@ from typing import Any
 
 import click
 
-from vecrank.cli._common import app, json_option
+from vecrank.cli._common import app, echo_json, echo_table, json_option
+from vecrank.errors import VecrankError
 
 _FILTER = re.compile(r"^\s*([\w.]+)\s*(>=|<=|>|<|=)\s*(.*)$")
 
 
 def parse_filters(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, Any]:
     """``genres=Comedy`` (repeat a field for any of several values), ``year>=1990``, ``year<2000``."""
+    # lazy: the command's implementation loads when it runs, so `vecrank --help` stays fast
     from vecrank.rank.queries import RANGE_OPS
 
     out: dict[str, Any] = {}
@@ -129,8 +131,7 @@ def recommend_command(
 ) -> None:
     """Retrieve candidates for a user and/or a search query, and say which path was taken
     (profile, multi_interest, profile+query, query, context or popular)."""
-    from vecrank.cli import echo_json, echo_table
-    from vecrank.errors import VecrankError
+    # lazy: the command's implementation loads when it runs, so `vecrank --help` stays fast
     from vecrank.rank import Recommender, RequestError, RetrieveConfig
 
     ctx = app()
@@ -154,6 +155,7 @@ def recommend_command(
             "num_candidates": num_candidates,
         }
         if model is not None:
+            # lazy: the command's implementation loads when it runs, so `vecrank --help` stays fast
             from vecrank.rank.model import search_model_id
             from vecrank.rank.ranker import Ranker
 
@@ -202,7 +204,7 @@ def _short(value: Any, width: int = 60) -> str:
 
 
 def _active_model(ctx, model_id: str):
-    from vecrank.errors import VecrankError
+    # lazy: the command's implementation loads when it runs, so `vecrank --help` stays fast
     from vecrank.rank.model import Registry
 
     try:
@@ -212,8 +214,6 @@ def _active_model(ctx, model_id: str):
 
 
 def _print_ranked(ranked, show: str | None, as_json: bool) -> None:
-    from vecrank.cli import echo_json, echo_table
-
     if as_json:
         echo_json(ranked.to_dict())
         return

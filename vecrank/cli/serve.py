@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+
 import click
 
 from vecrank.cli._common import app, event_bounds_options, event_types_options
@@ -174,12 +178,11 @@ def serve_command(
     --min-timestamp, --max-future and --rating-range, as `vecrank ingest events` does with the
     same options: give both the same.
     """
-    import json
-    import logging
-    import os
 
+    # lazy: the server stack; only `vecrank serve` needs it
     import uvicorn
 
+    # lazy: the command's implementation loads when it runs, so `vecrank --help` stays fast
     from vecrank.serve.service import ServeConfig
 
     log = logging.getLogger("vecrank")
@@ -239,6 +242,7 @@ def serve_command(
         "timeout_keep_alive": 30,
     }
     if workers == 1:
+        # lazy: the command's implementation loads when it runs, so `vecrank --help` stays fast
         from vecrank.serve.app import create_app
 
         uvicorn.run(

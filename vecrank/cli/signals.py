@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from vecrank.cli._common import app, json_option
+from vecrank.cli._common import app, echo_json, echo_table, json_option
+from vecrank.ingest.signals import refresh_signals
 
 
 @click.group("signals", short_help="Compute the items' behavioural signals from the events.")
@@ -49,8 +50,6 @@ def _windows(ctx: click.Context, param: click.Parameter, value: str | None) -> t
 @json_option
 def refresh_command(as_of: str | None, windows: tuple[int, ...], prior_strength: float, as_json: bool) -> None:
     """Aggregate the events index into signals.* on each item of the live items index."""
-    from vecrank.cli import echo_json, echo_table
-    from vecrank.ingest.signals import refresh_signals
 
     ctx = app()
     try:

@@ -6,7 +6,8 @@ import sys
 
 import click
 
-from vecrank.cli._common import app, json_option
+from vecrank.cli._common import app, echo_json, json_option
+from vecrank.errors import VecrankError
 
 _CHUNK = 500  # users rebuilt per step (one progress tick)
 
@@ -28,10 +29,10 @@ def rebuild_command(users: tuple[str, ...], max_history: int, as_json: bool) -> 
     this brings every named user (or all of them) to exactly what the events index holds: the
     newest interactions, their count, and the state recomputed from them. Idempotent; safe to run
     while events arrive."""
-    from vecrank.cli import echo_json
-    from vecrank.errors import VecrankError
+    # lazy: the command's implementation loads when it runs, so `vecrank --help` stays fast
     from vecrank.ingest.events import rebuild
     from vecrank.ingest.users import event_users
+    from vecrank.rank.store import refresh_profiles
 
     ctx = app()
     try:
@@ -42,7 +43,9 @@ def rebuild_command(users: tuple[str, ...], max_history: int, as_json: bool) -> 
         ) as bar:
             for start in range(0, len(ids), _CHUNK):
                 chunk = ids[start : start + _CHUNK]
-                rebuilt += rebuild(ctx.client, ctx.settings, chunk, max_history=max_history)
+                rebuilt += rebuild(
+                    ctx.client, ctx.settings, chunk, max_history=max_history, refresh_states=refresh_profiles
+                )
                 bar.update(len(chunk))
     except VecrankError as exc:
         raise click.ClickException(str(exc)) from None

@@ -27,83 +27,22 @@ import urllib.error
 import urllib.request
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from vecrank.localnode import distribution, plugin
+from vecrank.localnode import distribution
+from vecrank.localnode.cluster import CLUSTER_NAME, DEFAULT_PORT, NODE_MARKER, LocalCluster, NodeState, is_our_node
 from vecrank.localnode.errors import LocalNodeError
 from vecrank.localnode.jdk import Jdk, find_jdk
-from vecrank.localnode.paths import node_state_file, state_dir
+from vecrank.localnode.paths import state_dir
+from vecrank.localnode.pluginhome import home_for_node
 
 log = logging.getLogger(__name__)
 
-CLUSTER_NAME = "vecrank-local"
-DEFAULT_PORT = 9200
 DEFAULT_HEAP = "512m"
 TRANSPORT_OFFSET = 100  # transport port = http port + 100, as 9200/9300
 HIGH_DISK_WATERMARK = 0.90  # Elasticsearch's default: above it no shard is allocated to the node
-_NODE_MARKER = "-Dvecrank.node.dir="
-
-
-@dataclass
-class NodeState:
-    name: str
-    dir: str
-    http_port: int
-    transport_port: int
-    pid: int | None = None
-
-    @property
-    def log_file(self) -> Path:
-        return Path(self.dir) / "logs" / f"{CLUSTER_NAME}.log"
-
-    @property
-    def startup_file(self) -> Path:
-        return Path(self.dir) / "logs" / "startup.out"
-
-
-@dataclass
-class LocalCluster:
-    """What ``node.json`` holds: enough for a client to connect and for ``down`` to stop nodes."""
-
-    url: str
-    version: str
-    es_home: str
-    java_home: str
-    tls: bool
-    user: str
-    password_file: str
-    ca_certs: str | None
-    heap: str
-    nodes: list[NodeState] = field(default_factory=list)
-    started_at: str | None = None
-
-    @property
-    def password(self) -> str:
-        return Path(self.password_file).read_text().strip()
-
-    def running_nodes(self) -> list[NodeState]:
-        return [n for n in self.nodes if n.pid is not None and _is_our_node(n.pid, n.dir)]
-
-    @classmethod
-    def load(cls, base: Path | None = None) -> LocalCluster | None:
-        path = node_state_file(base)
-        try:
-            raw = json.loads(path.read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            raise LocalNodeError(f"cannot read {path}: {exc}") from exc
-        raw["nodes"] = [NodeState(**n) for n in raw.get("nodes", [])]
-        return cls(**raw)
-
-    def save(self, base: Path | None = None) -> None:
-        path = node_state_file(base)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        tmp.replace(path)
 
 
 @dataclass(frozen=True)
@@ -113,26 +52,6 @@ class UpResult:
 
 
 # --- process helpers ---------------------------------------------------------------------------
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        pass
-    try:  # no /proc (macOS)
-        out = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True)
-        return out.stdout
-    except OSError:
-        return ""
-
-
-def _is_our_node(pid: int, node_dir: str) -> bool:
-    """True if ``pid`` is alive and is the Elasticsearch we started for ``node_dir``.
-
-    A recycled pid belongs to some other program, whose command line lacks our marker.
-    """
-    return f"{_NODE_MARKER}{node_dir} " in _cmdline(pid) + " "
 
 
 def _root_wrapper() -> list[str]:
@@ -394,7 +313,7 @@ def _wait_healthy(cluster: LocalCluster, timeout: float) -> dict:
     want = len(cluster.nodes)
     last_error = "no answer yet"
     while time.monotonic() < deadline:
-        dead = [n for n in cluster.nodes if n.pid is None or not _is_our_node(n.pid, n.dir)]
+        dead = [n for n in cluster.nodes if n.pid is None or not is_our_node(n.pid, n.dir)]
         if dead:
             node = dead[0]
             raise LocalNodeError(
@@ -499,7 +418,7 @@ def up(
     check_disk(es_dir)
     wrapper = _root_wrapper()
     # The plugin-enabled copy when `vecrank plugin install` recorded one for this state folder.
-    dist = plugin.home_for_node(distribution.install(), base)
+    dist = home_for_node(distribution.install(), base)
 
     certs = _ensure_certs(es_dir, dist, java)
     password = _ensure_password(es_dir)
@@ -526,7 +445,7 @@ def up(
             **os.environ,
             "ES_JAVA_HOME": str(java.home),
             "ES_PATH_CONF": str(conf),
-            "ES_JAVA_OPTS": f"-Xms{heap} -Xmx{heap} {_NODE_MARKER}{spec.dir}",
+            "ES_JAVA_OPTS": f"-Xms{heap} -Xmx{heap} {NODE_MARKER}{spec.dir}",
         }
         with spec.startup_file.open("w") as out:
             try:
@@ -566,10 +485,10 @@ def _stop_nodes(cluster: LocalCluster, grace: float = 30.0) -> list[str]:
     for node in stopping:
         os.kill(node.pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_is_our_node(n.pid, n.dir) for n in stopping):
+    while time.monotonic() < deadline and any(is_our_node(n.pid, n.dir) for n in stopping):
         time.sleep(0.2)
     for node in stopping:
-        if _is_our_node(node.pid, node.dir):
+        if is_our_node(node.pid, node.dir):
             log.warning("Node %s did not stop in %.0fs; killing it", node.name, grace)
             os.kill(node.pid, signal.SIGKILL)
     for node in cluster.nodes:

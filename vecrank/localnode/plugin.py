@@ -27,15 +27,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from vecrank.localnode import distribution
+from vecrank.localnode import distribution, node
 from vecrank.localnode.errors import LocalNodeError
+from vecrank.localnode.jdk import find_jdk
 from vecrank.localnode.paths import cache_dir, state_dir
+from vecrank.localnode.pluginhome import HOME_MARKER, home_for_node, record_file, recorded
 
 log = logging.getLogger(__name__)
 
 PLUGIN_NAME = "vecrank-rescorer"
-HOME_MARKER = ".vecrank-plugin-home"
-RECORD_NAME = "plugin.json"
 _ZIP_RE = re.compile(rf"^{re.escape(PLUGIN_NAME)}-(?P<version>[^-]+)-es(?P<es>\d+\.\d+\.\d+)\.zip$")
 
 
@@ -146,8 +146,6 @@ def build(
     Maven runs with a JDK that Elasticsearch 9 accepts (Java 21+, found like the node's), so the
     system Java may be older. Raises LocalNodeError with Maven's first error when the build fails.
     """
-    from vecrank.localnode.jdk import find_jdk
-
     es_version = es_version or distribution.wanted_version()
     if not re.fullmatch(r"9\.\d+\.\d+", es_version):
         raise LocalNodeError(f"the plugin builds for Elasticsearch 9.x versions like 9.5.2, not {es_version!r}")
@@ -230,8 +228,6 @@ def check_versions(dist: distribution.Distribution, plugin_zip: PluginZip) -> No
 
 def ensure_home(dist: distribution.Distribution, plugin_zip: PluginZip, *, jdk: str | None = None) -> tuple[Path, bool]:
     """The plugin home for this distribution and zip, made if missing. Returns (path, created)."""
-    from vecrank.localnode.jdk import find_jdk
-
     check_versions(dist, plugin_zip)
     homes = plugin_homes_dir()
     target = homes / home_name(dist, plugin_zip)
@@ -269,48 +265,8 @@ def ensure_home(dist: distribution.Distribution, plugin_zip: PluginZip, *, jdk: 
     return target, True
 
 
-def _record_path(base: Path | None) -> Path:
-    return (base or state_dir()) / "es" / RECORD_NAME
-
-
-def recorded(base: Path | None = None) -> dict | None:
-    """What ``install`` recorded for this state folder, or None."""
-    try:
-        return json.loads(_record_path(base).read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise LocalNodeError(f"cannot read {_record_path(base)}: {exc}") from exc
-
-
-def home_for_node(dist: distribution.Distribution, base: Path | None = None) -> distribution.Distribution:
-    """The Elasticsearch home ``node.up`` starts: the recorded plugin home when it fits, else ``dist``."""
-    record = recorded(base)
-    if record is None:
-        return dist
-    home = Path(record["es_home"])
-    if record.get("es_version") != dist.version:
-        log.warning(
-            "The vecrank plugin was installed for Elasticsearch %s, the node starts %s without it; "
-            "run `vecrank plugin install`",
-            record.get("es_version"),
-            dist.version,
-        )
-        return dist
-    if not (home / HOME_MARKER).is_file():
-        log.warning(
-            "The plugin home %s is gone (cache cleared?); starting without the plugin. "
-            "Run `vecrank plugin install` again",
-            home,
-        )
-        return dist
-    return distribution.Distribution(dist.version, home)
-
-
 def _extra_settings(cluster) -> dict[str, object]:
     """The ``--setting`` values the running node was started with (read back from its elasticsearch.yml)."""
-    from vecrank.localnode import node
-
     first = cluster.nodes[0]
     current: dict[str, object] = {}
     try:
@@ -351,8 +307,6 @@ def install(
         jdk: The JDK for Maven and the plugin tool (default: found like the node's).
         build_if_needed: Build when there is no up-to-date zip (else that is an error).
     """
-    from vecrank.localnode import node
-
     base = base or state_dir()
     dist = distribution.install()
     if zip_path is not None:
@@ -368,7 +322,7 @@ def install(
             plugin_zip = build(dist.version, jdk=jdk)
     home, created = ensure_home(dist, plugin_zip, jdk=jdk)
 
-    record_path = _record_path(base)
+    record_path = record_file(base)
     record_path.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "es_home": str(home),
@@ -414,10 +368,8 @@ def remove(*, base: Path | None = None, restart: bool = True) -> bool:
 
     Returns True if one was recorded.
     """
-    from vecrank.localnode import node
-
     base = base or state_dir()
-    path = _record_path(base)
+    path = record_file(base)
     if not path.is_file():
         return False
     path.unlink()
@@ -439,8 +391,6 @@ def remove(*, base: Path | None = None, restart: bool = True) -> bool:
 
 def local_status(base: Path | None = None) -> dict:
     """Sources, the build for the node's version, and what the local node of ``base`` runs."""
-    from vecrank.localnode import node
-
     es_version = distribution.wanted_version()
     src = source_dir()
     built = built_zip(es_version, src=src)

@@ -39,14 +39,16 @@ with ``Retry-After`` past the key's token bucket. ``create_app(auth=False)`` tur
 from __future__ import annotations
 
 import html
+import json
 import logging
+import os
 import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import anyio.to_thread
 import orjson
@@ -68,15 +70,14 @@ from pydantic import (
 )
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from vecrank import __version__
 from vecrank.errors import VecrankError
 from vecrank.ingest.events import MAX_ID_BYTES, EventTypes
 from vecrank.ingest.records import normalise_id
 from vecrank.rank.queries import RequestError
 from vecrank.serve.auth import ApiKeyStore, KeyCache, RateLimiter, parse_key
 from vecrank.serve.service import RecommendService, ServeConfig, unavailable_cause
-
-if TYPE_CHECKING:
-    from vecrank.settings import Settings
+from vecrank.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -935,18 +936,12 @@ def _declare_security(app: FastAPI) -> None:
 
 
 def _version() -> str:
-    from vecrank import __version__
-
     return __version__
 
 
 def app_from_env() -> FastAPI:
     """The app for ``uvicorn --factory`` in worker processes: settings and config come from the
     ``VECRANK_SERVE_JSON`` variable that ``vecrank serve`` sets for its workers."""
-    import json
-    import os
-
-    from vecrank.settings import Settings
 
     spec = json.loads(os.environ["VECRANK_SERVE_JSON"])
     settings = Settings.load(spec["overrides"])

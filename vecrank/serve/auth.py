@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from vecrank.errors import VecrankError
+from vecrank.ingest.indices import create_index_if_missing
 
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
@@ -164,13 +165,12 @@ class ApiKeyStore:
         self.index = settings.index("apikeys")
 
     def _ensure(self) -> None:
-        from vecrank.ingest.indices import create_index_if_missing
-
         create_index_if_missing(self.client, self.index, apikeys_mapping())
 
     def create(self, name: str, scopes: Iterable[str]) -> tuple[ApiKey, str]:
         """A new key. Returns it and its full text ``vrk_<id>_<secret>``, which exists only in this
         return value: show it to the user once, never log it."""
+        # lazy: elasticsearch takes 0.7 s to import; only the calls to the cluster need it
         from elasticsearch import ConflictError
 
         name = name.strip() if isinstance(name, str) else ""

@@ -34,16 +34,29 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vecrank import __version__
+from vecrank.client import make_client
 from vecrank.errors import ElasticsearchUnavailable, VecrankError
 from vecrank.ingest import indices
+from vecrank.ingest.bulk import bulk_with_retries
 from vecrank.ingest.embed import Embedder
-from vecrank.ingest.events import EventBounds, EventTypes
-from vecrank.ingest.records import normalise_id
+from vecrank.ingest.events import EventBounds, EventTypes, apply_to_users, ensure_events_index, parse_event
+from vecrank.ingest.indices import create_index_if_missing
+from vecrank.ingest.records import BadRecord, Record, normalise_id
+from vecrank.rank.experiments import HOLDOUT, INTERLEAVED, ExperimentStore
+from vecrank.rank.interleaving import team_draft
+from vecrank.rank.model import Registry, search_model_id
+from vecrank.rank.queries import RequestError
+from vecrank.rank.ranker import Ranker, feature_log_action, feature_log_mapping, impression_action
+from vecrank.rank.reasons import ReasonConfig, explain
+from vecrank.rank.recommender import Recommender, RetrieveConfig
+from vecrank.rank.store import refresh_profiles
+from vecrank.serve.writer import BackgroundWriter
 
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
@@ -112,6 +125,7 @@ class BudgetedClient:
 
 def unavailable_cause(exc: BaseException) -> str | None:
     """A short reason when ``exc`` means the cluster is down, busy or not ready; else None."""
+    # lazy: elasticsearch's transport (0.7 s to import); only error handling needs it
     import elastic_transport
     from elasticsearch import ApiError
 
@@ -203,8 +217,6 @@ class ServeConfig:
             raise ValueError(f"rate_limit_burst must be >= 1, not {self.rate_limit_burst}")
 
     def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
         out = asdict(self)
         out["item_fields"] = list(self.item_fields) if self.item_fields is not None else None
         out["event_bounds"] = self.event_bounds.to_dict()
@@ -271,8 +283,6 @@ class _SharedEmbedder:
                     if self.model is not None:
                         self._embedder = Embedder(self.model)
                     else:
-                        from vecrank.rank.recommender import Recommender
-
                         self._embedder = Recommender(self._client, self._settings).embedder
         return self._embedder.encode(texts, **kwargs)
 
@@ -311,16 +321,12 @@ class Engine:
         rerank: str = "auto",
         search_model: RankerModel | None = None,
     ):
-        from vecrank.rank.recommender import Recommender, RetrieveConfig
-
         self.model = model
         self.rerank = rerank
         recommender = Recommender(client, settings, config=RetrieveConfig(**dict(retrieval or {})), embedder=embedder)
         self.recommender = recommender
         self.ranker = None
         if model is not None:
-            from vecrank.rank.ranker import Ranker
-
             self.ranker = Ranker(recommender, model, search_model=search_model)
 
     @property
@@ -361,7 +367,6 @@ class Engine:
     def _reasons(self, rec: Recommendation, user: str | None) -> list[list[Reason]]:
         """Reasons from the contributions; the liked items come from the user's state (one more
         read of the user document) and the cited ones' titles from one ``mget``."""
-        from vecrank.rank.reasons import ReasonConfig, explain
 
         config = ReasonConfig()
         state = self.recommender.user_state(str(user), self.ranker.config.state) if user is not None else None
@@ -393,6 +398,7 @@ def _wrong_index(exc: BaseException) -> bool:
     """Whether Elasticsearch refused a search the way it does when the items alias moved under
     the service: a 400 (a query vector of the old model's dimensions, a field the new index
     lacks...)."""
+    # lazy: elasticsearch takes 0.7 s to import; only the calls to the cluster need it
     from elasticsearch import ApiError
 
     return isinstance(exc, ApiError) and exc.meta.status == 400
@@ -417,8 +423,6 @@ class RecommendService:
     """
 
     def __init__(self, settings: Settings, config: ServeConfig | None = None, *, client: Elasticsearch | None = None):
-        from vecrank.client import make_client
-
         self.settings = settings
         self.config = config or ServeConfig()
         base = (client or make_client(settings)).options(request_timeout=self.config.es_timeout_s)
@@ -439,8 +443,6 @@ class RecommendService:
         self.started = time.time()
         self.writer = None
         if self.config.log_exposures or self.config.log_features:
-            from vecrank.serve.writer import BackgroundWriter
-
             self.writer = BackgroundWriter(base, prepare=self._prepare_indices)
 
     def close(self) -> None:
@@ -449,10 +451,6 @@ class RecommendService:
         self._pool.shutdown(wait=False)
 
     def _prepare_indices(self) -> None:
-        from vecrank.ingest.events import ensure_events_index
-        from vecrank.ingest.indices import create_index_if_missing
-        from vecrank.rank.ranker import feature_log_mapping
-
         ensure_events_index(self.client, self.settings)
         if self.config.log_features:
             create_index_if_missing(self.client, self.settings.index("feature-log"), feature_log_mapping())
@@ -465,7 +463,6 @@ class RecommendService:
         cached = self._experiment
         if cached is not None and cached[1] > now:
             return cached[0]
-        from vecrank.rank.experiments import ExperimentStore
 
         try:
             found = ExperimentStore(self.client, self.settings).running()
@@ -554,8 +551,6 @@ class RecommendService:
     def _model(self, model_id: str, version: int) -> RankerModel:
         key = (model_id, version)
         if key not in self._models:
-            from vecrank.rank.model import Registry
-
             self._models[key] = Registry(self.client, self.settings).get(model_id, version)
         return self._models[key]
 
@@ -593,7 +588,6 @@ class RecommendService:
         cached = self._default
         if cached is not None and cached[1] > now:
             return cached[0]
-        from vecrank.rank.model import Registry, search_model_id
 
         def active(model_id: str) -> RankerModel | None:
             try:
@@ -706,9 +700,6 @@ class RecommendService:
         request_id: str | None,
         reasons: bool,
     ) -> dict[str, Any]:
-        from vecrank.rank.experiments import HOLDOUT, INTERLEAVED
-        from vecrank.rank.queries import RequestError
-
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= self.config.max_k:
             raise RequestError(f"k must be an integer between 1 and {self.config.max_k}, not {k!r}")
         started = time.perf_counter()
@@ -791,8 +782,6 @@ class RecommendService:
         }
 
     def _interleave(self, exp: Experiment, k: int, retrieve: dict[str, Any], request_id: str, reasons: bool = False):
-        from vecrank.rank.interleaving import team_draft
-
         a, b = exp.arms
         engines = {a.name: self.arm_engine(a), b.name: self.arm_engine(b)}
         # The copied context carries the request's deadline into the pool's thread.
@@ -839,8 +828,6 @@ class RecommendService:
         teams: Mapping[str, str] | None,
         now_ms: int,
     ) -> None:
-        from vecrank.rank.ranker import feature_log_action, impression_action
-
         actions: list[dict[str, Any]] = []
         events_index, log_index = self.settings.index("events"), self.settings.index("feature-log")
         for position, s in enumerate(result.items, 1):
@@ -910,10 +897,6 @@ class RecommendService:
             raise
 
     def _record_events(self, events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        from vecrank.ingest.bulk import bulk_with_retries
-        from vecrank.ingest.events import ensure_events_index, parse_event
-        from vecrank.ingest.records import BadRecord, Record
-
         types = self.config.event_types
         now_ms = int(time.time() * 1000)
         rejected: list[dict[str, Any]] = []
@@ -977,10 +960,8 @@ class RecommendService:
         if created or repeated:
             # ingest's path: merge what is new, rebuild the users of what was already stored (a
             # retry whose first attempt may have stopped before its users), then their states.
-            from vecrank.ingest.events import apply_to_users
-
             try:
-                apply_to_users(self.client, self.settings, created, repeated)
+                apply_to_users(self.client, self.settings, created, repeated, refresh_states=refresh_profiles)
             except Unavailable:  # 503: a retry finds the events stored and rebuilds their users
                 raise
             except VecrankError as exc:
@@ -1098,8 +1079,6 @@ class RecommendService:
             return self._health()
 
     def _health(self) -> tuple[bool, dict[str, Any]]:
-        from vecrank import __version__
-
         body: dict[str, Any] = {"version": __version__, "uptime_s": round(time.time() - self.started, 1)}
         ok = True
         try:

@@ -137,6 +137,7 @@ class BackgroundWriter:
 
     def _send(self, batch: list[dict[str, Any]]) -> bool:
         """True when the batch is done with (written, or rejected for good); False to retry it."""
+        # lazy: elasticsearch takes 0.7 s to import; only the calls to the cluster need it
         from elasticsearch import helpers
 
         try:
