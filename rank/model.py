@@ -71,7 +71,7 @@ class RankerModel:
     def objective(self) -> str:
         return json.loads(self.booster_json)["learner"]["objective"]["name"]
 
-    def _matrix(self, features: np.ndarray):
+    def _matrix(self, features: np.ndarray) -> xgboost.DMatrix:
         import xgboost
 
         if features.ndim != 2 or features.shape[1] != len(self.spec.names):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -29,6 +29,11 @@ from vecrank.cli.users import users_command
 from vecrank.errors import VecrankError
 from vecrank.localnode.errors import LocalNodeError
 
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
+
+    from vecrank.settings import Settings
+
 log = logging.getLogger("vecrank")
 
 
@@ -38,8 +43,8 @@ class AppContext:
     def __init__(self, overrides: dict[str, Any], verbosity: int):
         self.overrides = overrides
         self.verbosity = verbosity
-        self._settings = None
-        self._client = None
+        self._settings: Settings | None = None
+        self._client: Elasticsearch | None = None
 
     @property
     def settings(self):

@@ -225,7 +225,7 @@ def event_bounds_options(fn: Callable) -> Callable:
             raise click.BadParameter(str(exc), param_hint="--min-timestamp") from None
         try:
             kwargs["event_bounds"] = EventBounds(
-                min_timestamp_ms=earliest, max_future_s=max_future, rating_range=tuple(rating_range)
+                min_timestamp_ms=earliest, max_future_s=max_future, rating_range=(rating_range[0], rating_range[1])
             )
         except ValueError as exc:
             hint = "--rating-range" if "rating_range" in str(exc) else "--min-timestamp"

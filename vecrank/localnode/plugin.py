@@ -26,8 +26,12 @@ import zipfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vecrank.localnode import distribution
+
+if TYPE_CHECKING:
+    from vecrank.localnode import node
 from vecrank.localnode.errors import LocalNodeError
 from vecrank.localnode.paths import cache_dir, state_dir
 
@@ -307,7 +311,7 @@ def home_for_node(dist: distribution.Distribution, base: Path | None = None) -> 
     return distribution.Distribution(dist.version, home)
 
 
-def _extra_settings(cluster) -> dict[str, object]:
+def _extra_settings(cluster: node.LocalCluster) -> dict[str, object]:
     """The ``--setting`` values the running node was started with (read back from its elasticsearch.yml)."""
     from vecrank.localnode import node
 
@@ -355,6 +359,7 @@ def install(
 
     base = base or state_dir()
     dist = distribution.install()
+    plugin_zip: PluginZip | None
     if zip_path is not None:
         plugin_zip = read_zip(Path(zip_path))
     else:
@@ -388,6 +393,7 @@ def install(
     running = bool(cluster and cluster.running_nodes())
     if not running:
         return InstallResult(plugin_zip, home, created, restarted=False, running=False)
+    assert cluster is not None  # running: it has nodes
     if cluster.es_home == str(home):
         log.info("The local node already runs with this plugin build")
         return InstallResult(plugin_zip, home, created, restarted=False, running=True)
