@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -65,7 +65,7 @@ def bulk_with_retries(
     max_retries: int = 5,
     initial_backoff: float = 0.5,
     max_backoff: float = 30.0,
-    on_retry=None,
+    on_retry: Callable[[int], object] | None = None,
 ) -> Iterator[BulkResult[Origin]]:
     """Send ``(action, origin)`` pairs; yield one final :class:`BulkResult` per pair.
 

@@ -36,7 +36,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import Any
@@ -388,7 +388,7 @@ def fold_in(
     return np.linalg.solve(a, b).astype(np.float32)
 
 
-def like_counts(history: Sequence[Mapping[str, Any]], is_like) -> dict[str, int]:
+def like_counts(history: Sequence[Mapping[str, Any]], is_like: Callable[[Mapping[str, Any]], bool]) -> dict[str, int]:
     """Item id -> how many of the history's events are likes (``is_like``), in first-like order."""
     out: dict[str, int] = {}
     for e in history:
@@ -398,7 +398,9 @@ def like_counts(history: Sequence[Mapping[str, Any]], is_like) -> dict[str, int]
     return out
 
 
-def recent_likes(history: Sequence[Mapping[str, Any]], is_like, n: int) -> list[str]:
+def recent_likes(
+    history: Sequence[Mapping[str, Any]], is_like: Callable[[Mapping[str, Any]], bool], n: int
+) -> list[str]:
     """The ``n`` newest distinct liked items of a history (any order in), newest first."""
     ordered = sorted(history, key=lambda e: -int(e["timestamp"]))
     return list(dict.fromkeys(str(e["item_id"]) for e in ordered if is_like(e)))[:n]
@@ -599,7 +601,7 @@ def fit_index(
     packed = packs_vectors(client)
     written = time.monotonic()
 
-    def actions():
+    def actions() -> Iterator[dict[str, Any]]:
         for hit in helpers.scan(client, index=live, size=500, source={"exclude_vectors": False}):
             doc = {k: v for k, v in hit["_source"].items() if k not in CF_FIELDS}
             vector = model.vector(hit["_id"])
@@ -622,7 +624,7 @@ def fit_index(
     return summary
 
 
-def _list_actions(model: CFModel, index: str, summary: FitSummary):
+def _list_actions(model: CFModel, index: str, summary: FitSummary) -> Iterator[dict[str, Any]]:
     """One document per item with a list: its co-occurrence, sequence and EASE lists."""
     for item in sorted({*model.neighbours, *model.sequence, *model.ease}):
         doc: dict[str, Any] = {"item_id": item}
@@ -647,7 +649,8 @@ def _verify(client: Any, target: str, model: CFModel, summary: FitSummary, sampl
         bad = [
             h["_id"]
             for h in hits
-            if not np.array_equal(np.asarray(h["_source"]["cf_vector"], dtype=np.float32), model.vector(h["_id"]))
+            if (vector := model.vector(h["_id"])) is None
+            or not np.array_equal(np.asarray(h["_source"]["cf_vector"], dtype=np.float32), vector)
         ]
         if bad:
             problems.append(

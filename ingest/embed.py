@@ -146,7 +146,10 @@ class Embedder:
     @property
     def max_seq_length(self) -> int:
         """Tokens per text the model reads; longer texts are truncated (loads the model)."""
-        return int(self._load().max_seq_length)
+        length = self._load().max_seq_length
+        if length is None:
+            raise ValueError(f"model {self.model_name} does not declare its maximum sequence length")
+        return int(length)
 
     @property
     def similarity(self) -> str:

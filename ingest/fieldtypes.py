@@ -109,7 +109,11 @@ def apply_field_types(
     out = dict(data)
     for name, kind in field_types.items():
         if name not in skipped:
-            out = _replace(out, name, lambda value, kind=kind, name=name: _convert_field(name, kind, value))
+
+            def convert(value: Any, kind: str = kind, name: str = name) -> Any:
+                return _convert_field(name, kind, value)
+
+            out = _replace(out, name, convert)
     return out
 
 

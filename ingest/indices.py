@@ -381,7 +381,10 @@ def rollback(client: Elasticsearch, settings: Settings) -> str:
     live = live_index(client, settings)
     if live is None:
         raise IndexError_(f"alias {alias_name(settings)} does not exist; nothing to roll back")
-    live_version = int(_VERSION.search(live).group(1))
+    match = _VERSION.search(live)
+    if match is None:
+        raise IndexError_(f"live index {live} has no version suffix; nothing to roll back")
+    live_version = int(match.group(1))
     older = [v for v in versions(client, settings) if v < live_version]
     if not older:
         raise IndexError_(f"{live} is the oldest version; nothing to roll back to")

@@ -296,7 +296,7 @@ def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
-def _progress_bar(progress: bool | None, path: str | Path):
+def _progress_bar(progress: bool | None, path: str | Path) -> Any:  # a tqdm bar (untyped) or None
     if progress is None:
         progress = sys.stderr.isatty() and log.isEnabledFor(logging.INFO)
     if not progress:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -136,7 +136,7 @@ def reindex(
     same_model = (old.model, old.dims) == (new.model, new.dims)
     packed = packs_vectors(client)
 
-    def actions():
+    def actions() -> Iterator[dict[str, Any]]:
         batch: list[dict[str, Any]] = []
         hits = helpers.scan(
             client, index=live, size=batch_size, preserve_order=False, source={"exclude_vectors": False}
@@ -149,7 +149,7 @@ def reindex(
         if batch:
             yield from _convert(batch)
 
-    def _convert(hits: list[dict[str, Any]]):
+    def _convert(hits: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         rows = []
         for hit in hits:
             src = hit["_source"]

@@ -183,6 +183,7 @@ def signals_table(
     recent = table.get(f"popularity_{TREND_RECENT_DAYS}d")
     base = table.get(f"popularity_{TREND_BASE_DAYS}d")
     if has_trend(windows):
+        assert recent is not None and base is not None  # both trend windows were counted above
         table["trend"] = trend_of(recent, base)
     table |= rank_columns(recent if has_trend(windows) else None, base)
 

@@ -235,7 +235,7 @@ def rebuild_users(client: Elasticsearch, settings: Settings, user_ids: Iterable[
         for start in range(0, len(todo), _REBUILD_CHUNK):
             chunk = todo[start : start + _REBUILD_CHUNK]
             stored = _fetch_users(client, index, chunk)  # before the events: see the docstring
-            searches = []
+            searches: list[dict[str, Any]] = []
             for user_id in chunk:
                 searches += [
                     {"index": events},

@@ -5,6 +5,12 @@ The public front: :class:`Recommender` (candidates for a user and/or search text
 with the "Rank" issue.
 """
 
+# This folder is importable only as vecrank.rank (through the vecrank/rank symlink, or the package-dir
+# mapping of an installed wheel): imported as `rank` from the repository root it would be a second
+# copy of every module, with its own classes and state.
+if __name__ != "vecrank.rank":
+    raise ImportError(f"the rank/ folder is the package vecrank.rank; import it as vecrank.rank, not as {__name__!r}")
+
 from vecrank.rank.profiles import Profile, ProfileConfig, build_profile
 from vecrank.rank.queries import RequestError
 from vecrank.rank.recommender import Candidate, CandidateSet, Recommender, RetrieveConfig

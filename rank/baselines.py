@@ -222,7 +222,9 @@ class _UserItemIndex:
         self.item_index = {i: n for n, i in enumerate(self.items)}
         rows = np.fromiter((self.user_index[u] for u, _ in cell), dtype=np.int64, count=len(cell))
         cols = np.fromiter((self.item_index[i] for _, i in cell), dtype=np.int64, count=len(cell))
-        data = np.fromiter(cell.values(), dtype=dtype, count=len(cell)) if counts else np.ones(len(cell), dtype)
+        data: np.ndarray = (
+            np.fromiter(cell.values(), dtype=dtype, count=len(cell)) if counts else np.ones(len(cell), dtype)
+        )
         self.matrix = sparse.csr_matrix((data, (rows, cols)), shape=(len(self.users), len(self.items)))
 
     def item_rows(self, items: Iterable[str]) -> list[int]:

@@ -315,7 +315,9 @@ def run(
     tests = test_requests(past, after_ms=rankers[0], config=config)
     by_refit: dict[int, list[ReplayRequest]] = defaultdict(list)
     for req in tests:
-        by_refit[past.refit_before(req.cut_ms)].append(req)
+        refit = past.refit_before(req.cut_ms)
+        assert refit is not None  # the test requests start after the first refit (rankers[0])
+        by_refit[refit].append(req)
 
     rankings: dict[str, dict[str, list[str]]] = defaultdict(dict)
     relevant: dict[str, set[str]] = {}

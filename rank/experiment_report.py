@@ -199,6 +199,8 @@ class ReportedExperiment(Protocol):
     module, so this one names only the attributes it uses)."""
 
     experiment_id: str
+    type: str
+    status: str
     control: str | None
     ndcg_k: int
 
@@ -325,7 +327,7 @@ def interval_half_width(
     n = values.users
     if n < max(2, min_users):
         return None
-    df = n - 1
+    df: float = n - 1
     if metric == "ctr":
         _, var, n_eff = stats.clustered_ratio_variance(values.clicks, values.exposures)
         se, df = (math.sqrt(var) if math.isfinite(var) else None), max(1.0, n_eff - 1)

@@ -50,7 +50,7 @@ import re
 import secrets
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -198,6 +198,7 @@ class Arm:
         if self.model is None:
             return None
         m = _MODEL_REF.match(self.model)
+        assert m is not None  # __post_init__ validated the reference
         return m.group(1), int(m.group(2))
 
     def to_dict(self) -> dict[str, Any]:
@@ -690,6 +691,7 @@ def user_outcomes(
     start = exp.started_at or exp.created_at
     end = end_ms or exp.stopped_at or int(time.time() * 1000)
     att = _attribute(exp, list(events), start=start, end=end, attribution_ms=attribution_ms)
+    assert exp.control is not None  # __post_init__ defaults it to the first arm
     a, b = exp.control, next(x.name for x in exp.arms if x.name != exp.control)
     rows: dict[str, dict[str, Any]] = {}
     for unit, reqs in att.by_unit.items():
@@ -748,6 +750,7 @@ def analyse(
         min_users: fewest users per arm (interleaving: with a decided request) for any call.
     """
     exp = experiment
+    assert exp.control is not None  # __post_init__ defaults it to the first arm
     start = exp.started_at or exp.created_at
     end = end_ms or exp.stopped_at or int(time.time() * 1000)
     events = list(events)
@@ -766,7 +769,7 @@ def analyse(
         arms[unit], values[unit] = arm_stats(unit, reqs)
 
     comparisons: dict[str, dict[str, dict[str, Any]]] = {}
-    options = {"n_boot": n_boot, "seed": seed, "alpha": alpha, "min_users": min_users}
+    options: dict[str, Any] = {"n_boot": n_boot, "seed": seed, "alpha": alpha, "min_users": min_users}
     if exp.type == "ab":
         for unit in arms:
             if unit != exp.control:
@@ -835,7 +838,7 @@ def interleaving_outcomes(reqs: Iterable[_Request], a: str, b: str) -> dict[str,
 
 def _series(
     by_unit: Mapping[str, list[_Request]],
-    arm_stats,
+    arm_stats: Callable[..., tuple[ArmStats, UserValues]],
     end: int,
     points: int,
     a_b: tuple[str, str] | None,

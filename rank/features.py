@@ -278,8 +278,8 @@ def compute(spec: FeatureSpec, candidates: CandidateBatch | Sequence[Any], ctx: 
     else:
         cols["cf_score"] = nan.copy()
     for name in SCORE_MAPS:
-        scores = state.scores(name)
-        cols[name] = np.array([scores.get(i, np.nan) for i in batch.item_ids], dtype=np.float64)
+        score_map = state.scores(name)
+        cols[name] = np.array([score_map.get(i, np.nan) for i in batch.item_ids], dtype=np.float64)
 
     sig = batch.signals
     column = lambda name: sig[name] if name in sig else nan  # noqa: E731 - a lookup with a default
@@ -355,7 +355,7 @@ def _cosines(vecs: np.ndarray, has_vec: np.ndarray, query: np.ndarray | None) ->
     if query is None or not has_vec.any():
         return np.full(len(vecs), np.nan)
     q = np.asarray(query, dtype=np.float64)
-    return np.where(has_vec, vecs @ (q / max(np.linalg.norm(q), 1e-12)), np.nan)
+    return np.where(has_vec, vecs @ (q / max(float(np.linalg.norm(q)), 1e-12)), np.nan)
 
 
 def _get(docs: Sequence[Mapping[str, Any]], key: str) -> np.ndarray:

@@ -91,6 +91,7 @@ def team_draft(
         else:
             team = teams[rng.random() < 0.5]
         item = next_item(team)
+        assert item is not None  # team is one of the available teams
         shown.add(item)
         picks[team] += 1
         merged.append((item, team))

@@ -32,6 +32,9 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+# User and item ids are any hashable; maps of them are typed Mapping[Any, ...] because Mapping is
+# invariant in its key, so Mapping[Hashable, ...] would refuse a caller's dict[str, ...].
+
 _BOOTSTRAP_CELLS = 2_000_000  # resampled values held in memory at once
 
 
@@ -121,7 +124,7 @@ def catalog_coverage(lists: Iterable[Sequence[Hashable]], catalog_size: int) -> 
     return len({item for items in lists for item in items}) / catalog_size
 
 
-def intra_list_diversity(lists: Iterable[Sequence[Hashable]], vectors: Mapping[Hashable, Any]) -> float | None:
+def intra_list_diversity(lists: Iterable[Sequence[Hashable]], vectors: Mapping[Any, Any]) -> float | None:
     """Mean over lists of the mean pairwise ``1 - cosine`` between the list's items.
 
     Items without a vector are ignored; lists with fewer than two items with vectors are skipped.
@@ -147,12 +150,12 @@ def intra_list_diversity(lists: Iterable[Sequence[Hashable]], vectors: Mapping[H
 
 
 def evaluate(
-    rankings: Mapping[Hashable, Sequence[Hashable]],
-    relevant: Mapping[Hashable, Collection[Hashable]],
+    rankings: Mapping[Any, Sequence[Hashable]],
+    relevant: Mapping[Any, Collection[Hashable]],
     *,
     k_values: Sequence[int] = (10, 50),
     catalog_size: int | None = None,
-    vectors: Mapping[Hashable, Any] | None = None,
+    vectors: Mapping[Any, Any] | None = None,
     per_user: bool = False,
 ) -> dict[str, Any]:
     """Every metric at every k, averaged over the users with at least one relevant item.
@@ -210,7 +213,7 @@ class Interval(NamedTuple):
     high: float
 
 
-def _as_array(values: Iterable[float] | Mapping[Hashable, float]) -> np.ndarray:
+def _as_array(values: Iterable[float] | Mapping[Any, float]) -> np.ndarray:
     data = values.values() if isinstance(values, Mapping) else values
     arr = np.asarray(list(data), dtype=np.float64)
     if arr.size == 0:
@@ -238,7 +241,7 @@ def _percentile_bootstrap(values: np.ndarray, n: int, seed: int, alpha: float) -
 
 
 def bootstrap_ci(
-    per_user_values: Iterable[float] | Mapping[Hashable, float], n: int = 1000, seed: int = 0, alpha: float = 0.05
+    per_user_values: Iterable[float] | Mapping[Any, float], n: int = 1000, seed: int = 0, alpha: float = 0.05
 ) -> Interval:
     """Percentile bootstrap confidence interval of a mean over users.
 
@@ -255,8 +258,8 @@ def bootstrap_ci(
 
 
 def paired_bootstrap_diff(
-    a: Sequence[float] | Mapping[Hashable, float],
-    b: Sequence[float] | Mapping[Hashable, float],
+    a: Sequence[float] | Mapping[Any, float],
+    b: Sequence[float] | Mapping[Any, float],
     n: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,

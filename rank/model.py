@@ -74,7 +74,7 @@ class RankerModel:
     def objective(self) -> str:
         return json.loads(self.booster_json)["learner"]["objective"]["name"]
 
-    def _matrix(self, features: np.ndarray):
+    def _matrix(self, features: np.ndarray) -> xgboost.DMatrix:
         # lazy: xgboost takes 2 s to import; only training and scoring need it
         import xgboost
 

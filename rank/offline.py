@@ -166,7 +166,7 @@ class Catalog:
             vector, source = items[item]
             if vector is not None:
                 v = np.asarray(vector, dtype=np.float64)
-                vectors[n] = (v / max(np.linalg.norm(v), 1e-12)).astype(np.float32)
+                vectors[n] = (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
                 has[n] = True
             fields_.append(dict(source))
         available = np.array([f.get("available") is not False for f in fields_], dtype=bool)

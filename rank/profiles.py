@@ -75,7 +75,7 @@ class ProfileConfig:
         if kind == self.rating_type and event.get("value") is not None:
             base = (float(event["value"]) - self.rating_neutral) / self.rating_scale
         else:
-            base = float(self.type_weights.get(kind, 0.0))
+            base = float(self.type_weights.get(kind, 0.0)) if kind is not None else 0.0
             if kind in self.negative_types:
                 base = -base
         age_days = max(0.0, (now_ms - int(event["timestamp"])) / DAY_MS)

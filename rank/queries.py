@@ -100,7 +100,7 @@ def filter_clauses(filters: Mapping[str, Any] | None, field_types: Mapping[str, 
         ...     print(exc)
         filter 'year': 'abc' is not a whole number (year is integer)
     """
-    clauses = []
+    clauses: list[dict[str, Any]] = []
     for name, value in (filters or {}).items():
         kind = field_types.get(name)
         if kind is None:
@@ -354,7 +354,7 @@ def bm25_body(
 
 
 def query_knn_body(
-    vector: Sequence[float],
+    vector: Sequence[float] | np.ndarray,
     *,
     size: int,
     filter: dict[str, Any] | None,
@@ -388,7 +388,7 @@ def shown_source(fields: Sequence[str] | None) -> list[str] | dict[str, list[str
 def search_body(
     *,
     size: int,
-    knn: dict[str, Any] | None = None,
+    knn: dict[str, Any] | list[dict[str, Any]] | None = None,
     query: dict[str, Any] | None = None,
     source: Sequence[str] | bool | Mapping[str, Any] = True,
     with_vectors: bool = False,
@@ -416,7 +416,7 @@ def popular_body(
     with_vectors: bool = False,
 ) -> dict[str, Any]:
     """Cold start without any text or context: the most popular items by a windowed signal."""
-    sort = [
+    sort: list[dict[str, Any]] = [
         {signal: {"order": "desc", "missing": "_last", "unmapped_type": "float"}},
         {"signals.rating_count": {"order": "desc", "missing": "_last", "unmapped_type": "long"}},
         {"item_id": "asc"},

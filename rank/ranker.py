@@ -65,7 +65,7 @@ class Recommendation:
     unranked_reason: str | None = None
 
     def to_dict(self, *, with_features: bool = False) -> dict[str, Any]:
-        out = {
+        out: dict[str, Any] = {
             "request_id": self.request_id,
             "ranked_by": self.ranked_by,
             "path": self.path,
@@ -231,7 +231,7 @@ class Ranker:
                 filters=filters,
                 extra_filters=extra_filters,
             )
-        state = rec.user_state(user, self.config.state) if profile_path else None
+        state = rec.user_state(user, self.config.state) if profile_path and user is not None else None
         if state is None or (state.profile_vector is None and state.cf_vector is None):
             return self._unranked(
                 k=k,
@@ -451,6 +451,7 @@ class Ranker:
         if not actions:
             return
         _, errors = helpers.bulk(client, actions, raise_on_error=False)
+        assert isinstance(errors, list)  # not stats_only: the failed items themselves
         for error in errors[:3]:
             log.warning("request log write failed: %s", error)
 

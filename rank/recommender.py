@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
 
     from vecrank.ingest.embed import TextEmbedder
+    from vecrank.ingest.indices import IndexSpec
     from vecrank.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ class CandidateSet:
     interests: list[dict[str, Any]] = field(default_factory=list)
     excluded: int = 0
     timings_ms: dict[str, float] = field(default_factory=dict)
-    history: list[dict[str, Any]] = field(default_factory=list, repr=False)  # the events the profile came from
+    history: list[Mapping[str, Any]] = field(default_factory=list, repr=False)  # the events the profile came from
     query_vector: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -153,7 +154,7 @@ class Recommender:
 
     # --- what the live index is ------------------------------------------------------------
 
-    def _live(self):
+    def _live(self) -> IndexSpec:
         if self._spec is None:
             live = indices.live_index(self.client, self.settings)
             if live is None:
@@ -257,7 +258,9 @@ class Recommender:
         t = time.perf_counter()
         if path == "popular":
             body = queries.popular_body(size=fetch, filter=flt, source=source)
-            hits = [(h, None) for h in self.client.search(index=self.settings.index("items"), **body)["hits"]["hits"]]
+            hits: Sequence[tuple[dict[str, Any], int | None]] = [
+                (h, None) for h in self.client.search(index=self.settings.index("items"), **body)["hits"]["hits"]
+            ]
             query_vectors: list[np.ndarray] = []
         else:
             query_vectors = [
@@ -273,6 +276,7 @@ class Recommender:
         if cfg.mmr_lambda is not None:
             cands = mmr(cands, cfg.mmr_lambda, k)
         if cfg.max_per_group:
+            assert cfg.group_field is not None  # RetrieveConfig sets both or neither
             cands = cap_per_group(cands, cfg.group_field, cfg.max_per_group)
         cands = cands[:k]
         total = (time.perf_counter() - started) * 1000
@@ -392,7 +396,9 @@ class Recommender:
         if not ids:
             return {}
         shown = queries.shown_source(source)
-        picked = {"source": shown} if isinstance(shown, list) else {"source_excludes": shown["excludes"]}
+        picked: dict[str, Any] = (
+            {"source": shown} if isinstance(shown, list) else {"source_excludes": shown["excludes"]}
+        )
         docs = self.client.mget(index=self.settings.index("items"), ids=list(ids), **picked)["docs"]
         return {d["_id"]: d["_source"] for d in docs if d.get("found")}
 
@@ -427,7 +433,7 @@ class Recommender:
         query: str | None,
         source: Any,
         want_vectors: bool,
-    ) -> list[tuple[dict, int | None]]:
+    ) -> Sequence[tuple[dict, int | None]]:
         index = self.settings.index("items")
         text = queries.text_match(query, boost=cfg.text_boost) if query is not None and cfg.text_boost > 0 else None
         with_vectors = want_vectors or text is not None
@@ -536,7 +542,7 @@ def mmr(cands: list[Candidate], lam: float, k: int) -> list[Candidate]:
     pool = [c for c in cands if c.vector is not None]
     if len(pool) <= 1:
         return cands
-    vecs = np.stack([c.vector / max(float(np.linalg.norm(c.vector)), 1e-12) for c in pool])
+    vecs = np.stack([v / max(float(np.linalg.norm(v)), 1e-12) for v in (c.vector for c in pool) if v is not None])
     rel = np.array([c.cosine if c.cosine is not None else c.score for c in pool])
     chosen: list[int] = []
     max_sim = np.full(len(pool), -np.inf)

@@ -189,7 +189,7 @@ def _first_interactions(past: Past, user: str) -> dict[str, int]:
 
 def baseline_bodies(
     query: str,
-    vector: Sequence[float],
+    vector: Sequence[float] | np.ndarray,
     *,
     fields: Sequence[str],
     exclude: Sequence[str],
@@ -410,12 +410,12 @@ def run(
     }
     model = None
     if final_model and None in rankers:
-        booster, chosen, info = rankers[None]
+        booster, chosen_config, info = rankers[None]
         model = RankerModel.from_booster(
             model_id,
             spec,
             booster,
-            params=chosen.to_dict(),
+            params=chosen_config.to_dict(),
             training={"task": "search", **info, "horizon_days": horizon_days, "config": config.to_dict()},
         )
         model.metrics = {"offline_search": systems, "comparison": comparison}

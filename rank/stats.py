@@ -179,10 +179,12 @@ def proportion_test(
     for name, x, n in (("control", x_control, n_control), ("treatment", x_treatment, n_treatment)):
         if n < 0 or x < 0 or x > n:
             raise ValueError(f"{name}: successes {x} must be between 0 and trials {n}")
-    p1 = x_control / n_control if n_control else None
-    p2 = x_treatment / n_treatment if n_treatment else None
     if n_control == 0 or n_treatment == 0:
-        return ProportionResult(p1, p2, n_control, n_treatment, None, None, None, None, None, None, alpha=alpha)
+        rate1 = x_control / n_control if n_control else None
+        rate2 = x_treatment / n_treatment if n_treatment else None
+        return ProportionResult(rate1, rate2, n_control, n_treatment, None, None, None, None, None, None, alpha=alpha)
+    p1 = x_control / n_control
+    p2 = x_treatment / n_treatment
     diff = p2 - p1
     lift = p2 / p1 - 1 if p1 > 0 else None
     if min(n_control, n_treatment) < max(1, min_n):
@@ -271,10 +273,10 @@ def clustered_ratio_variance(
 
 
 def clustered_rate_test(
-    x_control: Sequence[float],
-    n_control: Sequence[float],
-    x_treatment: Sequence[float],
-    n_treatment: Sequence[float],
+    x_control: Sequence[float] | np.ndarray,
+    n_control: Sequence[float] | np.ndarray,
+    x_treatment: Sequence[float] | np.ndarray,
+    n_treatment: Sequence[float] | np.ndarray,
     *,
     alpha: float = 0.05,
     min_users: int = MIN_USERS,
@@ -301,6 +303,8 @@ def clustered_rate_test(
         (0.2, 22.0, True)
     """
     method = "delta method over users (CR2), Welch t"
+    p1: float | None
+    p2: float | None
     (p1, v1, e1), (p2, v2, e2) = (
         clustered_ratio_variance(x_control, n_control),
         clustered_ratio_variance(x_treatment, n_treatment),
@@ -308,7 +312,7 @@ def clustered_rate_test(
     n1, n2 = len(x_control), len(x_treatment)
     p1, p2 = _finite(p1), _finite(p2)
     diff = p2 - p1 if p1 is not None and p2 is not None else None
-    lift = p2 / p1 - 1 if diff is not None and p1 > 0 else None
+    lift = p2 / p1 - 1 if p1 is not None and p2 is not None and p1 > 0 else None
     if min(n1, n2) < min_users:
         return ProportionResult(
             p1, p2, n1, n2, diff, None, lift, None, None, None, method, alpha=alpha, note=_too_few(n1, n2, min_users)
@@ -329,6 +333,8 @@ def clustered_rate_test(
             alpha=alpha,
             note="no variance over users to test with",
         )
+    # finite variances mean both groups have exposures (total > 0), so both rates are finite
+    assert p1 is not None and p2 is not None and diff is not None
     se = math.sqrt(v1 + v2)
     if se == 0:  # every user of both groups at their group's rate exactly
         return ProportionResult(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -39,8 +39,9 @@ def fetch_items(
         index=index,
         query={"ids": {"values": wanted}},
         size=len(wanted),
-        source=list(source) if source else False,
-        fields=["embedding"],
+        # the client annotates source as bool or a mapping and fields as mappings; both take field names
+        source=list(source) if source else False,  # type: ignore[arg-type]
+        fields=["embedding"],  # type: ignore[list-item]
     )
     out = {}
     for h in resp["hits"]["hits"]:
@@ -59,7 +60,7 @@ def get_user(client: Elasticsearch, settings: Settings, user_id: str) -> dict[st
     return resp.body.get("_source") if resp.body.get("found") else None
 
 
-def consumed_ids(history: Iterable[dict[str, Any]]) -> list[str]:
+def consumed_ids(history: Iterable[Mapping[str, Any]]) -> list[str]:
     """Items the user has interacted with (an impression alone does not count)."""
     return sorted({str(e["item_id"]) for e in history if e.get("type") != "impression"})
 
@@ -92,8 +93,9 @@ class FetchedItems:
                 index=index,
                 query={"ids": {"values": chunk}},
                 size=len(chunk),
-                source=[*on_items, *facets],
-                fields=["embedding", "cf_vector"],
+                # the client annotates source as bool or a mapping and fields as mappings; both take field names
+                source=[*on_items, *facets],  # type: ignore[arg-type]
+                fields=["embedding", "cf_vector"],  # type: ignore[list-item]
             )
             for h in resp["hits"]["hits"]:
                 f = h.get("fields") or {}
@@ -214,6 +216,7 @@ def refresh_profiles(
                 }
             )
         ok, errors = helpers.bulk(client, actions, raise_on_error=False, max_retries=3)
+        assert isinstance(errors, list)  # not stats_only: the failed items themselves
         written += ok
         for error in errors[:5]:
             log.warning("user state update failed: %s", error)

@@ -20,13 +20,19 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from vecrank.interactions import DAY_MS
 from vecrank.rank import features as feats
 from vecrank.rank.offline import Past, PoolConfig
+
+if TYPE_CHECKING:
+    import xgboost
+    from elasticsearch import Elasticsearch
+
+    from vecrank.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +51,8 @@ class LabelConfig:
         if event.get("type") == self.rating_type and event.get("value") is not None:
             value = float(event["value"])
             return next((g for threshold, g in self.rating_grades if value >= threshold), 0.0)
-        return float(self.type_grades.get(event.get("type"), 0.0))
+        kind = event.get("type")
+        return float(self.type_grades.get(kind, 0.0)) if kind is not None else 0.0
 
     def labels(self, future: Iterable[Mapping[str, Any]]) -> dict[str, float]:
         """Item id -> the highest grade among the user's later events on it."""
@@ -359,7 +366,7 @@ def select_ranker(
     valid: TrainingTable | None,
     config: TrainConfig | None = None,
     shapes: Sequence[Mapping[str, Any]] = SHAPES,
-):
+) -> tuple[xgboost.Booster, dict[str, Any], TrainConfig]:
     """Train one model per tree shape and keep the best on the validation slice (a later time
     slice than ``train``, never the test data). Without a validation slice, ``config`` as given.
 
@@ -388,7 +395,9 @@ def select_ranker(
     return best[2], info, best[1]
 
 
-def train_ranker(train: TrainingTable, valid: TrainingTable | None, config: TrainConfig | None = None):
+def train_ranker(
+    train: TrainingTable, valid: TrainingTable | None, config: TrainConfig | None = None
+) -> tuple[xgboost.Booster, dict[str, Any]]:
     """Train on ``train``; early-stop on ``valid`` (a later time slice). Returns (booster, info)."""
     # lazy: xgboost takes 2 s to import; only training and scoring need it
     import xgboost
@@ -427,7 +436,7 @@ def train_ranker(train: TrainingTable, valid: TrainingTable | None, config: Trai
         evals_result=history,
         verbose_eval=False,
     )
-    info = {
+    info: dict[str, Any] = {
         "best_iteration": int(getattr(booster, "best_iteration", config.num_boost_round - 1)),
         "best_score": float(getattr(booster, "best_score", float("nan"))),
         "rounds": len(next(iter(history.get("train", {}).values()), [])),
@@ -440,8 +449,8 @@ def train_ranker(train: TrainingTable, valid: TrainingTable | None, config: Trai
 
 
 def from_feature_log(
-    client,
-    settings,
+    client: Elasticsearch,
+    settings: Settings,
     spec: feats.FeatureSpec,
     *,
     horizon_days: float = 7.0,
@@ -492,7 +501,7 @@ def from_feature_log(
         user = rows[0].get("user_id")
         later = [
             e
-            for e in events.get(user, ())
+            for e in (events.get(user, ()) if user is not None else ())
             if shown_at < int(e["timestamp"]) <= shown_at + horizon and e.get("request_id") in (None, request_id)
         ]
         grades = labels.labels(later)

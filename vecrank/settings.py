@@ -143,7 +143,7 @@ class Settings:
         """The URL with any user:password@ part masked."""
         parsed = urllib.parse.urlsplit(self.es_url)
         if parsed.username or parsed.password:
-            host = parsed.hostname + (f":{parsed.port}" if parsed.port else "")
+            host = (parsed.hostname or "") + (f":{parsed.port}" if parsed.port else "")
             return urllib.parse.urlunsplit(parsed._replace(netloc=f"****@{host}"))
         return self.es_url
 
@@ -176,7 +176,7 @@ class Settings:
 
 def _config_layer(path: str | os.PathLike | None, names: list[str]) -> tuple[str, dict[str, Any]]:
     explicit = path is not None
-    config = Path(path) if explicit else _default_config_path()
+    config = Path(path) if path is not None else _default_config_path()
     if not config.is_file():
         if explicit:
             raise ConfigError(f"config file {config} does not exist")

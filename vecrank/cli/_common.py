@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -18,6 +18,9 @@ from vecrank.ingest.indices import VectorIndexOptions
 from vecrank.localnode.paths import cache_dir
 from vecrank.settings import Settings
 
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
+
 
 class AppContext:
     """Built once per invocation; the settings and the client are made on first use."""
@@ -25,8 +28,8 @@ class AppContext:
     def __init__(self, overrides: dict[str, Any], verbosity: int):
         self.overrides = overrides
         self.verbosity = verbosity
-        self._settings = None
-        self._client = None
+        self._settings: Settings | None = None
+        self._client: Elasticsearch | None = None
 
     @property
     def settings(self):
@@ -260,7 +263,7 @@ def event_bounds_options(fn: Callable) -> Callable:
             raise click.BadParameter(str(exc), param_hint="--min-timestamp") from None
         try:
             kwargs["event_bounds"] = EventBounds(
-                min_timestamp_ms=earliest, max_future_s=max_future, rating_range=tuple(rating_range)
+                min_timestamp_ms=earliest, max_future_s=max_future, rating_range=(rating_range[0], rating_range[1])
             )
         except ValueError as exc:
             hint = "--rating-range" if "rating_range" in str(exc) else "--min-timestamp"

@@ -114,7 +114,7 @@ def experiment_create_command(
     vecrank experiment create rerank-v2 --arm control=vecrank@1 --arm treatment=vecrank@2 --holdout 0.05
     """
     # lazy: the command's implementation loads when it runs, so `vecrank --help` stays fast
-    from vecrank.rank.experiments import Experiment, resolve_model
+    from vecrank.rank.experiments import Arm, Experiment, resolve_model
 
     ctx = app()
     spec: dict[str, Any] = {}
@@ -143,20 +143,17 @@ def experiment_create_command(
         if value is not None:
             spec[key] = value
     try:
-        resolved = []
+        resolved: list[Arm] = []
         for arm in arm_list:
             arm = dict(arm)
             arm["model"] = resolve_model(ctx.client, ctx.settings, arm.get("model"))
-            resolved.append(arm)
+            resolved.append(Arm.from_dict(arm))
         known = {"type", "holdout", "control", "salt", "ndcg_k", "description", "conversion_types", "click_types"}
         unknown = set(spec) - known - {"arms", "id", "experiment_id"}
         if unknown:
             raise click.UsageError(f"unknown key(s) in the definition: {', '.join(sorted(unknown))}")
-        exp = Experiment(
-            experiment_id=experiment_id,
-            arms=tuple(resolved),
-            **{k: tuple(v) if k.endswith("_types") else v for k, v in spec.items() if k in known},
-        )
+        fields: dict[str, Any] = {k: tuple(v) if k.endswith("_types") else v for k, v in spec.items() if k in known}
+        exp = Experiment(experiment_id=experiment_id, arms=tuple(resolved), **fields)
         exp = _store().create(exp)
     except VecrankError as exc:
         raise _fail(exc) from None
@@ -373,7 +370,8 @@ def experiment_report_command(
                 for name, s in rep.arms.items()
             ]
         )
-        rows, notes = [], {}
+        rows: list[dict[str, Any]] = []
+        notes: dict[str, Any] = {}
         for arm, metrics in rep.comparisons.items():
             for metric, r in metrics.items():
                 pct = metric in ("ctr", "ctr_independent", "conversion")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from vecrank.cli._common import app, echo_json, echo_table, json_option
@@ -52,13 +54,14 @@ def refresh_command(as_of: str | None, windows: tuple[int, ...], prior_strength:
     """Aggregate the events index into signals.* on each item of the live items index."""
 
     ctx = app()
+    window_arg: dict[str, Any] = {"windows": windows} if windows else {}
     try:
         summary = refresh_signals(
             ctx.client,
             ctx.settings,
             as_of=as_of,
             prior_strength=prior_strength,
-            **({"windows": windows} if windows else {}),
+            **window_arg,
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--as-of") from None

@@ -26,6 +26,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -204,7 +205,7 @@ def _ensure_password(es_dir: Path) -> Path:
     return path
 
 
-def _node_yaml(node: NodeState, peers: list[NodeState], tls: bool, extra: dict[str, object]) -> str:
+def _node_yaml(node: NodeState, peers: list[NodeState], tls: bool, extra: Mapping[str, object]) -> str:
     settings: dict[str, object] = {
         "cluster.name": CLUSTER_NAME,
         "node.name": node.name,
@@ -250,7 +251,7 @@ def _prepare_node(
     certs: Path,
     password: Path,
     tls: bool,
-    extra: dict[str, object],
+    extra: Mapping[str, object],
 ) -> Path:
     conf = Path(node.dir) / "config"
     if not (conf / "elasticsearch.keystore").is_file():
@@ -374,7 +375,7 @@ def up(
     timeout: float = 180,
     jdk: str | None = None,
     tls: bool = True,
-    extra_settings: dict[str, object] | None = None,
+    extra_settings: Mapping[str, object] | None = None,
     base: Path | None = None,
 ) -> UpResult:
     """Start ``nodes`` nodes on 127.0.0.1 (HTTP ports ``port``, ``port+1``...) and wait for yellow.
@@ -482,15 +483,16 @@ def up(
 
 def _stop_nodes(cluster: LocalCluster, grace: float = 30.0) -> list[str]:
     stopping = cluster.running_nodes()
-    for node in stopping:
-        os.kill(node.pid, signal.SIGTERM)
+    pids = [(n, n.pid) for n in stopping if n.pid is not None]  # running_nodes() has only nodes with a pid
+    for _node, pid in pids:
+        os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(is_our_node(n.pid, n.dir) for n in stopping):
+    while time.monotonic() < deadline and any(is_our_node(pid, n.dir) for n, pid in pids):
         time.sleep(0.2)
-    for node in stopping:
-        if is_our_node(node.pid, node.dir):
+    for node, pid in pids:
+        if is_our_node(pid, node.dir):
             log.warning("Node %s did not stop in %.0fs; killing it", node.name, grace)
-            os.kill(node.pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
     for node in cluster.nodes:
         node.pid = None
     return [n.name for n in stopping]

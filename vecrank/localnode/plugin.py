@@ -265,7 +265,7 @@ def ensure_home(dist: distribution.Distribution, plugin_zip: PluginZip, *, jdk: 
     return target, True
 
 
-def _extra_settings(cluster) -> dict[str, object]:
+def _extra_settings(cluster: node.LocalCluster) -> dict[str, object]:
     """The ``--setting`` values the running node was started with (read back from its elasticsearch.yml)."""
     first = cluster.nodes[0]
     current: dict[str, object] = {}
@@ -309,6 +309,7 @@ def install(
     """
     base = base or state_dir()
     dist = distribution.install()
+    plugin_zip: PluginZip | None
     if zip_path is not None:
         plugin_zip = read_zip(Path(zip_path))
     else:
@@ -342,6 +343,7 @@ def install(
     running = bool(cluster and cluster.running_nodes())
     if not running:
         return InstallResult(plugin_zip, home, created, restarted=False, running=False)
+    assert cluster is not None  # running: it has nodes
     if cluster.es_home == str(home):
         log.info("The local node already runs with this plugin build")
         return InstallResult(plugin_zip, home, created, restarted=False, running=True)

@@ -33,7 +33,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from vecrank.errors import VecrankError
 from vecrank.ingest.indices import create_index_if_missing
@@ -290,8 +290,10 @@ class KeyCache:
         """
         found = self.cached(token)
         if found is not _MISS:
-            return found
-        key_id, secret = parse_key(token)
+            return cast("ApiKey | None", found)  # cached(): a key, None, or _MISS
+        parsed = parse_key(token)
+        assert parsed is not None  # cached() answers None, not _MISS, for a malformed token
+        key_id, secret = parsed
         doc = self.store.stored(key_id)
         if self.ttl_s > 0:
             with self._lock:

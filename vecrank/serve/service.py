@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -427,8 +427,8 @@ class RecommendService:
         self.config = config or ServeConfig()
         base = (client or make_client(settings)).options(request_timeout=self.config.es_timeout_s)
         # Requests go through the budgeted client; the background writer, outside any request,
-        # keeps the plain one and its es_timeout_s.
-        self.client = BudgetedClient(base)
+        # keeps the plain one and its es_timeout_s. Typed as the client it proxies attribute by attribute.
+        self.client = cast("Elasticsearch", BudgetedClient(base))
         self.embedder = _SharedEmbedder(self.client, settings, cache_size=self.config.query_cache)
         self._lock = threading.RLock()
         self._engines: dict[tuple, Engine] = {}

@@ -158,6 +158,7 @@ class BackgroundWriter:
             self.last_error = f"{type(exc).__name__}: {exc}"[:300]
             log.warning("background write of %d action(s) failed (%s); retrying", len(batch), self.last_error)
             return False
+        assert isinstance(errors, list)  # not stats_only: the failed items themselves
         retry = [e for e in errors if next(iter(e.values())).get("status") in (None, "N/A", 429, 502, 503, 504)]
         if retry:
             self.last_error = str(retry[0])[:300]
