@@ -372,6 +372,14 @@ def test_malformed_and_oversized_bodies(api):
     _assert_error(*api.call("POST", "/recommendations", {"user": "u1", "query": "x" * 1001}), 422, "query")
 
 
+def test_bodies_are_parsed_by_orjson_which_refuses_what_json_does_not_allow(api):
+    # The standard library's json.loads reads NaN and accepts this body; orjson, which parses
+    # bodies here (faster, so a stall of the event loop is shorter), refuses it as JSON must.
+    nan_value = b'{"events": [{"user": "u1", "item": "space-1", "type": "rating", "value": NaN}]}'
+    assert json.loads(nan_value)["events"][0]["value"] != 0  # parseable by json: NaN
+    _assert_error(*api.call("POST", "/events", raw=nan_value), 400, "malformed JSON body")
+
+
 # --- experiments through the API ---------------------------------------------------------------------------
 
 

@@ -55,6 +55,7 @@ import orjson
 from fastapi import Body, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from pydantic import (
     AfterValidator,
@@ -327,6 +328,35 @@ def _error(
     rid = _request_id(request)
     body = {"error": {"status": status, "message": message, "details": details}, "request_id": rid}
     return _json(body, status, {"X-Request-Id": rid, **(headers or {})})
+
+
+class _OrjsonRequest(Request):
+    """A request whose JSON body is parsed by orjson, not the standard library's json.
+
+    Parsing stays on the event loop (a worker thread would not free it: both parsers hold the
+    GIL), so its cost is what bounds a stall there: the worst body under :data:`MAX_BODY_BYTES`
+    (one object of some 60,000 keys) takes about 10 ms with orjson against 25 ms with json.
+    orjson's :class:`orjson.JSONDecodeError` is a :class:`json.JSONDecodeError`, so FastAPI
+    answers a malformed body as before (400); orjson also refuses what JSON does not allow
+    (``NaN``, ``Infinity``, invalid UTF-8).
+    """
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = orjson.loads(await self.body())
+        return self._json
+
+
+class _OrjsonRoute(APIRoute):
+    """Routes that hand their endpoint an :class:`_OrjsonRequest`."""
+
+    def get_route_handler(self) -> Callable[[Request], Any]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            return await handler(_OrjsonRequest(request.scope, request.receive))
+
+        return route
 
 
 class _RequestIds:
@@ -663,6 +693,7 @@ def create_app(
         lifespan=lifespan,
         responses=_ERROR_RESPONSES,
     )
+    app.router.route_class = _OrjsonRoute  # before any route is added
 
     def svc() -> RecommendService:
         return holder["service"]
