@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -177,15 +177,16 @@ class Registry:
         create_index_if_missing(self.client, self.index, models_mapping())
 
     def register(self, model: RankerModel, *, status: str = "candidate") -> RankerModel:
-        """Store ``model`` as the next version of its id. Returns it with ``version`` set."""
+        """Store ``model`` as the next version of its id. Returns the stored model: a copy of
+        ``model`` with ``version``, ``status`` and ``plugin_features`` set (``model`` itself is
+        left as it was)."""
         if status not in STATUSES:
             raise VecrankError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
         _ = model.booster  # refuses a malformed booster or a feature list that is not the spec's
         self._ensure()
         # Every stored version counts, also those of an older feature spec that list() skips.
-        model.version = max((int(h["_source"]["version"]) for h in self._hits(model.model_id)), default=0) + 1
-        model.status = status
-        model.plugin_features = self._plugin_features(model)
+        version = max((int(h["_source"]["version"]) for h in self._hits(model.model_id)), default=0) + 1
+        model = replace(model, version=version, status=status, plugin_features=self._plugin_features(model))
         self.client.create(
             index=self.index, id=f"{model.model_id}@{model.version}", document=model.to_doc(), refresh="wait_for"
         )

@@ -1,0 +1,33 @@
+"""The model registry leaves the model it is given as it was (no public function mutates its arguments)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vecrank.rank import features as feats
+from vecrank.rank.model import RankerModel, Registry
+from vecrank.rank.train import TrainConfig, TrainingTable, train_ranker
+
+
+def test_register_returns_the_stored_copy_and_leaves_the_argument_unchanged(es, settings_for):
+    spec = feats.FeatureSpec()
+    rng = np.random.default_rng(0)
+    table = TrainingTable(feature_names=spec.names)
+    for g in range(4):
+        table.add(
+            f"g{g}", "u", 0, [f"i{j}" for j in range(5)], [1.0] + [0.0] * 4, rng.normal(size=(5, len(spec.names)))
+        )
+    booster, _ = train_ranker(table, None, TrainConfig(num_boost_round=3))
+    model = RankerModel.from_booster("copy", spec, booster)
+    before = (model.version, model.status, model.plugin_features)
+
+    registry = Registry(es, settings_for)
+    first = registry.register(model, status="active")
+    second = registry.register(model)
+
+    assert (model.version, model.status, model.plugin_features) == before == (0, "candidate", None)
+    assert (first.version, first.status) == (1, "active")
+    assert (second.version, second.status) == (2, "candidate")
+    assert first is not model and second is not model
+    stored = es.get(index=registry.index, id="copy@1")["_source"]
+    assert (stored["version"], stored["status"]) == (1, "active")
