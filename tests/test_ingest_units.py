@@ -21,6 +21,8 @@ from datetime import datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402  (a dependency: the Parquet reader needs it)
+import pyarrow.parquet as pq  # noqa: E402
 import pytest  # noqa: E402
 
 from vecrank.ingest.cache import EmbeddingCache  # noqa: E402
@@ -238,8 +240,6 @@ def test_csv_duplicate_header_stops_the_file(tmp_path):
 
 
 def test_parquet_round_trip_in_batches(tmp_path):
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
     rows = [{"id": i, "title": f"t{i}", "tags": ["a", "b"] if i % 2 else None} for i in range(2500)]
     path = tmp_path / "cat.parquet"
     pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=700)
@@ -251,7 +251,6 @@ def test_parquet_round_trip_in_batches(tmp_path):
 
 
 def test_corrupt_parquet_is_a_bad_record_not_a_crash(tmp_path):
-    pytest.importorskip("pyarrow.parquet")
     good, bad = split(read_records(write(tmp_path / "cat.parquet", b"PAR1 not really PAR1")))
     assert not good
     assert [(b.line, b.reason) for b in bad] == [(0, "unreadable Parquet")]

@@ -256,7 +256,6 @@ def planted_blocks():
 
 
 def test_als_recovers_planted_blocks():
-    pytest.importorskip("implicit")
     events = planted_blocks()
     # Two factors: the planted structure has rank 2. Many more on 30 users would let ALS memorise
     # each user's exact unseen zeros, which is overfitting, not the structure under test.
@@ -300,7 +299,6 @@ def test_baselines_fold_in_a_history_given_at_query_time():
     pop = MostPopular(window_days=1000).fit(events)
     assert pop.recommend_history([ev("new", "lens", 70)], 2) == ["camera", "tripod"]
 
-    pytest.importorskip("implicit")
     blocks = planted_blocks()
     als = ALS(factors=2, iterations=20, seed=0).fit(blocks)
     newcomer = [ev("newcomer", f"B{j}", 1000 + j, "rating", 5.0) for j in range(4)]
