@@ -1,6 +1,6 @@
 """The statistics of an experiment report: which test answers which question, and the report's shape.
 
-:func:`vecrank.rank.experiments.analyse` attributes events to requests and users; this module
+:func:`vecrank.rank.experiment_analysis.analyse` attributes events to requests and users; this module
 turns each unit's per-user values (:class:`UserValues`) into its totals (:class:`ArmStats`) and
 each arm's comparisons with the control (:func:`compare`), in the order the report, ``--json``
 and the plots show them:
@@ -47,6 +47,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from vecrank.rank import stats
+from vecrank.rank.experiment_plot import plot_series
 from vecrank.rank.interleaving import PreferenceResult
 
 __all__ = ["COMPARISONS", "LABELS", "ArmStats", "ExperimentReport", "UserValues", "compare", "interval_half_width"]
@@ -182,21 +183,9 @@ def compare(
     return out
 
 
-def _headline(metric: str, result: dict[str, Any]) -> str:
-    """One line for a plot: the comparison's difference, interval and p, or why there is none."""
-    if result.get("p_value") is None:
-        return result.get("note") or "no test possible"
-    scale, unit = (100, " pp") if metric in ("ctr", "conversion") else (1, "")
-    lo, hi = result["ci"]
-    return (
-        f"{result['diff'] * scale:+.3g}{unit} [{lo * scale:+.3g}, {hi * scale:+.3g}], p {result['p_value']:.3g}"
-        f"{' (significant)' if result['significant'] else ''}"
-    )
-
-
 class ReportedExperiment(Protocol):
-    """What a report reads of its :class:`vecrank.rank.experiments.Experiment` (which imports this
-    module, so this one names only the attributes it uses)."""
+    """What a report reads of its :class:`vecrank.rank.experiment_definition.Experiment` (whose
+    module imports this one, so this one names only the attributes it uses)."""
 
     experiment_id: str
     type: str
@@ -244,78 +233,17 @@ class ExperimentReport:
     def plot(self, out_dir: str | Path) -> list[str]:
         """One PNG per metric: its cumulative value per arm over time with a 95% band (users as
         clusters for the rates and the preference); under the title, each arm's test against the
-        control (for CTR the clustered one, the one the report leads with)."""
-        # lazy: matplotlib takes 0.8 s to import; only the plots need it
-        import matplotlib
-
-        matplotlib.use("Agg")
-        # lazy: matplotlib takes 0.8 s to import; only the plots need it
-        import matplotlib.pyplot as plt
-
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        written = []
-        titles = {
-            "ctr": "CTR (clicks / exposures), users as clusters",
-            "clicks_per_user": "clicks per user",
-            "conversion": "conversion (share of users)",
-            "ndcg": f"NDCG@{self.experiment.ndcg_k} from clicks",
-            "preference": "interleaving: share of decided requests won by "
-            f"{self.interleaving.b if self.interleaving else 'B'}",
-        }
-        for metric, per_unit in self.series.items():
-            fig, ax = plt.subplots(figsize=(7, 4.4))
-            for unit, points in per_unit.items():
-                pts = [(datetime.fromtimestamp(t / 1000, tz=UTC), v, h) for t, v, h in points if v is not None]
-                if not pts:
-                    continue
-                xs, ys, halves = zip(*pts)
-                (line,) = ax.plot(xs, ys, label=unit, marker=".", linewidth=1.5)
-                banded = [(x, y, h) for x, y, h in zip(xs, ys, halves) if h is not None]
-                if banded:
-                    bx, by, bh = zip(*banded)
-                    ax.fill_between(
-                        bx,
-                        [y - h for y, h in zip(by, bh)],
-                        [y + h for y, h in zip(by, bh)],
-                        color=line.get_color(),
-                        alpha=0.15,
-                        linewidth=0,
-                    )
-            if metric == "preference":
-                ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
-            ax.set_title(f"{self.experiment.experiment_id}: {titles.get(metric, metric)} (cumulative)", fontsize=10)
-            lines = [
-                f"{arm} vs {self.experiment.control}: {_headline(metric, tests[metric])}"
-                for arm, tests in self.comparisons.items()
-                if metric in tests
-            ]
-            if metric == "preference" and self.interleaving is not None:
-                p = self.interleaving
-                lines.append(
-                    f"p {p.p_value:.3g}, winner {p.winner or 'none'}"
-                    if p.p_value is not None
-                    else p.note or "no test possible"
-                )
-            if lines:
-                ax.text(
-                    0.01,
-                    0.99,
-                    "\n".join(lines),
-                    transform=ax.transAxes,
-                    va="top",
-                    fontsize=7,
-                    bbox={"facecolor": "white", "alpha": 0.7, "linewidth": 0},
-                )
-            ax.set_xlabel("time (UTC)")
-            ax.legend(loc="lower right", fontsize=8)
-            fig.autofmt_xdate()
-            fig.tight_layout()
-            path = out / f"{self.experiment.experiment_id}-{metric}.png"
-            fig.savefig(path, dpi=110)
-            plt.close(fig)
-            written.append(str(path))
-        return written
+        control (for CTR the clustered one, the one the report leads with). Returns the paths
+        (:func:`vecrank.rank.experiment_plot.plot_series`)."""
+        return plot_series(
+            out_dir,
+            experiment_id=self.experiment.experiment_id,
+            control=self.experiment.control,
+            ndcg_k=self.experiment.ndcg_k,
+            series=self.series,
+            comparisons=self.comparisons,
+            interleaving=self.interleaving,
+        )
 
 
 def interval_half_width(

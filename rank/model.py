@@ -2,8 +2,8 @@
 the registry that versions them (the ``models`` index, mirrored on disk).
 
 A model is identified by ``model_id`` and an increasing ``version``; one version per model id is
-``active`` (served), others ``shadow`` (scored and logged, not served), ``candidate`` (just
-trained) or ``archived``. The booster is the JSON that ``Booster.save_raw("json")`` writes, the
+``active`` (served), others ``candidate`` (just trained) or ``archived``. (A ``shadow`` status,
+scored and logged but not served, was documented once and never built: it is gone.) The booster is the JSON that ``Booster.save_raw("json")`` writes, the
 format the Elasticsearch plugin reads too.
 """
 
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("candidate", "shadow", "active", "archived")
+STATUSES = ("candidate", "active", "archived")
 
 
 @dataclass

@@ -45,7 +45,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -63,6 +63,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    JsonValue,
     StrictBool,
     StrictFloat,
     StrictInt,
@@ -76,7 +77,7 @@ from vecrank.errors import VecrankError
 from vecrank.ingest.events import MAX_ID_BYTES, EventTypes
 from vecrank.ingest.records import normalise_id
 from vecrank.rank.queries import RequestError
-from vecrank.serve.auth import ApiKeyStore, KeyCache, RateLimiter, parse_key
+from vecrank.serve.auth import ApiKey, ApiKeyStore, KeyCache, RateLimiter, parse_key
 from vecrank.serve.service import RecommendService, ServeConfig, unavailable_cause
 from vecrank.settings import Settings
 
@@ -254,19 +255,22 @@ def events_request_model(event_types: EventTypes) -> type[EventsRequest]:
     reason "unknown event type") and the batch's other events are stored.
     """
     names = event_types.names
+    enum: list[JsonValue] = list(names)
     described = Field(
         min_length=1,
         max_length=64,
         description=f"one of the event types this service accepts: {', '.join(names)}",
-        json_schema_extra={"enum": names},
+        json_schema_extra={"enum": enum},
     )
 
-    event = create_model("EventIn", __base__=EventIn, __doc__=EventIn.__doc__, type=(Annotated[str, described], ...))
+    event = create_model("EventIn", __base__=EventIn, __doc__=EventIn.__doc__, type=(str, described))
     return create_model(
         "EventsRequest",
         __base__=EventsRequest,
         __doc__=EventsRequest.__doc__,
-        events=(Annotated[list[event], Field(min_length=1)], ...),
+        # `event` is a class made just above, which a static checker cannot take as a type; pydantic
+        # reads the annotation at runtime.
+        events=(list[event], Field(min_length=1)),  # type: ignore[valid-type]
     )
 
 
@@ -499,8 +503,8 @@ def presented_key(headers: Mapping[bytes, bytes]) -> str | None:
         scheme, _, value = auth.decode("latin-1").strip().partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
-    value = headers.get(b"x-api-key")
-    return (value.decode("latin-1").strip() or None) if value else None
+    header = headers.get(b"x-api-key")
+    return (header.decode("latin-1").strip() or None) if header else None
 
 
 class _Guard:
@@ -545,16 +549,17 @@ class _Guard:
             return
         try:
             cache = self.keys()
-            key = cache.cached(token)
-            if key is KeyCache.MISS:
-                budget = self.lookup_budget()
-                read = (
-                    cache.authenticate
-                    if self.within is None
-                    else lambda t: self.within(None, budget, cache.authenticate, t)
+            cached = cache.cached(token)
+            key: ApiKey | None
+            if cached is KeyCache.MISS:
+                budget, within = self.lookup_budget(), self.within
+                read: Callable[[str], ApiKey | None] = (
+                    cache.authenticate if within is None else lambda t: within(None, budget, cache.authenticate, t)
                 )
                 with anyio.fail_after(budget + 0.1):
                     key = await anyio.to_thread.run_sync(read, token, limiter=self.threads, abandon_on_cancel=True)
+            else:
+                key = cached
         except TimeoutError:
             await _send_error(
                 send, rid, 503, "the API key store did not answer in time; retry later", self.retry_after()
@@ -663,7 +668,7 @@ def create_app(
     page = page_html(page_key)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         anyio.to_thread.current_default_thread_limiter().total_tokens = threads
         owned = "service" not in holder
         if owned:
@@ -673,7 +678,7 @@ def create_app(
         if warm_up:
             await anyio.to_thread.run_sync(holder["service"].warm_up)
         if page_key is not None:
-            await anyio.to_thread.run_sync(check_page_key)
+            await anyio.to_thread.run_sync(check_page_key, page_key)
         if not auth:
             log.warning(
                 "API keys are off (--no-auth): anyone who reaches the port can read recommendations "
@@ -711,10 +716,10 @@ def create_app(
             holder["limiter"] = RateLimiter(svc().config.rate_limit_rps, svc().config.rate_limit_burst)
         return holder["limiter"]
 
-    def check_page_key() -> None:
-        """Say at startup what the page key can do, since everyone who loads the page has it."""
+    def check_page_key(token: str) -> None:
+        """Say at startup what the page key (``token``) can do, since everyone who loads the page has it."""
         try:
-            key = keys().authenticate(page_key)
+            key = keys().authenticate(token)
         except Exception as exc:
             log.warning("cannot check the page key now (%s)", unavailable_cause(exc) or type(exc).__name__)
             return
@@ -945,25 +950,27 @@ def _declare_security(app: FastAPI) -> None:
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = build()
-            schema.setdefault("components", {})["securitySchemes"] = {
-                "bearer": {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "bearerFormat": "vrk_<id>_<secret>",
-                    "description": "an API key from `vecrank apikey create`, as 'Authorization: Bearer <key>'",
-                },
-                "apiKey": {
-                    "type": "apiKey",
-                    "in": "header",
-                    "name": "X-API-Key",
-                    "description": "the same key in the X-API-Key header",
-                },
-            }
-        return app.openapi_schema
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()  # FastAPI.openapi keeps it as app.openapi_schema too
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "bearerFormat": "vrk_<id>_<secret>",
+                "description": "an API key from `vecrank apikey create`, as 'Authorization: Bearer <key>'",
+            },
+            "apiKey": {
+                "type": "apiKey",
+                "in": "header",
+                "name": "X-API-Key",
+                "description": "the same key in the X-API-Key header",
+            },
+        }
+        return schema
 
-    app.openapi = openapi
+    # FastAPI's documented way to extend the schema ("Extending OpenAPI" in its docs) replaces the method.
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _version() -> str:

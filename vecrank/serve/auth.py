@@ -33,7 +33,8 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, cast
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from vecrank.errors import VecrankError
 from vecrank.ingest.indices import create_index_if_missing
@@ -248,7 +249,13 @@ class ApiKeyStore:
         return KeyCache(self, ttl_s=0).authenticate(token)
 
 
-_MISS = object()
+class _Miss(Enum):
+    """The type of :attr:`KeyCache.MISS`: one member, so ``is`` narrows ``cached()``'s answer."""
+
+    MISS = "miss"
+
+
+_MISS: Final = _Miss.MISS
 
 
 class KeyCache:
@@ -262,14 +269,14 @@ class KeyCache:
         max_entries: bound on the cached ids (least recently used dropped first).
     """
 
-    MISS = _MISS
+    MISS: Final = _Miss.MISS
 
     def __init__(self, store: ApiKeyStore, *, ttl_s: float = 30.0, max_entries: int = 10_000):
         self.store, self.ttl_s, self.max_entries = store, ttl_s, max_entries
         self._cache: OrderedDict[str, tuple[dict[str, Any] | None, float]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def cached(self, token: str) -> ApiKey | None | object:
+    def cached(self, token: str) -> ApiKey | None | Literal[_Miss.MISS]:
         """Like :meth:`authenticate` from the cache alone; ``KeyCache.MISS`` when the store must be
         read (the caller may then read it off the event loop)."""
         parsed = parse_key(token)
@@ -290,7 +297,7 @@ class KeyCache:
         """
         found = self.cached(token)
         if found is not _MISS:
-            return cast("ApiKey | None", found)  # cached(): a key, None, or _MISS
+            return found
         parsed = parse_key(token)
         assert parsed is not None  # cached() answers None, not _MISS, for a malformed token
         key_id, secret = parsed

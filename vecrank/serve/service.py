@@ -43,7 +43,7 @@ from vecrank import __version__
 from vecrank.client import make_client
 from vecrank.errors import ElasticsearchUnavailable, VecrankError
 from vecrank.ingest import indices
-from vecrank.ingest.bulk import bulk_with_retries
+from vecrank.ingest.bulk import RETRYABLE_STATUS, bulk_with_retries
 from vecrank.ingest.embed import Embedder
 from vecrank.ingest.events import EventBounds, EventTypes, apply_to_users, ensure_events_index, parse_event
 from vecrank.ingest.indices import create_index_if_missing
@@ -61,6 +61,7 @@ from vecrank.serve.writer import BackgroundWriter
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
 
+    from vecrank.ingest.embed import TextEmbedder
     from vecrank.rank.experiments import Arm, Experiment
     from vecrank.rank.model import RankerModel
     from vecrank.rank.ranker import Recommendation
@@ -68,8 +69,6 @@ if TYPE_CHECKING:
     from vecrank.settings import Settings
 
 log = logging.getLogger(__name__)
-
-_RETRIEVAL_STATUSES = {429, 502, 503, 504}
 
 
 class Unavailable(VecrankError):
@@ -133,7 +132,7 @@ def unavailable_cause(exc: BaseException) -> str | None:
         return str(exc)
     if isinstance(exc, (elastic_transport.ConnectionError, elastic_transport.ConnectionTimeout)):
         return f"Elasticsearch unreachable ({type(exc).__name__})"
-    if isinstance(exc, ApiError) and exc.meta.status in _RETRIEVAL_STATUSES:
+    if isinstance(exc, ApiError) and exc.meta.status in RETRYABLE_STATUS:
         return f"Elasticsearch answered HTTP {exc.meta.status}"
     if isinstance(exc, elastic_transport.TransportError):
         return f"Elasticsearch transport error ({type(exc).__name__})"
@@ -243,6 +242,9 @@ class _SharedEmbedder:
     A single text's vector (a search box's query) is kept in a bounded LRU of ``cache_size``
     entries, so a repeated query costs a dictionary lookup instead of a model call; the cached
     arrays are read-only.
+
+    It is a :class:`~vecrank.ingest.embed.TextEmbedder` (what ``Recommender(embedder=...)`` takes):
+    besides :meth:`encode`, the model's properties, which load the model too.
     """
 
     def __init__(
@@ -250,14 +252,26 @@ class _SharedEmbedder:
     ):
         self._client, self._settings = client, settings
         self.model = model
-        self._embedder = None
+        self._embedder: TextEmbedder | None = None
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
         self.cache_size = cache_size
         self.hits = self.misses = 0
 
-    def encode(self, texts: Sequence[str], **kwargs: Any) -> np.ndarray:
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int | None = None,
+        normalize_embeddings: bool = True,
+        show_progress_bar: bool | None = None,
+    ) -> np.ndarray:
+        kwargs: dict[str, Any] = {
+            "batch_size": batch_size,
+            "normalize_embeddings": normalize_embeddings,
+            "show_progress_bar": show_progress_bar,
+        }
         if len(texts) != 1 or not self.cache_size:
             return self._encode(texts, **kwargs)
         key = str(texts[0])
@@ -276,7 +290,7 @@ class _SharedEmbedder:
                 self._cache.popitem(last=False)
         return vector[None, :]
 
-    def _encode(self, texts: Sequence[str], **kwargs: Any) -> np.ndarray:
+    def _loaded(self) -> TextEmbedder:
         if self._embedder is None:
             with self._lock:
                 if self._embedder is None:
@@ -284,7 +298,29 @@ class _SharedEmbedder:
                         self._embedder = Embedder(self.model)
                     else:
                         self._embedder = Recommender(self._client, self._settings).embedder
-        return self._embedder.encode(texts, **kwargs)
+        return self._embedder
+
+    def _encode(self, texts: Sequence[str], **kwargs: Any) -> np.ndarray:
+        return self._loaded().encode(texts, **kwargs)
+
+    @property
+    def model_name(self) -> str:
+        return self._loaded().model_name
+
+    @property
+    def dimensions(self) -> int:
+        return self._loaded().dimensions
+
+    @property
+    def max_seq_length(self) -> int:
+        return self._loaded().max_seq_length
+
+    @property
+    def similarity(self) -> str:
+        return self._loaded().similarity
+
+    def count_truncated(self, texts: Sequence[str]) -> int:
+        return self._loaded().count_truncated(texts)
 
 
 @dataclass
@@ -325,7 +361,7 @@ class Engine:
         self.rerank = rerank
         recommender = Recommender(client, settings, config=RetrieveConfig(**dict(retrieval or {})), embedder=embedder)
         self.recommender = recommender
-        self.ranker = None
+        self.ranker: Ranker | None = None
         if model is not None:
             self.ranker = Ranker(recommender, model, search_model=search_model)
 
@@ -336,12 +372,13 @@ class Engine:
     def run(self, *, k: int, reasons: bool = False, **retrieve: Any) -> EngineResult:
         """The top ``k``; with ``reasons``, each ranked item's reasons (the Python path, which has
         the contributions)."""
-        if self.ranker is not None:
-            rec = self.ranker.recommend(k=k, rerank=self.rerank, explain=reasons, **retrieve)
+        ranker = self.ranker
+        if ranker is not None:
+            rec = ranker.recommend(k=k, rerank=self.rerank, explain=reasons, **retrieve)
             served = [Served(r.item_id, r.score, r.candidate.fields, r.features) for r in rec.items]
             if reasons and rec.ranked_by is not None and rec.items:
                 started = time.perf_counter()
-                for s, why in zip(served, self._reasons(rec, retrieve.get("user")), strict=True):
+                for s, why in zip(served, self._reasons(ranker, rec, retrieve.get("user")), strict=True):
                     s.reasons = [r.to_dict() for r in why]
                 rec.timings_ms["reasons"] = round((time.perf_counter() - started) * 1000, 2)
             return EngineResult(
@@ -350,7 +387,7 @@ class Engine:
                 rec.path,
                 rec.cold_start,
                 served,
-                self.model.spec.fingerprint(),
+                ranker.model.spec.fingerprint(),
                 dict(rec.timings_ms),
             )
         cset = self.recommender.candidates(k=k, **retrieve)
@@ -364,17 +401,20 @@ class Engine:
             dict(cset.timings_ms),
         )
 
-    def _reasons(self, rec: Recommendation, user: str | None) -> list[list[Reason]]:
+    def _reasons(self, ranker: Ranker, rec: Recommendation, user: str | None) -> list[list[Reason]]:
         """Reasons from the contributions; the liked items come from the user's state (one more
         read of the user document) and the cited ones' titles from one ``mget``."""
 
         config = ReasonConfig()
-        state = self.recommender.user_state(str(user), self.ranker.config.state) if user is not None else None
+        state = self.recommender.user_state(str(user), ranker.config.state) if user is not None else None
         liked = [(li.item_id, li.vector) for li in state.liked] if state is not None else []
+        # explain() reads values[i][j]: a feature row (a 1-D array) allows that, though numpy does not
+        # declare ndarray a typing Sequence, which explain()'s annotation names.
+        values = cast("list[Sequence[float] | None]", [r.features for r in rec.items])
         return explain(
-            self.model.spec.names,
+            ranker.model.spec.names,
             [r.contributions or {} for r in rec.items],
-            values=[r.features for r in rec.items],
+            values=values,
             vectors=[r.candidate.vector for r in rec.items],
             liked=liked,
             documents=lambda ids: self.recommender.documents(ids, list(config.title_fields)),
@@ -441,7 +481,7 @@ class RecommendService:
         self._items: tuple[LiveItems, float] | None = None  # (what the alias points at, re-read after)
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="vecrank-interleave")
         self.started = time.time()
-        self.writer = None
+        self.writer: BackgroundWriter | None = None
         if self.config.log_exposures or self.config.log_features:
             self.writer = BackgroundWriter(base, prepare=self._prepare_indices)
 
@@ -714,21 +754,31 @@ class RecommendService:
                 "context_items": list(context_items),
             }
             teams: dict[str, str] | None = None
-            if unit is None or unit == HOLDOUT:
+            labels: dict[str, str | None]
+            results: dict[str | None, EngineResult]
+            if exp is None or unit is None or unit == HOLDOUT:
                 engine = self.default_engine()
                 result = engine.run(k=k, reasons=reasons, **retrieve)
-                labels = {s.item_id: exp.label(HOLDOUT) if unit == HOLDOUT else None for s in result.items}
+                holdout = exp.label(HOLDOUT) if exp is not None and unit == HOLDOUT else None
+                labels = {s.item_id: holdout for s in result.items}
                 versions = {s.item_id: result.model_version for s in result.items}
                 results = {None: result}
+                model_version, ranked_by = result.model_version, result.ranked_by
             elif unit == INTERLEAVED:
-                result, teams, results = self._interleave(exp, k, retrieve, request_id, reasons)
+                result, teams, by_arm = self._interleave(exp, k, retrieve, request_id, reasons)
                 labels = {item: exp.label(team) for item, team in teams.items()}
-                versions = {item: results[team].model_version for item, team in teams.items()}
+                versions = {item: by_arm[team].model_version for item, team in teams.items()}
+                results = {name: r for name, r in by_arm.items()}
+                model_version = "+".join(by_arm[a.name].model_version for a in exp.arms)
+                ranked_by = "+".join(r for r in (by_arm[a.name].ranked_by for a in exp.arms) if r) or None
             else:
                 result = self.arm_engine(exp.arm(unit)).run(k=k, reasons=reasons, **retrieve)
                 labels = {s.item_id: exp.label(unit) for s in result.items}
                 versions = {s.item_id: result.model_version for s in result.items}
                 results = {unit: result}
+                model_version, ranked_by = result.model_version, result.ranked_by
+            # the experiment this request counts for (None: none running, or the user was not assigned)
+            counted = exp if unit is not None else None
         except Exception as exc:
             cause = unavailable_cause(exc)
             if cause is not None:
@@ -748,15 +798,12 @@ class RecommendService:
                 entry["team"] = teams[s.item_id]
                 entry["model_version"] = versions[s.item_id]
             items.append(entry)
-        model_version = (
-            result.model_version if teams is None else "+".join(results[a.name].model_version for a in exp.arms)
-        )
-        arm_label = exp.label(unit) if unit is not None else None
+        arm_label = counted.label(unit) if counted is not None and unit is not None else None
         self._remember(
             request_id,
             _Remembered(
                 user,
-                exp.experiment_id if unit is not None else None,
+                counted.experiment_id if counted is not None else None,
                 {s.item_id: (p, labels[s.item_id], versions[s.item_id]) for p, s in enumerate(result.items, 1)},
                 arm_label,
                 model_version,
@@ -764,14 +811,9 @@ class RecommendService:
         )
         if user is not None and self.writer is not None:
             self._log(request_id, str(user), result, labels, versions, results, teams, now_ms)
-        ranked_by = (
-            result.ranked_by
-            if teams is None
-            else "+".join(r for r in (results[a.name].ranked_by for a in exp.arms) if r) or None
-        )
         return {
             "request_id": request_id,
-            "experiment": exp.experiment_id if unit is not None else None,
+            "experiment": counted.experiment_id if counted is not None else None,
             "arm": unit,
             "model_version": model_version,
             "ranked_by": ranked_by,
@@ -781,13 +823,17 @@ class RecommendService:
             "timings_ms": {**result.timings_ms, "total": round((time.perf_counter() - started) * 1000, 2)},
         }
 
-    def _interleave(self, exp: Experiment, k: int, retrieve: dict[str, Any], request_id: str, reasons: bool = False):
+    def _interleave(
+        self, exp: Experiment, k: int, retrieve: dict[str, Any], request_id: str, reasons: bool = False
+    ) -> tuple[EngineResult, dict[str, str], dict[str, EngineResult]]:
         a, b = exp.arms
         engines = {a.name: self.arm_engine(a), b.name: self.arm_engine(b)}
+
+        def run_b() -> EngineResult:
+            return engines[b.name].run(k=k, reasons=reasons, **retrieve)
+
         # The copied context carries the request's deadline into the pool's thread.
-        future = self._pool.submit(
-            contextvars.copy_context().run, engines[b.name].run, k=k, reasons=reasons, **retrieve
-        )
+        future = self._pool.submit(contextvars.copy_context().run, run_b)
         results = {a.name: engines[a.name].run(k=k, reasons=reasons, **retrieve)}
         results[b.name] = future.result()
         merged = team_draft({name: [s.item_id for s in r.items] for name, r in results.items()}, k, seed=request_id)
@@ -861,7 +907,7 @@ class RecommendService:
                         features=s.features,
                     )
                 )
-        if actions:
+        if actions and self.writer is not None:
             self.writer.put(actions)
 
     # --- events ------------------------------------------------------------------------------
@@ -953,7 +999,7 @@ class RecommendService:
                 elif outcome.status == 409:
                     duplicates += 1
                     repeated.append(d)
-                elif outcome.status == "N/A" or outcome.status in _RETRIEVAL_STATUSES:
+                elif outcome.status == "N/A" or outcome.status in RETRYABLE_STATUS:
                     raise Unavailable(f"Elasticsearch did not store the events: {outcome.reason}")
                 else:
                     rejected.append({"index": i, "field": None, "reason": outcome.reason, "detail": outcome.detail})
@@ -1008,7 +1054,7 @@ class RecommendService:
                 problem = f"request {rid!r} was not served to user {d['user_id']!r}"
             elif d.get("position") is not None and shown is None:
                 problem = f"request {rid!r} did not show item {d['item_id']!r}, so position {d['position']} is not its"
-            elif d.get("position") is not None and shown[0] != d["position"]:
+            elif d.get("position") is not None and shown is not None and shown[0] != d["position"]:
                 problem = (
                     f"position {d['position']} is not where request {rid!r} showed item {d['item_id']!r} "
                     f"({shown[0]})"
@@ -1039,7 +1085,7 @@ class RecommendService:
             index=index,
             size=min(10_000, 100 * len(request_ids)),
             query={"bool": {"filter": [{"terms": {"request_id": request_ids}}, {"term": {"type": "impression"}}]}},
-            source=["request_id", "user_id", "item_id", "position", "arm", "model_version"],
+            source_includes=["request_id", "user_id", "item_id", "position", "arm", "model_version"],
         )
         out: dict[str, _Remembered] = {}
         labels: dict[str, set[str | None]] = {}

@@ -16,10 +16,16 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from vecrank.ingest.bulk import RETRYABLE_STATUS
+
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
 
 log = logging.getLogger(__name__)
+
+#: bulk item statuses worth sending the batch again for: no status or "N/A" (not sent) and ingest's
+#: retryable ones
+_TRANSIENT: frozenset[int | str | None] = RETRYABLE_STATUS | {None, "N/A"}
 
 
 class BackgroundWriter:
@@ -159,7 +165,7 @@ class BackgroundWriter:
             log.warning("background write of %d action(s) failed (%s); retrying", len(batch), self.last_error)
             return False
         assert isinstance(errors, list)  # not stats_only: the failed items themselves
-        retry = [e for e in errors if next(iter(e.values())).get("status") in (None, "N/A", 429, 502, 503, 504)]
+        retry = [e for e in errors if next(iter(e.values())).get("status") in _TRANSIENT]
         if retry:
             self.last_error = str(retry[0])[:300]
             log.warning("background write: %d action(s) failed transiently; retrying the batch", len(retry))
