@@ -3,8 +3,9 @@ the registry that versions them (the ``models`` index, mirrored on disk).
 
 A model is identified by ``model_id`` and an increasing ``version``; one version per model id is
 ``active`` (served), others ``candidate`` (just trained) or ``archived``. (A ``shadow`` status,
-scored and logged but not served, was documented once and never built: it is gone.) The booster is the JSON that ``Booster.save_raw("json")`` writes, the
-format the Elasticsearch plugin reads too.
+scored and logged but not served, was documented once and never built: it is gone.) The
+booster is the JSON that ``Booster.save_raw("json")`` writes, the format the Elasticsearch plugin
+reads too.
 """
 
 from __future__ import annotations

@@ -395,6 +395,17 @@ def _events_of(es, settings, request_id, kind):
     ]
 
 
+def test_two_identical_events_without_timestamps_in_one_batch_stay_two(api, world, es):
+    settings, _ = world
+    click = {"user": "u-twice", "item": "space-1", "type": "click"}
+    status, _, out = api.call("POST", "/events", {"events": [click, click]})
+    assert status == 200 and (out["accepted"], out["duplicates"]) == (2, 0), out
+    es.indices.refresh(index=settings.index("events"))
+    hits = es.search(index=settings.index("events"), query={"term": {"user_id": "u-twice"}})["hits"]["hits"]
+    stamps = sorted(int(h["_source"]["timestamp"]) for h in hits)
+    assert len(stamps) == 2 and stamps[1] - stamps[0] == 1, stamps
+
+
 def test_ab_arms_and_event_attribution(api, service, world, es):
     from vecrank.rank.experiments import report
 

@@ -925,7 +925,8 @@ class RecommendService:
         Returns:
             ``{accepted, duplicates, attributed, rejected: [{index, field, reason, detail}], warnings}``.
 
-        Events without a timestamp get the time the service received them (so a retry of such an
+        Events without a timestamp get the time the service received them plus their position in
+        the batch in milliseconds (so two identical ones in a batch stay two, and a retry of such an
         event is a new event: send timestamps where retries must be idempotent). Ids longer than
         512 UTF-8 bytes, timestamps and ratings outside ``config.event_bounds`` are rejected
         (:func:`vecrank.ingest.events.parse_event`, the rule ingest applies).
@@ -949,7 +950,9 @@ class RecommendService:
         docs: list[tuple[int, dict[str, Any]]] = []
         for index, raw in enumerate(events):
             data = {k: v for k, v in raw.items() if v is not None}
-            data.setdefault("timestamp", now_ms)
+            # The receipt time plus the position in the batch (ms): two identical events sent
+            # without timestamps in one batch are two events, not one event id twice.
+            data.setdefault("timestamp", now_ms + index)
             parsed = parse_event(
                 Record("request", index, data), event_types=types, bounds=self.config.event_bounds, now_ms=now_ms
             )
