@@ -12,7 +12,7 @@ Example:
     >>> smoothed_ctr(clicks=3, impressions=10, prior_strength=20.0, global_ctr=0.1)
     0.16666666666666666
     >>> sorted(signals_mapping()["properties"])[:5]
-    ['clicks', 'ctr', 'first_interaction', 'impressions', 'last_interaction']
+    ['clicks', 'ctr', 'first_interaction', 'impressions', 'interactions']
 """
 
 from __future__ import annotations
@@ -69,6 +69,8 @@ def signals_mapping(windows: Sequence[int] = DEFAULT_WINDOWS) -> dict[str, Any]:
     the 7- and 30-day windows, ``trend`` (recent popularity against the 30-day rate:
     ``log1p(popularity_7d) - log1p(popularity_30d * 7 / 30)``, a negative popularity counting
     as 0) and ``trending_rank``; with the 30-day window, ``popular_rank``; then
+    ``interactions`` (the all-time count of interaction events, every type but impressions:
+    what the cold-item exposure policy, :class:`vecrank.rank.exposure.ColdSlots`, reads),
     ``first_interaction``, ``last_interaction``, ``rating_mean``, ``rating_count``.
 
     Args:
@@ -98,6 +100,7 @@ def signals_mapping(windows: Sequence[int] = DEFAULT_WINDOWS) -> dict[str, Any]:
     if has_trend(days):
         properties["trending_rank"] = {"type": "long"}
     properties |= {
+        "interactions": {"type": "long"},
         "first_interaction": {"type": "date", "format": DATE_FORMAT},
         "last_interaction": {"type": "date", "format": DATE_FORMAT},
         "rating_mean": {"type": "float"},
@@ -204,8 +207,9 @@ def item_signals_aggs(
 
     A composite aggregation over ``item_id`` (paged with ``after``) with, per item: counts of
     impressions and clicks, per-window counts of each popularity type (windows are
-    ``[as_of - N days, as_of]``, both ends included), the earliest and latest non-impression
-    timestamps, and the mean and count of rating values.
+    ``[as_of - N days, as_of]``, both ends included), the number of non-impression events (the
+    ``interactions`` filter's ``doc_count``) with their earliest and latest timestamps, and the
+    mean and count of rating values.
 
     Args:
         as_of_ms: The refresh instant, epoch ms; the query keeps only events up to it.
@@ -220,7 +224,8 @@ def item_signals_aggs(
     """
     sub_aggs: dict[str, Any] = {
         "by_type": _type_filters([event_types.impression, event_types.click]),
-        # Being shown an item is not interacting with it.
+        # Being shown an item is not interacting with it. The filter's doc_count is the
+        # item's interaction count (signals.interactions).
         "interactions": {
             "filter": {"bool": {"must_not": [{"term": {"type": event_types.impression}}]}},
             "aggs": {"first": {"min": {"field": "timestamp"}}, "last": {"max": {"field": "timestamp"}}},
@@ -363,6 +368,7 @@ def signals_from_bucket(
     rating = bucket.get("rating", {})
     rating_count = int(rating.get("n", {}).get("value") or 0)
     signals |= {
+        "interactions": int(bucket["interactions"]["doc_count"]),
         "first_interaction": int(first) if first is not None else None,
         "last_interaction": int(last) if last is not None else None,
         "rating_mean": rating["mean"]["value"] if rating_count else None,
@@ -396,8 +402,8 @@ def rank_signals(signals: Mapping[str, dict[str, Any]], windows: Sequence[int]) 
 
 
 def reset_signals(*, as_of_ms: int, windows: Sequence[int], prior_strength: float, global_ctr: float) -> dict[str, Any]:
-    """The signals of an item with no events up to as_of: zero counts, CTR at the prior, no
-    ranks, no interaction dates."""
+    """The signals of an item with no events up to as_of: zero counts (``interactions`` 0), CTR
+    at the prior, no ranks, no interaction dates."""
     signals: dict[str, Any] = {
         "impressions": 0,
         "clicks": 0,
@@ -410,7 +416,13 @@ def reset_signals(*, as_of_ms: int, windows: Sequence[int], prior_strength: floa
         signals["popular_rank"] = None
     if has_trend(windows):
         signals["trending_rank"] = None
-    signals |= {"first_interaction": None, "last_interaction": None, "rating_mean": None, "rating_count": 0}
+    signals |= {
+        "interactions": 0,
+        "first_interaction": None,
+        "last_interaction": None,
+        "rating_mean": None,
+        "rating_count": 0,
+    }
     return signals
 
 

@@ -34,7 +34,16 @@ __all__ = ["signals_doc", "signals_table"]
 
 # The fields a document holds as integers (Elasticsearch long and date fields).
 _INT_FIELDS = frozenset(
-    {"impressions", "clicks", "rating_count", "popular_rank", "trending_rank", "first_interaction", "last_interaction"}
+    {
+        "impressions",
+        "clicks",
+        "interactions",
+        "rating_count",
+        "popular_rank",
+        "trending_rank",
+        "first_interaction",
+        "last_interaction",
+    }
 )
 
 
@@ -193,7 +202,9 @@ def signals_table(
     last = np.full(size, np.iinfo(np.int64).min)
     np.minimum.at(first, acting, at)
     np.maximum.at(last, acting, at)
-    seen = np.bincount(acting, minlength=size) > 0
+    interactions = np.bincount(acting, minlength=size)
+    seen = interactions > 0
+    table["interactions"] = interactions.astype(np.float64)
     table["first_interaction"] = np.where(seen, first, np.nan)
     table["last_interaction"] = np.where(seen, last, np.nan)
 

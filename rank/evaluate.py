@@ -21,7 +21,10 @@ The protocol (leak-free: nothing a request did not know at its instant reaches i
 * **Systems**: ``popular`` (30-day popularity as of the request's bucket, the signals'
   ``popular_rank``), ``cooccurrence``, ``itemknn``, ``als`` (vecrank's own collaborative model
   alone: implicit ALS, the user folded in), ``ease``, ``text`` (the text-profile kNN alone) and
-  ``vecrank`` (the pool of :class:`~vecrank.rank.offline.PoolConfig` ordered by the ranker).
+  ``vecrank`` (the pool of :class:`~vecrank.rank.offline.PoolConfig` ordered by the ranker,
+  then through the cold-item exposure policy ``ReplayConfig.cold_slots`` exactly as serving
+  applies it: :func:`vecrank.rank.exposure.place_cold`, with the cold mask from the signals as
+  of the request's bucket, so its top 50 is what serving would show).
 
 Metrics (:mod:`vecrank.rank.metrics`): NDCG@10, Recall@10, Recall@50, MRR@10, coverage and
 diversity, each with a bootstrap interval over users; the NDCG@10 difference between vecrank and
@@ -49,6 +52,7 @@ from vecrank.rank import features as feats
 from vecrank.rank import metrics
 from vecrank.rank.baselines import CoOccurrence
 from vecrank.rank.baselines_item import EASE, ItemKNN
+from vecrank.rank.exposure import place_cold
 from vecrank.rank.model import RankerModel
 from vecrank.rank.offline import Catalog, Past, ReplayConfig  # ReplayConfig: re-exported, where it was
 from vecrank.rank.ranker import rank_order
@@ -348,7 +352,7 @@ def run(
             ids = replayed.item_ids
             if ranker is not None and ids:
                 scores = ranker.predict(feats.compute(replay_config.spec, replayed.candidates, replayed.context))
-                rankings["vecrank"][req.user] = [ids[i] for i in rank_order(scores, ids)]
+                rankings["vecrank"][req.user] = [ids[i] for i in _served_order(scores, replayed, replay_config, 50)]
             pool_recall["pool"].append(len(set(ids) & wanted) / len(wanted))
             for source, items in replayed.source_order.items():
                 pool_recall[source].append(len(set(items) & wanted) / len(wanted))
@@ -369,9 +373,11 @@ def run(
     cold_systems, cold_per_user = (
         _score_systems(names, rankings, cold, cold_users, config, None, None) if cold_users else ({}, {})
     )
+    policy = {"cold_slots": _policy_summary(replay_config)}
     slices = {
         "cold_items": {
             "threshold": config.cold_threshold,
+            "vecrank_policy": policy,
             "users": len(cold_users),
             "relevant_items": sum(len(cold[u]) for u in cold_users),
             "systems": {
@@ -400,7 +406,7 @@ def run(
     }
     return EvalReport(
         split=split,
-        training={**training, "config": replay_config.to_dict()},
+        training={**training, "config": replay_config.to_dict(), "policy": policy},
         systems=systems,
         candidate_recall={k: round(float(np.mean(v)), 4) for k, v in pool_recall.items()},
         comparison=comparison,
@@ -408,6 +414,23 @@ def run(
         seconds=round(time.monotonic() - started, 1),
         model=final,
     )
+
+
+def _policy_summary(replay_config: ReplayConfig) -> dict[str, Any]:
+    """What the report says of vecrank's exposure policy: its settings, whether it is on, and
+    the positions of a top 50 it keeps for cold items."""
+    policy = replay_config.cold_slots
+    return {**policy.to_dict(), "on": policy.threshold > 0 and bool(policy.slots(50)), "slots@50": policy.slots(50)}
+
+
+def _served_order(scores: np.ndarray, replayed: Any, replay_config: ReplayConfig, k: int) -> np.ndarray:
+    """The top ``k`` serving shows for a replayed request: the model's order through the cold
+    slots, with the cold mask from the candidates' signals as of the request's bucket
+    (``Past.signals(t)["interactions"]``), as serving reads ``signals.interactions``."""
+    policy = replay_config.cold_slots
+    counts = replayed.candidates.signals.get("interactions")
+    cold = policy.cold_mask(counts if counts is not None else np.zeros(len(scores)))
+    return place_cold(rank_order(scores, replayed.item_ids), cold, k=k, policy=policy)
 
 
 def _interactions_before(past: Past, item: str, t_ms: int) -> int:

@@ -36,6 +36,7 @@ from vecrank.ingest.cf import CFConfig
 from vecrank.ingest.signals import DEFAULT_WINDOWS
 from vecrank.ingest.signals_table import signals_table
 from vecrank.interactions import DAY_MS, Interactions
+from vecrank.rank.exposure import ColdSlots
 from vecrank.rank.features import CandidateBatch, FeatureSpec, RequestContext, facet_values
 from vecrank.rank.state import SCORE_MAPS, CFMeta, StateConfig, UserState, compute_state
 
@@ -93,13 +94,21 @@ class PoolConfig:
 @dataclass(frozen=True)
 class ReplayConfig:
     """Everything that decides what a model is trained on and served with: it travels with the
-    model (``RankerModel.training["config"]``) and serving builds its pool and user states from it.
+    model (``RankerModel.training["config"]``) and serving builds its pool and user states from it,
+    and places cold items in the ranked list by its ``cold_slots``
+    (:class:`~vecrank.rank.exposure.ColdSlots`), as the offline evaluation does.
+
+    A config recorded before ``cold_slots`` existed (models registered earlier) reads as the
+    policy's default: the policy is a presentation rule after the model, not something the model
+    was fitted to (training learns scores; the slots only reorder below the head), so an older
+    model is served and evaluated as a new one would be.
     """
 
     pool: PoolConfig = field(default_factory=PoolConfig)
     state: StateConfig = field(default_factory=StateConfig)
     cf: CFConfig = field(default_factory=CFConfig)
     spec: FeatureSpec = field(default_factory=FeatureSpec)
+    cold_slots: ColdSlots = field(default_factory=ColdSlots)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -107,15 +116,18 @@ class ReplayConfig:
             "state": self.state.to_dict(),
             "cf": self.cf.to_dict(),
             "spec": self.spec.to_dict(),
+            "cold_slots": self.cold_slots.to_dict(),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ReplayConfig:
+        cold = data.get("cold_slots")
         return cls(
             pool=PoolConfig.from_dict(data["pool"]),
             state=StateConfig.from_dict(data["state"]),
             cf=CFConfig.from_dict(data["cf"]),
             spec=FeatureSpec.from_dict(data["spec"]),
+            cold_slots=ColdSlots.from_dict(cold) if cold is not None else ColdSlots(),
         )
 
 

@@ -385,6 +385,40 @@ def shown_source(fields: Sequence[str] | None) -> list[str] | dict[str, list[str
     return {"excludes": ["embedding", *CF_FIELDS]}
 
 
+def source_with(
+    source: Sequence[str] | bool | Mapping[str, Any], field: str
+) -> Sequence[str] | bool | Mapping[str, Any]:
+    """``source`` (a ``_source`` spec) widened to return ``field`` too; unchanged when it already
+    does (``True``, a list naming it or an object above it, excludes that spare it).
+
+    Example:
+        >>> source_with(["title"], "signals.interactions")
+        ['title', 'signals.interactions']
+        >>> source_with(["title", "signals"], "signals.interactions")
+        ['title', 'signals']
+        >>> source_with({"excludes": ["embedding"]}, "signals.interactions")
+        {'excludes': ['embedding']}
+    """
+    parts = field.split(".")
+    covering = {".".join(parts[: n + 1]) for n in range(len(parts))}
+    if source is True:
+        return source
+    if isinstance(source, Mapping):
+        includes = source.get("includes")
+        excluded = covering & set(source.get("excludes") or ())
+        if not excluded and (not includes or covering & set(includes)):
+            return source
+        return {
+            **source,
+            **({"includes": [*includes, field]} if includes else {}),
+            "excludes": [e for e in source.get("excludes") or () if e not in covering],
+        }
+    if source is False:
+        return [field]
+    listed = list(source)
+    return listed if covering & set(listed) else [*listed, field]
+
+
 def search_body(
     *,
     size: int,

@@ -4,7 +4,11 @@ and model version.
 ``Ranker.recommend`` gathers the pool the model was trained with in one search, computes the
 feature matrix for the whole pool at once, scores it and keeps the best ``k``. Where the vecrank
 plugin is installed, that search carries a ``rescore`` section and Elasticsearch ranks the pool
-with the same model (no candidate vectors cross the wire). With logging on, each response's
+with the same model (no candidate vectors cross the wire). Either way the model's order then
+goes through the cold-item exposure policy (:mod:`vecrank.rank.exposure`, the model's
+``ReplayConfig.cold_slots``): a few positions below the head go to the best-ranked candidates
+with little history, by the same function in Python, with the plugin and in the offline
+evaluation. With logging on, each response's
 exposures (impression events carrying the request id, position and model version) and the exact
 feature rows used go to Elasticsearch, so training later sees what serving saw.
 """
@@ -25,6 +29,7 @@ from vecrank.ingest.events import ensure_events_index, event_id
 from vecrank.ingest.indices import create_index_if_missing
 from vecrank.rank import features as feats
 from vecrank.rank import queries
+from vecrank.rank.exposure import SIGNAL_FIELD, ColdSlots, interactions_of, place_cold
 from vecrank.rank.model import RankerModel
 from vecrank.rank.offline import ReplayConfig
 from vecrank.rank.recommender import Candidate, Recommender
@@ -101,9 +106,15 @@ class Ranker:
     filters and exclusions). With the plugin, that search also carries the ``rescore`` that
     ranks the pool inside Elasticsearch and returns the ``k`` best with their documents (two
     round trips in all); in Python the pool comes back with its vectors, is ranked here, and the
-    shown documents are read (three). Requests with search text are ranked by the **search
-    model** where one is given (``search_model``, trained by ``evaluate --task search``): the user
-    document (for a known user), then one ``msearch`` for the pool it was trained on (the text's
+    shown documents are read (three). Either way the model's order then goes through the model's
+    cold slots (:func:`vecrank.rank.exposure.place_cold`, cold mask from the candidates'
+    ``signals.interactions``); with the plugin, when ``k`` reaches a slot the search returns the
+    whole ranked pool (``size`` = the rescore window, not ``k``) so that the cold candidates below
+    the top ``k`` can be placed; still two round trips.
+
+    Requests with search text are ranked by the **search model** where one is given
+    (``search_model``, trained by ``evaluate --task search``): the user document (for a known
+    user), then one ``msearch`` for the pool it was trained on (the text's
     BM25 top and its embedding's kNN top, :func:`Recommender.search_pool_hits`) with the shown
     fields and the vectors; ranked here, in Python (two round trips). Other paths (cold starts
     without text, item pages, several interests, search text without a search model) keep
@@ -246,23 +257,33 @@ class Ranker:
         t_state = time.perf_counter()
         spec, pool = self.model.spec, self.config.pool
         ctx = feats.RequestContext(now_ms=now, path="profile", state=state)
+        policy = self.config.cold_slots
         if mode == "plugin":
+            window = max(pool.size, k)
             section = rescore_body(
                 model_id=self.model.model_id,
                 version=self.model.version,
                 params=rescore_params(spec, ctx),
-                window_size=max(pool.size, k),
+                window_size=window,
                 models_index=rec.settings.index("models"),
             )
+            shown_source = queries.shown_source(rec.config.source_fields)
+            # Slots below k need the cold candidates ranked after k: the whole ranked window comes back.
+            slotted = _slotted(policy, k)
+            source = queries.source_with(shown_source, SIGNAL_FIELD) if slotted else shown_source
             hits = rec.pool_hits(
                 state,
                 pool=pool,
-                size=k,
+                size=window if slotted else k,
                 filters=filters,
                 extra_filters=extra_filters,
-                source=queries.shown_source(rec.config.source_fields),
+                source=source,
                 rescore=section,
             )
+            if slotted:
+                cold = policy.cold_mask(interactions_of([h.get("_source") or {} for h in hits]))
+                picked = place_cold(np.arange(len(hits)), cold, k=k, policy=policy)
+                hits = [_shown_hit(hits[i], strip=source != shown_source) for i in picked]
             t_pool = time.perf_counter()
             # The plugin returns scores, not feature rows: those stay in Elasticsearch.
             ranked = [Ranked(h["_id"], float(score_to_model(h["_score"])), _candidate_of(h)) for h in hits]
@@ -274,7 +295,7 @@ class Ranker:
                 size=pool.size,
                 filters=filters,
                 extra_filters=extra_filters,
-                source=list(spec.source_fields()),
+                source=queries.source_with(list(spec.source_fields()), SIGNAL_FIELD),
                 with_vectors=True,
             )
             t_pool = time.perf_counter()
@@ -282,7 +303,8 @@ class Ranker:
             matrix = feats.compute(spec, candidates, ctx)
             t_features = time.perf_counter()
             scores = self.model.predict(matrix)
-            order = rank_order(scores, [c.item_id for c in candidates])[:k]
+            cold = policy.cold_mask(interactions_of([c.fields for c in candidates]))
+            order = place_cold(rank_order(scores, [c.item_id for c in candidates]), cold, k=k, policy=policy)
             contribs = self.model.contributions(matrix[order]) if explain and len(order) else None
             t_model = time.perf_counter()
             shown = rec.documents([candidates[i].item_id for i in order], rec.config.source_fields)
@@ -543,6 +565,23 @@ def rank_order(scores: np.ndarray, item_ids: Sequence[str]) -> np.ndarray:
     """Indices best first; ties (trees give many) by item id, so that every path that ranks the
     same scores (Python, the plugin, offline evaluation) gives the same order."""
     return np.lexsort((np.array(list(item_ids), dtype=object), -np.asarray(scores)))
+
+
+def _slotted(policy: ColdSlots, k: int) -> bool:
+    """Whether the policy can move anything in a top ``k``: a slot within it, and a threshold
+    that makes some item cold (0 makes none)."""
+    return policy.threshold > 0 and bool(policy.slots(k))
+
+
+def _shown_hit(hit: dict[str, Any], *, strip: bool) -> dict[str, Any]:
+    """``hit``, or a copy without the ``signals.interactions`` its search added to the shown fields."""
+    if not strip:
+        return hit
+    source = dict(hit.get("_source") or {})
+    signals = {k: v for k, v in (source.pop("signals", None) or {}).items() if k != "interactions"}
+    if signals:
+        source["signals"] = signals
+    return {**hit, "_source": source}
 
 
 def _candidate_of(hit: dict[str, Any]) -> Candidate:

@@ -464,6 +464,7 @@ def test_signals_as_of(es, settings_for, tmp_path):
             # ghost item is not in the catalog but has events: it takes its place in the ranks.
             "popular_rank": 1,
             "trending_rank": 4,
+            "interactions": 4,
             "first_interaction": T - 20 * DAY_MS,
             "last_interaction": T - 12 * HOUR_MS,
             "rating_mean": None,
@@ -482,6 +483,7 @@ def test_signals_as_of(es, settings_for, tmp_path):
             "trend": math.log1p(2.0) - math.log1p(2.0 * 7 / 30),
             "popular_rank": 4,
             "trending_rank": 3,
+            "interactions": 3,
             "first_interaction": T - 40 * DAY_MS,
             "last_interaction": T - 2 * DAY_MS,
             "rating_mean": 4.5,
@@ -500,6 +502,7 @@ def test_signals_as_of(es, settings_for, tmp_path):
             "trend": math.log1p(3.0) - math.log1p(3.0 * 7 / 30),
             "popular_rank": 2,
             "trending_rank": 1,
+            "interactions": 3,
             "first_interaction": T - 40 * DAY_MS,
             "last_interaction": T,
             "rating_mean": 2.0,
@@ -518,6 +521,7 @@ def test_signals_as_of(es, settings_for, tmp_path):
         "trend": 0.0,
         "popular_rank": None,
         "trending_rank": None,
+        "interactions": 0,
         "first_interaction": None,
         "last_interaction": None,
         "rating_mean": None,
@@ -552,6 +556,7 @@ def test_signals_as_of(es, settings_for, tmp_path):
             "trend": math.log1p(1.0) - math.log1p(7 / 30),
             "popular_rank": 5,
             "trending_rank": 4,
+            "interactions": 1,
             "first_interaction": T + DAY_MS,
             "last_interaction": T + DAY_MS,
             "rating_mean": None,
@@ -559,7 +564,8 @@ def test_signals_as_of(es, settings_for, tmp_path):
         }
     )
     i1 = signals_of(es, settings_for, "i1")
-    assert (i1["impressions"], i1["clicks"], i1["last_interaction"]) == (11, 4, T + HOUR_MS)
+    # Interactions are every event but impressions, up to as_of: i1's click an hour after T counts now.
+    assert (i1["impressions"], i1["clicks"], i1["interactions"], i1["last_interaction"]) == (11, 4, 5, T + HOUR_MS)
     assert (i1["popularity_1d"], i1["popularity_7d"], i1["popularity_30d"], i1["popularity_365d"]) == (
         0.0,
         3.0,
@@ -591,6 +597,7 @@ def test_signals_as_of(es, settings_for, tmp_path):
         "trend": 0.0,
         "popular_rank": None,
         "trending_rank": None,
+        "interactions": 0,
         "first_interaction": None,
         "last_interaction": None,
         "rating_mean": None,
@@ -611,6 +618,7 @@ def test_signals_as_of(es, settings_for, tmp_path):
             # i2 and i4 tie on popularity (by id); no excess over the 30-day rate, so no trending rank.
             "popular_rank": 1,
             "trending_rank": None,
+            "interactions": 1,
             "first_interaction": T - 40 * DAY_MS,
             "last_interaction": T - 40 * DAY_MS,
             "rating_mean": None,
@@ -629,6 +637,7 @@ def test_signals_as_of(es, settings_for, tmp_path):
             "trend": -math.log1p(7 / 30),
             "popular_rank": 2,
             "trending_rank": None,
+            "interactions": 1,
             "first_interaction": T - 40 * DAY_MS,
             "last_interaction": T - 40 * DAY_MS,
             "rating_mean": 2.0,

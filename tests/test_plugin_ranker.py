@@ -26,6 +26,7 @@ from vecrank.ingest.signals import refresh_signals
 from vecrank.interactions import DAY_MS
 from vecrank.rank import rescore as R
 from vecrank.rank.evaluate import EvalConfig, ReplayConfig, fit_rankers, load_past
+from vecrank.rank.exposure import ColdSlots, place_cold
 from vecrank.rank.features import FeatureSpec
 from vecrank.rank.model import Registry
 from vecrank.rank.offline import PoolConfig
@@ -280,3 +281,67 @@ def test_a_model_without_plugin_features_is_ranked_in_python(plugin_es, served):
     assert ranker.recommend(user="u3", k=5, now_ms=served["now"]).rerank == "python"
     with pytest.raises(Exception, match="cannot be ranked by the plugin"):
         ranker.recommend(user="u3", k=5, rerank="plugin", now_ms=served["now"])
+
+
+def _with_policy(model, policy: ColdSlots):
+    """The registered model (the plugin scores with it) served under another cold-slots policy."""
+    config = {**model.training["config"], "cold_slots": policy.to_dict()}
+    return dataclasses.replace(model, training={**model.training, "config": config})
+
+
+def test_cold_slots_give_the_same_top_50_in_python_and_with_the_plugin(plugin_es, served, monkeypatch):
+    rec, model, now = served["rec"], served["model"], served["now"]
+    assert Ranker(rec, model).config.cold_slots == ColdSlots()  # trained and registered with the default
+    items = rec.settings.index("items")
+    counts = {
+        hit["_id"]: hit["_source"]["signals"]["interactions"]
+        for hit in plugin_es.search(index=items, size=1000, source=["signals.interactions"])["hits"]["hits"]
+    }
+    assert len(counts) == len(served["items"])
+    # Every item of this small world has about a dozen interactions: a threshold at the median
+    # makes about half of them cold, so that the slots have something to move.
+    policy = ColdSlots(threshold=int(np.median(list(counts.values()))) + 1)
+    ranker, off = Ranker(rec, _with_policy(model, policy)), Ranker(rec, _with_policy(model, ColdSlots(threshold=0)))
+    big = 50
+    searches = _Searches(plugin_es, explain=False)
+    monkeypatch.setattr(plugin_es, "search", searches)
+    moved = 0
+    for user in USERS:
+        in_python = ranker.recommend(user=user, k=big, rerank="python", now_ms=now)
+        searches.hits.clear()
+        in_es = ranker.recommend(user=user, k=big, rerank="plugin", now_ms=now)
+        assert in_es.rerank == "plugin" and len(in_python.items) > 2 * policy.every, user
+        _assert_same_ranking(in_python, in_es, user)
+        # The plugin's search returned the whole ranked pool (the rescore window), not 50 ...
+        (hits,) = searches.hits
+        assert len(hits) > big or len(hits) == len(in_es.items), (user, len(hits))
+        # ... and the shown 50 are that model order through the policy, cold mask from the index.
+        cold = [counts[h["_id"]] < policy.threshold for h in hits]
+        picked = place_cold(np.arange(len(hits)), cold, k=big, policy=policy)
+        assert [r.item_id for r in in_es.items] == [hits[i]["_id"] for i in picked], user
+        # Against the model's own order: the head is untouched, the slots hold cold items.
+        plain = [r.item_id for r in off.recommend(user=user, k=big, rerank="plugin", now_ms=now).items]
+        shown = [r.item_id for r in in_es.items]
+        assert shown[: 2 * policy.every - 1] == plain[: 2 * policy.every - 1], user
+        cold_below = [h["_id"] for h in hits if counts[h["_id"]] < policy.threshold and h["_id"] not in shown[:19]]
+        if cold_below and len(shown) >= 2 * policy.every:
+            assert shown[2 * policy.every - 1] == cold_below[0], user  # the first slot: the best cold one left
+        moved += shown != plain
+        # The shown documents come back whole, as on the path without slots.
+        assert all(r.candidate.fields.get("title") for r in in_es.items)
+    assert moved, "the policy moved nothing: no user had a cold candidate below position 20"
+    print(f"{len(USERS)} users compared at k = {big}; the slots changed the list of {moved}")
+
+    # k < 20: no slot, and the plugin's search asks for k, as before.
+    searches.hits.clear()
+    small = ranker.recommend(user="u1", k=K, rerank="plugin", now_ms=now)
+    (hits,) = searches.hits
+    assert len(hits) == K and [r.item_id for r in small.items] == [h["_id"] for h in hits]
+
+    # Still two round trips with slots: the user document, then the one search.
+    monkeypatch.undo()
+    ranker.recommend(user="u5", k=big, rerank="plugin", now_ms=now)
+    requests = _Requests(plugin_es.transport)
+    monkeypatch.setattr(plugin_es.transport, "perform_request", requests)
+    assert len(ranker.recommend(user="u5", k=big, rerank="plugin", now_ms=now).items) > 20
+    assert requests.sent == [f"GET /{rec.settings.index('users')}/_doc/u5", f"POST /{items}/_search"]

@@ -95,6 +95,7 @@ def test_handcrafted_log_exact_values():
             "trend": math.log1p(4.0) - math.log1p(6.0 * 7 / 30),
             "popular_rank": 1,
             "trending_rank": 1,
+            "interactions": 3,
             "first_interaction": A - 7 * DAY_MS - 1,
             "last_interaction": A,
             "rating_mean": None,
@@ -115,6 +116,7 @@ def test_handcrafted_log_exact_values():
             # b, e and g have 2 in 30 days: ranked by id. b and g also tie on the excess.
             "popular_rank": 2,
             "trending_rank": 2,
+            "interactions": 3,
             "first_interaction": A - 30 * DAY_MS - 1,
             "last_interaction": A - 2 * DAY_MS,
             "rating_mean": 4.5,
@@ -139,6 +141,7 @@ def test_handcrafted_log_exact_values():
             "trend": 0.0,
             "popular_rank": None,
             "trending_rank": None,
+            "interactions": 0,
             "first_interaction": None,
             "last_interaction": None,
             "rating_mean": None,
@@ -159,6 +162,7 @@ def test_handcrafted_log_exact_values():
             "trend": 0.0,
             "popular_rank": None,
             "trending_rank": None,
+            "interactions": 4,
             "first_interaction": A - 10 * DAY_MS,
             "last_interaction": A - DAY_MS + 1,
             "rating_mean": None,
@@ -169,8 +173,12 @@ def test_handcrafted_log_exact_values():
     reset = reset_signals(as_of_ms=A, windows=DEFAULT_WINDOWS, prior_strength=20.0, global_ctr=prior)
     assert docs["f"] == docs["zz"] == reset
     assert reset["ctr"] == prior and reset["trend"] == 0.0 and reset["first_interaction"] is None
+    assert reset["interactions"] == 0 and type(reset["interactions"]) is int
     # Longs and dates are ints, as the refresh writes them.
-    assert all(type(docs["a"][f]) is int for f in ("impressions", "clicks", "popular_rank", "first_interaction"))
+    assert all(
+        type(docs["a"][f]) is int
+        for f in ("impressions", "clicks", "interactions", "popular_rank", "first_interaction")
+    )
     assert type(docs["a"]["ctr"]) is float
 
 
@@ -212,6 +220,7 @@ def test_as_of_moves_every_number():
     # A millisecond later, a's click at A + 1 counts: in the 1-day window, a clicks twice.
     later = signals_doc(signals_table(log, ["a", "f"], as_of_ms=A + 1, event_types=WITH_DISLIKE), 0)
     assert (later["clicks"], later["popularity_1d"], later["last_interaction"]) == (2, 2.0, A + 1)
+    assert later["interactions"] == 4  # impressions never count; the click at A + 1 does now
     assert later["popularity_7d"] == 1.0 + 1.0  # the purchase at A - 7 days has slid out
     # No rating type configured: ratings are neither counted nor averaged.
     no_rating = EventTypes(weights={"impression": 0, "click": 1, "rating": 1}, rating=None)
