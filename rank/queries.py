@@ -21,6 +21,8 @@ from vecrank.ingest.indices import CF_FIELDS
 MAX_K = 10_000
 MAX_NUM_CANDIDATES = 10_000
 RANGE_OPS = {">=": "gte", ">": "gt", "<=": "lte", "<": "lt"}
+#: ``FIELD=VALUE``, ``FIELD>=VALUE``...: a filter written as text (:func:`parse_filter_expressions`)
+FILTER_EXPRESSION = re.compile(r"^\s*([\w.]+)\s*(>=|<=|>|<|=)\s*(.*)$")
 _FILTERABLE = {
     "keyword",
     "boolean",
@@ -49,6 +51,33 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 class RequestError(VecrankError, ValueError):
     """A retrieval argument is out of bounds or malformed; nothing was sent."""
+
+
+def parse_filter_expressions(values: list[str]) -> dict[str, Any]:
+    """``genres=Comedy`` (repeat a field for any of several values), ``year>=1990``, ``year<2000``:
+    the one parser of filter expressions, for ``GET /recommendations?filter=`` and ``vecrank
+    recommend --filter``. Raises :class:`RequestError` naming the expression.
+
+    Example:
+        >>> parse_filter_expressions(["genres=Comedy", "genres=Drama", "year>=1990"])
+        {'genres': ['Comedy', 'Drama'], 'year': {'gte': '1990'}}
+    """
+    out: dict[str, Any] = {}
+    for item in values:
+        m = FILTER_EXPRESSION.match(item)
+        if not m or not m.group(3):
+            raise RequestError(f"filter {item!r} is not FIELD=VALUE or FIELD>=VALUE")
+        name, op, value = m.groups()
+        current = out.get(name)
+        if op == "=":
+            if isinstance(current, dict):
+                raise RequestError(f"filter {name!r} has both a range and a value")
+            out[name] = value if current is None else [*(current if isinstance(current, list) else [current]), value]
+        else:
+            if current is not None and not isinstance(current, dict):
+                raise RequestError(f"filter {name!r} has both a range and a value")
+            out.setdefault(name, {})[RANGE_OPS[op]] = value
+    return out
 
 
 def check_knn_size(k: int, num_candidates: int) -> None:

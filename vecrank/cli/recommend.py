@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import click
@@ -10,31 +9,18 @@ import click
 from vecrank.cli._common import app, echo_json, echo_table, json_option
 from vecrank.errors import VecrankError
 
-_FILTER = re.compile(r"^\s*([\w.]+)\s*(>=|<=|>|<|=)\s*(.*)$")
-
 
 def parse_filters(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, Any]:
-    """``genres=Comedy`` (repeat a field for any of several values), ``year>=1990``, ``year<2000``."""
+    """``genres=Comedy`` (repeat a field for any of several values), ``year>=1990``, ``year<2000``:
+    the service's parser (:func:`vecrank.rank.queries.parse_filter_expressions`), its errors as
+    usage errors."""
     # lazy: the command's implementation loads when it runs, so `vecrank --help` stays fast
-    from vecrank.rank.queries import RANGE_OPS
+    from vecrank.rank.queries import RequestError, parse_filter_expressions
 
-    out: dict[str, Any] = {}
-    for item in values:
-        m = _FILTER.match(item)
-        if not m or not m.group(3):
-            raise click.BadParameter(f"{item!r} is not FIELD=VALUE or FIELD>=VALUE", ctx=ctx, param=param)
-        name, op, value = m.groups()
-        if op == "=":
-            prev = out.get(name)
-            if isinstance(prev, dict):
-                raise click.BadParameter(f"{name!r} has both a range and a value", ctx=ctx, param=param)
-            out[name] = value if prev is None else [*(prev if isinstance(prev, list) else [prev]), value]
-        else:
-            rng = out.setdefault(name, {})
-            if not isinstance(rng, dict):
-                raise click.BadParameter(f"{name!r} has both a range and a value", ctx=ctx, param=param)
-            rng[RANGE_OPS[op]] = value
-    return out
+    try:
+        return parse_filter_expressions(list(values))
+    except RequestError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
 
 
 @click.command("recommend", short_help="Candidates for a user and/or search text (kNN on the profile).")

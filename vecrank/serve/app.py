@@ -42,7 +42,6 @@ import html
 import json
 import logging
 import os
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -76,7 +75,7 @@ from vecrank import __version__
 from vecrank.errors import VecrankError
 from vecrank.ingest.events import MAX_ID_BYTES, EventTypes
 from vecrank.ingest.records import normalise_id
-from vecrank.rank.queries import RequestError
+from vecrank.rank.queries import RequestError, parse_filter_expressions
 from vecrank.serve.auth import ApiKey, ApiKeyStore, KeyCache, RateLimiter, parse_key
 from vecrank.serve.service import RecommendService, ServeConfig, unavailable_cause
 from vecrank.settings import Settings
@@ -88,8 +87,6 @@ MAX_BODY_BYTES = 1_000_000
 HEALTH_TIMEOUT_S = 0.9
 _HEALTH_THREADS = 2
 _KEY_THREADS = 4
-_FILTER = re.compile(r"^\s*([\w.]+)\s*(>=|<=|>|<|=)\s*(.*)$")
-_RANGE_OPS = {">=": "gte", ">": "gt", "<=": "lte", "<": "lt"}
 STATIC_DIR = Path(__file__).with_name("static")
 # The page loads only its own script and style and talks only to this origin.
 _PAGE_HEADERS = {
@@ -286,31 +283,6 @@ class EventsResponse(BaseModel):
 class ErrorResponse(BaseModel):
     error: dict[str, Any]
     request_id: str
-
-
-def parse_filter_expressions(values: list[str]) -> dict[str, Any]:
-    """``genres=Comedy`` (repeat a field for any of several values), ``year>=1990``, ``year<2000``.
-
-    Example:
-        >>> parse_filter_expressions(["genres=Comedy", "genres=Drama", "year>=1990"])
-        {'genres': ['Comedy', 'Drama'], 'year': {'gte': '1990'}}
-    """
-    out: dict[str, Any] = {}
-    for item in values:
-        m = _FILTER.match(item)
-        if not m or not m.group(3):
-            raise RequestError(f"filter {item!r} is not FIELD=VALUE or FIELD>=VALUE")
-        name, op, value = m.groups()
-        current = out.get(name)
-        if op == "=":
-            if isinstance(current, dict):
-                raise RequestError(f"filter {name!r} has both a range and a value")
-            out[name] = value if current is None else [*(current if isinstance(current, list) else [current]), value]
-        else:
-            if current is not None and not isinstance(current, dict):
-                raise RequestError(f"filter {name!r} has both a range and a value")
-            out.setdefault(name, {})[_RANGE_OPS[op]] = value
-    return out
 
 
 def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
