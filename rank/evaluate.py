@@ -420,7 +420,7 @@ def _policy_summary(replay_config: ReplayConfig) -> dict[str, Any]:
     """What the report says of vecrank's exposure policy: its settings, whether it is on, and
     the positions of a top 50 it keeps for cold items."""
     policy = replay_config.cold_slots
-    return {**policy.to_dict(), "on": policy.threshold > 0 and bool(policy.slots(50)), "slots@50": policy.slots(50)}
+    return {**policy.to_dict(), "on": policy.applies(50), "slots@50": policy.slots(50)}
 
 
 def _served_order(scores: np.ndarray, replayed: Any, replay_config: ReplayConfig, k: int) -> np.ndarray:

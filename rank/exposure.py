@@ -76,6 +76,11 @@ class ColdSlots:
         """The 1-based positions of a top ``k`` kept for cold items."""
         return list(range(2 * self.every, int(k) + 1, self.every))
 
+    def applies(self, k: int) -> bool:
+        """Whether the policy can move anything in a top ``k``: a slot within it, and a
+        threshold that makes some item cold (0 makes none)."""
+        return self.threshold > 0 and bool(self.slots(k))
+
     def cold_mask(self, interactions: Sequence[float | None] | np.ndarray) -> np.ndarray:
         """Which items are cold, from their interaction counts (None or NaN: no signal, 0).
 

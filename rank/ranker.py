@@ -29,7 +29,7 @@ from vecrank.ingest.events import ensure_events_index, event_id
 from vecrank.ingest.indices import create_index_if_missing
 from vecrank.rank import features as feats
 from vecrank.rank import queries
-from vecrank.rank.exposure import SIGNAL_FIELD, ColdSlots, interactions_of, place_cold
+from vecrank.rank.exposure import SIGNAL_FIELD, interactions_of, place_cold
 from vecrank.rank.model import RankerModel
 from vecrank.rank.offline import ReplayConfig
 from vecrank.rank.recommender import Candidate, Recommender
@@ -269,7 +269,7 @@ class Ranker:
             )
             shown_source = queries.shown_source(rec.config.source_fields)
             # Slots below k need the cold candidates ranked after k: the whole ranked window comes back.
-            slotted = _slotted(policy, k)
+            slotted = policy.applies(k)
             source = queries.source_with(shown_source, SIGNAL_FIELD) if slotted else shown_source
             hits = rec.pool_hits(
                 state,
@@ -565,12 +565,6 @@ def rank_order(scores: np.ndarray, item_ids: Sequence[str]) -> np.ndarray:
     """Indices best first; ties (trees give many) by item id, so that every path that ranks the
     same scores (Python, the plugin, offline evaluation) gives the same order."""
     return np.lexsort((np.array(list(item_ids), dtype=object), -np.asarray(scores)))
-
-
-def _slotted(policy: ColdSlots, k: int) -> bool:
-    """Whether the policy can move anything in a top ``k``: a slot within it, and a threshold
-    that makes some item cold (0 makes none)."""
-    return policy.threshold > 0 and bool(policy.slots(k))
 
 
 def _shown_hit(hit: dict[str, Any], *, strip: bool) -> dict[str, Any]:
