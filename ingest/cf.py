@@ -558,9 +558,6 @@ def fit_index(
             not move; the new version is left for inspection).
     """
 
-    # lazy: elasticsearch takes 0.7 s to import; only the calls to the cluster need it
-    from elasticsearch import helpers
-
     config = config or CFConfig()
     started = time.monotonic()
     live = indices.live_index(client, settings)
@@ -602,7 +599,7 @@ def fit_index(
     written = time.monotonic()
 
     def actions() -> Iterator[dict[str, Any]]:
-        for hit in helpers.scan(client, index=live, size=500, source={"exclude_vectors": False}):
+        for hit in indices.version_documents(client, live):
             doc = {k: v for k, v in hit["_source"].items() if k not in CF_FIELDS}
             vector = model.vector(hit["_id"])
             if vector is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -342,6 +343,17 @@ class Written:
     ok: int = 0
     failed: int = 0
     failures: list[str] = field(default_factory=list)
+
+
+def version_documents(client: Elasticsearch, index: str, *, size: int = 500) -> Iterable[dict[str, Any]]:
+    """Every document of ``index`` with its vectors, for a copy into the next version. ``index``
+    is refreshed first: a copy must carry every write acknowledged before it began (a ``signals
+    refresh`` a moment earlier, say), and a search sees a write only once the index is refreshed."""
+    # lazy: elasticsearch takes 0.7 s to import; only the calls to the cluster need it
+    from elasticsearch import helpers
+
+    client.indices.refresh(index=index)
+    return helpers.scan(client, index=index, size=size, preserve_order=False, source={"exclude_vectors": False})
 
 
 def write_version(client: Elasticsearch, target: str, actions: Any) -> Written:

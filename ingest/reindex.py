@@ -109,9 +109,6 @@ def reindex(
         VecrankError: nothing is live, or verification failed (the alias did not move; the new
             version is left for inspection and can be deleted with ``vecrank index delete``).
     """
-    # lazy: elasticsearch takes 0.7 s to import; only the calls to the cluster need it
-    from elasticsearch import helpers
-
     started = time.monotonic()
     live = indices.live_index(client, settings)
     if live is None:
@@ -138,10 +135,7 @@ def reindex(
 
     def actions() -> Iterator[dict[str, Any]]:
         batch: list[dict[str, Any]] = []
-        hits = helpers.scan(
-            client, index=live, size=batch_size, preserve_order=False, source={"exclude_vectors": False}
-        )
-        for hit in hits:
+        for hit in indices.version_documents(client, live, size=batch_size):
             batch.append(hit)
             if len(batch) >= batch_size:
                 yield from _convert(batch)
