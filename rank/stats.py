@@ -46,8 +46,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import Field, asdict, dataclass
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 from scipy.special import bdtr, chdtrc, ndtr, ndtri, stdtr, stdtrit
@@ -124,9 +124,56 @@ def welch_df(v1: float, n1: float, v2: float, n2: float) -> float:
     return max(1.0, (v1 + v2) ** 2 / parts) if parts > 0 else math.nan
 
 
+def _lift_interval(m1: float, m2: float, se_log: float, crit: float) -> tuple[float, float]:
+    """The interval of the lift ``m2 / m1 - 1`` from the log ratio's standard error and critical value."""
+    log_ratio = math.log(m2 / m1)
+    return (math.exp(log_ratio - crit * se_log) - 1, math.exp(log_ratio + crit * se_log) - 1)
+
+
+class _WelchT(NamedTuple):
+    ci: tuple[float, float]
+    lift_ci: tuple[float, float] | None
+    stat: float | None
+    p_value: float
+    df: float | None
+
+
+def _welch_t(m1: float, v1: float, n1: float, m2: float, v2: float, n2: float, alpha: float) -> _WelchT:
+    """Welch's t of ``m2 - m1``, the estimates' variances ``v1`` and ``v2`` from ``n1`` and ``n2``
+    (effective) users: the difference's interval, the lift's on the log ratio, the statistic, its
+    two-sided p-value and the degrees of freedom. Without any variance (every user of both groups
+    at their group's value exactly) the interval is the point and the p-value 1 or 0."""
+    diff = m2 - m1
+    se = math.sqrt(v1 + v2)
+    if se == 0:
+        return _WelchT((diff, diff), None, None, 1.0 if diff == 0 else 0.0, None)
+    df = welch_df(v1, n1, v2, n2)
+    t_crit = t_quantile(alpha, df)
+    stat = diff / se
+    lift_ci = _lift_interval(m1, m2, math.sqrt(v1 / m1**2 + v2 / m2**2), t_crit) if m1 > 0 and m2 > 0 else None
+    return _WelchT((diff - t_crit * se, diff + t_crit * se), lift_ci, stat, _p_t(stat, df), df)
+
+
+class _Called:
+    """``significant`` and ``to_dict`` of a test's result, a frozen dataclass whose fields include
+    ``p_value`` and ``alpha`` (declared by each result, where its field order puts them)."""
+
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
+    p_value: float | None
+    alpha: float
+
+    @property
+    def significant(self) -> bool | None:
+        """``p_value < alpha``; None where no p-value could be computed."""
+        return None if self.p_value is None else self.p_value < self.alpha
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "significant": self.significant}
+
+
 @dataclass(frozen=True)
-class ProportionResult:
-    """Two proportions compared (treatment minus control)."""
+class _TwoGroups(_Called):
+    """The fields every two-group result starts with (treatment minus control)."""
 
     control: float | None
     treatment: float | None
@@ -136,6 +183,12 @@ class ProportionResult:
     ci: tuple[float, float] | None
     relative_lift: float | None
     lift_ci: tuple[float, float] | None
+
+
+@dataclass(frozen=True)
+class ProportionResult(_TwoGroups):
+    """Two proportions compared (treatment minus control)."""
+
     z: float | None  # the test statistic (a t statistic where ``df`` is set)
     p_value: float | None
     method: str = "two-proportion z-test"
@@ -143,13 +196,21 @@ class ProportionResult:
     alpha: float = 0.05
     note: str | None = None  # why no call is made, or how to read the result
 
-    @property
-    def significant(self) -> bool | None:
-        """``p_value < alpha``; None where no p-value could be computed."""
-        return None if self.p_value is None else self.p_value < self.alpha
 
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "significant": self.significant}
+def _no_call(
+    p1: float | None,
+    p2: float | None,
+    n1: int,
+    n2: int,
+    diff: float | None,
+    lift: float | None,
+    note: str,
+    *,
+    alpha: float,
+    method: str = ProportionResult.method,
+) -> ProportionResult:
+    """Two rates' estimates without an interval or a p-value; ``note`` says why."""
+    return ProportionResult(p1, p2, n1, n2, diff, None, lift, None, None, None, method, alpha=alpha, note=note)
 
 
 def proportion_test(
@@ -188,19 +249,8 @@ def proportion_test(
     diff = p2 - p1
     lift = p2 / p1 - 1 if p1 > 0 else None
     if min(n_control, n_treatment) < max(1, min_n):
-        return ProportionResult(
-            p1,
-            p2,
-            n_control,
-            n_treatment,
-            diff,
-            None,
-            lift,
-            None,
-            None,
-            None,
-            alpha=alpha,
-            note=_too_few(n_control, n_treatment, min_n),
+        return _no_call(
+            p1, p2, n_control, n_treatment, diff, lift, _too_few(n_control, n_treatment, min_n), alpha=alpha
         )
     z_crit = _z(alpha)
     se = math.sqrt(p1 * (1 - p1) / n_control + p2 * (1 - p2) / n_treatment)
@@ -214,9 +264,7 @@ def proportion_test(
         z, p = 0.0, 1.0
     lift_ci = None
     if p1 > 0 and p2 > 0:
-        se_log = math.sqrt((1 - p1) / x_control + (1 - p2) / x_treatment)
-        log_ratio = math.log(p2 / p1)
-        lift_ci = (math.exp(log_ratio - z_crit * se_log) - 1, math.exp(log_ratio + z_crit * se_log) - 1)
+        lift_ci = _lift_interval(p1, p2, math.sqrt((1 - p1) / x_control + (1 - p2) / x_treatment), z_crit)
     return ProportionResult(p1, p2, n_control, n_treatment, diff, ci, lift, lift_ci, _finite(z), p, alpha=alpha)
 
 
@@ -314,83 +362,28 @@ def clustered_rate_test(
     diff = p2 - p1 if p1 is not None and p2 is not None else None
     lift = p2 / p1 - 1 if p1 is not None and p2 is not None and p1 > 0 else None
     if min(n1, n2) < min_users:
-        return ProportionResult(
-            p1, p2, n1, n2, diff, None, lift, None, None, None, method, alpha=alpha, note=_too_few(n1, n2, min_users)
-        )
+        return _no_call(p1, p2, n1, n2, diff, lift, _too_few(n1, n2, min_users), alpha=alpha, method=method)
     if not (math.isfinite(v1) and math.isfinite(v2)):  # a group without exposures, or one user holding them all
-        return ProportionResult(
-            p1,
-            p2,
-            n1,
-            n2,
-            diff,
-            None,
-            lift,
-            None,
-            None,
-            None,
-            method,
-            alpha=alpha,
-            note="no variance over users to test with",
-        )
+        note = "no variance over users to test with"
+        return _no_call(p1, p2, n1, n2, diff, lift, note, alpha=alpha, method=method)
     # finite variances mean both groups have exposures (total > 0), so both rates are finite
     assert p1 is not None and p2 is not None and diff is not None
-    se = math.sqrt(v1 + v2)
-    if se == 0:  # every user of both groups at their group's rate exactly
-        return ProportionResult(
-            p1, p2, n1, n2, diff, (diff, diff), lift, None, None, 1.0 if diff == 0 else 0.0, method, alpha=alpha
-        )
-    df = welch_df(v1, e1, v2, e2)
-    t_crit = t_quantile(alpha, df)
-    stat = diff / se
-    lift_ci = None
-    if p1 > 0 and p2 > 0:
-        se_log = math.sqrt(v1 / p1**2 + v2 / p2**2)
-        log_ratio = math.log(p2 / p1)
-        lift_ci = (math.exp(log_ratio - t_crit * se_log) - 1, math.exp(log_ratio + t_crit * se_log) - 1)
+    t = _welch_t(p1, v1, e1, p2, v2, e2, alpha)
     return ProportionResult(
-        p1,
-        p2,
-        n1,
-        n2,
-        diff,
-        (diff - t_crit * se, diff + t_crit * se),
-        lift,
-        lift_ci,
-        stat,
-        _p_t(stat, df),
-        method,
-        df=df,
-        alpha=alpha,
+        p1, p2, n1, n2, diff, t.ci, lift, t.lift_ci, t.stat, t.p_value, method, df=t.df, alpha=alpha
     )
 
 
 @dataclass(frozen=True)
-class BootstrapResult:
+class BootstrapResult(_TwoGroups):
     """Two per-user means compared (treatment minus control)."""
 
-    control: float | None
-    treatment: float | None
-    n_control: int
-    n_treatment: int
-    diff: float | None
-    ci: tuple[float, float] | None
-    relative_lift: float | None
-    lift_ci: tuple[float, float] | None
     p_value: float | None
     n_boot: int
     method: str = "bootstrap over users"
     df: float | None = None  # Welch t's degrees of freedom where the method is Welch's
     alpha: float = 0.05
     note: str | None = None
-
-    @property
-    def significant(self) -> bool | None:
-        """``p_value < alpha``; None where no p-value could be computed."""
-        return None if self.p_value is None else self.p_value < self.alpha
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "significant": self.significant}
 
 
 def _resampled_means(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
@@ -411,43 +404,9 @@ def _welch(a: np.ndarray, b: np.ndarray, n_boot: int, alpha: float) -> Bootstrap
     diff = mean_b - mean_a
     lift = mean_b / mean_a - 1 if mean_a > 0 else None
     method = f"Welch t over users (fewer than {BOOTSTRAP_MIN_USERS} users per group for the bootstrap)"
-    se = math.sqrt(va + vb)
-    if se == 0:  # every user of both groups at their group's mean exactly
-        return BootstrapResult(
-            mean_a,
-            mean_b,
-            len(a),
-            len(b),
-            diff,
-            (diff, diff),
-            lift,
-            None,
-            1.0 if diff == 0 else 0.0,
-            n_boot,
-            method,
-            alpha=alpha,
-        )
-    df = welch_df(va, len(a), vb, len(b))
-    t_crit = t_quantile(alpha, df)
-    lift_ci = None
-    if mean_a > 0 and mean_b > 0:
-        se_log = math.sqrt(va / mean_a**2 + vb / mean_b**2)
-        log_ratio = math.log(mean_b / mean_a)
-        lift_ci = (math.exp(log_ratio - t_crit * se_log) - 1, math.exp(log_ratio + t_crit * se_log) - 1)
+    t = _welch_t(mean_a, va, len(a), mean_b, vb, len(b), alpha)
     return BootstrapResult(
-        mean_a,
-        mean_b,
-        len(a),
-        len(b),
-        diff,
-        (diff - t_crit * se, diff + t_crit * se),
-        lift,
-        lift_ci,
-        _p_t(diff / se, df),
-        n_boot,
-        method,
-        df=df,
-        alpha=alpha,
+        mean_a, mean_b, len(a), len(b), diff, t.ci, lift, t.lift_ci, t.p_value, n_boot, method, df=t.df, alpha=alpha
     )
 
 
@@ -503,21 +462,12 @@ def bootstrap_test(
             alpha=alpha,
         )
     mean_a, mean_b = float(a.mean()), float(b.mean())
+    diff = mean_b - mean_a
     lift = mean_b / mean_a - 1 if mean_a > 0 else None
     if min(len(a), len(b)) < max(2, min_users):
+        note = _too_few(len(a), len(b), max(2, min_users))
         return BootstrapResult(
-            mean_a,
-            mean_b,
-            len(a),
-            len(b),
-            mean_b - mean_a,
-            None,
-            lift,
-            None,
-            None,
-            n_boot,
-            alpha=alpha,
-            note=_too_few(len(a), len(b), max(2, min_users)),
+            mean_a, mean_b, len(a), len(b), diff, None, lift, None, None, n_boot, alpha=alpha, note=note
         )
     if min(len(a), len(b)) < bootstrap_min_users:
         return _welch(a, b, n_boot, alpha)
@@ -535,19 +485,8 @@ def bootstrap_test(
         if ok.mean() > 1 - alpha / 2:  # the ratio is defined in (nearly) every resample
             ratio = mb[ok] / ma[ok] - 1
             lift_ci = (float(np.percentile(ratio, lo)), float(np.percentile(ratio, hi)))
-    return BootstrapResult(
-        mean_a,
-        mean_b,
-        len(a),
-        len(b),
-        mean_b - mean_a,
-        (float(np.percentile(d, lo)), float(np.percentile(d, hi))),
-        lift,
-        lift_ci,
-        p,
-        n_boot,
-        alpha=alpha,
-    )
+    ci = (float(np.percentile(d, lo)), float(np.percentile(d, hi)))
+    return BootstrapResult(mean_a, mean_b, len(a), len(b), diff, ci, lift, lift_ci, p, n_boot, alpha=alpha)
 
 
 @dataclass(frozen=True)
