@@ -4,6 +4,7 @@ vectors and the XGBoost ranker's life cycle."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import click
 
@@ -52,7 +53,56 @@ POOL_OPTIONS = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class _Training:
+    """The options evaluate and train share: what they replay and how they train."""
+
+    facets: tuple[str, ...]
+    item_fields: tuple[str, ...]
+    horizon_days: float
+    train_cuts: int
+    max_train_requests: int
+    bucket_days: float
+    refits: int
+    objective: str
+    model_id: str
+    activate: bool
+    seed: int
+    pool: dict[str, int]  # --pool-<source>, by source
+
+    def replay_config(self, ctx):
+        return _replay_config(ctx, self.facets, self.item_fields, self.pool)
+
+    def eval_config(self, **more):
+        """The replay settings as an ``EvalConfig``, with ``more`` of its fields."""
+        # lazy: the command's implementation loads when it runs, so `vecrank --help` stays fast
+        from vecrank.rank.evaluate import EvalConfig
+
+        return EvalConfig(
+            refits=self.refits,
+            horizon_days=self.horizon_days,
+            train_cuts=self.train_cuts,
+            max_train_requests=self.max_train_requests,
+            bucket_days=self.bucket_days,
+            **more,
+        )
+
+    def train_config(self):
+        # lazy: the command's implementation loads when it runs, so `vecrank --help` stays fast
+        from vecrank.rank.train import TrainConfig
+
+        return TrainConfig(objective=self.objective, seed=self.seed)
+
+
 def _shared(fn):
+    """``fn`` with the options of :class:`_Training`, which it receives as one ``training`` argument."""
+
+    @functools.wraps(fn)
+    def command(**kwargs):
+        pool = {name: kwargs.pop(f"pool_{name}") for name in POOL_OPTIONS}
+        shared = {f.name: kwargs.pop(f.name) for f in dataclasses.fields(_Training) if f.name != "pool"}
+        return fn(training=_Training(**shared, pool=pool), **kwargs)
+
     for decorator in reversed(
         [
             click.option(
@@ -128,12 +178,8 @@ def _shared(fn):
             click.option("--seed", type=int, default=0, show_default=True),
         ]
     ):
-        fn = decorator(fn)
-    return fn
-
-
-def _pool(kwargs: dict) -> dict[str, int]:
-    return {name: kwargs.pop(f"pool_{name}") for name in POOL_OPTIONS}
+        command = decorator(command)
+    return command
 
 
 def _registered(ctx, report, files: dict[str, str], *, register: bool, activate: bool) -> dict:
@@ -263,25 +309,7 @@ def cf_fit_command(factors, regularization, alpha, iterations, neighbours, no_sw
 @_shared
 @json_option
 def evaluate_command(
-    test_fraction,
-    first_test_quantile,
-    out_dir,
-    register,
-    task,
-    searches_path,
-    facets,
-    item_fields,
-    horizon_days,
-    train_cuts,
-    max_train_requests,
-    bucket_days,
-    refits,
-    objective,
-    model_id,
-    activate,
-    seed,
-    as_json,
-    **pool,
+    test_fraction, first_test_quantile, out_dir, register, task, searches_path, training, as_json
 ) -> None:
     """At each refit instant, vecrank (collaborative model, neighbours, ranker) and the baselines
     (popular, co-occurrence, item-kNN, ALS, EASE, text kNN) are fitted on the events before it;
@@ -290,38 +318,17 @@ def evaluate_command(
     diversity with bootstrap intervals, the paired difference to every baseline, and a cold-item
     slice. Read-only: the past is computed from the events, the index is not rewritten."""
     # lazy: the command's implementation loads when it runs, so `vecrank --help` stays fast
-    from vecrank.rank.evaluate import EvalConfig, load_past, run, write_outputs
-    from vecrank.rank.train import TrainConfig
+    from vecrank.rank.evaluate import load_past, run, write_outputs
 
     ctx = app()
-    replay = _replay_config(ctx, facets, item_fields, _pool(pool))
+    replay = training.replay_config(ctx)
     if first_test_quantile is None:
         first_test_quantile = 0.5 if task == "search" else 0.2
-    config = EvalConfig(
-        test_fraction=test_fraction,
-        first_test_quantile=first_test_quantile,
-        refits=refits,
-        horizon_days=horizon_days,
-        train_cuts=train_cuts,
-        max_train_requests=max_train_requests,
-        bucket_days=bucket_days,
-    )
+    config = training.eval_config(test_fraction=test_fraction, first_test_quantile=first_test_quantile)
     if task == "search":
         if searches_path is None:
             raise click.UsageError("--task search needs --searches FILE (a search log)")
-        _evaluate_search(
-            ctx,
-            replay,
-            config,
-            searches_path,
-            out_dir,
-            objective,
-            seed,
-            as_json,
-            register=register,
-            model_id=model_id,
-            activate=activate,
-        )
+        _evaluate_search(ctx, replay, config, searches_path, out_dir, training, as_json, register=register)
         return
     try:
         past = load_past(ctx.client, ctx.settings, replay_config=replay, config=config)
@@ -329,51 +336,53 @@ def evaluate_command(
             past,
             replay_config=replay,
             config=config,
-            model_id=model_id,
+            model_id=training.model_id,
             final_model=register,
-            train_config=TrainConfig(objective=objective, seed=seed),
+            train_config=training.train_config(),
         )
     except VecrankError as exc:
         raise click.ClickException(str(exc)) from None
-    files = write_outputs(report, out_dir)
-    result = _registered(ctx, report, files, register=register, activate=activate)
+    result = _registered(ctx, report, write_outputs(report, out_dir), register=register, activate=training.activate)
+    summary = (
+        f"pool recall: {report.candidate_recall.get('pool', 0):.4f}; users: {report.split['evaluated_users']}"
+        f" ({report.slices['cold_items']['users']} with cold items); {report.seconds:.0f} s"
+    )
+    more = []
+    if cold := report.slices["cold_items"].get("comparison"):
+        more.append(
+            f"cold items: vecrank Recall@50 {cold['recall@50_vecrank']:.4f} vs best collaborative "
+            f"({cold['best_other']}) {cold['recall@50_best_other']:.4f}: ratio {cold['ratio']}"
+        )
+    _echo_evaluation(report, result, as_json, summary=summary, more=more)
+
+
+def _echo_evaluation(
+    report, result: dict, as_json: bool, *, summary: str, more: list[str] | None = None, model_note: str = ""
+) -> None:
+    """An evaluation's JSON result, or for people its table, ``summary``, the comparison with the
+    best other system, ``more`` lines, the files written and the model registered (``model_note``
+    after its status)."""
     if as_json:
         echo_json(result)
         return
     echo_table(report.table())
-    c, cold = report.comparison, report.slices["cold_items"].get("comparison") or {}
-    click.echo(
-        f"\npool recall: {report.candidate_recall.get('pool', 0):.4f}; users: {report.split['evaluated_users']}"
-        f" ({report.slices['cold_items']['users']} with cold items); {report.seconds:.0f} s"
-    )
+    c = report.comparison
+    click.echo(f"\n{summary}")
     click.echo(
         f"vecrank NDCG@10 {c['ndcg@10_vecrank']:.4f} vs best other ({c['best_other']}) "
         f"{c['ndcg@10_best_other']:.4f}: ratio {c['ratio']}, difference {c['difference']:+.4f} "
         f"(95% CI {c['ci95'][0]:+.4f} .. {c['ci95'][1]:+.4f})"
     )
-    if cold:
-        click.echo(
-            f"cold items: vecrank Recall@50 {cold['recall@50_vecrank']:.4f} vs best collaborative "
-            f"({cold['best_other']}) {cold['recall@50_best_other']:.4f}: ratio {cold['ratio']}"
-        )
-    click.echo(f"wrote {files['json']} and {files['png']}")
+    for line in more or []:
+        click.echo(line)
+    click.echo(f"wrote {result['files']['json']} and {result['files']['png']}")
     if "model" in result:
-        click.echo(f"registered {result['model']['id']} v{result['model']['version']} ({result['model']['status']})")
+        model = result["model"]
+        click.echo(f"registered {model['id']} v{model['version']} ({model['status']}){model_note}")
 
 
 def _evaluate_search(
-    ctx,
-    replay,
-    config,
-    searches_path: str,
-    out_dir: str,
-    objective: str,
-    seed: int,
-    as_json: bool,
-    *,
-    register: bool,
-    model_id: str,
-    activate: bool,
+    ctx, replay, config, searches_path: str, out_dir: str, training: _Training, as_json: bool, *, register: bool
 ) -> None:
     """``evaluate --task search``: the search rankers and the baselines on the search log's
     requests; with ``register``, the search model trained on every request (``<model_id>-search``)."""
@@ -382,7 +391,6 @@ def _evaluate_search(
     from vecrank.rank.evaluate import load_past
     from vecrank.rank.model import search_model_id
     from vecrank.rank.recommender import Recommender
-    from vecrank.rank.train import TrainConfig
 
     try:
         searches = search_eval.read_searches(searches_path)
@@ -394,35 +402,22 @@ def _evaluate_search(
             replay_config=replay,
             horizon_days=config.horizon_days,
             first_test_quantile=config.first_test_quantile,
-            train_config=TrainConfig(objective=objective, seed=seed),
+            train_config=training.train_config(),
             final_model=register,
-            model_id=search_model_id(model_id),
+            model_id=search_model_id(training.model_id),
             progress=not as_json,
         )
     except VecrankError as exc:
         raise click.ClickException(str(exc)) from None
     files = search_eval.write_outputs(report, out_dir)
-    result = _registered(ctx, report, files, register=register, activate=activate)
-    if as_json:
-        echo_json(result)
-        return
-    echo_table(report.table())
-    c = report.comparison
-    click.echo(
-        f"\npool recall: {report.candidate_recall['pool']:.4f}; {report.split['evaluated_requests']} requests "
-        f"of {report.split['evaluated_users']} users; {report.seconds:.0f} s"
+    _echo_evaluation(
+        report,
+        _registered(ctx, report, files, register=register, activate=training.activate),
+        as_json,
+        summary=f"pool recall: {report.candidate_recall['pool']:.4f}; {report.split['evaluated_requests']} requests "
+        f"of {report.split['evaluated_users']} users; {report.seconds:.0f} s",
+        model_note=": requests with search text are ranked by it",
     )
-    click.echo(
-        f"vecrank NDCG@10 {c['ndcg@10_vecrank']:.4f} vs best other ({c['best_other']}) "
-        f"{c['ndcg@10_best_other']:.4f}: ratio {c['ratio']}, difference {c['difference']:+.4f} "
-        f"(95% CI {c['ci95'][0]:+.4f} .. {c['ci95'][1]:+.4f})"
-    )
-    click.echo(f"wrote {files['json']} and {files['png']}")
-    if "model" in result:
-        click.echo(
-            f"registered {result['model']['id']} v{result['model']['version']} ({result['model']['status']}): "
-            "requests with search text are ranked by it"
-        )
 
 
 @click.command("train", short_help="Fit the collaborative vectors, train the ranker on replays (or the log), register.")
@@ -437,36 +432,21 @@ def _evaluate_search(
 @click.option("--skip-cf-fit", is_flag=True, help="Keep the live collaborative vectors (no `vecrank cf fit` first).")
 @_shared
 @json_option
-def train_command(
-    from_log,
-    skip_cf_fit,
-    facets,
-    item_fields,
-    horizon_days,
-    train_cuts,
-    max_train_requests,
-    bucket_days,
-    refits,
-    objective,
-    model_id,
-    activate,
-    seed,
-    as_json,
-    **pool,
-) -> None:
+def train_command(from_log, skip_cf_fit, training, as_json) -> None:
     """Replay the whole history (per-user cuts, each request seeing only what existed before it),
     or use the serving feature log; train and register a version. The model records its pool,
     user-state and collaborative settings, and serving uses them."""
     # lazy: the command's implementation loads when it runs, so `vecrank --help` stays fast
     from vecrank.ingest.cf import fit_index
-    from vecrank.rank.evaluate import EvalConfig, fit_rankers, load_past
+    from vecrank.rank.evaluate import fit_rankers, load_past
     from vecrank.rank.model import RankerModel
     from vecrank.rank.store import live_cf_meta, refresh_all_users
-    from vecrank.rank.train import TrainConfig, from_feature_log, select_ranker
+    from vecrank.rank.train import from_feature_log, select_ranker
 
     ctx = app()
-    replay = _replay_config(ctx, facets, item_fields, _pool(pool))
-    train_config = TrainConfig(objective=objective, seed=seed)
+    replay = training.replay_config(ctx)
+    train_config = training.train_config()
+    horizon_days, model_id = training.horizon_days, training.model_id
     try:
         if not skip_cf_fit:
             fit_index(ctx.client, ctx.settings, replay.cf)
@@ -497,13 +477,7 @@ def train_command(
                 },
             )
         else:
-            config = EvalConfig(
-                refits=refits,
-                horizon_days=horizon_days,
-                train_cuts=train_cuts,
-                max_train_requests=max_train_requests,
-                bucket_days=bucket_days,
-            )
+            config = training.eval_config()
             past = load_past(ctx.client, ctx.settings, replay_config=replay, config=config)
             models, _ = fit_rankers(
                 past, [None], replay_config=replay, config=config, train_config=train_config, model_id=model_id
@@ -511,7 +485,7 @@ def train_command(
             if None not in models:
                 raise click.ClickException("no training request has a later like: nothing to learn from")
             model = models[None]
-        _echo_trained(_register(ctx, model, activate), as_json)
+        _echo_trained(_register(ctx, model, training.activate), as_json)
     except VecrankError as exc:
         raise click.ClickException(str(exc)) from None
 
