@@ -137,12 +137,13 @@ class EvalReport:
         keys = [f"ndcg@{k}", f"recall@{k}", "recall@50", f"mrr@{k}", f"coverage@{k}", f"diversity@{k}"]
         cold = self.slices.get("cold_items", {}).get("systems", {})
         return [
-            {
-                "system": name,
-                **{key: _fmt(values.get(key)) for key in keys},
-                "cold recall@50": _fmt(cold.get(name, {}).get("recall@50")),
-            }
-            for name, values in self.systems.items()
+            {**row, "cold recall@50": _fmt(cold.get(row["system"], {}).get("recall@50"))} for row in self._rows(keys)
+        ]
+
+    def _rows(self, keys: list[str]) -> list[dict[str, Any]]:
+        """A table row per system: its name and its ``keys``' values, formatted."""
+        return [
+            {"system": name, **{key: _fmt(values.get(key)) for key in keys}} for name, values in self.systems.items()
         ]
 
 

@@ -59,7 +59,7 @@ from vecrank.ingest.records import BadRecord, normalise_id, read_records
 from vecrank.interactions import DAY_MS
 from vecrank.rank import features as feats
 from vecrank.rank import metrics, queries
-from vecrank.rank.evaluate import compare
+from vecrank.rank.evaluate import EvalReport, compare
 from vecrank.rank.model import RankerModel
 from vecrank.rank.offline import Past, ReplayConfig, top_rows
 from vecrank.rank.ranker import rank_order
@@ -212,37 +212,15 @@ def baseline_bodies(
 
 
 @dataclass
-class SearchReport:
-    split: dict[str, Any]
-    training: dict[str, Any]
-    systems: dict[str, dict[str, Any]]
-    candidate_recall: dict[str, float]
-    comparison: dict[str, Any]
-    slices: dict[str, Any]
-    seconds: float
-    model: RankerModel | None = dataclasses.field(default=None, repr=False)
+class SearchReport(EvalReport):
+    """The search task's report: an evaluation's parts, marked ``"task": "search"`` in its JSON."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "task": "search",
-            "split": self.split,
-            "training": self.training,
-            "systems": self.systems,
-            "candidate_recall": self.candidate_recall,
-            "comparison": self.comparison,
-            "slices": self.slices,
-            "seconds": self.seconds,
-        }
+        return {"task": "search", **super().to_dict()}
 
     def table(self, k: int = 10) -> list[dict[str, Any]]:
         keys = [f"ndcg@{k}", f"recall@{k}", "recall@50", f"mrr@{k}", f"ndcg@{k}_per_request"]
-        return [
-            {"system": name, **{key: _fmt(values.get(key)) for key in keys}} for name, values in self.systems.items()
-        ]
-
-
-def _fmt(value: Any) -> str:
-    return "" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+        return self._rows(keys)
 
 
 @dataclass
