@@ -103,18 +103,9 @@ def events_mapping() -> dict[str, Any]:
 
 
 def ensure_events_index(client: Elasticsearch, settings: Settings) -> str:
-    """Creates the events index with :func:`events_mapping` unless it exists.
-
-    Args:
-        client: The Elasticsearch client.
-        settings: Names the index (``settings.index("events")``).
-
-    Returns:
-        The index name.
-    """
-    name = settings.index("events")
-    create_index_if_missing(client, name, events_mapping())
-    return name
+    """The events index's name (``settings.index("events")``), the index created with
+    :func:`events_mapping` if it does not exist yet."""
+    return create_index_if_missing(client, settings.index("events"), events_mapping())
 
 
 # --------------------------------------------------------------------------------------------

@@ -244,19 +244,22 @@ def meta_of(client: Elasticsearch, index: str) -> dict[str, Any]:
     return meta
 
 
-def create_index_if_missing(client: Elasticsearch, name: str, mappings: dict[str, Any]) -> None:
+def create_index_if_missing(client: Elasticsearch, name: str, mappings: dict[str, Any]) -> str:
     """Creates index ``name`` with ``mappings`` unless it exists; a concurrent creation is fine.
 
     Args:
         client: The Elasticsearch client.
         name: The index.
         mappings: Its ``mappings`` body.
+
+    Returns:
+        ``name``.
     """
     # lazy: elasticsearch takes 0.7 s to import; only the calls to the cluster need it
     from elasticsearch import BadRequestError
 
     if client.indices.exists(index=name):
-        return
+        return name
     try:
         client.indices.create(index=name, mappings=mappings)
         log.info("Created index %s", name)
@@ -264,6 +267,7 @@ def create_index_if_missing(client: Elasticsearch, name: str, mappings: dict[str
         # Another writer created it between our check and our create: that is fine.
         if exc.error != "resource_already_exists_exception":
             raise
+    return name
 
 
 def create_version(

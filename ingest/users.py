@@ -76,18 +76,9 @@ def users_mapping() -> dict[str, Any]:
 
 
 def ensure_users_index(client: Elasticsearch, settings: Settings) -> str:
-    """Creates the users index with :func:`users_mapping` unless it exists.
-
-    Args:
-        client: The Elasticsearch client.
-        settings: Names the index (``settings.index("users")``).
-
-    Returns:
-        The index name.
-    """
-    name = settings.index("users")
-    create_index_if_missing(client, name, users_mapping())
-    return name
+    """The users index's name (``settings.index("users")``), the index created with
+    :func:`users_mapping` if it does not exist yet."""
+    return create_index_if_missing(client, settings.index("users"), users_mapping())
 
 
 def _history_entry(event: Mapping[str, Any]) -> dict[str, Any]:
