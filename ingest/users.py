@@ -165,9 +165,7 @@ def update_users(
     for event in events:
         by_user.setdefault(event["user_id"], []).append(event)
 
-    todo = sorted(by_user)
-    written = 0
-    for _attempt in range(_CONFLICT_ATTEMPTS):
+    def merge(todo: list[str]) -> tuple[int, list[str], list[str]]:
         stored = _fetch_users(client, index, todo)
         now_ms = int(time.time() * 1000)
         actions = []
@@ -180,20 +178,9 @@ def update_users(
             else:
                 action.update(_op_type="index", if_seq_no=seq_no, if_primary_term=primary_term)
             actions.append(action)
-        done, conflicts, errors = _write(client, actions)
-        written += done
-        if errors:
-            raise VecrankError(
-                f"{len(errors)} user document(s) in {index} could not be written; " f"first: {errors[0]}"[:1000]
-            )
-        if not conflicts:
-            return written
-        logger.debug("%d user(s) changed concurrently; merging again", len(conflicts))
-        todo = sorted(conflicts)
-    raise VecrankError(
-        f"users {', '.join(todo[:5])} in {index} kept changing concurrently; "
-        f"gave up after {_CONFLICT_ATTEMPTS} attempts"
-    )
+        return _write(client, actions)
+
+    return _until_settled(index, sorted(by_user), merge, "written")
 
 
 def rebuild_users(client: Elasticsearch, settings: Settings, user_ids: Iterable[str], *, max_history: int = 200) -> int:
@@ -220,9 +207,9 @@ def rebuild_users(client: Elasticsearch, settings: Settings, user_ids: Iterable[
     if not client.indices.exists(index=events):
         return 0
     client.indices.refresh(index=events)
-    written = 0
-    for _attempt in range(_CONFLICT_ATTEMPTS):
-        conflicts, errors = [], []
+
+    def rebuild(todo: list[str]) -> tuple[int, list[str], list[str]]:
+        written, conflicts, errors = 0, [], []
         for start in range(0, len(todo), _REBUILD_CHUNK):
             chunk = todo[start : start + _REBUILD_CHUNK]
             stored = _fetch_users(client, index, chunk)  # before the events: see the docstring
@@ -275,17 +262,9 @@ def rebuild_users(client: Elasticsearch, settings: Settings, user_ids: Iterable[
             written += done
             conflicts += chunk_conflicts
             errors += chunk_errors
-        if errors:
-            raise VecrankError(
-                f"{len(errors)} user document(s) in {index} could not be rebuilt; " f"first: {errors[0]}"[:1000]
-            )
-        if not conflicts:
-            return written
-        todo = sorted(conflicts)
-    raise VecrankError(
-        f"users {', '.join(todo[:5])} in {index} kept changing concurrently; "
-        f"gave up after {_CONFLICT_ATTEMPTS} attempts"
-    )
+        return written, conflicts, errors
+
+    return _until_settled(index, todo, rebuild, "rebuilt")
 
 
 def event_users(client: Elasticsearch, settings: Settings) -> list[str]:
@@ -305,6 +284,32 @@ def event_users(client: Elasticsearch, settings: Settings) -> list[str]:
         after = agg.get("after_key")
         if not agg["buckets"] or after is None:
             return users
+
+
+def _until_settled(
+    index: str, todo: list[str], attempt: Callable[[list[str]], tuple[int, list[str], list[str]]], done: str
+) -> int:
+    """Runs ``attempt`` on the users ``todo`` and again on those that conflicted, at most
+    :data:`_CONFLICT_ATTEMPTS` times; how many user documents were written in all.
+
+    ``attempt`` writes its users conditionally and returns (how many were written, the ids that
+    conflicted, the errors); any error raises, naming what was not ``done`` ("written", "rebuilt")."""
+    written = 0
+    for _attempt in range(_CONFLICT_ATTEMPTS):
+        count, conflicts, errors = attempt(todo)
+        written += count
+        if errors:
+            raise VecrankError(
+                f"{len(errors)} user document(s) in {index} could not be {done}; " f"first: {errors[0]}"[:1000]
+            )
+        if not conflicts:
+            return written
+        logger.debug("%d user(s) changed concurrently; trying them again", len(conflicts))
+        todo = sorted(conflicts)
+    raise VecrankError(
+        f"users {', '.join(todo[:5])} in {index} kept changing concurrently; "
+        f"gave up after {_CONFLICT_ATTEMPTS} attempts"
+    )
 
 
 def _write(client: Elasticsearch, actions: list[dict[str, Any]]) -> tuple[int, list[str], list[str]]:
