@@ -560,9 +560,7 @@ def fit_index(
 
     config = config or CFConfig()
     started = time.monotonic()
-    live = indices.live_index(client, settings)
-    if live is None:
-        raise VecrankError(f"no items index behind {indices.alias_name(settings)}; ingest a catalog first")
+    live = indices.require_live(client, settings)
     log_ = Interactions.from_events(
         events
         if events is not None
@@ -613,11 +611,7 @@ def fit_index(
     problems = indices.copy_problems(client, live, target, result) + _verify(
         client, target, model, summary, verify_sample
     )
-    if problems:
-        raise VecrankError(f"{target} failed verification, the alias still points at {live}: {'; '.join(problems)}")
-    if switch:
-        indices.switch_to(client, settings, target)
-        summary.switched = True
+    summary.switched = indices.finish_version(client, settings, live, target, problems, switch=switch)
     return summary
 
 

@@ -231,6 +231,18 @@ def live_index(client: Elasticsearch, settings: Settings) -> str | None:
     return targets[0]
 
 
+def require_live(client: Elasticsearch, settings: Settings) -> str:
+    """:func:`live_index`, raising where there is none.
+
+    Raises:
+        VecrankError: no alias yet (no catalog ingested).
+    """
+    live = live_index(client, settings)
+    if live is None:
+        raise VecrankError(f"no items index behind {alias_name(settings)}; ingest a catalog first")
+    return live
+
+
 def spec_of(client: Elasticsearch, index: str) -> IndexSpec:
     return IndexSpec.from_meta(meta_of(client, index))
 
@@ -390,6 +402,22 @@ def copy_problems(client: Elasticsearch, source: str, target: str, written: Writ
     if written.failed:
         problems.append(f"{written.failed} documents failed to write, e.g. {written.failures[:1]}")
     return problems
+
+
+def finish_version(
+    client: Elasticsearch, settings: Settings, live: str, target: str, problems: list[str], *, switch: bool
+) -> bool:
+    """The end of building the version ``target`` from ``live``: verified, and with ``switch`` the
+    alias moved to it. Returns whether the alias moved.
+
+    Raises:
+        VecrankError: ``problems`` were found (the alias still points at ``live``).
+    """
+    if problems:
+        raise VecrankError(f"{target} failed verification, the alias still points at {live}: {'; '.join(problems)}")
+    if switch:
+        switch_to(client, settings, target)
+    return switch
 
 
 def rollback(client: Elasticsearch, settings: Settings) -> str:

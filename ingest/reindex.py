@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vecrank.errors import VecrankError
 from vecrank.ingest import indices
 from vecrank.ingest.fieldtypes import FieldTypeError, apply_field_types, template_view
 from vecrank.ingest.items import packs_vectors, resolve_vectors, vector_value
@@ -110,9 +109,7 @@ def reindex(
             version is left for inspection and can be deleted with ``vecrank index delete``).
     """
     started = time.monotonic()
-    live = indices.live_index(client, settings)
-    if live is None:
-        raise VecrankError(f"no items index behind {indices.alias_name(settings)}; ingest a catalog first")
+    live = indices.require_live(client, settings)
     old = indices.spec_of(client, live)
     new = indices.IndexSpec(
         model=embedder.model_name,
@@ -170,11 +167,7 @@ def reindex(
         client, target, embedder=embedder, sample=verify_sample, summary=summary
     )
     summary.seconds = round(time.monotonic() - started, 3)
-    if problems:
-        raise VecrankError(f"{target} failed verification, the alias still points at {live}: {'; '.join(problems)}")
-    if switch:
-        indices.switch_to(client, settings, target)
-        summary.switched = True
+    summary.switched = indices.finish_version(client, settings, live, target, problems, switch=switch)
     return summary
 
 

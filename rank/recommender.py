@@ -156,9 +156,7 @@ class Recommender:
 
     def _live(self) -> IndexSpec:
         if self._spec is None:
-            live = indices.live_index(self.client, self.settings)
-            if live is None:
-                raise VecrankError(f"no items index behind {indices.alias_name(self.settings)}; ingest a catalog first")
+            live = indices.require_live(self.client, self.settings)
             self._spec = indices.spec_of(self.client, live)
             props = self.client.indices.get_mapping(index=live)[live]["mappings"]["properties"]
             self._field_types = queries.flatten_mapping(props)
