@@ -177,46 +177,15 @@ def preference(
         return PreferenceResult(a, b, 0, 0, 0, 0, len(rows), 0, 0, None, None, None, None, alpha, min_users)
     share = (wb + ties / 2) / decided
     sign_p = sign_test(pref_b, pref_a)
+    counts = (a, b, wa, wb, ties, decided, len(rows), pref_a, pref_b, share)
     if len(rows) < max(2, min_users):
-        return PreferenceResult(
-            a,
-            b,
-            wa,
-            wb,
-            ties,
-            decided,
-            len(rows),
-            pref_a,
-            pref_b,
-            share,
-            None,
-            None,
-            sign_p,
-            alpha,
-            min_users,
-            f"too few users to call: {len(rows)} with a decided request " f"(at least {max(2, min_users)})",
-        )
+        note = f"too few users to call: {len(rows)} with a decided request (at least {max(2, min_users)})"
+        return PreferenceResult(*counts, None, None, sign_p, alpha, min_users, note)
     won, weight = rows[:, 1] + rows[:, 2] / 2, rows.sum(axis=1)
     _, var, n_eff = clustered_ratio_variance(won, weight)
     half = float(stdtrit(max(1.0, n_eff - 1), 1 - alpha / 2)) * float(np.sqrt(var))
     ci = (max(0.0, share - half), min(1.0, share + half))
-    return PreferenceResult(
-        a,
-        b,
-        wa,
-        wb,
-        ties,
-        decided,
-        len(rows),
-        pref_a,
-        pref_b,
-        share,
-        ci,
-        share_p_value(won, weight, min_users=min_users),
-        sign_p,
-        alpha,
-        min_users,
-    )
+    return PreferenceResult(*counts, ci, share_p_value(won, weight, min_users=min_users), sign_p, alpha, min_users)
 
 
 def share_p_value(won: np.ndarray, decided: np.ndarray, *, min_users: int = MIN_USERS) -> float | None:
