@@ -350,18 +350,8 @@ def install(
     if not restart:
         log.warning("The local node runs without the plugin until it restarts (`vecrank es down` then `up`)")
         return InstallResult(plugin_zip, home, created, restarted=False, running=False)
-    extra = _extra_settings(cluster)
     log.info("Restarting the local node (%d node(s)) with the plugin", len(cluster.nodes))
-    node.down(base=base)
-    node.up(
-        nodes=len(cluster.nodes),
-        port=cluster.nodes[0].http_port,
-        heap=cluster.heap,
-        jdk=cluster.java_home,
-        tls=cluster.tls,
-        extra_settings=extra,
-        base=base,
-    )
+    _restart(cluster, base)
     return InstallResult(plugin_zip, home, created, restarted=True, running=True)
 
 
@@ -377,18 +367,24 @@ def remove(*, base: Path | None = None, restart: bool = True) -> bool:
     path.unlink()
     cluster = node.LocalCluster.load(base)
     if restart and cluster and cluster.running_nodes():
-        extra = _extra_settings(cluster)
-        node.down(base=base)
-        node.up(
-            nodes=len(cluster.nodes),
-            port=cluster.nodes[0].http_port,
-            heap=cluster.heap,
-            jdk=cluster.java_home,
-            tls=cluster.tls,
-            extra_settings=extra,
-            base=base,
-        )
+        _restart(cluster, base)
     return True
+
+
+def _restart(cluster: node.LocalCluster, base: Path) -> None:
+    """Stops the local cluster of ``base`` and starts it again as it ran (nodes, port, heap, JDK,
+    TLS, settings), on whatever distribution or plugin home ``base`` now records."""
+    extra = _extra_settings(cluster)
+    node.down(base=base)
+    node.up(
+        nodes=len(cluster.nodes),
+        port=cluster.nodes[0].http_port,
+        heap=cluster.heap,
+        jdk=cluster.java_home,
+        tls=cluster.tls,
+        extra_settings=extra,
+        base=base,
+    )
 
 
 def local_status(base: Path | None = None) -> dict:
