@@ -57,11 +57,8 @@ def _zip_path(version: str) -> Path:
 
 
 def _sha512(path: Path) -> str:
-    digest = hashlib.sha512()
     with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha512").hexdigest()
 
 
 def _mvn_fetch(version: str) -> None:
