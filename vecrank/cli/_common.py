@@ -79,6 +79,11 @@ def parse_pairs(ctx: click.Context, param: click.Parameter, values: tuple[str, .
     return out
 
 
+def field_types_option(help: str) -> Callable[[Callable], Callable]:
+    """--field NAME=TYPE (repeatable): declared catalog field types, as ``field_types`` (a dict)."""
+    return click.option("--field", "field_types", multiple=True, callback=parse_pairs, metavar="NAME=TYPE", help=help)
+
+
 def model_options(fn: Callable) -> Callable:
     """--model, --device, --encode-batch-size: which sentence-transformers model makes the vectors.
 

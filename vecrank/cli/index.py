@@ -9,11 +9,11 @@ from vecrank.cli._common import (
     echo_json,
     echo_table,
     embedding_cache,
+    field_types_option,
     index_options_options,
     json_option,
     live_model,
     model_options,
-    parse_pairs,
 )
 from vecrank.ingest import indices
 
@@ -37,14 +37,7 @@ def _echo(data, as_json: bool, text: str) -> None:
 @index_command.command("create", short_help="Create the next (empty) version.")
 @click.option("--template", required=True, metavar="PATTERN", help="Text template the vectors are made from.")
 @click.option("--id-field", default="id", show_default=True)
-@click.option(
-    "--field",
-    "field_types",
-    multiple=True,
-    callback=parse_pairs,
-    metavar="NAME=TYPE",
-    help="Declared field type (repeatable).",
-)
+@field_types_option("Declared field type (repeatable).")
 @click.option("--shards", type=click.IntRange(1, 1024), default=1, show_default=True)
 @click.option("--replicas", type=click.IntRange(0, 16), default=0, show_default=True)
 @model_options
@@ -103,14 +96,7 @@ def list_command(as_json: bool) -> None:
 
 @index_command.command("reindex", short_help="Build the next version (new model/template/options) and switch to it.")
 @click.option("--template", default=None, metavar="PATTERN", help="New text template [default: the live one's].")
-@click.option(
-    "--field",
-    "field_types",
-    multiple=True,
-    callback=parse_pairs,
-    metavar="NAME=TYPE",
-    help="Declared field types for the new version [default: the live one's].",
-)
+@field_types_option("Declared field types for the new version [default: the live one's].")
 @click.option("--no-switch", is_flag=True, help="Build and verify, but leave the alias where it is.")
 @click.option(
     "--verify-sample",

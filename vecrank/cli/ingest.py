@@ -15,6 +15,7 @@ from vecrank.cli._common import (
     embedding_cache,
     event_bounds_options,
     event_types_options,
+    field_types_option,
     index_options_options,
     json_option,
     live_model,
@@ -63,15 +64,10 @@ def _print_summary(title: str, data: dict, as_json: bool) -> None:
 )
 @click.option("--vector-field", default=None, help="Field with precomputed vectors (used as given).")
 @click.option("--tombstone-field", default=None, help="Field that marks deleted items (true/1/yes).")
-@click.option(
-    "--field",
-    "field_types",
-    multiple=True,
-    callback=parse_pairs,
-    metavar="NAME=TYPE",
-    help="Declare a field's type (keyword, text, long, integer, float, double, boolean, date); "
+@field_types_option(
+    "Declare a field's type (keyword, text, long, integer, float, double, boolean, date); "
     "values are converted to it (dates to epoch ms), a value that does not convert is a "
-    "bad row. Others are inferred, strings as keyword facets. Repeatable.",
+    "bad row. Others are inferred, strings as keyword facets. Repeatable."
 )
 @click.option(
     "--dead-letter",
