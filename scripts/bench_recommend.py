@@ -28,6 +28,24 @@ import sys
 import numpy as np
 
 
+def connect(prefix: str, model_id: str):
+    """``(settings, client, model, users)`` for the indices of ``prefix``: the active version of
+    ``model_id`` and every user id, sorted (the requests cycle over them)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    from elasticsearch import helpers
+
+    from vecrank.client import make_client
+    from vecrank.rank.model import Registry
+    from vecrank.settings import Settings
+
+    settings = dataclasses.replace(Settings.load(), index_prefix=prefix)
+    client = make_client(settings)
+    model = Registry(client, settings).get(model_id)
+    users = sorted(h["_id"] for h in helpers.scan(client, index=settings.index("users"), size=500, _source=False))
+    return settings, client, model, users
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prefix", default="benchret")
@@ -38,21 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--searches", default=None, help="a search log: requests with its queries (profile+query)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    settings, client, model, users = connect(args.prefix, args.model_id)
 
-    from elasticsearch import helpers
-
-    from vecrank.client import make_client
     from vecrank.rank import Recommender
     from vecrank.rank.model import Registry, search_model_id
     from vecrank.rank.ranker import Ranker
     from vecrank.rank.search_eval import normalise_query, read_searches
-    from vecrank.settings import Settings
 
-    settings = dataclasses.replace(Settings.load(), index_prefix=args.prefix)
-    client = make_client(settings)
-    model = Registry(client, settings).get(args.model_id)
-    users = sorted(h["_id"] for h in helpers.scan(client, index=settings.index("users"), size=500, _source=False))
     search = Registry(client, settings).get(search_model_id(args.model_id)) if args.searches else None
     texts = sorted({normalise_query(s.query) for s in read_searches(args.searches)}) if args.searches else [None]
     ranker = Ranker(Recommender(client, settings), model, rerank=args.rerank, search_model=search)

@@ -24,8 +24,12 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_recommend import connect  # noqa: E402
 
 
 class WireCounter:
@@ -71,20 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    settings, client, model, users = connect(args.prefix, args.model_id)
 
-    from elasticsearch import helpers
-
-    from vecrank.client import make_client
     from vecrank.rank import Recommender
-    from vecrank.rank.model import Registry
     from vecrank.rank.ranker import Ranker
-    from vecrank.settings import Settings
 
-    settings = dataclasses.replace(Settings.load(), index_prefix=args.prefix)
-    client = make_client(settings)
-    model = Registry(client, settings).get(args.model_id)
-    users = sorted(h["_id"] for h in helpers.scan(client, index=settings.index("users"), size=500, _source=False))
     wire = WireCounter(client)
     rows = []
     for window in [int(w) for w in args.windows.split(",")]:
