@@ -395,6 +395,21 @@ def select_ranker(
     return best[2], info, best[1]
 
 
+def _dmatrix(table: TrainingTable) -> xgboost.DMatrix:
+    """The table as XGBoost reads it: features (NaN missing), labels and query groups."""
+    # lazy: xgboost takes 2 s to import; only training and scoring need it
+    import xgboost
+
+    matrix = xgboost.DMatrix(
+        table.features,
+        label=np.asarray(table.label, dtype=np.float32),
+        missing=np.nan,
+        feature_names=table.feature_names,
+    )
+    matrix.set_group(table.groups())
+    return matrix
+
+
 def train_ranker(
     train: TrainingTable, valid: TrainingTable | None, config: TrainConfig | None = None
 ) -> tuple[xgboost.Booster, dict[str, Any]]:
@@ -405,23 +420,10 @@ def train_ranker(
     config = config or TrainConfig()
     if len(train) == 0 or not any(train.label):
         raise ValueError(f"the training table has no positive label, nothing to learn: {train.summary()}")
-    dtrain = xgboost.DMatrix(
-        train.features,
-        label=np.asarray(train.label, dtype=np.float32),
-        missing=np.nan,
-        feature_names=train.feature_names,
-    )
-    dtrain.set_group(train.groups())
+    dtrain = _dmatrix(train)
     evals = [(dtrain, "train")]
     if valid is not None and len(valid):
-        dvalid = xgboost.DMatrix(
-            valid.features,
-            label=np.asarray(valid.label, dtype=np.float32),
-            missing=np.nan,
-            feature_names=valid.feature_names,
-        )
-        dvalid.set_group(valid.groups())
-        evals.append((dvalid, "valid"))
+        evals.append((_dmatrix(valid), "valid"))
     history: dict[str, Any] = {}
     params = config.params()
     if config.monotone:
