@@ -287,7 +287,7 @@ class Ranker:
             t_pool = time.perf_counter()
             # The plugin returns scores, not feature rows: those stay in Elasticsearch.
             ranked = [Ranked(h["_id"], float(score_to_model(h["_score"])), _candidate_of(h)) for h in hits]
-            timings = {"retrieval": round((t_pool - started) * 1000, 2), "features": 0.0, "model": 0.0}
+            timings = {"retrieval": _ms(started, t_pool), "features": 0.0, "model": 0.0}
         else:
             hits = rec.pool_hits(
                 state,
@@ -312,17 +312,14 @@ class Ranker:
             for row, i in enumerate(order):
                 c = candidates[i]
                 c.fields = shown.get(c.item_id, c.fields)
-                explained = None
-                if contribs is not None:
-                    explained = {name: round(float(v), 5) for name, v in zip([*spec.names, "bias"], contribs[row])}
-                ranked.append(Ranked(c.item_id, float(scores[i]), c, matrix[i], explained))
+                ranked.append(Ranked(c.item_id, float(scores[i]), c, matrix[i], _explained(spec, contribs, row)))
             timings = {
-                "retrieval": round((t_pool - started) * 1000, 2),
-                "features": round((t_features - t_pool) * 1000, 2),
-                "model": round((t_model - t_features) * 1000, 2),
+                "retrieval": _ms(started, t_pool),
+                "features": _ms(t_pool, t_features),
+                "model": _ms(t_features, t_model),
             }
-        timings["state"] = round((t_state - started) * 1000, 2)
-        timings["total"] = round((time.perf_counter() - started) * 1000, 2)
+        timings["state"] = _ms(started, t_state)
+        timings["total"] = _ms(started, time.perf_counter())
         result = Recommendation(
             request_id=uuid.uuid4().hex,
             ranked_by=self.version,
@@ -381,16 +378,13 @@ class Ranker:
             c = candidates[i]
             if shown is not None:  # the features read more fields than the caller asked to see
                 c.fields = {f: v for f, v in c.fields.items() if f in shown}
-            explained = None
-            if contribs is not None:
-                explained = {name: round(float(v), 5) for name, v in zip([*spec.names, "bias"], contribs[row])}
-            ranked.append(Ranked(c.item_id, float(scores[i]), c, matrix[i], explained))
+            ranked.append(Ranked(c.item_id, float(scores[i]), c, matrix[i], _explained(spec, contribs, row)))
         timings = {
-            "state": round((t_state - started) * 1000, 2),
-            "retrieval": round((t_pool - t_state) * 1000, 2),
-            "features": round((t_features - t_pool) * 1000, 2),
-            "model": round((t_model - t_features) * 1000, 2),
-            "total": round((time.perf_counter() - started) * 1000, 2),
+            "state": _ms(started, t_state),
+            "retrieval": _ms(t_state, t_pool),
+            "features": _ms(t_pool, t_features),
+            "model": _ms(t_features, t_model),
+            "total": _ms(started, time.perf_counter()),
         }
         result = Recommendation(
             request_id=uuid.uuid4().hex,
@@ -419,10 +413,10 @@ class Ranker:
             rerank=None,
             unranked_reason=f"{self.version} is trained for {trained} only, not {cset.path}",
             timings_ms={
-                "retrieval": round((time.perf_counter() - started) * 1000, 2),
+                "retrieval": _ms(started, time.perf_counter()),
                 "features": 0.0,
                 "model": 0.0,
-                "total": round((time.perf_counter() - started) * 1000, 2),
+                "total": _ms(started, time.perf_counter()),
             },
         )
         if self.log_requests:
@@ -565,6 +559,19 @@ def rank_order(scores: np.ndarray, item_ids: Sequence[str]) -> np.ndarray:
     """Indices best first; ties (trees give many) by item id, so that every path that ranks the
     same scores (Python, the plugin, offline evaluation) gives the same order."""
     return np.lexsort((np.array(list(item_ids), dtype=object), -np.asarray(scores)))
+
+
+def _explained(spec: feats.FeatureSpec, contribs: np.ndarray | None, row: int) -> dict[str, float] | None:
+    """The ``row``-th ranked item's score split into each feature's contribution and the bias,
+    where the request asked for it (``contribs`` not None)."""
+    if contribs is None:
+        return None
+    return {name: round(float(v), 5) for name, v in zip([*spec.names, "bias"], contribs[row])}
+
+
+def _ms(since: float, until: float) -> float:
+    """Milliseconds between two ``perf_counter`` readings, to two decimals."""
+    return round((until - since) * 1000, 2)
 
 
 def _shown_hit(hit: dict[str, Any], *, strip: bool) -> dict[str, Any]:
