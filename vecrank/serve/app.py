@@ -45,7 +45,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -634,64 +634,64 @@ def create_app(
     if page_key is not None and not auth:
         log.warning("the page key is not put in the page: the service runs without API keys")
         page_key = None
-    holder: dict[str, Any] = {}
-    if service is not None:
-        holder["service"] = service
+    rt = _Runtime(service, threads)
     page = page_html(page_key)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        anyio.to_thread.current_default_thread_limiter().total_tokens = threads
-        owned = "service" not in holder
-        if owned:
-            if settings is None:
-                raise ValueError("create_app needs a service or settings")
-            holder["service"] = RecommendService(settings, config)
-        if warm_up:
-            await anyio.to_thread.run_sync(holder["service"].warm_up)
-        if page_key is not None:
-            await anyio.to_thread.run_sync(check_page_key, page_key)
-        if not auth:
-            log.warning(
-                "API keys are off (--no-auth): anyone who reaches the port can read recommendations "
-                "and post events for any user"
-            )
-        log.info("vecrank serve ready")
-        try:
-            yield
-        finally:
-            if owned:
-                await anyio.to_thread.run_sync(holder["service"].close)
-
     app = FastAPI(
         title="vecrank",
         summary="Personalized recommendations on Elasticsearch, with A/B and " "interleaving experiments.",
         version=_version(),
-        lifespan=lifespan,
+        lifespan=_lifespan(rt, settings, config, warm_up=warm_up, auth=auth, page_key=page_key),
         responses=_ERROR_RESPONSES,
     )
     app.router.route_class = _OrjsonRoute  # before any route is added
+    _add_middleware(app, rt, auth=auth)
+    _add_error_handlers(app)
+    _add_recommendation_routes(app, rt, auth=auth)
+    served = service.config if isinstance(service, RecommendService) else config or ServeConfig()
+    _add_events_route(app, rt, served.event_types, auth=auth)
+    _add_page_routes(app, page, page_key_given=page_key is not None)
+    _add_health_route(app, rt)
+    return app
 
-    def svc() -> RecommendService:
-        return holder["service"]
 
-    def retry_after() -> dict[str, str]:
-        return {"Retry-After": str(svc().config.retry_after_s)}
+class _Runtime:
+    """What one app's routes, middleware and startup read while it runs: the service (made at
+    startup unless given), and the key cache and rate limiter made from its config on first use."""
 
-    def keys() -> KeyCache:
-        if "keys" not in holder:
-            holder["keys"] = KeyCache(ApiKeyStore(svc().client, svc().settings), ttl_s=svc().config.key_cache_s)
-        return holder["keys"]
+    def __init__(self, service: RecommendService | None, threads: int):
+        self.service, self.threads = service, threads
+        self._keys: KeyCache | None = None
+        self._limiter: RateLimiter | None = None
 
-    def limiter() -> RateLimiter:
-        if "limiter" not in holder:
-            holder["limiter"] = RateLimiter(svc().config.rate_limit_rps, svc().config.rate_limit_burst)
-        return holder["limiter"]
+    def svc(self) -> RecommendService:
+        if self.service is None:
+            raise KeyError("service")
+        return self.service
 
-    def check_page_key(token: str) -> None:
+    def retry_after(self) -> dict[str, str]:
+        return {"Retry-After": str(self.svc().config.retry_after_s)}
+
+    def keys(self) -> KeyCache:
+        if self._keys is None:
+            svc = self.svc()
+            self._keys = KeyCache(ApiKeyStore(svc.client, svc.settings), ttl_s=svc.config.key_cache_s)
+        return self._keys
+
+    def limiter(self) -> RateLimiter:
+        if self._limiter is None:
+            self._limiter = RateLimiter(self.svc().config.rate_limit_rps, self.svc().config.rate_limit_burst)
+        return self._limiter
+
+    def budget(self, path: str) -> float:
+        return self.svc().config.events_budget_s if path == "/events" else self.svc().config.request_budget_s
+
+    def in_flight_limit(self) -> int:
+        return self.svc().config.max_in_flight or 2 * self.threads
+
+    def check_page_key(self, token: str) -> None:
         """Say at startup what the page key (``token``) can do, since everyone who loads the page has it."""
         try:
-            key = keys().authenticate(token)
+            key = self.keys().authenticate(token)
         except Exception as exc:
             log.warning("cannot check the page key now (%s)", unavailable_cause(exc) or type(exc).__name__)
             return
@@ -712,30 +712,68 @@ def create_app(
                 "the page key %s can post events: anyone who loads the page can post events for any user", key.key_id
             )
 
-    def budget(path: str) -> float:
-        return svc().config.events_budget_s if path == "/events" else svc().config.request_budget_s
 
-    def in_flight_limit() -> int:
-        return svc().config.max_in_flight or 2 * threads
+def _lifespan(
+    rt: _Runtime,
+    settings: Settings | None,
+    config: ServeConfig | None,
+    *,
+    warm_up: bool,
+    auth: bool,
+    page_key: str | None,
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Startup (the threads, the service made and warmed up, the page key checked) and shutdown
+    (a service the app made is closed)."""
 
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = rt.threads
+        owned = rt.service is None
+        if owned:
+            if settings is None:
+                raise ValueError("create_app needs a service or settings")
+            rt.service = RecommendService(settings, config)
+        if warm_up:
+            await anyio.to_thread.run_sync(rt.svc().warm_up)
+        if page_key is not None:
+            await anyio.to_thread.run_sync(rt.check_page_key, page_key)
+        if not auth:
+            log.warning(
+                "API keys are off (--no-auth): anyone who reaches the port can read recommendations "
+                "and post events for any user"
+            )
+        log.info("vecrank serve ready")
+        try:
+            yield
+        finally:
+            if owned:
+                await anyio.to_thread.run_sync(rt.svc().close)
+
+    return lifespan
+
+
+def _add_middleware(app: FastAPI, rt: _Runtime, *, auth: bool) -> None:
+    """Admission, the key check (with ``auth``) and request ids, innermost first."""
     public = {"/", "/health", app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url}
     # The innermost first: admission after the key check, so a flood without keys takes no slot.
-    app.add_middleware(_Admission, paths=frozenset(SCOPE_OF_PATH), limit=in_flight_limit, budget=budget)
+    app.add_middleware(_Admission, paths=frozenset(SCOPE_OF_PATH), limit=rt.in_flight_limit, budget=rt.budget)
     if auth:
         app.add_middleware(
             _Guard,
             public=lambda path: path in public or path.startswith("/static/"),
-            keys=keys,
-            limiter=limiter,
-            retry_after=retry_after,
-            lookup_budget=lambda: svc().config.request_budget_s,
-            within=lambda *a: svc().within(*a),
+            keys=rt.keys,
+            limiter=rt.limiter,
+            retry_after=rt.retry_after,
+            lookup_budget=lambda: rt.svc().config.request_budget_s,
+            within=lambda *a: rt.svc().within(*a),
         )
     # The outermost: every answer, the guard's too, has a request id.
-    app.add_middleware(_RequestIds, retry_after=retry_after)
+    app.add_middleware(_RequestIds, retry_after=rt.retry_after)
     if auth:
         _declare_security(app)
 
+
+def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         errors = list(exc.errors())
@@ -751,12 +789,17 @@ def create_app(
 
     # Other exceptions reach _RequestIds, which answers them (error_answer) and logs them once.
 
-    def deadline_of(request: Request) -> float | None:
-        return request.scope.get("state", {}).get("deadline")
+
+def _deadline_of(request: Request) -> float | None:
+    return request.scope.get("state", {}).get("deadline")
+
+
+def _add_recommendation_routes(app: FastAPI, rt: _Runtime, *, auth: bool) -> None:
+    """``GET /recommendations`` (query parameters) and ``POST /recommendations`` (a JSON body)."""
 
     def recommend(request: Request, **kwargs: Any) -> Response:
         try:
-            body = svc().recommend(request_id=_request_id(request), deadline_at=deadline_of(request), **kwargs)
+            body = rt.svc().recommend(request_id=_request_id(request), deadline_at=_deadline_of(request), **kwargs)
         except RequestError as exc:
             return _error(request, 422, str(exc))
         headers = {
@@ -818,11 +861,15 @@ def create_app(
             reasons=body.reasons,
         )
 
+
+def _add_events_route(app: FastAPI, rt: _Runtime, event_types: EventTypes, *, auth: bool) -> None:
+    """``POST /events``, its body model listing ``event_types``."""
+
     def post_events(request: Request, body: EventsRequest) -> Response:
-        limit = svc().config.max_events
+        limit = rt.svc().config.max_events
         if len(body.events) > limit:
             return _error(request, 413, f"at most {limit} events per request, not {len(body.events)}")
-        result = svc().record_events([e.model_dump() for e in body.events], deadline_at=deadline_of(request))
+        result = rt.svc().record_events([e.model_dump() for e in body.events], deadline_at=_deadline_of(request))
         result["request_id"] = _request_id(request)
         status = 422 if result["rejected"] and not (result["accepted"] or result["duplicates"]) else 200
         if status == 422:
@@ -836,14 +883,16 @@ def create_app(
             )
         return _json(result, status)
 
-    # The body model lists this service's event types; FastAPI reads it from the annotation.
-    served = service.config if isinstance(service, RecommendService) else config or ServeConfig()
-    post_events.__annotations__["body"] = Annotated[events_request_model(served.event_types), Body()]
+    # FastAPI reads the body model from the annotation: this service's event types.
+    post_events.__annotations__["body"] = Annotated[events_request_model(event_types), Body()]
     app.post("/events", response_model=EventsResponse, summary="Record a batch of events", **_security("events", auth))(
         post_events
     )
 
-    page_headers = {**_PAGE_HEADERS, "Cache-Control": "no-store"} if page_key is not None else _PAGE_HEADERS
+
+def _add_page_routes(app: FastAPI, page: str, *, page_key_given: bool) -> None:
+    """The search page at ``/`` (not cached when it holds a key) and its files under ``/static``."""
+    page_headers = {**_PAGE_HEADERS, "Cache-Control": "no-store"} if page_key_given else _PAGE_HEADERS
 
     @app.get("/", include_in_schema=False)
     def index() -> Response:
@@ -851,6 +900,8 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
+
+def _add_health_route(app: FastAPI, rt: _Runtime) -> None:
     health_threads = anyio.CapacityLimiter(_HEALTH_THREADS)
 
     @app.get(
@@ -865,7 +916,7 @@ def create_app(
         try:
             with anyio.fail_after(HEALTH_TIMEOUT_S):
                 ok, body = await anyio.to_thread.run_sync(
-                    svc().health, HEALTH_TIMEOUT_S - 0.15, limiter=health_threads, abandon_on_cancel=True
+                    rt.svc().health, HEALTH_TIMEOUT_S - 0.15, limiter=health_threads, abandon_on_cancel=True
                 )
         except TimeoutError:
             ok, body = (
@@ -879,9 +930,7 @@ def create_app(
                 },
             )
         body["request_id"] = _request_id(request)
-        return _json(body, 200 if ok else 503, None if ok else retry_after())
-
-    return app
+        return _json(body, 200 if ok else 503, None if ok else rt.retry_after())
 
 
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
