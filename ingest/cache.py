@@ -19,9 +19,10 @@ import logging
 import sqlite3
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from types import TracebackType
 
 import numpy as np
+
+from vecrank.ingest.closeable import Closeable
 
 __all__ = ["EmbeddingCache"]
 
@@ -43,7 +44,7 @@ CREATE TABLE IF NOT EXISTS embeddings (
 """
 
 
-class EmbeddingCache:
+class EmbeddingCache(Closeable):
     """Embeddings stored by model and content hash in a SQLite file.
 
     Args:
@@ -132,14 +133,6 @@ class EmbeddingCache:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-
-    def __enter__(self) -> EmbeddingCache:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"EmbeddingCache({str(self.path)!r})"

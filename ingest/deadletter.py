@@ -5,7 +5,8 @@ the raw text or the parsed record, ``at`` the UTC time. Every write is flushed, 
 complete up to the last failure even if the process is killed.
 
 Example:
-    >>> from vecrank.ingest.records import BadRecord
+    >>> from vecrank.ingest.closeable import Closeable
+from vecrank.ingest.records import BadRecord
     >>> with DeadLetters(None) as dead:
     ...     dead.add(BadRecord("items.jsonl", 3, "id", "missing id", {"title": "x"}))
     ...     dict(dead.counts)
@@ -19,9 +20,9 @@ import logging
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
+from vecrank.ingest.closeable import Closeable
 from vecrank.ingest.records import BadRecord
 
 __all__ = ["DeadLetters"]
@@ -29,7 +30,7 @@ __all__ = ["DeadLetters"]
 logger = logging.getLogger(__name__)
 
 
-class DeadLetters:
+class DeadLetters(Closeable):
     """Appends failed records to a JSONL file and counts them per reason.
 
     Args:
@@ -100,14 +101,6 @@ class DeadLetters:
             self._file = None
             if self.total:
                 logger.info("%d dead letter(s) written to %s", self.total, self.path)
-
-    def __enter__(self) -> DeadLetters:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"DeadLetters({str(self.path) if self.path else None!r}, total={self.total})"

@@ -260,16 +260,17 @@ class Ranker:
         policy = self.config.cold_slots
         if mode == "plugin":
             window = max(pool.size, k)
+            # Slots below k need the cold candidates ranked after k: the whole ranked window comes back.
+            slotted = policy.applies(k)
             section = rescore_body(
                 model_id=self.model.model_id,
                 version=self.model.version,
                 params=rescore_params(spec, ctx),
                 window_size=window,
                 models_index=rec.settings.index("models"),
+                keep=None if slotted else k,
             )
             shown_source = queries.shown_source(rec.config.source_fields)
-            # Slots below k need the cold candidates ranked after k: the whole ranked window comes back.
-            slotted = policy.applies(k)
             source = queries.source_with(shown_source, SIGNAL_FIELD) if slotted else shown_source
             hits = rec.pool_hits(
                 state,

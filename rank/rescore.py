@@ -241,6 +241,7 @@ def rescore_body(
     params: Mapping[str, Any] | None = None,
     window_size: int = 500,
     models_index: str = "vecrank-models",
+    keep: int | None = None,
 ) -> dict[str, Any]:
     """The ``rescore`` section of a search that ranks its top ``window_size`` hits with a model.
 
@@ -250,6 +251,10 @@ def rescore_body(
         params: Request inputs (see :func:`rescore_params`); numpy vectors are sent as base64.
         window_size: How many top hits of each shard the model scores.
         models_index: The registry index (``Settings.index("models")``).
+        keep: How many of the best hits each shard returns (the search's ``size``); None: the
+            whole window. Elasticsearch fetches every hit a rescore returns, even past ``size``:
+            a search that shows 10 of 450 rescored hits loads 10 documents with ``keep=10``, 450
+            without.
 
     Returns:
         ``{"window_size": ..., "vecrank": {...}}`` exactly as the search body takes it.
@@ -260,10 +265,14 @@ def rescore_body(
         raise ValueError(f"version must be a whole number >= 1, not {version!r}")
     if isinstance(window_size, bool) or int(window_size) != window_size or window_size < 1:
         raise ValueError(f"window_size must be a whole number >= 1, not {window_size!r}")
+    if keep is not None and (isinstance(keep, bool) or int(keep) != keep or keep < 1):
+        raise ValueError(f"keep must be a whole number >= 1, not {keep!r}")
     inner: dict[str, Any] = {"model": model_id}
     if version is not None:
         inner["version"] = int(version)
     inner["models_index"] = models_index
+    if keep is not None:
+        inner["keep"] = int(keep)
     if params:
         inner["params"] = _json_param(dict(params))
     return {"window_size": int(window_size), RESCORER: inner}

@@ -546,6 +546,37 @@ def test_hits_past_the_window_follow_in_first_pass_order(plugin_es, world, model
     assert got[:, NAMES.index("rank_text")].max() == 6
 
 
+def test_keep_returns_and_fetches_only_the_best_hits_of_the_window(plugin_es, world, models, embedder):
+    es = plugin_es
+    req = requests(es, world, embedder)[0]
+    body = {
+        "knn": {
+            "field": "embedding",
+            "query_vector": np.asarray(req["profile"]).tolist(),
+            "k": 24,
+            "num_candidates": 50,
+        },
+        "size": 5,
+        "_source": ["item_id"],
+        "profile": True,
+    }
+
+    def rescored(keep):
+        section = R.rescore_body(
+            model_id="ndcg-d2", params=req["params"], window_size=24, models_index=world.index("models"), keep=keep
+        )
+        resp = es.search(index=world.index("items"), body={**body, "rescore": section})
+        (shard,) = resp["profile"]["shards"]
+        return [h["_id"] for h in resp["hits"]["hits"]], shard["fetch"]["breakdown"]["load_stored_fields_count"]
+
+    whole, loaded_whole = rescored(None)
+    kept, loaded_kept = rescored(5)
+    assert kept == whole and len(kept) == 5, "the same top 5"
+    # Without keep, Elasticsearch loads every hit the rescore returns (the window), though size is 5.
+    assert loaded_whole == 24
+    assert loaded_kept == 5
+
+
 # --- per-document params (param_map) -------------------------------------------------------------
 
 

@@ -129,7 +129,11 @@ def test_rescore_body_is_exactly_the_search_json():
         "window_size": 10,
         "vecrank": {"model": "m", "version": 2, "models_index": "x"},
     }
-    for bad in ({"version": 0}, {"version": 1.5}, {"window_size": 0}, {"model_id": ""}):
+    assert R.rescore_body(model_id="m", window_size=450, models_index="x", keep=10) == {
+        "window_size": 450,
+        "vecrank": {"model": "m", "models_index": "x", "keep": 10},
+    }
+    for bad in ({"version": 0}, {"version": 1.5}, {"window_size": 0}, {"model_id": ""}, {"keep": 0}, {"keep": 2.5}):
         with pytest.raises(ValueError):
             R.rescore_body(**{"model_id": "m", **bad})
 

@@ -46,6 +46,14 @@ final class FeaturePlan {
 
     private interface ColumnFactory {
         Column open();
+
+        /**
+         * A column for one {@link Extractor}; {@code shared} is that extractor's, for columns that
+         * read the same values (the cosines of one field against one param's vectors) to compute them once.
+         */
+        default Column open(Map<Object, Object> shared) {
+            return open();
+        }
     }
 
     /** The keyword field whose value breaks ties between equal values of a {@code rank} feature's {@code of}. */
@@ -191,8 +199,9 @@ final class FeaturePlan {
 
     Extractor open() {
         Column[] columns = new Column[factories.size()];
+        Map<Object, Object> shared = new HashMap<>();
         for (int i = 0; i < columns.length; i++) {
-            columns[i] = factories.get(i).open();
+            columns[i] = factories.get(i).open(shared);
         }
         KeywordKeys ties = tieField == null ? null : new KeywordKeys(tieField,
             tieFeature != null ? "feature [" + tieFeature + "]: [" + tieField + "], which breaks ties of source [rank],"
@@ -481,105 +490,212 @@ final class FeaturePlan {
         }
         FeatureDef.Source mode = def.source();
         String field = ft == null ? def.field() : ft.name(); // an alias reads its target's vectors
-        return () -> new Column() {
-            private FloatVectorValues values;
-            private KnnVectorValues.DocIndexIterator iterator;
-            /** Magnitudes of vectors Elasticsearch normalized at index time (similarity cosine); read by dot only. */
-            private NumericDocValues magnitudes;
-            private float[] scaled;
-
+        if (mode == FeatureDef.Source.DOT) {
+            return () -> new VectorColumn(def, field, q, norms, true) {
+                @Override
+                public double value(int doc, float score) throws IOException {
+                    float[] v = vector(doc);
+                    return v == null ? Double.NaN : dot(denormalized(v, doc), q[0]);
+                }
+            };
+        }
+        boolean mean = mode == FeatureDef.Source.COSINE_MEAN;
+        // cosine_max and cosine_mean of the same field and vectors share one pass over the k cosines.
+        List<Object> key = List.of(field, def.param(), mode == FeatureDef.Source.COSINE ? "vector" : "vectors");
+        return new ColumnFactory() {
             @Override
-            public void setNextReader(LeafReaderContext leaf) throws IOException {
-                values = null;
-                iterator = null;
-                magnitudes = null;
-                FieldInfo info = leaf.reader().getFieldInfos().fieldInfo(field);
-                if (info == null || info.getVectorDimension() == 0) {
-                    return; // no document of this segment has a vector
-                }
-                if (info.getVectorEncoding() != VectorEncoding.FLOAT32) {
-                    throw new IllegalArgumentException(
-                        "feature [" + def.name() + "]: dense_vector [" + field + "] holds " + info.getVectorEncoding()
-                            + " vectors; only float vectors are read"
-                    );
-                }
-                if (info.getVectorDimension() != q[0].length) {
-                    throw new IllegalArgumentException(
-                        "feature [" + def.name() + "]: [params." + def.param() + "] has a vector of " + q[0].length
-                            + " dimensions; field [" + field + "] has " + info.getVectorDimension()
-                    );
-                }
-                values = leaf.reader().getFloatVectorValues(field);
-                iterator = values == null ? null : values.iterator();
-                if (mode == FeatureDef.Source.DOT) {
-                    // A dense_vector with similarity cosine stores v / |v| and keeps |v| (float32) in
-                    // these doc values; a vector already of unit length (within 1e-3) is kept as given
-                    // and has none. Cosines do not care; a dot product needs the vector back.
-                    magnitudes = leaf.reader().getNumericDocValues(field + MAGNITUDE_SUFFIX);
-                }
+            public Column open() {
+                return open(new HashMap<>());
             }
 
             @Override
-            public double value(int doc, float score) throws IOException {
-                if (iterator == null) {
-                    return Double.NaN;
-                }
-                int current = iterator.docID();
-                if (current < doc) {
-                    current = iterator.advance(doc);
-                }
-                if (current != doc) {
-                    return Double.NaN;
-                }
-                float[] v = values.vectorValue(iterator.index());
-                if (mode == FeatureDef.Source.DOT) {
-                    return dot(denormalized(v, doc), q[0]);
-                }
-                double docNorm2 = 0;
-                for (float x : v) {
-                    docNorm2 += (double) x * x;
-                }
-                if (docNorm2 == 0) {
-                    return Double.NaN;
-                }
-                double docNorm = Math.sqrt(docNorm2);
-                double max = Double.NEGATIVE_INFINITY;
-                double sum = 0;
-                for (int i = 0; i < k; i++) {
-                    if (norms[i] == 0) {
-                        return Double.NaN;
+            public Column open(Map<Object, Object> shared) {
+                Cosines cosines = (Cosines) shared.computeIfAbsent(key, x -> new Cosines(def, field, q, norms));
+                return new Column() {
+                    @Override
+                    public void setNextReader(LeafReaderContext leaf) throws IOException {
+                        cosines.setNextReader(leaf);
                     }
-                    double cos = dot(v, q[i]) / (docNorm * norms[i]);
-                    max = Math.max(max, cos);
-                    sum += cos;
-                }
-                return mode == FeatureDef.Source.COSINE_MEAN ? sum / k : max;
-            }
 
-            /** The vector as indexed: Elasticsearch's own reading of a normalized one (each component times the magnitude, in float32). */
-            private float[] denormalized(float[] v, int doc) throws IOException {
-                if (magnitudes == null || magnitudes.advanceExact(doc) == false) {
-                    return v;
-                }
-                float magnitude = Float.intBitsToFloat((int) magnitudes.longValue());
-                if (scaled == null) {
-                    scaled = new float[v.length];
-                }
-                for (int i = 0; i < v.length; i++) {
-                    scaled[i] = v[i] * magnitude;
-                }
-                return scaled;
+                    @Override
+                    public double value(int doc, float score) throws IOException {
+                        return cosines.compute(doc) ? (mean ? cosines.mean : cosines.max) : Double.NaN;
+                    }
+                };
             }
         };
     }
 
-    /** The dot product, accumulated in double over the float32 components in index order. */
-    static double dot(float[] a, float[] b) {
-        double s = 0;
-        for (int i = 0; i < b.length; i++) {
-            s += (double) a[i] * b[i];
+    /** Reads a segment's float vectors of one field, forward, checking their encoding and dimensions against the params'. */
+    private abstract static class VectorColumn implements Column {
+        private final FeatureDef def;
+        private final String field;
+        final float[][] q;
+        final double[] norms;
+        private final boolean readMagnitudes;
+        private FloatVectorValues values;
+        private KnnVectorValues.DocIndexIterator iterator;
+        /** Magnitudes of vectors Elasticsearch normalized at index time (similarity cosine); read by dot only. */
+        private NumericDocValues magnitudes;
+        private float[] scaled;
+
+        VectorColumn(FeatureDef def, String field, float[][] q, double[] norms, boolean readMagnitudes) {
+            this.def = def;
+            this.field = field;
+            this.q = q;
+            this.norms = norms;
+            this.readMagnitudes = readMagnitudes;
         }
-        return s;
+
+        @Override
+        public void setNextReader(LeafReaderContext leaf) throws IOException {
+            values = null;
+            iterator = null;
+            magnitudes = null;
+            FieldInfo info = leaf.reader().getFieldInfos().fieldInfo(field);
+            if (info == null || info.getVectorDimension() == 0) {
+                return; // no document of this segment has a vector
+            }
+            if (info.getVectorEncoding() != VectorEncoding.FLOAT32) {
+                throw new IllegalArgumentException(
+                    "feature [" + def.name() + "]: dense_vector [" + field + "] holds " + info.getVectorEncoding()
+                        + " vectors; only float vectors are read"
+                );
+            }
+            if (info.getVectorDimension() != q[0].length) {
+                throw new IllegalArgumentException(
+                    "feature [" + def.name() + "]: [params." + def.param() + "] has a vector of " + q[0].length
+                        + " dimensions; field [" + field + "] has " + info.getVectorDimension()
+                );
+            }
+            values = leaf.reader().getFloatVectorValues(field);
+            iterator = values == null ? null : values.iterator();
+            if (readMagnitudes) {
+                // A dense_vector with similarity cosine stores v / |v| and keeps |v| (float32) in
+                // these doc values; a vector already of unit length (within 1e-3) is kept as given
+                // and has none. Cosines do not care; a dot product needs the vector back.
+                magnitudes = leaf.reader().getNumericDocValues(field + MAGNITUDE_SUFFIX);
+            }
+        }
+
+        /** The doc's vector as stored, or null when it has none. */
+        final float[] vector(int doc) throws IOException {
+            if (iterator == null) {
+                return null;
+            }
+            int current = iterator.docID();
+            if (current < doc) {
+                current = iterator.advance(doc);
+            }
+            return current == doc ? values.vectorValue(iterator.index()) : null;
+        }
+
+        /** The vector as indexed: Elasticsearch's own reading of a normalized one (each component times the magnitude, in float32). */
+        final float[] denormalized(float[] v, int doc) throws IOException {
+            if (magnitudes == null || magnitudes.advanceExact(doc) == false) {
+                return v;
+            }
+            float magnitude = Float.intBitsToFloat((int) magnitudes.longValue());
+            if (scaled == null) {
+                scaled = new float[v.length];
+            }
+            for (int i = 0; i < v.length; i++) {
+                scaled[i] = v[i] * magnitude;
+            }
+            return scaled;
+        }
+    }
+
+    /**
+     * The max and the mean of a doc's cosines with the k vectors of a param (k = 1 for {@code cosine}),
+     * computed once per doc for every column that reads them. A doc without a vector, a zero vector or a
+     * zero param vector has neither.
+     */
+    private static final class Cosines extends VectorColumn {
+        private LeafReaderContext leaf;
+        private int doc = -1;
+        private boolean present;
+        double max;
+        double mean;
+
+        Cosines(FeatureDef def, String field, float[][] q, double[] norms) {
+            super(def, field, q, norms, false);
+        }
+
+        @Override
+        public void setNextReader(LeafReaderContext next) throws IOException {
+            if (next != leaf) { // each sharing column passes the segment on: read it once
+                leaf = next;
+                doc = -1;
+                super.setNextReader(next);
+            }
+        }
+
+        @Override
+        public double value(int doc, float score) {
+            throw new UnsupportedOperationException("read max or mean after compute");
+        }
+
+        /** Computes the doc's cosines (once per doc); false when it has none. */
+        boolean compute(int target) throws IOException {
+            if (target == doc) {
+                return present;
+            }
+            doc = target;
+            present = false;
+            float[] v = vector(target);
+            if (v == null) {
+                return false;
+            }
+            double docNorm2 = 0;
+            for (float x : v) {
+                docNorm2 += (double) x * x;
+            }
+            if (docNorm2 == 0) {
+                return false;
+            }
+            double docNorm = Math.sqrt(docNorm2);
+            double best = Double.NEGATIVE_INFINITY;
+            double sum = 0;
+            int k = q.length;
+            for (int i = 0; i < k; i++) {
+                if (norms[i] == 0) {
+                    return false;
+                }
+                double cos = dot(v, q[i]) / (docNorm * norms[i]);
+                best = Math.max(best, cos);
+                sum += cos;
+            }
+            max = best;
+            mean = sum / k;
+            present = true;
+            return true;
+        }
+    }
+
+    /**
+     * The dot product in double over the float32 components, in four interleaved partial sums (so the
+     * CPU overlaps the additions; a sequential sum waits on each). The order of the sum differs from
+     * numpy's as a sequential one would: by a few units in the last place of a double, far below the
+     * float32 the feature is stored in.
+     */
+    static double dot(float[] a, float[] b) {
+        int n = b.length;
+        double s0 = 0;
+        double s1 = 0;
+        double s2 = 0;
+        double s3 = 0;
+        int i = 0;
+        for (; i + 3 < n; i += 4) {
+            s0 += (double) a[i] * b[i];
+            s1 += (double) a[i + 1] * b[i + 1];
+            s2 += (double) a[i + 2] * b[i + 2];
+            s3 += (double) a[i + 3] * b[i + 3];
+        }
+        for (; i < n; i++) {
+            s0 += (double) a[i] * b[i];
+        }
+        return (s0 + s1) + (s2 + s3);
     }
 
     private static ColumnFactory overlapFactory(FeatureDef def, QueryParams params, SearchExecutionContext context) {

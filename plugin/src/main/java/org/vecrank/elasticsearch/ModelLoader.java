@@ -6,6 +6,7 @@ import org.elasticsearch.action.ActionListener;
 import org.elasticsearch.action.get.GetRequest;
 import org.elasticsearch.action.search.SearchRequest;
 import org.elasticsearch.client.internal.Client;
+import org.elasticsearch.common.document.DocumentField;
 import org.elasticsearch.index.IndexNotFoundException;
 import org.elasticsearch.index.query.BoolQueryBuilder;
 import org.elasticsearch.index.query.QueryBuilders;
@@ -39,7 +40,10 @@ final class ModelLoader {
         SearchSourceBuilder source = new SearchSourceBuilder().query(query)
             .size(1)
             .sort(SortBuilders.fieldSort("version").order(SortOrder.DESC).unmappedType("integer"))
-            .fetchSource(new String[] { "model_id", "version", "status" }, null)
+            // The document's version from doc values: its _source holds the booster (hundreds of KB),
+            // which a source filter would decompress and parse on every request.
+            .fetchSource(false)
+            .docValueField("version")
             .seqNoAndPrimaryTerm(true)
             .trackTotalHits(false);
         client.search(new SearchRequest(modelsIndex).source(source), ActionListener.wrap(response -> {
@@ -52,7 +56,8 @@ final class ModelLoader {
             // The index UUID tells a re-created index from the old one of the same name.
             String uuid = hit.getShard() == null ? "" : hit.getShard().getShardId().getIndex().getUUID();
             ModelKey key = new ModelKey(hit.getIndex(), uuid, hit.getId(), hit.getSeqNo(), hit.getPrimaryTerm());
-            Object found = hit.getSourceAsMap().get("version");
+            DocumentField field = hit.field("version");
+            Object found = field == null ? null : field.getValue();
             Integer expected = found instanceof Number n ? n.intValue() : version;
             load(client, cache, key, modelId, expected, listener);
         }, e -> listener.onFailure(translate(e, modelsIndex, modelId))));

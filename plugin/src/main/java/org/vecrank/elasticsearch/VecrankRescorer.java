@@ -38,11 +38,15 @@ final class VecrankRescorer implements Rescorer {
     static final String FIRST_PASS = "first pass score";
 
     private static final int CHECK_CANCELLED_EVERY = 64;
+    /** Rows the model scores tree by tree at a time (their features stay in cache), between cancellation checks. */
+    private static final int PREDICT_BLOCK = 256;
 
     /** What the rescore phase needs from the builder: the model and how to compute its features on this shard. */
     static final class Context extends RescoreContext {
         final RankModel model;
         final FeaturePlan plan;
+        /** How many of the best hits {@link #rescore} returns; null: all. */
+        final Integer keep;
         /**
          * The {@code rank} features' values by top-level doc id (one per {@link FeaturePlan#rankColumns()}),
          * from this context's rescore or, when explain runs in a fetch phase of its own, recomputed
@@ -51,9 +55,14 @@ final class VecrankRescorer implements Rescorer {
         private volatile Ranks ranks;
 
         Context(int windowSize, RankModel model, FeaturePlan plan) {
+            this(windowSize, model, plan, null);
+        }
+
+        Context(int windowSize, RankModel model, FeaturePlan plan, Integer keep) {
             super(windowSize, INSTANCE);
             this.model = model;
             this.plan = plan;
+            this.keep = keep;
         }
     }
 
@@ -82,11 +91,13 @@ final class VecrankRescorer implements Rescorer {
         BytesRef[] keys = context.plan.hasTieKeys() ? new BytesRef[n] : null;
         float[] rows = extractWindow(window, searcher, context, false, keys);
         XGBoostModel booster = context.model.booster();
+        float[] predictions = new float[n];
+        for (int from = 0; from < n; from += PREDICT_BLOCK) {
+            context.checkCancellation();
+            booster.predict(rows, width, from, Math.min(n, from + PREDICT_BLOCK), predictions);
+        }
         for (int i = 0; i < n; i++) {
-            if (i % (CHECK_CANCELLED_EVERY * 4) == 0) {
-                context.checkCancellation();
-            }
-            window[i].score = Scores.toScore(booster.predict(rows, i * width));
+            window[i].score = Scores.toScore(predictions[i]);
         }
 
         ScoreDoc[] out = new ScoreDoc[all.length];
@@ -96,6 +107,10 @@ final class VecrankRescorer implements Rescorer {
             ScoreDoc hit = all[n + i];
             hit.score = Scores.pastWindowScore(i, past);
             out[n + i] = hit;
+        }
+        if (context.keep != null && context.keep < out.length) {
+            // Elasticsearch fetches every hit returned here, even past the search's size.
+            out = Arrays.copyOf(out, context.keep);
         }
         return new TopDocs(topDocs.totalHits, out);
     }

@@ -23,7 +23,12 @@ import static org.elasticsearch.xcontent.ConstructingObjectParser.optionalConstr
 
 /**
  * {@code "rescore": {"window_size": 500, "vecrank": {"model": "default", "version": 3,
- * "models_index": "vecrank-models", "params": {...}}}}.
+ * "models_index": "vecrank-models", "keep": 10, "params": {...}}}}.
+ *
+ * <p>{@code keep} (optional): how many of the best hits the rescore returns; the hits below them
+ * are dropped. Elasticsearch fetches every hit a shard's rescore returns, the whole window even
+ * when the search's {@code size} is smaller, so a search that shows 10 of 450 rescored hits
+ * sends its size here and loads 10 documents instead of 450.
  *
  * <p>Without {@code version} the model's active version is used. The model is found during the
  * coordinating node's rewrite (one small search of the models index, the booster fetched and parsed
@@ -39,6 +44,7 @@ public class VecrankRescorerBuilder extends RescorerBuilder<VecrankRescorerBuild
     static final ParseField VERSION = new ParseField("version");
     static final ParseField MODELS_INDEX = new ParseField("models_index");
     static final ParseField PARAMS = new ParseField("params");
+    static final ParseField KEEP = new ParseField("keep");
 
     private static final ConstructingObjectParser<VecrankRescorerBuilder, ModelCache> PARSER = new ConstructingObjectParser<>(
         NAME,
@@ -49,7 +55,7 @@ public class VecrankRescorerBuilder extends RescorerBuilder<VecrankRescorerBuild
             (String) args[2],
             castParams(args[3]),
             cache
-        )
+        ).keep((Integer) args[4])
     );
 
     static {
@@ -57,6 +63,7 @@ public class VecrankRescorerBuilder extends RescorerBuilder<VecrankRescorerBuild
         PARSER.declareInt(optionalConstructorArg(), VERSION);
         PARSER.declareString(optionalConstructorArg(), MODELS_INDEX);
         PARSER.declareField(optionalConstructorArg(), (p, c) -> p.map(), PARAMS, ObjectParser.ValueType.OBJECT);
+        PARSER.declareInt(optionalConstructorArg(), KEEP);
     }
 
     @SuppressWarnings("unchecked")
@@ -77,6 +84,8 @@ public class VecrankRescorerBuilder extends RescorerBuilder<VecrankRescorerBuild
     private final ModelKey resolved;
     /** The parsed model; null until this node has loaded it. Never serialized. */
     private final RankModel model;
+    /** How many of the best hits the rescore returns; null: all of them. */
+    private Integer keep;
 
     public VecrankRescorerBuilder(String modelId, Integer version, String modelsIndex, Map<String, Object> params, ModelCache cache) {
         this(modelId, version, modelsIndex, params, cache, null, null);
@@ -109,6 +118,7 @@ public class VecrankRescorerBuilder extends RescorerBuilder<VecrankRescorerBuild
         this.modelsIndex = in.readString();
         this.params = in.readGenericMap();
         this.resolved = in.readOptionalWriteable(ModelKey::new);
+        this.keep = in.readOptionalInt();
         this.cache = cache;
         this.model = null;
     }
@@ -120,6 +130,7 @@ public class VecrankRescorerBuilder extends RescorerBuilder<VecrankRescorerBuild
         out.writeString(modelsIndex);
         out.writeGenericMap(params);
         out.writeOptionalWriteable(resolved);
+        out.writeOptionalInt(keep);
     }
 
     @Override
@@ -141,6 +152,9 @@ public class VecrankRescorerBuilder extends RescorerBuilder<VecrankRescorerBuild
             builder.field(VERSION.getPreferredName(), version);
         }
         builder.field(MODELS_INDEX.getPreferredName(), modelsIndex);
+        if (keep != null) {
+            builder.field(KEEP.getPreferredName(), keep);
+        }
         if (params.isEmpty() == false) {
             builder.field(PARAMS.getPreferredName(), params);
         }
@@ -163,6 +177,20 @@ public class VecrankRescorerBuilder extends RescorerBuilder<VecrankRescorerBuild
         return params;
     }
 
+    /** How many of the best hits the rescore returns; null: all of them. */
+    public Integer keep() {
+        return keep;
+    }
+
+    /** Sets {@link #keep()}; null keeps every hit. */
+    public VecrankRescorerBuilder keep(Integer keep) {
+        if (keep != null && keep < 1) {
+            throw new IllegalArgumentException("[" + NAME + "] [" + KEEP.getPreferredName() + "] must be >= 1, got " + keep);
+        }
+        this.keep = keep;
+        return this;
+    }
+
     ModelKey resolved() {
         return resolved;
     }
@@ -176,7 +204,7 @@ public class VecrankRescorerBuilder extends RescorerBuilder<VecrankRescorerBuild
         if (windowSize != null) {
             b.windowSize(windowSize);
         }
-        return b;
+        return b.keep(keep);
     }
 
     @Override
@@ -224,6 +252,7 @@ public class VecrankRescorerBuilder extends RescorerBuilder<VecrankRescorerBuild
             if (original.windowSize != null) {
                 windowSize(original.windowSize);
             }
+            keep(original.keep);
         }
 
         @Override
@@ -243,7 +272,7 @@ public class VecrankRescorerBuilder extends RescorerBuilder<VecrankRescorerBuild
         if (model == null) {
             throw new IllegalStateException("[" + NAME + "] model [" + modelId + "] was not loaded before the shard phase");
         }
-        return new VecrankRescorer.Context(windowSize, model, new FeaturePlan(model, params, context));
+        return new VecrankRescorer.Context(windowSize, model, new FeaturePlan(model, params, context), keep);
     }
 
     @Override
@@ -259,11 +288,12 @@ public class VecrankRescorerBuilder extends RescorerBuilder<VecrankRescorerBuild
             && Objects.equals(version, other.version)
             && modelsIndex.equals(other.modelsIndex)
             && params.equals(other.params)
-            && Objects.equals(resolved, other.resolved);
+            && Objects.equals(resolved, other.resolved)
+            && Objects.equals(keep, other.keep);
     }
 
     @Override
     public int hashCode() {
-        return Objects.hash(super.hashCode(), modelId, version, modelsIndex, params, resolved);
+        return Objects.hash(super.hashCode(), modelId, version, modelsIndex, params, resolved, keep);
     }
 }

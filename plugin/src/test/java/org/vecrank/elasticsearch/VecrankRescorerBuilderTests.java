@@ -136,5 +136,26 @@ class VecrankRescorerBuilderTests {
         VecrankRescorerBuilder windowed = new VecrankRescorerBuilder("m", 1, "i", Map.of("a", 1), cache).windowSize(10);
         assertNotEquals(base, windowed);
         assertEquals(windowed, roundTrip(windowed));
+        VecrankRescorerBuilder kept = new VecrankRescorerBuilder("m", 1, "i", Map.of("a", 1), cache).keep(10);
+        assertNotEquals(base, kept);
+        assertEquals(kept, roundTrip(kept));
+        assertEquals(10, roundTrip(kept).keep());
+    }
+
+    @Test
+    void keepIsParsedWrittenAndChecked() throws IOException {
+        VecrankRescorerBuilder b = (VecrankRescorerBuilder) parseRescore("{\"vecrank\": {\"model\": \"m\", \"keep\": 10}}");
+        assertEquals(10, b.keep());
+        assertNull(((VecrankRescorerBuilder) parseRescore("{\"vecrank\": {\"model\": \"m\"}}")).keep());
+        VecrankRescorerBuilder again = (VecrankRescorerBuilder) parseRescore(org.elasticsearch.common.Strings.toString(b));
+        assertEquals(b, again);
+        assertEquals(10, again.keep());
+        Exception zero = assertThrows(Exception.class, () -> parseRescore("{\"vecrank\": {\"model\": \"m\", \"keep\": 0}}"));
+        String msg = zero.getCause() != null ? zero.getCause().getMessage() : zero.getMessage();
+        assertTrue(msg.contains("[keep] must be >= 1"), msg);
+        // The resolved builder the coordinator ships keeps it.
+        RankModel model = RankModel.fromSource(Trees.modelDoc(RankModelTests.booster(RankModelTests.NAMES), RankModelTests.NAMES,
+            RankModelTests.features()));
+        assertEquals(10, roundTrip(b.withModel(new ModelKey("i", "u", "m@1", 1, 1), model)).keep());
     }
 }

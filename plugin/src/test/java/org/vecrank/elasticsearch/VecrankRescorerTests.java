@@ -171,6 +171,25 @@ class VecrankRescorerTests {
     }
 
     @Test
+    void keepReturnsOnlyTheBestHits() throws IOException {
+        int window = 25;
+        Map<String, Object> params = Map.of("profile_vector", List.of(1.0, 0.5, -0.25), "hist_len", 1.5);
+        TopDocs all = VecrankRescorer.INSTANCE.rescore(firstPass(), searcher, context(window, params));
+        RankModel model = model();
+        for (int keep : new int[] { 1, 7, window, window + 3, DOCS + 5 }) {
+            VecrankRescorer.Context ctx = new VecrankRescorer.Context(window, model, new FeaturePlan(model, params, null), keep);
+            TopDocs kept = VecrankRescorer.INSTANCE.rescore(firstPass(), searcher, ctx);
+            assertEquals(Math.min(keep, DOCS), kept.scoreDocs.length, "keep " + keep);
+            assertEquals(all.totalHits, kept.totalHits);
+            for (int i = 0; i < kept.scoreDocs.length; i++) {
+                assertEquals(all.scoreDocs[i].doc, kept.scoreDocs[i].doc, "keep " + keep + " position " + i);
+                assertEquals(all.scoreDocs[i].score, kept.scoreDocs[i].score);
+            }
+            assertEquals(window, ctx.getRescoredDocs().size(), "the whole window is still scored");
+        }
+    }
+
+    @Test
     void firstPassMissingMakesTheScoreFeatureMissing() throws IOException {
         // An ids lookup has no retrieval score: with first_pass_missing the score feature is NaN,
         // which follows the split's default branch (right here: +0, as for a score >= 0.3).

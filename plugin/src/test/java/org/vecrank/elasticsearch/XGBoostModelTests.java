@@ -91,6 +91,30 @@ class XGBoostModelTests {
     }
 
     @Test
+    void scoringRowsTreeByTreeGivesEachRowsOwnPrediction() {
+        // Trees whose leaves do not add up exactly in float32, so that a different order of the sum would show.
+        String t0 = Trees.tree(0, split(0, 0.5f, true, 1, 2), leaf(0.1f), leaf(-0.3f));
+        String t1 = Trees.tree(1, split(1, 0f, false, 1, 2), leaf(1e-7f), leaf(0.7f));
+        String t2 = Trees.tree(2, split(2, -1f, true, 1, 2), leaf(-1e8f), leaf(3.3e-3f));
+        for (String objective : List.of("rank:ndcg", "binary:logistic")) {
+            XGBoostModel m = XGBoostModel.parse(Trees.booster(objective, "\"2.5E-1\"", 3, null, t0, t1, t2));
+            int n = 7;
+            float[] rows = new float[n * 3];
+            for (int i = 0; i < rows.length; i++) {
+                rows[i] = i % 4 == 3 ? Float.NaN : (float) Math.sin(i) * 2;
+            }
+            float[] out = new float[n];
+            java.util.Arrays.fill(out, 42f);
+            m.predict(rows, 3, 1, 6, out);
+            assertEquals(42f, out[0], "rows before [from] are left alone");
+            assertEquals(42f, out[6], "rows from [to] on are left alone");
+            for (int i = 1; i < 6; i++) {
+                assertEquals(Float.floatToRawIntBits(m.predict(rows, i * 3)), Float.floatToRawIntBits(out[i]), objective + " row " + i);
+            }
+        }
+    }
+
+    @Test
     void rowsAreReadAtTheirOffset() {
         XGBoostModel m = XGBoostModel.parse(Trees.booster("rank:ndcg", "\"0E0\"", 3, null, Trees.stump(2, 0.5f, true)));
         float[] rows = { 0f, 0f, 0f, 0f, 0f, 9f };
