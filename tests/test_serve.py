@@ -309,7 +309,11 @@ def test_a_repeated_search_text_is_embedded_once(api, service):
     small._embedder = embedder._embedder
     for text in ("a", "b", "a", "c"):  # c evicts b, the least recently used
         small.encode([text])
-    assert list(small._cache) == ["a", "c"] and (small.hits, small.misses) == (1, 3)
+    assert [text for text, _ in small._cache] == ["a", "c"] and (small.hits, small.misses) == (1, 3)
+    # A vector is cached with the option that changes it: unnormalized is another entry.
+    raw = small.encode(["c"], normalize_embeddings=False)
+    np.testing.assert_allclose(raw[0], embedder._embedder.encode(["c"], normalize_embeddings=False)[0], rtol=1e-6)
+    assert small.misses == 4
 
 
 @pytest.mark.parametrize(

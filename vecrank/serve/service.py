@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Unpack, cast
 
 import numpy as np
 
@@ -44,7 +44,7 @@ from vecrank.client import make_client
 from vecrank.errors import ElasticsearchUnavailable, VecrankError
 from vecrank.ingest import indices
 from vecrank.ingest.bulk import RETRYABLE_STATUS, bulk_with_retries
-from vecrank.ingest.embed import Embedder
+from vecrank.ingest.embed import Embedder, EncodeOptions
 from vecrank.ingest.events import EventBounds, EventTypes, apply_to_users, ensure_events_index, parse_event
 from vecrank.ingest.indices import create_index_if_missing
 from vecrank.ingest.records import BadRecord, Record, normalise_id
@@ -254,34 +254,23 @@ class _SharedEmbedder:
         self.model = model
         self._embedder: TextEmbedder | None = None
         self._lock = threading.Lock()
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, bool], np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
         self.cache_size = cache_size
         self.hits = self.misses = 0
 
-    def encode(
-        self,
-        texts: Sequence[str],
-        *,
-        batch_size: int | None = None,
-        normalize_embeddings: bool = True,
-        show_progress_bar: bool | None = None,
-    ) -> np.ndarray:
-        kwargs: dict[str, Any] = {
-            "batch_size": batch_size,
-            "normalize_embeddings": normalize_embeddings,
-            "show_progress_bar": show_progress_bar,
-        }
+    def encode(self, texts: Sequence[str], **options: Unpack[EncodeOptions]) -> np.ndarray:
         if len(texts) != 1 or not self.cache_size:
-            return self._encode(texts, **kwargs)
-        key = str(texts[0])
+            return self._loaded().encode(texts, **options)
+        # A vector is cached with the one option that changes it.
+        key = (str(texts[0]), options.get("normalize_embeddings", True))
         with self._cache_lock:
             vector = self._cache.get(key)
             if vector is not None:
                 self._cache.move_to_end(key)
                 self.hits += 1
                 return vector[None, :]
-        vector = np.array(self._encode([key], **kwargs)[0], dtype=np.float32)
+        vector = np.array(self._loaded().encode([key[0]], **options)[0], dtype=np.float32)
         vector.flags.writeable = False
         with self._cache_lock:
             self.misses += 1
@@ -299,9 +288,6 @@ class _SharedEmbedder:
                     else:
                         self._embedder = Recommender(self._client, self._settings).embedder
         return self._embedder
-
-    def _encode(self, texts: Sequence[str], **kwargs: Any) -> np.ndarray:
-        return self._loaded().encode(texts, **kwargs)
 
     @property
     def model_name(self) -> str:
