@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
@@ -407,17 +408,38 @@ def copy_problems(client: Elasticsearch, source: str, target: str, written: Writ
 def finish_version(
     client: Elasticsearch, settings: Settings, live: str, target: str, problems: list[str], *, switch: bool
 ) -> bool:
-    """The end of building the version ``target`` from ``live``: verified, and with ``switch`` the
-    alias moved to it. Returns whether the alias moved.
+    """The end of building the version ``target`` from ``live``: verified, merged into one segment
+    (:func:`merge_segments`), and with ``switch`` the alias moved to it. Returns whether the alias moved.
 
     Raises:
         VecrankError: ``problems`` were found (the alias still points at ``live``).
     """
     if problems:
         raise VecrankError(f"{target} failed verification, the alias still points at {live}: {'; '.join(problems)}")
+    merge_segments(client, target)
     if switch:
         switch_to(client, settings, target)
     return switch
+
+
+#: How long the force merge of a new version may take before the client gives up waiting (the
+#: merge itself goes on in Elasticsearch).
+MERGE_TIMEOUT_S = 3600.0
+
+
+def merge_segments(client: Elasticsearch, index: str) -> None:
+    """Force-merges a freshly built, not yet live version into one segment.
+
+    A kNN search walks one HNSW graph per segment and a rescore sets up its readers per segment:
+    on the MovieLens catalog (9,742 items, 8 segments after the bulk copy) one segment took a ranked
+    search from 24.5 to 18 ms and a bare kNN from 9 to 5 ms (Elasticsearch's ``took``, p50). Run
+    before the alias switch, while nothing writes to the index, as Elasticsearch advises; later
+    writes (a ``signals refresh``) add segments again, which its merge policy handles. It took
+    15 s here for 27 MB; it grows with the vectors' size (an HNSW graph is rebuilt).
+    """
+    started = time.monotonic()
+    client.options(request_timeout=MERGE_TIMEOUT_S).indices.forcemerge(index=index, max_num_segments=1)
+    log.info("merged %s into one segment (%.1fs)", index, time.monotonic() - started)
 
 
 def rollback(client: Elasticsearch, settings: Settings) -> str:

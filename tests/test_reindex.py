@@ -166,3 +166,24 @@ def test_searches_see_no_errors_during_a_reindex(es, settings_for, embedder, tmp
     assert summary.switched and summary.embedded == 200
     assert len(outcomes) > 20
     assert [o for o in outcomes if o != "ok"] == []
+
+
+def test_finishing_a_version_merges_it_into_one_segment(es, settings_for):
+    """What cf fit and index reindex call once the copy is verified: the new version, not yet
+    live, is force-merged (a kNN search walks one graph per segment)."""
+    name = settings_for.index("merge-probe")
+    es.indices.create(index=name, settings={"number_of_replicas": 0})
+    try:
+        for n in range(3):  # three refreshes: three segments
+            es.index(index=name, id=str(n), document={"n": n}, refresh=True)
+
+        def segments() -> int:
+            shard = es.indices.segments(index=name)["indices"][name]["shards"]["0"][0]
+            return len(shard["segments"])
+
+        assert segments() == 3
+        assert indices.finish_version(es, settings_for, "the-live-one", name, [], switch=False) is False
+        assert segments() == 1
+        assert es.count(index=name)["count"] == 3
+    finally:
+        es.indices.delete(index=name)
