@@ -23,7 +23,7 @@ says what is missing).
 Bounds: each /recommendations and /events request is admitted only while the worker holds
 fewer than ``ServeConfig.max_in_flight`` of them (else an immediate 503, ``Retry-After: 1``) and
 runs within its budget (``request_budget_s``, ``events_budget_s``, from admission: see
-:mod:`vecrank.serve.service`). ``/health`` is an async endpoint whose check runs on two threads
+:mod:`vecrank.serve.deadline`). ``/health`` is an async endpoint whose check runs on two threads
 of its own, never behind recommendations, and answers within :data:`HEALTH_TIMEOUT_S` whatever
 Elasticsearch does. JSON bodies are parsed on the event loop, which the body limit bounds to a
 few tens of milliseconds per request.
@@ -77,7 +77,8 @@ from vecrank.ingest.events import MAX_ID_BYTES, EventTypes
 from vecrank.ingest.records import normalise_id
 from vecrank.rank.queries import RequestError, parse_filter_expressions
 from vecrank.serve.auth import ApiKey, ApiKeyStore, KeyCache, RateLimiter, parse_key
-from vecrank.serve.service import RecommendService, ServeConfig, unavailable_cause
+from vecrank.serve.deadline import unavailable_cause
+from vecrank.serve.service import RecommendService, ServeConfig
 from vecrank.settings import Settings
 
 log = logging.getLogger(__name__)
