@@ -16,14 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from vecrank.serve.app import create_app
-    from vecrank.serve.service import RecommendService, ServeConfig, Unavailable
+    from vecrank.serve.deadline import Unavailable
+    from vecrank.serve.service import RecommendService, ServeConfig
 
 __all__ = ["RecommendService", "ServeConfig", "Unavailable", "create_app"]
 _WHERE = {
     "create_app": "vecrank.serve.app",
     "RecommendService": "vecrank.serve.service",
     "ServeConfig": "vecrank.serve.service",
-    "Unavailable": "vecrank.serve.service",
+    "Unavailable": "vecrank.serve.deadline",
 }
 
 

@@ -3,24 +3,21 @@ attributed to the arm that served them, and health.
 
 One :class:`RecommendService` per process. It holds one *engine* per ranker it serves (a model
 version plus retrieval settings, each over its own :class:`~vecrank.rank.recommender.Recommender`
-that shares one query embedder), the running experiment (re-read every few seconds, so
-``vecrank experiment start|stop`` takes effect without a restart), the active default model
-and the items index behind the alias (re-read likewise, and at once when Elasticsearch refuses a
-search as it does after the alias moved: a reindex to another text model needs no restart, see
-:meth:`RecommendService.live_items`), a bounded memory of recent requests (request id → arm, model version, shown
-positions) for attributing events, and a :class:`~vecrank.serve.writer.BackgroundWriter` for
-exposures and feature rows.
+that shares one query embedder: :mod:`vecrank.serve.engine`, :mod:`vecrank.serve.embedding`), the
+running experiment (re-read every few seconds, so ``vecrank experiment start|stop`` takes effect
+without a restart), the active default model and the items index behind the alias (re-read
+likewise, and at once when Elasticsearch refuses a search as it does after the alias moved: a
+reindex to another text model needs no restart, see :meth:`RecommendService.live_items`), a
+bounded memory of recent requests (request id → arm, model version, shown positions) for
+attributing events, and a :class:`~vecrank.serve.writer.BackgroundWriter` for exposures and
+feature rows.
 
 Nothing here needs Elasticsearch to construct: while the cluster is unreachable each call raises
-:class:`Unavailable`, and the next call after it comes back simply works.
+:class:`~vecrank.serve.deadline.Unavailable`, and the next call after it comes back simply works.
 
 **Deadlines.** Every recommendation and event batch runs within a time budget
-(``ServeConfig.request_budget_s``, ``events_budget_s``): the service's client is a
-:class:`BudgetedClient`, which gives each Elasticsearch call of the request the time the request
-has left (``request_timeout``, no transport retries) and refuses a call once none is left, so a
-slow cluster costs a request about its budget, then a :class:`BudgetExceeded` (HTTP 503). The
-recommenders and rankers need no change for it: the deadline travels with the request's thread
-(a :mod:`contextvars` variable, copied into the interleaving pool's threads).
+(``ServeConfig.request_budget_s``, ``events_budget_s``), held by the client of
+:mod:`vecrank.serve.deadline`; past it, a :class:`~vecrank.serve.deadline.BudgetExceeded` (HTTP 503).
 """
 
 from __future__ import annotations
@@ -31,20 +28,16 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Unpack, cast
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, cast
 
 from vecrank import __version__
 from vecrank.client import make_client
-from vecrank.errors import ElasticsearchUnavailable, VecrankError
+from vecrank.errors import VecrankError
 from vecrank.ingest import indices
 from vecrank.ingest.bulk import RETRYABLE_STATUS, bulk_with_retries
-from vecrank.ingest.embed import Embedder, EncodeOptions
 from vecrank.ingest.events import EventBounds, EventTypes, apply_to_users, ensure_events_index, parse_event
 from vecrank.ingest.indices import create_index_if_missing
 from vecrank.ingest.records import BadRecord, Record, normalise_id
@@ -52,91 +45,21 @@ from vecrank.rank.experiments import HOLDOUT, INTERLEAVED, ExperimentStore
 from vecrank.rank.interleaving import team_draft
 from vecrank.rank.model import Registry, search_model_id
 from vecrank.rank.queries import RequestError
-from vecrank.rank.ranker import Ranker, feature_log_action, feature_log_mapping, impression_action
-from vecrank.rank.reasons import ReasonConfig, explain
-from vecrank.rank.recommender import Recommender, RetrieveConfig
+from vecrank.rank.ranker import feature_log_action, feature_log_mapping, impression_action
 from vecrank.rank.store import refresh_profiles
+from vecrank.serve.deadline import _MIN_CALL_S, BudgetedClient, BudgetExceeded, Unavailable, deadline, unavailable_cause
+from vecrank.serve.embedding import _SharedEmbedder
+from vecrank.serve.engine import Engine, EngineResult, LiveItems, _wrong_index
 from vecrank.serve.writer import BackgroundWriter
 
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
 
-    from vecrank.ingest.embed import TextEmbedder
     from vecrank.rank.experiments import Arm, Experiment
     from vecrank.rank.model import RankerModel
-    from vecrank.rank.ranker import Recommendation
-    from vecrank.rank.reasons import Reason
     from vecrank.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-class Unavailable(VecrankError):
-    """Elasticsearch cannot answer now; the caller should retry later (HTTP 503)."""
-
-
-class BudgetExceeded(Unavailable):
-    """The request's time budget ran out before Elasticsearch answered (HTTP 503)."""
-
-
-#: The monotonic instant by which the current request must be done; None outside requests.
-_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("vecrank_deadline", default=None)
-_MIN_CALL_S = 0.01  # below this, a call could not be answered anyway: refuse it at once
-
-
-@contextmanager
-def deadline(at: float | None) -> Iterator[None]:
-    """Within this block, :class:`BudgetedClient` calls end by ``at`` (``time.monotonic()``); None:
-    no deadline."""
-    token = _DEADLINE.set(at)
-    try:
-        yield
-    finally:
-        _DEADLINE.reset(token)
-
-
-def remaining_s() -> float | None:
-    """Seconds left to the current request's deadline (None without one)."""
-    at = _DEADLINE.get()
-    return None if at is None else at - time.monotonic()
-
-
-class BudgetedClient:
-    """An Elasticsearch client that holds each call to the current request's deadline.
-
-    Attribute access goes to ``client.options(request_timeout=<time left>, max_retries=0)``
-    inside :func:`deadline`, to ``client`` itself outside one; with no time left it raises
-    :class:`BudgetExceeded` instead of sending anything. Transport retries are off under a
-    deadline: a retry could only start after the first attempt used the time up.
-    """
-
-    def __init__(self, client: Elasticsearch):
-        self._client = client
-
-    def __getattr__(self, name: str) -> Any:
-        left = remaining_s()
-        if left is None:
-            return getattr(self._client, name)
-        if left < _MIN_CALL_S:
-            raise BudgetExceeded("the request's time budget ran out waiting for Elasticsearch")
-        return getattr(self._client.options(request_timeout=left, max_retries=0), name)
-
-
-def unavailable_cause(exc: BaseException) -> str | None:
-    """A short reason when ``exc`` means the cluster is down, busy or not ready; else None."""
-    # lazy: elasticsearch's transport (0.7 s to import); only error handling needs it
-    import elastic_transport
-    from elasticsearch import ApiError
-
-    if isinstance(exc, (Unavailable, ElasticsearchUnavailable)):
-        return str(exc)
-    if isinstance(exc, (elastic_transport.ConnectionError, elastic_transport.ConnectionTimeout)):
-        return f"Elasticsearch unreachable ({type(exc).__name__})"
-    if isinstance(exc, ApiError) and exc.meta.status in RETRYABLE_STATUS:
-        return f"Elasticsearch answered HTTP {exc.meta.status}"
-    if isinstance(exc, elastic_transport.TransportError):
-        return f"Elasticsearch transport error ({type(exc).__name__})"
-    return None
 
 
 @dataclass(frozen=True)
@@ -232,202 +155,6 @@ class ServeConfig:
         if isinstance(data.get("event_types"), Mapping):
             data["event_types"] = EventTypes.from_dict(data["event_types"])
         return cls(**data)
-
-
-class _SharedEmbedder:
-    """One query embedder for every engine, loaded on first use with ``model`` (None: the live
-    index's model). The service makes a new one when the items alias moves to an index of
-    another model.
-
-    A single text's vector (a search box's query) is kept in a bounded LRU of ``cache_size``
-    entries, so a repeated query costs a dictionary lookup instead of a model call; the cached
-    arrays are read-only.
-
-    It is a :class:`~vecrank.ingest.embed.TextEmbedder` (what ``Recommender(embedder=...)`` takes):
-    besides :meth:`encode`, the model's properties, which load the model too.
-    """
-
-    def __init__(
-        self, client: Elasticsearch, settings: Settings, *, cache_size: int = 10_000, model: str | None = None
-    ):
-        self._client, self._settings = client, settings
-        self.model = model
-        self._embedder: TextEmbedder | None = None
-        self._lock = threading.Lock()
-        self._cache: OrderedDict[tuple[str, bool], np.ndarray] = OrderedDict()
-        self._cache_lock = threading.Lock()
-        self.cache_size = cache_size
-        self.hits = self.misses = 0
-
-    def encode(self, texts: Sequence[str], **options: Unpack[EncodeOptions]) -> np.ndarray:
-        if len(texts) != 1 or not self.cache_size:
-            return self._loaded().encode(texts, **options)
-        # A vector is cached with the one option that changes it.
-        key = (str(texts[0]), options.get("normalize_embeddings", True))
-        with self._cache_lock:
-            vector = self._cache.get(key)
-            if vector is not None:
-                self._cache.move_to_end(key)
-                self.hits += 1
-                return vector[None, :]
-        vector = np.array(self._loaded().encode([key[0]], **options)[0], dtype=np.float32)
-        vector.flags.writeable = False
-        with self._cache_lock:
-            self.misses += 1
-            self._cache[key] = vector
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-        return vector[None, :]
-
-    def _loaded(self) -> TextEmbedder:
-        if self._embedder is None:
-            with self._lock:
-                if self._embedder is None:
-                    if self.model is not None:
-                        self._embedder = Embedder(self.model)
-                    else:
-                        self._embedder = Recommender(self._client, self._settings).embedder
-        return self._embedder
-
-    @property
-    def model_name(self) -> str:
-        return self._loaded().model_name
-
-    @property
-    def dimensions(self) -> int:
-        return self._loaded().dimensions
-
-    @property
-    def max_seq_length(self) -> int:
-        return self._loaded().max_seq_length
-
-    @property
-    def similarity(self) -> str:
-        return self._loaded().similarity
-
-    def count_truncated(self, texts: Sequence[str]) -> int:
-        return self._loaded().count_truncated(texts)
-
-
-@dataclass
-class Served:
-    item_id: str
-    score: float | None
-    fields: dict[str, Any]
-    features: np.ndarray | None = field(default=None, repr=False)
-    reasons: list[dict[str, str]] | None = None  # where asked for and the model ranked the item
-
-
-@dataclass
-class EngineResult:
-    model_version: str  # the engine's model (what an arm serves), "none" without one
-    ranked_by: str | None  # the model that ordered the items; None: retrieval order, no scores
-    path: str
-    cold_start: bool
-    items: list[Served]
-    spec: str | None  # feature spec fingerprint of the model, for the feature log
-    timings_ms: dict[str, float]
-
-
-class Engine:
-    """One ranker: a model version (or none: retrieval order) over retrieval settings."""
-
-    def __init__(
-        self,
-        client: Elasticsearch,
-        settings: Settings,
-        embedder: _SharedEmbedder,
-        model: RankerModel | None,
-        *,
-        retrieval: Mapping[str, Any] | None = None,
-        rerank: str = "auto",
-        search_model: RankerModel | None = None,
-    ):
-        self.model = model
-        self.rerank = rerank
-        recommender = Recommender(client, settings, config=RetrieveConfig(**dict(retrieval or {})), embedder=embedder)
-        self.recommender = recommender
-        self.ranker: Ranker | None = None
-        if model is not None:
-            self.ranker = Ranker(recommender, model, search_model=search_model)
-
-    @property
-    def version(self) -> str:
-        return f"{self.model.model_id}@{self.model.version}" if self.model is not None else "none"
-
-    def run(self, *, k: int, reasons: bool = False, **retrieve: Any) -> EngineResult:
-        """The top ``k``; with ``reasons``, each ranked item's reasons (the Python path, which has
-        the contributions)."""
-        ranker = self.ranker
-        if ranker is not None:
-            rec = ranker.recommend(k=k, rerank=self.rerank, explain=reasons, **retrieve)
-            served = [Served(r.item_id, r.score, r.candidate.fields, r.features) for r in rec.items]
-            if reasons and rec.ranked_by is not None and rec.items:
-                started = time.perf_counter()
-                for s, why in zip(served, self._reasons(ranker, rec, retrieve.get("user")), strict=True):
-                    s.reasons = [r.to_dict() for r in why]
-                rec.timings_ms["reasons"] = round((time.perf_counter() - started) * 1000, 2)
-            return EngineResult(
-                self.version,
-                rec.ranked_by,
-                rec.path,
-                rec.cold_start,
-                served,
-                ranker.model.spec.fingerprint(),
-                dict(rec.timings_ms),
-            )
-        cset = self.recommender.candidates(k=k, **retrieve)
-        return EngineResult(
-            self.version,
-            None,
-            cset.path,
-            cset.cold_start,
-            [Served(c.item_id, None, c.fields) for c in cset.candidates],
-            None,
-            dict(cset.timings_ms),
-        )
-
-    def _reasons(self, ranker: Ranker, rec: Recommendation, user: str | None) -> list[list[Reason]]:
-        """Reasons from the contributions; the liked items come from the user's state (one more
-        read of the user document) and the cited ones' titles from one ``mget``."""
-
-        config = ReasonConfig()
-        state = self.recommender.user_state(str(user), ranker.config.state) if user is not None else None
-        liked = [(li.item_id, li.vector) for li in state.liked] if state is not None else []
-        # explain() reads values[i][j]: a feature row (a 1-D array) allows that, though numpy does not
-        # declare ndarray a typing Sequence, which explain()'s annotation names.
-        values = cast("list[Sequence[float] | None]", [r.features for r in rec.items])
-        return explain(
-            ranker.model.spec.names,
-            [r.contributions or {} for r in rec.items],
-            values=values,
-            vectors=[r.candidate.vector for r in rec.items],
-            liked=liked,
-            documents=lambda ids: self.recommender.documents(ids, list(config.title_fields)),
-            config=config,
-        )
-
-
-@dataclass(frozen=True)
-class LiveItems:
-    """What the items alias points at: the index and the text model its vectors come from."""
-
-    index: str | None
-    model: str | None = None
-    dims: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "model": self.model, "dims": self.dims}
-
-
-def _wrong_index(exc: BaseException) -> bool:
-    """Whether Elasticsearch refused a search the way it does when the items alias moved under
-    the service: a 400 (a query vector of the old model's dimensions, a field the new index
-    lacks...)."""
-    # lazy: elasticsearch takes 0.7 s to import; only the calls to the cluster need it
-    from elasticsearch import ApiError
-
-    return isinstance(exc, ApiError) and exc.meta.status == 400
 
 
 @dataclass
