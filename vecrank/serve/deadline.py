@@ -34,7 +34,7 @@ class BudgetExceeded(Unavailable):
 
 #: The monotonic instant by which the current request must be done; None outside requests.
 _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("vecrank_deadline", default=None)
-_MIN_CALL_S = 0.01  # below this, a call could not be answered anyway: refuse it at once
+MIN_CALL_S = 0.01  # below this, a call could not be answered anyway: refuse it at once
 
 
 @contextmanager
@@ -70,7 +70,7 @@ class BudgetedClient:
         left = remaining_s()
         if left is None:
             return getattr(self._client, name)
-        if left < _MIN_CALL_S:
+        if left < MIN_CALL_S:
             raise BudgetExceeded("the request's time budget ran out waiting for Elasticsearch")
         return getattr(self._client.options(request_timeout=left, max_retries=0), name)
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from vecrank.settings import Settings
 
 
-class _SharedEmbedder:
+class SharedEmbedder:
     """One query embedder for every engine, loaded on first use with ``model`` (None: the live
     index's model). The service makes a new one when the items alias moves to an index of
     another model.

@@ -13,7 +13,7 @@ import numpy as np
 from vecrank.rank.ranker import Ranker
 from vecrank.rank.reasons import ReasonConfig, explain
 from vecrank.rank.recommender import Recommender, RetrieveConfig
-from vecrank.serve.embedding import _SharedEmbedder
+from vecrank.serve.embedding import SharedEmbedder
 
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
@@ -51,7 +51,7 @@ class Engine:
         self,
         client: Elasticsearch,
         settings: Settings,
-        embedder: _SharedEmbedder,
+        embedder: SharedEmbedder,
         model: RankerModel | None,
         *,
         retrieval: Mapping[str, Any] | None = None,
@@ -135,7 +135,7 @@ class LiveItems:
         return {"index": self.index, "model": self.model, "dims": self.dims}
 
 
-def _wrong_index(exc: BaseException) -> bool:
+def wrong_index(exc: BaseException) -> bool:
     """Whether Elasticsearch refused a search the way it does when the items alias moved under
     the service: a 400 (a query vector of the old model's dimensions, a field the new index
     lacks...)."""

@@ -47,9 +47,9 @@ from vecrank.rank.model import Registry, search_model_id
 from vecrank.rank.queries import RequestError
 from vecrank.rank.ranker import feature_log_action, feature_log_mapping, impression_action
 from vecrank.rank.store import refresh_profiles
-from vecrank.serve.deadline import _MIN_CALL_S, BudgetedClient, BudgetExceeded, Unavailable, deadline, unavailable_cause
-from vecrank.serve.embedding import _SharedEmbedder
-from vecrank.serve.engine import Engine, EngineResult, LiveItems, _wrong_index
+from vecrank.serve.deadline import MIN_CALL_S, BudgetedClient, BudgetExceeded, Unavailable, deadline, unavailable_cause
+from vecrank.serve.embedding import SharedEmbedder
+from vecrank.serve.engine import Engine, EngineResult, LiveItems, wrong_index
 from vecrank.serve.writer import BackgroundWriter
 
 if TYPE_CHECKING:
@@ -182,7 +182,7 @@ class RecommendService:
         # Requests go through the budgeted client; the background writer, outside any request,
         # keeps the plain one and its es_timeout_s. Typed as the client it proxies attribute by attribute.
         self.client = cast("Elasticsearch", BudgetedClient(base))
-        self.embedder = _SharedEmbedder(self.client, settings, cache_size=self.config.query_cache)
+        self.embedder = SharedEmbedder(self.client, settings, cache_size=self.config.query_cache)
         self._lock = threading.RLock()
         self._engines: dict[tuple, Engine] = {}
         self._models: dict[tuple[str, int], RankerModel] = {}
@@ -275,7 +275,7 @@ class RecommendService:
                 self._known_items.clear()
                 self._default = None
                 if (before.model, before.dims) != (found.model, found.dims):
-                    self.embedder = _SharedEmbedder(
+                    self.embedder = SharedEmbedder(
                         self.client, self.settings, cache_size=self.config.query_cache, model=found.model
                     )
                     # Loaded beside the requests, so that few of them wait for it.
@@ -295,7 +295,7 @@ class RecommendService:
         return found
 
     @staticmethod
-    def _load_quietly(embedder: _SharedEmbedder) -> None:
+    def _load_quietly(embedder: SharedEmbedder) -> None:
         try:
             embedder.encode(["warm up"], show_progress_bar=False)
         except Exception as exc:  # the first request that needs it says why
@@ -386,7 +386,7 @@ class RecommendService:
             except BudgetExceeded:
                 raise
             except Exception as exc:
-                if time.monotonic() >= at - _MIN_CALL_S and unavailable_cause(exc) is not None:
+                if time.monotonic() >= at - MIN_CALL_S and unavailable_cause(exc) is not None:
                     raise BudgetExceeded(
                         f"Elasticsearch did not answer within the request's budget of "
                         f"{budget_s:g} s ({unavailable_cause(exc)})"
@@ -438,7 +438,7 @@ class RecommendService:
         try:
             return self._recommend(**kwargs)
         except Exception as exc:
-            if not _wrong_index(exc) or self.live_items(force=True) == seen:
+            if not wrong_index(exc) or self.live_items(force=True) == seen:
                 raise
         return self._recommend(**kwargs)
 
