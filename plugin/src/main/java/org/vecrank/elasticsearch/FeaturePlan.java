@@ -491,11 +491,18 @@ final class FeaturePlan {
         FeatureDef.Source mode = def.source();
         String field = ft == null ? def.field() : ft.name(); // an alias reads its target's vectors
         if (mode == FeatureDef.Source.DOT) {
-            return () -> new VectorColumn(def, field, q, norms, true) {
+            return () -> new Column() {
+                private final VectorReader vectors = new VectorReader(def, field, q[0].length, true);
+
+                @Override
+                public void setNextReader(LeafReaderContext leaf) throws IOException {
+                    vectors.setNextReader(leaf);
+                }
+
                 @Override
                 public double value(int doc, float score) throws IOException {
-                    float[] v = vector(doc);
-                    return v == null ? Double.NaN : dot(denormalized(v, doc), q[0]);
+                    float[] v = vectors.vector(doc);
+                    return v == null ? Double.NaN : dot(vectors.denormalized(v, doc), q[0]);
                 }
             };
         }
@@ -527,11 +534,10 @@ final class FeaturePlan {
     }
 
     /** Reads a segment's float vectors of one field, forward, checking their encoding and dimensions against the params'. */
-    private abstract static class VectorColumn implements Column {
+    private static class VectorReader {
         private final FeatureDef def;
         private final String field;
-        final float[][] q;
-        final double[] norms;
+        private final int dims;
         private final boolean readMagnitudes;
         private FloatVectorValues values;
         private KnnVectorValues.DocIndexIterator iterator;
@@ -539,16 +545,15 @@ final class FeaturePlan {
         private NumericDocValues magnitudes;
         private float[] scaled;
 
-        VectorColumn(FeatureDef def, String field, float[][] q, double[] norms, boolean readMagnitudes) {
+        /** @param dims the params' vectors' dimensions, which the field's must equal */
+        VectorReader(FeatureDef def, String field, int dims, boolean readMagnitudes) {
             this.def = def;
             this.field = field;
-            this.q = q;
-            this.norms = norms;
+            this.dims = dims;
             this.readMagnitudes = readMagnitudes;
         }
 
-        @Override
-        public void setNextReader(LeafReaderContext leaf) throws IOException {
+        void setNextReader(LeafReaderContext leaf) throws IOException {
             values = null;
             iterator = null;
             magnitudes = null;
@@ -562,9 +567,9 @@ final class FeaturePlan {
                         + " vectors; only float vectors are read"
                 );
             }
-            if (info.getVectorDimension() != q[0].length) {
+            if (info.getVectorDimension() != dims) {
                 throw new IllegalArgumentException(
-                    "feature [" + def.name() + "]: [params." + def.param() + "] has a vector of " + q[0].length
+                    "feature [" + def.name() + "]: [params." + def.param() + "] has a vector of " + dims
                         + " dimensions; field [" + field + "] has " + info.getVectorDimension()
                 );
             }
@@ -611,7 +616,9 @@ final class FeaturePlan {
      * computed once per doc for every column that reads them. A doc without a vector, a zero vector or a
      * zero param vector has neither.
      */
-    private static final class Cosines extends VectorColumn {
+    private static final class Cosines extends VectorReader {
+        private final float[][] q;
+        private final double[] norms;
         private LeafReaderContext leaf;
         private int doc = -1;
         private boolean present;
@@ -619,21 +626,18 @@ final class FeaturePlan {
         double mean;
 
         Cosines(FeatureDef def, String field, float[][] q, double[] norms) {
-            super(def, field, q, norms, false);
+            super(def, field, q[0].length, false);
+            this.q = q;
+            this.norms = norms;
         }
 
         @Override
-        public void setNextReader(LeafReaderContext next) throws IOException {
+        void setNextReader(LeafReaderContext next) throws IOException {
             if (next != leaf) { // each sharing column passes the segment on: read it once
                 leaf = next;
                 doc = -1;
                 super.setNextReader(next);
             }
-        }
-
-        @Override
-        public double value(int doc, float score) {
-            throw new UnsupportedOperationException("read max or mean after compute");
         }
 
         /** Computes the doc's cosines (once per doc); false when it has none. */
@@ -675,7 +679,8 @@ final class FeaturePlan {
 
     /**
      * The dot product in double over the float32 components, in four interleaved partial sums (so the
-     * CPU overlaps the additions; a sequential sum waits on each). The order of the sum differs from
+     * CPU overlaps the additions; a sequential sum waits on each: 3.1 against 3.6 ms for the 20 × 450
+     * dots of 384 dimensions of a rescore window, in a plain warmed-up loop here). The order of the sum differs from
      * numpy's as a sequential one would: by a few units in the last place of a double, far below the
      * float32 the feature is stored in.
      */
