@@ -5,8 +5,7 @@ the raw text or the parsed record, ``at`` the UTC time. Every write is flushed, 
 complete up to the last failure even if the process is killed.
 
 Example:
-    >>> from vecrank.ingest.closeable import Closeable
-from vecrank.ingest.records import BadRecord
+    >>> from vecrank.ingest.records import BadRecord
     >>> with DeadLetters(None) as dead:
     ...     dead.add(BadRecord("items.jsonl", 3, "id", "missing id", {"title": "x"}))
     ...     dict(dead.counts)

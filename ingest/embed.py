@@ -54,6 +54,11 @@ class EncodeOptions(TypedDict, total=False):
     show_progress_bar: bool | None
 
 
+def normalizes(options: EncodeOptions) -> bool:
+    """Whether ``options`` ask for unit-length vectors (the default when they do not say)."""
+    return options.get("normalize_embeddings", True)
+
+
 @runtime_checkable
 class TextEmbedder(Protocol):
     """What the ingest pipeline needs from an embedder; :class:`Embedder` and
@@ -191,7 +196,7 @@ class Embedder:
             texts,
             batch_size=options.get("batch_size") or self.batch_size,
             show_progress_bar=options.get("show_progress_bar"),
-            normalize_embeddings=options.get("normalize_embeddings", True),
+            normalize_embeddings=normalizes(options),
             convert_to_numpy=True,
         )
         return np.asarray(vectors, dtype=np.float32)
@@ -303,7 +308,7 @@ class HashEmbedder:
             for token in self._TOKEN.findall(text.lower()) or [text]:
                 bucket, sign = self._bucket(token)
                 out[row, bucket] += sign
-        if options.get("normalize_embeddings", True):
+        if normalizes(options):
             norms = np.linalg.norm(out, axis=1, keepdims=True)
             out /= np.where(norms == 0, 1.0, norms)
         return out

@@ -261,12 +261,11 @@ def rescore_body(
     """
     if not model_id:
         raise ValueError("model_id must not be empty")
-    if version is not None and (isinstance(version, bool) or int(version) != version or version < 1):
-        raise ValueError(f"version must be a whole number >= 1, not {version!r}")
-    if isinstance(window_size, bool) or int(window_size) != window_size or window_size < 1:
-        raise ValueError(f"window_size must be a whole number >= 1, not {window_size!r}")
-    if keep is not None and (isinstance(keep, bool) or int(keep) != keep or keep < 1):
-        raise ValueError(f"keep must be a whole number >= 1, not {keep!r}")
+    if version is not None:
+        _check_count("version", version)
+    _check_count("window_size", window_size)
+    if keep is not None:
+        _check_count("keep", keep)
     inner: dict[str, Any] = {"model": model_id}
     if version is not None:
         inner["version"] = int(version)
@@ -276,6 +275,11 @@ def rescore_body(
     if params:
         inner["params"] = _json_param(dict(params))
     return {"window_size": int(window_size), RESCORER: inner}
+
+
+def _check_count(name: str, value: int) -> None:
+    if isinstance(value, bool) or int(value) != value or value < 1:
+        raise ValueError(f"{name} must be a whole number >= 1, not {value!r}")
 
 
 def rescore_params(spec: FeatureSpec, ctx: RequestContext, *, encode: bool = True) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Unpack
 
 import numpy as np
 
-from vecrank.ingest.embed import Embedder, EncodeOptions
+from vecrank.ingest.embed import Embedder, EncodeOptions, normalizes
 from vecrank.rank.recommender import Recommender
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ class SharedEmbedder:
         if len(texts) != 1 or not self.cache_size:
             return self._loaded().encode(texts, **options)
         # A vector is cached with the one option that changes it.
-        key = (str(texts[0]), options.get("normalize_embeddings", True))
+        key = (str(texts[0]), normalizes(options))
         with self._cache_lock:
             vector = self._cache.get(key)
             if vector is not None:
