@@ -453,8 +453,9 @@ def top_scores(scores: Mapping[str, float], k: int) -> list[str]:
     """The ``k`` items of a user's score map (:data:`~vecrank.rank.state.SCORE_MAPS`) with the highest
     positive scores, ties by id: the ids a pool's ``cooc`` / ``seq`` / ``ease`` source asks for (the request's
     filters then drop some, in Elasticsearch as here)."""
-    ranked = sorted(((i, s) for i, s in scores.items() if s > 0), key=lambda kv: (-kv[1], kv[0]))
-    return [i for i, _ in ranked[:k]]
+    ranked = sorted(i for i, s in scores.items() if s > 0)
+    ranked.sort(key=scores.__getitem__, reverse=True)  # stable: equal scores stay in id order
+    return ranked[:k]
 
 
 def _numbers(values: Sequence[Any]) -> np.ndarray:

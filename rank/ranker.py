@@ -287,7 +287,8 @@ class Ranker:
                 hits = [_shown_hit(hits[i], strip=source != shown_source) for i in picked]
             t_pool = time.perf_counter()
             # The plugin returns scores, not feature rows: those stay in Elasticsearch.
-            ranked = [Ranked(h["_id"], float(score_to_model(h["_score"])), _candidate_of(h)) for h in hits]
+            scores = np.atleast_1d(score_to_model(np.array([h["_score"] for h in hits], dtype=np.float64)))
+            ranked = [Ranked(h["_id"], float(s), _candidate_of(h)) for h, s in zip(hits, scores)]
             timings = {"retrieval": _ms(started, t_pool), "features": 0.0, "model": 0.0}
         else:
             hits = rec.pool_hits(

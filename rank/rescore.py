@@ -217,6 +217,11 @@ def decode_vector(text: str) -> np.ndarray:
 
 def _json_param(value: Any) -> Any:
     """numpy values and arrays into what the plugin reads: vectors become base64, 2-D arrays lists of them."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value  # first: a request's params are mostly plain values already (score maps' hundreds)
+    if kind is float:
+        return value if math.isfinite(value) else None
     if isinstance(value, np.ndarray):
         if value.ndim == 1:
             return encode_vector(value)
@@ -226,12 +231,18 @@ def _json_param(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, Mapping):
-        return {str(k): _json_param(v) for k, v in value.items()}
+        return {str(k): v if _plain(v) else _json_param(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_param(v) for v in value]
+        return [v if _plain(v) else _json_param(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None  # JSON has no NaN; an absent scalar reads as missing in the plugin
     return value
+
+
+def _plain(value: Any) -> bool:
+    """A value JSON takes as it is (a finite float, a string, an int, a bool or None)."""
+    kind = type(value)
+    return kind is str or kind is int or kind is bool or value is None or (kind is float and math.isfinite(value))
 
 
 def rescore_body(
@@ -326,8 +337,15 @@ def rescore_params(spec: FeatureSpec, ctx: RequestContext, *, encode: bool = Tru
     for name in SCORE_MAPS:
         scores = state.scores(name)
         if name in names and scores:
-            params[name] = {"values": {str(k): _finite_or_none(v, name) for k, v in scores.items()}, "default": None}
+            params[name] = {"values": _score_values(scores, name), "default": None}
     return params
+
+
+def _score_values(scores: Mapping[str, float], name: str) -> dict[str, float | None]:
+    """A score map as the plugin reads it: string keys, numbers, None for NaN."""
+    if all(type(k) is str for k in scores) and all(type(v) is float and math.isfinite(v) for v in scores.values()):
+        return dict(scores)  # the usual case (a stored state's map): no call per value
+    return {str(k): _finite_or_none(v, name) for k, v in scores.items()}
 
 
 def _finite_or_none(value: float | None, name: str) -> float | None:

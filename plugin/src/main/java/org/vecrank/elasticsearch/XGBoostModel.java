@@ -1,7 +1,6 @@
 package org.vecrank.elasticsearch;
 
 import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
@@ -31,7 +30,8 @@ public final class XGBoostModel {
     private final float baseMargin;
     private final int numFeatures;
     private final List<String> featureNames;
-    private final Tree[] trees;
+    private final int numTrees;
+    private final Forest forest;
 
     private XGBoostModel(String objective, float baseScore, int numFeatures, List<String> featureNames, Tree[] trees) {
         this.objective = objective;
@@ -39,7 +39,8 @@ public final class XGBoostModel {
         this.baseScore = baseScore;
         this.numFeatures = numFeatures;
         this.featureNames = featureNames;
-        this.trees = trees;
+        this.numTrees = trees.length;
+        this.forest = new Forest(trees, numFeatures);
         if (logistic) {
             if (!(baseScore > 0f && baseScore < 1f)) {
                 throw new IllegalArgumentException(
@@ -62,7 +63,7 @@ public final class XGBoostModel {
     }
 
     public int numTrees() {
-        return trees.length;
+        return numTrees;
     }
 
     /** The feature names saved in the booster, or null when it has none. */
@@ -76,11 +77,7 @@ public final class XGBoostModel {
 
     /** The raw margin for one row of {@link #numFeatures()} values starting at {@code offset}. */
     public float margin(float[] row, int offset) {
-        float sum = baseMargin;
-        for (Tree tree : trees) {
-            sum += tree.leaf(row, offset);
-        }
-        return sum;
+        return forest.margin(row, offset, baseMargin);
     }
 
     /** What {@code Booster.predict(output_margin=False)} returns for the row. */
@@ -92,16 +89,11 @@ public final class XGBoostModel {
     /**
      * {@link #predict} of rows {@code from} (inclusive) to {@code to} of {@code rows} (each {@code width}
      * values) into {@code out[from..to)}, tree by tree over the rows rather than row by row: a tree's
-     * arrays stay in cache while it scores them all. Every row's sum takes the trees in the same
+     * nodes stay in cache while it scores them all. Every row's sum takes the trees in the same
      * order as {@link #margin}, so each value is exactly {@link #predict}'s.
      */
     public void predict(float[] rows, int width, int from, int to, float[] out) {
-        Arrays.fill(out, from, to, baseMargin);
-        for (Tree tree : trees) {
-            for (int i = from; i < to; i++) {
-                out[i] += tree.leaf(rows, i * width);
-            }
-        }
+        forest.margins(rows, width, from, to, baseMargin, out);
         if (logistic) {
             for (int i = from; i < to; i++) {
                 out[i] = sigmoid(out[i]);
@@ -267,7 +259,7 @@ public final class XGBoostModel {
         throw new IllegalArgumentException("[booster] [" + where + "] is not a whole number: " + value);
     }
 
-    /** One regression tree, as flat arrays (node 0 is the root; a node whose left child is -1 is a leaf). */
+    /** One regression tree as parsed, in flat arrays (node 0 is the root; a node whose left child is -1 is a leaf); {@link Forest} packs them for evaluation. */
     static final class Tree {
         final int[] left;
         final int[] right;
@@ -281,19 +273,6 @@ public final class XGBoostModel {
             this.feature = feature;
             this.value = value;
             this.defaultLeft = defaultLeft;
-        }
-
-        float leaf(float[] row, int offset) {
-            int node = 0;
-            while (left[node] != -1) {
-                float x = row[offset + feature[node]];
-                if (Float.isNaN(x)) {
-                    node = defaultLeft[node] ? left[node] : right[node];
-                } else {
-                    node = x < value[node] ? left[node] : right[node];
-                }
-            }
-            return value[node];
         }
 
         static Tree parse(Object raw, int index, int numFeatures) {

@@ -61,6 +61,47 @@ class XGBoostModelTests {
     }
 
     @Test
+    void unbalancedTreesWithChildrenInAnyOrderWalkToTheirLeaves() {
+        // The JSON lists a split's right child first and its children apart, and the leaves sit at
+        // depths 1 and 3: the packed layout must still reach each leaf, and stop at a shallow one.
+        // x0 < 0 ? (x1 < 1 ? (x2 < -2 ? 8 : 9) : 7) : 5; missing x0 -> right, x1 -> left, x2 -> right
+        String t = Trees.tree(
+            0,
+            split(0, 0f, false, 3, 1),
+            leaf(5f),
+            leaf(7f),
+            split(1, 1f, true, 4, 2),
+            split(2, -2f, false, 6, 5),
+            leaf(9f),
+            leaf(8f)
+        );
+        XGBoostModel m = XGBoostModel.parse(Trees.booster("reg:squarederror", "\"0E0\"", 3, null, t));
+        float nan = Float.NaN;
+        float inf = Float.POSITIVE_INFINITY;
+        float[][] rows = {
+            { 1f, -9f, -9f },
+            { nan, -9f, -9f },
+            { -1f, 5f, 0f },
+            { -1f, nan, -3f },
+            { -1f, 0f, -2f },
+            { -1f, 0f, nan },
+            { -1f, 0f, -inf },
+            { -inf, inf, 0f },
+            { -0f, 0f, 0f } };
+        float[] expected = { 5f, 5f, 7f, 8f, 9f, 9f, 8f, 7f, 5f };
+        float[] flat = new float[rows.length * 3];
+        for (int i = 0; i < rows.length; i++) {
+            System.arraycopy(rows[i], 0, flat, i * 3, 3);
+            assertEquals(expected[i], m.predict(rows[i], 0), "row " + i);
+        }
+        float[] out = new float[rows.length];
+        m.predict(flat, 3, 0, rows.length, out);
+        for (int i = 0; i < rows.length; i++) {
+            assertEquals(expected[i], out[i], "row " + i + " in a block");
+        }
+    }
+
+    @Test
     void treesAddUpWithTheBaseScore() {
         String t0 = Trees.stump(0, 0.5f, true);
         String t1 = Trees.tree(1, split(2, -1f, false, 1, 2), leaf(-0.25f), leaf(0.125f));
