@@ -218,6 +218,8 @@ def decode_vector(text: str) -> np.ndarray:
 def _json_param(value: Any) -> Any:
     """numpy values and arrays into what the plugin reads: vectors become base64, 2-D arrays lists of them."""
     kind = type(value)
+    if kind is _Checked:
+        return value
     if kind is str or kind is int or kind is bool or value is None:
         return value  # first: a request's params are mostly plain values already (score maps' hundreds)
     if kind is float:
@@ -237,6 +239,10 @@ def _json_param(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None  # JSON has no NaN; an absent scalar reads as missing in the plugin
     return value
+
+
+class _Checked(dict):
+    """A map :func:`rescore_params` already made what the plugin reads: :func:`_json_param` passes it."""
 
 
 def _plain(value: Any) -> bool:
@@ -344,7 +350,7 @@ def rescore_params(spec: FeatureSpec, ctx: RequestContext, *, encode: bool = Tru
 def _score_values(scores: Mapping[str, float], name: str) -> dict[str, float | None]:
     """A score map as the plugin reads it: string keys, numbers, None for NaN."""
     if all(type(k) is str for k in scores) and all(type(v) is float and math.isfinite(v) for v in scores.values()):
-        return dict(scores)  # the usual case (a stored state's map): no call per value
+        return _Checked(scores)  # the usual case (a stored state's map): no call per value
     return {str(k): _finite_or_none(v, name) for k, v in scores.items()}
 
 

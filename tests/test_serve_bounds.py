@@ -400,3 +400,24 @@ def test_a_slow_elasticsearch_costs_requests_their_budget_not_the_health(world, 
     finally:
         service.close()
         proxy.close()
+
+
+def test_each_call_gets_the_time_left_rounded_down_and_the_copies_are_kept():
+    from elasticsearch import Elasticsearch
+
+    from vecrank.serve.deadline import MIN_CALL_S, TIMEOUT_STEP, BudgetedClient, BudgetExceeded, deadline
+
+    client = Elasticsearch("https://127.0.0.1:1")  # nothing is sent: only the per-call options are read
+    budgeted = BudgetedClient(client)
+    assert budgeted.search.__self__ is client, "outside a request: the client itself"
+    for budget in (0.5, 7.0, 60.0):  # steps of 25 ms and more: both reads fall in one
+        with deadline(time.monotonic() + budget):
+            first = budgeted.search.__self__
+            timeout = first._request_timeout
+            assert budget / TIMEOUT_STEP**2 <= timeout <= budget, (budget, timeout)
+            assert first._max_retries == 0
+            assert budgeted.get.__self__ is first, "the same step: the same copy, not a new client"
+    with deadline(time.monotonic() + MIN_CALL_S / 2):
+        with pytest.raises(BudgetExceeded):
+            budgeted.search  # noqa: B018 (the attribute access is the call's admission)
+    assert len(budgeted._copies) == 3
