@@ -203,7 +203,7 @@ final class FeaturePlan {
         for (int i = 0; i < columns.length; i++) {
             columns[i] = factories.get(i).open(shared);
         }
-        KeywordKeys ties = tieField == null ? null : new KeywordKeys(tieField,
+        KeywordKeys ties = tieField == null ? null : KeywordKeys.shared(shared, tieField,
             tieFeature != null ? "feature [" + tieFeature + "]: [" + tieField + "], which breaks ties of source [rank],"
                 : "[" + tieField + "], which breaks ties of the model score,",
             "it must be a keyword field");
@@ -794,19 +794,28 @@ final class FeaturePlan {
         if (field == null || map == null) {
             return () -> constant(Double.NaN);
         }
-        return () -> new Column() {
-            private final KeywordKeys keys = new KeywordKeys(field, "feature [" + def.name() + "]: key_field [" + field + "]",
-                "source [param_map] needs a keyword field");
-
+        return new ColumnFactory() {
             @Override
-            public void setNextReader(LeafReaderContext leaf) throws IOException {
-                keys.setNextReader(leaf);
+            public Column open() {
+                return open(new HashMap<>());
             }
 
             @Override
-            public double value(int doc, float score) throws IOException {
-                BytesRef key = keys.key(doc);
-                return key == null ? Double.NaN : map.get(key);
+            public Column open(Map<Object, Object> shared) {
+                KeywordKeys keys = KeywordKeys.shared(shared, field, "feature [" + def.name() + "]: key_field [" + field + "]",
+                    "source [param_map] needs a keyword field");
+                return new Column() {
+                    @Override
+                    public void setNextReader(LeafReaderContext leaf) throws IOException {
+                        keys.setNextReader(leaf);
+                    }
+
+                    @Override
+                    public double value(int doc, float score) throws IOException {
+                        BytesRef key = keys.key(doc);
+                        return key == null ? Double.NaN : map.get(key);
+                    }
+                };
             }
         };
     }
@@ -843,6 +852,9 @@ final class FeaturePlan {
         private final String what;
         private final String need;
         private SortedSetDocValues keys;
+        private LeafReaderContext leaf;
+        private int doc = -1;
+        private BytesRef key;
 
         /** {@code what} and {@code need} start and end the error for a segment whose doc values are not a keyword's. */
         KeywordKeys(String field, String what, String need) {
@@ -851,26 +863,42 @@ final class FeaturePlan {
             this.need = need;
         }
 
-        void setNextReader(LeafReaderContext leaf) throws IOException {
+        /**
+         * The reader of {@code field}'s keys for every column of one extractor that reads them (the
+         * score maps' lookups and the tie key: one term lookup per doc instead of one per reader).
+         * The first to ask names the field in the error for a segment whose doc values are not a keyword's.
+         */
+        static KeywordKeys shared(Map<Object, Object> shared, String field, String what, String need) {
+            return (KeywordKeys) shared.computeIfAbsent(List.of("keys", field), x -> new KeywordKeys(field, what, need));
+        }
+
+        void setNextReader(LeafReaderContext next) throws IOException {
+            if (next == leaf) {
+                return; // each sharing reader passes the segment on: open it once
+            }
+            leaf = next;
+            doc = -1;
             keys = null;
-            FieldInfo info = leaf.reader().getFieldInfos().fieldInfo(field);
+            FieldInfo info = next.reader().getFieldInfos().fieldInfo(field);
             if (info == null || info.getDocValuesType() == DocValuesType.NONE) {
                 return; // no document of this segment has a key
             }
             if (info.getDocValuesType() == DocValuesType.SORTED_SET) {
-                keys = leaf.reader().getSortedSetDocValues(field);
+                keys = next.reader().getSortedSetDocValues(field);
             } else if (info.getDocValuesType() == DocValuesType.SORTED) {
-                keys = DocValues.singleton(leaf.reader().getSortedDocValues(field));
+                keys = DocValues.singleton(next.reader().getSortedDocValues(field));
             } else {
                 throw new IllegalArgumentException(what + " holds " + info.getDocValuesType() + " doc values; " + need);
             }
         }
 
-        BytesRef key(int doc) throws IOException {
-            if (keys == null || keys.advanceExact(doc) == false) {
-                return null;
+        /** The doc's key (looked up once per doc: docs come in increasing order), null when it has none. */
+        BytesRef key(int target) throws IOException {
+            if (target != doc) {
+                doc = target;
+                key = keys == null || keys.advanceExact(target) == false ? null : keys.lookupOrd(keys.nextOrd());
             }
-            return keys.lookupOrd(keys.nextOrd());
+            return key;
         }
     }
 }

@@ -38,8 +38,12 @@ final class VecrankRescorer implements Rescorer {
     static final String FIRST_PASS = "first pass score";
 
     private static final int CHECK_CANCELLED_EVERY = 64;
-    /** Rows the model scores tree by tree at a time (their features stay in cache), between cancellation checks. */
-    private static final int PREDICT_BLOCK = 256;
+    /**
+     * Rows the model scores tree by tree at a time, between cancellation checks: their widened
+     * features (17 KB for 33 columns) stay in the first-level cache through all the trees (1.2 ms
+     * per 450-row window in blocks of 64 or 128, 1.4–1.6 in blocks of 256 or 450, on 424 trees).
+     */
+    private static final int PREDICT_BLOCK = 64;
 
     /** What the rescore phase needs from the builder: the model and how to compute its features on this shard. */
     static final class Context extends RescoreContext {
