@@ -186,7 +186,8 @@ class Registry:
         _ = model.booster  # refuses a malformed booster or a feature list that is not the spec's
         self._ensure()
         # Every stored version counts, also those of an older feature spec that list() skips.
-        version = max((int(h["_source"]["version"]) for h in self._hits(model.model_id)), default=0) + 1
+        stored = self._hits(model.model_id, source=["version"])
+        version = max((int(h["_source"]["version"]) for h in stored), default=0) + 1
         model = replace(model, version=version, status=status, plugin_features=self._plugin_features(model))
         self.client.create(
             index=self.index, id=f"{model.model_id}@{model.version}", document=model.to_doc(), refresh="wait_for"
@@ -225,18 +226,46 @@ class Registry:
                 return None
         return features
 
-    def _hits(self, model_id: str | None = None) -> list[dict[str, Any]]:
+    def _hits(
+        self,
+        model_id: str | None = None,
+        *,
+        status: str | None = None,
+        version: int | None = None,
+        source: bool | list[str] = True,
+    ) -> list[dict[str, Any]]:
+        """The registry's documents, by model id, status and version; ``source`` names the fields to
+        read (a document holds its booster: about 1 MB for 400 trees)."""
         if not self.client.indices.exists(index=self.index):
             return []
-        query = {"term": {"model_id": model_id}} if model_id else {"match_all": {}}
+        clauses: list[dict[str, Any]] = []
+        if model_id:
+            clauses.append({"term": {"model_id": model_id}})
+        if status is not None:
+            clauses.append({"term": {"status": status}})
+        if version is not None:
+            clauses.append({"term": {"version": int(version)}})
+        query = {"bool": {"filter": clauses}} if clauses else {"match_all": {}}
         return self.client.search(
-            index=self.index, query=query, size=1000, sort=[{"model_id": "asc"}, {"version": "asc"}]
+            index=self.index,
+            query=query,
+            size=1000,
+            sort=[{"model_id": "asc"}, {"version": "asc"}],
+            source=source if isinstance(source, bool) else {"includes": source},
         )["hits"]["hits"]
 
-    def list(self, model_id: str | None = None) -> list[RankerModel]:
-        """The versions this vecrank can serve (one of an older feature spec is logged and skipped)."""
+    def active_version(self, model_id: str) -> int | None:
+        """The active version's number, read without its booster; None when none is active."""
+        hits = self._hits(model_id, status="active", source=["version"])
+        return int(hits[-1]["_source"]["version"]) if hits else None
+
+    def list(
+        self, model_id: str | None = None, *, status: str | None = None, version: int | None = None
+    ) -> list[RankerModel]:
+        """The versions this vecrank can serve (one of an older feature spec is logged and skipped),
+        of one status or version if given."""
         out = []
-        for h in self._hits(model_id):
+        for h in self._hits(model_id, status=status, version=version):
             try:
                 out.append(RankerModel.from_doc(h["_source"]))
             except FeatureSpecMismatch as exc:
@@ -244,15 +273,12 @@ class Registry:
         return out
 
     def get(self, model_id: str, version: int | None = None) -> RankerModel:
-        """A given version, or the active one."""
-        models = self.list(model_id)
-        if version is not None:
-            found = [m for m in models if m.version == version]
-        else:
-            found = [m for m in models if m.status == "active"]
+        """A given version, or the active one (only that document is read)."""
+        found = self.list(model_id, version=version) if version is not None else self.list(model_id, status="active")
         if not found:
             what = f"version {version}" if version is not None else "active version"
-            known = ", ".join(f"v{m.version} ({m.status})" for m in models) or "none"
+            versions = self._hits(model_id, source=["version", "status"])
+            known = ", ".join(f"v{h['_source']['version']} ({h['_source']['status']})" for h in versions) or "none"
             raise VecrankError(f"model {model_id!r} has no {what}; versions: {known}")
         return found[-1]
 
@@ -262,7 +288,7 @@ class Registry:
             raise VecrankError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
         model = self.get(model_id, version)
         if status == "active":  # archive the active one, whatever its spec
-            for h in self._hits(model_id):
+            for h in self._hits(model_id, status="active", source=["version", "status"]):
                 other = h["_source"]
                 if other.get("status") == "active" and int(other["version"]) != version:
                     self._update_doc(model_id, int(other["version"]), "archived")

@@ -343,8 +343,13 @@ class RecommendService:
             return cached[0]
 
         def active(model_id: str) -> RankerModel | None:
+            registry = Registry(self.client, self.settings)
             try:
-                return Registry(self.client, self.settings).get(model_id)
+                # The version first (a few bytes): the booster (about 1 MB) is read once per version.
+                version = registry.active_version(model_id)
+                if version is None:
+                    return None
+                return self._models.get((model_id, version)) or registry.get(model_id, version)
             except Unavailable:  # the budget ran out: not "no model"
                 raise
             except VecrankError:
