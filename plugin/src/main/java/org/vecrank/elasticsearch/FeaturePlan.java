@@ -25,6 +25,7 @@ import java.util.Arrays;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.function.Function;
 
 /**
  * How one shard computes a model's features: the fields resolved against the shard's mapping and
@@ -53,6 +54,21 @@ final class FeaturePlan {
          */
         default Column open(Map<Object, Object> shared) {
             return open();
+        }
+
+        /** A factory whose columns share what {@code make} keeps in {@code shared} (alone, a map of its own). */
+        static ColumnFactory sharing(Function<Map<Object, Object>, Column> make) {
+            return new ColumnFactory() {
+                @Override
+                public Column open() {
+                    return open(new HashMap<>());
+                }
+
+                @Override
+                public Column open(Map<Object, Object> shared) {
+                    return make.apply(shared);
+                }
+            };
         }
     }
 
@@ -509,28 +525,20 @@ final class FeaturePlan {
         boolean mean = mode == FeatureDef.Source.COSINE_MEAN;
         // cosine_max and cosine_mean of the same field and vectors share one pass over the k cosines.
         List<Object> key = List.of(field, def.param(), mode == FeatureDef.Source.COSINE ? "vector" : "vectors");
-        return new ColumnFactory() {
-            @Override
-            public Column open() {
-                return open(new HashMap<>());
-            }
+        return ColumnFactory.sharing(shared -> {
+            Cosines cosines = (Cosines) shared.computeIfAbsent(key, x -> new Cosines(def, field, q, norms));
+            return new Column() {
+                @Override
+                public void setNextReader(LeafReaderContext leaf) throws IOException {
+                    cosines.setNextReader(leaf);
+                }
 
-            @Override
-            public Column open(Map<Object, Object> shared) {
-                Cosines cosines = (Cosines) shared.computeIfAbsent(key, x -> new Cosines(def, field, q, norms));
-                return new Column() {
-                    @Override
-                    public void setNextReader(LeafReaderContext leaf) throws IOException {
-                        cosines.setNextReader(leaf);
-                    }
-
-                    @Override
-                    public double value(int doc, float score) throws IOException {
-                        return cosines.compute(doc) ? (mean ? cosines.mean : cosines.max) : Double.NaN;
-                    }
-                };
-            }
-        };
+                @Override
+                public double value(int doc, float score) throws IOException {
+                    return cosines.compute(doc) ? (mean ? cosines.mean : cosines.max) : Double.NaN;
+                }
+            };
+        });
     }
 
     /** Reads a segment's float vectors of one field, forward, checking their encoding and dimensions against the params'. */
@@ -617,7 +625,6 @@ final class FeaturePlan {
      * zero param vector has neither.
      */
     private static final class Cosines extends VectorReader {
-        private final int k;
         private final Dots products;
         private final double[] norms;
         private final double[] dots;
@@ -629,10 +636,9 @@ final class FeaturePlan {
 
         Cosines(FeatureDef def, String field, float[][] q, double[] norms) {
             super(def, field, q[0].length, false);
-            this.k = q.length;
             this.products = Dots.of(q);
             this.norms = norms;
-            this.dots = new double[k];
+            this.dots = new double[q.length];
         }
 
         @Override
@@ -664,6 +670,7 @@ final class FeaturePlan {
             }
             double docNorm = Math.sqrt(docNorm2);
             products.compute(v, dots);
+            int k = products.k;
             double best = Double.NEGATIVE_INFINITY;
             double sum = 0;
             for (int i = 0; i < k; i++) {
@@ -794,30 +801,22 @@ final class FeaturePlan {
         if (field == null || map == null) {
             return () -> constant(Double.NaN);
         }
-        return new ColumnFactory() {
-            @Override
-            public Column open() {
-                return open(new HashMap<>());
-            }
+        return ColumnFactory.sharing(shared -> {
+            KeywordKeys keys = KeywordKeys.shared(shared, field, "feature [" + def.name() + "]: key_field [" + field + "]",
+                "source [param_map] needs a keyword field");
+            return new Column() {
+                @Override
+                public void setNextReader(LeafReaderContext leaf) throws IOException {
+                    keys.setNextReader(leaf);
+                }
 
-            @Override
-            public Column open(Map<Object, Object> shared) {
-                KeywordKeys keys = KeywordKeys.shared(shared, field, "feature [" + def.name() + "]: key_field [" + field + "]",
-                    "source [param_map] needs a keyword field");
-                return new Column() {
-                    @Override
-                    public void setNextReader(LeafReaderContext leaf) throws IOException {
-                        keys.setNextReader(leaf);
-                    }
-
-                    @Override
-                    public double value(int doc, float score) throws IOException {
-                        BytesRef key = keys.key(doc);
-                        return key == null ? Double.NaN : map.get(key);
-                    }
-                };
-            }
-        };
+                @Override
+                public double value(int doc, float score) throws IOException {
+                    BytesRef key = keys.key(doc);
+                    return key == null ? Double.NaN : map.get(key);
+                }
+            };
+        });
     }
 
     /**
