@@ -288,10 +288,10 @@ class Registry:
             raise VecrankError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
         model = self.get(model_id, version)
         if status == "active":  # archive the active one, whatever its spec
-            for h in self._hits(model_id, status="active", source=["version", "status"]):
-                other = h["_source"]
-                if other.get("status") == "active" and int(other["version"]) != version:
-                    self._update_doc(model_id, int(other["version"]), "archived")
+            for h in self._hits(model_id, status="active", source=["version"]):
+                other = int(h["_source"]["version"])
+                if other != version:
+                    self._update_doc(model_id, other, "archived")
         self._update(model, status)
         model.status = status
         return model

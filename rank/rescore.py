@@ -217,13 +217,8 @@ def decode_vector(text: str) -> np.ndarray:
 
 def _json_param(value: Any) -> Any:
     """numpy values and arrays into what the plugin reads: vectors become base64, 2-D arrays lists of them."""
-    kind = type(value)
-    if kind is _Checked:
-        return value
-    if kind is str or kind is int or kind is bool or value is None:
-        return value  # first: a request's params are mostly plain values already (score maps' hundreds)
-    if kind is float:
-        return value if math.isfinite(value) else None
+    if type(value) is _Checked or _plain(value):
+        return value  # first: a request's params are mostly plain values already
     if isinstance(value, np.ndarray):
         if value.ndim == 1:
             return encode_vector(value)
@@ -233,9 +228,9 @@ def _json_param(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, Mapping):
-        return {str(k): v if _plain(v) else _json_param(v) for k, v in value.items()}
+        return {str(k): _json_param(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [v if _plain(v) else _json_param(v) for v in value]
+        return [_json_param(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None  # JSON has no NaN; an absent scalar reads as missing in the plugin
     return value

@@ -10,6 +10,7 @@ import random
 import numpy as np
 import pytest
 import xgboost
+from test_registry import random_booster
 
 from vecrank.ingest.cf import CFConfig, fit_index
 from vecrank.ingest.embed import Embedder
@@ -424,13 +425,7 @@ def test_registry_refuses_a_malformed_booster(es, settings_for):
 
 def test_a_model_of_an_older_spec_keeps_its_version_number_and_is_archived(es, settings_for):
     spec = feats.FeatureSpec()
-    rng = np.random.default_rng(2)
-    table = TrainingTable(feature_names=spec.names)
-    for g in range(4):
-        table.add(
-            f"g{g}", "u", 0, [f"i{j}" for j in range(5)], [1.0] + [0.0] * 4, rng.normal(size=(5, len(spec.names)))
-        )
-    booster, _ = train_ranker(table, None, TrainConfig(num_boost_round=3))
+    booster = random_booster(spec, seed=2)
     registry = Registry(es, settings_for)
     first = registry.register(RankerModel.from_booster("old", spec, booster))
     registry.set_status("old", first.version, "active")

@@ -9,15 +9,21 @@ from vecrank.rank.model import RankerModel, Registry
 from vecrank.rank.train import TrainConfig, TrainingTable, train_ranker
 
 
-def test_register_returns_the_stored_copy_and_leaves_the_argument_unchanged(es, settings_for):
-    spec = feats.FeatureSpec()
-    rng = np.random.default_rng(0)
+def random_booster(spec: feats.FeatureSpec, *, seed: int):
+    """A three-tree booster over ``spec`` trained on random rows: a model to store, not to rank with."""
+    rng = np.random.default_rng(seed)
     table = TrainingTable(feature_names=spec.names)
     for g in range(4):
         table.add(
             f"g{g}", "u", 0, [f"i{j}" for j in range(5)], [1.0] + [0.0] * 4, rng.normal(size=(5, len(spec.names)))
         )
     booster, _ = train_ranker(table, None, TrainConfig(num_boost_round=3))
+    return booster
+
+
+def test_register_returns_the_stored_copy_and_leaves_the_argument_unchanged(es, settings_for):
+    spec = feats.FeatureSpec()
+    booster = random_booster(spec, seed=0)
     model = RankerModel.from_booster("copy", spec, booster)
     before = (model.version, model.status, model.plugin_features)
 
@@ -35,13 +41,7 @@ def test_register_returns_the_stored_copy_and_leaves_the_argument_unchanged(es, 
 
 def test_the_active_version_is_read_without_boosters_and_get_reads_only_what_it_returns(es, settings_for):
     spec = feats.FeatureSpec()
-    rng = np.random.default_rng(1)
-    table = TrainingTable(feature_names=spec.names)
-    for g in range(4):
-        table.add(
-            f"g{g}", "u", 0, [f"i{j}" for j in range(5)], [1.0] + [0.0] * 4, rng.normal(size=(5, len(spec.names)))
-        )
-    booster, _ = train_ranker(table, None, TrainConfig(num_boost_round=3))
+    booster = random_booster(spec, seed=1)
     model = RankerModel.from_booster("versions", spec, booster)
     registry = Registry(es, settings_for)
     assert registry.active_version("versions") is None
