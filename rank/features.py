@@ -35,7 +35,7 @@ Groups:
 * context — ``query_present``, ``path_code`` (0 profile, 1 multi_interest, 2 profile+query,
   3 query, 4 context, 5 popular);
 * search, in a search model's spec only (``FeatureSpec(search=True)``) — ``bm25`` (the search
-  text's BM25 score on the item, NaN where the BM25 search did not return it), ``rank_bm25`` and
+  text's BM25 score on the item, NaN where the text does not match it), ``rank_bm25`` and
   ``rank_query`` (the candidate's rank in the pool by ``bm25`` and by ``cos_query``).
 """
 
@@ -88,7 +88,9 @@ SOURCE_RANKS = {
     "trending": "trending_rank",
 }
 CONTEXT = ("query_present", "path_code")
-SEARCH = ("bm25", "rank_bm25", "rank_query")
+#: a search model's rank features -> the feature each ranks the pool by
+SEARCH_RANKS = {"rank_bm25": "bm25", "rank_query": "cos_query"}
+SEARCH = ("bm25", *SEARCH_RANKS)
 SPEC_VERSION = 3
 
 
@@ -312,8 +314,8 @@ def compute(spec: FeatureSpec, candidates: CandidateBatch | Sequence[Any], ctx: 
     if spec.search:
         bm25 = ctx.bm25 or {}
         cols["bm25"] = np.array([bm25.get(i, np.nan) for i in batch.item_ids], dtype=np.float64)
-        cols["rank_bm25"] = pool_ranks(cols["bm25"].astype(np.float32), batch.item_ids)
-        cols["rank_query"] = pool_ranks(cols["cos_query"].astype(np.float32), batch.item_ids)
+        for name, of in SEARCH_RANKS.items():
+            cols[name] = pool_ranks(cols[of].astype(np.float32), batch.item_ids)
     return np.column_stack([cols[name] for name in spec.names]).astype(np.float32)
 
 

@@ -350,9 +350,13 @@ def pool_body(
     return body
 
 
-#: Candidates each of a search request's two sources (BM25, the query kNN) adds to its pool: a
-#: documented default, the same offline (``evaluate --task search``) and in serving.
+#: A search request's pool (:func:`search_pool_body`): the query kNN's top ``SEARCH_POOL`` and the
+#: best BM25 hits outside them, ``2 × SEARCH_POOL`` in all: a documented default, the same offline
+#: (``evaluate --task search``) and in serving.
 SEARCH_POOL = 100
+#: The first-pass score of a search pool's kNN hits: a constant above any BM25 score, so that they
+#: all come before the BM25-only hits (the pool's query rescore then scores every hit by BM25).
+KNN_FIRST = 1e6
 
 
 def text_fields(field_types: Mapping[str, str]) -> list[str]:
@@ -380,6 +384,75 @@ def bm25_body(
     if with_vectors:
         body["fields"] = ["embedding", "cf_vector"]
     return body
+
+
+def search_pool_body(
+    text: str,
+    vector: Sequence[float] | np.ndarray,
+    *,
+    fields: Sequence[str],
+    size: int = SEARCH_POOL,
+    filter: dict[str, Any] | None,
+    source: Sequence[str] | bool | Mapping[str, Any] = False,
+    with_vectors: bool = False,
+    candidates_factor: int = 4,
+) -> dict[str, Any]:
+    """A search request's pool in one search: the query embedding's kNN top ``size`` (each scored
+    :data:`KNN_FIRST`), or-ed with the text's BM25 ``multi_match`` on ``fields``, under the
+    request's filter; the first ``2 × size`` hits (the kNN's, then the best BM25 hits outside them)
+    are the pool, and a ``query`` rescore gives each its BM25 score (0 where the text does not
+    match). A ranking rescore appended to ``body["rescore"]`` then sees those scores as the first pass.
+
+    Example:
+        >>> body = search_pool_body("dark comedy", [1.0, 0.0], fields=["text"], size=2, filter=None)
+        >>> body["size"], body["rescore"][0]["query"]["query_weight"]
+        (4, 0.0)
+        >>> body["query"]["bool"]["should"][0]["constant_score"]["boost"]
+        1000000.0
+    """
+    match = {"multi_match": {"query": text, "fields": list(fields)}}
+    knn = knn_clause(
+        list(vector), k=size, num_candidates=min(MAX_NUM_CANDIDATES, max(100, candidates_factor * size)), filter=filter
+    )
+    query = {
+        "bool": {
+            "should": [{"constant_score": {"filter": {"knn": knn}, "boost": KNN_FIRST}}, match],
+            "minimum_should_match": 1,
+            "filter": [filter] if filter else [],
+        }
+    }
+    window = 2 * size
+    body = search_body(size=window, query=query, source=source)
+    body["rescore"] = [
+        {
+            "window_size": window,
+            "query": {"rescore_query": match, "query_weight": 0.0, "rescore_query_weight": 1.0, "score_mode": "total"},
+        }
+    ]
+    if with_vectors:
+        body["fields"] = ["embedding", "cf_vector"]
+    return body
+
+
+def search_pool_ids(knn_ids: Sequence[str], bm25_ids: Sequence[str], size: int = SEARCH_POOL) -> list[str]:
+    """The pool :func:`search_pool_body` gathers, from the kNN's ``size`` best (``knn_ids``) and
+    BM25's hits best first (``bm25_ids``, at least ``2 × size`` of them where there are so many):
+    the kNN's, then BM25's best outside them up to ``2 × size`` in all. The offline replay, whose
+    kNN is exact, builds its pools with it.
+
+    Example:
+        >>> search_pool_ids(["a", "b"], ["b", "c", "d", "e"], size=2)
+        ['a', 'b', 'c', 'd']
+    """
+    pool = list(dict.fromkeys(knn_ids))
+    taken = set(pool)
+    for item in bm25_ids:
+        if len(pool) >= 2 * size:
+            break
+        if item not in taken:
+            pool.append(item)
+            taken.add(item)
+    return pool
 
 
 def query_knn_body(

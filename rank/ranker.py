@@ -19,7 +19,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -114,9 +114,10 @@ class Ranker:
 
     Requests with search text are ranked by the **search model** where one is given
     (``search_model``, trained by ``evaluate --task search``): the user document (for a known
-    user), then one ``msearch`` for the pool it was trained on (the text's
-    BM25 top and its embedding's kNN top, :func:`Recommender.search_pool_hits`) with the shown
-    fields and the vectors; ranked here, in Python (two round trips). Other paths (cold starts
+    user), then one search for the pool it was trained on (its embedding's kNN top and the best
+    BM25 hits outside them, :func:`Recommender.search_pool_hits`). With the plugin that search
+    carries the model's rescore and returns the ``k`` best with their shown fields; in Python it
+    returns the pool with its vectors, ranked here. Two round trips either way. Other paths (cold starts
     without text, item pages, several interests, search text without a search model) keep
     retrieval's order and say so: no model saw requests like them.
 
@@ -164,30 +165,30 @@ class Ranker:
     def version(self) -> str:
         return f"{self.model.model_id}@{self.model.version}"
 
-    def plugin_usable(self) -> bool:
-        """Whether the vecrank plugin can rank for this model: installed on every node, and the
-        model registered with its ``plugin_features``."""
+    def plugin_usable(self, model: RankerModel | None = None) -> bool:
+        """Whether the vecrank plugin can rank for ``model`` (default the profile model): installed
+        on every node, and the model registered with its ``plugin_features``."""
+        model = model or self.model
+        if not (model.plugin_features and model.version > 0):
+            return False
         if self._plugin is None:
-            self._plugin = (
-                bool(self.model.plugin_features)
-                and self.model.version > 0
-                and plugin_installed(self.recommender.client)
-            )
+            self._plugin = plugin_installed(self.recommender.client)
         return self._plugin
 
-    def _mode(self, rerank: str | None, explain: bool) -> str:
+    def _mode(self, rerank: str | None, explain: bool, model: RankerModel | None = None) -> str:
+        model = model or self.model
         mode = rerank or self.rerank
         if mode not in RERANK_MODES:
             raise ValueError(f"rerank must be one of {', '.join(RERANK_MODES)}, not {mode!r}")
-        if mode == "plugin" and not self.plugin_usable():
+        if mode == "plugin" and not self.plugin_usable(model):
             raise VecrankError(
-                f"model {self.model.model_id}@{self.model.version} cannot be ranked by the plugin "
+                f"model {model.model_id}@{model.version} cannot be ranked by the plugin "
                 "(not installed on every node, or the model has no plugin_features: "
                 "`vecrank plugin install`, `vecrank plugin attach`)"
             )
         if mode == "auto":
             # The feature log and --explain need the feature rows, which only the Python path has.
-            mode = "plugin" if not (explain or self.log_requests) and self.plugin_usable() else "python"
+            mode = "plugin" if not (explain or self.log_requests) and self.plugin_usable(model) else "python"
         return mode
 
     def recommend(
@@ -215,7 +216,6 @@ class Ranker:
         """
         started = time.perf_counter()
         now = now_ms if now_ms is not None else int(time.time() * 1000)
-        mode = self._mode(rerank, explain)
         rec = self.recommender
         profile_path = (
             user is not None
@@ -236,12 +236,14 @@ class Ranker:
                 text,
                 k=k,
                 explain=explain,
+                mode=self._mode(rerank, explain, self.search_model),
                 started=started,
                 now=now,
                 user=user,
                 filters=filters,
                 extra_filters=extra_filters,
             )
+        mode = self._mode(rerank, explain)
         state = rec.user_state(user, self.config.state) if profile_path and user is not None else None
         if state is None or (state.profile_vector is None and state.cf_vector is None):
             return self._unranked(
@@ -341,6 +343,7 @@ class Ranker:
         *,
         k: int,
         explain: bool,
+        mode: str,
         started: float,
         now: int,
         user: str | None,
@@ -352,35 +355,58 @@ class Ranker:
         assert model is not None and self.search_config is not None
         state = rec.user_state(user, self.search_config.state) if user is not None else None
         t_state = time.perf_counter()
-        vector = rec.embedder.encode([text], show_progress_bar=False)[0]
+        vector = np.asarray(rec.embedder.encode([text], show_progress_bar=False)[0], dtype=np.float32)
         spec = model.spec
-        shown = rec.config.source_fields
-        source = sorted({*shown, *spec.source_fields()}) if shown is not None else queries.shown_source(None)
-        hits, bm25 = rec.search_pool_hits(
-            text, vector, state, size=queries.SEARCH_POOL, filters=filters, extra_filters=extra_filters, source=source
-        )
-        t_pool = time.perf_counter()
-        candidates = [_candidate_of(h) for h in hits]
         personal = state is not None and bool(state.history)
         ctx = feats.RequestContext(
             now_ms=now,
             path="profile+query" if personal else "query",
             state=state if state is not None else UserState(),
-            query_vector=np.asarray(vector, dtype=np.float32),
-            bm25=bm25,
+            query_vector=vector,
         )
-        matrix = feats.compute(spec, candidates, ctx)
-        t_features = time.perf_counter()
-        scores = model.predict(matrix)
-        order = rank_order(scores, [c.item_id for c in candidates])[:k]
-        contribs = model.contributions(matrix[order]) if explain and len(order) else None
-        t_model = time.perf_counter()
-        ranked = []
-        for row, i in enumerate(order):
-            c = candidates[i]
-            if shown is not None:  # the features read more fields than the caller asked to see
-                c.fields = {f: v for f, v in c.fields.items() if f in shown}
-            ranked.append(Ranked(c.item_id, float(scores[i]), c, matrix[i], _explained(spec, contribs, row)))
+        shown = rec.config.source_fields
+        where = {"size": queries.SEARCH_POOL, "filters": filters, "extra_filters": extra_filters}
+        if mode == "plugin":
+            section = rescore_body(
+                model_id=model.model_id,
+                version=model.version,
+                params=rescore_params(spec, ctx),
+                window_size=2 * queries.SEARCH_POOL,
+                models_index=rec.settings.index("models"),
+                keep=k,
+            )
+            hits, _ = rec.search_pool_hits(
+                text,
+                vector,
+                state,
+                **where,
+                source=queries.shown_source(shown),
+                with_vectors=False,
+                rescore=section,
+                hits=k,
+            )
+            t_pool = time.perf_counter()
+            scores = np.atleast_1d(score_to_model(np.array([h["_score"] for h in hits], dtype=np.float64)))
+            ranked = [Ranked(h["_id"], float(s), _candidate_of(h)) for h, s in zip(hits, scores)]
+            t_features = t_model = t_pool
+        else:
+            source = sorted({*shown, *spec.source_fields()}) if shown is not None else queries.shown_source(None)
+            hits, bm25 = rec.search_pool_hits(text, vector, state, **where, source=source)
+            t_pool = time.perf_counter()
+            candidates = [_candidate_of(h) for h in hits]
+            ctx = replace(ctx, bm25=bm25)
+            matrix = feats.compute(spec, candidates, ctx)
+            t_features = time.perf_counter()
+            scores = model.predict(matrix)
+            order = rank_order(scores, [c.item_id for c in candidates])[:k]
+            contribs = model.contributions(matrix[order]) if explain and len(order) else None
+            t_model = time.perf_counter()
+            ranked = []
+            for row, i in enumerate(order):
+                c = candidates[i]
+                if shown is not None:  # the features read more fields than the caller asked to see
+                    c.fields = {f: v for f, v in c.fields.items() if f in shown}
+                ranked.append(Ranked(c.item_id, float(scores[i]), c, matrix[i], _explained(spec, contribs, row)))
         timings = {
             "state": _ms(started, t_state),
             "retrieval": _ms(t_state, t_pool),
@@ -395,7 +421,7 @@ class Ranker:
             cold_start=not personal,
             items=ranked,
             timings_ms=timings,
-            rerank="python",
+            rerank=mode,
         )
         if self.log_requests:
             self._log(result, user=user, now_ms=now, spec=spec)

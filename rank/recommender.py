@@ -356,38 +356,38 @@ class Recommender:
         filters: Mapping[str, Any] | None = None,
         extra_filters: Sequence[dict[str, Any]] = (),
         source: Sequence[str] | bool | Mapping[str, Any] = True,
+        with_vectors: bool = True,
+        rescore: dict[str, Any] | None = None,
+        hits: int | None = None,
     ) -> tuple[list[dict[str, Any]], dict[str, float]]:
-        """A search request's pool in one ``msearch``: the text's BM25 top ``size`` and its
-        embedding's kNN top ``size``, under the caller's filters, availability and the user's seen
-        items, with their vectors. Returns the hits (BM25's first, each item once) and the BM25
-        score of each item BM25 found."""
+        """A search request's pool in one search (:func:`vecrank.rank.queries.search_pool_body`):
+        the query embedding's kNN top ``size`` and the best BM25 hits outside them, under the
+        caller's filters, availability and the user's seen items. Returns the hits and the BM25
+        score of each hit the text matches. With ``rescore`` (the plugin's section, appended after
+        the pool's BM25 rescore) the hits are the ranked ones, their ``_score`` the model's and no
+        BM25 scores; ``hits``: how many to return (default the whole pool)."""
         self._live()
         clauses = queries.filter_clauses(filters, self._field_types or {}) + list(extra_filters)
         seen = sorted(state.seen) if state is not None and self.config.exclude_seen else []
         flt = queries.candidate_filter(clauses, exclude_ids=seen)
         vec = queries.check_vector(vector, self._live().dims, name="query vector")
-        index = self.settings.index("items")
-        bodies = [
-            queries.bm25_body(
-                text,
-                fields=queries.text_fields(self._field_types or {}),
-                size=size,
-                filter=flt,
-                source=source,
-                with_vectors=True,
-            ),
-            queries.query_knn_body(vec, size=size, filter=flt, source=source, with_vectors=True),
-        ]
-        responses = self.client.msearch(searches=[p for body in bodies for p in ({"index": index}, body)])["responses"]
-        for name, resp in zip(("bm25", "query kNN"), responses):
-            if "error" in resp:
-                raise VecrankError(f"the {name} search failed: {resp['error']}")
-        bm25 = {h["_id"]: float(h["_score"]) for h in responses[0]["hits"]["hits"]}
-        hits: dict[str, dict[str, Any]] = {}
-        for resp in responses:
-            for h in resp["hits"]["hits"]:
-                hits.setdefault(h["_id"], h)
-        return list(hits.values()), bm25
+        body = queries.search_pool_body(
+            text,
+            vec,
+            fields=queries.text_fields(self._field_types or {}),
+            size=size,
+            filter=flt,
+            source=source,
+            with_vectors=with_vectors,
+        )
+        if rescore is not None:
+            body["rescore"].append(rescore)
+        if hits is not None:
+            body["size"] = min(body["size"], hits)
+        found = self.client.search(index=self.settings.index("items"), **body)["hits"]["hits"]
+        if rescore is not None:
+            return found, {}
+        return found, {h["_id"]: float(h["_score"]) for h in found if h["_score"] > 0}
 
     def documents(self, ids: Sequence[str], source: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
         """The stored documents of ``ids`` (``source`` fields, default all), by id."""

@@ -9,7 +9,8 @@ scalars such as ``hist_len``, and per-item scores computed for the user such as 
 ``seq``) go in ``params``, which :func:`rescore_params` computes from the
 :class:`~vecrank.rank.state.UserState` the way :func:`vecrank.rank.features.compute` does.
 
-Sources: ``score`` (the first-pass score), ``field`` (a numeric doc value, with a transform),
+Sources: ``score`` (the first-pass score: a search pool's BM25 score, ``transform: positive``
+turning its 0 for no match into missing), ``field`` (a numeric doc value, with a transform),
 ``cosine`` / ``cosine_max`` / ``cosine_mean`` (the doc's vector against param vectors), ``dot``
 (the doc's collaborative vector against the user's), ``overlap`` (the doc's keyword values against
 weighted param sets), ``param`` (a request scalar), ``param_map`` (a request value per document,
@@ -49,7 +50,7 @@ import numpy as np
 
 from vecrank.errors import VecrankError
 from vecrank.interactions import DAY_MS
-from vecrank.rank.features import PATH_CODES, POOL_RANKS, FeatureSpec, RequestContext
+from vecrank.rank.features import PATH_CODES, POOL_RANKS, SEARCH_RANKS, FeatureSpec, RequestContext
 from vecrank.rank.state import SCORE_MAPS
 
 if TYPE_CHECKING:
@@ -151,6 +152,11 @@ def feature_source(name: str) -> dict[str, Any]:
         return {"name": name, "source": "dot", "field": CF_FIELD, "param": CF_VECTOR}
     if name in POOL_RANKS:
         return {"name": name, "source": "rank", "of": POOL_RANKS[name]}
+    if name in SEARCH_RANKS:
+        return {"name": name, "source": "rank", "of": SEARCH_RANKS[name]}
+    if name == "bm25":
+        # the first pass of a search pool's ranking rescore is its BM25 rescore: 0 where no match
+        return {"name": name, "source": "score", "transform": "positive"}
     if name in _SIGNAL_FIELDS:
         field, transform = _SIGNAL_FIELDS[name]
         return {"name": name, "source": "field", "field": field, "transform": transform}
@@ -168,7 +174,7 @@ def feature_source(name: str) -> dict[str, Any]:
     if name in SCORE_MAPS:
         return {"name": name, "source": "param_map", "param": name, "key_field": KEY_FIELD}
     raise PluginFeatureError(
-        f"feature {name!r} has no source in the plugin; known: cos_*, cf_score, cooc, seq, ease, "
+        f"feature {name!r} has no source in the plugin; known: cos_*, cf_score, cooc, seq, ease, bm25, "
         "rank_*, n_sources, signals (ctr, pop_Nd, trend, ...), item.<field>, age.<field>, "
         "affinity.<facet>, hist_len, days_since_active, query_present, path_code"
     )

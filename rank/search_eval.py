@@ -23,8 +23,9 @@ The protocol (leak-free: a request sees nothing from after its instant):
   Elasticsearch scores by the sum of both: the RRF retriever needs a paid licence), ``blend``
   (:meth:`vecrank.rank.recommender.Recommender.candidates` with the history and the query: the
   profile blended with the query text, unranked, what serving did before search models), and
-  ``vecrank``: the **search model** over the pool serving gathers for it (the BM25 top and the
-  query kNN top, :data:`vecrank.rank.queries.SEARCH_POOL` each; offline the kNN is exact) with
+  ``vecrank``: the **search model** over the pool serving gathers for it (the query kNN's top
+  :data:`vecrank.rank.queries.SEARCH_POOL` and the best BM25 hits outside them, twice that in
+  all, :func:`vecrank.rank.queries.search_pool_ids`; offline the kNN is exact) with
   every feature of the spec plus :data:`vecrank.rank.features.SEARCH`. One ranker per refit
   instant after the burn-in, trained on the search requests before it with the choices known
   before it (shape chosen and boosting stopped on their latest 20%); each test request is ranked
@@ -248,19 +249,27 @@ class _Searcher:
         state = past.state(req.user, req.cut_ms) if req.user is not None else UserState()
         seen = sorted(state.seen)
         qv = self.vectors[req.query]
-        bodies = baseline_bodies(req.query, qv, fields=self.fields, exclude=seen, bm25_size=queries.SEARCH_POOL)
+        # The pool serving's one search gathers (queries.search_pool_body), with the kNN exact:
+        # the kNN's top, then BM25's best outside them; every member's BM25 score where the text matches.
+        eligible = past.eligible(state.seen) & catalog.has_vector
+        knn_rows = top_rows(catalog.vectors @ np.asarray(qv, dtype=np.float64), eligible, queries.SEARCH_POOL)
+        knn_ids = [catalog.ids[n] for n in knn_rows]
+        bodies = baseline_bodies(req.query, qv, fields=self.fields, exclude=seen, bm25_size=2 * queries.SEARCH_POOL)
         if not test:
             bodies = {"bm25": bodies["bm25"]}
+        if knn_ids:
+            bodies["bm25_of_knn"] = queries.bm25_body(
+                req.query, fields=self.fields, size=len(knn_ids), filter={"ids": {"values": knn_ids}}
+            )
         parts = [part for body in bodies.values() for part in ({"index": self.index}, body)]
         hits = {}
         for name, resp in zip(bodies, self.rec.client.msearch(searches=parts)["responses"]):
             if "error" in resp:
                 raise VecrankError(f"the {name} search failed: {resp['error']}")
             hits[name] = resp["hits"]["hits"]
-        bm25 = {h["_id"]: float(h["_score"]) for h in hits["bm25"]}
-        eligible = past.eligible(state.seen) & catalog.has_vector
-        rows = set(top_rows(catalog.vectors @ np.asarray(qv, dtype=np.float64), eligible, queries.SEARCH_POOL))
-        rows |= {n for n in (catalog.index(i) for i in bm25) if n is not None}
+        pool = queries.search_pool_ids(knn_ids, [h["_id"] for h in hits["bm25"]])
+        bm25 = {h["_id"]: float(h["_score"]) for h in (*hits["bm25"], *hits.pop("bm25_of_knn", ()))}
+        rows = {n for n in (catalog.index(i) for i in pool) if n is not None}
         batch = past.candidate_batch(np.array(sorted(rows), dtype=np.int64), req.cut_ms)
         ctx = feats.RequestContext(
             now_ms=req.cut_ms,
@@ -384,7 +393,7 @@ def run(
         "evaluated_users": len(set(owner.values())),
         "horizon_days": horizon_days,
         "bm25_fields": searcher.fields,
-        "pool_per_source": queries.SEARCH_POOL,
+        "pool": {"knn": queries.SEARCH_POOL, "size": 2 * queries.SEARCH_POOL},
     }
     model = None
     if final_model and None in rankers:

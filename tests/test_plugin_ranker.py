@@ -17,6 +17,7 @@ import uuid
 import numpy as np
 import pytest
 from test_rank import synthetic_world  # noqa: E402  (tests/ is on the path, as for clihelp)
+from test_search_eval import _synthetic_searches  # noqa: E402
 
 from vecrank.ingest.cf import fit_index
 from vecrank.ingest.embed import Embedder
@@ -25,12 +26,13 @@ from vecrank.ingest.items import ItemSource, ingest_items
 from vecrank.ingest.signals import refresh_signals
 from vecrank.interactions import DAY_MS
 from vecrank.rank import rescore as R
+from vecrank.rank import search_eval as se
 from vecrank.rank.evaluate import EvalConfig, ReplayConfig, fit_rankers, load_past
 from vecrank.rank.exposure import ColdSlots, place_cold
 from vecrank.rank.features import FeatureSpec
 from vecrank.rank.model import Registry
 from vecrank.rank.offline import PoolConfig
-from vecrank.rank.queries import flatten_mapping
+from vecrank.rank.queries import SEARCH_POOL, flatten_mapping
 from vecrank.rank.ranker import Ranker
 from vecrank.rank.recommender import Recommender
 from vecrank.rank.state import StateConfig
@@ -101,7 +103,15 @@ def served(plugin_es, es_settings, embedder, tmp_path_factory):
         seen = {}
         for e in events:
             seen.setdefault(e["user"], set()).add(e["item"])
-        yield {"settings": settings, "rec": rec, "model": model, "now": now, "items": items, "seen": seen}
+        yield {
+            "settings": settings,
+            "rec": rec,
+            "model": model,
+            "now": now,
+            "items": items,
+            "events": events,
+            "seen": seen,
+        }
     finally:
         names = list(
             plugin_es.indices.get(index=f"{settings.index_prefix}-*", expand_wildcards="all", ignore_unavailable=True)
@@ -175,30 +185,10 @@ def test_plugin_and_python_rank_the_same(plugin_es, served, monkeypatch):
         # The plugin's own account of each shown hit: the model score and the feature row.
         (hits,) = searches.hits
         assert [h["_id"] for h in hits] == [r.item_id for r in in_es.items]
-        python_rows = {r.item_id: r.features for r in in_python.items}
         python_scores = {r.item_id: r.score for r in in_python.items}
-        for hit, ranked in zip(hits, in_es.items):
-            explained = R.explained_features(hit["_explanation"], model.spec.names)
-            expected = python_rows[hit["_id"]]
-            assert np.array_equal(np.isnan(explained), np.isnan(expected)), (
-                user,
-                hit["_id"],
-                [n for n, a, b in zip(model.spec.names, explained, expected) if np.isnan(a) != np.isnan(b)],
-            )
-            np.testing.assert_allclose(
-                explained,
-                expected,
-                rtol=1e-5,
-                atol=1e-5,
-                equal_nan=True,
-                err_msg=f"{user} {hit['_id']}: {model.spec.names}",
-            )
-            assert R.explained_model_score(hit["_explanation"]) == pytest.approx(
-                python_scores[hit["_id"]], abs=SCORE_TOL
-            )
-            assert ranked.score == pytest.approx(R.explained_model_score(hit["_explanation"]), abs=1e-5)
-            rows.append(explained)
-            worst = max(worst, abs(ranked.score - python_scores[hit["_id"]]))
+        rows.extend(_assert_same_rows(in_python, in_es, hits, model.spec.names, user))
+        for ranked in in_es.items:
+            worst = max(worst, abs(ranked.score - python_scores[ranked.item_id]))
         # Every shown item was scored inside Elasticsearch, documents and all.
         assert all(r.candidate.fields.get("title") for r in in_es.items)
         compared += 1
@@ -213,6 +203,89 @@ def test_plugin_and_python_rank_the_same(plugin_es, served, monkeypatch):
     assert ranker.recommend(user="u1", k=5, now_ms=served["now"]).rerank == "plugin"
     explained = ranker.recommend(user="u1", k=5, explain=True, now_ms=served["now"])
     assert explained.rerank == "python" and set(explained.items[0].contributions) == {*model.spec.names, "bias"}
+
+
+def _assert_same_rows(in_python, in_es, hits, names, what) -> list[np.ndarray]:
+    """Each shown hit's feature row and model score as the plugin explains them equal the Python
+    path's for the same item; returns the rows."""
+    python_rows = {r.item_id: r.features for r in in_python.items}
+    python_scores = {r.item_id: r.score for r in in_python.items}
+    rows = []
+    for hit, ranked in zip(hits, in_es.items):
+        explained = R.explained_features(hit["_explanation"], names)
+        expected = python_rows[hit["_id"]]
+        assert np.array_equal(np.isnan(explained), np.isnan(expected)), (
+            what,
+            hit["_id"],
+            [n for n, a, b in zip(names, explained, expected) if np.isnan(a) != np.isnan(b)],
+        )
+        np.testing.assert_allclose(
+            explained, expected, rtol=1e-5, atol=1e-5, equal_nan=True, err_msg=f"{what} {hit['_id']}: {names}"
+        )
+        assert R.explained_model_score(hit["_explanation"]) == pytest.approx(python_scores[hit["_id"]], abs=SCORE_TOL)
+        assert ranked.score == pytest.approx(R.explained_model_score(hit["_explanation"]), abs=1e-5)
+        rows.append(explained)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def search_model(served):
+    """The served world's search model, trained by the search evaluation on searches a user made
+    just before liking a film (the film's subject as the query), registered with its plugin features."""
+    rec, settings = served["rec"], served["settings"]
+    replay = ReplayConfig.from_dict(served["model"].training["config"])
+    config = EvalConfig(refits=2, horizon_days=120)
+    past = load_past(rec.client, settings, replay_config=replay, config=config)
+    report = se.run(
+        rec,
+        past,
+        _synthetic_searches(served["events"], served["items"]),
+        replay_config=replay,
+        horizon_days=120,
+        train_config=TrainConfig(num_boost_round=60, early_stopping_rounds=20),
+        final_model=True,
+    )
+    return Registry(rec.client, settings).register(report.model, status="active")
+
+
+SEARCHES = [(user, query) for user in (*USERS[:6], None) for query in ("rocket launch", "a haunted house", "bread")]
+
+
+def test_search_requests_rank_the_same_in_python_and_with_the_plugin(plugin_es, served, search_model, monkeypatch):
+    names = search_model.spec.names
+    assert search_model.plugin_features == R.plugin_features(search_model.spec)
+    assert {"name": "bm25", "source": "score", "transform": "positive"} in search_model.plugin_features
+    assert {"name": "rank_query", "source": "rank", "of": "cos_query"} in search_model.plugin_features
+    ranker = Ranker(served["rec"], served["model"], search_model=search_model)
+    assert ranker.plugin_usable(search_model)
+    searches = _Searches(plugin_es, explain=True)
+    monkeypatch.setattr(plugin_es, "search", searches)
+    rows = []
+    for user, query in SEARCHES:
+        what = (user, query)
+        in_python = ranker.recommend(user=user, query=query, k=K, rerank="python", now_ms=served["now"])
+        searches.hits.clear()
+        in_es = ranker.recommend(user=user, query=query, k=K, rerank="plugin", now_ms=served["now"])
+        assert (in_python.rerank, in_es.rerank) == ("python", "plugin")
+        assert in_python.path == in_es.path == ("query" if user is None else "profile+query"), what
+        assert in_python.ranked_by == in_es.ranked_by == f"{search_model.model_id}@{search_model.version}"
+        assert len(in_python.items) == K, what
+        _assert_same_ranking(in_python, in_es, what)
+        (hits,) = searches.hits
+        assert [h["_id"] for h in hits] == [r.item_id for r in in_es.items]
+        rows.extend(_assert_same_rows(in_python, in_es, hits, names, what))
+        assert all(r.candidate.fields.get("title") for r in in_es.items)  # the shown documents came back
+        if user is not None:
+            assert not {r.item_id for r in in_es.items} & served["seen"][user], what
+    every = np.stack(rows)
+    bm25 = every[:, names.index("bm25")]
+    # Both kinds of pool member were shown and compared: matched by the text, and found by the kNN alone.
+    assert np.isfinite(bm25).any() and np.isnan(bm25).any()
+    assert len(set(np.round(every[:, names.index("cos_query")], 5))) > 1
+    # auto: the plugin for the search model too, unless the feature rows are needed.
+    monkeypatch.undo()
+    assert ranker.recommend(user="u1", query="bread", k=5, now_ms=served["now"]).rerank == "plugin"
+    assert ranker.recommend(user="u1", query="bread", k=5, explain=True, now_ms=served["now"]).rerank == "python"
 
 
 def test_the_profile_path_takes_two_round_trips_with_the_plugin(plugin_es, served, monkeypatch):
@@ -241,6 +314,46 @@ def test_the_profile_path_takes_two_round_trips_with_the_plugin(plugin_es, serve
         f"POST /{items_index}/_search",
         f"POST /{items_index}/_mget",
     ], requests.sent
+
+
+def test_a_search_request_takes_two_round_trips_and_sends_no_candidate_vectors(
+    plugin_es, served, search_model, monkeypatch
+):
+    rec = served["rec"]
+    ranker = Ranker(rec, served["model"], search_model=search_model)
+    for mode in ("plugin", "python"):  # the first requests read what stays fixed, and embed once
+        ranker.recommend(user="u2", query="black holes", k=K, rerank=mode, now_ms=served["now"])
+    requests = _Requests(plugin_es.transport)
+    monkeypatch.setattr(plugin_es.transport, "perform_request", requests)
+    bodies = []
+    search = plugin_es.search
+
+    def recorded(*args, **kwargs):
+        response = search(*args, **kwargs)
+        bodies.append((kwargs, response))
+        return response
+
+    monkeypatch.setattr(plugin_es, "search", recorded)
+    items_index, users_index = rec.settings.index("items"), rec.settings.index("users")
+    for mode in ("plugin", "python"):
+        requests.sent.clear()
+        bodies.clear()
+        out = ranker.recommend(user="u5", query="black holes", k=K, rerank=mode, now_ms=served["now"])
+        assert out.rerank == mode and out.path == "profile+query" and len(out.items) == K
+        # The user document, then one search: the pool, the BM25 rescore and (plugin) the model's.
+        assert requests.sent == [f"GET /{users_index}/_doc/u5", f"POST /{items_index}/_search"], (mode, requests.sent)
+        ((kwargs, response),) = bodies
+        hits = response["hits"]["hits"]
+        if mode == "plugin":
+            assert [r["window_size"] for r in kwargs["rescore"]] == [2 * SEARCH_POOL] * 2
+            assert "vecrank" in kwargs["rescore"][1] and kwargs["size"] == K
+            # Only the shown items come back, and no vectors.
+            assert len(hits) == K and "fields" not in kwargs and not any("fields" in h for h in hits)
+            assert not any("embedding" in (h.get("_source") or {}) for h in hits)
+        else:
+            # The whole pool with its vectors: here every item the user has not seen (fewer than the kNN's k).
+            assert len(hits) == len(served["items"]) - len(served["seen"]["u5"]) < SEARCH_POOL
+            assert all("embedding" in h["fields"] for h in hits)
 
 
 def test_filters_and_exclusions_hold_on_the_plugin_path(served):

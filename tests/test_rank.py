@@ -487,7 +487,8 @@ def test_cli_evaluate_model_and_ranked_recommend(es, settings_for, world, tmp_pa
     )
     assert result.code == 0, result.err
     out = json.loads(result.out)
-    assert out["model"] == {"id": "vecrank", "version": 1, "status": "active"}
+    # activated, and every user's state recomputed for its rule (cf fit stored the default rule's)
+    assert out["model"] == {"id": "vecrank", "version": 1, "status": "active", "users_refreshed": 64}
     assert set(out["systems"]) == {"popular", "cooccurrence", "itemknn", "als", "ease", "text", "vecrank"}
     assert out["training"]["config"]["pool"] == {
         "text": 30,
@@ -508,12 +509,13 @@ def test_cli_evaluate_model_and_ranked_recommend(es, settings_for, world, tmp_pa
     assert "no ranker (kNN order)" in plain.out
     assert run_cli(capsys, *base, "model", "archive", "vecrank", "1").code == 0
     assert "no ranker" in run_cli(capsys, *base, "recommend", "--user", "u1", "-k", "3").out
-    # cf fit stored the states with the default rule (no model was active); activating the model,
-    # whose rule carries the topic facet, stores every user's state for its rule.
+    # The model's rule carries the topic facet; the states `evaluate --activate` stored are for it.
+    # Stored again for the default rule (as cf fit stores them before any model is active), they
+    # are stale for the model until `model activate` recomputes every user's.
     from vecrank.ingest import indices
     from vecrank.rank.offline import ReplayConfig
-    from vecrank.rank.state import stored_state
-    from vecrank.rank.store import get_user, live_cf_meta
+    from vecrank.rank.state import StateConfig, stored_state
+    from vecrank.rank.store import get_user, live_cf_meta, refresh_all_users
 
     rule = ReplayConfig.from_dict(out["training"]["config"]).state
     assert rule.facets == ("topic",)
@@ -523,7 +525,8 @@ def test_cli_evaluate_model_and_ranked_recommend(es, settings_for, world, tmp_pa
     def current(user):
         return stored_state(get_user(es, settings_for, user), model=text_model, config=rule, cf_version=version)
 
-    assert current("u1") is None
+    assert current("u1") is not None
+    assert refresh_all_users(es, settings_for, config=StateConfig()) == 64 and current("u1") is None
     activated = run_cli(capsys, *base, "model", "activate", "vecrank", "1")
     assert activated.code == 0 and "64 users' states recomputed" in activated.out, activated.out
     assert current("u1") is not None and current("u1").liked[0].facets.keys() == {"topic"}

@@ -11,6 +11,7 @@ from test_rank import TOPICS, _replay_config, embedder, synthetic_world, world  
 
 from vecrank.interactions import DAY_MS, Interactions
 from vecrank.rank import features as feats
+from vecrank.rank import queries
 from vecrank.rank import search_eval as se
 from vecrank.rank.evaluate import EvalConfig, load_past
 from vecrank.rank.model import RankerModel, Registry, search_model_id
@@ -142,6 +143,29 @@ def test_search_evaluation_on_a_real_node_is_leak_free(es, settings_for, world, 
     assert report.model is None  # no final_model asked for
 
 
+def test_the_one_search_gathers_the_pool_the_offline_replay_builds(es, settings_for, world):  # noqa: F811
+    """The serving pool's one search (kNN first, then BM25, a BM25 rescore) holds exactly what
+    :func:`queries.search_pool_ids` makes of a separate kNN and BM25 search, each hit with its BM25 score."""
+    rec = Recommender(es, settings_for)
+    index, fields = settings_for.index("items"), queries.text_fields(rec.field_types)
+    size = 8  # the pool's kNN: 8 of the 96 items, so that BM25 adds its own best
+    unmatched, sizes = 0, []
+    for text in ("rocket launch", "a haunted house part 3", "pasta"):
+        vector = rec.embedder.encode([text], show_progress_bar=False)[0]
+        hits, bm25 = rec.search_pool_hits(text, vector, None, size=size, source=False, with_vectors=False)
+        knn = es.search(index=index, **queries.query_knn_body(vector, size=size, filter=None))["hits"]["hits"]
+        body = queries.bm25_body(text, fields=fields, size=1000, filter=None)
+        matched = es.search(index=index, **body)["hits"]["hits"]
+        expected = queries.search_pool_ids([h["_id"] for h in knn], [h["_id"] for h in matched], size=size)
+        assert sorted(h["_id"] for h in hits) == sorted(expected), text
+        sizes.append(len(expected))
+        every = {h["_id"]: h["_score"] for h in matched}
+        assert bm25 == {i: every[i] for i in expected if i in every}, text  # kNN hits keep their BM25 score too
+        unmatched += len(set(expected[:size]) - set(bm25))
+    assert unmatched, "every kNN hit matched the text: the pool's two halves were not both tried"
+    assert max(sizes) == 2 * size, sizes  # BM25 added its best to the kNN's, up to the pool's size
+
+
 def _profile_model(spec, config):
     """A small profile model (serving needs one beside the search model)."""
     rng = np.random.default_rng(0)
@@ -178,7 +202,8 @@ def test_requests_with_search_text_are_ranked_by_the_search_model_in_two_round_t
     assert report.model.spec.names[-3:] == list(feats.SEARCH)
     assert report.training["rankers"][-1]["instant_ms"] is None  # trained on every request
     search = registry.register(report.model, status="active")
-    assert search.model_id == search_model_id("vecrank") and search.plugin_features is None  # Python only
+    assert search.model_id == search_model_id("vecrank")
+    assert {"name": "bm25", "source": "score", "transform": "positive"} in search.plugin_features
     ranker = Ranker(rec, registry.register(_profile_model(replay.spec, replay), status="active"), search_model=search)
     user = events[0]["user"]
     seen = {e["item"] for e in events if e["user"] == user}
@@ -200,7 +225,7 @@ def test_requests_with_search_text_are_ranked_by_the_search_model_in_two_round_t
         out = ranker.recommend(user=user, query="rocket launch", k=5, explain=True)
     finally:
         es.transport.perform_request = inner
-    assert calls == [2]  # the user document, then one msearch (BM25 and the query kNN)
+    assert calls == [2]  # the user document, then one search (the query kNN or-ed with BM25)
     assert out.ranked_by == f"{search.model_id}@{search.version}" and out.path == "profile+query"
     scores = [r.score for r in out.items]
     assert len(scores) == 5 and scores == sorted(scores, reverse=True)

@@ -187,8 +187,10 @@ def _registered(ctx, report, files: dict[str, str], *, register: bool, activate:
     everything, registered (and activated) when asked."""
     result = {**report.to_dict(), "files": files}
     if register and report.model is not None:
-        model = _register(ctx, report.model, activate)
+        model, refreshed = _register(ctx, report.model, activate)
         result["model"] = {"id": model.model_id, "version": model.version, "status": model.status}
+        if refreshed is not None:
+            result["model"]["users_refreshed"] = refreshed
     return result
 
 
@@ -196,11 +198,26 @@ def _register(ctx, model, activate: bool):
     # lazy: the command's implementation loads when it runs, so `vecrank --help` stays fast
     from vecrank.rank.model import Registry
 
-    registry = Registry(ctx.client, ctx.settings)
-    model = registry.register(model)
-    if activate:
-        model = registry.set_status(model.model_id, model.version, "active")
-    return model
+    model = Registry(ctx.client, ctx.settings).register(model)
+    if not activate:
+        return model, None
+    return _activate(ctx, model.model_id, model.version)
+
+
+def _activate(ctx, model_id: str, version: int, *, skip_users: bool = False):
+    """Make a version active and recompute every user's stored state with its state rule, so that
+    its requests read them with the user document alone (else each computes a stale one on the
+    fly, one read more). Returns the model and how many users were recomputed."""
+    # lazy: the command's implementation loads when it runs, so `vecrank --help` stays fast
+    from vecrank.rank.model import Registry
+    from vecrank.rank.offline import ReplayConfig
+    from vecrank.rank.store import refresh_all_users
+
+    model = Registry(ctx.client, ctx.settings).set_status(model_id, version, "active")
+    config = (model.training or {}).get("config")
+    if not config or skip_users:
+        return model, 0
+    return model, refresh_all_users(ctx.client, ctx.settings, config=ReplayConfig.from_dict(config).state)
 
 
 # --- cf -------------------------------------------------------------------------------------------
@@ -379,6 +396,8 @@ def _echo_evaluation(
     if "model" in result:
         model = result["model"]
         click.echo(f"registered {model['id']} v{model['version']} ({model['status']}){model_note}")
+        if "users_refreshed" in model:
+            click.echo(f"{model['users_refreshed']} users' states recomputed for its rule")
 
 
 def _evaluate_search(
@@ -485,19 +504,23 @@ def train_command(from_log, skip_cf_fit, training, as_json) -> None:
             if None not in models:
                 raise click.ClickException("no training request has a later like: nothing to learn from")
             model = models[None]
-        _echo_trained(_register(ctx, model, training.activate), as_json)
+        registered, refreshed = _register(ctx, model, training.activate)
+        _echo_trained(registered, refreshed, as_json)
     except VecrankError as exc:
         raise click.ClickException(str(exc)) from None
 
 
-def _echo_trained(model, as_json: bool) -> None:
+def _echo_trained(model, refreshed: int | None, as_json: bool) -> None:
     info = {"id": model.model_id, "version": model.version, "status": model.status, "training": model.training}
+    if refreshed is not None:
+        info["users_refreshed"] = refreshed
     if as_json:
         echo_json(info)
     else:
         click.echo(
             f"registered {model.model_id} v{model.version} ({model.status}); "
             f"{model.training['train']['rows']} training rows, best iteration {model.training['best_iteration']}"
+            + (f"; {refreshed} users' states recomputed for its rule" if refreshed is not None else "")
         )
 
 
@@ -558,17 +581,10 @@ def model_show_command(model_id: str, version: int | None) -> None:
 def model_activate_command(model_id: str, version: int, skip_users: bool) -> None:
     """Every user's stored state is recomputed with the activated model's state rule, so that its
     requests read them with the user document alone."""
-    # lazy: the command's implementation loads when it runs, so `vecrank --help` stays fast
-    from vecrank.rank.model import Registry
-    from vecrank.rank.offline import ReplayConfig
-    from vecrank.rank.store import refresh_all_users
-
     ctx = app()
-    model = Registry(ctx.client, ctx.settings).set_status(model_id, version, "active")
+    model, refreshed = _activate(ctx, model_id, version, skip_users=skip_users)
     click.echo(f"{model_id} v{version} is active")
-    config = (model.training or {}).get("config")
-    if config and not skip_users:
-        refreshed = refresh_all_users(ctx.client, ctx.settings, config=ReplayConfig.from_dict(config).state)
+    if (model.training or {}).get("config") and not skip_users:
         click.echo(f"{refreshed} users' states recomputed for its rule")
 
 

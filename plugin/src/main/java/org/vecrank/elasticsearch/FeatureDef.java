@@ -12,6 +12,7 @@ import java.util.Set;
  *
  * <pre>
  * {"name": "knn_score", "source": "score"}
+ * {"name": "bm25", "source": "score", "transform": "positive"}
  * {"name": "ctr", "source": "field", "field": "signals.ctr", "transform": "identity"}
  * {"name": "cos_profile", "source": "cosine", "field": "embedding", "param": "profile_vector"}
  * {"name": "cos_hist_max", "source": "cosine_max", "field": "embedding", "param": "history_vectors"}
@@ -53,7 +54,8 @@ public record FeatureDef(
     }
 
     public enum Transform {
-        IDENTITY, LOG1P, DAYS_SINCE;
+        /** {@code positive}: the value where above 0, else missing (a preceding query rescore's score: 0 where the query does not match). */
+        IDENTITY, LOG1P, DAYS_SINCE, POSITIVE;
 
         String jsonName() {
             return name().toLowerCase(Locale.ROOT);
@@ -98,6 +100,7 @@ public record FeatureDef(
             case IDENTITY -> value;
             case LOG1P -> Math.log1p(Math.max(value, 0.0));
             case DAYS_SINCE -> (nowMs - value) / DAY_MS;
+            case POSITIVE -> value > 0 ? value : Double.NaN;
         };
     }
 
@@ -149,21 +152,14 @@ public record FeatureDef(
         List<Double> limits = null;
         Transform transform = null;
         switch (source) {
-            case SCORE -> forbid(where, source, field, "field", transformText, "transform", param, "param");
+            case SCORE -> {
+                forbid(where, source, field, "field", param, "param", null, null);
+                transform = transform(transformText, where);
+            }
             case FIELD -> {
                 require(where, source, field, "field");
                 forbid(where, source, param, "param", null, null, null, null);
-                if (transformText == null) {
-                    transform = Transform.IDENTITY;
-                } else {
-                    try {
-                        transform = Transform.valueOf(transformText.toUpperCase(Locale.ROOT));
-                    } catch (IllegalArgumentException e) {
-                        throw new IllegalArgumentException(
-                            where + " has unknown transform [" + transformText + "]; known: identity, log1p, days_since"
-                        );
-                    }
-                }
+                transform = transform(transformText, where);
             }
             case COSINE, COSINE_MAX, COSINE_MEAN, OVERLAP, DOT -> {
                 require(where, source, field, "field");
@@ -198,6 +194,18 @@ public record FeatureDef(
             }
         }
         return new FeatureDef(name, source, field, transform, param, keyField, of, countOf, limits);
+    }
+
+    /** A [transform] by name; absent: identity. */
+    private static Transform transform(String text, String where) {
+        if (text == null) {
+            return Transform.IDENTITY;
+        }
+        try {
+            return Transform.valueOf(text.toUpperCase(Locale.ROOT));
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException(where + " has unknown transform [" + text + "]; known: identity, log1p, days_since, positive");
+        }
     }
 
     /** A count's [of]: a non-empty array of distinct, non-empty strings. {@code where} ends with the source. */

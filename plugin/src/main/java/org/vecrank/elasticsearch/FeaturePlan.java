@@ -352,7 +352,7 @@ final class FeaturePlan {
 
                     @Override
                     public double value(int doc, float score) {
-                        return score;
+                        return def.transform(score, nowMs);
                     }
                 };
             case PARAM: {

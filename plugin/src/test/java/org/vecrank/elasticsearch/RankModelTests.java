@@ -81,6 +81,7 @@ class RankModelTests {
             { "{\"name\": \"a\", \"source\": \"cosine\", \"field\": \"e\"}", "needs [param]" },
             { "{\"name\": \"a\", \"source\": \"overlap\", \"param\": \"p\"}", "needs [field]" },
             { "{\"name\": \"a\", \"source\": \"score\", \"field\": \"f\"}", "takes no [field]" },
+            { "{\"name\": \"a\", \"source\": \"score\", \"transform\": \"abs\"}", "unknown transform [abs]; known: identity, log1p, days_since, positive" },
             { "{\"name\": \"a\", \"source\": \"param\", \"transform\": \"log1p\"}", "takes no [transform]" },
             { "{\"name\": \"a\", \"source\": \"score\", \"weight\": 2}", "unknown key [weight]" },
             { "{\"source\": \"score\"}", "has no [name]" },
@@ -101,6 +102,11 @@ class RankModelTests {
         assertTrue(Double.isNaN(log.transform(Double.NaN, 0)));
         FeatureDef days = new FeatureDef("d", FeatureDef.Source.FIELD, "f", FeatureDef.Transform.DAYS_SINCE, null);
         assertEquals(1.5, days.transform(1_000_000_000_000.0, 1_000_000_000_000L + 129_600_000L));
+        FeatureDef match = FeatureDef.parse(ExactJson.parse("{\"name\": \"bm25\", \"source\": \"score\", \"transform\": \"positive\"}"), 0);
+        assertEquals(FeatureDef.Transform.POSITIVE, match.transform());
+        assertEquals(2.5, match.transform(2.5, 0));
+        assertTrue(Double.isNaN(match.transform(0.0, 0)), "a query rescore's 0 (no match) reads as missing");
+        assertTrue(Double.isNaN(match.transform(-1.0, 0)));
     }
 
     @Test
