@@ -13,6 +13,12 @@ users drawn in turn from the list, first ``--warmup`` requests that are not meas
 requests, errors (any status other than 200, or a broken connection), p50/p90/p99/max latency
 measured at the client, and throughput (completed requests / wall time). The load average before
 and after each level is recorded, so a busy machine shows in the results.
+
+``--searches FILE`` (a search log, as ``vecrank evaluate --task search`` reads it) gives every
+request one of the log's queries as well (``&query=``, cycled over the users: the search page's
+profile+query path). ``--baseline FILE``, the ``--json`` output of a run against the baseline
+(for example the commit before a change, served on the same node in the same session), adds the
+ratios against it: saturated throughput (the best level's) and each level's throughput and p99.
 """
 
 from __future__ import annotations
@@ -154,6 +160,41 @@ async def run_level(
     }
 
 
+def ratios(results: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
+    """This run against the baseline's: the saturated throughput (each run's best level) and,
+    for every concurrency both measured, the throughput and p99 ratios.
+
+    Example:
+        >>> run = {"levels": [{"concurrency": 8, "throughput_rps": 120.0, "p99_ms": 90.0}]}
+        >>> base = {"levels": [{"concurrency": 8, "throughput_rps": 48.0, "p99_ms": 300.0}]}
+        >>> ratios(run, base)
+        {'saturated_throughput_ratio': 2.5, 'levels': [{'concurrency': 8, 'throughput_ratio': 2.5, 'p99_ratio': 0.3}]}
+    """
+    best = lambda r: max((lvl["throughput_rps"] or 0.0) for lvl in r["levels"])  # noqa: E731 - a one-line helper
+    theirs = {lvl["concurrency"]: lvl for lvl in baseline["levels"]}
+    levels = []
+    for lvl in results["levels"]:
+        other = theirs.get(lvl["concurrency"])
+        if other and other["throughput_rps"] and other["p99_ms"]:
+            levels.append(
+                {
+                    "concurrency": lvl["concurrency"],
+                    "throughput_ratio": round((lvl["throughput_rps"] or 0.0) / other["throughput_rps"], 2),
+                    "p99_ratio": round(lvl["p99_ms"] / other["p99_ms"], 2),
+                }
+            )
+    base = best(baseline)
+    return {"saturated_throughput_ratio": round(best(results) / base, 2) if base else None, "levels": levels}
+
+
+def _queries(path: str) -> list[str]:
+    """The distinct queries of a search log, in a fixed order."""
+    # lazy: the log's reader is vecrank's (one parser of search logs); only --searches needs it
+    from vecrank.rank.search_eval import normalise_query, read_searches
+
+    return sorted({normalise_query(s.query) for s in read_searches(path)})
+
+
 def _users(args) -> list[str]:
     if args.users_file:
         return [line.strip() for line in Path(args.users_file).read_text().splitlines() if line.strip()]
@@ -185,6 +226,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="at most this long per level")
     parser.add_argument("--json", dest="json_out", default=None, help="also write the results here")
     parser.add_argument(
+        "--searches",
+        default=None,
+        help="a search log: each request also carries one of its queries (the profile+query path)",
+    )
+    parser.add_argument("--baseline", default=None, help="a --json output of the baseline's run: adds the ratios")
+    parser.add_argument(
         "--api-key",
         default=os.environ.get("VECRANK_SERVE_API_KEY"),
         help="an API key with the recommend scope [env VECRANK_SERVE_API_KEY]; none for a service "
@@ -195,7 +242,13 @@ def main(argv: list[str] | None = None) -> int:
     url = urllib.parse.urlsplit(args.api)
     host, port = url.hostname or "127.0.0.1", url.port or 80
     users = _users(args)
-    paths = [f"/recommendations?{urllib.parse.urlencode({'user': u, 'k': args.k})}" for u in users]
+    queries = _queries(args.searches) if args.searches else [None]
+    paths = [
+        "/recommendations?"
+        + urllib.parse.urlencode({"user": u, "k": args.k, **({"query": q} if q is not None else {})})
+        for u, q in ((users[i % len(users)], queries[i % len(queries)]) for i in range(max(len(users), len(queries))))
+    ]
+    baseline = json.loads(Path(args.baseline).read_text()) if args.baseline else None
     health = _health(host, port)
     if health.get("http_status") != 200:
         print(f"error: {args.api}/health answered {health.get('http_status')}: {health}", file=sys.stderr)
@@ -204,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         "api": args.api,
         "users": len(users),
         "k": args.k,
+        "queries": len(queries) if args.searches else 0,
         "cpus": os.cpu_count(),
         "default_model": health.get("default_model"),
         "experiment": (health.get("experiment") or {}).get("id"),
@@ -232,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
             f"(load {out['loadavg_1m_before']:.2f} -> {out['loadavg_1m_after']:.2f})",
             flush=True,
         )
+    if baseline is not None:
+        results["against_baseline"] = ratios(results, baseline)
+        print(json.dumps(results["against_baseline"]), flush=True)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(results, indent=2))
     return 0 if all(not lvl["errors"] for lvl in results["levels"]) else 1
