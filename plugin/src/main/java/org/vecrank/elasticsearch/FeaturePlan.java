@@ -812,7 +812,7 @@ final class FeaturePlan {
 
                 @Override
                 public double value(int doc, float score) throws IOException {
-                    BytesRef key = keys.key(doc);
+                    String key = keys.keyText(doc);
                     return key == null ? Double.NaN : map.get(key);
                 }
             };
@@ -854,6 +854,7 @@ final class FeaturePlan {
         private LeafReaderContext leaf;
         private int doc = -1;
         private BytesRef key;
+        private String text;
 
         /** {@code what} and {@code need} start and end the error for a segment whose doc values are not a keyword's. */
         KeywordKeys(String field, String what, String need) {
@@ -896,8 +897,18 @@ final class FeaturePlan {
             if (target != doc) {
                 doc = target;
                 key = keys == null || keys.advanceExact(target) == false ? null : keys.lookupOrd(keys.nextOrd());
+                text = null;
             }
             return key;
+        }
+
+        /** {@link #key}'s text (decoded once per doc, for the columns that look it up in a param map), null when it has none. */
+        String keyText(int target) throws IOException {
+            BytesRef k = key(target);
+            if (k != null && text == null) {
+                text = k.utf8ToString();
+            }
+            return k == null ? null : text;
         }
     }
 }

@@ -298,16 +298,16 @@ class ParamMapTests {
     }
 
     @Test
-    void theParamIsParsedOnceIntoKeyedValues() {
+    void theParamIsCheckedOnceAndReadByKey() {
         QueryParams p = new QueryParams(coocParam(someValues(), 0));
         QueryParams.ParamMap m = p.paramMap("cooc");
         assertEquals(6, m.values().size());
-        assertEquals(0.5, m.get(new BytesRef("item0")));
-        assertEquals(0.0, m.get(new BytesRef("item1")));
-        assertTrue(Double.isNaN(m.get(new BytesRef("item4"))));
-        assertEquals((double) 0.3f, m.get(new BytesRef("item19")), "computed in double from the number given");
-        BytesRef inside = new BytesRef("xxitem3yy".getBytes(java.nio.charset.StandardCharsets.UTF_8), 2, 5);
-        assertEquals(1.0, m.get(inside), "doc values' BytesRef with an offset");
+        assertEquals(0.5, m.get("item0"));
+        assertEquals(0.0, m.get("item1"));
+        assertTrue(Double.isNaN(m.get("item4")));
+        assertEquals((double) 0.3f, m.get("item19"), "computed in double from the number given");
+        assertEquals(0.0, m.get("item-not-there"), "a key the values lack reads the default");
+        assertTrue(Double.isNaN(new QueryParams(coocParam(someValues(), null)).paramMap("cooc").get("item-not-there")));
         assertNull(p.paramMap("absent"));
     }
 
