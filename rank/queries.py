@@ -351,12 +351,18 @@ def pool_body(
 
 
 #: A search request's pool (:func:`search_pool_body`): the query kNN's top ``SEARCH_POOL`` and the
-#: best BM25 hits outside them, ``2 × SEARCH_POOL`` in all: a documented default, the same offline
+#: best BM25 hits outside them, :func:`search_window` in all: a documented default, the same offline
 #: (``evaluate --task search``) and in serving.
 SEARCH_POOL = 100
 #: The first-pass score of a search pool's kNN hits: a constant above any BM25 score, so that they
 #: all come before the BM25-only hits (the pool's query rescore then scores every hit by BM25).
 KNN_FIRST = 1e6
+
+
+def search_window(size: int = SEARCH_POOL) -> int:
+    """How many hits a search pool holds (its search's ``size`` and both rescores' window) for a
+    kNN of ``size``: the kNN's and as many BM25 hits again at most."""
+    return 2 * size
 
 
 def text_fields(field_types: Mapping[str, str]) -> list[str]:
@@ -421,7 +427,7 @@ def search_pool_body(
             "filter": [filter] if filter else [],
         }
     }
-    window = 2 * size
+    window = search_window(size)
     body = search_body(size=window, query=query, source=source)
     body["rescore"] = [
         {
@@ -447,7 +453,7 @@ def search_pool_ids(knn_ids: Sequence[str], bm25_ids: Sequence[str], size: int =
     pool = list(dict.fromkeys(knn_ids))
     taken = set(pool)
     for item in bm25_ids:
-        if len(pool) >= 2 * size:
+        if len(pool) >= search_window(size):
             break
         if item not in taken:
             pool.append(item)

@@ -371,7 +371,7 @@ class Ranker:
                 model_id=model.model_id,
                 version=model.version,
                 params=rescore_params(spec, ctx),
-                window_size=2 * queries.SEARCH_POOL,
+                window_size=queries.search_window(),
                 models_index=rec.settings.index("models"),
                 keep=k,
             )

@@ -254,7 +254,7 @@ class _Searcher:
         eligible = past.eligible(state.seen) & catalog.has_vector
         knn_rows = top_rows(catalog.vectors @ np.asarray(qv, dtype=np.float64), eligible, queries.SEARCH_POOL)
         knn_ids = [catalog.ids[n] for n in knn_rows]
-        bodies = baseline_bodies(req.query, qv, fields=self.fields, exclude=seen, bm25_size=2 * queries.SEARCH_POOL)
+        bodies = baseline_bodies(req.query, qv, fields=self.fields, exclude=seen, bm25_size=queries.search_window())
         if not test:
             bodies = {"bm25": bodies["bm25"]}
         if knn_ids:
@@ -393,7 +393,7 @@ def run(
         "evaluated_users": len(set(owner.values())),
         "horizon_days": horizon_days,
         "bm25_fields": searcher.fields,
-        "pool": {"knn": queries.SEARCH_POOL, "size": 2 * queries.SEARCH_POOL},
+        "pool": {"knn": queries.SEARCH_POOL, "size": queries.search_window()},
     }
     model = None
     if final_model and None in rankers:

@@ -207,7 +207,8 @@ def _register(ctx, model, activate: bool):
 def _activate(ctx, model_id: str, version: int, *, skip_users: bool = False):
     """Make a version active and recompute every user's stored state with its state rule, so that
     its requests read them with the user document alone (else each computes a stale one on the
-    fly, one read more). Returns the model and how many users were recomputed."""
+    fly, one read more). Returns the model and how many users were recomputed (None: not
+    recomputed, skipped or no rule recorded)."""
     # lazy: the command's implementation loads when it runs, so `vecrank --help` stays fast
     from vecrank.rank.model import Registry
     from vecrank.rank.offline import ReplayConfig
@@ -216,7 +217,7 @@ def _activate(ctx, model_id: str, version: int, *, skip_users: bool = False):
     model = Registry(ctx.client, ctx.settings).set_status(model_id, version, "active")
     config = (model.training or {}).get("config")
     if not config or skip_users:
-        return model, 0
+        return model, None
     return model, refresh_all_users(ctx.client, ctx.settings, config=ReplayConfig.from_dict(config).state)
 
 
@@ -582,9 +583,9 @@ def model_activate_command(model_id: str, version: int, skip_users: bool) -> Non
     """Every user's stored state is recomputed with the activated model's state rule, so that its
     requests read them with the user document alone."""
     ctx = app()
-    model, refreshed = _activate(ctx, model_id, version, skip_users=skip_users)
+    _, refreshed = _activate(ctx, model_id, version, skip_users=skip_users)
     click.echo(f"{model_id} v{version} is active")
-    if (model.training or {}).get("config") and not skip_users:
+    if refreshed is not None:
         click.echo(f"{refreshed} users' states recomputed for its rule")
 
 

@@ -31,13 +31,11 @@ final class QueryParams {
     record Overlap(List<BytesRef[]> sets, double[] weights, double total) {}
 
     /**
-     * A value per document key: {@code values} (NaN where the request gave null) and the value of a key
-     * that {@code values} lacks ({@code defaultValue}, NaN for null or absent).
-     */
-    /**
-     * A param map as the request holds it, its keys and values checked ({@link #paramMap}): a
-     * document's value is looked up by its key's text, so that the request's keys are never turned
-     * into Lucene terms (900 keys of three maps cost more to convert than the 450 documents' lookups).
+     * A value per document key: {@code values} as the request holds them, keys and values checked by
+     * {@link #paramMap} (null: NaN), and the value of a key that {@code values} lacks
+     * ({@code defaultValue}, NaN for null or absent). A document's value is looked up by its key's
+     * text, so that the request's keys are never turned into Lucene terms (900 keys of three maps
+     * cost more to convert than the 450 documents' lookups).
      */
     record ParamMap(Map<String, Object> values, double defaultValue) {
         private static final Object ABSENT = new Object();
