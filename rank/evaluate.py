@@ -235,7 +235,7 @@ def fit_rankers(
             log.info("no training request with a like before %s: no ranker there", r)
             continue
         train, valid = subset.split_by_time(0.2)
-        booster, info, chosen = select_ranker(train, valid, train_config)
+        booster, info, chosen = select_ranker(train, valid, train_config, refit_on=subset)
         training = {
             "instant_ms": r,
             "train": train.summary(),

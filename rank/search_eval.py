@@ -434,7 +434,7 @@ def _fit_rankers(
             log.info("%d search requests with a choice before %s: no ranker there", len(subset.groups()), instant)
             continue
         train, valid = subset.split_by_time(0.2)
-        booster, info, chosen = select_ranker(train, valid, train_config)
+        booster, info, chosen = select_ranker(train, valid, train_config, refit_on=subset)
         rankers[instant] = (booster, chosen, {"train": train.summary(), "valid": valid.summary(), **info})
         summaries.append(
             {

@@ -8,8 +8,9 @@ labels its test requests: 1 if the user liked it (:func:`vecrank.interactions.is
 ``[t, t + horizon]``, else 0. Nothing from after ``t`` reaches a feature. Rows are grouped by
 request (one request per user and cut) and can be kept as Parquet.
 
-The model is an XGBoost ranker (``rank:ndcg`` by default), seeded, with early stopping and the
-tree shape chosen on a later time slice than the one it learns from.
+The model is an XGBoost ranker (``rank:ndcg`` by default), seeded; its tree shape and round
+count are chosen on a later time slice than the one it first learns from, then it is trained
+again on both slices (:func:`select_ranker`).
 """
 
 from __future__ import annotations
@@ -366,9 +367,14 @@ def select_ranker(
     valid: TrainingTable | None,
     config: TrainConfig | None = None,
     shapes: Sequence[Mapping[str, Any]] = SHAPES,
+    refit_on: TrainingTable | None = None,
 ) -> tuple[xgboost.Booster, dict[str, Any], TrainConfig]:
     """Train one model per tree shape and keep the best on the validation slice (a later time
     slice than ``train``, never the test data). Without a validation slice, ``config`` as given.
+
+    With ``refit_on`` (``train`` and ``valid`` together), the chosen shape is then trained again on
+    it, without early stopping, for the early-stopped round count scaled by its rows over
+    ``train``'s: the latest requests, the nearest to what is served next, are learnt from too.
 
     Returns:
         (booster, info, the chosen config); ``info["selection"]`` lists every shape's validation score.
@@ -385,6 +391,10 @@ def select_ranker(
         tried.append((info["best_score"], candidate, booster, info))
         log.info("shape %s: validation ndcg@%d %.4f", dict(shape), config.eval_at, info["best_score"])
     best = max(tried, key=lambda t: t[0])
+    if refit_on is not None and len(refit_on):
+        rounds = max(1, round((best[3]["best_iteration"] + 1) * len(refit_on) / max(len(train), 1)))
+        booster, _ = train_ranker(refit_on, None, replace(best[1], num_boost_round=rounds))
+        best = (best[0], best[1], booster, {**best[3], "refit_rows": len(refit_on), "refit_rounds": rounds})
     info = {
         **best[3],
         "selection": [

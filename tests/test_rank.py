@@ -670,6 +670,31 @@ def test_tree_shape_is_chosen_on_the_validation_slice():
     assert "selection" not in plain and same == TrainConfig(num_boost_round=5)  # no validation slice: as given
 
 
+def test_the_chosen_shape_is_refit_on_the_whole_table_for_proportionally_more_rounds():
+    from vecrank.rank.train import select_ranker
+
+    rng = np.random.default_rng(5)
+    whole = TrainingTable(feature_names=["signal", "noise"])
+    for g in range(80):
+        x = rng.normal(size=(20, 2)).astype(np.float32)
+        liked = x[:, 0] + 0.8 * rng.normal(size=20) > 1.0  # a noisy signal: more than one round to learn
+        whole.add(f"r{g}", "u", g, [f"i{j}" for j in range(20)], list(liked.astype(float)), x)
+    train, valid = whole.split_by_time(0.25)
+    config = TrainConfig(num_boost_round=30)
+    early, early_info, chosen = select_ranker(train, valid, config)
+    refit, info, same = select_ranker(train, valid, config, refit_on=whole)
+    assert same == chosen and info["selection"] == early_info["selection"]  # the choice is the validation slice's
+    rounds = early_info["best_iteration"] + 1
+    assert info["refit_rows"] == len(whole) == len(train) + len(valid)
+    assert info["refit_rounds"] == max(1, round(rounds * len(whole) / len(train))) > rounds
+    assert refit.num_boosted_rounds() == info["refit_rounds"] and early.num_boosted_rounds() == rounds
+    x = np.column_stack([np.linspace(-3, 3, 50), np.zeros(50)]).astype(np.float32)
+    import xgboost
+
+    scores = refit.predict(xgboost.DMatrix(x, feature_names=["signal", "noise"]))
+    assert np.corrcoef(scores, x[:, 0])[0, 1] > 0.8  # the refit model still follows the signal
+
+
 def test_the_refit_instants_ignore_impressions_logged_by_serving():
     ratings = [
         {"user_id": "u", "item_id": f"i{n}", "type": "rating", "value": 4.0, "timestamp": n * 1000}

@@ -481,7 +481,7 @@ def train_command(from_log, skip_cf_fit, training, as_json) -> None:
                     f"feature spec ({table.summary()['requests']} requests logged)"
                 )
             train, valid = table.split_by_time(0.2)
-            booster, info, chosen = select_ranker(train, valid, train_config)
+            booster, info, chosen = select_ranker(train, valid, train_config, refit_on=table)
             model = RankerModel.from_booster(
                 model_id,
                 replay.spec,
