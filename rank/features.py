@@ -88,6 +88,13 @@ SOURCE_RANKS = {
     "trending": "trending_rank",
 }
 CONTEXT = ("query_present", "path_code")
+#: the ranker's one structural prior (``TrainConfig.monotone``): a higher collaborative score may
+#: only raise a candidate's score, all else equal, and a better (lower) rank in the pool by one
+#: likewise; the data choose how much, never the sign
+MONOTONE = (
+    *((name, 1) for name in COLLABORATIVE),
+    *((rank, -1) for rank, by in POOL_RANKS.items() if by in COLLABORATIVE),
+)
 #: a search model's rank features -> the feature each ranks the pool by
 SEARCH_RANKS = {"rank_bm25": "bm25", "rank_query": "cos_query"}
 SEARCH = ("bm25", *SEARCH_RANKS)

@@ -8,7 +8,9 @@ labels its test requests: 1 if the user liked it (:func:`vecrank.interactions.is
 ``[t, t + horizon]``, else 0. Nothing from after ``t`` reaches a feature. Rows are grouped by
 request (one request per user and cut) and can be kept as Parquet.
 
-The model is an XGBoost ranker (``rank:ndcg`` by default), seeded; its tree shape and round
+The model is an XGBoost ranker (``rank:ndcg`` by default), seeded, monotone in the
+collaborative scores and their pool ranks (:data:`vecrank.rank.features.MONOTONE`: with a few
+hundred requests per ranker, trees otherwise learn bumps from noise); its tree shape and round
 count are chosen on a later time slice than the one it first learns from, then it is trained
 again on both slices (:func:`select_ranker`).
 """
@@ -324,7 +326,8 @@ class TrainConfig:
     lambdarank_pair_method: str = "topk"
     lambdarank_num_pair_per_sample: int = 10
     num_parallel_tree: int = 4  # each round averages this many subsampled trees: less variance between seeds
-    monotone: tuple[tuple[str, int], ...] = ()  # (feature, +1 or -1): the score may only rise (fall) with it
+    # (feature, +1 or -1): the score may only rise (fall) with it; features not in a table are ignored
+    monotone: tuple[tuple[str, int], ...] = feats.MONOTONE
     nthread: int = 0  # 0: all cores
 
     def __post_init__(self) -> None:

@@ -695,6 +695,32 @@ def test_the_chosen_shape_is_refit_on_the_whole_table_for_proportionally_more_ro
     assert np.corrcoef(scores, x[:, 0])[0, 1] > 0.8  # the refit model still follows the signal
 
 
+def test_by_default_a_higher_collaborative_score_never_lowers_the_ranker_score():
+    names = feats.FeatureSpec().names
+    rng = np.random.default_rng(6)
+    table = TrainingTable(feature_names=names)
+    for g in range(60):
+        x = rng.normal(size=(20, len(names))).astype(np.float32)
+        # liked in a band of cf_score and of rank_ease: unconstrained trees learn the bump
+        liked = (np.abs(x[:, names.index("cf_score")]) < 0.6) | (np.abs(x[:, names.index("rank_ease")]) < 0.3)
+        table.add(f"r{g}", "u", g, [f"i{j}" for j in range(20)], list(liked.astype(float)), x)
+    rows = rng.normal(size=(30, len(names))).astype(np.float32)
+    grid = np.linspace(-3, 3, 25, dtype=np.float32)
+
+    def steps(booster: xgboost.Booster, feature: str) -> np.ndarray:
+        """Score changes as ``feature`` rises along ``grid`` from each of ``rows``."""
+        swept = np.repeat(rows, len(grid), axis=0)
+        swept[:, names.index(feature)] = np.tile(grid, len(rows))
+        scores = booster.predict(xgboost.DMatrix(swept, feature_names=names)).reshape(len(rows), len(grid))
+        return np.diff(scores, axis=1)
+
+    constrained, _ = train_ranker(table, None, TrainConfig(num_boost_round=30))
+    free, _ = train_ranker(table, None, TrainConfig(num_boost_round=30, monotone=()))
+    assert ("cf_score", 1) in feats.MONOTONE and ("rank_ease", -1) in feats.MONOTONE
+    assert steps(constrained, "cf_score").min() >= 0 and steps(constrained, "rank_ease").max() <= 0
+    assert steps(free, "cf_score").min() < 0 and steps(free, "rank_ease").max() > 0  # the test can fail
+
+
 def test_the_refit_instants_ignore_impressions_logged_by_serving():
     ratings = [
         {"user_id": "u", "item_id": f"i{n}", "type": "rating", "value": 4.0, "timestamp": n * 1000}
