@@ -56,7 +56,7 @@ from vecrank.rank.exposure import place_cold
 from vecrank.rank.model import RankerModel
 from vecrank.rank.offline import Catalog, Past, ReplayConfig  # ReplayConfig: re-exported, where it was
 from vecrank.rank.ranker import rank_order
-from vecrank.rank.train import ReplayRequest, TrainConfig, replay, select_ranker, user_cuts
+from vecrank.rank.train import ReplayRequest, TrainConfig, fit_ranker, replay, user_cuts
 
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
@@ -234,12 +234,9 @@ def fit_rankers(
         if not len(subset):
             log.info("no training request with a like before %s: no ranker there", r)
             continue
-        train, valid = subset.split_by_time(0.2)
-        booster, info, chosen = select_ranker(train, valid, train_config, refit_on=subset)
+        booster, info, chosen = fit_ranker(subset, train_config)
         training = {
             "instant_ms": r,
-            "train": train.summary(),
-            "valid": valid.summary(),
             **info,
             "horizon_days": config.horizon_days,
             "config": replay_config.to_dict(),
@@ -250,7 +247,7 @@ def fit_rankers(
         summaries.append(
             {
                 "instant_ms": r,
-                "requests": train.summary()["requests"] + valid.summary()["requests"],
+                "requests": info["train"]["requests"] + info["valid"]["requests"],
                 "valid_ndcg": round(info["best_score"], 5),
                 "shape": {"max_depth": chosen.max_depth, "min_child_weight": chosen.min_child_weight},
             }

@@ -65,7 +65,7 @@ from vecrank.rank.model import RankerModel
 from vecrank.rank.offline import Past, ReplayConfig, top_rows
 from vecrank.rank.ranker import rank_order
 from vecrank.rank.state import UserState
-from vecrank.rank.train import TrainConfig, TrainingTable, select_ranker
+from vecrank.rank.train import TrainConfig, TrainingTable, fit_ranker
 
 if TYPE_CHECKING:
     from vecrank.rank.recommender import Recommender
@@ -433,9 +433,8 @@ def _fit_rankers(
         if len(subset.groups()) < MIN_TRAIN_REQUESTS:
             log.info("%d search requests with a choice before %s: no ranker there", len(subset.groups()), instant)
             continue
-        train, valid = subset.split_by_time(0.2)
-        booster, info, chosen = select_ranker(train, valid, train_config, refit_on=subset)
-        rankers[instant] = (booster, chosen, {"train": train.summary(), "valid": valid.summary(), **info})
+        booster, info, chosen = fit_ranker(subset, train_config)
+        rankers[instant] = (booster, chosen, info)
         summaries.append(
             {
                 "instant_ms": instant,

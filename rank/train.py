@@ -408,6 +408,21 @@ def select_ranker(
     return best[2], info, best[1]
 
 
+#: the share of a table's requests, its latest, that choose the tree shape and the round count
+VALID_FRACTION = 0.2
+
+
+def fit_ranker(
+    table: TrainingTable, config: TrainConfig | None = None
+) -> tuple[xgboost.Booster, dict[str, Any], TrainConfig]:
+    """The one way a training table becomes a model: its latest :data:`VALID_FRACTION` of requests
+    choose the shape and the round count, then the chosen shape is trained on the whole table
+    (:func:`select_ranker` with ``refit_on``). ``info`` also has the two slices' summaries."""
+    train, valid = table.split_by_time(VALID_FRACTION)
+    booster, info, chosen = select_ranker(train, valid, config, refit_on=table)
+    return booster, {"train": train.summary(), "valid": valid.summary(), **info}, chosen
+
+
 def _dmatrix(table: TrainingTable) -> xgboost.DMatrix:
     """The table as XGBoost reads it: features (NaN missing), labels and query groups."""
     # lazy: xgboost takes 2 s to import; only training and scoring need it

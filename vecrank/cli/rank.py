@@ -461,7 +461,7 @@ def train_command(from_log, skip_cf_fit, training, as_json) -> None:
     from vecrank.rank.evaluate import fit_rankers, load_past
     from vecrank.rank.model import RankerModel
     from vecrank.rank.store import live_cf_meta, refresh_all_users
-    from vecrank.rank.train import from_feature_log, select_ranker
+    from vecrank.rank.train import fit_ranker, from_feature_log
 
     ctx = app()
     replay = training.replay_config(ctx)
@@ -480,8 +480,7 @@ def train_command(from_log, skip_cf_fit, training, as_json) -> None:
                     f"no labelled rows in {ctx.settings.index('feature-log')} for this "
                     f"feature spec ({table.summary()['requests']} requests logged)"
                 )
-            train, valid = table.split_by_time(0.2)
-            booster, info, chosen = select_ranker(train, valid, train_config, refit_on=table)
+            booster, info, chosen = fit_ranker(table, train_config)
             model = RankerModel.from_booster(
                 model_id,
                 replay.spec,
@@ -489,8 +488,6 @@ def train_command(from_log, skip_cf_fit, training, as_json) -> None:
                 params=chosen.to_dict(),
                 training={
                     "source": "feature-log",
-                    "train": train.summary(),
-                    "valid": valid.summary(),
                     **info,
                     "horizon_days": horizon_days,
                     "config": replay.to_dict(),
