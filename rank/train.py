@@ -12,7 +12,7 @@ The model is an XGBoost ranker (``rank:ndcg`` by default), seeded, monotone in t
 collaborative scores and their pool ranks (:data:`vecrank.rank.features.MONOTONE`: with a few
 hundred requests per ranker, trees otherwise learn bumps from noise); its tree shape and round
 count are chosen on a later time slice than the one it first learns from, then it is trained
-again on both slices (:func:`select_ranker`).
+again on both slices (:func:`fit_ranker`, the one way a table becomes a model).
 """
 
 from __future__ import annotations
@@ -417,9 +417,12 @@ def fit_ranker(
 ) -> tuple[xgboost.Booster, dict[str, Any], TrainConfig]:
     """The one way a training table becomes a model: its latest :data:`VALID_FRACTION` of requests
     choose the shape and the round count, then the chosen shape is trained on the whole table
-    (:func:`select_ranker` with ``refit_on``). ``info`` also has the two slices' summaries."""
+    (:func:`select_ranker` with ``refit_on``). ``info`` also has the two slices' summaries; the
+    config returned is the one the booster was trained with (the chosen shape, the refit's rounds)."""
     train, valid = table.split_by_time(VALID_FRACTION)
     booster, info, chosen = select_ranker(train, valid, config, refit_on=table)
+    if "refit_rounds" in info:  # the config the booster was trained with: the refit's round count
+        chosen = replace(chosen, num_boost_round=info["refit_rounds"])
     return booster, {"train": train.summary(), "valid": valid.summary(), **info}, chosen
 
 

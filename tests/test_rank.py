@@ -695,6 +695,24 @@ def test_the_chosen_shape_is_refit_on_the_whole_table_for_proportionally_more_ro
     assert np.corrcoef(scores, x[:, 0])[0, 1] > 0.8  # the refit model still follows the signal
 
 
+def test_fit_ranker_returns_the_config_its_booster_was_trained_with():
+    from vecrank.rank.train import fit_ranker
+
+    rng = np.random.default_rng(7)
+    whole = TrainingTable(feature_names=["signal", "noise"])
+    for g in range(60):
+        x = rng.normal(size=(20, 2)).astype(np.float32)
+        liked = x[:, 0] + 0.8 * rng.normal(size=20) > 1.0
+        whole.add(f"r{g}", "u", g, [f"i{j}" for j in range(20)], list(liked.astype(float)), x)
+    booster, info, chosen = fit_ranker(whole, TrainConfig(num_boost_round=30))
+    # what a registry records as the model's params: the refit's rounds, not the early-stopping cap
+    assert chosen.num_boost_round == info["refit_rounds"] == booster.num_boosted_rounds() != 30
+    assert (chosen.max_depth, chosen.min_child_weight) in {
+        (s["max_depth"], s["min_child_weight"]) for s in info["selection"]
+    }
+    assert info["train"]["requests"] + info["valid"]["requests"] == 60
+
+
 def test_by_default_a_higher_collaborative_score_never_lowers_the_ranker_score():
     names = feats.FeatureSpec().names
     rng = np.random.default_rng(6)

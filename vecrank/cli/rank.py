@@ -132,8 +132,8 @@ def _shared(fn):
                 type=click.IntRange(1, 20),
                 default=3,
                 show_default=True,
-                help="Training cuts per user, from 50%% to 1 - test-fraction of their interactions before "
-                "each ranker's instant; the latest 20%% of requests choose the tree shape and stop it.",
+                help="Training cuts per user, from 50% to 1 - test-fraction of their interactions before "
+                "each ranker's instant; the latest 20% of requests choose the tree shape and stop it.",
             ),
             click.option(
                 "--max-train-requests",
@@ -445,7 +445,7 @@ def _evaluate_search(
     "--from-log",
     is_flag=True,
     help="Train on the feature rows serving logged (same spec), labelled by later likes within "
-    "--horizon-days, the latest 20%% of requests choosing the shape and stopping it. The replay "
+    "--horizon-days, the latest 20% of requests choosing the shape and stopping it. The replay "
     "options (--train-cuts, --max-train-requests, --bucket-days, --refits) do not apply; the "
     "pool options are recorded with the model, which serving then uses.",
 )
