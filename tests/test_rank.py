@@ -670,15 +670,21 @@ def test_tree_shape_is_chosen_on_the_validation_slice():
     assert "selection" not in plain and same == TrainConfig(num_boost_round=5)  # no validation slice: as given
 
 
+def _noisy_table(*, seed: int, groups: int) -> TrainingTable:
+    """``groups`` requests of 20 items, liked when a noisy copy of feature ``signal`` passes 1."""
+    rng = np.random.default_rng(seed)
+    table = TrainingTable(feature_names=["signal", "noise"])
+    for g in range(groups):
+        x = rng.normal(size=(20, 2)).astype(np.float32)
+        liked = x[:, 0] + 0.8 * rng.normal(size=20) > 1.0  # a noisy signal: more than one round to learn
+        table.add(f"r{g}", "u", g, [f"i{j}" for j in range(20)], list(liked.astype(float)), x)
+    return table
+
+
 def test_the_chosen_shape_is_refit_on_the_whole_table_for_proportionally_more_rounds():
     from vecrank.rank.train import select_ranker
 
-    rng = np.random.default_rng(5)
-    whole = TrainingTable(feature_names=["signal", "noise"])
-    for g in range(80):
-        x = rng.normal(size=(20, 2)).astype(np.float32)
-        liked = x[:, 0] + 0.8 * rng.normal(size=20) > 1.0  # a noisy signal: more than one round to learn
-        whole.add(f"r{g}", "u", g, [f"i{j}" for j in range(20)], list(liked.astype(float)), x)
+    whole = _noisy_table(seed=5, groups=80)
     train, valid = whole.split_by_time(0.25)
     config = TrainConfig(num_boost_round=30)
     early, early_info, chosen = select_ranker(train, valid, config)
@@ -698,12 +704,7 @@ def test_the_chosen_shape_is_refit_on_the_whole_table_for_proportionally_more_ro
 def test_fit_ranker_returns_the_config_its_booster_was_trained_with():
     from vecrank.rank.train import fit_ranker
 
-    rng = np.random.default_rng(7)
-    whole = TrainingTable(feature_names=["signal", "noise"])
-    for g in range(60):
-        x = rng.normal(size=(20, 2)).astype(np.float32)
-        liked = x[:, 0] + 0.8 * rng.normal(size=20) > 1.0
-        whole.add(f"r{g}", "u", g, [f"i{j}" for j in range(20)], list(liked.astype(float)), x)
+    whole = _noisy_table(seed=7, groups=60)
     booster, info, chosen = fit_ranker(whole, TrainConfig(num_boost_round=30))
     # what a registry records as the model's params: the refit's rounds, not the early-stopping cap
     assert chosen.num_boost_round == info["refit_rounds"] == booster.num_boosted_rounds() != 30
